@@ -1,0 +1,261 @@
+"""Triton split-K ("FlashDecoding") decode attention over per-KV-head ragged caches, plus Quest chunk scoring.
+
+One kernel, specialised by constexpr flags, serves every cache layout of ``naive.py``:
+  QUANT  - int8 / fp8 K and V with per-(token, head) scales. The scale is factored out of the dot products:
+           s = (q . k_int) * k_scale_j and o += (p * v_scale_j) @ v_int, so the int8/fp8 values (exact in fp16/bf16)
+           are only converted in registers and never written back dequantised.
+  ROPE   - RoPE-on-read: keys stored pre-RoPE are rotated in registers at per-slot positions (ring buffers).
+  SPARSE - block-sparse: each split walks a list of selected chunk ids (chunk size == BLOCK_N).
+Grid: (B * Hkv, n_splits). A program owns one KV head and all its G query heads (packed as rows of a
+[G_PAD, D] tile, G_PAD >= 16 for tl.dot), so every K/V byte is read once per decode step (GQA-friendly).
+Partial (max, sum, unnormalised output) per split are combined in PyTorch (tiny). Plain pointer arithmetic only
+(no block pointers) so it runs on Triton 3.6 and 3.9; loads are upcast to fp32 right after tl.load except the
+dot operands, which use the cache dtype (fp32 under the interpreter).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["triton_decode_attention", "triton_chunk_scores"]
+
+_LOG2E = 1.4426950408889634
+_NEG_BIG = -1.0e30  # finite "minus infinity" for the running max: keeps fully masked tiles NaN-free
+
+
+@triton.jit
+def _decode_split_kernel(
+    Q, K, V, KS, VS, LENS, KPOS, INV_FREQ, CIDX, OP, MP, LP,
+    stride_qb, stride_qh,
+    stride_kb, stride_kh, stride_kl,
+    stride_vb, stride_vh, stride_vl,
+    stride_sb, stride_sh,
+    stride_pb, stride_ph,
+    stride_cb, stride_ch,
+    HKV, G, D, n_sel, keys_per_split, scale_log2,
+    G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HALF_D: tl.constexpr,
+    CHUNKS_PER_SPLIT: tl.constexpr, QUANT: tl.constexpr, ROPE: tl.constexpr, SPARSE: tl.constexpr,
+):
+    pid_bh = tl.program_id(0)
+    split = tl.program_id(1)
+    n_splits = tl.num_programs(1)
+    b = pid_bh // HKV
+    hk = pid_bh % HKV
+    length = tl.load(LENS + pid_bh)
+
+    rows = tl.arange(0, G_PAD)
+    row_ok = rows < G
+    q_rows = Q + b * stride_qb + (hk * G + rows) * stride_qh
+    dcol = tl.arange(0, BLOCK_D)
+    d_ok = dcol < D
+    hcol = tl.arange(0, HALF_D)
+    h_ok = hcol < D // 2
+    k_base = K + b * stride_kb + hk * stride_kh
+    v_base = V + b * stride_vb + hk * stride_vh
+
+    if ROPE:
+        q_lo = tl.load(q_rows[:, None] + hcol[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
+        q_hi = tl.load(q_rows[:, None] + D // 2 + hcol[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
+        inv_freq = tl.load(INV_FREQ + hcol, mask=h_ok, other=0.0).to(tl.float32)
+    else:
+        q = tl.load(q_rows[:, None] + dcol[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+
+    m_i = tl.full([G_PAD], _NEG_BIG, tl.float32)
+    l_i = tl.zeros([G_PAD], tl.float32)
+    acc = tl.zeros([G_PAD, BLOCK_D], tl.float32)
+
+    if SPARSE:
+        n_iter = CHUNKS_PER_SPLIT
+    else:
+        lo = split * keys_per_split
+        hi = tl.minimum(lo + keys_per_split, length)
+        n_iter = tl.cdiv(tl.maximum(hi - lo, 0), BLOCK_N)
+
+    for it in range(0, n_iter):
+        if SPARSE:
+            slot = split * CHUNKS_PER_SPLIT + it
+            cid = tl.load(CIDX + b * stride_cb + hk * stride_ch + slot, mask=slot < n_sel, other=-1)
+            offs = cid * BLOCK_N + tl.arange(0, BLOCK_N)
+            kmask = (offs < length) & (offs >= 0)  # cid == -1 gives negative offsets
+            offs = tl.where(kmask, offs, 0)
+        else:
+            offs = lo + it * BLOCK_N + tl.arange(0, BLOCK_N)
+            kmask = offs < hi
+
+        # ---- scores s = q . k * scale (in log2 units) ----
+        if ROPE:
+            k_lo = tl.load(k_base + offs[:, None] * stride_kl + hcol[None, :],
+                           mask=kmask[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
+            k_hi = tl.load(k_base + offs[:, None] * stride_kl + D // 2 + hcol[None, :],
+                           mask=kmask[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
+            pos = tl.load(KPOS + b * stride_pb + hk * stride_ph + offs, mask=kmask, other=0).to(tl.float32)
+            ang = pos[:, None] * inv_freq[None, :]
+            cos = tl.cos(ang)
+            sin = tl.sin(ang)
+            r_lo = (k_lo * cos - k_hi * sin).to(q_lo.dtype)
+            r_hi = (k_hi * cos + k_lo * sin).to(q_lo.dtype)
+            s = tl.dot(q_lo, tl.trans(r_lo), input_precision="ieee")
+            s += tl.dot(q_hi, tl.trans(r_hi), input_precision="ieee")
+        else:
+            k = tl.load(k_base + offs[:, None] * stride_kl + dcol[None, :],
+                        mask=kmask[:, None] & d_ok[None, :], other=0.0)
+            s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision="ieee")
+        if QUANT:
+            ks = tl.load(KS + b * stride_sb + hk * stride_sh + offs, mask=kmask, other=0.0).to(tl.float32)
+            s = s * ks[None, :]
+        s = s * scale_log2
+        s = tl.where(kmask[None, :], s, float("-inf"))
+
+        # ---- online softmax update ----
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_base + offs[:, None] * stride_vl + dcol[None, :], mask=kmask[:, None] & d_ok[None, :], other=0.0)
+        if QUANT:
+            vs = tl.load(VS + b * stride_sb + hk * stride_sh + offs, mask=kmask, other=0.0).to(tl.float32)
+            p = p * vs[None, :]
+        if ROPE:
+            pv = tl.dot(p.to(q_lo.dtype), v.to(q_lo.dtype), input_precision="ieee")
+        else:
+            pv = tl.dot(p.to(q.dtype), v.to(q.dtype), input_precision="ieee")
+        acc = acc * alpha[:, None] + pv
+        m_i = m_new
+
+    out_rows = (pid_bh * G + rows) * n_splits + split  # OP [B*Hq, n_splits, D], MP/LP [B*Hq, n_splits]
+    tl.store(OP + out_rows[:, None] * D + dcol[None, :], acc, mask=row_ok[:, None] & d_ok[None, :])
+    tl.store(MP + out_rows, m_i, mask=row_ok)
+    tl.store(LP + out_rows, l_i, mask=row_ok)
+
+
+def _combine_splits(o_part, m_part, l_part, B, Hq, D, out_dtype):
+    """Merge split-K partials (m in log2 units). Rows with no visible key: o = 0, lse = -inf."""
+    m = m_part.max(dim=1, keepdim=True).values
+    w = torch.exp2(m_part - m)
+    l_tot = (w * l_part).sum(dim=1)
+    o = (w[..., None] * o_part).sum(dim=1) / l_tot.clamp_min(1e-30)[:, None]
+    lse = (m.squeeze(1) + torch.log2(l_tot)) / _LOG2E
+    empty = l_tot == 0
+    o = torch.where(empty[:, None], torch.zeros_like(o), o)
+    lse = torch.where(empty, torch.full_like(lse, float("-inf")), lse)
+    return o.view(B, Hq, D).to(out_dtype), lse.view(B, Hq)
+
+
+def _n_sm(device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def triton_decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_scale=None,
+                            key_positions=None, rope_inv_freq=None, chunk_idx=None, chunk_size=None,
+                            n_splits=None, block_n=None, num_warps=4):
+    """Same contract as ``naive_decode_attention`` (inputs validated by the dispatcher)."""
+    B, Hq, D = q.shape
+    Hkv, L = k.shape[1], k.shape[2]
+    G = Hq // Hkv
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    quant = k_scale is not None
+    rope = key_positions is not None
+    sparse = chunk_idx is not None
+    if k.stride(-1) != 1 or v.stride(-1) != 1:
+        k, v = k.contiguous(), v.contiguous()
+    q = q.contiguous()
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"q must be fp16/bf16/fp32, got {q.dtype}")
+    lens = kv_lengths if kv_lengths.dim() == 2 else kv_lengths[:, None].expand(B, Hkv)
+    lens = lens.to(torch.int32).contiguous()
+    if sparse:
+        block_n = chunk_size
+        n_sel = chunk_idx.shape[-1]
+        chunks_per_split = 4 if n_sel >= 4 else max(n_sel, 1)
+        n_splits = max(1, -(-n_sel // chunks_per_split))
+        cidx = chunk_idx.to(torch.int32).contiguous()
+        keys_per_split = 0
+    else:
+        block_n = block_n or (64 if q.is_cuda else 16)
+        n_blocks = max(1, -(-L // block_n))
+        if n_splits is None:
+            n_splits = max(1, min(n_blocks, -(-_n_sm(q.device) * 4 // (B * Hkv))))
+        keys_per_split = -(-n_blocks // n_splits) * block_n
+        n_splits = max(1, -(-L // keys_per_split))
+        chunks_per_split, n_sel, cidx = 1, 0, lens
+    dummy = lens
+    ks = k_scale.contiguous() if quant else dummy
+    vs = v_scale.contiguous() if quant else dummy
+    if quant and (ks.stride() != vs.stride()):
+        raise ValueError("k_scale and v_scale must have the same layout")
+    kpos = key_positions.contiguous() if rope else dummy
+    inv = rope_inv_freq.to(torch.float32).contiguous() if rope else dummy.to(torch.float32)
+    dev = q.device
+    o_part = torch.empty(B * Hq, n_splits, D, device=dev, dtype=torch.float32)
+    m_part = torch.empty(B * Hq, n_splits, device=dev, dtype=torch.float32)
+    l_part = torch.empty(B * Hq, n_splits, device=dev, dtype=torch.float32)
+    G_PAD = max(16, triton.next_power_of_2(G))
+    BLOCK_D = triton.next_power_of_2(D)
+    HALF_D = triton.next_power_of_2(max(D // 2, 1))
+    _decode_split_kernel[(B * Hkv, n_splits)](
+        q, k, v, ks, vs, lens, kpos, inv, cidx, o_part, m_part, l_part,
+        q.stride(0), q.stride(1),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        ks.stride(0) if quant else 0, ks.stride(1) if quant else 0,
+        kpos.stride(0) if rope else 0, kpos.stride(1) if rope else 0,
+        cidx.stride(0) if sparse else 0, cidx.stride(1) if sparse else 0,
+        Hkv, G, D, n_sel, keys_per_split, scale * _LOG2E,
+        G_PAD=G_PAD, BLOCK_N=block_n, BLOCK_D=BLOCK_D, HALF_D=HALF_D,
+        CHUNKS_PER_SPLIT=chunks_per_split, QUANT=quant, ROPE=rope, SPARSE=sparse,
+        num_warps=num_warps,
+    )
+    return _combine_splits(o_part, m_part, l_part, B, Hq, D, q.dtype)
+
+
+@triton.jit
+def _chunk_score_kernel(Q, KMIN, KMAX, NCH, OUT,
+                        stride_qb, stride_qh, stride_sb, stride_sh, stride_sc,
+                        HKV, G, D, C, MEAN: tl.constexpr,
+                        G_PAD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
+    pid_bh = tl.program_id(0)
+    cb = tl.program_id(1)
+    b = pid_bh // HKV
+    hk = pid_bh % HKV
+    n_ch = tl.load(NCH + pid_bh)
+    rows = tl.arange(0, G_PAD)
+    cols = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+    dd = tl.arange(0, BLOCK_D)
+    q = tl.load(Q + b * stride_qb + (hk * G + rows)[:, None] * stride_qh + dd[None, :],
+                mask=(rows[:, None] < G) & (dd[None, :] < D), other=0.0).to(tl.float32)  # [G_PAD, BLOCK_D]
+    cmask = (cols < n_ch)[:, None] & (dd[None, :] < D)
+    base = pid_bh // HKV * stride_sb + hk * stride_sh
+    kmin = tl.load(KMIN + base + cols[:, None] * stride_sc + dd[None, :], mask=cmask, other=0.0).to(tl.float32)
+    kmax = tl.load(KMAX + base + cols[:, None] * stride_sc + dd[None, :], mask=cmask, other=0.0).to(tl.float32)
+    q3 = q[:, None, :]
+    ub = tl.sum(tl.maximum(q3 * kmin[None, :, :], q3 * kmax[None, :, :]), axis=2)  # [G_PAD, BLOCK_C]
+    if MEAN:
+        ub = tl.sum(tl.where(rows[:, None] < G, ub, 0.0), axis=0) / G
+    else:
+        ub = tl.max(tl.where(rows[:, None] < G, ub, float("-inf")), axis=0)
+    ub = tl.where(cols < n_ch, ub, float("-inf"))
+    tl.store(OUT + pid_bh * C + cols, ub, mask=cols < C)
+
+
+def triton_chunk_scores(q, kmin, kmax, n_chunks, *, reduce="max"):
+    """Same contract as ``naive_chunk_scores``; one program per (b, kv head, block of chunks)."""
+    B, Hq, D = q.shape
+    Hkv, C = kmin.shape[1], kmin.shape[2]
+    G = Hq // Hkv
+    q = q.contiguous()
+    kmin = kmin.contiguous()
+    kmax = kmax.contiguous()
+    nch = n_chunks.to(torch.int32).contiguous()
+    out = torch.empty(B, Hkv, C, device=q.device, dtype=torch.float32)
+    BLOCK_C = 16
+    _chunk_score_kernel[(B * Hkv, triton.cdiv(C, BLOCK_C))](
+        q, kmin, kmax, nch, out, q.stride(0), q.stride(1), kmin.stride(0), kmin.stride(1), kmin.stride(2),
+        Hkv, G, D, C, MEAN=(reduce == "mean"),
+        G_PAD=triton.next_power_of_2(G), BLOCK_C=BLOCK_C, BLOCK_D=triton.next_power_of_2(D),
+    )
+    return out

@@ -1,0 +1,112 @@
+"""Spec 2: ragged top-k selection, token gather and KV-cache compaction for pruning and eviction.
+
+Used by FastV (2403.06764), PyramidDrop (2410.17247), SparseVLM (2410.04417), H2O (2306.14048),
+SnapKV (2404.14469), PyramidKV (2406.02069), HybridKV/AdaKV-style per-head budgets.
+
+Conventions: kept indices are int64, ascending, ``-1`` padded beyond each row's count; ragged rows are
+right padded and described by ``lengths``.
+Paths: ``select_topk`` -> ``naive`` (row loop) or ``torch`` (two stable sorts; ``impl="triton"`` maps to it:
+there is no Triton top-k). ``gather_tokens`` / ``kv_compact`` -> ``naive`` (torch.gather) or ``triton``
+(one program per (row, block of kept rows) out of place; in place, one program per (row, block of D)
+walking the kept rows in ascending order, which is safe because ``dst <= src``).
+"""
+from __future__ import annotations
+
+import torch
+
+from .._triton import resolve_impl
+from ._checks import check_index, check_select_topk_args
+from .naive import gather_tokens_naive, kv_compact_naive, select_topk_naive
+from .vectorized import select_topk_torch
+
+__all__ = ["select_topk", "gather_tokens", "kv_compact"]
+
+
+def select_topk(scores, k, *, lengths=None, protect_mask=None, impl="auto"):
+    """Indices of the ``k`` best positions per row, ascending, ``-1`` padded to ``max k``.
+
+    Args:
+        scores: ``[B, L]`` or ``[B, H, L]`` floats (no NaN).
+        k: int, or int tensor ``[B]`` / ``[B, H]`` (per-row / per-head budgets).
+        lengths: optional int tensor ``[B]`` (or ``[B, H]``): valid positions per row (right padding).
+        protect_mask: optional bool, shaped like ``scores`` (or ``[B, L]`` for 3-D scores): positions that
+            are always kept; they count inside ``k``.
+        impl: ``"auto" | "naive" | "torch" | "triton"`` (``"triton"`` = ``"torch"``).
+
+    Ties go to the lower index. Raises ValueError when ``k`` exceeds the available positions or the
+    protected count, or on malformed arguments.
+    """
+    scores, k_t, len_t, protect = check_select_topk_args(scores, k, lengths, protect_mask)
+    path = resolve_impl(impl, scores.device, optimized="torch")
+    if path == "naive":
+        return select_topk_naive(scores, k_t, len_t, protect)
+    return select_topk_torch(scores, k_t, len_t, protect)
+
+
+def gather_tokens(hidden, idx, position_ids=None, *, impl="auto"):
+    """Gather kept tokens: ``hidden [B, L, C]``, ``idx [B, K]`` -> ``(hidden [B, K, C], position_ids [B, K])``.
+
+    ``position_ids`` ``[B, L]`` default to ``arange(L)``. Rows where ``idx == -1`` are zero / position -1.
+    """
+    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
+        raise ValueError(f"hidden must be [B, L, C], got {getattr(hidden, 'shape', type(hidden))}")
+    B, L, _ = hidden.shape
+    check_index(idx, (B,), L)
+    idx = idx.to(hidden.device)
+    if position_ids is None:
+        position_ids = torch.arange(L, device=hidden.device).expand(B, L)
+    elif not isinstance(position_ids, torch.Tensor) or tuple(position_ids.shape) != (B, L) \
+            or position_ids.dtype.is_floating_point:
+        raise ValueError(f"position_ids must be an integer tensor [B, L]=({B}, {L})")
+    position_ids = position_ids.to(hidden.device)
+    if resolve_impl(impl, hidden.device) == "naive":
+        return gather_tokens_naive(hidden, idx, position_ids)
+    from .triton_kernel import gather_rows_triton
+
+    out = gather_rows_triton(hidden[:, None], idx[:, None])[:, 0]
+    pos = torch.where(idx >= 0, torch.gather(position_ids, 1, idx.clamp(min=0)),
+                      torch.full_like(idx, -1, dtype=position_ids.dtype))
+    return out, pos
+
+
+def kv_compact(k, v, idx, *, inplace=False, impl="auto"):
+    """Keep rows ``idx [B, H, K]`` of ``k, v [B, H, L, D]``; returns ``(k', v', new_lengths [B, H])``.
+
+    Out of place: ``k', v'`` are new ``[B, H, K, D]`` tensors (``-1`` rows zero). In place (a static cache):
+    rows ``[0, K)`` of ``k`` and ``v`` are overwritten with the out-of-place result and ``k, v`` themselves are
+    returned; rows ``>= K`` are untouched. In place needs each row's kept indices ascending with ``-1`` only
+    as trailing padding (ValueError otherwise). ``new_lengths`` counts the non-padding indices.
+    """
+    for name, t in (("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            raise ValueError(f"{name} must be [B, H, L, D], got {getattr(t, 'shape', type(t))}")
+    if k.shape[:3] != v.shape[:3]:
+        raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} must agree in B, H, L")
+    B, H, L, _ = k.shape
+    check_index(idx, (B, H), L)
+    idx = idx.to(k.device)
+    K = idx.shape[-1]
+    if inplace:
+        if K > L:
+            raise ValueError(f"in-place compaction keeps at most L={L} rows, idx has K={K}")
+        kept = idx >= 0
+        if bool((kept[..., 1:] & ~kept[..., :-1]).any()):
+            raise ValueError("in-place kv_compact needs -1 only as trailing padding in idx")
+        if bool(((idx[..., 1:] <= idx[..., :-1]) & kept[..., 1:]).any()):
+            raise ValueError("in-place kv_compact needs strictly ascending kept indices")
+    path = resolve_impl(impl, k.device)
+    if path == "naive":
+        k_out, v_out, new_len = kv_compact_naive(k, v, idx)
+        if not inplace:
+            return k_out, v_out, new_len
+        k[:, :, :K] = k_out
+        v[:, :, :K] = v_out
+        return k, v, new_len
+    from .triton_kernel import compact_rows_inplace_triton, gather_rows_triton
+
+    new_len = (idx >= 0).sum(-1)
+    if inplace:
+        compact_rows_inplace_triton(k, idx)
+        compact_rows_inplace_triton(v, idx)
+        return k, v, new_len
+    return gather_rows_triton(k, idx), gather_rows_triton(v, idx), new_len

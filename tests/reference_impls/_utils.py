@@ -1,0 +1,90 @@
+"""Shared test helpers for tests/reference_impls (seeded random tensors, error metrics, ragged batches).
+
+Other helpers may ADD functions here; do not change existing ones. Imports only torch.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def seeded_generator(seed: int, device="cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
+
+
+def randn(*shape, seed: int = 0, dtype=torch.float32, device="cpu", scale: float = 1.0) -> torch.Tensor:
+    """Standard-normal tensor (drawn in fp32 on CPU, so values do not depend on the device), cast to ``dtype``."""
+    x = torch.randn(*shape, generator=seeded_generator(seed), dtype=torch.float32) * scale
+    return x.to(device=device, dtype=dtype)
+
+
+def randint(low: int, high: int, shape, *, seed: int = 0, device="cpu") -> torch.Tensor:
+    """int64 tensor uniform in ``[low, high)``."""
+    return torch.randint(low, high, tuple(shape), generator=seeded_generator(seed)).to(device)
+
+
+def rel_rms_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """Relative RMS error ``||x - ref|| / max(||ref||, tiny)`` computed in fp64."""
+    x, ref = x.double(), ref.double()
+    denom = ref.pow(2).mean().sqrt().clamp(min=1e-30)
+    return float((x - ref).pow(2).mean().sqrt() / denom)
+
+
+def ragged_lengths(batch: int, max_len: int, *, seed: int = 0, min_len: int = 1, device="cpu") -> torch.Tensor:
+    """int64 lengths ``[batch]`` in ``[min_len, max_len]``, distinct where possible, the first equal to ``max_len``
+    (so the padded width is exactly ``max_len``)."""
+    if batch == 0:
+        return torch.zeros(0, dtype=torch.int64, device=device)
+    lens = randint(min_len, max_len + 1, (batch,), seed=seed)
+    lens[0] = max_len
+    return lens.to(device)
+
+
+def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Bool ``[B, max_len]``: True on the first ``lengths[b]`` positions (right padding)."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def make_ragged(batch: int, max_len: int, channels: int, *, seed: int = 0, dtype=torch.float32, device="cpu",
+                min_len: int = 1):
+    """Right-padded ragged batch: ``(x [B, max_len, C] with zero padding, lengths [B] int64)``."""
+    lengths = ragged_lengths(batch, max_len, seed=seed, min_len=min_len)
+    x = randn(batch, max_len, channels, seed=seed + 1) * padding_mask(lengths, max_len)[..., None]
+    return x.to(device=device, dtype=dtype), lengths.to(device)
+
+
+def make_qkv(batch: int, n_q_heads: int, n_kv_heads: int, q_len: int, kv_len: int, head_dim: int, *,
+             seed: int = 0, dtype=torch.float32, device="cpu"):
+    """Random ``q [B, Hq, Lq, D]``, ``k, v [B, Hkv, Lk, D]`` (standard normal)."""
+    q = randn(batch, n_q_heads, q_len, head_dim, seed=seed, dtype=dtype, device=device)
+    k = randn(batch, n_kv_heads, kv_len, head_dim, seed=seed + 1, dtype=dtype, device=device)
+    v = randn(batch, n_kv_heads, kv_len, head_dim, seed=seed + 2, dtype=dtype, device=device)
+    return q, k, v
+
+
+def eager_attention_probs(q, k, *, scale=None, causal=True, kv_lengths=None) -> torch.Tensor:
+    """Independent eager reference: fp64 ``softmax(q k^T * scale + mask)`` ``[B, Hq, Lq, Lk]`` (GQA by
+    repeating kv heads; causal bottom-right per row length; rows with no visible key are all zero)."""
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    scale = D ** -0.5 if scale is None else scale
+    s = q.double() @ k.double().repeat_interleave(Hq // Hkv, dim=1).transpose(-1, -2) * scale
+    if kv_lengths is None:
+        kv_lengths = torch.full((B,), Lk, dtype=torch.int64)
+    kv_lengths = kv_lengths.to(torch.int64).cpu()
+    if kv_lengths.dim() == 1:
+        kv_lengths = kv_lengths[:, None].expand(B, Hkv)
+    mask = torch.zeros(B, Hq, Lq, Lk, dtype=torch.bool)
+    for b in range(B):
+        for h in range(Hq):
+            n = int(kv_lengths[b, h // (Hq // Hkv)])
+            for i in range(Lq):
+                hi = min(n, n - Lq + i + 1) if causal else n
+                if hi > 0:
+                    mask[b, h, i, :hi] = True
+    mask = mask.to(q.device)
+    s = s.masked_fill(~mask, float("-inf"))
+    p = torch.softmax(s, dim=-1)
+    return torch.nan_to_num(p, nan=0.0)
