@@ -2,38 +2,25 @@
 Triton fused recurrent decode step. ``gated_delta_rule(..., mode="recurrent"|"chunk", impl=...)`` dispatches."""
 from __future__ import annotations
 
-import os
+from reference_impls.ops._triton import resolve_impl
 
 from .naive import naive_chunk_gated_delta_rule, naive_recurrent_gated_delta_rule
 
-__all__ = ["gated_delta_rule", "naive_recurrent_gated_delta_rule", "naive_chunk_gated_delta_rule",
-           "triton_available_for"]
-
-
-def triton_available_for(x) -> bool:
-    """Triton is used on CUDA tensors, or on CPU tensors when TRITON_INTERPRET=1 (and triton imports)."""
-    try:
-        import triton  # noqa: F401
-    except Exception:  # pragma: no cover - triton missing
-        return False
-    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+__all__ = ["gated_delta_rule", "naive_recurrent_gated_delta_rule", "naive_chunk_gated_delta_rule"]
 
 
 def gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=True,
                      mode: str = "auto", impl: str = "auto"):
     """Dispatch. ``mode``: "recurrent" (token loop; the Triton kernel when allowed) or "chunk" (naive chunked,
-    for prefill); "auto" = recurrent for T <= 16, else chunk. ``impl``: "naive" | "triton" | "auto"."""
+    for prefill); "auto" = recurrent for T <= 16, else chunk. ``impl``: "naive" | "triton" | "auto" (see ``ops._triton.resolve_impl``)."""
     if mode not in ("auto", "recurrent", "chunk"):
         raise ValueError(f"mode must be 'auto', 'recurrent' or 'chunk', got {mode!r}")
-    if impl not in ("auto", "naive", "triton"):
-        raise ValueError(f"impl must be 'auto', 'naive' or 'triton', got {impl!r}")
     if mode == "auto":
         mode = "recurrent" if q.shape[1] <= 16 else "chunk"
     kw = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state)
     if mode == "chunk":
         return naive_chunk_gated_delta_rule(q, k, v, g, beta, **kw)
-    use_triton = impl == "triton" or (impl == "auto" and triton_available_for(q))
-    if use_triton:
+    if resolve_impl(impl, q.device) == "triton":
         from .triton_kernel import triton_fused_recurrent_gated_delta_rule
 
         return triton_fused_recurrent_gated_delta_rule(q, k, v, g, beta, **kw)

@@ -11,8 +11,10 @@ import torch
 import triton
 import triton.language as tl
 
+from reference_impls.ops._triton import kernel, next_power_of_2
 
-@triton.jit
+
+@kernel()
 def _fused_recurrent_gdn_kernel(q_ptr, k_ptr, v_ptr, g_ptr, beta_ptr, s_in_ptr, s_out_ptr, o_ptr,
                                 T, H, K, V, scale,
                                 HAS_INITIAL: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr):
@@ -59,10 +61,11 @@ def triton_fused_recurrent_gated_delta_rule(q, k, v, g, beta, *, scale=None, ini
     o = torch.empty_like(v)
     s_out = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device)
     s_in = initial_state.float().contiguous() if initial_state is not None else s_out
-    block_k = triton.next_power_of_2(K)
+    block_k = next_power_of_2(K)
     if block_v is None:
-        block_v = min(triton.next_power_of_2(V), max(16, 8192 // block_k))
+        block_v = min(next_power_of_2(V), max(16, 8192 // block_k))
     grid = (B * H, triton.cdiv(V, block_v))
-    _fused_recurrent_gdn_kernel[grid](q, k, v, g, beta, s_in, s_out, o, T, H, K, V, scale,
-                                      HAS_INITIAL=initial_state is not None, BLOCK_K=block_k, BLOCK_V=block_v)
+    _fused_recurrent_gdn_kernel.launch(grid, q, k, v, g, beta, s_in, s_out, o, T, H, K, V, scale, device=q.device,
+                                       meta=dict(HAS_INITIAL=initial_state is not None, BLOCK_K=block_k,
+                                                 BLOCK_V=block_v))
     return o, (s_out if output_final_state else None)
