@@ -1,0 +1,74 @@
+"""``python -m tools new``: scaffold a valid paper entry from command-line options, written atomically."""
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+from tools.cli import UserError
+from tools.entries import build_paper, conflicts_with, paper_path, to_yaml_data, write_paper
+from tools.problems import ProblemError
+from tools.validate import validate_catalogue
+from tools.yamlio import dump_entry
+
+NAME = "new"
+HELP = "create papers/<id>.yaml from options (validated before it is written)"
+
+
+def configure(parser) -> None:
+    parser.add_argument("--id", required=True, help="canonical id, e.g. fastv-2024 (lowercase, digits, hyphens)")
+    parser.add_argument("--title", required=True)
+    parser.add_argument("--short-name", help="the method's short name, e.g. FastV")
+    parser.add_argument("--author", action="append", default=[], help="one author, 'Given Family' (repeat)")
+    parser.add_argument("--authors-truncated", action="store_true", help="the author list is incomplete")
+    parser.add_argument("--year", type=int, required=True)
+    parser.add_argument("--first-version", help="date of arXiv v1, YYYY-MM-DD")
+    parser.add_argument("--venue", default="arXiv", help='"CVPR 2025", or "arXiv" for a preprint (default)')
+    parser.add_argument("--arxiv", help="arXiv id without version")
+    parser.add_argument("--doi")
+    parser.add_argument("--paper-url")
+    parser.add_argument("--code", help="code repository URL")
+    parser.add_argument("--code-official", action="store_true", help="the code link is the authors' own")
+    parser.add_argument("--technique", action="append", default=[], required=True, help="technique id (repeat)")
+    parser.add_argument("--cell", action="append", default=[], required=True, help="cell, e.g. prefill.density")
+    parser.add_argument("--modality", action="append", default=[], help="image, multi-image, video, audio, text")
+    parser.add_argument("--training", choices=["training-free", "training-aware"])
+    parser.add_argument("--summary", help="one to three sentences in your own words")
+    parser.add_argument("--source", required=True, help="where the facts were read (e.g. the arXiv abstract page)")
+    parser.add_argument("--dry-run", action="store_true", help="print the entry instead of writing it")
+
+
+def run(args) -> int:
+    try:
+        first_version = dt.date.fromisoformat(args.first_version) if args.first_version else None
+    except ValueError:
+        raise UserError(f"--first-version {args.first_version!r} is not a date (YYYY-MM-DD)") from None
+    provenance = {"title": args.source, "placement": "curated by the contributor"}
+    if args.author:
+        provenance["authors"] = args.source
+    data = {
+        "id": args.id, "title": args.title, "short_name": args.short_name, "authors": args.author,
+        "authors_status": ("truncated" if args.authors_truncated else "complete") if args.author else "unknown",
+        "year": args.year, "first_version": first_version, "venue": args.venue, "arxiv": args.arxiv,
+        "doi": args.doi, "paper_url": args.paper_url,
+        "code": [{"url": args.code, "official": args.code_official}] if args.code else [],
+        "placement": {"cells": args.cell, "techniques": args.technique, "method": "curated"},
+        "modality": args.modality or ["image"], "training": args.training, "summary": args.summary,
+        "provenance": provenance, "last_verified": dt.date.today(),
+    }
+    data = {k: v for k, v in data.items() if v is not None or k == "training"}
+    paper = build_paper(data, label=f"papers/{args.id}.yaml")
+    if args.dry_run:
+        sys.stdout.write(dump_entry(to_yaml_data(paper)))
+        return 0
+    catalogue = validate_catalogue()
+    reasons = conflicts_with(paper, catalogue.papers)
+    if paper_path(paper.id).exists() and not any("id" in r for r in reasons):
+        reasons.append(f"papers/{paper.id}.yaml exists")
+    if reasons:
+        raise UserError("refusing to write: " + "; ".join(reasons))
+    path = write_paper(paper)
+    print(f"wrote {path.relative_to(path.parent.parent)}; check it with `python -m tools validate`")
+    return 0
+
+
+__all__ = ["NAME", "HELP", "configure", "run", "ProblemError"]

@@ -1,0 +1,39 @@
+"""``python -m tools validate [FILE ...]``: check the taxonomy, every paper file, and the cross-file rules."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tools.cli import print_problems
+from tools.taxonomy import read_taxonomy
+from tools.validate import paper_files, validate_catalogue
+
+NAME = "validate"
+HELP = "validate taxonomy.yaml and the paper files (all of papers/ by default)"
+
+
+def configure(parser) -> None:
+    parser.add_argument("files", nargs="*", type=Path, help="paper files to check (default: every papers/*.yaml)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+
+
+def run(args) -> int:
+    taxonomy, problems = read_taxonomy()
+    if problems:
+        print_problems(problems)
+        print(f"taxonomy.yaml: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    files = [f for f in args.files if f.suffix in (".yaml", ".yml")] if args.files else paper_files()
+    for f in files:
+        if not f.exists():
+            print(f"error: {f}: no such file", file=sys.stderr)
+            return 2
+    cat = validate_catalogue(files, taxonomy)
+    if cat.problems:
+        print_problems(cat.problems)
+        bad_files = len({p.file for p in cat.problems})
+        print(f"{len(cat.problems)} problem(s) in {bad_files} file(s); {len(files)} file(s) checked", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"ok: {len(cat.papers)} paper(s) and the taxonomy are valid")
+    return 0

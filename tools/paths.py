@@ -1,0 +1,19 @@
+"""Where things live in the repository (one place, so tools and tests agree)."""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPERS_DIR = ROOT / "papers"
+TAXONOMY_PATH = ROOT / "taxonomy.yaml"
+SCHEMA_PATH = ROOT / "schema" / "paper.schema.json"
+REFERENCE_IMPLS_DIR = ROOT / "reference_impls"
+SHARED_DIR = ROOT.parent / "shared"
+# The schema comment every paper file starts with (relative to papers/).
+SCHEMA_COMMENT = "# yaml-language-server: $schema=../schema/paper.schema.json"
+
+
+def display_path(path: Path) -> str:
+    """A path as users see it in messages: relative to the repository root when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)

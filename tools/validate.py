@@ -1,0 +1,217 @@
+"""Validate the catalogue: every paper file against the schema and taxonomy, then the cross-file rules.
+
+Cross-file rules: unique id, arXiv id, DOI and citation key; near-duplicate titles (normalised, rapidfuzz
+token-sort ratio >= 90) unless one entry lists the other in ``distinct_from``; the file name matches the id;
+``distinct_from`` and ``reference_impls`` point at things that exist.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+from rapidfuzz import fuzz, process
+
+from tools.citekeys import assign_keys
+from tools.paths import PAPERS_DIR, REFERENCE_IMPLS_DIR, display_path
+from tools.problems import Problem, ProblemError
+from tools.schema import Paper
+from tools.taxonomy import Taxonomy, load_taxonomy
+from tools.yamlio import line_of, load_yaml_with_lines
+
+NEAR_DUPLICATE_SCORE = 90
+
+
+@dataclass
+class Catalogue:
+    papers: dict[str, Paper] = field(default_factory=dict)  # id -> paper
+    files: dict[str, Path] = field(default_factory=dict)  # id -> file
+    lines: dict[str, dict] = field(default_factory=dict)  # id -> node lines
+    problems: list[Problem] = field(default_factory=list)
+
+
+def paper_files(papers_dir: Path = PAPERS_DIR) -> list[Path]:
+    return sorted(p for p in Path(papers_dir).glob("*.yaml") if not p.name.startswith("."))
+
+
+# ------------------------------------------------------------------------------------------------------ one file
+_KNOWN_FIELDS = list(Paper.model_fields)
+
+
+def _message(err: dict) -> str:
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    kind = err.get("type", "")
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        name = str(err["loc"][-1]) if err["loc"] else ""
+        close = difflib.get_close_matches(name, _KNOWN_FIELDS, n=1)
+        msg = "unknown key (not in the schema)" + (f"; did you mean {close[0]!r}?" if close else "")
+    elif isinstance(value, bool) and kind in ("string_type", "int_type", "float_type", "date_type"):
+        msg += (
+            f"; YAML read an unquoted yes/no/on/off/true/false as the boolean {value}: quote the value if it is text"
+        )
+    elif kind == "missing":
+        msg = "required field is missing"
+    return msg
+
+
+def problems_from_validation(shown: str, lines: dict, exc: ValidationError) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        field_name = ".".join(str(part) for part in loc)
+        out.append(Problem(shown, line_of(lines, loc), field_name, _message(err)))
+    return out
+
+
+def validate_file(path: Path, taxonomy: Taxonomy) -> tuple[Paper | None, dict, list[Problem]]:
+    """Validate one paper file; returns (paper or None, node lines, problems). Never raises for bad input."""
+    shown = display_path(path)
+    try:
+        data, lines = load_yaml_with_lines(path)
+    except ProblemError as exc:
+        return None, {}, exc.problems
+    except OSError as exc:
+        return None, {}, [Problem(shown, 1, "", f"cannot read the file: {exc.strerror or exc}")]
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        return None, lines, [Problem(shown, 1, "", f"a paper file must be a YAML mapping, this one is {kind}")]
+    try:
+        paper = Paper.model_validate(data, context={"taxonomy": taxonomy})
+    except ValidationError as exc:
+        return None, lines, problems_from_validation(shown, lines, exc)
+    problems = []
+    if Path(path).stem != paper.id:
+        problems.append(Problem(shown, line_of(lines, ("id",)), "id", f"the file must be named {paper.id}.yaml"))
+    for i, ref in enumerate(paper.reference_impls):
+        module = ref.split(":", 1)[0]
+        rel = Path(*module.split(".")[1:])
+        base = REFERENCE_IMPLS_DIR / rel
+        if not (base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()):
+            problems.append(
+                Problem(shown, line_of(lines, ("reference_impls", i)), f"reference_impls.{i}",
+                        f"{module} does not exist under reference_impls/")
+            )
+    return paper, lines, problems
+
+
+# ------------------------------------------------------------------------------------------------------ all files
+def normalise_title(title: str) -> str:
+    """NFKD, lowercase, alphanumeric tokens, sorted (so a reordered title compares equal)."""
+    text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii").lower()
+    return " ".join(sorted(re.findall(r"[a-z0-9]+", text)))
+
+
+def near_duplicate_pairs(titles: dict[str, str], cutoff: int = NEAR_DUPLICATE_SCORE) -> list[tuple[str, str, float]]:
+    """Pairs of ids whose normalised titles score >= cutoff (token-sort ratio).
+
+    Blocking by length: ratio(a, b) >= c needs 2*min/(len_a+len_b) >= c/100, so each title is compared only with
+    titles at most that much longer. This keeps 10,000 titles well under a second.
+    """
+    items = sorted(((normalise_title(t), i) for i, t in titles.items()), key=lambda x: (len(x[0]), x[1]))
+    norms = [n for n, _ in items]
+    ids = [i for _, i in items]
+    lengths = [len(n) for n in norms]
+    factor = (200 - cutoff) / cutoff  # longest partner length / own length
+    pairs = []
+    hi = 0
+    for a, norm in enumerate(norms):
+        limit = lengths[a] * factor
+        hi = max(hi, a + 1)
+        while hi < len(norms) and lengths[hi] <= limit:
+            hi += 1
+        if hi <= a + 1:
+            continue
+        for _, score, offset in process.extract(
+            norm, norms[a + 1:hi], scorer=fuzz.ratio, score_cutoff=cutoff, limit=None
+        ):
+            pairs.append((ids[a], ids[a + 1 + offset], score))
+    return pairs
+
+
+def cross_file_problems(cat: Catalogue) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def where(pid: str, loc: tuple) -> tuple[str, int]:
+        return display_path(cat.files[pid]), line_of(cat.lines[pid], loc)
+
+    def unique(label: str, loc: tuple, value_of) -> None:
+        seen: dict[str, str] = {}
+        for pid in sorted(cat.papers):
+            value = value_of(cat.papers[pid])
+            if value is None:
+                continue
+            if value in seen:
+                shown, line = where(pid, loc)
+                other = display_path(cat.files[seen[value]])
+                problems.append(Problem(shown, line, loc[0], f"{label} {value!r} is also used by {other}"))
+            else:
+                seen[value] = pid
+
+    unique("arXiv id", ("arxiv",), lambda p: p.arxiv)
+    unique("DOI", ("doi",), lambda p: p.doi.lower() if p.doi else None)
+    unique("citation key", ("bibtex_key",), lambda p: p.bibtex_key)
+    generated = assign_keys(cat.papers.values())
+    explicit = {p.bibtex_key: pid for pid, p in cat.papers.items() if p.bibtex_key}
+    for pid, key in generated.items():
+        if key in explicit and explicit[key] != pid:  # pragma: no cover - assign_keys avoids taken keys
+            shown, line = where(explicit[key], ("bibtex_key",))
+            problems.append(Problem(shown, line, "bibtex_key", f"{key!r} collides with the key of {pid}"))
+    for pid, paper in cat.papers.items():
+        for i, other in enumerate(paper.distinct_from):
+            if other not in cat.papers:
+                shown, line = where(pid, ("distinct_from", i))
+                problems.append(Problem(shown, line, f"distinct_from.{i}", f"no paper has the id {other!r}"))
+    titles = {pid: p.title for pid, p in cat.papers.items()}
+    for a, b, score in near_duplicate_pairs(titles):
+        pa, pb = cat.papers[a], cat.papers[b]
+        if b in pa.distinct_from or a in pb.distinct_from:
+            continue
+        first, second = sorted((a, b))
+        shown, line = where(second, ("title",))
+        problems.append(
+            Problem(
+                shown, line, "title",
+                f"near-duplicate of {display_path(cat.files[first])} (similarity {score:.0f}); merge them, or add "
+                f"'distinct_from: [{first}]' if they are different papers",
+            )
+        )
+    return problems
+
+
+def validate_catalogue(files: list[Path] | None = None, taxonomy: Taxonomy | None = None) -> Catalogue:
+    """Validate the given files (default: all of papers/) and the cross-file rules among them."""
+    taxonomy = taxonomy or load_taxonomy()
+    files = paper_files() if files is None else files
+    cat = Catalogue()
+    for path in files:
+        paper, lines, problems = validate_file(path, taxonomy)
+        cat.problems.extend(problems)
+        if paper is None:
+            continue
+        if paper.id in cat.papers:
+            shown = display_path(path)
+            cat.problems.append(
+                Problem(shown, line_of(lines, ("id",)), "id",
+                        f"id {paper.id!r} is also used by {display_path(cat.files[paper.id])}")
+            )
+            continue
+        cat.papers[paper.id] = paper
+        cat.files[paper.id] = Path(path)
+        cat.lines[paper.id] = lines
+    cat.problems.extend(cross_file_problems(cat))
+    cat.problems.sort()
+    return cat
+
+
+def load_catalogue() -> dict[str, Paper]:
+    """All papers, for the output tools; raises ProblemError when the catalogue does not validate."""
+    cat = validate_catalogue()
+    if cat.problems:
+        raise ProblemError(cat.problems)
+    return cat.papers

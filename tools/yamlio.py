@@ -1,0 +1,167 @@
+"""Reading and writing the catalogue's YAML safely.
+
+Reading: UTF-8 only, a size limit, libyaml's C parser when present, duplicate keys rejected, and the line of every
+node remembered so that errors name ``file:line: field``. Writing: one fixed layout, atomically (temporary file +
+rename), so a failing tool never leaves a partial file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tools.paths import SCHEMA_COMMENT, display_path
+from tools.problems import Problem, ProblemError
+
+try:  # libyaml's C loader is much faster; fall back to the pure-Python one.
+    _BaseLoader = yaml.CSafeLoader  # type: ignore[attr-defined]
+except AttributeError:  # pragma: no cover - depends on the PyYAML build
+    _BaseLoader = yaml.SafeLoader
+
+MAX_FILE_BYTES = 256 * 1024
+
+Path_ = tuple  # a path into the document: keys and list indices
+
+
+def _hint_for(problem: str) -> str:
+    if "\\t" in problem or "tab" in problem.lower():
+        return " (YAML does not allow tabs for indentation: use spaces)"
+    return ""
+
+
+def load_yaml_with_lines(path: Path, text: str | None = None) -> tuple[Any, dict[Path_, int]]:
+    """Load one YAML document; return (data, {path-into-document: 1-based line}).
+
+    Raises ProblemError with a clear message for unreadable input: not UTF-8, too large, a syntax error, a duplicate
+    key, or more than one document.
+    """
+    shown = display_path(path)
+    if text is None:
+        raw = Path(path).read_bytes()
+        if len(raw) > MAX_FILE_BYTES:
+            raise ProblemError([Problem(shown, 1, "", f"file is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}")])
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise ProblemError(
+                [Problem(shown, line, "", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8")]
+            ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    loader = _BaseLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        problem = exc.problem or str(exc)
+        raise ProblemError([Problem(shown, line, "", f"YAML syntax error: {problem}{_hint_for(problem)}")]) from None
+    except yaml.YAMLError as exc:
+        raise ProblemError([Problem(shown, 1, "", f"YAML error: {exc}")]) from None
+    finally:
+        loader.dispose()
+    lines: dict[Path_, int] = {}
+    problems: list[Problem] = []
+    if node is None:
+        return None, lines
+    data = _construct(node, (), lines, problems, shown, loader)
+    if problems:
+        raise ProblemError(problems)
+    return data, lines
+
+
+def _construct(node, path, lines, problems, shown, loader):
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                problems.append(Problem(shown, key_node.start_mark.line + 1, "", "YAML merge keys (<<) are not allowed"))
+                continue
+            key = _construct(key_node, path + ("<key>",), {}, problems, shown, loader)
+            if not isinstance(key, str):
+                problems.append(
+                    Problem(shown, key_node.start_mark.line + 1, str(key), "keys must be strings (quote this key)")
+                )
+                key = str(key)
+            if key in out:
+                first = lines.get(path + (key,), "?")
+                problems.append(
+                    Problem(shown, key_node.start_mark.line + 1, key, f"duplicate key (first defined on line {first})")
+                )
+                continue
+            out[key] = _construct(value_node, path + (key,), lines, problems, shown, loader)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(item, path + (i,), lines, problems, shown, loader) for i, item in enumerate(node.value)]
+    if node.tag == "tag:yaml.org,2002:timestamp":
+        # Dates stay dates; full timestamps are not used in the catalogue.
+        return loader.construct_object(node)
+    return loader.construct_object(node, deep=True)
+
+
+def line_of(lines: dict[Path_, int], loc: tuple) -> int:
+    """The line of the deepest existing node on the path ``loc`` (1 if none)."""
+    loc = tuple(loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get((), 1)
+
+
+# ----------------------------------------------------------------------------------------------------------- writing
+class _Dumper(yaml.SafeDumper):
+    def represent_mapping(self, tag, mapping, flow_style=None):
+        node = super().represent_mapping(tag, mapping, flow_style)
+        for key_node, _ in node.value:  # keys stay plain
+            key_node.style = None
+        return node
+
+
+def _str_representer(dumper, value: str):
+    # Every string value is double-quoted (yamllint quoted-strings): no YAML type trap can touch it.
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def _flow_short_lists(dumper, value: list):
+    flow = all(isinstance(v, (str, int, float)) for v in value) and sum(len(str(v)) for v in value) < 60
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
+
+
+_Dumper.add_representer(list, _flow_short_lists)
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120, default_flow_style=False)
+
+
+def dump_entry(data: dict) -> str:
+    """The text of a paper file: the schema comment line, then the entry in its canonical key order."""
+    return f"{SCHEMA_COMMENT}\n{dump_yaml(data)}"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename: all or nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
