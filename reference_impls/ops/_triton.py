@@ -9,6 +9,7 @@ and triton imports; otherwise the naive PyTorch path.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -69,6 +70,33 @@ def next_power_of_2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 
 
+@contextlib.contextmanager
+def _nested_jit_interpreted():
+    """Let interpreted kernels call triton's own ``@jit`` library functions (``tl.max``, ``tl.sum``, ...).
+
+    Those are compiled ``JITFunction`` objects unless ``TRITON_INTERPRET=1`` was set before triton was
+    imported; for the duration of an interpreted launch their ``__call__`` runs them through the
+    interpreter, exactly as ``InterpretedFunction.__call__`` would.
+    """
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    original = JITFunction.__call__
+    interpreted: dict = {}
+
+    def call(self, *args, **kwargs):
+        fn = interpreted.get(self.fn)
+        if fn is None:
+            fn = interpreted[self.fn] = InterpretedFunction(self.fn)
+        return fn(*args, **kwargs)
+
+    JITFunction.__call__ = call
+    try:
+        yield
+    finally:
+        JITFunction.__call__ = original
+
+
 class DualKernel:
     """A Triton kernel that can be launched compiled (CUDA) or interpreted (CPU tensors).
 
@@ -109,6 +137,9 @@ class DualKernel:
         use_tune = autotune and device.type == "cuda" and self._configs_fn is not None
         fn = self._get(device, use_tune)
         launch_counts[self.name] += 1
+        if device.type == "cpu":
+            with _nested_jit_interpreted():
+                return fn[grid](*args, **kwargs, **meta)
         if use_tune:
             return fn[grid](*args, **kwargs)
         return fn[grid](*args, **kwargs, **meta)

@@ -3,15 +3,14 @@ int8 / fp8 K/V with per-(token, head) scales, ring buffers with RoPE-on-read, an
 (Quest-style chunk scoring, arXiv 2406.10774, + block-sparse attention over the selected chunks).
 
 ``naive.py`` is the specification; ``triton_kernel.py`` the split-K kernel. Every entry point takes
-``impl = "auto" | "naive" | "triton"``: "auto" uses Triton on CUDA tensors, or on CPU tensors when
+``impl = "auto" | "naive" | "triton"`` (``"torch"`` = ``"triton"``): "auto" uses Triton on CUDA tensors, or on CPU tensors when
 TRITON_INTERPRET=1 and triton imports; otherwise the naive path.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
+from .._triton import resolve_impl
 from .naive import (dequantize_kv, naive_chunk_scores, naive_chunk_summaries, naive_decode_attention,
                     rope_rotate)
 
@@ -34,21 +33,8 @@ _QUANT_DTYPES = (torch.int8, torch.float8_e4m3fn)
 
 
 def use_triton(x: torch.Tensor, impl: str) -> bool:
-    """Resolve ``impl`` for tensor ``x`` (raises ValueError on an unknown impl)."""
-    if impl not in ("auto", "naive", "triton"):
-        raise ValueError(f"impl must be 'auto', 'naive' or 'triton', got {impl!r}")
-    if impl == "naive":
-        return False
-    try:
-        import triton  # noqa: F401
-        ok = True
-    except Exception:  # pragma: no cover - triton missing
-        ok = False
-    if impl == "triton":
-        if not ok:
-            raise ValueError("impl='triton' requested but triton is not importable")
-        return True
-    return ok and (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
+    """Resolve ``impl`` ("auto" | "naive" | "triton" | "torch"; the last two both mean the kernel) for ``x``."""
+    return resolve_impl(impl, x.device) == "triton"
 
 
 def _as_3d(q):

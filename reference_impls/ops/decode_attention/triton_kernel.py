@@ -17,16 +17,16 @@ from __future__ import annotations
 import math
 
 import torch
-import triton
 import triton.language as tl
+
+from .._triton import kernel, next_power_of_2
 
 __all__ = ["triton_decode_attention", "triton_chunk_scores"]
 
 _LOG2E = 1.4426950408889634
-_NEG_BIG = -1.0e30  # finite "minus infinity" for the running max: keeps fully masked tiles NaN-free
 
 
-@triton.jit
+@kernel()
 def _decode_split_kernel(
     Q, K, V, KS, VS, LENS, KPOS, INV_FREQ, CIDX, OP, MP, LP,
     stride_qb, stride_qh,
@@ -63,7 +63,7 @@ def _decode_split_kernel(
     else:
         q = tl.load(q_rows[:, None] + dcol[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
 
-    m_i = tl.full([G_PAD], _NEG_BIG, tl.float32)
+    m_i = tl.full([G_PAD], -1.0e30, tl.float32)  # finite "-inf": fully masked tiles stay NaN-free
     l_i = tl.zeros([G_PAD], tl.float32)
     acc = tl.zeros([G_PAD, BLOCK_D], tl.float32)
 
@@ -72,7 +72,7 @@ def _decode_split_kernel(
     else:
         lo = split * keys_per_split
         hi = tl.minimum(lo + keys_per_split, length)
-        n_iter = tl.cdiv(tl.maximum(hi - lo, 0), BLOCK_N)
+        n_iter = (tl.maximum(hi - lo, 0) + BLOCK_N - 1) // BLOCK_N
 
     for it in range(0, n_iter):
         if SPARSE:
@@ -194,10 +194,11 @@ def triton_decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_
     o_part = torch.empty(B * Hq, n_splits, D, device=dev, dtype=torch.float32)
     m_part = torch.empty(B * Hq, n_splits, device=dev, dtype=torch.float32)
     l_part = torch.empty(B * Hq, n_splits, device=dev, dtype=torch.float32)
-    G_PAD = max(16, triton.next_power_of_2(G))
-    BLOCK_D = triton.next_power_of_2(D)
-    HALF_D = triton.next_power_of_2(max(D // 2, 1))
-    _decode_split_kernel[(B * Hkv, n_splits)](
+    G_PAD = max(16, next_power_of_2(G))
+    BLOCK_D = next_power_of_2(D)
+    HALF_D = next_power_of_2(max(D // 2, 1))
+    _decode_split_kernel.launch(
+        (B * Hkv, n_splits),
         q, k, v, ks, vs, lens, kpos, inv, cidx, o_part, m_part, l_part,
         q.stride(0), q.stride(1),
         k.stride(0), k.stride(1), k.stride(2),
@@ -206,14 +207,15 @@ def triton_decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_
         kpos.stride(0) if rope else 0, kpos.stride(1) if rope else 0,
         cidx.stride(0) if sparse else 0, cidx.stride(1) if sparse else 0,
         Hkv, G, D, n_sel, keys_per_split, scale * _LOG2E,
-        G_PAD=G_PAD, BLOCK_N=block_n, BLOCK_D=BLOCK_D, HALF_D=HALF_D,
-        CHUNKS_PER_SPLIT=chunks_per_split, QUANT=quant, ROPE=rope, SPARSE=sparse,
+        device=dev,
+        meta=dict(G_PAD=G_PAD, BLOCK_N=block_n, BLOCK_D=BLOCK_D, HALF_D=HALF_D,
+                  CHUNKS_PER_SPLIT=chunks_per_split, QUANT=quant, ROPE=rope, SPARSE=sparse),
         num_warps=num_warps,
     )
     return _combine_splits(o_part, m_part, l_part, B, Hq, D, q.dtype)
 
 
-@triton.jit
+@kernel()
 def _chunk_score_kernel(Q, KMIN, KMAX, NCH, OUT,
                         stride_qb, stride_qh, stride_sb, stride_sh, stride_sc,
                         HKV, G, D, C, MEAN: tl.constexpr,
@@ -253,9 +255,11 @@ def triton_chunk_scores(q, kmin, kmax, n_chunks, *, reduce="max"):
     nch = n_chunks.to(torch.int32).contiguous()
     out = torch.empty(B, Hkv, C, device=q.device, dtype=torch.float32)
     BLOCK_C = 16
-    _chunk_score_kernel[(B * Hkv, triton.cdiv(C, BLOCK_C))](
+    _chunk_score_kernel.launch(
+        (B * Hkv, -(-C // BLOCK_C)),
         q, kmin, kmax, nch, out, q.stride(0), q.stride(1), kmin.stride(0), kmin.stride(1), kmin.stride(2),
-        Hkv, G, D, C, MEAN=(reduce == "mean"),
-        G_PAD=triton.next_power_of_2(G), BLOCK_C=BLOCK_C, BLOCK_D=triton.next_power_of_2(D),
+        Hkv, G, D, C, device=q.device,
+        meta=dict(MEAN=(reduce == "mean"), G_PAD=next_power_of_2(G), BLOCK_C=BLOCK_C,
+                  BLOCK_D=next_power_of_2(D)),
     )
     return out

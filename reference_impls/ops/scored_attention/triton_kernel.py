@@ -1,0 +1,206 @@
+"""Triton path of :func:`scored_attention` (two passes, plain pointer arithmetic, triton 3.6 / 3.9).
+
+Pass 1 (``_attn_fwd_kernel``): FlashAttention-2 style forward, one program per (query block, batch x
+query head); online softmax in base 2; writes ``o`` and the natural-log ``lse``.
+Pass 2 (``_colsum_kernel``): one program per (key block, batch x query head); loads its key block once,
+loops over the *selected* query rows only (a compact per-batch row list), recomputes
+``p = exp(s - lse)`` and sums over rows in registers; a single writer per key block, so no atomics and
+a deterministic result. Cost ``O(|Qsel| * Lk * D)``.
+"""
+from __future__ import annotations
+
+
+import torch
+import triton
+import triton.language as tl
+
+from .._triton import kernel, next_power_of_2
+
+LOG2E = 1.4426950408889634
+
+
+def _attn_fwd_configs():
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+            for bm, bn, w, s in [(16, 64, 4, 2), (64, 32, 4, 2), (64, 64, 4, 3), (128, 32, 4, 2),
+                                 (128, 64, 8, 3), (128, 128, 8, 2)]]
+
+
+def _colsum_configs():
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=2)
+            for bm, bn, w in [(16, 64, 4), (16, 128, 4), (32, 64, 4), (64, 64, 4), (64, 128, 8)]]
+
+
+@kernel(configs_fn=_attn_fwd_configs, key=["LQ_BUCKET", "LK_BUCKET", "BLOCK_D", "CAUSAL", "DOT_PREC"])
+def _attn_fwd_kernel(Q, K, V, O, LSE, KV_LEN,
+                     stride_qb, stride_qh, stride_qm, stride_qd,
+                     stride_kb, stride_kh, stride_kn, stride_kd,
+                     stride_vb, stride_vh, stride_vn, stride_vd,
+                     stride_ob, stride_oh, stride_om, stride_od,
+                     stride_lseb, stride_lseh, stride_lenb,
+                     Hq, G, Lq, D, qk_scale_log2, LQ_BUCKET, LK_BUCKET,
+                     CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // Hq).to(tl.int64)
+    h = pid_bh % Hq
+    hk = (h // G).to(tl.int64)
+    h = h.to(tl.int64)
+    kv_len = tl.load(KV_LEN + b * stride_lenb + hk)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    m_valid = offs_m < Lq
+    d_valid = offs_d < D
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=m_valid[:, None] & d_valid[None, :], other=0.0)
+    query_pos = kv_len - Lq + offs_m  # bottom-right causal alignment
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    hi = kv_len
+    if CAUSAL:
+        hi = tl.maximum(tl.minimum(kv_len, kv_len - Lq + (pid_m + 1) * BLOCK_M), 0)
+    k_base = K + b * stride_kb + hk * stride_kh
+    v_base = V + b * stride_vb + hk * stride_vh
+    for start_n in range(0, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        n_valid = offs_n < kv_len
+        kt = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                     mask=n_valid[None, :] & d_valid[:, None], other=0.0)  # [BLOCK_D, BLOCK_N]
+        s = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale_log2
+        keep = n_valid[None, :]
+        if CAUSAL:
+            keep = keep & (offs_n[None, :] <= query_pos[:, None])
+        s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                    mask=n_valid[:, None] & d_valid[None, :], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        m_i = m_new
+
+    seen = l_i > 0.0
+    l_safe = tl.where(seen, l_i, 1.0)
+    o = acc / l_safe[:, None]
+    tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
+             o.to(O.dtype.element_ty), mask=m_valid[:, None] & d_valid[None, :])
+    lse = tl.where(seen, (m_i + tl.log2(l_safe)) / 1.4426950408889634, float("-inf"))
+    tl.store(LSE + b * stride_lseb + h * stride_lseh + offs_m, lse, mask=m_valid)
+
+
+@kernel(configs_fn=_colsum_configs, key=["LQ_BUCKET", "LK_BUCKET", "BLOCK_D", "CAUSAL", "DOT_PREC"])
+def _colsum_kernel(Q, K, LSE, COLSUM, KV_LEN, SEL_IDX, SEL_CNT,
+                   stride_qb, stride_qh, stride_qm, stride_qd,
+                   stride_kb, stride_kh, stride_kn, stride_kd,
+                   stride_lseb, stride_lseh, stride_cb, stride_ch, stride_lenb, stride_selb,
+                   Hq, G, Lq, Lk, D, qk_scale_log2, LQ_BUCKET, LK_BUCKET,
+                   CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // Hq).to(tl.int64)
+    h = pid_bh % Hq
+    hk = (h // G).to(tl.int64)
+    h = h.to(tl.int64)
+    kv_len = tl.load(KV_LEN + b * stride_lenb + hk)
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_s0 = tl.arange(0, BLOCK_M)
+    n_valid = offs_n < kv_len
+    d_valid = offs_d < D
+    kt = tl.load(K + b * stride_kb + hk * stride_kh + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                 mask=n_valid[None, :] & d_valid[:, None], other=0.0)  # [BLOCK_D, BLOCK_N], loaded once
+    n_sel = tl.load(SEL_CNT + b)
+    n_sel = tl.where(pid_n * BLOCK_N < kv_len, n_sel, 0)  # key block entirely in the padding: nothing to do
+    acc = tl.zeros([BLOCK_N], tl.float32)
+    for start in range(0, n_sel, BLOCK_M):
+        offs_s = start + offs_s0
+        s_valid = offs_s < n_sel
+        rows = tl.load(SEL_IDX + b * stride_selb + offs_s, mask=s_valid, other=0)
+        q = tl.load(Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                    mask=s_valid[:, None] & d_valid[None, :], other=0.0)
+        lse = tl.load(LSE + b * stride_lseb + h * stride_lseh + rows, mask=s_valid, other=float("-inf"))
+        row_ok = s_valid & (lse > float("-inf"))
+        lse2 = tl.where(row_ok, lse * 1.4426950408889634, 0.0)
+        s = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale_log2
+        keep = row_ok[:, None] & n_valid[None, :]
+        if CAUSAL:
+            keep = keep & (offs_n[None, :] <= (kv_len - Lq + rows)[:, None])
+        p = tl.where(keep, tl.exp2(s - lse2[:, None]), 0.0)
+        acc += tl.sum(p, 0)
+    tl.store(COLSUM + b * stride_cb + h * stride_ch + offs_n, acc, mask=offs_n < Lk)
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # fp32 inputs: exact fp32 products (no TF32), so colsum meets rtol 1e-3 against an fp32 reference
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def default_meta(Lq: int, device: torch.device, pass_: int) -> dict:
+    """Block sizes used without autotuning (always in the interpreter)."""
+    if pass_ == 1:
+        return {"BLOCK_M": 16 if Lq <= 16 else 64, "BLOCK_N": 64 if device.type == "cpu" else 32}
+    return {"BLOCK_M": 16 if Lq <= 16 else 32, "BLOCK_N": 64}
+
+
+def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask, autotune=True,
+                            meta_fwd=None, meta_colsum=None):
+    """Validated arguments in, ``(o, lse, colsum)`` out (see the public :func:`scored_attention`).
+
+    ``meta_fwd`` / ``meta_colsum`` force block sizes (``{"BLOCK_M", "BLOCK_N"}`` + optional ``num_warps``,
+    ``num_stages``) and disable autotuning for that pass.
+    """
+    B, Hq, Lq, D = q.shape
+    Hkv, Lk = k.shape[1], k.shape[2]
+    dev = q.device
+    o = torch.empty_like(q)
+    lse = torch.empty(B, Hq, Lq, dtype=torch.float32, device=dev)
+    colsum = None if score_q_mask is None else torch.zeros(B, Hq, Lk, dtype=torch.float32, device=dev)
+    if Lq == 0 or B * Hq == 0:
+        return o, lse, colsum
+    if kv_lengths is None:
+        kv_len = torch.full((B, Hkv), Lk, dtype=torch.int32, device=dev)
+    else:
+        kv_len = kv_lengths.to(torch.int32).contiguous()
+    block_d = max(16, next_power_of_2(D))
+    prec = _dot_precision(q.dtype)
+    qk_scale_log2 = float(scale) * LOG2E
+    buckets = (next_power_of_2(Lq), next_power_of_2(Lk))
+
+    def launch(kern, grid_fn, args, forced, pass_):
+        if forced is not None:
+            return kern.launch(grid_fn(forced), *args, device=dev, meta=dict(forced), autotune=False)
+        if autotune and dev.type == "cuda":
+            return kern.launch(grid_fn, *args, device=dev, meta={}, autotune=True)
+        meta = default_meta(Lq, dev, pass_)
+        return kern.launch(grid_fn(meta), *args, device=dev, meta=meta, autotune=False)
+
+    if Lk == 0:
+        o.zero_()
+        lse.fill_(float("-inf"))
+        return o, lse, colsum
+    launch(_attn_fwd_kernel, lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq),
+           (q, k, v, o, lse, kv_len, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+            lse.stride(0), lse.stride(1), kv_len.stride(0), Hq, Hq // Hkv, Lq, D, qk_scale_log2, *buckets,
+            causal, block_d, prec), meta_fwd, 1)
+    if colsum is None:
+        return o, lse, colsum
+    # compact per-batch list of selected rows (ascending), padded; counts per batch
+    sel = score_q_mask.to(dev)
+    sel_idx = torch.argsort((~sel).to(torch.int8), dim=1, stable=True).to(torch.int32).contiguous()
+    sel_cnt = sel.sum(dim=1, dtype=torch.int32).contiguous()
+    launch(_colsum_kernel, lambda META: (triton.cdiv(Lk, META["BLOCK_N"]), B * Hq),
+           (q, k, lse, colsum, kv_len, sel_idx, sel_cnt, *q.stride(), *k.stride(), lse.stride(0), lse.stride(1),
+            colsum.stride(0), colsum.stride(1), kv_len.stride(0), sel_idx.stride(0), Hq, Hq // Hkv, Lq, Lk, D,
+            qk_scale_log2, *buckets, causal, block_d, prec), meta_colsum, 2)
+    return o, lse, colsum
+
+
+__all__ = ["scored_attention_triton", "default_meta"]
