@@ -31,8 +31,10 @@ def test_summed_bce_and_training_reduces_loss():
     manual = sum(torch.nn.functional.binary_cross_entropy_with_logits(logits[:, v], labels[:, v]) for v in range(6))
     assert torch.allclose(lv.view_selection_loss(logits, labels), manual, atol=1e-6)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = [lv.train_step(model, optimizer, ids, labels, pad) for _ in range(80)]
-    assert losses[-1] < 0.1 * losses[0]
+    losses = []
+    while len(losses) < 200 and (not losses or losses[-1] > 0.05):
+        losses.append(lv.train_step(model, optimizer, ids, labels, pad))
+    assert losses[-1] <= 0.05 < losses[0]
     keep, _ = lv.select_views(model.eval()(ids, pad), model_weight=1.0, lexical_weight=0.0, threshold=0.5)
     assert torch.equal(keep, labels.bool())
 
