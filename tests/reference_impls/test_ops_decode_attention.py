@@ -1,0 +1,268 @@
+"""Decode attention over compressed / quantized / ring / chunk-sparse caches: naive spec vs Triton, identities."""
+import os
+
+import pytest
+import torch
+
+# Kernels using tl.sum/tl.max only interpret when TRITON_INTERPRET=1 was set before triton was first imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from reference_impls.ops._triton import launch_counts  # noqa: E402
+from reference_impls.ops.decode_attention import (chunk_scores, chunk_summaries, decode_attention,  # noqa: E402
+                                                  naive_decode_attention, ring_decode_attention, rope_rotate,
+                                                  select_chunks, sparse_decode_attention)
+from reference_impls.ops.quant.kv_quant import (dequantize_kv_naive, quantize_kv,  # noqa: E402
+                                                quantize_kv_naive)
+from tests.reference_impls._utils import eager_attention_probs, randint, randn, rel_rms_err  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _inputs(B, Hkv, G, L, D, seed, dtype=torch.float32):
+    q = randn(B, Hkv * G, D, seed=seed, dtype=dtype, device=DEV)
+    k = randn(B, Hkv, L, D, seed=seed + 1, dtype=dtype, device=DEV)
+    v = randn(B, Hkv, L, D, seed=seed + 2, dtype=dtype, device=DEV)
+    lens = randint(0, L + 1, (B, Hkv), seed=seed + 3, device=DEV)
+    lens[0, 0] = L
+    lens.view(-1)[-1] = 1
+    return q, k, v, lens
+
+
+def _eager(q, k, v, lens):
+    """Independent reference via the shared eager probabilities (fp64)."""
+    p = eager_attention_probs(q[:, :, None].cpu(), k.cpu(), causal=False, kv_lengths=lens.cpu())[:, :, 0]
+    G = q.shape[1] // k.shape[1]
+    return torch.einsum("bhl,bhld->bhd", p, v.cpu().double().repeat_interleave(G, dim=1))
+
+
+@pytest.mark.parametrize("B,Hkv,G,L,D", [(1, 1, 1, 1, 16), (3, 2, 4, 63, 32), (2, 2, 3, 100, 24)])
+def test_dense_matches_eager_and_naive(B, Hkv, G, L, D):
+    q, k, v, lens = _inputs(B, Hkv, G, L, D, seed=L)
+    o_ref = _eager(q, k, v, lens)
+    o_n, lse_n = decode_attention(q, k, v, lens, impl="naive")
+    before = launch_counts["_decode_split_kernel"]
+    o_t, lse_t = decode_attention(q, k, v, lens, impl="triton")
+    assert launch_counts["_decode_split_kernel"] == before + 1
+    visible = (lens > 0).repeat_interleave(G, dim=1)
+    assert rel_rms_err(o_n.cpu(), o_ref) < 1e-5
+    assert rel_rms_err(o_t.cpu(), o_ref) < 1e-4
+    assert torch.allclose(lse_t[visible], lse_n[visible], atol=1e-4)
+    assert torch.isinf(lse_t[~visible]).all() and (o_t[~visible] == 0).all()
+
+
+def test_four_dim_query_and_per_batch_lengths():
+    q, k, v, _ = _inputs(2, 2, 2, 40, 16, seed=5)
+    lens = torch.tensor([40, 7], device=DEV)
+    o4, _ = decode_attention(q[:, :, None], k, v, lens, impl="triton")
+    o3, _ = decode_attention(q, k, v, lens[:, None].expand(2, 2), impl="naive")
+    assert o4.shape == (2, 4, 1, 16)
+    assert rel_rms_err(o4[:, :, 0].cpu(), o3.cpu()) < 1e-5
+
+
+def test_full_length_equals_sdpa():
+    q, k, v, _ = _inputs(2, 2, 2, 57, 32, seed=9)
+    lens = torch.full((2, 2), 57, device=DEV)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q[:, :, None], k.repeat_interleave(2, 1), v.repeat_interleave(2, 1))[:, :, 0]
+    for impl in ("naive", "triton"):
+        o, _ = decode_attention(q, k, v, lens, impl=impl)
+        assert rel_rms_err(o.cpu(), ref.cpu()) < 1e-5
+
+
+@pytest.mark.parametrize("fmt", ["int8", "fp8_e4m3"])
+def test_quantized_kv_attention(fmt):
+    q, k, v, lens = _inputs(2, 2, 3, 77, 32, seed=11)
+    kq, ks = quantize_kv_naive(k, fmt)
+    vq, vs = quantize_kv_naive(v, fmt)
+    o_fp, _ = decode_attention(q, k, v, lens, impl="naive")
+    o_n, _ = decode_attention(q, kq, vq, lens, k_scale=ks, v_scale=vs, impl="naive")
+    o_t, _ = decode_attention(q, kq, vq, lens, k_scale=ks, v_scale=vs, impl="triton")
+    # the kernel equals the spec on the same quantised cache ...
+    assert rel_rms_err(o_t.cpu(), o_n.cpu()) < 1e-5
+    # ... and quantised attention stays close to full precision (cosine per visible row)
+    vis = (lens > 0).repeat_interleave(3, dim=1)
+    cos = torch.nn.functional.cosine_similarity(o_t[vis].float(), o_fp[vis].float(), dim=-1)
+    # int8: every row > 0.999; e4m3 (3 mantissa bits): mean > 0.999, worst row > 0.995
+    assert cos.mean() > 0.999 and cos.min() > (0.999 if fmt == "int8" else 0.995)
+    # the naive spec is literally attention over the dequantised cache
+    o_deq, _ = naive_decode_attention(q, dequantize_kv_naive(kq, ks), dequantize_kv_naive(vq, vs), lens)
+    assert rel_rms_err(o_n.cpu(), o_deq.cpu()) < 1e-6
+
+
+def test_int8_roundtrip_bound_and_append_kernel():
+    x = randn(2, 3, 37, 24, seed=3, scale=3.0, device=DEV)
+    xq, s = quantize_kv_naive(x, "int8")
+    assert ((dequantize_kv_naive(xq, s) - x).abs() <= s[..., None] / 2 + 1e-6).all()
+    xq_t, s_t = quantize_kv(x, "int8", impl="triton")
+    assert torch.equal(xq_t, xq) and torch.allclose(s_t, s)
+    # append into a pre-allocated cache at ragged per-row offsets
+    out = torch.zeros(2, 3, 50, 24, dtype=torch.int8, device=DEV)
+    osc = torch.zeros(2, 3, 50, device=DEV)
+    start = torch.tensor([3, 11], device=DEV)
+    quantize_kv(x[:, :, :5], "int8", out=out, out_scale=osc, start=start, impl="triton")
+    out_n = torch.zeros_like(out)
+    osc_n = torch.zeros_like(osc)
+    quantize_kv(x[:, :, :5], "int8", out=out_n, out_scale=osc_n, start=start, impl="naive")
+    assert torch.equal(out, out_n) and torch.equal(osc, osc_n)
+    assert torch.equal(out[1, :, 11:16], xq[1, :, :5]) and (out[1, :, :11] == 0).all()
+
+
+def test_fp8_roundtrip_relative_bound():
+    x = randn(2, 2, 19, 32, seed=4, scale=2.0, device=DEV)
+    xq, s = quantize_kv_naive(x, "fp8_e4m3")
+    err = (dequantize_kv_naive(xq, s) - x).abs()
+    # e4m3: 3 mantissa bits -> half-ulp relative error 2^-4; subnormals (< 2^-6 * scale) have absolute ulp 2^-9
+    assert (err <= x.abs() * 2 ** -4 + s[..., None] * 2 ** -10 + 1e-7).all()
+
+
+@pytest.mark.gpu
+def test_fp8_quantize_kernel_matches_naive_gpu():
+    x = randn(2, 4, 129, 128, seed=6, device="cuda", dtype=torch.bfloat16)
+    a, sa = quantize_kv(x, "fp8_e4m3", impl="naive")
+    b, sb = quantize_kv(x, "fp8_e4m3", impl="triton")
+    assert torch.allclose(sa, sb) and torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+
+
+def test_ring_rope_on_read_matches_prerotated_keys():
+    B, Hkv, G, L, D = 2, 2, 2, 45, 32
+    q, k, v, lens = _inputs(B, Hkv, G, L, D, seed=21)
+    pos = randint(0, 300, (B, Hkv, L), seed=22, device=DEV)
+    inv = 1.0 / (10000 ** (torch.arange(0, D, 2, device=DEV).float() / D))
+    o_rot, _ = decode_attention(q, rope_rotate(k, pos, inv), v, lens, impl="naive")
+    o_n, _ = ring_decode_attention(q, k, v, lens, pos, inv, impl="naive")
+    o_t, _ = ring_decode_attention(q, k, v, lens, pos, inv, impl="triton")
+    assert rel_rms_err(o_n.cpu(), o_rot.cpu()) < 1e-6
+    assert rel_rms_err(o_t.cpu(), o_rot.cpu()) < 1e-4
+    # slot order is irrelevant: a permuted ring gives the same output
+    perm = torch.randperm(L, generator=torch.Generator().manual_seed(0)).to(DEV)
+    full = torch.full((B, Hkv), L, device=DEV)
+    o_a, _ = ring_decode_attention(q, k, v, full, pos, inv, impl="triton")
+    o_b, _ = ring_decode_attention(q, k[:, :, perm], v[:, :, perm], full, pos[:, :, perm], inv, impl="triton")
+    assert rel_rms_err(o_a.cpu(), o_b.cpu()) < 1e-5
+
+
+def test_rope_rotate_inverse():
+    x = randn(1, 2, 9, 16, seed=1)
+    pos = torch.arange(9)
+    inv = 1.0 / (10000 ** (torch.arange(0, 16, 2).float() / 16))
+    assert torch.allclose(rope_rotate(rope_rotate(x, pos, inv), -pos, inv), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [16, 5])
+def test_sparse_matches_naive_and_masked_dense(chunk):
+    B, Hkv, G, L, D = 2, 2, 2, 70, 16
+    q, k, v, lens = _inputs(B, Hkv, G, L, D, seed=31 + chunk)
+    n_ch = -(-L // chunk)
+    cidx = torch.full((B, Hkv, 3), -1, dtype=torch.long, device=DEV)
+    cidx[0, 0] = torch.tensor([0, 2, n_ch - 1])
+    cidx[0, 1, :1] = 1
+    cidx[1, 0, :2] = torch.tensor([1, 3])
+    o_n, _ = sparse_decode_attention(q, k, v, lens, cidx, chunk, impl="naive")
+    o_t, _ = sparse_decode_attention(q, k, v, lens, cidx, chunk, impl="triton" if chunk == 16 else "auto")
+    assert rel_rms_err(o_t.cpu(), o_n.cpu()) < 1e-4
+    # reference: gather the selected keys and run dense attention on them
+    for b in range(B):
+        for h in range(Hkv):
+            ids = [c for c in cidx[b, h].tolist() if c >= 0]
+            keys = [j for c in ids for j in range(c * chunk, min((c + 1) * chunk, int(lens[b, h])))]
+            qs = q[b:b + 1, h * G:(h + 1) * G]
+            if not keys:
+                assert (o_n[b, h * G:(h + 1) * G] == 0).all()
+                continue
+            ks, vs = k[b:b + 1, h:h + 1, keys], v[b:b + 1, h:h + 1, keys]
+            ref, _ = naive_decode_attention(qs, ks, vs, torch.tensor([[len(keys)]], device=DEV))
+            assert rel_rms_err(o_n[b:b + 1, h * G:(h + 1) * G].cpu(), ref.cpu()) < 1e-6
+
+
+def test_sparse_all_chunks_equals_dense():
+    q, k, v, lens = _inputs(2, 2, 2, 64, 16, seed=41)
+    cidx = torch.arange(4, device=DEV).expand(2, 2, 4).contiguous()
+    o_s, _ = sparse_decode_attention(q, k, v, lens, cidx, 16, impl="triton")
+    o_d, _ = decode_attention(q, k, v, lens, impl="naive")
+    assert rel_rms_err(o_s.cpu(), o_d.cpu()) < 1e-5
+
+
+def test_chunk_scores_kernel_and_quest_upper_bound():
+    B, Hkv, G, L, D, c = 2, 2, 3, 83, 16, 16
+    q, k, _, lens = _inputs(B, Hkv, G, L, D, seed=51)
+    kmin, kmax, nch = chunk_summaries(k, lens, c)
+    for reduce in ("max", "mean"):
+        s_n = chunk_scores(q, kmin, kmax, nch, reduce=reduce, impl="naive")
+        s_t = chunk_scores(q, kmin, kmax, nch, reduce=reduce, impl="triton")
+        assert torch.equal(torch.isinf(s_n), torch.isinf(s_t))
+        fin = torch.isfinite(s_n)
+        assert torch.allclose(s_n[fin], s_t[fin], atol=1e-4)
+    # property: the Quest bound is >= every head's true max q.k inside each live chunk
+    s = chunk_scores(q, kmin, kmax, nch, reduce="max", impl="naive")
+    qk = torch.einsum("bhd,bhld->bhl", q.float(), k.float().repeat_interleave(G, dim=1))
+    for b in range(B):
+        for h in range(Hkv):
+            for ci in range(int(nch[b, h])):
+                hi = min((ci + 1) * c, int(lens[b, h]))
+                true_max = qk[b, h * G:(h + 1) * G, ci * c:hi].max()
+                assert s[b, h, ci] >= true_max - 1e-4
+
+
+def test_quest_bound_property_random():
+    hyp = pytest.importorskip("hypothesis")
+    st = pytest.importorskip("hypothesis.strategies")
+
+    @hyp.settings(max_examples=25, deadline=None)
+    @hyp.given(st.integers(1, 40), st.integers(1, 9), st.integers(0, 10_000))
+    def prop(L, c, seed):
+        q, k, _, _ = _inputs(1, 1, 2, L, 8, seed=seed)
+        lens = torch.tensor([[L]], device=DEV)
+        kmin, kmax, nch = chunk_summaries(k, lens, c)
+        s = chunk_scores(q, kmin, kmax, nch, impl="naive")
+        qk = torch.einsum("bhd,bld->bhl", q.float(), k[:, 0].float())
+        for ci in range(int(nch)):
+            assert s[0, 0, ci] >= qk[0, :, ci * c:(ci + 1) * c].max() - 1e-4
+
+    prop()
+
+
+def test_select_chunks_forced_and_ties():
+    scores = torch.tensor([[[5.0, 1.0, 3.0, 3.0, 0.0, 2.0]]])
+    ids = select_chunks(scores, 3, n_chunks=torch.tensor([[6]]), n_first=1, n_last=1)
+    assert ids.tolist() == [[[0, 2, 5]]]  # forced 0 and 5, then best remaining (tie 2 vs 3 -> 2)
+    ids = select_chunks(scores, 4, n_chunks=torch.tensor([[4]]), n_first=0, n_last=0)
+    assert ids.tolist() == [[[0, 1, 2, 3]]]
+
+
+def test_bad_arguments():
+    q, k, v, lens = _inputs(1, 2, 2, 10, 8, seed=0)
+    with pytest.raises(ValueError, match="multiple"):
+        decode_attention(q[:, :3], k, v, lens)
+    with pytest.raises(ValueError, match="kv_lengths"):
+        decode_attention(q, k, v, lens + 100)
+    with pytest.raises(ValueError, match="one query"):
+        decode_attention(torch.zeros(1, 4, 2, 8), k, v, lens)
+    with pytest.raises(ValueError, match="k_scale"):
+        decode_attention(q, k.to(torch.int8), v.to(torch.int8), lens)
+    with pytest.raises(ValueError, match="chunk ids"):
+        sparse_decode_attention(q, k, v, lens, torch.full((1, 2, 1), 7), 5)
+    with pytest.raises(ValueError, match="power-of-two"):
+        sparse_decode_attention(q, k, v, lens, torch.zeros((1, 2, 1), dtype=torch.long), 5, impl="triton")
+    with pytest.raises(ValueError, match="impl"):
+        decode_attention(q, k, v, lens, impl="cuda")
+    with pytest.raises(ValueError, match="fmt"):
+        quantize_kv(k, "int4")
+    with pytest.raises(ValueError, match="overflows"):
+        quantize_kv(k, "int8", out=torch.zeros(1, 2, 12, 8, dtype=torch.int8), out_scale=torch.zeros(1, 2, 12),
+                    start=5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_half_precision_long(dtype):
+    q, k, v, lens = _inputs(2, 8, 4, 8191, 128, seed=61, dtype=dtype)
+    o_n, _ = decode_attention(q, k, v, lens, impl="naive")
+    o_t, _ = decode_attention(q, k, v, lens, impl="triton")
+    assert rel_rms_err(o_t.float(), o_n.float()) < 2e-2
+    kq, ks = quantize_kv(k, "int8")
+    vq, vs = quantize_kv(v, "int8")
+    o_q, _ = decode_attention(q, kq, vq, lens, k_scale=ks, v_scale=vs, impl="triton")
+    vis = (lens > 0).repeat_interleave(4, dim=1)
+    cos = torch.nn.functional.cosine_similarity(o_q[vis].float(), o_n[vis].float(), dim=-1)
+    assert cos.min() > 0.999
