@@ -75,6 +75,7 @@ class CategoryMapping(_Strict):
 
 class Taxonomy(_Strict):
     version: int
+    survey_repository: str
     stages: list[Stage]
     axes: list[Axis]
     cells: dict[str, str]
@@ -131,7 +132,12 @@ class Taxonomy(_Strict):
         return next((m for m in self.survey_categories if m.category == category), None)
 
     def source_mapping(self, source: str, category: str) -> CategoryMapping | None:
-        """The mapping of a source list's category: an exact match first, then a glob pattern."""
+        """The mapping of a source list's category: an exact match first, then a glob pattern.
+
+        The survey repository's categories are looked up in ``survey_categories``.
+        """
+        if source == self.survey_repository:
+            return self.survey_mapping(category)
         candidates = [m for m in self.source_categories if m.source in (None, source)]
         exact = next((m for m in candidates if m.category == category), None)
         if exact is not None:

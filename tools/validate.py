@@ -15,7 +15,6 @@ from pathlib import Path
 from pydantic import ValidationError
 from rapidfuzz import fuzz, process
 
-from tools.citekeys import assign_keys
 from tools.paths import PAPERS_DIR, REFERENCE_IMPLS_DIR, display_path
 from tools.problems import Problem, ProblemError
 from tools.schema import Paper
@@ -60,10 +59,27 @@ def _message(err: dict) -> str:
     return msg
 
 
-def problems_from_validation(shown: str, lines: dict, exc: ValidationError) -> list[Problem]:
+def _data_path(data, loc: tuple) -> tuple:
+    """The part of a pydantic error location that exists in the data (drops union-member tags like 'float')."""
+    path, node = [], data
+    for part in loc:
+        if isinstance(node, dict):
+            path.append(part)
+            if part not in node:
+                break  # a missing or unknown key: name it and stop
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+        else:
+            break  # inside a scalar: what is left are union-member tags
+    return tuple(path)
+
+
+def problems_from_validation(shown: str, lines: dict, exc: ValidationError, data=None) -> list[Problem]:
     out = []
     for err in exc.errors():
-        loc = tuple(err["loc"])
+        loc = tuple(err["loc"]) if data is None else _data_path(data, tuple(err["loc"]))
         field_name = ".".join(str(part) for part in loc)
         out.append(Problem(shown, line_of(lines, loc), field_name, _message(err)))
     return out
@@ -84,7 +100,7 @@ def validate_file(path: Path, taxonomy: Taxonomy) -> tuple[Paper | None, dict, l
     try:
         paper = Paper.model_validate(data, context={"taxonomy": taxonomy})
     except ValidationError as exc:
-        return None, lines, problems_from_validation(shown, lines, exc)
+        return None, lines, problems_from_validation(shown, lines, exc, data)
     problems = []
     if Path(path).stem != paper.id:
         problems.append(Problem(shown, line_of(lines, ("id",)), "id", f"the file must be named {paper.id}.yaml"))
@@ -156,12 +172,7 @@ def cross_file_problems(cat: Catalogue) -> list[Problem]:
     unique("arXiv id", ("arxiv",), lambda p: p.arxiv)
     unique("DOI", ("doi",), lambda p: p.doi.lower() if p.doi else None)
     unique("citation key", ("bibtex_key",), lambda p: p.bibtex_key)
-    generated = assign_keys(cat.papers.values())
-    explicit = {p.bibtex_key: pid for pid, p in cat.papers.items() if p.bibtex_key}
-    for pid, key in generated.items():
-        if key in explicit and explicit[key] != pid:  # pragma: no cover - assign_keys avoids taken keys
-            shown, line = where(explicit[key], ("bibtex_key",))
-            problems.append(Problem(shown, line, "bibtex_key", f"{key!r} collides with the key of {pid}"))
+    # Generated keys are unique by construction (tools.citekeys.assign_keys skips every taken key).
     for pid, paper in cat.papers.items():
         for i, other in enumerate(paper.distinct_from):
             if other not in cat.papers:

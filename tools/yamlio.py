@@ -26,9 +26,9 @@ MAX_FILE_BYTES = 256 * 1024
 Path_ = tuple  # a path into the document: keys and list indices
 
 
-def _hint_for(problem: str) -> str:
-    if "\\t" in problem or "tab" in problem.lower():
-        return " (YAML does not allow tabs for indentation: use spaces)"
+def _hint_for(problem: str, line_text: str) -> str:
+    if "\t" in line_text or "tab" in problem.lower():
+        return " (this line contains a tab: YAML does not allow tabs for indentation, use spaces)"
     return ""
 
 
@@ -59,7 +59,10 @@ def load_yaml_with_lines(path: Path, text: str | None = None) -> tuple[Any, dict
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         problem = exc.problem or str(exc)
-        raise ProblemError([Problem(shown, line, "", f"YAML syntax error: {problem}{_hint_for(problem)}")]) from None
+        all_lines = text.splitlines()
+        line_text = all_lines[line - 1] if 0 < line <= len(all_lines) else ""
+        hint = _hint_for(problem, line_text)
+        raise ProblemError([Problem(shown, line, "", f"YAML syntax error: {problem}{hint}")]) from None
     except yaml.YAMLError as exc:
         raise ProblemError([Problem(shown, 1, "", f"YAML error: {exc}")]) from None
     finally:

@@ -1,0 +1,128 @@
+"""The command line: exit codes, output formats (plain and GitHub annotations), `new` and `schema`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.catalogue.helpers import entry, write_entry
+from tools import cli
+from tools.paths import ROOT, SCHEMA_PATH
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "tools", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=120)
+
+
+def test_validate_bad_file_exit_1_without_traceback(tmp_path):
+    path = write_entry(tmp_path, entry(arxiv=2403.06764))
+    result = run_cli("validate", str(path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{path}:" in result.stderr and ": arxiv: the arXiv id was read as the number" in result.stderr
+
+
+def test_validate_emits_github_annotations_in_actions(tmp_path):
+    import os
+
+    path = write_entry(tmp_path, entry(venue="Proceedings of CVPR"))
+    result = run_cli("validate", str(path), env={**os.environ, "GITHUB_ACTIONS": "true"})
+    assert result.returncode == 1
+    line = next(l for l in result.stderr.splitlines() if l.startswith("::error"))
+    assert line.startswith(f"::error file={path},line=")
+    assert "is not normalised" in line
+
+
+def test_validate_good_file_exit_0(tmp_path):
+    path = write_entry(tmp_path, entry())
+    assert cli.main(["validate", "-q", str(path)]) == 0
+
+
+def test_validate_missing_file_is_a_usage_error(tmp_path, capsys):
+    assert cli.main(["validate", str(tmp_path / "nope.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_schema_is_fresh():
+    assert cli.main(["schema", "--check"]) == 0
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert "token_pruning" in schema["$defs"]["Placement"]["properties"]["techniques"]["items"]["enum"]
+    assert schema["additionalProperties"] is False
+
+
+def test_repository_paper_files_start_with_the_schema_comment():
+    from tools.paths import SCHEMA_COMMENT
+    from tools.validate import paper_files
+
+    for path in paper_files():
+        assert path.read_text(encoding="utf-8").split("\n", 1)[0] == SCHEMA_COMMENT, path
+
+
+def test_new_dry_run_prints_a_valid_entry(capsys):
+    code = cli.main(["new", "--id", "demo-2025", "--title", "A demo method for pruning visual tokens",
+                     "--author", "Ada Lovelace", "--year", "2025", "--arxiv", "2501.00001",
+                     "--technique", "token_pruning", "--cell", "prefill.density", "--training", "training-free",
+                     "--source", "https://arxiv.org/abs/2501.00001", "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0 and 'id: "demo-2025"' in out and 'arxiv: "2501.00001"' in out
+
+
+def test_new_writes_atomically_and_refuses_duplicates(tmp_path, monkeypatch, capsys):
+    from tools import entries, validate
+
+    papers = tmp_path / "papers"
+    write_entry(papers, entry())
+    monkeypatch.setattr(entries, "PAPERS_DIR", papers)
+    monkeypatch.setattr(validate, "PAPERS_DIR", papers)
+    monkeypatch.setattr(entries.paper_path, "__defaults__", (papers,))
+    monkeypatch.setattr(entries.write_paper, "__defaults__", (papers,))
+    monkeypatch.setattr(validate.paper_files, "__defaults__", (papers,))
+    args = ["new", "--id", "demo-2025", "--title", "A demo method for pruning visual tokens", "--year", "2025",
+            "--arxiv", "2501.00001", "--technique", "token_pruning", "--cell", "prefill.density",
+            "--source", "https://arxiv.org/abs/2501.00001"]
+    assert cli.main(args) == 0
+    written = papers / "demo-2025.yaml"
+    assert written.exists() and cli.main(["validate", "-q", str(written)]) == 0
+    assert 'authors_status: "unknown"' in written.read_text()
+    assert cli.main(args) == 2
+    assert "refusing to write" in capsys.readouterr().err
+    dup = args.copy()
+    dup[dup.index("demo-2025")] = "other-2025"
+    dup[dup.index("2501.00001")] = "2403.06764"
+    assert cli.main(dup) == 2
+    assert "arXiv 2403.06764 is already catalogued" in capsys.readouterr().err
+    assert sorted(p.name for p in papers.iterdir()) == ["demo-2025.yaml", "fastv-2024.yaml"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--first-version", "2025-13-45"], "is not a date"),
+        (["--cell", "decode.memory"], "is not allowed for any"),
+    ],
+)
+def test_new_rejects_bad_options_clearly(extra, message, capsys, tmp_path):
+    code = cli.main(["new", "--id", "demo-2025", "--title", "A demo method", "--year", "2025", "--arxiv",
+                     "2501.00001", "--technique", "token_pruning", "--cell", "prefill.density",
+                     "--source", "s", "--dry-run", *extra])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and message in err and "Traceback" not in err
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    from tools import yamlio
+
+    target = tmp_path / "x.yaml"
+    target.write_text("old", encoding="utf-8")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(yamlio.os, "replace", boom)
+    with pytest.raises(OSError):
+        yamlio.atomic_write(target, "new content")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
