@@ -92,8 +92,9 @@ class LayerContext:
         """Attention probabilities of query ``rows`` ([B, T] bool) summed per key, ``[B, Hq, T]`` fp32,
         under layer ``self.layer``'s input norm + q/k projections + RoPE applied to ``state`` (the
         chunk's tokens only; identical to the layer's own attention when the cache was empty)."""
-        return self.model.layers[self.layer].attn_scores_before(
-            self.model.layers[self.layer].input_norm(state.hidden), state.positions, rows)
+        layer = self.model.layers[self.layer]
+        return layer.attn_scores_before(layer.input_norm(state.hidden), state.positions, rows,
+                                        score_impl=self.model.score_impl)
 
     def keys(self, state: TokenState) -> Tensor:
         """Post-RoPE keys of the chunk under this layer's projections, ``[B, Hkv, T, D]``."""

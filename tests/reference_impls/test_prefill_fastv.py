@@ -1,0 +1,108 @@
+"""FastV (2403.06764): naive vs optimised selection, identity at R = 0, ragged batches, pruned cache."""
+import pytest
+import torch
+
+from reference_impls.prefill.fastv import FastVHook, fastv_keep, fastv_keep_naive, n_keep_visual
+from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
+from tests.reference_impls._utils import randn
+
+
+@pytest.mark.parametrize("L,n_vis,G", [(1, 0, 1), (63, 40, 2), (577, 576, 4)])
+@pytest.mark.parametrize("ratio", [0.0, 0.5, 0.75])
+def test_naive_vs_optimised(L, n_vis, G, ratio):
+    B, Hkv, D = 3, 2, 16
+    q, k = randn(B, Hkv * G, L, D, seed=L), randn(B, Hkv, L, D, seed=L + 1)
+    vis = torch.zeros(B, L, dtype=torch.bool)
+    start = 0 if L == 1 else 1
+    vis[:, start:start + n_vis] = True if L > 1 else False
+    lengths = torch.tensor([L, max(1, L - 5), max(1, L // 2)]) if L > 1 else torch.ones(3, dtype=torch.long)
+    vis &= torch.arange(L)[None] < (lengths[:, None] - 1)
+    got = fastv_keep(q, k, vis, lengths, ratio, impl="naive")
+    want = fastv_keep_naive(q, k, vis, lengths, ratio)
+    assert torch.equal(got, want)
+    kept_vis = torch.stack([vis[b][got[b][got[b] >= 0]].sum() for b in range(B)])
+    assert torch.equal(kept_vis, n_keep_visual(vis.sum(1), 1 - ratio))
+
+
+def test_identity_at_ratio_zero():
+    model = tiny_model()
+    ids, lengths, pix = image_prompt(model.cfg, [2, 5], [30, 26])
+    with torch.no_grad():
+        base = model.prefill(ids, pix, lengths=lengths)
+        same = model.prefill(ids, pix, lengths=lengths, hooks=[FastVHook(K=2, R=0.0)])
+        assert torch.equal(base.logits, same.logits)
+        assert torch.equal(model.generate(ids, pix, lengths=lengths, max_new_tokens=4),
+                           model.generate(ids, pix, lengths=lengths, max_new_tokens=4, hooks=[FastVHook(R=0.0)]))
+
+
+@pytest.mark.parametrize("mode", ["keep", "contiguous"])
+def test_prunes_cache_and_matches_single_runs(mode):
+    model = tiny_model()
+    cfg = model.cfg
+    ids, lengths, pix = image_prompt(cfg, [2, 7], [30, 26], seed=1)
+    hook = FastVHook(K=2, R=0.5, position_mode=mode)
+    with torch.no_grad():
+        res = model.prefill(ids, pix, lengths=lengths, hooks=[hook])
+        n_drop = cfg.n_visual_tokens // 2
+        for l in range(cfg.n_layers):
+            want = lengths if l < 2 else lengths - n_drop
+            assert torch.equal(res.cache.lengths(l), want), l
+        assert res.layer_tokens[:, 0].tolist() == [30, 30, 30 - n_drop, 30 - n_drop]
+        pos = res.state.positions[0, : int(res.state.lengths[0])]
+        if mode == "keep":
+            assert torch.equal(pos, res.state.source_index[0, : len(pos)])   # original ids, with gaps
+        else:
+            assert torch.equal(pos, torch.arange(len(pos)))
+        gen = model.generate(ids, pix, lengths=lengths, max_new_tokens=4, hooks=[FastVHook(K=2, R=0.5, position_mode=mode)])
+        for b in range(2):
+            n = int(lengths[b])
+            single = model.prefill(ids[b:b + 1, :n], pix[b:b + 1], hooks=[FastVHook(K=2, R=0.5, position_mode=mode)])
+            torch.testing.assert_close(res.logits[b], single.logits[0], rtol=1e-4, atol=1e-5)
+            g1 = model.generate(ids[b:b + 1, :n], pix[b:b + 1], max_new_tokens=4,
+                                hooks=[FastVHook(K=2, R=0.5, position_mode=mode)])
+            assert torch.equal(gen[b], g1[0])
+
+
+def test_hook_equals_pruned_model_spec():
+    """The hook's kept set equals fastv_keep_naive on the layer-(K-1) queries/keys of the same model."""
+    model = tiny_model()
+    ids, lengths, pix = image_prompt(model.cfg, [1, 4], [28, 25], seed=2)
+    hook = FastVHook(K=2, R=0.5)
+    captured = {}
+    layer = model.layers[1]
+    orig = layer.attn.project_qkv
+
+    def spy(h, positions):
+        q, k, v = orig(h, positions)
+        captured.setdefault("qk", (q, k))
+        return q, k, v
+
+    layer.attn.project_qkv = spy
+    try:
+        with torch.no_grad():
+            res = model.prefill(ids, pix, lengths=lengths, hooks=[hook])
+    finally:
+        del layer.attn.project_qkv
+    q, k = captured["qk"]
+    vis = ids == model.cfg.image_token_id
+    assert torch.equal(hook.kept, fastv_keep_naive(q, k, vis, lengths, 0.5))
+    assert res.state.lengths.tolist() == (lengths - 8).tolist()
+
+
+@pytest.mark.parametrize("kw", [dict(R=1.0), dict(R=-0.1), dict(K=0), dict(position_mode="shift")])
+def test_bad_arguments(kw):
+    with pytest.raises(ValueError):
+        FastVHook(**kw)
+
+
+def test_bad_shapes_and_layer_out_of_range():
+    q, k = randn(1, 4, 9, 8), randn(1, 2, 9, 8)
+    vis = torch.zeros(1, 9, dtype=torch.bool)
+    with pytest.raises(ValueError):
+        fastv_keep(q, k[:, :, :5], vis, torch.tensor([9]), 0.5)
+    with pytest.raises(ValueError):
+        fastv_keep(q, k, vis[:, :5], torch.tensor([9]), 0.5)
+    model = tiny_model()
+    ids, lengths, pix = image_prompt(model.cfg, [1], [24])
+    with pytest.raises(ValueError):
+        model.prefill(ids, pix, hooks=[FastVHook(K=model.cfg.n_layers)])
