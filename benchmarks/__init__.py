@@ -1,0 +1,1 @@
+"""Benchmark scripts (run with `python -m benchmarks.bench_<topic>`); results/ holds recorded figures."""
