@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "tools.commands.validate",
     "tools.commands.new",
     "tools.commands.schema",
+    "tools.commands.import_",
 ]
 
 

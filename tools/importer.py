@@ -1,0 +1,1339 @@
+"""Bulk import: JSON Lines rows from paper lists (+ author lists + verified metadata) -> ``papers/<id>.yaml``.
+
+Three input formats, all JSON Lines (one object per line):
+
+* **rows** (``SeedRow``), like ``../shared/literature/papers_seed.jsonl``: a paper as one public list gives it.
+* **authors** (``AuthorRow``), like ``papers_authors.jsonl``: author lists matched to rows by arXiv id or title.
+* **verified** (``VerifiedRow``, the format of ``/work/scratch/VERIFY_TASK.md``): facts read on the paper's own pages
+  (arXiv abstract page, proceedings page, official README), each with the address it was read from. Verified facts
+  are authoritative over the lists; a list value that differs becomes a ``disagreement`` in the entry.
+
+Placement: a paper the survey lists -> ``method: survey`` through ``survey_categories``; a list category whose mapping
+is unambiguous -> ``method: mapped``; otherwise the decision in ``tools/data/curated_placements.yaml`` (reviewed by a
+person, ``method: curated``), or the mapped proposal flagged ``needs_review``.
+
+Re-import rules (the importer is idempotent and never overwrites curated work):
+
+* A matching entry is found by arXiv id, then DOI, then normalised title (its recorded title variants included).
+  Its id and file name never change.
+* A fact field (title, authors, venue, code, ...) is *owned by the importer* when its provenance names one of this
+  paper's input sources or a paper list (``owner/repo:path@commit``, which a verified source outranks). Owned fields
+  are recomputed; any other value was set by a person: it is kept, and a different proposal is only reported.
+  (Edit a field by hand -> change its provenance to the page you read, and the importer leaves it alone.)
+* ``summary`` and ``claims`` are only filled when empty. ``placement`` is recomputed when its method is survey or
+  mapped, or when it came from the curated-placements file; a placement curated in the entry itself is kept.
+* ``reference_impls``, ``frontiers``, ``distinct_from`` and ``bibtex_key`` are never touched.
+* ``last_verified`` changes only when the entry's content changes (to the verification date of the facts, or today).
+
+Every input is read and checked before anything is written: a bad row stops the import with ``file:line: message``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tools.citekeys import STOPWORDS, ascii_fold
+from tools.entries import build_paper, paper_path, to_yaml_data
+from tools.paths import PAPERS_DIR, ROOT, display_path
+from tools.problems import Problem, ProblemError
+from tools.schema import ARXIV_NEW, ARXIV_OLD, PREPRINT, Claim, Paper
+from tools.taxonomy import CategoryMapping, Taxonomy, load_taxonomy
+from tools.validate import normalise_title, paper_files, validate_file
+from tools.yamlio import atomic_write, dump_entry, line_of, load_yaml_with_lines
+
+CURATED_PLACEMENTS = ROOT / "tools" / "data" / "curated_placements.yaml"
+CURATED_SOURCE = "tools/data/curated_placements.yaml"
+LIST_SOURCE = re.compile(r"^[\w.-]+/[\w.-]+:[^@]+@[0-9a-f]{7,40}\b")  # owner/repo:path@commit
+
+
+# ============================================================================================ input rows
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SeedRow(_Row):
+    """One paper as a public list gives it (the seed's format)."""
+
+    arxiv_id: str | None = None
+    title: str = Field(min_length=3)
+    year: int | None = None
+    venue: str | None = None
+    code_url: str | None = None
+    paper_url: str | None = None
+    source_category: str | None = None
+    source: str = Field(min_length=3, description="owner/repo:path@commit of the list")
+    survey_placement: list[str] | None = None
+    also_in: list[str] | None = None
+    arxiv_id_from: str | None = None
+    code_url_from: str | None = None
+
+
+class ConflictingSource(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    source: str
+    authors: list[str] = Field(default_factory=list)
+    title_in_source: str | None = None
+
+
+class AuthorRow(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    arxiv_id: str | None = None
+    seed_title: str
+    title_in_source: str | None = None
+    authors: list[str] = Field(min_length=1)
+    source: str = Field(min_length=3)
+    venue: str | None = None
+    authors_truncated: bool = False
+    conflict: bool | None = None
+    conflicting_sources: list[ConflictingSource] | None = None
+    note: str | None = None
+
+
+class VerifiedClaimSetting(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    budget: str | None = None
+    benchmark: str | None = None
+    baseline: str | None = None
+
+
+class VerifiedRow(BaseModel):
+    """Facts read on a paper's own pages by a verifier (every fact with the address it was read from)."""
+
+    model_config = ConfigDict(extra="ignore")
+    seed_title: str | None = None
+    seed_arxiv_id: str | None = None
+    arxiv_id: str | None = None
+    title: str | None = None
+    authors: list[str] | None = None
+    v1_date: str | None = None
+    year: int | None = Field(default=None, description="only for a paper without a venue year or arXiv id")
+    primary_class: str | None = None
+    doi: str | None = None
+    journal_ref: str | None = None
+    arxiv_comment: str | None = None
+    venue: str | None = None
+    venue_source: str | None = None
+    code_url: str | None = None
+    code_official: bool | None = None
+    code_source: str | None = None
+    summary: str | None = None
+    modality: list[str] | None = None
+    training: str | None = None
+    claims: list[dict[str, Any]] | None = None
+    sources: dict[str, str | None] = Field(default_factory=dict)
+    verified_on: str | None = None
+    notes: str | None = None
+
+
+class CuratedPlacement(BaseModel):
+    """One reviewed placement decision (tools/data/curated_placements.yaml)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    techniques: list[str] | None = None
+    cells: list[str] | None = None
+    modality: list[str] | None = None
+    training: Literal["training-free", "training-aware"] | None = None
+    basis: Literal["title", "abstract"] = "title"
+    short_name: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class Located:
+    """A parsed row and where it was read."""
+
+    row: Any
+    file: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+def _problems(shown: str, line: int, exc: ValidationError) -> list[Problem]:
+    return [
+        Problem(shown, line, ".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, "))
+        for e in exc.errors()
+    ]
+
+
+def read_jsonl(path: Path, model: type[BaseModel]) -> list[Located]:
+    """Parse a JSON Lines file into ``model`` rows; raises ProblemError naming ``file:line`` for every bad row."""
+    shown = display_path(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ProblemError([Problem(shown, 1, "", f"cannot read the file: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError:
+        raise ProblemError([Problem(shown, 1, "", "not valid UTF-8")]) from None
+    rows, problems = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(shown, number, "", f"not valid JSON: {exc.msg} (column {exc.colno})"))
+            continue
+        if not isinstance(data, dict):
+            problems.append(Problem(shown, number, "", f"a row must be a JSON object, not {type(data).__name__}"))
+            continue
+        try:
+            rows.append(Located(model.model_validate(data), shown, number))
+        except ValidationError as exc:
+            problems.extend(_problems(shown, number, exc))
+    if problems:
+        raise ProblemError(problems)
+    return rows
+
+
+def read_curated(path: Path, taxonomy: Taxonomy) -> dict[str, tuple[CuratedPlacement, int]]:
+    """key (arXiv id or paper id) -> (decision, line). Raises ProblemError for bad decisions."""
+    if not Path(path).exists():
+        return {}
+    shown = display_path(path)
+    data, lines = load_yaml_with_lines(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ProblemError([Problem(shown, 1, "", "must be a mapping: arXiv id or paper id -> decision")])
+    out, problems = {}, []
+    modalities = {m.id for m in taxonomy.modalities}
+    for key, value in data.items():
+        line = line_of(lines, (key,))
+        try:
+            decision = CuratedPlacement.model_validate(value)
+        except ValidationError as exc:
+            problems.extend(_problems(shown, line, exc))
+            continue
+        if (decision.techniques is None) != (decision.cells is None):
+            problems.append(Problem(shown, line, key, "give both techniques and cells, or neither"))
+        elif decision.techniques is not None:
+            for msg in taxonomy.placement_problems(decision.techniques, decision.cells):
+                problems.append(Problem(shown, line, key, msg))
+        for mod in decision.modality or []:
+            if mod not in modalities:
+                problems.append(Problem(shown, line, key, f"unknown modality {mod!r}"))
+        out[str(key)] = (decision, line)
+    if problems:
+        raise ProblemError(problems)
+    return out
+
+
+# ============================================================================================ normalisation
+_PRESENTATION = {"oral", "highlight", "spotlight", "poster"}
+_VENUE_ALIASES = {
+    "trans. mach. learn. res.": "TMLR",
+    "transactions on machine learning research": "TMLR",
+    "acm sigcomm": "SIGCOMM",
+    "nips": "NeurIPS",
+    "acm multimedia": "ACM MM",
+    "acmmm": "ACM MM",
+    "mm": "ACM MM",
+    "vldb endowment": "VLDB",
+    "pvldb": "VLDB",
+}
+
+
+def normalise_venue(raw: str | None, taxonomy: Taxonomy) -> str | None:
+    """A list's venue string -> the taxonomy's form ("CVPR 2025", "EMNLP 2023 Findings", "ICML 2023 Workshop",
+    "arXiv"); None for an empty value. Raises ValueError for a venue the taxonomy does not know."""
+    if raw is None or not raw.strip():
+        return None
+    text = " ".join(raw.replace("\u2019", "'").split())
+    if re.fullmatch(r"(?i)arxiv(\s*'?\d{2,4})?(\s+preprint)?", text):
+        return PREPRINT
+    findings = bool(re.search(r"(?i)\bfindings\b", text))
+    text = re.sub(r"(?i)\bfindings( of( the)?)?\b", " ", text)
+    # Year: "2024", or an apostrophe form "EMNLP'23".
+    year = None
+    m = re.search(r"\b((?:19|20)\d\d)\b", text)
+    if m:
+        year = int(m.group(1))
+        text = text[: m.start()] + " " + text[m.end():]
+    else:
+        m = re.search(r"'(\d\d)\b", text)
+        if m:
+            year = 2000 + int(m.group(1))
+            text = text[: m.start()] + " " + text[m.end():]
+    if year is None:
+        raise ValueError(f"venue {raw!r} has no year")
+    words = [w for w in text.split() if w.lower() not in _PRESENTATION]
+    name_text = " ".join(words).strip(" ,.-")
+    venue_ids = sorted(taxonomy.venue_by_id, key=len, reverse=True)
+    lowered = name_text.lower()
+    name, rest = None, ""
+    for alias, target in _VENUE_ALIASES.items():
+        alias = alias.rstrip(".")
+        if lowered == alias or lowered.startswith(alias + " "):
+            name, rest = target, name_text[len(alias):]
+            break
+    if name is None:
+        for vid in venue_ids:
+            if lowered == vid.lower() or lowered.startswith(vid.lower() + " "):
+                name, rest = vid, name_text[len(vid):]
+                break
+    if name is None:
+        raise ValueError(
+            f"venue {raw!r} is not a known venue: add it to `venues` in taxonomy.yaml (then run `python -m tools "
+            "schema`)"
+        )
+    rest_words = [w for w in rest.split() if w]
+    workshop = any(w.lower().startswith("workshop") for w in rest_words) or bool(rest_words)
+    track = " Findings" if findings else (" Workshop" if workshop else "")
+    return f"{name} {year}{track}"
+
+
+def venue_from_citation(raw: str | None, taxonomy: Taxonomy) -> str | None:
+    """A venue as a BibTeX entry or a README spells it ("Proceedings of ... (ICCV) 2023") -> normalised, or None
+    when it does not name both a known venue and a year (then it is not used: no guessing)."""
+    if not raw:
+        return None
+    try:
+        return normalise_venue(raw, taxonomy)
+    except ValueError:
+        pass
+    year = re.search(r"\b((?:19|20)\d\d)\b", raw)
+    if not year:
+        return None
+    for vid in sorted(taxonomy.venue_by_id, key=len, reverse=True):
+        if re.search(rf"(?<![A-Za-z]){re.escape(vid)}(?![A-Za-z])", raw):
+            return f"{vid} {year.group(1)}"
+    return None
+
+
+def normalise_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    return url.strip().rstrip("/").removesuffix(".git").rstrip("/")
+
+
+def _same_url(a: str | None, b: str | None) -> bool:
+    na, nb = normalise_url(a), normalise_url(b)
+    if na is None or nb is None:
+        return na == nb
+    strip = lambda u: re.sub(r"^https?://(www\.)?", "", u).lower()  # noqa: E731
+    return strip(na) == strip(nb)
+
+
+def _same_title(a: str, b: str) -> bool:
+    """Titles that differ only in case, spacing or quotes are the same spelling for the report."""
+    fold = lambda t: " ".join(unicodedata.normalize("NFKC", t).casefold().replace("\u2019", "'").split())  # noqa: E731
+    return fold(a) == fold(b)
+
+
+def arxiv_from_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    m = re.search(r"arxiv\.org/(?:abs|pdf|html)/([^\s?#]+?)(?:v\d+)?(?:\.pdf)?/?$", url)
+    return m.group(1) if m else None
+
+
+def doi_from_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    m = re.search(r"doi\.org/(10\.\d{4,9}/\S+)$", url)
+    return m.group(1) if m else None
+
+
+def is_arxiv_id(value: str | None) -> bool:
+    return bool(value) and bool(ARXIV_NEW.match(value) or ARXIV_OLD.match(value))
+
+
+def arxiv_url(arxiv: str) -> str:
+    return f"https://arxiv.org/abs/{arxiv}"
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", ascii_fold(text).lower())).strip("-")
+
+
+def short_name_of(title: str) -> str | None:
+    """The method name before ':' when it is short (at most two words, 24 characters): 'FastV: ...' -> FastV."""
+    if ":" not in title:
+        return None
+    head = title.split(":", 1)[0].strip()
+    if not head or len(head) > 24 or len(head.split()) > 2 or not re.search(r"[A-Za-z]", head):
+        return None
+    return head
+
+
+def _significant_words(text: str) -> list[str]:
+    words = [slugify(w) for w in re.split(r"[\s/]+", text)]
+    return [w for w in words if w and w not in STOPWORDS]
+
+
+def id_candidates(title: str, short_name: str | None, year: int) -> list[str]:
+    """Ids to try, most readable first: short name (or three significant title words), then longer variants."""
+    if short_name:
+        base = slugify(short_name)[:40].strip("-")
+        rest = _significant_words(title.split(":", 1)[1] if ":" in title else title)
+    else:
+        words = _significant_words(title)
+        base, rest = "-".join(words[:3]), words[3:]
+    out = [f"{base}-{year}"]
+    for n in (1, 2, 3):
+        if len(rest) >= n:
+            out.append(f"{base}-{'-'.join(rest[:n])}-{year}")
+    return [re.sub(r"-+", "-", c)[:80].strip("-") for c in out]
+
+
+# ============================================================================================ the import plan
+@dataclass
+class Record:
+    """One paper: the rows of every input that describe it."""
+
+    seeds: list[Located] = field(default_factory=list)
+    authors: Located | None = None
+    verified: Located | None = None
+
+    @property
+    def primary(self) -> SeedRow | None:
+        return self.seeds[0].row if self.seeds else None
+
+    @property
+    def where(self) -> str:
+        first = self.seeds[0] if self.seeds else self.verified
+        return first.where if first else "<input>"
+
+    def arxiv_ids(self) -> list[str]:
+        out = []
+        v = self.verified.row if self.verified else None
+        if v and is_arxiv_id(v.arxiv_id):
+            out.append(v.arxiv_id)
+        for s in self.seeds:
+            if s.row.arxiv_id and s.row.arxiv_id not in out:
+                out.append(s.row.arxiv_id)
+        return out
+
+    def dois(self) -> list[str]:
+        out = []
+        if self.verified and self.verified.row.doi:
+            out.append(self.verified.row.doi.lower())
+        for s in self.seeds:
+            d = doi_from_url(s.row.paper_url)
+            if d and d.lower() not in out:
+                out.append(d.lower())
+        return out
+
+    def titles(self) -> list[str]:
+        out = []
+        if self.verified and self.verified.row.title:
+            out.append(self.verified.row.title)
+        out += [s.row.title for s in self.seeds]
+        if self.authors and self.authors.row.title_in_source:
+            out.append(self.authors.row.title_in_source)
+        return out
+
+    def input_sources(self) -> set[str]:
+        """Every source string this paper's rows cite (provenance values the importer itself writes)."""
+        out = {CURATED_SOURCE}
+        for s in self.seeds:
+            out |= {s.row.source, s.row.code_url_from or "", s.row.arxiv_id_from or ""}
+        if self.authors:
+            out.add(self.authors.row.source)
+        if self.verified:
+            v = self.verified.row
+            out |= {x for x in v.sources.values() if x} | {v.venue_source or "", v.code_source or ""}
+            out |= {s for s in _verified_derived_sources(v)}
+        out.discard("")
+        return out
+
+
+def _verified_derived_sources(v: VerifiedRow) -> list[str]:
+    page = v.sources.get("title") or (arxiv_url(v.arxiv_id) if is_arxiv_id(v.arxiv_id) else None)
+    out = [page] if page else []
+    for key in ("summary", "title"):
+        if v.sources.get(key):
+            out += [f"curated from the abstract ({v.sources[key]})"]
+    return [x for x in out if x]
+
+
+@dataclass
+class Change:
+    """What the import does to one entry."""
+
+    paper: Paper
+    path: Path
+    action: Literal["create", "update", "unchanged"]
+    text: str
+    record_where: str
+    kept: list[str] = field(default_factory=list)  # human-set values kept although the inputs propose others
+
+
+@dataclass
+class ImportReport:
+    changes: list[Change] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # non-fatal: dropped claims, merged rows, skipped values
+
+    def count(self, action: str) -> int:
+        return sum(1 for c in self.changes if c.action == action)
+
+    def summary_lines(self) -> list[str]:
+        papers = [c.paper for c in self.changes]
+        unknown = sum(1 for p in papers if p.authors_status == "unknown")
+        review = [p.id for p in papers if p.placement.needs_review]
+        methods = {m: sum(1 for p in papers if p.placement.method == m) for m in ("survey", "mapped", "curated")}
+        lines = [
+            f"{len(papers)} paper(s): {self.count('create')} created, {self.count('update')} updated, "
+            f"{self.count('unchanged')} unchanged",
+            f"placement: {methods['survey']} survey, {methods['mapped']} mapped, {methods['curated']} curated; "
+            f"{len(review)} need review",
+            f"authors: {sum(1 for p in papers if p.authors_status == 'complete')} complete, "
+            f"{sum(1 for p in papers if p.authors_status == 'truncated')} truncated, {unknown} unknown",
+            f"{sum(len(p.disagreements) for p in papers)} disagreement(s) recorded in "
+            f"{sum(1 for p in papers if p.disagreements)} paper(s); "
+            f"{sum(len(p.claims) for p in papers)} claim(s) in {sum(1 for p in papers if p.claims)} paper(s)",
+        ]
+        kept = [(c.paper.id, k) for c in self.changes for k in c.kept]
+        if kept:
+            lines.append(f"{len(kept)} value(s) set by hand were kept although the inputs differ:")
+            lines += [f"  {pid}: {k}" for pid, k in kept]
+        if review:
+            lines.append("placements to review: " + ", ".join(review[:30]) + (" ..." if len(review) > 30 else ""))
+        return lines
+
+
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def group_records(seeds: list[Located], authors: list[Located], verified: list[Located]) -> tuple[list[Record], list[str]]:
+    """Join the inputs into one record per paper. Seed rows that share an arXiv id, DOI or normalised title (after
+    the verified corrections) are the same paper listed twice: they are merged into one record."""
+    notes: list[str] = []
+    by_seed_key: dict[tuple, int] = {}
+    for i, s in enumerate(seeds):
+        by_seed_key.setdefault(("arxiv", s.row.arxiv_id), i) if s.row.arxiv_id else None
+        by_seed_key.setdefault(("title", s.row.title), i)
+    # verified rows -> the seed row they verify (exact: they carry the seed's title and id)
+    verified_of: dict[int, Located] = {}
+    extra_verified: list[Located] = []
+    for v in verified:
+        row = v.row
+        idx = None
+        if row.seed_title is not None:
+            idx = by_seed_key.get(("title", row.seed_title))
+        if idx is None and row.seed_arxiv_id:
+            idx = by_seed_key.get(("arxiv", row.seed_arxiv_id))
+        if idx is None and is_arxiv_id(row.arxiv_id):
+            idx = by_seed_key.get(("arxiv", row.arxiv_id))
+        if idx is None:
+            extra_verified.append(v)
+        elif idx in verified_of:
+            notes.append(f"{v.where}: a second verified row for {seeds[idx].where}; the first one ({verified_of[idx].where}) is used")
+        else:
+            verified_of[idx] = v
+    authors_of: dict[int, Located] = {}
+    for a in authors:
+        idx = by_seed_key.get(("arxiv", a.row.arxiv_id)) if a.row.arxiv_id else None
+        if idx is None:
+            idx = by_seed_key.get(("title", a.row.seed_title))
+        if idx is not None and idx not in authors_of:
+            authors_of[idx] = a
+    # same paper listed twice: union seed rows by arXiv id (verified first), DOI and normalised title
+    uf = _UnionFind(len(seeds))
+    seen: dict[tuple, int] = {}
+    for i, s in enumerate(seeds):
+        v = verified_of.get(i)
+        keys = []
+        arx = v.row.arxiv_id if v and is_arxiv_id(v.row.arxiv_id) else s.row.arxiv_id
+        if arx:
+            keys.append(("arxiv", arx))
+        doi = (v.row.doi if v and v.row.doi else None) or doi_from_url(s.row.paper_url)
+        if doi:
+            keys.append(("doi", doi.lower()))
+        keys.append(("title", normalise_title(s.row.title)))
+        if v and v.row.title:
+            keys.append(("title", normalise_title(v.row.title)))
+        for key in keys:
+            if key in seen:
+                uf.union(seen[key], i)
+            else:
+                seen[key] = i
+    groups: dict[int, list[int]] = {}
+    for i in range(len(seeds)):
+        groups.setdefault(uf.find(i), []).append(i)
+    records = []
+    for root, members in sorted(groups.items()):
+        rec = Record(seeds=[seeds[i] for i in members])
+        rec.verified = next((verified_of[i] for i in members if i in verified_of), None)
+        rec.authors = next((authors_of[i] for i in members if i in authors_of), None)
+        if len(members) > 1:
+            notes.append(
+                "merged rows listing the same paper: " + ", ".join(f"{seeds[i].where} ({seeds[i].row.title!r})" for i in members)
+            )
+        records.append(rec)
+    for v in extra_verified:
+        key = v.row.arxiv_id if is_arxiv_id(v.row.arxiv_id) else None
+        if not key and not v.row.doi and not v.row.title:
+            notes.append(f"{v.where}: verified row names no paper (no arXiv id, DOI or title): skipped")
+            continue
+        records.append(Record(verified=v))
+    return records, notes
+
+
+# ------------------------------------------------------------------------------------------------ facts of a record
+@dataclass
+class Proposal:
+    """The importer's view of one paper, before it meets an existing entry."""
+
+    data: dict[str, Any]
+    provenance: dict[str, str]
+    disagreements: list[dict[str, Any]]
+    verified_on: dt.date | None
+    placement_owned: bool = True
+
+
+def _date(text: str | None) -> dt.date | None:
+    if not text:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _dedupe(names: list[str]) -> tuple[list[str], list[str]]:
+    out, dropped = [], []
+    for n in (" ".join(x.split()) for x in names):
+        if n and n not in out:
+            out.append(n)
+        elif n:
+            dropped.append(n)
+    return out, dropped
+
+
+def _disagreement(field_name: str, values: dict[str, str], kept: str, why: str) -> dict[str, Any] | None:
+    values = {k: v for k, v in values.items() if v}
+    if len(values) < 2 or len(set(values.values())) < 2:
+        return None
+    return {"field": field_name, "values": values, "kept": kept, "why": why}
+
+
+class Importer:
+    """Turns records into entries; one instance per run (it carries the taxonomy, the curated decisions, today)."""
+
+    def __init__(self, taxonomy: Taxonomy, curated: dict[str, tuple[CuratedPlacement, int]], today: dt.date):
+        self.tax = taxonomy
+        self.curated = curated
+        self.today = today
+        self.notes: list[str] = []
+
+    # ---------------------------------------------------------------- facts
+    def propose(self, rec: Record) -> Proposal:
+        seed = rec.primary
+        v = rec.verified.row if rec.verified else None
+        a = rec.authors.row if rec.authors else None
+        prov: dict[str, str] = {}
+        dis: list[dict[str, Any]] = []
+        data: dict[str, Any] = {}
+        verified_page = None
+        if v:
+            verified_page = v.sources.get("title") or (arxiv_url(v.arxiv_id) if is_arxiv_id(v.arxiv_id) else None)
+
+        # title ---------------------------------------------------------------
+        title_values: dict[str, str] = {}
+        if v and v.title and (v.sources.get("title") or not seed):
+            data["title"], prov["title"] = " ".join(v.title.split()), v.sources.get("title") or verified_page
+        elif seed:
+            data["title"], prov["title"] = seed.title, seed.source
+        else:
+            raise ProblemError([Problem(rec.verified.file, rec.verified.line, "title", "the verified row has no title")])
+        for s in rec.seeds:
+            title_values.setdefault(s.row.source, s.row.title)
+            if s.row.source in title_values and title_values[s.row.source] != s.row.title:
+                title_values[f"{s.row.source} ({s.where})"] = s.row.title
+        if a and a.title_in_source:
+            title_values.setdefault(a.source, a.title_in_source)
+        if v and v.title and v.sources.get("title"):
+            title_values[v.sources["title"]] = data["title"]
+        variants = {}
+        for src, t in title_values.items():
+            if not any(_same_title(t, u) for u in variants.values()):
+                variants[src] = t
+        if len(variants) > 1:
+            merged = len(rec.seeds) > 1
+            why = (
+                "the official title on the paper's own page" if v and v.title and prov["title"] != getattr(seed, "source", None)
+                else "the title of the list the row was taken from (no page of the paper verified yet)"
+            )
+            if merged:
+                why = "the same paper is listed twice under different titles (rows merged); kept " + why
+            d = _disagreement("title", title_values, data["title"], why)
+            if d:
+                dis.append(d)
+
+        # arXiv id, DOI, primary class, paper URL ---------------------------------
+        seed_arxiv = next((s.row.arxiv_id for s in rec.seeds if s.row.arxiv_id), None)
+        if v and is_arxiv_id(v.arxiv_id):
+            data["arxiv"], prov["arxiv"] = v.arxiv_id, verified_page or arxiv_url(v.arxiv_id)
+            if seed_arxiv and seed_arxiv != v.arxiv_id:
+                dis.append({
+                    "field": "arxiv", "values": {rec.seeds[0].row.source: seed_arxiv, prov["arxiv"]: v.arxiv_id},
+                    "kept": v.arxiv_id, "why": "the arXiv page of the paper is the authority for its id",
+                })
+        elif seed_arxiv:
+            src = next(s.row.arxiv_id_from or s.row.source for s in rec.seeds if s.row.arxiv_id)
+            data["arxiv"], prov["arxiv"] = seed_arxiv, src
+        for s in rec.seeds:  # a paper link that points at another arXiv id
+            linked = arxiv_from_url(s.row.paper_url)
+            if linked and data.get("arxiv") and linked != data["arxiv"] and is_arxiv_id(linked):
+                dis.append({
+                    "field": "arxiv", "values": {f"{s.row.source} (paper link)": linked, prov["arxiv"]: data["arxiv"]},
+                    "kept": data["arxiv"], "why": "the list's paper link points at a different arXiv id",
+                })
+        doi = (v.doi if v and v.doi else None) or next((doi_from_url(s.row.paper_url) for s in rec.seeds
+                                                        if doi_from_url(s.row.paper_url)), None)
+        if doi:
+            data["doi"] = doi
+            prov["doi"] = (verified_page if v and v.doi else next(s.row.source for s in rec.seeds
+                                                                   if doi_from_url(s.row.paper_url)))
+        if v and v.primary_class and re.fullmatch(r"[a-z-]+(\.[A-Za-z-]+)?", v.primary_class):
+            data["primary_class"], prov["primary_class"] = v.primary_class, verified_page or "verified"
+        paper_url = next((s.row.paper_url for s in rec.seeds if s.row.paper_url and not arxiv_from_url(s.row.paper_url)
+                          and re.match(r"^https?://[^\s/$.?#][^\s]*$", s.row.paper_url)), None)
+        if paper_url:
+            data["paper_url"] = paper_url
+            prov["paper_url"] = next(s.row.source for s in rec.seeds if s.row.paper_url == paper_url)
+        elif "arxiv" in data:
+            data["paper_url"] = arxiv_url(data["arxiv"])
+            prov["paper_url"] = prov["arxiv"]
+
+        # authors ------------------------------------------------------------
+        if v and v.authors and v.sources.get("authors"):
+            names, dropped = _dedupe(v.authors)
+            data["authors"], data["authors_status"], prov["authors"] = names, "complete", v.sources["authors"]
+            if dropped:
+                self.notes.append(f"{rec.verified.where}: author(s) listed twice, kept once: {dropped}")
+            if a and a.authors != v.authors and _dedupe(a.authors)[0] != names:
+                d = _disagreement("authors", {a.source: ", ".join(a.authors), v.sources["authors"]: ", ".join(names)},
+                                  ", ".join(names), "the author list on the paper's own page")
+                if d:
+                    dis.append(d)
+        elif a:
+            names, dropped = _dedupe(a.authors)
+            data["authors"], prov["authors"] = names, a.source
+            data["authors_status"] = "truncated" if a.authors_truncated else "complete"
+            if dropped:
+                self.notes.append(f"{rec.authors.where}: author(s) listed twice, kept once: {dropped}")
+        else:
+            data["authors"], data["authors_status"] = [], "unknown"
+        if a and a.conflicting_sources and data["authors_status"] != "unknown":
+            values = {a.source: ", ".join(a.authors)}
+            for c in a.conflicting_sources:
+                if c.authors:
+                    values.setdefault(c.source, ", ".join(c.authors))
+            if prov["authors"] not in values:
+                values[prov["authors"]] = ", ".join(data["authors"])
+            why = ("the author list on the paper's own page" if v and v.authors
+                   else "the author list matched to the row by arXiv id or title; other lists differ (often another "
+                        "version of the paper, or a different paper under a similar title)")
+            d = _disagreement("authors", values, ", ".join(data["authors"]), why)
+            if d and not any(x["field"] == "authors" for x in dis):
+                dis.append(d)
+
+        # venue and year -----------------------------------------------------
+        venue_values: dict[str, str] = {}
+        for s in rec.seeds:
+            try:
+                nv = normalise_venue(s.row.venue, self.tax)
+            except ValueError as exc:
+                raise ProblemError([Problem(s.file, s.line, "venue", str(exc))]) from None
+            if nv:
+                venue_values.setdefault(s.row.source, nv)
+        if a and a.venue:
+            nv = venue_from_citation(a.venue, self.tax)
+            if nv:
+                venue_values.setdefault(a.source, nv)
+        verified_venue = None
+        if v and v.venue:
+            try:
+                verified_venue = normalise_venue(v.venue, self.tax)
+            except ValueError as exc:
+                self.notes.append(f"{rec.verified.where}: verified venue not used: {exc}")
+        listed_conference = {k: x for k, x in venue_values.items() if x != PREPRINT}
+        if verified_venue == PREPRINT and listed_conference:
+            src, data["venue"] = next(iter(listed_conference.items()))
+            prov["venue"] = src
+            venue_values[v.venue_source or v.sources.get("venue") or verified_page or "verified"] = PREPRINT
+            why = ("a list names a conference or journal; the pages read during verification state none, which does "
+                   "not contradict it (arXiv listings are often stale)")
+        elif verified_venue:
+            vsrc = v.venue_source or v.sources.get("venue") or verified_page or "verified"
+            data["venue"], prov["venue"] = verified_venue, vsrc
+            venue_values[vsrc] = verified_venue
+            why = ("stated by the paper's own pages (arXiv comment, proceedings or official README)"
+                   if verified_venue != PREPRINT else
+                   "no page of the paper read during verification states an acceptance; lists may be stale or wrong")
+        else:
+            conf = {k: x for k, x in venue_values.items() if x != PREPRINT}
+            if conf:
+                src, data["venue"] = next(iter(conf.items()))
+                prov["venue"] = src
+                why = "a conference or journal named by a list outranks an arXiv listing, which is often stale"
+            elif venue_values:
+                src, data["venue"] = next(iter(venue_values.items()))
+                prov["venue"] = src
+                why = "no source names a conference or journal"
+            else:
+                data["venue"] = PREPRINT
+                prov["venue"] = f"no source read so far names a venue ({seed.source})" if seed else "no venue stated"
+                why = ""
+        if len(set(venue_values.values())) > 1:
+            dis.append({"field": "venue", "values": venue_values, "kept": data["venue"], "why": why})
+        parsed = self.tax.parse_venue(data["venue"]) if data["venue"] != PREPRINT else None
+        v1 = _date(v.v1_date) if v else None
+        if v1:
+            data["first_version"], prov["first_version"] = v1, v.sources.get("v1_date") or verified_page
+        if parsed:
+            data["year"], prov["year"] = parsed[1], prov["venue"]
+        elif v1:
+            data["year"], prov["year"] = v1.year, prov["first_version"]
+        elif v and v.year and v.sources.get("year"):
+            data["year"], prov["year"] = v.year, v.sources["year"]
+        elif data.get("arxiv") and ARXIV_NEW.match(data["arxiv"]):
+            data["year"], prov["year"] = 2000 + int(data["arxiv"][:2]), prov["arxiv"]
+        elif seed and seed.year:
+            data["year"], prov["year"] = seed.year, seed.source
+        else:
+            raise ProblemError([Problem(*_file_line(rec.where), "year",
+                                        "no year: the row has neither a year, a venue year nor an arXiv id")])
+
+        # code ---------------------------------------------------------------
+        code_values: dict[str, str] = {}
+        for s in rec.seeds:
+            if s.row.code_url:
+                code_values.setdefault(s.row.code_url_from or s.row.source, s.row.code_url)
+        if v and v.code_url:
+            csrc = v.code_source or v.sources.get("code_url") or verified_page or "verified"
+            data["code"] = [{"url": normalise_url(v.code_url), "official": bool(v.code_official)}]
+            prov["code"] = csrc
+            distinct = [u for u in code_values.values() if not _same_url(u, v.code_url)]
+            if distinct:
+                code_values[csrc] = normalise_url(v.code_url)
+                dis.append({
+                    "field": "code", "values": code_values, "kept": data["code"][0]["url"],
+                    "why": ("the repository the paper or its authors link" if v.code_official
+                            else "the repository found during verification (not confirmed as official)"),
+                })
+        elif code_values:
+            src, url = next(iter(code_values.items()))
+            data["code"] = [{"url": normalise_url(url), "official": False}]
+            prov["code"] = src
+            if len({normalise_url(u).lower() for u in code_values.values()}) > 1:
+                dis.append({"field": "code", "values": code_values, "kept": data["code"][0]["url"],
+                            "why": "not verified yet: the link of the list the row was taken from"})
+        # a code URL must look like a URL
+        if data.get("code") and not re.match(r"^https?://[^\s/$.?#][^\s]*$", data["code"][0]["url"] or ""):
+            self.notes.append(f"{rec.where}: code link {data['code'][0]['url']!r} is not a URL: dropped")
+            data.pop("code")
+            prov.pop("code", None)
+
+        # summary and claims (verified only) ---------------------------------
+        if v and v.summary:
+            data["summary"] = " ".join(v.summary.split())
+            prov["summary"] = v.sources.get("summary") or verified_page or "verified"
+        if v and v.claims:
+            claims = []
+            for i, c in enumerate(v.claims):
+                c = {k: x for k, x in c.items() if x is not None}
+                m = re.match(r"^(https?://\S+)\s+\((.+)\)$", str(c.get("source", "")))
+                if m:
+                    c["source"], c["where"] = m.group(1), f"{c.get('where', 'source')} ({m.group(2)})"
+                if isinstance(c.get("setting"), dict):
+                    c["setting"] = {k: str(x) for k, x in c["setting"].items() if x is not None}
+                try:
+                    claims.append(Claim.model_validate(c, context={"taxonomy": self.tax}).model_dump(
+                        mode="python", exclude_defaults=True))
+                except ValidationError as exc:
+                    msg = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+                    self.notes.append(f"{rec.verified.where}: claim {i + 1} not used: {msg}")
+            if claims:
+                data["claims"] = claims
+                prov["claims"] = claims[0]["source"]
+
+        verified_on = _date(v.verified_on) if v else None
+        return Proposal(data=data, provenance=prov, disagreements=dis, verified_on=verified_on)
+
+    # ---------------------------------------------------------------- placement
+    def curated_for(self, rec: Record, paper_id: str | None, arxiv: str | None) -> tuple[CuratedPlacement, str] | None:
+        for key in (arxiv, *(rec.arxiv_ids()), paper_id):
+            if key and key in self.curated:
+                return self.curated[key][0], key
+        return None
+
+    def place(self, rec: Record, prop: Proposal, paper_id: str, existing: Paper | None = None) -> None:
+        """Fill placement, modality and training (and their provenance) into the proposal."""
+        data, prov = prop.data, prop.provenance
+        seed = rec.primary
+        v = rec.verified.row if rec.verified else None
+        curated = self.curated_for(rec, paper_id, data.get("arxiv"))
+        decision = curated[0] if curated else None
+        survey_maps: list[CategoryMapping] = []
+        if seed and seed.survey_placement:
+            for cat in seed.survey_placement:
+                m = self.tax.survey_mapping(cat)
+                if m is None:
+                    s = rec.seeds[0]
+                    raise ProblemError([Problem(s.file, s.line, "survey_placement",
+                                                f"survey category {cat!r} has no mapping in taxonomy.yaml")])
+                survey_maps.append(m)
+        source_map = None
+        if seed and not survey_maps and seed.source_category:
+            source_map = self.tax.source_mapping(seed.source.split(":", 1)[0], seed.source_category)
+        maps = survey_maps or ([source_map] if source_map else [])
+
+        survey_placement = None
+        if survey_maps:
+            survey_placement = {
+                "techniques": _union(m.techniques for m in survey_maps),
+                "cells": _union(m.cells for m in survey_maps),
+            }
+        if decision and decision.techniques:
+            placement = {"cells": decision.cells, "techniques": decision.techniques, "method": "curated"}
+            basis = "the title and abstract" if decision.basis == "abstract" else "the title only"
+            prov["placement"] = f"curated from {basis} ({CURATED_SOURCE})"
+            note = decision.note
+            if survey_placement and (set(survey_placement["cells"]) != set(decision.cells)
+                                     or set(survey_placement["techniques"]) != set(decision.techniques)):
+                if not note:
+                    key = curated[1]
+                    raise ProblemError([Problem(CURATED_SOURCE, self.curated[key][1], key,
+                                                "differs from the survey's own placement: say why in `note`")])
+            if note:
+                placement["note"] = note
+        elif survey_placement:
+            placement = {**survey_placement, "method": "survey"}
+            prov["placement"] = f"the survey's placement {' + '.join(seed.survey_placement)} ({seed.source})"
+        elif source_map and not source_map.ambiguous:
+            placement = {"cells": list(source_map.cells), "techniques": list(source_map.techniques), "method": "mapped"}
+            prov["placement"] = f"mapped from the category {seed.source_category!r} ({seed.source})"
+        elif source_map:
+            placement = {"cells": list(source_map.cells), "techniques": list(source_map.techniques),
+                         "method": "mapped", "needs_review": True,
+                         "note": f"ambiguous list category ({source_map.note or 'curate'}): proposal only"}
+            prov["placement"] = f"mapped from the ambiguous category {seed.source_category!r} ({seed.source})"
+        elif existing is not None:
+            placement = existing.placement.model_dump(mode="python", exclude_defaults=True)
+            if "placement" in existing.provenance:
+                prov["placement"] = existing.provenance["placement"]
+            maps = []
+        else:
+            where = rec.seeds[0] if rec.seeds else rec.verified
+            raise ProblemError([Problem(where.file, where.line, "source_category",
+                                        f"no placement: category {seed.source_category if seed else None!r} has no "
+                                        f"mapping and {CURATED_SOURCE} has no decision for this paper")])
+        data["placement"] = placement
+
+        # modality: curated > verified > mapping
+        modality, mod_src = None, None
+        if decision and decision.modality:
+            modality, mod_src = decision.modality, prov.get("placement") if decision.techniques else f"curated ({CURATED_SOURCE})"
+        elif v and v.modality and all(m in {x.id for x in self.tax.modalities} for m in v.modality):
+            modality, mod_src = _union([v.modality]), f"curated from the abstract ({v.sources.get('summary') or v.sources.get('title')})"
+        else:
+            mods = [m.modality for m in maps if m.modality]
+            if mods:
+                modality, mod_src = _union(mods), prov["placement"]
+            elif existing is not None:
+                modality, mod_src = existing.modality, existing.provenance.get("modality")
+        if not modality:
+            modality, mod_src = ["image"], "not decided yet: no source or mapping gives the modality"
+            data["placement"] = dict(data["placement"])
+            data["placement"]["needs_review"] = True
+            data["placement"].setdefault("note", "modality not decided yet")
+        data["modality"] = modality
+        if mod_src:
+            prov["modality"] = mod_src
+        training, tr_src = None, None
+        if decision and decision.training:
+            training, tr_src = decision.training, f"curated ({CURATED_SOURCE})"
+        elif v and v.training in ("training-free", "training-aware"):
+            training, tr_src = v.training, f"curated from the abstract ({v.sources.get('summary') or v.sources.get('title')})"
+        else:
+            regimes = {m.training for m in maps if m.training}
+            if len(regimes) == 1:
+                training, tr_src = regimes.pop(), prov["placement"]
+            elif not maps and existing is not None:
+                training, tr_src = existing.training, existing.provenance.get("training")
+        data["training"] = training
+        if tr_src and training:
+            prov["training"] = tr_src
+        if decision and decision.short_name:
+            data["short_name"], prov["short_name"] = decision.short_name, f"curated ({CURATED_SOURCE})"
+
+
+def _union(lists: Iterable[Iterable[str]]) -> list[str]:
+    out: list[str] = []
+    for items in lists:
+        for x in items:
+            if x not in out:
+                out.append(x)
+    return out
+
+
+# ============================================================================================ existing entries
+@dataclass
+class Existing:
+    papers: dict[str, Paper]
+    files: dict[str, Path]
+
+    def index(self) -> dict[tuple, str]:
+        idx: dict[tuple, str] = {}
+        for pid, p in self.papers.items():
+            if p.arxiv:
+                idx.setdefault(("arxiv", p.arxiv), pid)
+            if p.doi:
+                idx.setdefault(("doi", p.doi.lower()), pid)
+            idx.setdefault(("title", normalise_title(p.title)), pid)
+            for d in p.disagreements:
+                if d.field == "title":
+                    for t in d.values.values():
+                        idx.setdefault(("title", normalise_title(t)), pid)
+                if d.field == "arxiv":
+                    for t in d.values.values():
+                        idx.setdefault(("arxiv", t), pid)
+        return idx
+
+
+def load_existing(papers_dir: Path, taxonomy: Taxonomy) -> Existing:
+    """The entries already in ``papers_dir``; any invalid one stops the import (fix it first)."""
+    papers, files, problems = {}, {}, []
+    for path in paper_files(papers_dir):
+        paper, _, probs = validate_file(path, taxonomy)
+        problems += [p for p in probs if "reference_impls" not in p.field]
+        if paper is not None:
+            papers[paper.id], files[paper.id] = paper, path
+    if problems:
+        raise ProblemError(problems)
+    return Existing(papers, files)
+
+
+FACT_FIELDS = ("title", "arxiv", "doi", "primary_class", "paper_url", "authors", "venue", "year", "first_version",
+               "code", "short_name")
+FILL_ONLY_FIELDS = ("summary", "claims")
+PRESERVED_FIELDS = ("reference_impls", "frontiers", "distinct_from", "bibtex_key")
+
+
+def _importer_wrote(provenance: str | None, sources: set[str]) -> bool:
+    """A placement, modality or training value whose provenance is one the importer writes (it cites an input)."""
+    if provenance is None:
+        return True
+    return (provenance in sources or CURATED_SOURCE in provenance or provenance.startswith("not decided yet")
+            or any(s in provenance for s in sources if len(s) > 12)
+            or re.search(r"[\w.-]+/[\w.-]+:[^@\s]+@[0-9a-f]{7,40}", provenance) is not None)
+
+
+def _owned(existing_source: str | None, rec_sources: set[str], new_source: str | None) -> bool:
+    """May the importer replace a value whose provenance is ``existing_source``?"""
+    if existing_source is None:
+        return True
+    if existing_source in rec_sources:
+        return True
+    # a value read from a paper list gives way to a fact read on the paper's own page
+    return bool(LIST_SOURCE.match(existing_source) and new_source and not LIST_SOURCE.match(new_source))
+
+
+def merge_with_existing(old: Paper, prop: Proposal, rec: Record) -> tuple[dict[str, Any], list[str]]:
+    """The entry data after re-import, and a line per human-set value that was kept against a different proposal."""
+    data = old.model_dump(mode="python")
+    prov = dict(old.provenance)
+    kept: list[str] = []
+    sources = rec.input_sources()
+    new = prop.data
+    for name in FACT_FIELDS:
+        if name not in new:
+            continue
+        value = new[name]
+        prov_key = "authors" if name == "authors" else name
+        current = data.get(name)
+        if name == "code":
+            current = [c for c in (current or [])]
+        if current in (None, [], "") or _owned(prov.get(prov_key), sources, prop.provenance.get(prov_key)):
+            data[name] = value
+            if name == "authors":
+                data["authors_status"] = new["authors_status"]
+            if prov_key in prop.provenance:
+                prov[prov_key] = prop.provenance[prov_key]
+        elif _comparable(current) != _comparable(value):
+            kept.append(f"{name}: kept {_short(current)} (set by hand: {prov.get(prov_key, 'no provenance')}); "
+                        f"inputs propose {_short(value)} ({prop.provenance.get(prov_key)})")
+    if new.get("authors_status") == "unknown" and not data.get("authors"):
+        data["authors_status"] = "unknown"
+    for name in FILL_ONLY_FIELDS:
+        if name in new and not data.get(name):
+            data[name] = new[name]
+            prov[name] = prop.provenance[name]
+        elif name in new and _comparable(data.get(name)) != _comparable(new[name]) and not _owned(
+                prov.get(name), set(), None):
+            pass  # filled earlier (by hand or by an earlier import): never overwritten
+    # placement, modality, training
+    placement_source = prov.get("placement", "")
+    owned_placement = old.placement.method in ("survey", "mapped") or CURATED_SOURCE in placement_source
+    for name in ("placement", "modality", "training"):
+        owned = owned_placement if name == "placement" else _importer_wrote(prov.get(name), sources)
+        if owned or data.get(name) in (None, []):
+            data[name] = new[name]
+            if name in prop.provenance:
+                prov[name] = prop.provenance[name]
+            elif name in prov and name != "placement":
+                prov.pop(name)
+        elif _comparable(data.get(name)) != _comparable(new[name]):
+            kept.append(f"{name}: kept {_short(data.get(name))} (curated); inputs propose {_short(new[name])}")
+    # disagreements: the importer's own, plus any added by hand
+    own = prop.disagreements
+    own_keys = {_dis_key(d) for d in own}
+    hand = [d for d in data.get("disagreements") or []
+            if _dis_key(d) not in own_keys and not set(d["values"]) <= sources | {s for s in sources}]
+    data["disagreements"] = own + hand
+    data["provenance"] = prov
+    return data, kept
+
+
+def _dis_key(d: dict) -> tuple:
+    return d["field"], tuple(sorted(d["values"].items()))
+
+
+def _comparable(value: Any) -> Any:
+    def strip(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if v not in (None, False, [], {})}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    return json.dumps(strip(value), sort_keys=True, default=str)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 90 else text[:87] + "..."
+
+
+# ============================================================================================ the run
+def plan_import(
+    rows: list[Path],
+    *,
+    authors: list[Path] = (),
+    verified: list[Path] = (),
+    curated_path: Path = CURATED_PLACEMENTS,
+    papers_dir: Path = PAPERS_DIR,
+    taxonomy: Taxonomy | None = None,
+    today: dt.date | None = None,
+) -> ImportReport:
+    """Read and check every input, join the rows per paper, and compute each entry; writes nothing."""
+    tax = taxonomy or load_taxonomy()
+    today = today or dt.date.today()
+    problems: list[Problem] = []
+    seeds, author_rows, verified_rows = [], [], []
+    for path, model, bucket in ([(p, SeedRow, seeds) for p in rows] + [(p, AuthorRow, author_rows) for p in authors]
+                                + [(p, VerifiedRow, verified_rows) for p in verified]):
+        try:
+            bucket.extend(read_jsonl(path, model))
+        except ProblemError as exc:
+            problems.extend(exc.problems)
+    for s in seeds:
+        if s.row.arxiv_id is not None and not is_arxiv_id(s.row.arxiv_id):
+            problems.append(Problem(s.file, s.line, "arxiv_id", f"{s.row.arxiv_id!r} is not an arXiv id "
+                                                                "(2403.06764 or hep-th/9901001, no version)"))
+        if s.row.arxiv_id is None and not s.row.paper_url:
+            problems.append(Problem(s.file, s.line, "paper_url", "a row without an arXiv id needs a paper_url"))
+        try:
+            normalise_venue(s.row.venue, tax)
+        except ValueError as exc:
+            problems.append(Problem(s.file, s.line, "venue", str(exc)))
+        if not s.row.survey_placement and not s.row.source_category:
+            problems.append(Problem(s.file, s.line, "source_category", "give source_category or survey_placement"))
+    try:
+        curated = read_curated(curated_path, tax)
+    except ProblemError as exc:
+        problems.extend(exc.problems)
+        curated = {}
+    if problems:
+        raise ProblemError(problems)
+
+    records, notes = group_records(seeds, author_rows, verified_rows)
+    existing = load_existing(papers_dir, tax)
+    index = existing.index()
+    importer = Importer(tax, curated, today)
+    report = ImportReport(notes=notes)
+    taken_ids = set(existing.papers)
+    planned: list[tuple[Record, Proposal, str | None]] = []
+    claimed: dict[str, str] = {}
+    for rec in records:
+        try:
+            prop = importer.propose(rec)
+        except ProblemError as exc:
+            problems.extend(exc.problems)
+            continue
+        match = _match(rec, prop, index)
+        if match and match in claimed:
+            problems.append(Problem(*_file_line(rec.where), "", f"the same entry papers/{match}.yaml also matches "
+                                    f"{claimed[match]}: merge the rows or fix the one that is wrong"))
+            continue
+        if match:
+            claimed[match] = rec.where
+        if rec.seeds == [] and match is None and not importer.curated_for(rec, None, prop.data.get("arxiv")):
+            problems.append(Problem(*_file_line(rec.where), "", "a verified paper that is new to the catalogue needs "
+                                    f"a placement decision in {CURATED_SOURCE}"))
+            continue
+        planned.append((rec, prop, match))
+    if problems:
+        raise ProblemError(problems)
+
+    new_ids = _assign_ids([(rec, prop) for rec, prop, match in planned if match is None], taken_ids, importer)
+    for rec, prop, match in planned:
+        pid = match or new_ids[id(rec)]
+        try:
+            importer.place(rec, prop, pid, existing.papers.get(match) if match else None)
+        except ProblemError as exc:
+            problems.extend(exc.problems)
+            continue
+        if match:
+            old = existing.papers[match]
+            data, kept = merge_with_existing(old, prop, rec)
+            path = existing.files[match]
+        else:
+            data, kept = dict(prop.data), []
+            data["id"] = pid
+            data["provenance"] = prop.provenance
+            data["disagreements"] = prop.disagreements
+            path = paper_path(pid, papers_dir)
+        data["id"] = pid
+        data.setdefault("last_verified", today)
+        try:
+            paper = _build_dropping_bad_summary(data, tax, path, report, rec)
+        except ProblemError as exc:
+            problems += [Problem(*_file_line(rec.where), p.field, f"would write an invalid papers/{pid}.yaml: "
+                                 f"{p.message}") for p in exc.problems]
+            continue
+        text = dump_entry(to_yaml_data(paper))
+        if match:
+            old_text = Path(path).read_text(encoding="utf-8")
+            if text == old_text:
+                report.changes.append(Change(paper, path, "unchanged", text, rec.where, kept))
+                continue
+            if _without_date(text) == _without_date(old_text):
+                report.changes.append(Change(paper, path, "unchanged", old_text, rec.where, kept))
+                continue
+            stamp = prop.verified_on or today
+            paper = paper.model_copy(update={"last_verified": max(stamp, existing.papers[match].last_verified)
+                                             if prop.verified_on else today})
+            text = dump_entry(to_yaml_data(paper))
+            report.changes.append(Change(paper, path, "update", text, rec.where, kept))
+        else:
+            paper = paper.model_copy(update={"last_verified": prop.verified_on or today})
+            text = dump_entry(to_yaml_data(paper))
+            report.changes.append(Change(paper, path, "create", text, rec.where, kept))
+    if problems:
+        raise ProblemError(problems)
+    report.notes.extend(importer.notes)
+    return report
+
+
+def _build_dropping_bad_summary(data: dict, tax: Taxonomy, path: Path, report: ImportReport, rec: Record) -> Paper:
+    """Validate the entry; a verified summary the schema rejects (too long, too many sentences) is left out and
+    reported rather than stopping the import."""
+    try:
+        return build_paper(_clean(data), tax, label=display_path(path))
+    except ProblemError as exc:
+        if data.get("summary") and all(p.field == "summary" for p in exc.problems):
+            report.notes.append(f"{rec.where}: summary not used: {exc.problems[0].message}")
+            data = {k: v for k, v in data.items() if k != "summary"}
+            data["provenance"] = {k: v for k, v in data["provenance"].items() if k != "summary"}
+            return build_paper(_clean(data), tax, label=display_path(path))
+        raise
+
+
+def _without_date(text: str) -> str:
+    return re.sub(r"(?m)^last_verified: .*$", "", text)
+
+
+def _clean(data: dict[str, Any]) -> dict[str, Any]:
+    """Drop empty optional values (the writer leaves them out anyway) so validation sees what is written."""
+    out = {}
+    for k, v in data.items():
+        if v is None and k not in ("training",):
+            continue
+        out[k] = v
+    return out
+
+
+def _file_line(where: str) -> tuple[str, int]:
+    file, _, line = where.rpartition(":")
+    return (file, int(line)) if line.isdigit() else (where, 1)
+
+
+def _match(rec: Record, prop: Proposal, index: dict[tuple, str]) -> str | None:
+    """The existing entry describing this paper: by arXiv id, then DOI, then a normalised title."""
+    keys = [("arxiv", a) for a in ([prop.data.get("arxiv")] + rec.arxiv_ids()) if a]
+    keys += [("doi", d) for d in ([prop.data["doi"].lower()] if prop.data.get("doi") else []) + rec.dois()]
+    keys += [("title", normalise_title(t)) for t in [prop.data["title"], *rec.titles()]]
+    for key in keys:
+        if key in index:
+            return index[key]
+    return None
+
+
+def _assign_ids(new: list[tuple[Record, Proposal]], taken: set[str], importer: Importer) -> dict[int, str]:
+    """Stable ids for new entries: the short name (or first significant title words) and the year. Papers that
+    would share an id all get a longer one (the next title words), so the order of rows never decides."""
+    cands = {}
+    for rec, prop in new:
+        short = prop.data.get("short_name")
+        curated = importer.curated_for(rec, None, prop.data.get("arxiv"))
+        if curated and curated[0].short_name:
+            short = curated[0].short_name
+            prop.data["short_name"] = short
+            prop.provenance["short_name"] = f"curated ({CURATED_SOURCE})"
+        if not short:
+            short = short_name_of(prop.data["title"])
+            if short:
+                prop.data["short_name"] = short
+        cands[id(rec)] = id_candidates(prop.data["title"], short, prop.data["year"])
+    first = {}
+    for key, c in cands.items():
+        first.setdefault(c[0], []).append(key)
+    out: dict[int, str] = {}
+    for key, c in cands.items():
+        options = c if (len(first[c[0]]) == 1 and c[0] not in taken) else c[1:] or c
+        chosen = next((o for o in options if o not in taken and o not in out.values()), None)
+        n = 2
+        while chosen is None:
+            trial = f"{options[-1].rsplit('-', 1)[0]}-{n}-{options[-1].rsplit('-', 1)[1]}"
+            chosen = trial if trial not in taken and trial not in out.values() else None
+            n += 1
+        out[key] = chosen
+    return out
+
+
+def apply_import(report: ImportReport) -> list[Path]:
+    """Write every created or changed entry (atomically, one file at a time); returns the paths written."""
+    written = []
+    for change in report.changes:
+        if change.action in ("create", "update"):
+            atomic_write(change.path, change.text)
+            written.append(change.path)
+    return written
