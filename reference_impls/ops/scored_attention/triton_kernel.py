@@ -1,7 +1,8 @@
 """Triton path of :func:`scored_attention` (two passes, plain pointer arithmetic, triton 3.6 / 3.9).
 
 Pass 1 (``_attn_fwd_kernel``): FlashAttention-2 style forward, one program per (query block, batch x
-query head); online softmax in base 2; writes ``o`` and the natural-log ``lse``.
+query head); online softmax in base 2; key blocks visible to every row of the query block skip the
+masks, only the causal diagonal / ragged tail blocks are masked; writes ``o`` and the natural-log ``lse``.
 Pass 2 (``_colsum_kernel``): one program per (key block, batch x query head); loads its key block once,
 loops over the *selected* query rows only (a compact per-batch row list), recomputes
 ``p = exp(s - lse)`` and sums over rows in registers; a single writer per key block, so no atomics and
@@ -30,6 +31,43 @@ def _colsum_configs():
             for bm, bn, w in [(16, 64, 4), (16, 128, 4), (32, 64, 4), (64, 64, 4), (64, 128, 8)]]
 
 
+@triton.jit
+def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+                    offs_d, d_valid, query_pos, kv_len, lo, hi, qk_scale_log2,
+                    MASKED: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
+                    BLOCK_N: tl.constexpr):
+    """Online-softmax update over key blocks ``[lo, hi)``; ``MASKED`` blocks apply the length/causal masks."""
+    offs_n0 = tl.arange(0, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        n_valid = offs_n < kv_len
+        kt_ptrs = k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd  # [BLOCK_D, BLOCK_N]
+        v_ptrs = v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        if MASKED:
+            kt = tl.load(kt_ptrs, mask=n_valid[None, :] & d_valid[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=n_valid[:, None] & d_valid[None, :], other=0.0)
+        elif EVEN_D:
+            kt = tl.load(kt_ptrs)
+            v = tl.load(v_ptrs)
+        else:
+            kt = tl.load(kt_ptrs, mask=d_valid[:, None], other=0.0)
+            v = tl.load(v_ptrs, mask=d_valid[None, :], other=0.0)
+        s = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale_log2
+        if MASKED:
+            keep = n_valid[None, :]
+            if CAUSAL:
+                keep = keep & (offs_n[None, :] <= query_pos[:, None])
+            s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
 @kernel(configs_fn=_attn_fwd_configs, key=["LQ_BUCKET", "LK_BUCKET", "BLOCK_D", "CAUSAL", "DOT_PREC"])
 def _attn_fwd_kernel(Q, K, V, O, LSE, KV_LEN,
                      stride_qb, stride_qh, stride_qm, stride_qd,
@@ -38,7 +76,7 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, KV_LEN,
                      stride_ob, stride_oh, stride_om, stride_od,
                      stride_lseb, stride_lseh, stride_lenb,
                      Hq, G, Lq, D, qk_scale_log2, LQ_BUCKET, LK_BUCKET,
-                     CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
+                     CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -50,7 +88,6 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, KV_LEN,
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    offs_n0 = tl.arange(0, BLOCK_N)
     m_valid = offs_m < Lq
     d_valid = offs_d < D
     q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
@@ -60,30 +97,22 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, KV_LEN,
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    hi = kv_len
+    # keys [0, full_end) are visible to every row of this block: no masking there
     if CAUSAL:
-        hi = tl.maximum(tl.minimum(kv_len, kv_len - Lq + (pid_m + 1) * BLOCK_M), 0)
+        first_pos = kv_len - Lq + pid_m * BLOCK_M
+        hi = tl.maximum(tl.minimum(kv_len, first_pos + BLOCK_M), 0)
+        full_end = tl.maximum(tl.minimum(kv_len, first_pos + 1), 0) // BLOCK_N * BLOCK_N
+    else:
+        hi = kv_len
+        full_end = kv_len // BLOCK_N * BLOCK_N
     k_base = K + b * stride_kb + hk * stride_kh
     v_base = V + b * stride_vb + hk * stride_vh
-    for start_n in range(0, hi, BLOCK_N):
-        offs_n = start_n + offs_n0
-        n_valid = offs_n < kv_len
-        kt = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                     mask=n_valid[None, :] & d_valid[:, None], other=0.0)  # [BLOCK_D, BLOCK_N]
-        s = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale_log2
-        keep = n_valid[None, :]
-        if CAUSAL:
-            keep = keep & (offs_n[None, :] <= query_pos[:, None])
-        s = tl.where(keep, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that have seen no key yet
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                    mask=n_valid[:, None] & d_valid[None, :], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
-        m_i = m_new
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+                                    offs_d, d_valid, query_pos, kv_len, 0, full_end, qk_scale_log2,
+                                    False, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+                                    offs_d, d_valid, query_pos, kv_len, full_end, hi, qk_scale_log2,
+                                    True, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
 
     seen = l_i > 0.0
     l_safe = tl.where(seen, l_i, 1.0)
@@ -189,7 +218,7 @@ def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask,
     launch(_attn_fwd_kernel, lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq),
            (q, k, v, o, lse, kv_len, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
             lse.stride(0), lse.stride(1), kv_len.stride(0), Hq, Hq // Hkv, Lq, D, qk_scale_log2, *buckets,
-            causal, block_d, prec), meta_fwd, 1)
+            causal, block_d, block_d == D, prec), meta_fwd, 1)
     if colsum is None:
         return o, lse, colsum
     # compact per-batch list of selected rows (ascending), padded; counts per batch

@@ -1,6 +1,8 @@
 """Argument validation for the select/gather/compaction ops (shared by all paths)."""
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 
@@ -30,8 +32,10 @@ def check_select_topk_args(scores, k, lengths, protect_mask):
 
     if isinstance(k, bool):
         raise ValueError("k must be an int or an integer tensor")
-    if isinstance(k, int):
-        k_t = torch.full(lead, k, dtype=torch.int64, device=dev)
+    if _is_int_tensor(k) and k.dim() == 0:
+        k = int(k)
+    if isinstance(k, numbers.Integral):
+        k_t = torch.full(lead, int(k), dtype=torch.int64, device=dev)
     elif _is_int_tensor(k):
         k_t = broadcast_lead(k, "k").to(torch.int64)
     else:
