@@ -1,0 +1,334 @@
+"""Compressed KV caches as small composable policies acting on a *real* cache (not masks).
+
+:class:`CompressedKVCache` implements the cache protocol of ``reference_impls/models/kv_cache.py``:
+
+* Storage per layer: ``keys/values [B, Hkv, cap, D]`` holding only kept rows, per-KV-head ragged lengths
+  ``[B, Hkv]`` (no fake keys: a head with budget 12 has 12 valid rows), per-slot RoPE positions
+  ``[B, Hkv, cap]`` and a per-slot fp32 score accumulator ``[B, Hkv, cap]`` (attention mass received so far).
+  ``cap`` grows when a chunk needs room and shrinks back after each compaction (``_fit``), so memory follows
+  the budget. Padding inside a layer is bounded by the spread of its per-head lengths (a varlen/paged store
+  would remove even that; see ``kv_bytes``/``stored_tokens`` for the honest accounting).
+* Scores: the policy says which chunk rows it wants scored (``wants_scores``); the decoder passes the
+  query-head column sums, which are reduced to KV heads with ``ops.colsum_to_kv_heads`` (GQA: ``mean`` by
+  default, option ``max``) and added to the accumulator.
+* Compaction: the policy returns kept slot indices ``[B, Hkv, K]`` (ascending, -1 padded) and the cache applies
+  ``ops.kv_compact`` in place, moving positions and accumulated scores alongside.
+
+A :class:`KVPolicy` is a tiny object with two decisions: which rows to score for a chunk, and which slots to keep
+after that chunk's attention. H2O, SnapKV, PyramidKV, LightVLM-KV and HybridKV's static heads are policies;
+StreamingLLM (a ring buffer) and the quantised cache are separate cache classes implementing the same protocol.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ...models.kv_cache import AttendKV, KVCache
+from ...ops import colsum_to_kv_heads, kv_compact, scored_attention, select_topk
+
+__all__ = ["LayerView", "KVPolicy", "CompressedKVCache", "last_rows", "per_head", "keep_scored_plus_recent",
+           "VisualMaskHook", "attention_step", "generate_with_cache"]
+
+
+@dataclass
+class LayerView:
+    """What a policy sees of one layer after a chunk's attention (all tensors live on the cache device)."""
+    layer: int
+    phase: str                  # "prefill" (the cache was empty before this chunk) or "decode"
+    lengths: Tensor             # [B, Hkv] committed rows
+    scores: Tensor              # [B, Hkv, cap] accumulated attention mass (fp32; 0 where never scored)
+    last_scores: Optional[Tensor]  # [B, Hkv, cap] this chunk's (KV-head reduced) column sums, or None
+    last_colsum: Optional[Tensor]  # [B, Hq, cap] the same before the GQA reduction (per query head)
+    positions: Tensor           # [B, Hkv, cap] RoPE positions, -1 on invalid slots
+    keys: Tensor                # [B, Hkv, cap, D]
+    n_new: Tensor               # [B] tokens committed by this chunk
+    visual: Optional[Tensor]    # [B, Hkv, cap] bool: slot holds a visual (image) token, when known
+    n_layers: int
+
+
+class KVPolicy:
+    """Base policy: never scores, never evicts (the full cache)."""
+
+    def wants_scores(self, layer: int, phase: str, n_new: Tensor, chunk_len: int) -> Optional[Tensor]:
+        """Bool ``[B, chunk_len]``: chunk rows whose attention probabilities should be summed, or None."""
+        return None
+
+    def keep(self, view: LayerView) -> Optional[Tensor]:
+        """Kept slots ``[B, Hkv, K]`` (ascending, -1 padded) after this chunk, or None to keep everything.
+        Called right after the attention of every chunk for which ``wants_scores`` returned rows (so a policy
+        that evicts must ask for at least one row per chunk it evicts on)."""
+        return None
+
+    def budget(self, layer: int, prompt_len: Tensor) -> Optional[Tensor]:
+        """Per-row budget of ``layer`` (``[B]`` or ``[B, Hkv]``) for accounting / tests, None when unbounded."""
+        return None
+
+
+def last_rows(n_new: Tensor, chunk_len: int, count: int | Tensor) -> Tensor:
+    """Bool ``[B, chunk_len]``: the last ``count`` valid rows of each (right-padded) chunk row."""
+    ar = torch.arange(chunk_len, device=n_new.device)[None, :]
+    return (ar < n_new[:, None]) & (ar >= (n_new - count)[:, None])
+
+
+def per_head(x, B: int, H: int, device) -> Tensor:
+    """Broadcast an int / ``[B]`` / ``[B, H]`` value to a long tensor ``[B, H]``."""
+    t = torch.as_tensor(x, device=device).to(torch.long)
+    if t.dim() == 0:
+        return t.expand(B, H)
+    if t.dim() == 1:
+        return t[:, None].expand(B, H)
+    return t.expand(B, H)
+
+
+def keep_scored_plus_recent(scores: Tensor, lengths: Tensor, budget, recent,
+                            protect: Optional[Tensor] = None) -> Optional[Tensor]:
+    """The common eviction rule: per (b, kv head) keep the last ``recent`` rows plus the best-scoring older rows
+    so that ``budget`` rows survive (ties -> older row). ``protect [B, Hkv, cap]`` marks rows always kept
+    (counted inside the budget; if they exceed it they all survive). Returns kept indices ``[B, Hkv, K]``, or
+    None when no row is over budget."""
+    B, H, cap = scores.shape
+    budget = per_head(budget, B, H, scores.device)
+    if bool((lengths <= budget).all()):
+        return None
+    recent = per_head(recent, B, H, scores.device)
+    ar = torch.arange(cap, device=scores.device)[None, None, :]
+    live = ar < lengths[..., None]
+    prot = (ar >= (lengths - recent)[..., None]) & live
+    if protect is not None:
+        prot = prot | (protect & live)
+    k = torch.maximum(torch.minimum(budget, lengths), prot.sum(-1))
+    return select_topk(scores.float(), k, lengths=lengths, protect_mask=prot)
+
+
+class CompressedKVCache(KVCache):
+    """A real compressed cache driven by a :class:`KVPolicy` (see the module docstring)."""
+
+    def __init__(self, policy: KVPolicy, n_layers: int, batch_size: int, n_kv_heads: int, head_dim: int, *,
+                 dtype=torch.float32, device=None, score_reduce: str = "mean", growth: int = 16):
+        super().__init__(n_layers, batch_size, device)
+        if score_reduce not in ("mean", "max"):
+            raise ValueError(f"score_reduce must be 'mean' or 'max', got {score_reduce!r}")
+        if not isinstance(policy, KVPolicy):
+            raise ValueError(f"policy must be a KVPolicy, got {type(policy).__name__}")
+        self.policy = policy
+        self.n_kv_heads = n_kv_heads
+        self.head_dim = head_dim
+        self.dtype = dtype
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.score_reduce = score_reduce
+        self.growth = growth
+        self.capacity = None  # unbounded: storage follows the policy's budget
+        B, H = batch_size, n_kv_heads
+        self.keys = [self._empty(0, head_dim, dtype) for _ in range(n_layers)]
+        self.values = [self._empty(0, head_dim, dtype) for _ in range(n_layers)]
+        self.positions = [torch.full((B, H, 0), -1, dtype=torch.long, device=self.device) for _ in range(n_layers)]
+        self.scores = [torch.zeros(B, H, 0, device=self.device) for _ in range(n_layers)]
+        self.visual = [torch.zeros(B, H, 0, dtype=torch.bool, device=self.device) for _ in range(n_layers)]
+        self._len = [torch.zeros(B, H, dtype=torch.long, device=self.device) for _ in range(n_layers)]
+        self._bound = [0] * n_layers
+        self._chunk = [None] * n_layers   # (phase, n_new, T) of the chunk in flight, for observe_scores
+        self._visual_mask: Optional[Tensor] = None
+        self.compactions = [0] * n_layers  # how many times each layer was really compacted
+        self.peak_stored = [0] * n_layers  # max committed rows per layer (over heads and rows) after compaction
+
+    @classmethod
+    def for_model(cls, cfg, batch_size: int, policy: KVPolicy, **kw) -> "CompressedKVCache":
+        kw.setdefault("dtype", torch.float32)
+        return cls(policy, cfg.n_layers, batch_size, cfg.n_kv_heads, cfg.head_dim, **kw)
+
+    # ------------------------------------------------------------------ storage helpers
+    def _empty(self, cap: int, D: int, dtype) -> Tensor:
+        return torch.zeros(self.batch_size, self.n_kv_heads, cap, D, dtype=dtype, device=self.device)
+
+    def _resize(self, layer: int, cap: int) -> None:
+        """Reallocate layer ``layer`` to exactly ``cap`` slots (keeps the first min(old, cap) slots)."""
+        old = self.keys[layer].shape[2]
+        n = min(old, cap)
+
+        def move(t: Tensor, fill) -> Tensor:
+            new = torch.full((*t.shape[:2], cap, *t.shape[3:]), fill, dtype=t.dtype, device=t.device)
+            new[:, :, :n] = t[:, :, :n]
+            return new
+
+        self.keys[layer] = move(self.keys[layer], 0)
+        self.values[layer] = move(self.values[layer], 0)
+        self.positions[layer] = move(self.positions[layer], -1)
+        self.scores[layer] = move(self.scores[layer], 0.0)
+        self.visual[layer] = move(self.visual[layer], False)
+
+    def _round(self, n: int) -> int:
+        return -(-n // self.growth) * self.growth
+
+    def _fit(self, layer: int) -> None:
+        """Shrink the buffers to the committed rows (+ growth slack): memory follows the budget."""
+        want = self._round(self._bound[layer] + 1)
+        if want < self.keys[layer].shape[2]:
+            self._resize(layer, want)
+
+    # ------------------------------------------------------------------ accounting
+    def stored_tokens(self, layer: Optional[int] = None) -> int:
+        """Valid (kept) rows summed over batch and KV heads, for one layer or all."""
+        layers = range(self.n_layers) if layer is None else [layer]
+        return int(sum(int(self._len[l].sum()) for l in layers))
+
+    def kv_bytes(self, allocated: bool = False) -> int:
+        """Bytes of K and V: of the valid rows (default) or of the allocated buffers (``allocated=True``)."""
+        if allocated:
+            return int(sum(k.numel() * k.element_size() * 2 for k in self.keys))
+        per_row = self.head_dim * torch.empty(0, dtype=self.dtype).element_size() * 2
+        return self.stored_tokens() * per_row
+
+    # ------------------------------------------------------------------ modality
+    def set_visual_mask(self, vis_mask: Tensor) -> None:
+        """Mark which tokens of the *next* chunk are visual (``[B, T]`` bool, e.g. ``input_ids ==
+        image_token_id``). Policies that treat image tokens differently (HybridKV, LightVLM) need it."""
+        self._visual_mask = vis_mask.to(self.device, torch.bool)
+
+    def visual_mask_hook(self) -> "VisualMaskHook":
+        """A model hook that hands the prefill chunk's ``vis_mask`` to this cache (pass it in ``hooks=``)."""
+        return VisualMaskHook(self)
+
+    # ------------------------------------------------------------------ protocol
+    def lengths(self, layer: int) -> Tensor:
+        return self._len[layer]
+
+    def max_length_bound(self, layer: int) -> int:
+        return self._bound[layer]
+
+    def update(self, layer: int, k_new: Tensor, v_new: Tensor, positions: Tensor, n_new: Tensor) -> AttendKV:
+        B, H, T, D = k_new.shape
+        if B != self.batch_size or H != self.n_kv_heads or D != self.head_dim or v_new.shape != k_new.shape:
+            raise ValueError(f"k/v {tuple(k_new.shape)} / {tuple(v_new.shape)} do not match the cache "
+                             f"(B={self.batch_size}, Hkv={self.n_kv_heads}, D={self.head_dim})")
+        phase = "prefill" if self._bound[layer] == 0 else "decode"
+        need = self._bound[layer] + T
+        if need > self.keys[layer].shape[2]:
+            self._resize(layer, self._round(need))
+        start = self._len[layer]                                                   # [B, H]
+        slots = start[..., None] + torch.arange(T, device=self.device)             # [B, H, T]
+        idx = slots[..., None].expand(B, H, T, D)
+        self.keys[layer].scatter_(2, idx, k_new.to(self.dtype))
+        self.values[layer].scatter_(2, idx, v_new.to(self.dtype))
+        valid = torch.arange(T, device=self.device)[None, :] < n_new[:, None]      # [B, T]
+        pos = torch.where(valid, positions, -1)[:, None, :].expand(B, H, T)
+        self.positions[layer].scatter_(2, slots, pos)
+        self.scores[layer].scatter_(2, slots, torch.zeros(B, H, T, device=self.device))
+        vis = self._visual_mask if (self._visual_mask is not None and self._visual_mask.shape == (B, T)) \
+            else torch.zeros(B, T, dtype=torch.bool, device=self.device)
+        self.visual[layer].scatter_(2, slots, (vis & valid)[:, None, :].expand(B, H, T))
+        written = start + T
+        self._len[layer] = start + n_new[:, None]
+        self._bound[layer] = need
+        self._chunk[layer] = (phase, n_new, T)
+        if layer == self.n_layers - 1:
+            self._visual_mask = None          # consumed by every layer of this chunk
+        lk = need
+        kv = AttendKV(self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk], written,
+                      self.positions[layer][:, :, :lk])
+        return kv
+
+    def wants_scores(self, layer: int, n_new: Tensor, chunk_len: int) -> Optional[Tensor]:
+        # called by the decoder *before* update(): the phase is decided by the layer being empty
+        phase = "prefill" if self._bound[layer] == 0 else "decode"
+        return self.policy.wants_scores(layer, phase, n_new, chunk_len)
+
+    def observe_scores(self, layer: int, colsum: Tensor, score_rows: Tensor) -> None:
+        kv_scores = colsum_to_kv_heads(colsum.float(), self.n_kv_heads, self.score_reduce)   # [B, Hkv, Lk]
+        Lk = kv_scores.shape[-1]
+        self.scores[layer][:, :, :Lk] += kv_scores
+        cap = self.scores[layer].shape[2]
+        pad = (0, cap - Lk)
+        self._after_chunk(layer, torch.nn.functional.pad(kv_scores, pad),
+                          torch.nn.functional.pad(colsum.float(), pad))
+
+    def _after_chunk(self, layer: int, last_scores: Optional[Tensor], last_colsum: Optional[Tensor]) -> None:
+        phase, n_new, _ = self._chunk[layer]
+        view = LayerView(layer=layer, phase=phase, lengths=self._len[layer], scores=self.scores[layer],
+                         last_scores=last_scores, last_colsum=last_colsum, positions=self.positions[layer], keys=self.keys[layer],
+                         n_new=n_new, visual=self.visual[layer], n_layers=self.n_layers)
+        idx = self.policy.keep(view)
+        if idx is not None:
+            self.compact(layer, idx)
+        self._bound[layer] = int(self._len[layer].max().item()) if self._len[layer].numel() else 0
+        self.peak_stored[layer] = max(self.peak_stored[layer], self._bound[layer])
+        self._fit(layer)
+
+    def compact(self, layer: int, idx: Tensor) -> None:
+        """Keep slots ``idx [B, Hkv, K]`` (ascending, -1 padded) of ``layer``: K/V via ``ops.kv_compact`` in
+        place; positions, scores and modality flags move alongside."""
+        k, v = self.keys[layer], self.values[layer]
+        K = idx.shape[-1]
+        _, _, new_len = kv_compact(k, v, idx, inplace=True)
+        safe = idx.clamp(min=0)
+        kept = idx >= 0
+        for name, fill in (("positions", -1), ("scores", 0.0), ("visual", False)):
+            buf = getattr(self, name)[layer]
+            g = torch.gather(buf, 2, safe)
+            buf[:, :, :K] = torch.where(kept, g, torch.full_like(g, fill))
+        self._len[layer] = new_len.to(torch.long)
+        self.compactions[layer] += 1
+
+    def rollback(self, n) -> None:
+        raise NotImplementedError("compressed caches do not support rollback (evicted rows cannot come back)")
+
+
+class VisualMaskHook:
+    """Model hook (``reference_impls.models.hooks`` protocol) that gives the prefill chunk's visual-token mask
+    to a cache before layer 0; it changes nothing else."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def before_layer(self, layer, state, ctx):
+        if layer == 0:
+            self.cache.set_visual_mask(state.vis_mask)
+        return state
+
+    def score_rows(self, layer, state):
+        return None
+
+    def after_layer(self, layer, state, ctx, colsum):
+        return state
+
+
+def attention_step(cache: KVCache, layer: int, q: Tensor, k_new: Tensor, v_new: Tensor, positions: Tensor,
+                   n_new: Tensor, *, impl: str = "auto") -> Tensor:
+    """One attention layer on plain tensors through the cache protocol (what the minimal LVLM's decoder does):
+    ask for score rows, ``update``, attend with ``ops.scored_attention`` (bottom-right causal, per-head
+    lengths), hand the column sums back. ``q [B, Hq, T, D]``; returns ``o [B, Hq, T, D]``."""
+    rows = cache.wants_scores(layer, n_new, q.shape[2])
+    kv = cache.update(layer, k_new, v_new, positions, n_new)
+    o, _, colsum = scored_attention(q, kv.k, kv.v, causal=True, kv_lengths=kv.kv_lengths, score_q_mask=rows,
+                                    impl=impl)
+    if rows is not None:
+        cache.observe_scores(layer, colsum, rows)
+    return o
+
+
+@torch.no_grad()
+def generate_with_cache(model, input_ids: Tensor, pixel_values: Optional[Tensor] = None, *, cache: KVCache,
+                        max_new_tokens: int = 8, lengths: Optional[Tensor] = None, prefill_hooks=(),
+                        decode_hooks=(), on_step=None) -> Tensor:
+    """Greedy generation with any protocol cache (``MinimalLVLM``): prefill (a :class:`VisualMaskHook` is added
+    when the cache takes a visual mask), then one ``forward_tokens`` call per token with ``decode_hooks`` (e.g.
+    HybridKV's query hook). ``on_step(step, cache)`` is called after prefill (step 0) and after every decode step.
+    Returns ``[B, max_new_tokens]`` token ids."""
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    hooks = list(prefill_hooks)
+    if hasattr(cache, "set_visual_mask"):
+        hooks.insert(0, VisualMaskHook(cache))
+    res = model.prefill(input_ids, pixel_values, lengths=lengths, cache=cache, hooks=hooks)
+    tok = res.logits.argmax(-1)
+    out = [tok]
+    if on_step is not None:
+        on_step(0, cache)
+    for step in range(1, max_new_tokens):
+        tok = model.forward_tokens(input_ids=tok[:, None], cache=cache, hooks=list(decode_hooks))[:, 0].argmax(-1)
+        out.append(tok)
+        if on_step is not None:
+            on_step(step, cache)
+    return torch.stack(out, dim=1)
