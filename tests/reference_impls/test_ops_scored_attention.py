@@ -114,6 +114,17 @@ def test_triton_deterministic_and_agrees_with_naive_topk():
     assert (top_t == top_n).float().mean() >= 0.99
 
 
+@needs_triton
+def test_triton_bf16_on_cpu_runs_in_fp32():
+    """The interpreter's bf16 arithmetic is wrong; the CPU Triton path upcasts, so it matches naive."""
+    q, k, v = make_qkv(2, 4, 2, 20, 33, 64, seed=17, dtype=torch.bfloat16)
+    o, lse, c = scored_attention(q, k, v, score_q_range=(10, 20), impl="triton")
+    o_n, lse_n, c_n = scored_attention(q, k, v, score_q_range=(10, 20), impl="naive")
+    assert o.dtype == torch.bfloat16
+    torch.testing.assert_close(c, c_n, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(o.float(), o_n.float(), rtol=1e-2, atol=1e-2)
+
+
 @pytest.mark.parametrize("impl", ["naive", pytest.param("triton", marks=needs_triton)])
 def test_degenerate_rows_and_selections(impl):
     q, k, v = make_qkv(3, 2, 1, 4, 6, 64, seed=5)

@@ -75,6 +75,8 @@ def _cosine_max_argmax_kernel(A, B, B_MASK, OUT_MAX, OUT_ARG, Na, Nb, C, eps,
 
 def cosine_max_argmax_triton(a, b, b_mask=None, *, autotune=True, meta=None):
     """Validated ``a [B, Na, C]``, ``b [B, Nb, C]``, ``b_mask [B, Nb]`` -> ``(max fp32, argmax int64)``."""
+    if a.device.type == "cpu" and a.dtype == torch.bfloat16:  # the interpreter's bf16 arithmetic is wrong
+        a, b = a.float(), b.float()
     Bsz, Na, C = a.shape
     Nb = b.shape[1]
     out_max = torch.empty(Bsz, Na, dtype=torch.float32, device=a.device)

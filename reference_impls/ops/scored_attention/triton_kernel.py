@@ -186,6 +186,12 @@ def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask,
     ``meta_fwd`` / ``meta_colsum`` force block sizes (``{"BLOCK_M", "BLOCK_N"}`` + optional ``num_warps``,
     ``num_stages``) and disable autotuning for that pass.
     """
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        # the Triton interpreter computes bf16 arithmetic wrongly: run it in fp32 and round o back
+        o, lse, colsum = scored_attention_triton(q.float(), k.float(), v.float(), causal=causal, scale=scale,
+                                                 kv_lengths=kv_lengths, score_q_mask=score_q_mask,
+                                                 autotune=autotune, meta_fwd=meta_fwd, meta_colsum=meta_colsum)
+        return o.to(q.dtype), lse, colsum
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
     dev = q.device
