@@ -153,6 +153,42 @@ def prune_state(state: TokenState, keep: Tensor, position_mode: str = "keep") ->
                    source_index=src, sizes=sizes)
 
 
+def insert_tokens(state: TokenState, hidden: Tensor, positions: Tensor, sizes: Tensor, source_index: Tensor,
+                  counts: Tensor, after: Tensor) -> TokenState:
+    """Insert ``counts[b]`` new visual tokens (``hidden [B, M, C]``, ``positions/sizes/source_index [B, M]``,
+    right padded) into row ``b`` right after slot ``after[b]`` (``-1`` = at the front)."""
+    B, T, C = state.hidden.shape
+    M = hidden.shape[1]
+    dev = state.hidden.device
+    ar_t = torch.arange(T, device=dev)[None, :]
+    ar_m = torch.arange(M, device=dev)[None, :]
+    dest_old = ar_t + torch.where(ar_t > after[:, None], counts[:, None], 0)        # [B, T]
+    dest_new = after[:, None] + 1 + ar_m                                            # [B, M]
+    new_valid = ar_m < counts[:, None]
+    width = T + (int(counts.max().item()) if M else 0)
+    lengths = state.lengths + counts
+    out_h = state.hidden.new_zeros(B, width + 1, C)       # one spare slot swallows padding writes
+    out_pos = torch.full((B, width + 1), -1, dtype=torch.long, device=dev)
+    out_vis = torch.zeros(B, width + 1, dtype=torch.bool, device=dev)
+    out_src = torch.full((B, width + 1), -1, dtype=torch.long, device=dev)
+    out_size = torch.zeros(B, width + 1, dtype=state.sizes.dtype, device=dev)
+    old_valid = ar_t < state.lengths[:, None]
+    d_old = torch.where(old_valid, dest_old, width)
+    d_new = torch.where(new_valid, dest_new, width)
+    for d, h, p, v, sr, sz in ((d_old, state.hidden, state.positions, state.vis_mask, state.source_index, state.sizes),
+                               (d_new, hidden, positions, new_valid, source_index, sizes)):
+        out_h.scatter_(1, d[..., None].expand(*d.shape, C), h.to(out_h.dtype))
+        out_pos.scatter_(1, d, p)
+        out_vis.scatter_(1, d, v)
+        out_src.scatter_(1, d, sr)
+        out_size.scatter_(1, d, sz.to(out_size.dtype))
+    valid = torch.arange(width, device=dev)[None, :] < lengths[:, None]
+    return replace(state, hidden=out_h[:, :width], positions=torch.where(valid, out_pos[:, :width], -1),
+                   lengths=lengths, vis_mask=out_vis[:, :width] & valid,
+                   source_index=torch.where(valid, out_src[:, :width], -1),
+                   sizes=torch.where(valid, out_size[:, :width], 0.0))
+
+
 def contiguous_positions(start: Tensor, valid: Tensor) -> Tensor:
     """``start[b] + 0, 1, 2, ...`` on valid slots, -1 elsewhere."""
     ar = torch.arange(valid.shape[1], device=valid.device)[None, :]

@@ -1,0 +1,245 @@
+"""SparseVLM (arXiv 2410.04417, v1 inference path): text-rater-guided visual token sparsification with
+optional recycling of pruned tokens by DPC-kNN clustering.
+
+1. **Raters** (once, on the decoder input embeddings): ``M = softmax_text(H_vis H_txt^T)``, ``r = mean_vis(M)``;
+   raters are the question tokens (non-visual tokens after the last visual token) with ``r_j > mean(r)``.
+2. **Sparsify** after each layer in ``layers`` (default ``(2, 6, 15)``): score of visual token ``v`` =
+   mean over raters and heads of that layer's attention probability rater -> ``v`` (``ops.scored_attention``
+   with the rater rows only); keep the ``keep[stage]`` best visual tokens (``RETAIN_SCHEDULES``: 192 ->
+   300/200/110, 128 -> 303/110/36, 64 -> 66/30/17 for 576 visual tokens; scaled for other counts).
+3. **Recycle** (optional): among this stage's pruned visual tokens take the top ``int(0.3 n) + 1`` by score,
+   cluster their hidden states with DPC-kNN into ``c = int(n_rec / 10) + 1`` clusters (density
+   ``exp(-mean d^2 to the c nearest)``, ``d = ||x_i - x_j|| / sqrt(C)``; ``delta`` = distance to the nearest
+   denser token; centres = top-c ``density * delta``; each token joins its nearest centre), mean-merge each
+   cluster and insert the merged tokens right after the kept visual tokens. They count as visual tokens
+   for the next stage.
+
+Checked against Gumpest/SparseVLMs (``score.py``, ``utils.py``: ``cluster_and_merge``, ``modelling_sparse_llama.py``).
+
+* ``select_raters_naive`` / ``select_raters`` -- per-row loop vs batched masked softmax.
+* ``dpc_knn_merge_naive`` / ``dpc_knn_merge`` -- per-token loops vs matrix form.
+* ``SparseVLMHook`` -- the minimal-LVLM hook.
+
+Deviations: ragged batches (upstream asserts batch size 1); score = attention *probabilities* of the rater
+rows from ``ops.scored_attention`` (fp32); DPC density ties are broken by index (upstream adds 1e-6
+random noise); merged tokens get the **mean position** of their members with ``position_mode="keep"``
+(upstream truncates the position ids, i.e. ``"contiguous"``, also offered) -- slot order and RoPE order
+may then disagree inside the image span (masking follows slot order); if a row has no question token
+after its last visual token, the last token is the only rater, and if no question token exceeds the
+mean rating (e.g. a one-token question) all question tokens rate; a budget larger than the current
+visual count raises ValueError (upstream clamps to ``n_vis - 1``); no v2 options (RoPE-bias
+normalisation, head selection).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..models.hooks import (Hook, LayerContext, TokenState, head_mean, insert_tokens, keep_text_and_top_visual,
+                            prune_state, contiguous_positions, POSITION_MODES)
+
+__all__ = ["RETAIN_SCHEDULES", "select_raters_naive", "select_raters", "dpc_knn_merge_naive", "dpc_knn_merge",
+           "recycle_count", "SparseVLMHook"]
+
+RETAIN_SCHEDULES = {192: (300, 200, 110), 128: (303, 110, 36), 64: (66, 30, 17)}   # for 576 visual tokens
+
+
+def _question_mask(vis_mask: Tensor, lengths: Tensor) -> Tensor:
+    """Valid non-visual tokens after each row's last visual token (the question)."""
+    B, L = vis_mask.shape
+    ar = torch.arange(L, device=vis_mask.device)[None, :]
+    last_vis = torch.where(vis_mask, ar, -1).amax(dim=1)
+    q = (ar > last_vis[:, None]) & (ar < lengths[:, None]) & ~vis_mask
+    # fallback: the last token rates alone when a row has no question (or no visual token)
+    lonely = ~q.any(dim=1) | (last_vis < 0)
+    last = torch.zeros_like(q)
+    last[torch.arange(B, device=q.device), lengths - 1] = True
+    return torch.where(lonely[:, None], last, q), lonely
+
+
+def select_raters_naive(hidden: Tensor, vis_mask: Tensor, lengths: Tensor) -> Tensor:
+    """Spec: bool ``[B, L]`` rater mask, one row at a time."""
+    B, L, _ = hidden.shape
+    qmask, lonely = _question_mask(vis_mask, lengths)
+    out = torch.zeros(B, L, dtype=torch.bool)
+    for b in range(B):
+        if bool(lonely[b]):
+            out[b, int(lengths[b]) - 1] = True
+            continue
+        vis_idx = vis_mask[b].nonzero().flatten().tolist()
+        txt_idx = qmask[b].nonzero().flatten().tolist()
+        hv, ht = hidden[b, vis_idx].double(), hidden[b, txt_idx].double()
+        r = (hv @ ht.T).softmax(dim=1).mean(dim=0)              # [n_txt]
+        above = [i for j, i in enumerate(txt_idx) if bool(r[j] > r.mean())]
+        for i in above or txt_idx:          # all equal (e.g. one question token): every question token rates
+            out[b, i] = True
+    return out
+
+
+def select_raters(hidden: Tensor, vis_mask: Tensor, lengths: Tensor) -> Tensor:
+    """Batched ``select_raters_naive`` (masked softmax over question tokens, masked mean over visual tokens)."""
+    qmask, lonely = _question_mask(vis_mask, lengths)
+    h = hidden.float()
+    logits = torch.einsum("bvc,btc->bvt", h, h)                  # [B, L(vis), L(txt)]
+    logits = logits.masked_fill(~qmask[:, None, :], float("-inf"))
+    m = torch.softmax(logits, dim=-1).nan_to_num(0.0)
+    vis = vis_mask.float()[..., None]
+    r = (m * vis).sum(1) / vis.sum(1).clamp(min=1)               # [B, L(txt)]
+    mean_r = (r * qmask).sum(1, keepdim=True) / qmask.sum(1, keepdim=True).clamp(min=1)
+    raters = qmask & (r > mean_r)
+    raters = torch.where(raters.any(dim=1, keepdim=True), raters, qmask)
+    return torch.where(lonely[:, None], qmask, raters)
+
+
+def recycle_count(n_pruned: int) -> int:
+    """Upstream: the top 30% (+1) of this stage's pruned tokens are recycled (0 if nothing was pruned)."""
+    return 0 if n_pruned == 0 else min(n_pruned, int(n_pruned * 0.3) + 1)
+
+
+def _cluster_count(n: int) -> int:
+    return min(n, int(n / 10) + 1)
+
+
+def dpc_knn_merge_naive(x: Tensor, n_clusters: int):
+    """Spec of DPC-kNN clustering + mean merge on ``x [N, C]`` with per-token loops.
+
+    Returns ``(merged [c, C], assign [N] cluster id, centers [c] token indices in score order)``."""
+    N, C = x.shape
+    if not 1 <= n_clusters <= N:
+        raise ValueError(f"n_clusters must be in [1, {N}]")
+    xd = x.double()
+    dist = [[float((xd[i] - xd[j]).norm()) / math.sqrt(C) for j in range(N)] for i in range(N)]
+    density = []
+    for i in range(N):
+        nearest = sorted(dist[i])[:n_clusters]
+        density.append(math.exp(-sum(d * d for d in nearest) / n_clusters))
+
+    def denser(j, i):   # is token j "denser" than token i (ties: lower index wins)
+        return density[j] > density[i] or (density[j] == density[i] and j < i)
+
+    max_d = max(max(row) for row in dist)
+    delta = [min([dist[i][j] for j in range(N) if denser(j, i)], default=max_d) for i in range(N)]
+    score = [delta[i] * density[i] for i in range(N)]
+    centers = sorted(range(N), key=lambda i: (-score[i], i))[:n_clusters]
+    assign = []
+    for i in range(N):
+        if i in centers:
+            assign.append(centers.index(i))
+        else:
+            assign.append(min(range(n_clusters), key=lambda c: (dist[i][centers[c]], c)))
+    merged = torch.stack([xd[[i for i in range(N) if assign[i] == c]].mean(0) for c in range(n_clusters)])
+    return merged.to(x.dtype), torch.tensor(assign), torch.tensor(centers)
+
+
+def dpc_knn_merge(x: Tensor, n_clusters: int):
+    """Matrix form of ``dpc_knn_merge_naive`` (same outputs)."""
+    N, C = x.shape
+    if not 1 <= n_clusters <= N:
+        raise ValueError(f"n_clusters must be in [1, {N}]")
+    xd = x.double()
+    dist = torch.cdist(xd, xd) / math.sqrt(C)
+    nearest = dist.sort(dim=1).values[:, :n_clusters]
+    density = torch.exp(-(nearest ** 2).mean(dim=1))
+    idx = torch.arange(N, device=x.device)
+    denser = (density[None, :] > density[:, None]) | ((density[None, :] == density[:, None]) & (idx[None, :] < idx[:, None]))
+    delta = torch.where(denser, dist, dist.max()).amin(dim=1)
+    score = delta * density
+    # top-c by score, ties -> lower index (stable sort on -score)
+    centers = torch.sort(-score, stable=True).indices[:n_clusters]
+    to_centre = dist[:, centers]                                              # [N, c]
+    assign = torch.sort(to_centre, dim=1, stable=True).indices[:, 0]
+    assign[centers] = torch.arange(n_clusters, device=x.device)
+    merged = torch.zeros(n_clusters, C, dtype=torch.float64, device=x.device).index_add_(0, assign, xd)
+    merged = merged / torch.bincount(assign, minlength=n_clusters)[:, None]
+    return merged.to(x.dtype), assign, centers
+
+
+class SparseVLMHook(Hook):
+    """SparseVLM v1 on the minimal LVLM (prefill only)."""
+
+    def __init__(self, layers: Sequence[int] = (2, 6, 15), keep: Sequence[int] = RETAIN_SCHEDULES[192],
+                 recycle: bool = True, position_mode: str = "keep", impl: str = "auto"):
+        if len(layers) != len(keep) or not layers:
+            raise ValueError("layers and keep must be non-empty and of equal length")
+        if list(layers) != sorted(set(layers)) or min(layers) < 0:
+            raise ValueError(f"layers must be strictly increasing and >= 0, got {layers}")
+        if any(int(k) < 0 for k in keep) or list(keep) != sorted(keep, reverse=True):
+            raise ValueError(f"keep must be non-negative and non-increasing, got {keep}")
+        if position_mode not in POSITION_MODES:
+            raise ValueError(f"position_mode must be one of {POSITION_MODES}")
+        self.layers, self.keep = list(layers), [int(k) for k in keep]
+        self.recycle, self.position_mode, self.impl = recycle, position_mode, impl
+        self._raters: Optional[Tensor] = None      # [B, T_orig] by original chunk index
+
+    @classmethod
+    def from_retain(cls, retain: int, n_visual: int = 576, layers: Sequence[int] = (2, 6, 15), **kw):
+        """Upstream schedule for ``retain`` in {192, 128, 64}, scaled from 576 to ``n_visual`` tokens."""
+        if retain not in RETAIN_SCHEDULES:
+            raise ValueError(f"retain must be one of {sorted(RETAIN_SCHEDULES)}")
+        keep = [min(n_visual, int(math.floor(k * n_visual / 576 + 0.5))) for k in RETAIN_SCHEDULES[retain]]
+        return cls(layers=layers, keep=keep, **kw)
+
+    def before_layer(self, layer: int, state: TokenState, ctx: LayerContext) -> TokenState:
+        if state.phase == "prefill" and layer == 0:
+            if self.layers[-1] >= len(ctx.model.layers) - 1:
+                raise ValueError(f"layers must be < n_layers - 1 = {len(ctx.model.layers) - 1}")
+            self._raters = select_raters(state.hidden, state.vis_mask, state.lengths)
+        return state
+
+    def _rows(self, state: TokenState) -> Tensor:
+        src = state.source_index.clamp(min=0)
+        return torch.gather(self._raters, 1, src) & (state.source_index >= 0) & ~state.vis_mask
+
+    def score_rows(self, layer: int, state: TokenState):
+        if state.phase == "prefill" and layer in self.layers:
+            return self._rows(state)
+        return None
+
+    def after_layer(self, layer: int, state: TokenState, ctx: LayerContext, colsum) -> TokenState:
+        if state.phase != "prefill" or layer not in self.layers:
+            return state
+        n_raters = self._rows(state).sum(dim=1).clamp(min=1)
+        scores = head_mean(colsum) / n_raters[:, None]
+        n_keep = torch.full_like(state.lengths, self.keep[self.layers.index(layer)])
+        if bool((n_keep > state.n_visual()).any()):
+            raise ValueError(f"keep={self.keep[self.layers.index(layer)]} exceeds the current visual token count")
+        keep = keep_text_and_top_visual(scores, state.vis_mask, state.lengths, n_keep, self.impl)
+        kept_mask = torch.zeros_like(state.vis_mask).scatter_(1, keep.clamp(min=0), keep >= 0)
+        pruned = state.vis_mask & ~kept_mask
+        new = prune_state(state, keep, "keep")
+        if self.recycle and bool(pruned.any()):
+            new = self._recycle(state, new, scores, pruned)
+        if self.position_mode == "contiguous":
+            new.positions = contiguous_positions(state.positions[:, 0], new.valid_mask())
+        return new
+
+    def _recycle(self, old: TokenState, new: TokenState, scores: Tensor, pruned: Tensor) -> TokenState:
+        B, C = old.batch_size, old.hidden.shape[-1]
+        groups = []
+        for b in range(B):
+            idx = pruned[b].nonzero().flatten()
+            n_rec = recycle_count(len(idx))
+            order = torch.sort(-scores[b, idx].float(), stable=True).indices[:n_rec]
+            rec = idx[order].sort().values
+            merged, assign, centers = dpc_knn_merge(old.hidden[b, rec], _cluster_count(n_rec))
+            pos = torch.stack([old.positions[b, rec][assign == c].double().mean() for c in range(len(centers))])
+            size = torch.stack([old.sizes[b, rec][assign == c].sum() for c in range(len(centers))])
+            groups.append((merged, pos.floor().long(), size, old.source_index[b, rec[centers]]))
+        M = max(len(g[0]) for g in groups)
+        hid = old.hidden.new_zeros(B, M, C)
+        pos = torch.full((B, M), -1, dtype=torch.long, device=hid.device)
+        size = torch.zeros(B, M, dtype=old.sizes.dtype, device=hid.device)
+        src = torch.full((B, M), -1, dtype=torch.long, device=hid.device)
+        counts = torch.zeros(B, dtype=torch.long, device=hid.device)
+        for b, (m, p, s, sr) in enumerate(groups):
+            n = len(m)
+            hid[b, :n], pos[b, :n], size[b, :n], src[b, :n], counts[b] = m, p, s, sr, n
+        # insert after the last slot that belongs to the image span (by original chunk index)
+        ar = torch.arange(new.width, device=hid.device)[None, :]
+        last_vis_src = torch.where(old.vis_mask, old.source_index, -1).amax(dim=1)
+        in_span = new.valid_mask() & (new.source_index <= last_vis_src[:, None])
+        after = torch.where(in_span, ar, -1).amax(dim=1)
+        return insert_tokens(new, hid, pos, size, src, counts, after)
