@@ -4,7 +4,9 @@
 ``compact_rows_inplace_triton``: in place into the same tensor, grid (block of D, r0 x r1); each program
 walks its row's kept indices in ascending blocks, loading a whole block before storing it (with a barrier
 between), which is safe because kept indices are ascending (``dst = t <= idx[t] = src``): a block only
-overwrites rows that no later block reads.
+overwrites rows that no later block reads. Its parallelism is only rows x column blocks (B*H*D/32 programs),
+so for few heads stack layers into one call (``[layers*B, H, L, D]``) or compare with the two-phase
+alternative (out of place, then copy back) in ``benchmarks/bench_ops.py``.
 """
 from __future__ import annotations
 
@@ -90,7 +92,9 @@ def compact_rows_inplace_triton(x: torch.Tensor, idx: torch.Tensor) -> torch.Ten
     if x.numel() == 0 or K == 0:
         return x
     meta = _meta(K, D, x.device)
-    meta["BLOCK_D"] = min(meta["BLOCK_D"], 64) if x.device.type == "cuda" else meta["BLOCK_D"]
+    if x.device.type == "cuda":
+        # parallelism comes only from rows x column blocks: narrow column blocks (64 B of bf16), tall row blocks
+        meta = {"BLOCK_K": min(128, max(16, next_power_of_2(K))), "BLOCK_D": min(32, max(16, next_power_of_2(D)))}
     grid = (triton.cdiv(D, meta["BLOCK_D"]), R0 * R1)
     _compact_rows_inplace_kernel.launch(grid, x, idx, R1, K, D, *x.stride(), *idx.stride(), device=x.device,
                                         meta=meta)
