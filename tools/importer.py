@@ -615,6 +615,15 @@ def _date(text: str | None) -> dt.date | None:
         return None
 
 
+def _name_prefixed_variant(title: str, others: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """A list that writes 'SmoothQuant: Accurate and ...' where the row says 'Accurate and ...' gives the fuller
+    title: (source, title) of such a variant, or None."""
+    for source, other in others:
+        if ":" in other and short_name_of(other) and _same_title(other.split(":", 1)[1].strip(), title):
+            return source, other
+    return None
+
+
 def _dedupe(names: list[str]) -> tuple[list[str], list[str]]:
     out, dropped = [], []
     for n in (" ".join(x.split()) for x in names):
@@ -659,6 +668,10 @@ class Importer:
             data["title"], prov["title"] = " ".join(v.title.split()), v.sources.get("title") or verified_page
         elif seed:
             data["title"], prov["title"] = seed.title, seed.source
+            named = _name_prefixed_variant(seed.title, [(s.row.source, s.row.title) for s in rec.seeds[1:]]
+                                           + ([(a.source, a.title_in_source)] if a and a.title_in_source else []))
+            if named:
+                prov["title"], data["title"] = named
         else:
             raise ProblemError([Problem(rec.verified.file, rec.verified.line, "title", "the verified row has no title")])
         for s in rec.seeds:
@@ -675,10 +688,13 @@ class Importer:
                 variants[src] = t
         if len(variants) > 1:
             merged = len(rec.seeds) > 1
-            why = (
-                "the official title on the paper's own page" if v and v.title and prov["title"] != getattr(seed, "source", None)
-                else "the title of the list the row was taken from (no page of the paper verified yet)"
-            )
+            if v and v.title and prov["title"] != getattr(seed, "source", None):
+                why = "the official title on the paper's own page"
+            elif seed and data["title"] != seed.title:
+                why = ("not verified yet: the spelling that carries the method's name before the colon (the other "
+                       "list drops it)")
+            else:
+                why = "not verified yet: the title of the list the row was taken from"
             if merged:
                 why = "the same paper is listed twice under different titles (rows merged); kept " + why
             d = _disagreement("title", title_values, data["title"], why)
