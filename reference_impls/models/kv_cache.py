@@ -154,6 +154,13 @@ class StaticKVCache(KVCache):
         self._bound[layer] = lk        # upper bound (n_new <= T); exact when no row is padded
         return AttendKV(kb[:, :, :lk], vb[:, :, :lk], written, self.positions[layer][:, :lk])
 
+    def reset(self) -> None:
+        """Empty the cache (buffers are kept and overwritten by later updates)."""
+        self._lengths.zero_()
+        self._bound = [0] * self.n_layers
+        self._rope_shift.zero_()
+        self.next_position.zero_()
+
     def rollback(self, n) -> None:
         n = torch.as_tensor(n, device=self._lengths.device)
         new = self._lengths - n

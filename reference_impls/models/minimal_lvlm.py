@@ -325,13 +325,15 @@ class MinimalLVLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.score_impl = score_impl
-        self.vision = VisionEncoder(cfg.vision)
-        self.projector = Projector(cfg)
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
-        self.norm = RMSNorm(cfg.hidden, cfg.norm_eps)
-        self.lm_head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
-        self.to(device=device, dtype=dtype)
+        with torch.device("meta"):          # no default init: 7B-shaped models materialise directly in `dtype`
+            self.vision = VisionEncoder(cfg.vision)
+            self.projector = Projector(cfg)
+            self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden)
+            self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
+            self.norm = RMSNorm(cfg.hidden, cfg.norm_eps)
+            self.lm_head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
+        self.to(dtype=dtype)
+        self.to_empty(device=device if device is not None else "cpu")
         self.init_weights(seed)
         self.eval()
 
