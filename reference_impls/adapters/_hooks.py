@@ -346,7 +346,8 @@ class DecoderTokenPruner(HookAdapter):
             torch.isin(ids, torch.tensor(self.visual_token_ids, device=ids.device)).any())
         if has_visual and past == 0:
             self._start_prefill(ids, length)
-        elif self._mode == "decode" and past > 0 and not has_visual:
+        elif self._mode == "decode" and past > 0:
+            # a generated token may equal a placeholder id: it is plain text here (no new image in this step)
             self._extended = set()
             self._step_len = length
         else:

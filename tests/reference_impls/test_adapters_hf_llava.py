@@ -70,8 +70,9 @@ def causal_float_mask(length, dtype):
     return mask[None, None].to(dtype)
 
 
-def reference_pruned_logits(model, ids, stages, **inputs):
-    """Manual eager forward of one unpadded sample; stages = [(layer, score_layer, keep_fn(now, orig))]."""
+def reference_pruned_logits(model, ids, stages, visual_ids=(IMAGE,), **inputs):
+    """Manual eager forward of one unpadded sample; stages = [(layer, score_layer, keep_fn(now, orig))].
+    Returns (logits of the kept tokens, kept original positions)."""
     model = copy.deepcopy(model)
     model.set_attn_implementation("eager")
     lm = find_language_model(model)
@@ -87,7 +88,7 @@ def reference_pruned_logits(model, ids, stages, **inputs):
     handle.remove()
     hidden = captured["hidden"]
     cos, sin = captured["rope"]
-    visual = torch.isin(ids[0], torch.tensor([IMAGE]))
+    visual = torch.isin(ids[0], torch.tensor(list(visual_ids)))
     kept = torch.arange(ids.shape[1])
     n_orig = int(visual.sum())
     pending = {}
