@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "tools.commands.new",
     "tools.commands.schema",
     "tools.commands.import_",
+    "tools.commands.reconcile",
 ]
 
 

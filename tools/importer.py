@@ -160,21 +160,33 @@ class Located:
 
 
 def _problems(shown: str, line: int, exc: ValidationError) -> list[Problem]:
-    return [
-        Problem(shown, line, ".".join(map(str, e["loc"])), e["msg"].removeprefix("Value error, "))
-        for e in exc.errors()
-    ]
+    def message(e: dict) -> str:
+        if e["type"] == "extra_forbidden":
+            return "unknown field (not part of the row format)"
+        if e["type"] == "missing":
+            return "required field is missing"
+        return e["msg"].removeprefix("Value error, ")
+
+    return [Problem(shown, line, ".".join(map(str, e["loc"])), message(e)) for e in exc.errors()]
 
 
 def read_jsonl(path: Path, model: type[BaseModel]) -> list[Located]:
     """Parse a JSON Lines file into ``model`` rows; raises ProblemError naming ``file:line`` for every bad row."""
+    rows, problems = parse_jsonl(path, model)
+    if problems:
+        raise ProblemError(problems)
+    return rows
+
+
+def parse_jsonl(path: Path, model: type[BaseModel]) -> tuple[list[Located], list[Problem]]:
+    """The good rows of a JSON Lines file and a problem (``file:line``) for each bad one."""
     shown = display_path(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ProblemError([Problem(shown, 1, "", f"cannot read the file: {exc.strerror or exc}")]) from None
+        return [], [Problem(shown, 1, "", f"cannot read the file: {exc.strerror or exc}")]
     except UnicodeDecodeError:
-        raise ProblemError([Problem(shown, 1, "", "not valid UTF-8")]) from None
+        return [], [Problem(shown, 1, "", "not valid UTF-8")]
     rows, problems = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -191,9 +203,7 @@ def read_jsonl(path: Path, model: type[BaseModel]) -> list[Located]:
             rows.append(Located(model.model_validate(data), shown, number))
         except ValidationError as exc:
             problems.extend(_problems(shown, number, exc))
-    if problems:
-        raise ProblemError(problems)
-    return rows
+    return rows, problems
 
 
 def read_curated(path: Path, taxonomy: Taxonomy) -> dict[str, tuple[CuratedPlacement, int]]:
@@ -842,7 +852,17 @@ class Importer:
         for s in rec.seeds:
             if s.row.code_url:
                 code_values.setdefault(s.row.code_url_from or s.row.source, s.row.code_url)
-        if v and v.code_url:
+        unconfirmed = v and v.code_url and not v.code_official and code_values and not any(
+            _same_url(u, v.code_url) for u in code_values.values())
+        if unconfirmed:  # a list's link is not replaced by a repository nobody confirmed as the authors'
+            csrc = v.code_source or v.sources.get("code_url") or verified_page or "verified"
+            src, url = next(iter(code_values.items()))
+            data["code"], prov["code"] = [{"url": normalise_url(url), "official": False}], src
+            dis.append({"field": "code", "values": {**code_values, csrc: normalise_url(v.code_url)},
+                        "kept": data["code"][0]["url"],
+                        "why": "the repository found during verification is not confirmed as the authors'; the "
+                               "list's link is kept (not confirmed either)"})
+        elif v and v.code_url:
             csrc = v.code_source or v.sources.get("code_url") or verified_page or "verified"
             data["code"] = [{"url": normalise_url(v.code_url), "official": bool(v.code_official)}]
             prov["code"] = csrc
@@ -1166,10 +1186,9 @@ def plan_import(
     seeds, author_rows, verified_rows = [], [], []
     for path, model, bucket in ([(p, SeedRow, seeds) for p in rows] + [(p, AuthorRow, author_rows) for p in authors]
                                 + [(p, VerifiedRow, verified_rows) for p in verified]):
-        try:
-            bucket.extend(read_jsonl(path, model))
-        except ProblemError as exc:
-            problems.extend(exc.problems)
+        good, bad = parse_jsonl(path, model)
+        bucket.extend(good)
+        problems.extend(bad)
     for s in seeds:
         if s.row.arxiv_id is not None and not is_arxiv_id(s.row.arxiv_id):
             problems.append(Problem(s.file, s.line, "arxiv_id", f"{s.row.arxiv_id!r} is not an arXiv id "
@@ -1254,9 +1273,7 @@ def plan_import(
             if _without_date(text) == _without_date(old_text):
                 report.changes.append(Change(paper, path, "unchanged", old_text, rec.where, kept))
                 continue
-            stamp = prop.verified_on or today
-            paper = paper.model_copy(update={"last_verified": max(stamp, existing.papers[match].last_verified)
-                                             if prop.verified_on else today})
+            paper = paper.model_copy(update={"last_verified": prop.verified_on or today})
             text = dump_entry(to_yaml_data(paper))
             report.changes.append(Change(paper, path, "update", text, rec.where, kept))
         else:
@@ -1325,7 +1342,8 @@ def _assign_ids(new: list[tuple[Record, Proposal]], taken: set[str], importer: I
             prop.data["short_name"] = short
             prop.provenance["short_name"] = f"curated ({CURATED_SOURCE})"
         if not short:
-            short = short_name_of(prop.data["title"])
+            short = short_name_of(prop.data["title"]) or next(
+                (n for n in map(short_name_of, rec.titles()) if n), None)
             if short:
                 prop.data["short_name"] = short
         cands[id(rec)] = id_candidates(prop.data["title"], short, prop.data["year"])

@@ -1,0 +1,29 @@
+"""``python -m tools reconcile [--output FILE]``: the reconciliation report (Markdown) from the entries."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tools.paths import display_path
+from tools.reconcile import render_reconciliation
+from tools.validate import load_catalogue
+from tools.yamlio import atomic_write
+
+NAME = "reconcile"
+HELP = "render the reconciliation report (where sources disagree, what the catalogue keeps and why) as Markdown"
+
+
+def configure(parser) -> None:
+    parser.add_argument("--output", type=Path, help="write the report to this file (default: standard output)")
+
+
+def run(args) -> int:
+    text = render_reconciliation(load_catalogue())
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    current = args.output.read_text(encoding="utf-8") if args.output.exists() else None
+    if current != text:
+        atomic_write(args.output, text)
+    print(f"wrote {display_path(args.output)}")
+    return 0
