@@ -1,0 +1,85 @@
+"""Post-training weight quantisation of a model's linear layers (spec 18, weights side; DECODE-B).
+
+* ``"int8"``: INT8 weight-only (gpt-fast ``WeightOnlyInt8QuantHandler`` style) -- symmetric per output channel,
+  activations stay in the model dtype; matmul via ``ops.quant.int8_weight_only_matmul`` (Triton kernel with the
+  dequantisation fused in the K loop on GPU).
+* ``"fp8"``: FP8-E4M3 W8A8 -- per-channel weight scales, dynamic per-token activation scales; matmul via
+  ``ops.quant.fp8_linear`` (``torch._scaled_mm`` on SM89+, dequantise fallback elsewhere).
+
+``quantize_model(model, mode)`` swaps every ``nn.Linear`` (except names matching ``skip``, default the LM head)
+for a quantised module in place and returns a report. Memory: int8/fp8 weights are 1 byte per element (+4 bytes
+per output channel). Deviations: no calibration / SmoothQuant-style activation smoothing; static per-tensor
+activation scales are not offered (dynamic per-token only); the KV cache side lives in ``decode/kv/quantized.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from reference_impls.ops.quant.weight_gemm import (fp8_linear, int8_weight_only_matmul, quantize_fp8_rowwise,
+                                                   quantize_weight_int8)
+
+MODES = ("int8", "fp8")
+
+
+class Int8WeightOnlyLinear(nn.Module):
+    def __init__(self, linear: nn.Linear, impl: str = "auto"):
+        super().__init__()
+        w_q, scale = quantize_weight_int8(linear.weight)
+        self.register_buffer("weight_q", w_q)
+        self.register_buffer("scale", scale)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.impl = impl
+
+    def forward(self, x):
+        return int8_weight_only_matmul(x, self.weight_q, self.scale, self.bias, impl=self.impl)
+
+
+class FP8Linear(nn.Module):
+    def __init__(self, linear: nn.Linear, impl: str = "auto"):
+        super().__init__()
+        w_q, scale = quantize_fp8_rowwise(linear.weight)
+        self.register_buffer("weight_q", w_q)
+        self.register_buffer("scale", scale)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.impl = impl
+
+    def forward(self, x):
+        return fp8_linear(x, self.weight_q, self.scale, self.bias, impl=self.impl)
+
+
+@dataclass
+class QuantReport:
+    mode: str
+    quantized: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+
+def quantize_model(model: nn.Module, mode: str = "int8", *, skip: Sequence[str] = ("lm_head",),
+                   impl: str = "auto") -> QuantReport:
+    """Replace ``nn.Linear`` modules in place. ``skip``: substrings of qualified names to leave in full precision."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    cls = Int8WeightOnlyLinear if mode == "int8" else FP8Linear
+    report = QuantReport(mode)
+    targets = [(name, mod) for name, mod in model.named_modules() if isinstance(mod, nn.Linear)]
+    if not targets:
+        raise ValueError("model has no nn.Linear layers to quantise")
+    for name, lin in targets:
+        if any(s in name for s in skip):
+            report.skipped.append(name)
+            continue
+        parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+        q = cls(lin, impl=impl)
+        setattr(parent, name.rsplit(".", 1)[-1], q)
+        report.quantized.append(name)
+        report.bytes_before += lin.weight.numel() * lin.weight.element_size()
+        report.bytes_after += q.weight_q.numel() * q.weight_q.element_size() + q.scale.numel() * 4
+    return report
