@@ -167,14 +167,15 @@ def chunk_scores(q, kmin, kmax, n_chunks, *, reduce: str = "max", impl: str = "a
 
 
 def select_chunks(scores: torch.Tensor, n_select: torch.Tensor | int, *, n_chunks: torch.Tensor,
-                  n_first: int = 0, n_last: int = 0) -> torch.Tensor:
+                  n_first: int = 0, n_last: torch.Tensor | int = 0) -> torch.Tensor:
     """Top-``n_select`` chunks per (b, kv head) by score, always including the first ``n_first`` and last
-    ``n_last`` live chunks (sinks / recent tokens); counted inside ``n_select``. Returns ids [B, Hkv, S]
-    sorted ascending, -1 padded (S = max count). Ties -> lower chunk id."""
+    ``n_last`` (int or [B, Hkv]) live chunks (sinks / recent tokens); counted inside ``n_select``. Returns ids
+    [B, Hkv, S] sorted ascending, -1 padded (S = max count). Ties -> lower chunk id."""
     B, Hkv, C = scores.shape
     idx = torch.arange(C, device=scores.device)
     nch = n_chunks.to(torch.long)
     live = idx[None, None, :] < nch[..., None]
+    n_last = torch.as_tensor(n_last, device=scores.device).to(torch.long)
     forced = live & ((idx[None, None, :] < n_first) | (idx[None, None, :] >= (nch - n_last)[..., None]))
     if isinstance(n_select, int):
         n_select = torch.full((B, Hkv), n_select, dtype=torch.long, device=scores.device)

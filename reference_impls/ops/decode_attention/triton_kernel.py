@@ -184,11 +184,14 @@ def triton_decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_
         n_splits = max(1, -(-L // keys_per_split))
         chunks_per_split, n_sel, cidx = 1, 0, lens
     dummy = lens
-    ks = k_scale.contiguous() if quant else dummy
-    vs = v_scale.contiguous() if quant else dummy
+    def unit_last(t):
+        return t if t.stride(-1) == 1 else t.contiguous()
+
+    ks = unit_last(k_scale) if quant else dummy
+    vs = unit_last(v_scale) if quant else dummy
     if quant and (ks.stride() != vs.stride()):
-        raise ValueError("k_scale and v_scale must have the same layout")
-    kpos = key_positions.contiguous() if rope else dummy
+        ks, vs = ks.contiguous(), vs.contiguous()
+    kpos = unit_last(key_positions) if rope else dummy
     inv = rope_inv_freq.to(torch.float32).contiguous() if rope else dummy.to(torch.float32)
     dev = q.device
     o_part = torch.empty(B * Hq, n_splits, D, device=dev, dtype=torch.float32)
