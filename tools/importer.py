@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from tools.citekeys import STOPWORDS, ascii_fold
 from tools.entries import build_paper, paper_path, to_yaml_data
@@ -108,6 +108,7 @@ class VerifiedRow(BaseModel):
     """Facts read on a paper's own pages by a verifier (every fact with the address it was read from)."""
 
     model_config = ConfigDict(extra="ignore")
+    _superseded: dict[str, tuple[str, Any]] = PrivateAttr(default_factory=dict)  # set by layer_verified
     seed_title: str | None = None
     seed_arxiv_id: str | None = None
     arxiv_id: str | None = None
@@ -552,7 +553,8 @@ def group_records(seeds: list[Located], authors: list[Located], verified: list[L
         if idx is None:
             extra_verified.append(v)
         elif idx in verified_of:
-            notes.append(f"{v.where}: a second verified row for {seeds[idx].where}; the first one ({verified_of[idx].where}) is used")
+            verified_of[idx] = layer_verified(verified_of[idx], v)
+            notes.append(f"{v.where}: corrects the verified row {verified_of[idx].where} field by field")
         else:
             verified_of[idx] = v
     authors_of: dict[int, Located] = {}
@@ -595,13 +597,49 @@ def group_records(seeds: list[Located], authors: list[Located], verified: list[L
                 "merged rows listing the same paper: " + ", ".join(f"{seeds[i].where} ({seeds[i].row.title!r})" for i in members)
             )
         records.append(rec)
+    extra_by_key: dict[str, Record] = {}
     for v in extra_verified:
-        key = v.row.arxiv_id if is_arxiv_id(v.row.arxiv_id) else None
-        if not key and not v.row.doi and not v.row.title:
+        key = v.row.arxiv_id if is_arxiv_id(v.row.arxiv_id) else (v.row.doi or v.row.title)
+        if not key:
             notes.append(f"{v.where}: verified row names no paper (no arXiv id, DOI or title): skipped")
             continue
-        records.append(Record(verified=v))
+        if key in extra_by_key:
+            rec = extra_by_key[key]
+            rec.verified = layer_verified(rec.verified, v)
+            notes.append(f"{v.where}: corrects an earlier verified row field by field")
+            continue
+        extra_by_key[key] = Record(verified=v)
+        records.append(extra_by_key[key])
     return records, notes
+
+
+_LAYERED_FACTS = {"title": "title", "venue": "venue", "code_url": "code_url"}
+
+
+def layer_verified(first: Located, later: Located) -> Located:
+    """A later verified row (a correction file passed after the main ones) overrides the earlier row field by
+    field; an overridden title, venue or code link is remembered so that it is reported as a disagreement."""
+    a, b = first.row, later.row
+    update: dict[str, Any] = {}
+    superseded = dict(a._superseded)
+    for name in VerifiedRow.model_fields:
+        value = getattr(b, name)
+        if name in ("seed_title", "seed_arxiv_id") or value in (None, [], {}):
+            continue
+        if name == "sources":
+            update["sources"] = {**a.sources, **{k: x for k, x in value.items() if x}}
+            continue
+        old = getattr(a, name)
+        if name in _LAYERED_FACTS and old not in (None, value):
+            src = {"title": a.sources.get("title"), "venue": a.venue_source or a.sources.get("venue"),
+                   "code_url": a.code_source or a.sources.get("code_url")}[name]
+            superseded[name] = (src or first.where, old)
+        update[name] = value
+    if b.notes and a.notes:
+        update["notes"] = f"{a.notes}; {b.notes}"
+    merged = a.model_copy(update=update)
+    merged._superseded = superseded
+    return Located(merged, first.file, first.line)
 
 
 # ------------------------------------------------------------------------------------------------ facts of a record
@@ -690,6 +728,8 @@ class Importer:
                 title_values[f"{s.row.source} ({s.where})"] = s.row.title
         if a and a.title_in_source:
             title_values.setdefault(a.source, a.title_in_source)
+        if v and "title" in v._superseded:
+            title_values.setdefault(*v._superseded["title"])
         if v and v.title and v.sources.get("title"):
             title_values[v.sources["title"]] = data["title"]
         variants = {}
@@ -793,6 +833,12 @@ class Importer:
             nv = venue_from_citation(a.venue, self.tax)
             if nv:
                 venue_values.setdefault(a.source, nv)
+        if v and "venue" in v._superseded:
+            src, old = v._superseded["venue"]
+            try:
+                venue_values.setdefault(src, normalise_venue(old, self.tax))
+            except ValueError:
+                pass
         verified_venue = None
         if v and v.venue:
             try:
@@ -852,6 +898,8 @@ class Importer:
         for s in rec.seeds:
             if s.row.code_url:
                 code_values.setdefault(s.row.code_url_from or s.row.source, s.row.code_url)
+        if v and "code_url" in v._superseded:
+            code_values.setdefault(*v._superseded["code_url"])
         unconfirmed = v and v.code_url and not v.code_official and code_values and not any(
             _same_url(u, v.code_url) for u in code_values.values())
         if unconfirmed:  # a list's link is not replaced by a repository nobody confirmed as the authors'
