@@ -164,3 +164,41 @@ def test_bad_arguments():
         CompressedKVCache("h2o", 1, 1, 1, 8)
     with pytest.raises(ValueError, match="score_reduce"):
         CompressedKVCache(H2OPolicy(1, 1), 1, 1, 1, 8, score_reduce="sum")
+
+
+def test_hybridkv_head_classification_and_budget_split():
+    from reference_impls.decode.kv.hybridkv import allocate_head_budgets, classify_heads, text_query_rows
+    L = 40
+    visual = torch.zeros(1, 2, L, dtype=torch.bool)
+    visual[:, :, 4:36] = True
+    text = torch.zeros(1, 2, L)
+    text[0, 0, 4:36] = 1.0 / 32                 # head 0: uniform over the image -> dynamic
+    text[0, 1, 10] = 0.9                        # head 1: concentrated on one patch -> static
+    text[0, 1, 4:36] += 0.1 / 32
+    lengths = torch.full((1, 2), L)
+    static = classify_heads(text, visual, lengths, top_frac=0.1, tau=0.5)
+    assert static.tolist() == [[False, True]]
+    hb = allocate_head_budgets(text, lengths, torch.tensor([8]), alpha=0.25)
+    assert int(hb.sum()) == 16 and bool((hb >= 2).all())  # Hkv x budget split, alpha x budget floor per head
+    # instruction rows: valid non-visual rows after the last visual token
+    vis = torch.zeros(2, 10, dtype=torch.bool)
+    vis[0, 2:5] = True
+    rows = text_query_rows(vis, torch.tensor([8, 6]), 10)
+    assert rows[0].nonzero().flatten().tolist() == [5, 6, 7]
+    assert rows[1].nonzero().flatten().tolist() == [0, 1, 2, 3, 4, 5]
+    assert text_query_rows(None, torch.tensor([8, 6]), 10).sum(1).tolist() == [1, 1]
+
+
+def test_lightvlm_policy_keeps_prompt_and_bounds_generated_rows():
+    from reference_impls.decode.kv.lightvlm_kv import LightVLMKVPolicy
+    L, P = 26, 10
+    q, k, v = _qkv(L, seed=29)
+    cache = CompressedKVCache(LightVLMKVPolicy(gen_heavy=2, gen_recent=3), 1, B, HKV, D)
+
+    def check(c):
+        assert int(c.lengths(0).max()) <= P + 5
+
+    _run(cache, q, k, v, P, check=check)
+    pos = cache.positions[0]
+    assert bool((pos[:, :, :P] == torch.arange(P)).all())      # every prompt row survives, in order
+    assert bool((pos[:, :, P + 2:P + 5] == torch.arange(L - 3, L)).all())   # the 3 most recent generated rows
