@@ -32,8 +32,18 @@ def tiny_llava(attn="sdpa", strategy="default", seed=0):
                       vision_feature_layer=-2, vision_feature_select_strategy=strategy)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(cfg).eval()
-    model.set_attn_implementation(attn)
+    set_attention(model, attn)
     return model
+
+
+def set_attention(model, attn):
+    """``set_attn_implementation`` where available (recent transformers), else the config attribute."""
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(attn)
+    else:
+        for module in model.modules():
+            if hasattr(getattr(module, "config", None), "_attn_implementation"):
+                module.config._attn_implementation = attn
 
 
 def prompt(prefix, images, between=(), suffix=(7, 8, 9)):
@@ -74,7 +84,7 @@ def reference_pruned_logits(model, ids, stages, visual_ids=(IMAGE,), **inputs):
     """Manual eager forward of one unpadded sample; stages = [(layer, score_layer, keep_fn(now, orig))].
     Returns (logits of the kept tokens, kept original positions)."""
     model = copy.deepcopy(model)
-    model.set_attn_implementation("eager")
+    set_attention(model, "eager")
     lm = find_language_model(model)
     captured = {}
 
@@ -241,7 +251,7 @@ def test_pyramiddrop_bad_args():
 def _reference_visionzip_features(model, pix, dominant, contextual):
     """Eager CLIP with output_attentions: CLS row of the feature layer (upstream way) + keys of that layer."""
     eager = copy.deepcopy(model)
-    eager.set_attn_implementation("eager")
+    set_attention(eager, "eager")
     tower = eager.model.vision_tower
     layer = getattr(tower, "vision_model", tower).encoder.layers[-2]
     keys = {}
@@ -314,3 +324,43 @@ def test_visionzip_errors():
     with pytest.raises(CompressionError):
         with VisionZipAdapter(model, dominant=4, contextual=2):
             pass  # no image went through: nothing was compressed
+
+
+# ---------------------------------------------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.parametrize("attn", ["sdpa", "flash_attention_2"])
+def test_gpu_fastv_batch_equals_single_runs(attn):
+    import importlib.util
+
+    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        pytest.skip("flash_attn is not installed")
+    model = tiny_llava("sdpa").cuda()
+    set_attention(model, attn)
+    rows, pix_a, pix_b = _batch_inputs()
+    ids, mask = left_pad(rows)
+    dtype = torch.bfloat16 if attn.startswith("flash") else torch.float32
+    model = model.to(dtype)
+    pix = torch.cat([pix_a, pix_b]).cuda().to(dtype)
+    settings = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    with torch.no_grad(), FastVAdapter(model, k=2, ratio=0.5) as adapter:
+        out = model(input_ids=ids.cuda(), pixel_values=pix, attention_mask=mask.cuda(),
+                    position_ids=positions(mask).cuda())
+        gen = model.generate(input_ids=ids.cuda(), attention_mask=mask.cuda(), pixel_values=pix, **settings)
+        singles = [model(input_ids=torch.tensor([r]).cuda(), pixel_values=p.cuda().to(dtype)).logits[:, -1]
+                   for r, p in zip(rows, (pix_a, pix_b))]
+    assert out.logits.shape[1] < ids.shape[1] and adapter.num_pruned_prefills == 4
+    tol = dict(atol=5e-2, rtol=5e-2) if dtype == torch.bfloat16 else dict(atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(out.logits[:, -1].float(), torch.cat(singles).float(), **tol)
+    assert gen.shape == (2, ids.shape[1] + 4)
+
+
+@pytest.mark.gpu
+def test_gpu_fastv_matches_manual_reference_fp32():
+    model = tiny_llava().cuda()
+    ids = torch.tensor([prompt((5, 6), 2, between=(11, 12))]).cuda()
+    pix = images(2, seed=1).cuda()
+    ref_logits, ref_kept = reference_pruned_logits(model, ids, fastv_stage(2, 0.5), pixel_values=pix)
+    with torch.no_grad(), FastVAdapter(model, k=2, ratio=0.5, impl="triton") as adapter:
+        out = model(input_ids=ids, pixel_values=pix)
+    assert torch.equal(adapter.kept_indices[0].cpu(), ref_kept.cpu())
+    torch.testing.assert_close(out.logits, ref_logits, atol=1e-4, rtol=1e-3)

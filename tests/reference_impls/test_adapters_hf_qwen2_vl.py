@@ -8,7 +8,7 @@ transformers = pytest.importorskip("transformers")
 
 from reference_impls.adapters import CompressionError, FastVAdapter, PyramidDropAdapter  # noqa: E402
 from tests.reference_impls.test_adapters_hf_llava import (fastv_stage, hook_census,  # noqa: E402
-                                                          reference_pruned_logits)
+                                                          reference_pruned_logits, set_attention)
 
 IMAGE, VIDEO, START, END = 150, 151, 152, 153
 PATCH_DIM = 3 * 2 * 4 * 4  # channels * temporal_patch * patch * patch
@@ -33,7 +33,7 @@ def tiny_qwen(kind="qwen2_vl", attn="sdpa"):
                       fullatt_block_indexes=[1])
     torch.manual_seed(0)
     model = Model(Config(text_config=text, vision_config=vision, **ids)).eval()
-    model.set_attn_implementation(attn)
+    set_attention(model, attn)
     return model
 
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from reference_impls.encode import tome
+from reference_impls.ops._triton import launch_counts
 from tests.reference_impls._utils import randn, rel_rms_err
 
 
@@ -17,7 +18,10 @@ def test_merge_matches_spec(num_tokens, r, protect, impl):
     metric = randn(batch, num_tokens, 8, seed=num_tokens + 1)
     size = torch.randint(1, 4, (batch, num_tokens, 1)).float()
     ref_x, ref_size = tome.naive_tome_merge(x, metric, r, size, protect)
+    launches = launch_counts["_cosine_max_argmax_kernel"]
     merge, unmerge = tome.bipartite_soft_matching(metric, r, protect, impl=impl)
+    if impl == "triton" and r > 0:  # the fused kernel really ran (interpreted on CPU)
+        assert launch_counts["_cosine_max_argmax_kernel"] > launches
     out_x, out_size = tome.merge_wavg(merge, x, size)
     assert out_x.shape == (batch, num_tokens - r, channels)
     assert torch.equal(out_size, ref_size)  # sizes are small integers: exact

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from reference_impls.encode import visionzip as vz
+from reference_impls.ops._triton import launch_counts
 from tests.reference_impls._utils import randn, rel_rms_err
 
 
@@ -22,7 +23,10 @@ def test_matches_spec(num_tokens, d, c, has_cls, impl):
         pytest.skip("interpreter: keep CPU shapes small")
     hidden, scores, metric = _inputs(3, num_tokens, seed=num_tokens)
     ref = vz.naive_visionzip(hidden, scores, metric, d, c, has_cls)
+    launches = launch_counts["_cosine_max_argmax_kernel"]
     out = vz.visionzip(hidden, scores, metric, d, c, has_cls, impl=impl)
+    if impl == "triton" and num_tokens - d - c > 0:
+        assert launch_counts["_cosine_max_argmax_kernel"] > launches
     assert out.tokens.shape == (3, d + c, hidden.shape[-1])
     for name in ("dominant_idx", "target_idx", "member_idx", "assignment", "counts"):
         assert torch.equal(getattr(out, name), getattr(ref, name)), name
@@ -55,11 +59,12 @@ def test_contextual_token_is_target_plus_member_mean():
 
 
 @pytest.mark.parametrize("num_tokens", [1, 50, 257])
-def test_cls_scores_match_eager(num_tokens):
+@pytest.mark.parametrize("impl", ["naive", "triton"])
+def test_cls_scores_match_eager(num_tokens, impl):
     q = randn(2, 4, 1, 16, seed=1)
     k = randn(2, 4, num_tokens, 16, seed=2)
     ref = vz.naive_cls_attention_scores(q, k)
-    out = vz.cls_attention_scores(q, k, impl="naive")
+    out = vz.cls_attention_scores(q, k, impl=impl)
     assert rel_rms_err(out, ref) < 1e-6
     assert torch.allclose(out.sum(-1), torch.full((2,), 4.0), atol=1e-5)  # one softmax row per head
 
