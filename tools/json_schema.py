@@ -12,6 +12,12 @@ from tools.schema import PROVENANCE_FIELDS, Paper
 from tools.taxonomy import Taxonomy
 
 
+def _ecma_escape(text: str) -> str:
+    """Escape for ECMA-262 regexes (JSON Schema); Python's re.escape also escapes spaces and hyphens, which ECMA
+    rejects in unicode mode."""
+    return re.sub(r"([.^$*+?()\[\]{}|\\/])", r"\\\1", text)
+
+
 def _enum_items(schema: dict, values: list[str]) -> None:
     schema.setdefault("items", {})["enum"] = values
 
@@ -33,7 +39,7 @@ def build_schema(tax: Taxonomy) -> dict[str, Any]:
     claim = defs["Claim"]["properties"]
     claim["metric"] = {"enum": [m.id for m in tax.metrics], "description": "a metric id from taxonomy.yaml"}
     claim["unit"] = {"enum": sorted({u for m in tax.metrics for u in m.units})}
-    venue_names = "|".join(re.escape(v.id) for v in tax.venues)
+    venue_names = "|".join(_ecma_escape(v.id) for v in tax.venues)
     props["venue"] = {
         "anyOf": [
             {"const": "arXiv"},

@@ -1,4 +1,5 @@
 """Where things live in the repository (one place, so tools and tests agree)."""
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -11,9 +12,10 @@ SHARED_DIR = ROOT.parent / "shared"
 SCHEMA_COMMENT = "# yaml-language-server: $schema=../schema/paper.schema.json"
 
 
+_ROOT_PREFIX = str(ROOT) + os.sep
+
+
 def display_path(path: Path) -> str:
     """A path as users see it in messages: relative to the repository root when inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
+    absolute = os.path.abspath(path)
+    return absolute[len(_ROOT_PREFIX):] if absolute.startswith(_ROOT_PREFIX) else str(path)

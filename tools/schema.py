@@ -211,16 +211,16 @@ class Paper(_Model):
                     f"venue {self.venue!r} is not normalised: use '<VENUE> <YEAR>' with a venue id from "
                     "taxonomy.yaml (optionally followed by 'Findings' or 'Workshop'), or 'arXiv' for a preprint"
                 )
-        modalities = {m.id for m in tax.modalities}
+        modalities = tax.modality_ids
         for mod in self.modality:
             if mod not in modalities:
                 raise ValueError(f"unknown modality {mod!r} (one of {sorted(modalities)})")
         if len(set(self.modality)) != len(self.modality):
             raise ValueError("modality lists a value twice")
-        regimes = {r.id for r in tax.training_regimes}
+        regimes = tax.training_ids
         if self.training is not None and self.training not in regimes:
             raise ValueError(f"unknown training regime {self.training!r} (one of {sorted(regimes)}, or null)")
-        frontiers = {f.id for f in tax.frontiers}
+        frontiers = tax.frontier_ids
         for fr in self.frontiers:
             if fr not in frontiers:
                 raise ValueError(f"unknown frontier {fr!r} (one of {sorted(frontiers)})")

@@ -105,6 +105,22 @@ class Taxonomy(_Strict):
         return {v.id: v for v in self.venues}
 
     @cached_property
+    def modality_ids(self) -> frozenset[str]:
+        return frozenset(m.id for m in self.modalities)
+
+    @cached_property
+    def training_ids(self) -> frozenset[str]:
+        return frozenset(r.id for r in self.training_regimes)
+
+    @cached_property
+    def frontier_ids(self) -> frozenset[str]:
+        return frozenset(f.id for f in self.frontiers)
+
+    @cached_property
+    def _allowed_cells(self) -> dict[str, frozenset[str]]:
+        return {t.id: frozenset(t.cells) for t in self.techniques}
+
+    @cached_property
     def stage_ids(self) -> list[str]:
         return [s.id for s in self.stages]
 
@@ -207,6 +223,13 @@ class Taxonomy(_Strict):
         Rules: every technique and cell exists; every cell is allowed by at least one of the techniques; every
         technique allows at least one of the cells.
         """
+        allowed = self._allowed_cells
+        if all(t in allowed for t in techniques):  # fast path for the common, valid case
+            cell_set = set(cells)
+            if all(allowed[t] & cell_set for t in techniques) and all(
+                any(c in allowed[t] for t in techniques) for c in cells
+            ):
+                return []
         out: list[str] = []
         known_cells = set(self.cell_ids)
         for cell in cells:

@@ -32,7 +32,7 @@ def _hint_for(problem: str, line_text: str) -> str:
     return ""
 
 
-def load_yaml_with_lines(path: Path, text: str | None = None) -> tuple[Any, dict[Path_, int]]:
+def load_yaml_with_lines(path: Path, text: str | None = None) -> tuple[Any, "NodeLines | dict"]:
     """Load one YAML document; return (data, {path-into-document: 1-based line}).
 
     Raises ProblemError with a clear message for unreadable input: not UTF-8, too large, a syntax error, a duplicate
@@ -55,6 +55,12 @@ def load_yaml_with_lines(path: Path, text: str | None = None) -> tuple[Any, dict
     loader = _BaseLoader(text)
     try:
         node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        problems = _structure_problems(node, shown)
+        if problems:
+            raise ProblemError(problems)
+        data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -67,45 +73,79 @@ def load_yaml_with_lines(path: Path, text: str | None = None) -> tuple[Any, dict
         raise ProblemError([Problem(shown, 1, "", f"YAML error: {exc}")]) from None
     finally:
         loader.dispose()
-    lines: dict[Path_, int] = {}
+    return data, NodeLines(text)
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _structure_problems(root, shown: str) -> list[Problem]:
+    """Duplicate keys, merge keys and non-string keys, found on the node tree before anything is constructed."""
     problems: list[Problem] = []
-    if node is None:
-        return None, lines
-    data = _construct(node, (), lines, problems, shown, loader)
-    if problems:
-        raise ProblemError(problems)
-    return data, lines
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                line = key_node.start_mark.line + 1
+                if key_node.tag == _MERGE_TAG:
+                    problems.append(Problem(shown, line, "", "YAML merge keys (<<) are not allowed"))
+                elif not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
+                    problems.append(Problem(shown, line, str(getattr(key_node, "value", "")),
+                                            "keys must be strings (quote this key)"))
+                elif key_node.value in first_line:
+                    problems.append(Problem(shown, line, key_node.value,
+                                            f"duplicate key (first defined on line {first_line[key_node.value]})"))
+                else:
+                    first_line[key_node.value] = line
+                stack.append(value_node)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return sorted(problems)
 
 
-def _construct(node, path, lines, problems, shown, loader):
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                problems.append(Problem(shown, key_node.start_mark.line + 1, "", "YAML merge keys (<<) are not allowed"))
-                continue
-            key = _construct(key_node, path + ("<key>",), {}, problems, shown, loader)
-            if not isinstance(key, str):
-                problems.append(
-                    Problem(shown, key_node.start_mark.line + 1, str(key), "keys must be strings (quote this key)")
-                )
-                key = str(key)
-            if key in out:
-                first = lines.get(path + (key,), "?")
-                problems.append(
-                    Problem(shown, key_node.start_mark.line + 1, key, f"duplicate key (first defined on line {first})")
-                )
-                continue
-            out[key] = _construct(value_node, path + (key,), lines, problems, shown, loader)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, path + (i,), lines, problems, shown, loader) for i, item in enumerate(node.value)]
-    if node.tag == "tag:yaml.org,2002:timestamp":
-        # Dates stay dates; full timestamps are not used in the catalogue.
-        return loader.construct_object(node)
-    return loader.construct_object(node, deep=True)
+class NodeLines:
+    """{path into the document: 1-based line}, computed only when a line is asked for (errors are rare).
+
+    Keeps the text, not the node tree: thousands of retained node trees make Python's garbage collector crawl.
+    """
+
+    def __init__(self, text: str):
+        self._text = text
+        self._lines = None
+
+    def _table(self) -> dict:
+        if self._lines is None:
+            lines: dict = {}
+            loader = _BaseLoader(self._text)
+            try:
+                root = loader.get_single_node()
+            finally:
+                loader.dispose()
+            stack = [((), root)]
+            while stack:
+                path, node = stack.pop()
+                lines.setdefault(path, node.start_mark.line + 1)
+                if isinstance(node, yaml.MappingNode):
+                    for key_node, value_node in node.value:
+                        key = key_node.value
+                        lines[path + (key,)] = key_node.start_mark.line + 1
+                        stack.append((path + (key,), value_node))
+                elif isinstance(node, yaml.SequenceNode):
+                    stack.extend((path + (i,), item) for i, item in enumerate(node.value))
+            self._lines = lines
+        return self._lines
+
+    def __contains__(self, path) -> bool:
+        return path in self._table()
+
+    def __getitem__(self, path) -> int:
+        return self._table()[path]
+
+    def get(self, path, default=None):
+        return self._table().get(path, default)
 
 
 def line_of(lines: dict[Path_, int], loc: tuple) -> int:

@@ -126,3 +126,37 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
         yamlio.atomic_write(target, "new content")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def _paper_sample(n=40):
+    from tools.validate import paper_files
+
+    files = paper_files()
+    return [str(p) for p in files[:: max(1, len(files) // n)]]
+
+
+def test_paper_files_pass_check_jsonschema_like_pre_commit():
+    files = _paper_sample()
+    if not files:
+        pytest.skip("no papers yet")
+    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--schemafile", str(SCHEMA_PATH), *files],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_paper_files_pass_yamllint_like_pre_commit():
+    files = _paper_sample()
+    if not files:
+        pytest.skip("no papers yet")
+    result = subprocess.run([sys.executable, "-m", "yamllint", "-c", ".yamllint.yaml", *files],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_yamllint_catches_the_yaml_traps(tmp_path):
+    bad = write_entry(tmp_path, entry())
+    bad.write_text(bad.read_text().replace('arxiv: "2403.06764"', "arxiv: 2403.06764")
+                   .replace('venue: "ECCV 2024"', "venue: yes"), encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "yamllint", "-c", str(ROOT / ".yamllint.yaml"), str(bad)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "truthy" in result.stdout
