@@ -125,6 +125,23 @@ def bench_scored_attention(device, dtype, lengths, n_sels, heads, reps, eager_ma
     return rows
 
 
+def bench_scored_decode(device, dtype, lengths, heads, reps):
+    """One new query over a long cache (the H2O / TOVA decode step): ours (o + colsum of the row) vs SDPA."""
+    Hq, Hkv, D = heads
+    rows = []
+    for L in lengths:
+        q = torch.randn(1, Hq, 1, D, device=device, dtype=dtype)
+        k = torch.randn(1, Hkv, L, D, device=device, dtype=dtype)
+        v = torch.randn(1, Hkv, L, D, device=device, dtype=dtype)
+        kr, vr = k.repeat_interleave(Hq // Hkv, 1), v.repeat_interleave(Hq // Hkv, 1)
+        t_sdpa = bench_ms(lambda: F.scaled_dot_product_attention(q, kr, vr), device, reps)
+        t_ours = bench_ms(lambda: scored_attention(q, k, v, score_q_range=(0, 1), impl="triton"), device, reps)
+        rows.append({"L": L, "ms_ours": t_ours, "ms_sdpa": t_sdpa, "ratio_ours_over_sdpa": t_ours / t_sdpa})
+        print(f"scored_attention decode L={L:6d}: ours {t_ours:8.3f} ms | SDPA {t_sdpa:8.3f} ms | "
+              f"ratio {t_ours / t_sdpa:5.2f} (no split-K in pass 1: one program per (b, q head))")
+    return rows
+
+
 def bench_compaction(device, dtype, layers, heads, L, D, hidden_dim, reps):
     keep = L // 2
     caches = [(torch.randn(1, heads, L, D, device=device, dtype=dtype),
@@ -258,6 +275,7 @@ def main(argv=None):
     out["dtype"] = str(dtype)
     if "scored" in sections:
         out["scored_attention"] = bench_scored_attention(device, dtype, **cfg)
+        out["scored_attention_decode"] = bench_scored_decode(device, dtype, cfg["lengths"], cfg["heads"], cfg["reps"])
     if "compact" in sections:
         out["kv_compact"] = bench_compaction(device, dtype, **comp)
     if "cosine" in sections:
