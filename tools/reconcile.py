@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from tools.schema import Paper
 
@@ -41,13 +41,20 @@ def _source(source: str) -> str:
     return _cell(source)
 
 
-def _paper_label(paper: Paper) -> str:
-    name = paper.short_name or (paper.title if len(paper.title) <= 60 else paper.title[:57] + "...")
-    return f"[{_cell(name)}](papers/{paper.id}.md) `{paper.id}`"
+def _paper_label(paper: Paper, paper_link: Callable[[str], str] | None) -> str:
+    name = _cell(paper.short_name or (paper.title if len(paper.title) <= 60 else paper.title[:57] + "..."))
+    if paper_link is None:
+        return f"{name} `{paper.id}`"
+    return f"[{name}]({paper_link(paper.id)}) `{paper.id}`"
 
 
-def render_reconciliation(papers: Iterable[Paper] | Mapping[str, Paper]) -> str:
-    """The report as Markdown: one table per field, rows ordered by paper id; deterministic for a given catalogue."""
+def render_reconciliation(papers: Iterable[Paper] | Mapping[str, Paper],
+                          paper_link: Callable[[str], str] | None = None) -> str:
+    """The report as Markdown: one table per field, rows ordered by paper id; deterministic for a given catalogue.
+
+    ``paper_link(id)`` gives the address of a paper's page (the website passes its own); without it papers are
+    named, not linked.
+    """
     items = sorted(papers.values() if isinstance(papers, Mapping) else papers, key=lambda p: p.id)
     with_dis = [p for p in items if p.disagreements]
     counts = Counter(d.field for p in with_dis for d in p.disagreements)
@@ -71,7 +78,7 @@ def render_reconciliation(papers: Iterable[Paper] | Mapping[str, Paper]) -> str:
                 "| Paper | Titles | Kept |", "|---|---|---|"]
         for p, d in merged:
             titles = "<br>".join(f"{_cell(v)} ({_source(s)})" for s, v in d.values.items())
-            out.append(f"| {_paper_label(p)} | {titles} | {_cell(d.kept)} |")
+            out.append(f"| {_paper_label(p, paper_link)} | {titles} | {_cell(d.kept)} |")
     for field, title, meaning in SECTIONS:
         rows = [(p, d) for p in with_dis for d in p.disagreements if d.field == field]
         if not rows:
@@ -79,5 +86,5 @@ def render_reconciliation(papers: Iterable[Paper] | Mapping[str, Paper]) -> str:
         out += ["", f"## {title} ({len(rows)})", "", meaning, "", "| Paper | Sources say | Kept | Why |", "|---|---|---|---|"]
         for p, d in rows:
             said = "<br>".join(f"{_cell(v)} — {_source(s)}" for s, v in d.values.items())
-            out.append(f"| {_paper_label(p)} | {said} | {_cell(d.kept)} | {_cell(d.why)} |")
+            out.append(f"| {_paper_label(p, paper_link)} | {said} | {_cell(d.kept)} | {_cell(d.why)} |")
     return "\n".join(out) + "\n"

@@ -16,18 +16,21 @@ def test_report_lists_every_disagreement_of_an_imported_catalogue(tmp_path):
     papers = tmp_path / "papers"
     run_import(papers)
     catalogue = validate_catalogue(paper_files(papers)).papers
-    text = render_reconciliation(catalogue)
+    text = render_reconciliation(catalogue, paper_link=lambda pid: f"papers/{pid}/")
     total = sum(len(p.disagreements) for p in catalogue.values())
     assert total >= 4
     # one table row per disagreement (plus one per merged pair in its own section)
     merged = sum(1 for p in catalogue.values() for d in p.disagreements if "listed twice" in d.why)
     assert merged == 1
     assert text.count("\n| [") == total + merged
+    assert "](papers/fastv-2024/) `fastv-2024`" in text
     assert "## Rows merged as one paper" in text and "## Titles" in text and "## Venues" in text
     assert "`fastv-2024`" in text and "`duplicated-method-2024`" in text
     # list sources are shown as lists, pages as links
     assert "list `owner/list-a`" in text and "[arxiv.org](https://arxiv.org/abs/2403.06764)" in text
-    assert render_reconciliation(list(catalogue.values())[::-1]) == text  # order of input does not matter
+    # order of input does not matter
+    assert render_reconciliation(list(catalogue.values())[::-1], paper_link=lambda pid: f"papers/{pid}/") == text
+    assert "](papers/" not in render_reconciliation(catalogue)  # no links unless the caller says where pages are
 
 
 def test_report_escapes_table_syntax():
@@ -37,7 +40,7 @@ def test_report_escapes_table_syntax():
                         "kept": "A | B <script> title", "why": "because | reasons"}],
     ))
     text = render_reconciliation([paper])
-    row = next(line for line in text.splitlines() if line.startswith("| ["))
+    row = next(line for line in text.splitlines() if line.startswith("| FastV"))
     assert "A \\| B &lt;script&gt; title" in row and "because \\| reasons" in row
     assert row.count(" | ") == 3  # exactly four cells
 
