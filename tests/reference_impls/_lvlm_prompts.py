@@ -24,3 +24,21 @@ def image_prompt(cfg, starts, lengths, width=None, seed=0):
         ids[b, s:s + cfg.n_visual_tokens] = cfg.image_token_id
     pix = torch.randn(len(starts), 3, cfg.vision.image_size, cfg.vision.image_size, generator=g)
     return ids, torch.tensor(lengths), pix
+
+
+class FixedPrune:
+    """Reference hook: before ``layer``, keep exactly the chunk indices ``keep [B, K]`` (no scoring)."""
+
+    def __init__(self, layer: int, keep: torch.Tensor, position_mode: str = "keep"):
+        self.layer, self.keep, self.position_mode = layer, keep, position_mode
+
+    def before_layer(self, layer, state, ctx):
+        from reference_impls.models.hooks import prune_state
+
+        return prune_state(state, self.keep, self.position_mode) if layer == self.layer else state
+
+    def score_rows(self, layer, state):
+        return None
+
+    def after_layer(self, layer, state, ctx, colsum):
+        return state

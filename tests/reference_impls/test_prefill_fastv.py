@@ -2,8 +2,9 @@
 import pytest
 import torch
 
+from reference_impls.models import LVLMConfig, MinimalLVLM
 from reference_impls.prefill.fastv import FastVHook, fastv_keep, fastv_keep_naive, n_keep_visual
-from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
+from tests.reference_impls._lvlm_prompts import FixedPrune, image_prompt, tiny_model
 from tests.reference_impls._utils import randn
 
 
@@ -106,3 +107,32 @@ def test_bad_shapes_and_layer_out_of_range():
     ids, lengths, pix = image_prompt(model.cfg, [1], [24])
     with pytest.raises(ValueError):
         model.prefill(ids, pix, hooks=[FastVHook(K=model.cfg.n_layers)])
+
+
+def test_decode_after_pruning_equals_recompute():
+    """A decode step after FastV equals a one-shot prefill of prompt + token pruned to the same set."""
+    model = tiny_model()
+    ids, lengths, pix = image_prompt(model.cfg, [3], [27], seed=6)
+    with torch.no_grad():
+        res = model.prefill(ids, pix, hooks=[FastVHook(K=2, R=0.5)])
+        tok = res.logits.argmax(-1)
+        step = model.decode_step(tok, res.cache)
+        n = int(res.state.lengths[0])
+        keep = torch.cat([res.state.source_index[:, :n], torch.tensor([[27]])], 1)
+        ref = model.prefill(torch.cat([ids, tok[:, None]], 1), pix, hooks=[FixedPrune(2, keep, "keep")])
+    torch.testing.assert_close(step, ref.logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_gpu_triton_scores_give_same_kept_set():
+    cfg = LVLMConfig.tiny(init_std=0.1)
+    naive = MinimalLVLM(cfg, seed=0, device="cuda", score_impl="naive")
+    triton = MinimalLVLM(cfg, seed=0, device="cuda", score_impl="triton")
+    ids, lengths, pix = image_prompt(cfg, [2, 7], [30, 26], seed=1)
+    ids, lengths, pix = ids.cuda(), lengths.cuda(), pix.cuda()
+    h1, h2 = FastVHook(K=2, R=0.5), FastVHook(K=2, R=0.5)
+    with torch.no_grad():
+        r1 = naive.prefill(ids, pix, lengths=lengths, hooks=[h1])
+        r2 = triton.prefill(ids, pix, lengths=lengths, hooks=[h2])
+    assert torch.equal(h1.kept, h2.kept)
+    torch.testing.assert_close(r1.logits, r2.logits, rtol=1e-4, atol=1e-5)

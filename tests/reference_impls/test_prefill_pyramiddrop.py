@@ -4,8 +4,7 @@ import torch
 
 from reference_impls.prefill.pyramiddrop import (PyramidDropHook, default_layer_list, pyramiddrop_keep_naive,
                                                  pyramiddrop_select, stage_keep_counts)
-from reference_impls.models.hooks import Hook, prune_state
-from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
+from tests.reference_impls._lvlm_prompts import FixedPrune, image_prompt, tiny_model
 from tests.reference_impls._utils import randn
 
 
@@ -67,16 +66,6 @@ def test_identity_and_batch_equals_single():
             assert torch.equal(gen[b], g1[0])
 
 
-class _FixedPrune(Hook):
-    """Prune to a given kept set before ``layer`` (contiguous positions): the reference for decode checks."""
-
-    def __init__(self, layer, keep):
-        self.layer, self.keep = layer, keep
-
-    def before_layer(self, layer, state, ctx):
-        return prune_state(state, self.keep, "contiguous") if layer == self.layer else state
-
-
 def test_decode_continues_contiguous_numbering():
     """Decoding after PDrop equals a one-shot prefill of prompt + token pruned to the same set before layer 2."""
     model = tiny_model()
@@ -87,7 +76,7 @@ def test_decode_continues_contiguous_numbering():
         step = model.decode_step(tok, res.cache)
         n = int(res.state.lengths[0])
         keep = torch.cat([res.state.source_index[:, :n], torch.tensor([[26]])], 1)
-        ref = model.prefill(torch.cat([ids, tok[:, None]], 1), pix, hooks=[_FixedPrune(2, keep)])
+        ref = model.prefill(torch.cat([ids, tok[:, None]], 1), pix, hooks=[FixedPrune(2, keep, "contiguous")])
     assert n == 26 - model.cfg.n_visual_tokens // 2
     torch.testing.assert_close(step, ref.logits, rtol=1e-4, atol=1e-5)
 
