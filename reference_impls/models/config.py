@@ -6,7 +6,9 @@ Presets (shapes checked against the public Hugging Face configs ``llava-hf/llava
 * ``LVLMConfig.tiny()``: a few-layer random model for CPU tests (GQA 4 q / 2 kv heads).
 * ``LVLMConfig.llava_1_5_7b()``: exact decoder and projector shapes; vision tower = CLIP ViT-L/14-336
   (24 layers, width 1024, 16 heads, MLP 4096, CLS + 576 patches, pre-LayerNorm, quick-GELU); the
-  projector reads layer -2 (penultimate) without CLS, so the LLM sees 576 visual tokens.
+  projector reads layer -2 (penultimate) without CLS, so the LLM sees 576 visual tokens. The image
+  placeholder id is 31999 inside the 32000-token vocabulary (HF's llava-1.5 adds token 32000 and pads the
+  vocabulary to 32064; the original repository splices at index -200) -- a convention, not a shape.
 * ``LVLMConfig.qwen2_5_vl_7b()``: exact decoder shapes (28 layers, hidden 3584, 28 q / 4 kv heads,
   18944 intermediate, vocab 152064, qkv bias, rope theta 1e6) and vision width/depth/heads/MLP
   (32 layers, 1280, 16 heads, SwiGLU 3420, RMSNorm) and the 2x2 patch merger (5120 -> 5120 -> 3584).

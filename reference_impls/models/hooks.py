@@ -21,7 +21,11 @@ Positions travel with tokens (``position_mode="keep"`` preserves gaps) or are re
 decoding continues the numbering of each layer.
 
 Hooks see a ``TokenState`` (ragged, right-padded) and use the helpers below, which are built on
-``reference_impls.ops`` (``select_topk``, ``gather_tokens``).
+``reference_impls.ops`` (``select_topk``, ``gather_tokens``): ``last_token_rows``, ``head_mean``,
+``keep_text_and_top_visual`` / ``select_visual`` (protect text, top-k visual), ``prune_state`` (keep indices,
+``position_mode``), ``insert_tokens`` (add merged tokens at a slot), ``contiguous_positions``. Hooks act on
+the *chunk* only; with ``state.phase == "extend"`` (a chunk after a non-empty cache) the built-in techniques
+do nothing.
 """
 from __future__ import annotations
 

@@ -21,6 +21,8 @@ Layout and terms
     next update). ``key_positions`` ([B, Lk] or [B, Hkv, Lk], -1 where invalid) are the RoPE positions
     of the stored keys -- informational (position gaps after pruning are fine: masking is by slot).
 ``lengths(layer) -> LongTensor [B] | [B, Hkv]``: committed valid slots.
+``max_length_bound(layer) -> int``: a host-side upper bound of ``lengths(layer).max()`` (no device sync);
+    0 must mean "empty" -- the decoder then uses SDPA's causal fast path for the chunk.
 ``wants_scores(layer, n_new, chunk_len) -> BoolTensor[B, chunk_len] | None``
     A cache that needs attention statistics (H2O, SnapKV ...) returns the chunk rows whose attention
     probabilities it wants summed. The decoder then calls
@@ -34,7 +36,8 @@ Layout and terms
     unless a prefill hook re-indexed positions contiguously (PyramidDrop), in which case the decoder
     stores ``kept - original`` so that decode continues the contiguous numbering at that layer.
 ``rollback(n)``: forget the last ``n`` (int or [B]) committed tokens in every layer (speculative
-    decoding). ``capacity``: max slots per row.
+    decoding). ``capacity``: max slots per row. ``next_position`` is set by the decoder to the logical
+    position of the chunk's last valid token + 1 (with tree chunks, set it yourself after acceptance).
 
 Compressed caches subclass ``KVCache`` (it holds the shared bookkeeping: ``rope_shift``,
 ``next_position`` -- the logical position of the next token, maintained by the decoder) and override

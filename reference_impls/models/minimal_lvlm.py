@@ -77,7 +77,7 @@ def sdpa_attend(q: Tensor, kv: AttendKV, empty_cache: bool, chunk_mask: Optional
     B, Hq, T, D = q.shape
     Hkv, Lk = kv.k.shape[1], kv.k.shape[2]
     G = Hq // Hkv
-    if empty_cache and chunk_mask is None:
+    if empty_cache and chunk_mask is None and Lk == T and kv.kv_lengths.dim() == 1:
         # cache was empty: Lk == T and right padding never leaks into valid rows under a causal mask
         return F.scaled_dot_product_attention(q, kv.k, kv.v, is_causal=True, enable_gqa=G > 1)
     mask = chunk_attention_mask(kv.kv_lengths, T, Lk, chunk_mask)            # [B, h, T, Lk]
