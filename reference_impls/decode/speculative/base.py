@@ -107,11 +107,13 @@ def autoregressive_generate(model: SpecLM, prompt_ids: torch.Tensor, max_new_tok
     return torch.tensor(out, dtype=torch.long)
 
 
-def prefill_pair(target: SpecLM, draft: SpecLM, prompt_ids, target_kwargs=None, draft_kwargs=None) -> torch.Tensor:
+def prefill_pair(target: SpecLM, draft: SpecLM, prompt_ids, target_kwargs=None, draft_kwargs=None,
+                 target_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Prefill both models on fresh caches; ``draft_kwargs`` may carry its own ``prompt_ids`` (e.g. fewer image
-    placeholders after SpecVLM pruning). Returns the target's last-token logits ``[V]``."""
+    placeholders after SpecVLM pruning). ``target_logits`` given = the target was already prefilled by the
+    caller (SpecVLM's two-stage prefill) and these are its last-token logits. Returns the target's ``[V]``."""
     dkw = dict(draft_kwargs or {})
     draft_prompt = dkw.pop("prompt_ids", prompt_ids)
-    logits = target.prefill(prompt_ids, **(target_kwargs or {}))
+    logits = target_logits if target_logits is not None else target.prefill(prompt_ids, **(target_kwargs or {}))
     draft.prefill(draft_prompt, **dkw)
     return logits

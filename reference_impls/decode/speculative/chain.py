@@ -66,7 +66,8 @@ def speculative_generate(target: SpecLM, draft: SpecLM, prompt_ids: torch.Tensor
                          adaptive: bool = False, k_min: int = 1, k_max: int = 8, greedy: bool = True,
                          temperature: float = 1.0, generator: Optional[torch.Generator] = None,
                          eos_token_id: Optional[int] = None, impl: str = "auto", verify_fn=None,
-                         target_prefill_kwargs: Optional[dict] = None, draft_prefill_kwargs: Optional[dict] = None):
+                         target_prefill_kwargs: Optional[dict] = None, draft_prefill_kwargs: Optional[dict] = None,
+                         target_prefill_logits: Optional[torch.Tensor] = None):
     """Generate with chain speculative decoding. Both models start with empty caches.
 
     ``verify_fn`` (optional) replaces ``chain_verify`` with the same signature plus ``step_context``
@@ -77,7 +78,8 @@ def speculative_generate(target: SpecLM, draft: SpecLM, prompt_ids: torch.Tensor
     if not 1 <= k_min <= k <= k_max:
         raise ValueError(f"need 1 <= k_min <= k <= k_max, got k_min={k_min}, k={k}, k_max={k_max}")
     stats = SpecStats()
-    logits = prefill_pair(target, draft, prompt_ids, target_prefill_kwargs, draft_prefill_kwargs)
+    logits = prefill_pair(target, draft, prompt_ids, target_prefill_kwargs, draft_prefill_kwargs,
+                          target_prefill_logits)
     stats.target_calls += 1
     stats.draft_calls += 1
     first = logits.argmax() if greedy else sample(logits_to_probs(logits, temperature), generator)

@@ -186,12 +186,14 @@ def speculative_generate_tree(target: SpecLM, draft: SpecLM, prompt_ids: torch.T
                               choices: Sequence[Sequence[int]] = DEFAULT_CHOICES, greedy: bool = True,
                               temperature: float = 1.0, generator: Optional[torch.Generator] = None,
                               eos_token_id: Optional[int] = None, impl: str = "auto",
-                              target_prefill_kwargs: Optional[dict] = None, draft_prefill_kwargs: Optional[dict] = None):
+                              target_prefill_kwargs: Optional[dict] = None, draft_prefill_kwargs: Optional[dict] = None,
+                              target_prefill_logits: Optional[torch.Tensor] = None):
     """Tree speculative decoding. Returns ``(tokens [n] int64, SpecStats)``."""
     check_prompt(prompt_ids, max_new_tokens)
     tree = build_tree(*tree_from_choices(choices))
     stats = SpecStats()
-    logits = prefill_pair(target, draft, prompt_ids, target_prefill_kwargs, draft_prefill_kwargs)
+    logits = prefill_pair(target, draft, prompt_ids, target_prefill_kwargs, draft_prefill_kwargs,
+                          target_prefill_logits)
     stats.target_calls += 1
     stats.draft_calls += 1
     first = logits.argmax() if greedy else sample(logits_to_probs(logits, temperature), generator)
