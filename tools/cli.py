@@ -19,6 +19,13 @@ COMMAND_MODULES = [
     "tools.commands.schema",
     "tools.commands.import_",
     "tools.commands.reconcile",
+    "tools.commands.site",
+    "tools.commands.bib",
+    "tools.commands.readme",
+    "tools.commands.add",
+    "tools.commands.enrich",
+    "tools.commands.discover",
+    "tools.commands.triage",
 ]
 
 

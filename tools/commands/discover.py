@@ -1,0 +1,163 @@
+"""``python -m tools discover --since DATE``: find new arXiv papers for the catalogue and queue them for triage.
+
+One arXiv query per technique (cs.CV, cs.CL, cs.LG, cs.AI by default), made of the keywords taxonomy.yaml attaches to
+it (every content word of a keyword must occur in the abstract) and the submission-date window. Papers the catalogue
+already has (arXiv id, DOI or a near-duplicate title), rejected ones (tools/data/triage_rejected.yaml) and queued ones
+are dropped; the rest are ranked by relevance (tools/placement_suggest.py) and added to the triage queue
+(tools/data/triage_queue.yaml) with a suggested placement. Review them with ``python -m tools triage``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sys
+from pathlib import Path
+
+from tools.arxiv_source import add_source_options, reports_remote_failures, source_from_args
+from tools.citekeys import STOPWORDS
+from tools.cli import UserError
+from tools.paths import PAPERS_DIR, display_path
+from tools.placement_suggest import suggest_placement
+from tools.taxonomy import load_taxonomy
+from tools.triage_state import Candidate, add_state_options, read_queue, read_rejected, write_queue
+from tools.validate import near_duplicate_pairs, paper_files, validate_catalogue
+
+NAME = "discover"
+HELP = "query arXiv with the taxonomy's keywords and queue new candidates for triage"
+DEFAULT_CATEGORIES = ["cs.CV", "cs.CL", "cs.LG", "cs.AI"]
+
+
+def configure(parser) -> None:
+    parser.add_argument("--since", required=True, help="first submission date to consider (YYYY-MM-DD)")
+    parser.add_argument("--until", help="last submission date (YYYY-MM-DD, default today)")
+    parser.add_argument("--category", action="append", dest="categories", metavar="CAT",
+                        help=f"arXiv category to search (repeat; default {' '.join(DEFAULT_CATEGORIES)})")
+    parser.add_argument("--technique", action="append", default=[], metavar="ID",
+                        help="only these techniques' keywords (repeat; default all)")
+    parser.add_argument("--max-per-technique", type=int, default=100, metavar="N",
+                        help="results read per technique query (default 100)")
+    parser.add_argument("--min-relevance", type=float, default=1.0,
+                        help="drop candidates scoring below this (default 1.0)")
+    parser.add_argument("--papers-dir", type=Path, default=PAPERS_DIR, help="where the entries live (default papers/)")
+    parser.add_argument("--dry-run", action="store_true", help="list the candidates, leave the queue alone")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_state_options(parser)
+    add_source_options(parser)
+
+
+def _date(text: str | None, option: str) -> dt.date:
+    if text is None:
+        return dt.date.today()
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"{option} {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def keyword_clause(keyword: str) -> str:
+    """A taxonomy keyword as an arXiv query: every content word in the abstract."""
+    words = [w for w in re.findall(r"[A-Za-z0-9]+", keyword) if w.lower() not in STOPWORDS]
+    return "(" + " AND ".join(f"abs:{w}" for w in words) + ")"
+
+
+def build_query(keywords: list[str], categories: list[str], since: dt.date, until: dt.date) -> str:
+    cats = " OR ".join(f"cat:{c}" for c in categories)
+    words = " OR ".join(keyword_clause(k) for k in keywords)
+    return f"({cats}) AND ({words}) AND submittedDate:[{since:%Y%m%d}0000 TO {until:%Y%m%d}2359]"
+
+
+@reports_remote_failures
+def run(args) -> int:
+    since, until = _date(args.since, "--since"), _date(args.until, "--until")
+    if since > until:
+        raise UserError(f"--since {since} is after --until {until}")
+    if args.max_per_technique < 1:
+        raise UserError("--max-per-technique must be at least 1")
+    categories = args.categories or DEFAULT_CATEGORIES
+    bad = [c for c in categories if not re.fullmatch(r"[a-z-]+(\.[A-Za-z-]+)?", c)]
+    if bad:
+        raise UserError(f"not arXiv categories: {', '.join(bad)} (e.g. cs.CV)")
+    taxonomy = load_taxonomy()
+    unknown = [t for t in args.technique if t not in taxonomy.technique_by_id]
+    if unknown:
+        raise UserError(f"unknown technique(s) {', '.join(unknown)} (see techniques in taxonomy.yaml)")
+    techniques = [taxonomy.technique_by_id[t] for t in args.technique] or list(taxonomy.techniques)
+    queue = read_queue(args.queue)
+    rejected = {r.arxiv for r in read_rejected(args.rejected)}
+    catalogue = validate_catalogue(paper_files(args.papers_dir), taxonomy)
+    catalogued_ids = {p.arxiv for p in catalogue.papers.values() if p.arxiv}
+    catalogued_dois = {p.doi.lower() for p in catalogue.papers.values() if p.doi}
+
+    source = source_from_args(args)
+    found: dict = {}
+    iterator = techniques
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(techniques, unit="query", desc="arXiv", file=sys.stderr, disable=None, leave=False)
+    results = 0
+    for technique in iterator:
+        query = build_query(list(technique.keywords), categories, since, until)
+        records = source.search(query, args.max_per_technique, label=f"{technique.id} since {since}")
+        results += len(records)
+        for record in records:
+            found.setdefault(record.arxiv, record)
+
+    dropped = {"catalogued": 0, "rejected": 0, "queued": 0, "outside the dates or categories": 0,
+               "below the relevance threshold": 0}
+    queued = {c.arxiv for c in queue}
+    fresh = []
+    for record in found.values():
+        if record.arxiv in catalogued_ids or (record.doi and record.doi.lower() in catalogued_dois):
+            dropped["catalogued"] += 1
+        elif record.arxiv in rejected:
+            dropped["rejected"] += 1
+        elif record.arxiv in queued:
+            dropped["queued"] += 1
+        elif not (since <= record.first_version <= until) or not set(record.categories) & set(categories):
+            dropped["outside the dates or categories"] += 1
+        elif not record.withdrawn:
+            fresh.append(record)
+    duplicates = _near_duplicates(fresh, catalogue.papers)
+    dropped["catalogued"] += len(duplicates)
+    today = dt.date.today()
+    new = []
+    for record in fresh:
+        if record.arxiv in duplicates:
+            continue
+        suggestion = suggest_placement(record.title, record.abstract, taxonomy)
+        if suggestion.relevance < args.min_relevance:
+            dropped["below the relevance threshold"] += 1
+            continue
+        new.append(Candidate(record=record, relevance=suggestion.relevance, discovered=today,
+                             matched=suggestion.matched, techniques=suggestion.techniques, cells=suggestion.cells,
+                             modality=suggestion.modality))
+    # The queue keeps its candidates, minus those catalogued or rejected since.
+    kept = [c for c in queue if c.arxiv not in catalogued_ids and c.arxiv not in rejected]
+    pruned = len(queue) - len(kept)
+    print(f"{len(techniques)} quer{'y' if len(techniques) == 1 else 'ies'}, {results} results, {len(found)} papers; "
+          f"{len(new)} new candidate(s)"
+          + "".join(f"; {n} {why}" for why, n in dropped.items() if n)
+          + (f"; {pruned} queued candidate(s) now catalogued or rejected, removed" if pruned else ""))
+    for cand in sorted(new, key=lambda c: (-c.relevance, c.arxiv))[:20]:
+        print(f"  {cand.relevance:5.2f}  {cand.arxiv}  {cand.record.title}  -> {'+'.join(cand.techniques)}")
+    if args.dry_run:
+        print("dry run: the queue is unchanged")
+        return 0
+    if new or pruned:
+        write_queue(kept + new, args.queue)
+        print(f"queue: {display_path(args.queue)} ({len(kept) + len(new)} candidate(s)); "
+              "review with `python -m tools triage`")
+    return 0
+
+
+def _near_duplicates(records, papers) -> set[str]:
+    """arXiv ids of records whose titles are near-duplicates of catalogued titles."""
+    titles = {pid: p.title for pid, p in papers.items()}
+    keys = {f"\0{r.arxiv}": r.arxiv for r in records}
+    titles.update({key: r.title for key, r in zip(keys, records)})
+    out = set()
+    for a, b, _ in near_duplicate_pairs(titles):
+        if (a in keys) != (b in keys):
+            out.add(keys[a] if a in keys else keys[b])
+    return out

@@ -1,0 +1,140 @@
+"""The triage state shared by ``discover`` and ``triage``: a queue of candidates and a list of rejected papers.
+
+``tools/data/triage_queue.yaml`` holds the candidates ``discover`` found, best first, each with what arXiv said about
+it (so ``triage --accept`` creates the entry offline) and the suggested placement. ``tools/data/triage_rejected.yaml``
+remembers every rejected arXiv id, so ``discover`` never proposes it again. Both are written atomically.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools.arxiv_source import ArxivRecord
+from tools.paths import ROOT, display_path
+from tools.problems import Problem, ProblemError
+from tools.schema import ARXIV_NEW, ARXIV_OLD
+from tools.yamlio import atomic_write, dump_yaml, line_of, load_yaml_with_lines
+
+QUEUE_PATH = ROOT / "tools" / "data" / "triage_queue.yaml"
+REJECTED_PATH = ROOT / "tools" / "data" / "triage_rejected.yaml"
+
+QUEUE_HEADER = (
+    "# Candidates for the catalogue found on arXiv by `python -m tools discover`, most relevant first.\n"
+    "# Review them with `python -m tools triage` (--accept ID / --reject ID --reason TEXT).\n"
+)
+REJECTED_HEADER = (
+    "# arXiv papers rejected in triage (`python -m tools triage --reject`): `discover` never proposes them again.\n"
+)
+
+
+@dataclass
+class Candidate:
+    record: ArxivRecord
+    relevance: float
+    discovered: dt.date
+    matched: list[str] = field(default_factory=list)
+    techniques: list[str] = field(default_factory=list)
+    cells: list[str] = field(default_factory=list)
+    modality: list[str] = field(default_factory=list)
+
+    @property
+    def arxiv(self) -> str:
+        return self.record.arxiv
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "arxiv": self.record.arxiv,
+            "title": self.record.title,
+            "relevance": self.relevance,
+            "discovered": _fresh(self.discovered),
+            "url": self.record.url,
+            "suggested": {"techniques": self.techniques, "cells": self.cells, "modality": self.modality},
+            "matched_keywords": self.matched,
+            "record": self.record.to_data(),
+        }
+
+
+@dataclass
+class Rejection:
+    arxiv: str
+    title: str
+    date: dt.date
+    reason: str | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        data = {"arxiv": self.arxiv, "title": self.title, "date": _fresh(self.date), "reason": self.reason}
+        return {k: v for k, v in data.items() if v is not None}
+
+
+def _fresh(day: dt.date) -> dt.date:
+    """A new date object: the YAML dumper writes a repeated object as an anchor and aliases (&id001 / *id001)."""
+    return dt.date(day.year, day.month, day.day)
+
+
+def _load_list(path: Path, key: str) -> tuple[list, Any, str]:
+    shown = display_path(path)
+    if not Path(path).exists():
+        return [], {}, shown
+    data, lines = load_yaml_with_lines(path)
+    if data is None:
+        return [], lines, shown
+    if not isinstance(data, dict) or not isinstance(data.get(key, []), list):
+        raise ProblemError([Problem(shown, 1, key, f"the file must be a mapping with a list under {key!r}")])
+    return data.get(key) or [], lines, shown
+
+
+def _arxiv_id(value: Any, shown: str, line: int) -> str:
+    if not isinstance(value, str) or not (ARXIV_NEW.match(value) or ARXIV_OLD.match(value)):
+        raise ProblemError([Problem(shown, line, "arxiv", f"{value!r} is not an arXiv id (quote it)")])
+    return value
+
+
+def read_queue(path: Path = QUEUE_PATH) -> list[Candidate]:
+    items, lines, shown = _load_list(path, "candidates")
+    out = []
+    for i, item in enumerate(items):
+        line = line_of(lines, ("candidates", i))
+        try:
+            _arxiv_id(item.get("arxiv"), shown, line)
+            suggested = item.get("suggested") or {}
+            out.append(Candidate(
+                record=ArxivRecord.from_data(item["record"]), relevance=float(item.get("relevance", 0)),
+                discovered=item.get("discovered") or dt.date.today(), matched=list(item.get("matched_keywords") or []),
+                techniques=list(suggested.get("techniques") or []), cells=list(suggested.get("cells") or []),
+                modality=list(suggested.get("modality") or []),
+            ))
+        except ProblemError:
+            raise
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ProblemError([Problem(shown, line, f"candidates.{i}", f"unreadable candidate ({exc})")]) from None
+    return out
+
+
+def write_queue(candidates: list[Candidate], path: Path = QUEUE_PATH) -> None:
+    ordered = sorted(candidates, key=lambda c: (-c.relevance, c.arxiv))
+    atomic_write(path, QUEUE_HEADER + dump_yaml({"candidates": [c.to_data() for c in ordered]}))
+
+
+def read_rejected(path: Path = REJECTED_PATH) -> list[Rejection]:
+    items, lines, shown = _load_list(path, "rejected")
+    out = []
+    for i, item in enumerate(items):
+        line = line_of(lines, ("rejected", i))
+        if not isinstance(item, dict):
+            raise ProblemError([Problem(shown, line, f"rejected.{i}", "each rejection is a mapping")])
+        out.append(Rejection(arxiv=_arxiv_id(item.get("arxiv"), shown, line), title=str(item.get("title", "")),
+                             date=item.get("date") or dt.date.today(), reason=item.get("reason")))
+    return out
+
+
+def write_rejected(rejections: list[Rejection], path: Path = REJECTED_PATH) -> None:
+    atomic_write(path, REJECTED_HEADER + dump_yaml({"rejected": [r.to_data() for r in rejections]}))
+
+
+def add_state_options(parser) -> None:
+    parser.add_argument("--queue", type=Path, default=QUEUE_PATH,
+                        help=f"the triage queue (default {display_path(QUEUE_PATH)})")
+    parser.add_argument("--rejected", type=Path, default=REJECTED_PATH,
+                        help=f"the rejected papers (default {display_path(REJECTED_PATH)})")
