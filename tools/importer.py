@@ -50,7 +50,7 @@ from tools.yamlio import atomic_write, dump_entry, line_of, load_yaml_with_lines
 
 CURATED_PLACEMENTS = ROOT / "tools" / "data" / "curated_placements.yaml"
 CURATED_SOURCE = "tools/data/curated_placements.yaml"
-LIST_SOURCE = re.compile(r"^[\w.-]+/[\w.-]+:[^@]+@[0-9a-f]{7,40}\b")  # owner/repo:path@commit
+LIST_SOURCE = re.compile(r"(?:^|\()[\w.-]+/[\w.-]+:[^@\s]+@[0-9a-f]{7,40}\b")  # owner/repo:path@commit
 
 
 # ============================================================================================ input rows
@@ -445,19 +445,31 @@ class Record:
             out.append(self.authors.row.title_in_source)
         return out
 
-    def input_sources(self) -> set[str]:
-        """Every source string this paper's rows cite (provenance values the importer itself writes)."""
-        out = {CURATED_SOURCE}
-        for s in self.seeds:
-            out |= {s.row.source, s.row.code_url_from or "", s.row.arxiv_id_from or ""}
-        if self.authors:
-            out.add(self.authors.row.source)
-        if self.verified:
-            v = self.verified.row
-            out |= {x for x in v.sources.values() if x} | {v.venue_source or "", v.code_source or ""}
-            out |= {s for s in _verified_derived_sources(v)}
-        out.discard("")
-        return out
+    def rank(self, provenance: str | None) -> int | None:
+        """The authority of a provenance value among this paper's inputs: 4 the curated-placements file, 3 a
+        verified page, 2 an author list, 1 a paper list, 0 nothing recorded yet; None when it names no input
+        (a person wrote it, or it came from an input not given this time)."""
+        if provenance is None or provenance.startswith("not decided yet"):
+            return 0
+        if CURATED_SOURCE in provenance:
+            return 4
+        v = self.verified.row if self.verified else None
+        verified = {x for x in ([*v.sources.values(), v.venue_source, v.code_source] if v else []) if x}
+        if v:
+            verified |= set(_verified_derived_sources(v))
+        authors = {self.authors.row.source} if self.authors else set()
+        lists = {x for s in self.seeds for x in (s.row.source, s.row.code_url_from, s.row.arxiv_id_from) if x}
+
+        def cites(pool: set[str]) -> bool:
+            return provenance in pool or any(len(x) > 12 and x in provenance for x in pool)
+
+        if cites(verified):
+            return 3
+        if cites(authors):
+            return 2
+        if cites(lists) or LIST_SOURCE.search(provenance):
+            return 1
+        return None
 
 
 def _verified_derived_sources(v: VerifiedRow) -> list[str]:
@@ -720,8 +732,7 @@ class Importer:
                                            + ([(a.source, a.title_in_source)] if a and a.title_in_source else []))
             if named:
                 prov["title"], data["title"] = named
-        else:
-            raise ProblemError([Problem(rec.verified.file, rec.verified.line, "title", "the verified row has no title")])
+        # else: a correction row without a title; it can only update an existing entry (checked in plan_import)
         for s in rec.seeds:
             title_values.setdefault(s.row.source, s.row.title)
             if s.row.source in title_values and title_values[s.row.source] != s.row.title:
@@ -730,13 +741,13 @@ class Importer:
             title_values.setdefault(a.source, a.title_in_source)
         if v and "title" in v._superseded:
             title_values.setdefault(*v._superseded["title"])
-        if v and v.title and v.sources.get("title"):
+        if v and v.title and v.sources.get("title") and "title" in data:
             title_values[v.sources["title"]] = data["title"]
         variants = {}
         for src, t in title_values.items():
             if not any(_same_title(t, u) for u in variants.values()):
                 variants[src] = t
-        if len(variants) > 1:
+        if len(variants) > 1 and "title" in data:
             merged = len(rec.seeds) > 1
             if v and v.title and prov["title"] != getattr(seed, "source", None):
                 why = "the official title on the paper's own page"
@@ -804,7 +815,7 @@ class Importer:
             data["authors_status"] = "truncated" if a.authors_truncated else "complete"
             if dropped:
                 self.notes.append(f"{rec.authors.where}: author(s) listed twice, kept once: {dropped}")
-        else:
+        elif rec.seeds:
             data["authors"], data["authors_status"] = [], "unknown"
         if a and a.conflicting_sources and data["authors_status"] != "unknown":
             values = {a.source: ", ".join(a.authors)}
@@ -869,13 +880,15 @@ class Importer:
                 src, data["venue"] = next(iter(venue_values.items()))
                 prov["venue"] = src
                 why = "no source names a conference or journal"
-            else:
+            elif seed:
                 data["venue"] = PREPRINT
-                prov["venue"] = f"no source read so far names a venue ({seed.source})" if seed else "no venue stated"
+                prov["venue"] = f"no source read so far names a venue ({seed.source})"
+                why = ""
+            else:  # a correction row that says nothing about the venue
                 why = ""
         if len(set(venue_values.values())) > 1:
             dis.append({"field": "venue", "values": venue_values, "kept": data["venue"], "why": why})
-        parsed = self.tax.parse_venue(data["venue"]) if data["venue"] != PREPRINT else None
+        parsed = self.tax.parse_venue(data["venue"]) if data.get("venue", PREPRINT) != PREPRINT else None
         v1 = _date(v.v1_date) if v else None
         if v1:
             data["first_version"], prov["first_version"] = v1, v.sources.get("v1_date") or verified_page
@@ -889,9 +902,7 @@ class Importer:
             data["year"], prov["year"] = 2000 + int(data["arxiv"][:2]), prov["arxiv"]
         elif seed and seed.year:
             data["year"], prov["year"] = seed.year, seed.source
-        else:
-            raise ProblemError([Problem(*_file_line(rec.where), "year",
-                                        "no year: the row has neither a year, a venue year nor an arXiv id")])
+        # else: no year; enough to update an existing entry, not to create one (checked in plan_import)
 
         # code ---------------------------------------------------------------
         code_values: dict[str, str] = {}
@@ -958,7 +969,8 @@ class Importer:
                 data["claims"] = claims
                 prov["claims"] = claims[0]["source"]
 
-        verified_on = _date(v.verified_on) if v else None
+        # a verifier who found nothing (every fact null) did not verify the entry
+        verified_on = _date(v.verified_on) if v and (v.title or v.authors or is_arxiv_id(v.arxiv_id)) else None
         return Proposal(data=data, provenance=prov, disagreements=dis, verified_on=verified_on)
 
     # ---------------------------------------------------------------- placement
@@ -973,7 +985,7 @@ class Importer:
         data, prov = prop.data, prop.provenance
         seed = rec.primary
         v = rec.verified.row if rec.verified else None
-        curated = self.curated_for(rec, paper_id, data.get("arxiv"))
+        curated = self.curated_for(rec, paper_id, data.get("arxiv") or (existing.arxiv if existing else None))
         decision = curated[0] if curated else None
         survey_maps: list[CategoryMapping] = []
         if seed and seed.survey_placement:
@@ -1121,79 +1133,75 @@ FILL_ONLY_FIELDS = ("summary", "claims")
 PRESERVED_FIELDS = ("reference_impls", "frontiers", "distinct_from", "bibtex_key")
 
 
-def _importer_wrote(provenance: str | None, sources: set[str]) -> bool:
-    """A placement, modality or training value whose provenance is one the importer writes (it cites an input)."""
-    if provenance is None:
-        return True
-    return (provenance in sources or CURATED_SOURCE in provenance or provenance.startswith("not decided yet")
-            or any(s in provenance for s in sources if len(s) > 12)
-            or re.search(r"[\w.-]+/[\w.-]+:[^@\s]+@[0-9a-f]{7,40}", provenance) is not None)
-
-
-def _owned(existing_source: str | None, rec_sources: set[str], new_source: str | None) -> bool:
-    """May the importer replace a value whose provenance is ``existing_source``?"""
-    if existing_source is None:
-        return True
-    if existing_source in rec_sources:
-        return True
-    # a value read from a paper list gives way to a fact read on the paper's own page
-    return bool(LIST_SOURCE.match(existing_source) and new_source and not LIST_SOURCE.match(new_source))
-
-
 def merge_with_existing(old: Paper, prop: Proposal, rec: Record) -> tuple[dict[str, Any], list[str]]:
-    """The entry data after re-import, and a line per human-set value that was kept against a different proposal."""
+    """The entry data after re-import, and a line per value that was kept against a different proposal.
+
+    A value is replaced only when the importer can tell where it came from (its provenance names one of this
+    paper's inputs, or a paper list) and the proposal comes from a source of at least the same authority:
+    verified page > author list > paper list. A value whose source is not among the inputs (set by hand, or read
+    from a verified file not passed this time) is kept.
+    """
     data = old.model_dump(mode="python")
     prov = dict(old.provenance)
     kept: list[str] = []
-    sources = rec.input_sources()
+    kept_fields: set[str] = set()
     new = prop.data
-    for name in FACT_FIELDS:
+    for name in FACT_FIELDS + ("modality", "training"):
         if name not in new:
             continue
-        value = new[name]
-        prov_key = "authors" if name == "authors" else name
-        current = data.get(name)
-        if name == "code":
-            current = [c for c in (current or [])]
-        if current in (None, [], "") or _owned(prov.get(prov_key), sources, prop.provenance.get(prov_key)):
+        value, current = new[name], data.get(name)
+        old_rank, new_rank = rec.rank(prov.get(name)), rec.rank(prop.provenance.get(name))
+        if _comparable(current) == _comparable(value):
+            if name in prop.provenance and old_rank is not None and new_rank is not None and new_rank >= old_rank:
+                prov[name] = prop.provenance[name]
+            continue
+        if current in (None, [], "") or (old_rank is not None and new_rank is not None and new_rank >= old_rank):
             data[name] = value
             if name == "authors":
                 data["authors_status"] = new["authors_status"]
-            if prov_key in prop.provenance:
-                prov[prov_key] = prop.provenance[prov_key]
-        elif _comparable(current) != _comparable(value):
-            kept.append(f"{name}: kept {_short(current)} (set by hand: {prov.get(prov_key, 'no provenance')}); "
-                        f"inputs propose {_short(value)} ({prop.provenance.get(prov_key)})")
-    if new.get("authors_status") == "unknown" and not data.get("authors"):
-        data["authors_status"] = "unknown"
-    for name in FILL_ONLY_FIELDS:
+            if name in prop.provenance:
+                prov[name] = prop.provenance[name]
+            else:
+                prov.pop(name, None)
+        else:
+            kept_fields.add(name)
+            kept.append(f"{name}: kept {_short(current)} ({prov.get(name, 'no provenance')}, not among these "
+                        f"inputs or of higher authority); inputs propose {_short(value)} ({prop.provenance.get(name)})")
+    for name in FILL_ONLY_FIELDS:  # filled when empty, never overwritten
         if name in new and not data.get(name):
             data[name] = new[name]
             prov[name] = prop.provenance[name]
-        elif name in new and _comparable(data.get(name)) != _comparable(new[name]) and not _owned(
-                prov.get(name), set(), None):
-            pass  # filled earlier (by hand or by an earlier import): never overwritten
-    # placement, modality, training
-    placement_source = prov.get("placement", "")
-    owned_placement = old.placement.method in ("survey", "mapped") or CURATED_SOURCE in placement_source
-    for name in ("placement", "modality", "training"):
-        owned = owned_placement if name == "placement" else _importer_wrote(prov.get(name), sources)
-        if owned or data.get(name) in (None, []):
-            data[name] = new[name]
-            if name in prop.provenance:
-                prov[name] = prop.provenance[name]
-            elif name in prov and name != "placement":
-                prov.pop(name)
-        elif _comparable(data.get(name)) != _comparable(new[name]):
-            kept.append(f"{name}: kept {_short(data.get(name))} (curated); inputs propose {_short(new[name])}")
-    # disagreements: the importer's own, plus any added by hand
-    own = prop.disagreements
-    own_keys = {_dis_key(d) for d in own}
-    hand = [d for d in data.get("disagreements") or []
-            if _dis_key(d) not in own_keys and not set(d["values"]) <= sources | {s for s in sources}]
-    data["disagreements"] = own + hand
+    # placement: recomputed when the importer decided it (survey, mapped, or the curated-placements file)
+    if old.placement.method in ("survey", "mapped") or CURATED_SOURCE in prov.get("placement", ""):
+        data["placement"] = new["placement"]
+        if "placement" in prop.provenance:
+            prov["placement"] = prop.provenance["placement"]
+    elif _comparable(data["placement"]) != _comparable(new["placement"]):
+        kept.append(f"placement: kept {_short(data['placement'])} (curated in the entry); inputs propose "
+                    f"{_short(new['placement'])}")
+    data["disagreements"] = _merge_disagreements(data.get("disagreements") or [], prop.disagreements, rec,
+                                                 {"code" if f == "code" else f for f in kept_fields})
     data["provenance"] = prov
     return data, kept
+
+
+def _merge_disagreements(existing: list[dict], own: list[dict], rec: Record, kept_fields: set[str]) -> list[dict]:
+    """The importer's disagreements, plus existing ones it cannot reproduce from these inputs (added by hand, or
+    recorded from a verified file not passed this time). For a field whose value was kept against the inputs, the
+    existing disagreements stay as they are; an own disagreement equal to an existing one (same values and kept
+    value) keeps the existing wording; one that an existing one already covers is left out."""
+    own = [d for d in own if d["field"] not in kept_fields]
+    same = {(_dis_key(e), e["kept"]): e for e in existing}
+    own = [same.get((_dis_key(d), d["kept"]), d) for d in own]
+    own_keys = {_dis_key(d) for d in own}
+    carried = [d for d in existing if _dis_key(d) not in own_keys
+               and (d["field"] in kept_fields or any(rec.rank(k) is None for k in d["values"]))]
+    covered = [
+        d for d in own
+        if any(e["field"] == d["field"] and set(d["values"].items()) <= set(e["values"].items()) for e in carried)
+    ]
+    chosen = [d for d in own if d not in covered] + carried
+    return [e for e in existing if e in chosen] + [d for d in chosen if d not in existing]  # existing order first
 
 
 def _dis_key(d: dict) -> tuple:
@@ -1278,6 +1286,11 @@ def plan_import(
             continue
         if match:
             claimed[match] = rec.where
+        if match is None and ("title" not in prop.data or "year" not in prop.data):
+            missing = " and ".join(f for f in ("title", "year") if f not in prop.data)
+            problems.append(Problem(*_file_line(rec.where), "", f"no {missing}: the inputs give neither (nor a venue "
+                                    "year or arXiv id), so no new entry can be made, and no existing entry matches"))
+            continue
         if rec.seeds == [] and match is None and not importer.curated_for(rec, None, prop.data.get("arxiv")):
             problems.append(Problem(*_file_line(rec.where), "", "a verified paper that is new to the catalogue needs "
                                     f"a placement decision in {CURATED_SOURCE}"))
@@ -1300,6 +1313,9 @@ def plan_import(
             path = existing.files[match]
         else:
             data, kept = dict(prop.data), []
+            if "authors" not in data:
+                data["authors"], data["authors_status"] = [], "unknown"
+            data.setdefault("venue", PREPRINT)
             data["id"] = pid
             data["provenance"] = prop.provenance
             data["disagreements"] = prop.disagreements
@@ -1371,7 +1387,7 @@ def _match(rec: Record, prop: Proposal, index: dict[tuple, str]) -> str | None:
     """The existing entry describing this paper: by arXiv id, then DOI, then a normalised title."""
     keys = [("arxiv", a) for a in ([prop.data.get("arxiv")] + rec.arxiv_ids()) if a]
     keys += [("doi", d) for d in ([prop.data["doi"].lower()] if prop.data.get("doi") else []) + rec.dois()]
-    keys += [("title", normalise_title(t)) for t in [prop.data["title"], *rec.titles()]]
+    keys += [("title", normalise_title(t)) for t in [prop.data.get("title"), *rec.titles()] if t]
     for key in keys:
         if key in index:
             return index[key]
