@@ -125,3 +125,131 @@ def test_text_only_prompt_raises_compression_error():
     with pytest.raises(CompressionError):
         with torch.no_grad(), FastVAdapter(model, k=2, ratio=0.5):
             model(input_ids=torch.tensor([[1, 5, 6, 7]]))
+
+
+# ---------------------------------------------------------------------------------------------------------- VisionZip
+def _reference_visionzip_logits(model, inputs, dominant, contextual):
+    """Independent VisionZip-on-Qwen prefill: scores/keys of the last vision block from an unmodified run, naive
+    VisionZip per image, then a manual eager decoder loop on the kept rows at their original M-RoPE positions."""
+    import copy
+
+    from reference_impls.adapters.hf_qwen2_vl import vision_block_qk, vision_window_order
+    from reference_impls.encode import visionzip as vz
+
+    model = copy.deepcopy(model)
+    set_attention(model, "eager")
+    visual = model.model.visual
+    lm = model.model.language_model
+    grabbed = {}
+
+    def grab_block(module, args, kwargs):
+        grabbed["block"] = (args[0], dict(kwargs))
+
+    def grab_lm(module, args, kwargs):
+        grabbed["embeds"] = kwargs["inputs_embeds"]
+
+    def grab_layer(module, args, kwargs):
+        grabbed["rope"] = kwargs["position_embeddings"]
+
+    handles = [visual.blocks[-1].register_forward_pre_hook(grab_block, with_kwargs=True),
+               lm.register_forward_pre_hook(grab_lm, with_kwargs=True),
+               lm.layers[0].register_forward_pre_hook(grab_layer, with_kwargs=True)]
+    with torch.no_grad():
+        model(**inputs)
+    for h in handles:
+        h.remove()
+    hidden, block_kwargs = grabbed["block"]
+    with torch.no_grad():
+        q, k = vision_block_qk(visual.blocks[-1], hidden, block_kwargs)
+    bounds = block_kwargs["cu_seqlens"].tolist()
+    scores = torch.cat([vz.naive_mean_received_attention(q[:, a:b][None], k[:, a:b][None])[0]
+                        for a, b in zip(bounds[:-1], bounds[1:])])
+    scores = scores.view(-1, 4).mean(-1)
+    metric = k.mean(0).float().view(-1, 4, k.shape[-1]).mean(1)
+    order = vision_window_order(visual, inputs["image_grid_thw"])
+    if order is not None:
+        scores, metric = scores[order], metric[order]
+    ids = inputs["input_ids"][0]
+    image_pos = torch.nonzero(ids == IMAGE).flatten()
+    embeds = grabbed["embeds"][0].clone()
+    features = embeds[image_pos]
+    kept_image = []
+    start = 0
+    for n in (inputs["image_grid_thw"].prod(-1) // 4).tolist():
+        res = vz.naive_visionzip(features[start:start + n][None], scores[start:start + n][None],
+                                 metric[start:start + n][None], dominant, contextual, has_cls=False)
+        embeds[image_pos[start + res.target_idx[0]]] = res.tokens[0, dominant:]
+        kept_image += (start + torch.cat([res.dominant_idx[0], res.target_idx[0]])).tolist()
+        start += n
+    keep = ids != IMAGE
+    keep[image_pos[kept_image]] = True
+    kept = torch.nonzero(keep).flatten()
+    cos, sin = grabbed["rope"]
+    x = embeds[kept][None]
+    length = len(kept)
+    mask = torch.full((length, length), torch.finfo(x.dtype).min).triu(1)[None, None]
+    with torch.no_grad():
+        for layer in lm.layers:
+            out = layer(x, attention_mask=mask, position_embeddings=(cos[..., kept, :], sin[..., kept, :]))
+            x = out[0] if isinstance(out, tuple) else out
+        return model.lm_head(lm.norm(x)), kept
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_visionzip_matches_reference(kind):
+    from reference_impls.adapters import VisionZipAdapter
+
+    model = tiny_qwen(kind)
+    inputs = inputs_for([image_prompt((5, 6), [(1, 4, 6), (1, 6, 6)], (7, 8))], [[1, 4, 6], [1, 6, 6]], 7, model)
+    ref_logits, ref_kept = _reference_visionzip_logits(model, inputs, 2, 2)
+    with torch.no_grad(), VisionZipAdapter(model, dominant=2, contextual=2) as adapter:
+        out = model(**inputs)
+    assert torch.equal(adapter.kept_indices[0], ref_kept)
+    assert out.logits.shape[1] == inputs["input_ids"].shape[1] - (6 + 9 - 8)
+    assert out.past_key_values.get_seq_length() == len(ref_kept)
+    torch.testing.assert_close(out.logits, ref_logits, atol=2e-5, rtol=1e-4)
+
+
+def test_visionzip_batch_generate_equals_single_runs():
+    from reference_impls.adapters import VisionZipAdapter
+
+    model = tiny_qwen("qwen2_5_vl")
+    rows = [image_prompt((5, 6, 7, 8), [(1, 4, 6)], (9,)), image_prompt((5,), [(1, 4, 4), (1, 6, 4)], (9, 10))]
+    grids = [[[1, 4, 6]], [[1, 4, 4], [1, 6, 4]]]
+    batch = inputs_for(rows, grids[0] + grids[1], 3, model)
+    singles = [inputs_for([row], grid, 3, model) for row, grid in zip(rows, grids)]
+    singles[0]["pixel_values"], singles[1]["pixel_values"] = batch["pixel_values"][:24], batch["pixel_values"][24:]
+    settings = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        census = hook_census(model)
+        base = model(**batch).logits
+        with VisionZipAdapter(model, dominant=2, contextual=1) as adapter:
+            last = model(**batch).logits[:, -1]
+            counts = (adapter.kept_indices >= 0).sum(1).tolist()
+            single_last = torch.cat([model(**s).logits[:, -1] for s in singles])
+            gen = model.generate(**batch, **settings)[:, batch["input_ids"].shape[1]:]
+            single_gen = [model.generate(**s, **settings)[0, s["input_ids"].shape[1]:] for s in singles]
+        after = model(**batch).logits
+    assert counts == [len(rows[0]) - 3, len(rows[1]) - 4]  # 6 -> 3, 4 -> 3 and 6 -> 3 image tokens
+    torch.testing.assert_close(last, single_last, atol=2e-5, rtol=1e-4)
+    assert torch.equal(gen, torch.stack(single_gen))
+    assert torch.equal(after, base) and hook_census(model) == census
+
+
+def test_visionzip_identity_and_errors():
+    from reference_impls.adapters import VisionZipAdapter
+
+    model = tiny_qwen("qwen2_vl")
+    inputs = inputs_for([image_prompt((5,), [(1, 4, 4)], (7,))], [[1, 4, 4]], 9, model)
+    with torch.no_grad():
+        base = model(**inputs).logits
+        with VisionZipAdapter(model, dominant=3, contextual=1, require_compression=False):  # 4 tokens: all kept
+            same = model(**inputs).logits
+        assert torch.equal(same, base)
+        with pytest.raises(CompressionError):
+            with VisionZipAdapter(model, dominant=3, contextual=1):
+                model(**inputs)
+    with pytest.raises(ValueError):
+        VisionZipAdapter(model, dominant=-1, contextual=2)
+    with pytest.raises(ValueError):
+        VisionZipAdapter(model, dominant=0, contextual=0)
