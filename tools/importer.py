@@ -663,7 +663,6 @@ class Proposal:
     provenance: dict[str, str]
     disagreements: list[dict[str, Any]]
     verified_on: dt.date | None
-    placement_owned: bool = True
 
 
 def _date(text: str | None) -> dt.date | None:
@@ -701,28 +700,46 @@ def _disagreement(field_name: str, values: dict[str, str], kept: str, why: str) 
     return {"field": field_name, "values": values, "kept": kept, "why": why}
 
 
-class Importer:
-    """Turns records into entries; one instance per run (it carries the taxonomy, the curated decisions, today)."""
+@dataclass
+class _Facts:
+    """What the steps of Importer.propose share: the rows of one paper and the facts gathered so far."""
 
-    def __init__(self, taxonomy: Taxonomy, curated: dict[str, tuple[CuratedPlacement, int]], today: dt.date):
+    rec: Record
+    seed: SeedRow | None
+    v: VerifiedRow | None
+    a: AuthorRow | None
+    page: str | None  # the verified page of the paper (its arXiv or proceedings page)
+    data: dict[str, Any] = field(default_factory=dict)
+    prov: dict[str, str] = field(default_factory=dict)
+    dis: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Importer:
+    """Turns records into entries; one instance per run (it carries the taxonomy and the curated decisions)."""
+
+    def __init__(self, taxonomy: Taxonomy, curated: dict[str, tuple[CuratedPlacement, int]]):
         self.tax = taxonomy
         self.curated = curated
-        self.today = today
         self.notes: list[str] = []
 
     # ---------------------------------------------------------------- facts
     def propose(self, rec: Record) -> Proposal:
-        seed = rec.primary
+        """The facts of one paper from its rows, each with its source, and the disagreements among the sources."""
         v = rec.verified.row if rec.verified else None
-        a = rec.authors.row if rec.authors else None
-        prov: dict[str, str] = {}
-        dis: list[dict[str, Any]] = []
-        data: dict[str, Any] = {}
-        verified_page = None
+        page = None
         if v:
-            verified_page = v.sources.get("title") or (arxiv_url(v.arxiv_id) if is_arxiv_id(v.arxiv_id) else None)
+            page = v.sources.get("title") or (arxiv_url(v.arxiv_id) if is_arxiv_id(v.arxiv_id) else None)
+        f = _Facts(rec, rec.primary, v, rec.authors.row if rec.authors else None, page)
+        for step in (self._title, self._identifiers, self._authors, self._venue_and_year, self._code,
+                     self._summary_and_claims):
+            step(f)
+        # a verifier who found nothing (every fact null) did not verify the entry
+        verified_on = _date(v.verified_on) if v and (v.title or v.authors or is_arxiv_id(v.arxiv_id)) else None
+        return Proposal(data=f.data, provenance=f.prov, disagreements=f.dis, verified_on=verified_on)
 
-        # title ---------------------------------------------------------------
+    def _title(self, f: "_Facts") -> None:
+        """The title: verified > the list's (or the spelling that carries the method name); variants are reported."""
+        rec, seed, v, a, data, prov, dis, verified_page = f.rec, f.seed, f.v, f.a, f.data, f.prov, f.dis, f.page
         title_values: dict[str, str] = {}
         if v and v.title and (v.sources.get("title") or not seed):
             data["title"], prov["title"] = " ".join(v.title.split()), v.sources.get("title") or verified_page
@@ -762,7 +779,9 @@ class Importer:
             if d:
                 dis.append(d)
 
-        # arXiv id, DOI, primary class, paper URL ---------------------------------
+    def _identifiers(self, f: "_Facts") -> None:
+        """arXiv id, DOI, primary class and paper link; an id or link that points elsewhere is reported."""
+        rec, seed, v, a, data, prov, dis, verified_page = f.rec, f.seed, f.v, f.a, f.data, f.prov, f.dis, f.page
         seed_arxiv = next((s.row.arxiv_id for s in rec.seeds if s.row.arxiv_id), None)
         if v and is_arxiv_id(v.arxiv_id):
             data["arxiv"], prov["arxiv"] = v.arxiv_id, verified_page or arxiv_url(v.arxiv_id)
@@ -798,7 +817,9 @@ class Importer:
             data["paper_url"] = arxiv_url(data["arxiv"])
             prov["paper_url"] = prov["arxiv"]
 
-        # authors ------------------------------------------------------------
+    def _authors(self, f: "_Facts") -> None:
+        """Authors: verified > author list > unknown (never guessed)."""
+        rec, seed, v, a, data, prov, dis, verified_page = f.rec, f.seed, f.v, f.a, f.data, f.prov, f.dis, f.page
         if v and v.authors and v.sources.get("authors"):
             names, dropped = _dedupe(v.authors)
             data["authors"], data["authors_status"], prov["authors"] = names, "complete", v.sources["authors"]
@@ -831,7 +852,9 @@ class Importer:
             if d and not any(x["field"] == "authors" for x in dis):
                 dis.append(d)
 
-        # venue and year -----------------------------------------------------
+    def _venue_and_year(self, f: "_Facts") -> None:
+        """Venue (verified or listed conference > preprint) and the year that goes with it."""
+        rec, seed, v, a, data, prov, dis, verified_page = f.rec, f.seed, f.v, f.a, f.data, f.prov, f.dis, f.page
         venue_values: dict[str, str] = {}
         for s in rec.seeds:
             try:
@@ -904,7 +927,9 @@ class Importer:
             data["year"], prov["year"] = seed.year, seed.source
         # else: no year; enough to update an existing entry, not to create one (checked in plan_import)
 
-        # code ---------------------------------------------------------------
+    def _code(self, f: "_Facts") -> None:
+        """The code link: an official one found by verification > the list's; differences are reported."""
+        rec, seed, v, a, data, prov, dis, verified_page = f.rec, f.seed, f.v, f.a, f.data, f.prov, f.dis, f.page
         code_values: dict[str, str] = {}
         for s in rec.seeds:
             if s.row.code_url:
@@ -946,7 +971,9 @@ class Importer:
             data.pop("code")
             prov.pop("code", None)
 
-        # summary and claims (verified only) ---------------------------------
+    def _summary_and_claims(self, f: "_Facts") -> None:
+        """Summary and claims come from verified rows only; a claim the schema rejects is left out and noted."""
+        rec, seed, v, a, data, prov, dis, verified_page = f.rec, f.seed, f.v, f.a, f.data, f.prov, f.dis, f.page
         if v and v.summary:
             data["summary"] = " ".join(v.summary.split())
             prov["summary"] = v.sources.get("summary") or verified_page or "verified"
@@ -968,10 +995,6 @@ class Importer:
             if claims:
                 data["claims"] = claims
                 prov["claims"] = claims[0]["source"]
-
-        # a verifier who found nothing (every fact null) did not verify the entry
-        verified_on = _date(v.verified_on) if v and (v.title or v.authors or is_arxiv_id(v.arxiv_id)) else None
-        return Proposal(data=data, provenance=prov, disagreements=dis, verified_on=verified_on)
 
     # ---------------------------------------------------------------- placement
     def curated_for(self, rec: Record, paper_id: str | None, arxiv: str | None) -> tuple[CuratedPlacement, str] | None:
@@ -1268,7 +1291,7 @@ def plan_import(
     records, notes = group_records(seeds, author_rows, verified_rows)
     existing = load_existing(papers_dir, tax)
     index = existing.index()
-    importer = Importer(tax, curated, today)
+    importer = Importer(tax, curated)
     report = ImportReport(notes=notes)
     taken_ids = set(existing.papers)
     planned: list[tuple[Record, Proposal, str | None]] = []
