@@ -1,0 +1,36 @@
+"""Session fixtures: the fixture catalogue generated and built once (strict) for every site test."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.site.site_fixtures import fixture_papers
+from tools.taxonomy import load_taxonomy
+
+
+@dataclass
+class BuiltSite:
+    papers: dict
+    docs: Path  # the generated Markdown tree
+    site: Path  # the built HTML site
+
+
+def _reconciliation(papers):
+    from tools.reconcile import render_reconciliation
+
+    return render_reconciliation(papers)
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory) -> BuiltSite:
+    from tools.site.build import mkdocs_build
+    from tools.site.generate import generate
+
+    root = tmp_path_factory.mktemp("site")
+    papers = fixture_papers()
+    generate(papers, load_taxonomy(), root / "docs", reconciliation=_reconciliation,
+             results_dir=Path(__file__).parent / "data")
+    mkdocs_build(root / "docs", root / "html", strict=True)
+    return BuiltSite(papers, root / "docs", root / "html")

@@ -1,0 +1,56 @@
+"""``python -m tools bib``: write the whole catalogue to ``atlas.bib``; ``--check FILE``: which entries of a user's .bib
+the catalogue has and which it lacks; ``--check-fresh``: exit 1 if the committed ``atlas.bib`` is stale."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tools.paths import ROOT, display_path
+from tools.taxonomy import load_taxonomy
+from tools.validate import load_catalogue
+from tools.yamlio import atomic_write
+
+NAME = "bib"
+HELP = "write atlas.bib from the catalogue (--check FILE: compare your .bib with the catalogue)"
+BIB_PATH = ROOT / "atlas.bib"
+
+
+def configure(parser) -> None:
+    parser.add_argument("--check", type=Path, metavar="FILE",
+                        help="report which entries of FILE (a .bib) the catalogue has and which it lacks")
+    parser.add_argument("--check-fresh", action="store_true", help="exit 1 if atlas.bib is not up to date")
+    parser.add_argument("--output", type=Path, default=BIB_PATH, help="where to write (default: atlas.bib)")
+
+
+def run(args) -> int:
+    from tools.bibtex import check_bib, render_bib
+    from tools.cli import UserError
+
+    papers = load_catalogue()
+    if args.check is not None:
+        try:
+            text = args.check.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise UserError(f"cannot read {args.check}: {exc.strerror or exc}") from None
+        result = check_bib(text, papers)
+        total = len(result.found) + len(result.missing)
+        print(f"{args.check}: {total} entries; the catalogue has {len(result.found)}, lacks {len(result.missing)}")
+        if result.failed_blocks:
+            print(f"warning: {result.failed_blocks} block(s) of the file could not be parsed", file=sys.stderr)
+        for key, pid in sorted(result.found.items()):
+            print(f"  have   {key} -> papers/{pid}.yaml (matched by {result.how[key]})")
+        for key, title in result.missing:
+            print(f"  lacks  {key}: {title}")
+        return 0
+    text = render_bib(papers, load_taxonomy())
+    current = args.output.read_text(encoding="utf-8") if args.output.exists() else None
+    if args.check_fresh:
+        if current != text:
+            print(f"{display_path(args.output)} is stale: run `python -m tools bib`", file=sys.stderr)
+            return 1
+        print(f"ok: {display_path(args.output)} is fresh ({len(papers)} entries)")
+        return 0
+    if current != text:
+        atomic_write(args.output, text)
+    print(f"wrote {display_path(args.output)} ({len(papers)} entries)")
+    return 0

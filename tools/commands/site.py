@@ -1,0 +1,71 @@
+"""``python -m tools site [--build] [--serve] [--output DIR]``: generate the website's pages and mkdocs.yml, build the
+site with mkdocs-material (strict), and serve it locally."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from tools.paths import display_path
+from tools.taxonomy import load_taxonomy
+from tools.validate import load_catalogue
+from tools.yamlio import atomic_write
+
+NAME = "site"
+HELP = "generate the website (Markdown + mkdocs.yml); --build: build it strictly; --serve: build and serve it locally"
+
+
+def configure(parser) -> None:
+    parser.add_argument("--build", action="store_true", help="build the static site with mkdocs (strict)")
+    parser.add_argument("--serve", action="store_true", help="build, then serve the site (implies --build)")
+    parser.add_argument("--output", type=Path, default=Path("_site"), help="where to build the site (default: _site)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to serve on (default: 8000)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="only check that mkdocs.yml is up to date with the taxonomy (exit 1 if stale)")
+    parser.add_argument("--verbose", action="store_true", help="show mkdocs' progress messages")
+
+
+def run(args) -> int:
+    from tools.site.generate import GENERATED, MKDOCS_YML, generate, render_mkdocs_config
+
+    taxonomy = load_taxonomy()
+    config = render_mkdocs_config(taxonomy)
+    current = MKDOCS_YML.read_text(encoding="utf-8") if MKDOCS_YML.exists() else None
+    if args.check_config:
+        if current != config:
+            print(f"{display_path(MKDOCS_YML)} is stale: run `python -m tools site`", file=sys.stderr)
+            return 1
+        print(f"ok: {display_path(MKDOCS_YML)} is fresh")
+        return 0
+    if current != config:
+        atomic_write(MKDOCS_YML, config)
+        print(f"wrote {display_path(MKDOCS_YML)}")
+    t0 = time.perf_counter()
+    papers = load_catalogue()
+    try:
+        from tools.reconcile import render_reconciliation
+    except ImportError:  # pragma: no cover - the report module is optional for the site
+        render_reconciliation = None
+    from tools.site.refimpls import RESULTS_DIR
+
+    files = generate(papers, taxonomy, GENERATED, reconciliation=render_reconciliation, results_dir=RESULTS_DIR)
+    print(f"generated {files} files for {len(papers)} papers in {display_path(GENERATED)} "
+          f"({time.perf_counter() - t0:.1f} s)")
+    if not (args.build or args.serve):
+        return 0
+    from tools.site.build import BuildError, mkdocs_build, serve
+
+    t0 = time.perf_counter()
+    try:
+        mkdocs_build(GENERATED, args.output, verbose=args.verbose)
+    except BuildError as exc:
+        print(f"error: the site does not build: {exc}", file=sys.stderr)
+        return 1
+    print(f"built the site into {display_path(args.output)} ({time.perf_counter() - t0:.1f} s)")
+    if args.serve:
+        try:
+            serve(args.output, args.host, args.port)
+        except KeyboardInterrupt:
+            print("stopped")
+    return 0

@@ -1,0 +1,63 @@
+"""Build the generated docs tree with mkdocs (strict), and serve a built site on a local address."""
+from __future__ import annotations
+
+import functools
+import http.server
+import logging
+import sys
+from pathlib import Path
+
+from tools.site.generate import MKDOCS_YML
+
+
+class BuildError(Exception):
+    """mkdocs refused the site (in strict mode, any warning)."""
+
+
+def mkdocs_build(docs_dir: Path, site_dir: Path, *, config_file: Path = MKDOCS_YML, strict: bool = True,
+                 verbose: bool = False) -> None:
+    """Run ``mkdocs build`` in this process on ``docs_dir`` into ``site_dir`` with the repository's mkdocs.yml."""
+    from mkdocs.commands.build import build
+    from mkdocs.config import load_config
+    from mkdocs.exceptions import Abort, ConfigurationError
+
+    logger = logging.getLogger("mkdocs")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mkdocs %(levelname)s: %(message)s"))
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        config = load_config(config_file=str(config_file), docs_dir=str(Path(docs_dir).resolve()),
+                             site_dir=str(Path(site_dir).resolve()), strict=strict)
+        build(config)
+    except (Abort, ConfigurationError) as exc:
+        raise BuildError(str(exc)) from None
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".bib": "text/plain; charset=utf-8", ".json": "application/json", ".js": "text/javascript",
+                      ".svg": "image/svg+xml"}
+
+    def log_message(self, format, *args):  # quieter than the default: errors only
+        if len(args) > 1 and str(args[1]).startswith(("4", "5")):
+            super().log_message(format, *args)
+
+
+def make_server(site_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> http.server.ThreadingHTTPServer:
+    handler = functools.partial(_Handler, directory=str(site_dir))
+    return http.server.ThreadingHTTPServer((host, port), handler)
+
+
+def serve(site_dir: Path, host: str, port: int) -> None:
+    server = make_server(site_dir, host, port)
+    print(f"serving {site_dir} on http://{host}:{server.server_address[1]}/ (Ctrl+C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()

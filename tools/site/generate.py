@@ -1,0 +1,339 @@
+"""Render the docs tree (Markdown pages, per-paper .bib files, explorer JSON, assets) and ``mkdocs.yml``.
+
+Page layout (paths inside the docs folder; mkdocs turns ``x.md`` into ``x.html``)::
+
+    index.md  explorer.md  trends.md  taxonomy.md  reference-implementations.md  reconciliation.md  frontiers.md
+    contributing.md  tags.md  atlas.bib  data/papers.json  assets/...
+    stages/<stage>.md  axes/<axis>.md  cells/<stage>-<axis>.md  techniques/<technique>.md
+    papers/<id>.md  papers/<id>.bib
+
+Only the top-level pages are in the nav; the rest are reached through links (``not_in_nav`` in mkdocs.yml).
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from tools.bibtex import catalogue_keys, render_bib, render_one
+from tools.paths import ROOT
+from tools.schema import Paper
+from tools.site import plots
+from tools.site.explorer import explorer_json
+from tools.site.model import (
+    SiteModel, axis_page, cell_page, display_name, first_version_date, paper_page, short_authors, stage_page,
+    technique_page,
+)
+from tools.site.refimpls import RefImpl, benchmark_results, describe
+from tools.site.text import md_text, template_environment
+from tools.taxonomy import Taxonomy
+
+SITE_SOURCE = ROOT / "site"
+TEMPLATES = SITE_SOURCE / "templates"
+PAGES = SITE_SOURCE / "pages"
+ASSETS = SITE_SOURCE / "assets"
+GENERATED = SITE_SOURCE / "_generated"
+MKDOCS_YML = ROOT / "mkdocs.yml"
+NAV = [  # (title, page): the whole nav; every other page is reached through links
+    ("Home", "index.md"), ("Explorer", "explorer.md"), ("Taxonomy", "taxonomy.md"), ("Trends", "trends.md"),
+    ("Reference implementations", "reference-implementations.md"), ("Frontiers", "frontiers.md"),
+    ("Reconciliation report", "reconciliation.md"), ("Tags", "tags.md"), ("Contributing", "contributing.md"),
+]
+NOT_IN_NAV = ["/papers/", "/cells/", "/stages/", "/axes/", "/techniques/"]
+
+
+# ------------------------------------------------------------------------------------------------ small helpers
+def rel(from_page: str, to_page: str) -> str:
+    """A relative link between two docs pages (Markdown source paths)."""
+    return posixpath.relpath(to_page, posixpath.dirname(from_page) or ".")
+
+
+def href(url: str) -> Markup:
+    """An external http(s) URL for a Markdown link target or an HTML attribute."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise ValueError(f"refusing a non-http(s) link: {url!r}")
+    safe = "".join(ch if ch.isascii() and ch not in ' "<>()\\`{}|^[]' else "%{:02X}".format(ord(ch)) if ord(ch) < 128
+                   else "".join(f"%{b:02X}" for b in ch.encode("utf-8")) for ch in url)
+    return Markup(safe.replace("&", "&amp;"))
+
+
+def md_link(text: str, target: str) -> Markup:
+    return Markup(f"[{md_text(text)}]({target})")
+
+
+def tags_allowed(taxonomy: Taxonomy) -> list[str]:
+    """Every taxonomy id a page may carry as a tag (stages, axes, techniques, frontiers, modalities)."""
+    ids = [s.id for s in taxonomy.stages] + [a.id for a in taxonomy.axes] + [t.id for t in taxonomy.techniques]
+    ids += [f.id for f in taxonomy.frontiers] + [m.id for m in taxonomy.modalities]
+    return sorted(set(ids))
+
+
+def paper_tags(paper: Paper) -> list[str]:
+    stages = {c.split(".", 1)[0] for c in paper.placement.cells}
+    axes = {c.split(".", 1)[1] for c in paper.placement.cells}
+    return sorted(stages) + sorted(axes) + list(paper.placement.techniques)
+
+
+def front_matter(title: str, tags: list[str] | None = None, extra: dict | None = None) -> Markup:
+    """YAML front matter. The title is stored HTML-escaped: mkdocs and the theme print page titles as HTML."""
+    lines = ["---", "title: " + json.dumps(md_text(title), ensure_ascii=True)]
+    if tags:
+        lines.append("tags: " + json.dumps(tags))
+    for key, value in (extra or {}).items():
+        lines.append(f"{key}: {json.dumps(value)}")
+    lines.append("---")
+    return Markup("\n".join(lines) + "\n")
+
+
+@dataclass
+class Page:
+    path: str  # docs-relative path of the Markdown source
+    ctx: "Context"
+
+    def link(self, target: str) -> Markup:
+        return Markup(rel(self.path, target))
+
+
+class Context:
+    """What the templates need: the model, the taxonomy's names, and links/tables built from trusted parts."""
+
+    def __init__(self, model: SiteModel, refimpl: Callable[[str], RefImpl]):
+        self.model = model
+        self.tax = model.taxonomy
+        self.papers = model.papers
+        self._refimpl = refimpl
+        self.stage_name = {s.id: s.name for s in self.tax.stages}
+        self.axis_name = {a.id: a.name for a in self.tax.axes}
+        self.technique_name = {t.id: t.name for t in self.tax.techniques}
+        self.modality_name = {m.id: m.name for m in self.tax.modalities}
+        self.training_name = {r.id: r.name for r in self.tax.training_regimes}
+        self.metric_name = {m.id: m.name for m in self.tax.metrics}
+        self._refimpl_cache: dict[str, RefImpl] = {}
+
+    def refimpl(self, ref: str) -> RefImpl:
+        if ref not in self._refimpl_cache:
+            self._refimpl_cache[ref] = self._refimpl(ref)
+        return self._refimpl_cache[ref]
+
+    def cell_name(self, cell: str) -> str:
+        stage, axis = cell.split(".", 1)
+        return f"{self.stage_name.get(stage, stage)} × {self.axis_name.get(axis, axis)}"
+
+    def cell_link(self, page: Page, cell: str) -> Markup:
+        return md_link(self.cell_name(cell), page.link(cell_page(cell)))
+
+    def technique_link(self, page: Page, technique: str) -> Markup:
+        return md_link(self.technique_name.get(technique, technique), page.link(technique_page(technique)))
+
+    def paper_link(self, page: Page, pid: str) -> Markup:
+        return md_link(display_name(self.papers[pid]), page.link(paper_page(pid)))
+
+    def refimpls_for(self, pids) -> list[tuple[RefImpl, list[str]]]:
+        """Reference implementations linked by any of these papers, with the papers that link each."""
+        found: dict[str, list[str]] = {}
+        for pid in pids:
+            for ref in self.papers[pid].reference_impls:
+                found.setdefault(ref, []).append(pid)
+        return [(self.refimpl(ref), found[ref]) for ref in sorted(found)]
+
+    def paper_table(self, page: Page, pids: list[str]) -> Markup:
+        """A Markdown table of papers (newest first)."""
+        if not pids:
+            return Markup("*No paper in the catalogue yet.*\n")
+        rows = ["| Paper | Year | Venue | Techniques | Code | Ref. impl. |", "|---|---|---|---|---|---|"]
+        for pid in pids:
+            p = self.papers[pid]
+            name = self.paper_link(page, pid)
+            if p.short_name:
+                name = Markup(f"{name}<br><small>{md_text(_clip(p.title, 110))}</small>")
+            techniques = ", ".join(self.technique_link(page, t) for t in p.placement.techniques)
+            code = "official" if p.official_code else ("yes" if p.code else "")
+            rows.append(f"| {name} | {p.year} | {md_text(p.venue)} | {techniques} | {code} | "
+                        f"{'yes' if p.reference_impls else ''} |")
+        return Markup("\n".join(rows) + "\n")
+
+    def matrix(self, page: Page) -> Markup:
+        """The stage × axis matrix: paper counts, each cell a link to its page."""
+        head = "| Stage \\ Axis | " + " | ".join(
+            str(md_link(a.name, page.link(axis_page(a.id)))) for a in self.tax.axes) + " | All |"
+        rows = [head, "|---" * (len(self.tax.axes) + 2) + "|"]
+        for s in self.tax.stages:
+            cells = []
+            for a in self.tax.axes:
+                cell = f"{s.id}.{a.id}"
+                cells.append(str(md_link(str(self.model.cell_count(cell)), page.link(cell_page(cell)))))
+            total = len(self.model.by_stage.get(s.id, []))
+            rows.append(f"| {md_link(s.name, page.link(stage_page(s.id)))} | " + " | ".join(cells)
+                        + f" | {total} |")
+        return Markup("\n".join(rows) + "\n")
+
+
+def number(value) -> str:
+    """45.0 -> '45', 2.50 -> '2.5'."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def setting(s) -> str:
+    parts = [f"{name}: {getattr(s, name)}" for name in ("model", "budget", "benchmark", "baseline") if getattr(s, name)]
+    return "; ".join(parts)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+# ------------------------------------------------------------------------------------------------ pages
+class Generator:
+    def __init__(self, papers: Mapping[str, Paper], taxonomy: Taxonomy, out: Path, *,
+                 refimpl: Callable[[str], RefImpl] = describe, results_dir: Path | None = None,
+                 reconciliation: Callable[[Mapping[str, Paper]], str] | None = None,
+                 bib_text: str | None = None):
+        self.keys = catalogue_keys(papers)
+        self.model = SiteModel(papers, taxonomy, self.keys)
+        self.ctx = Context(self.model, refimpl)
+        self.out = Path(out)
+        self.env = template_environment(TEMPLATES)
+        methods = {"survey": "the survey's own placement", "mapped": "mapping a source list's category",
+                   "curated": "curation from the title and abstract"}
+        frontiers = {f.id: f.name for f in taxonomy.frontiers}
+        self.env.globals.update(
+            href=href, raw=Markup, number=number, setting=setting, front_matter=front_matter,
+            tax_method=lambda m: methods.get(m, m), frontier_name=lambda f: frontiers.get(f, f),
+        )
+        self.env.filters["extract_name"] = lambda value, names: names.get(value, value)
+        self.results_dir = results_dir
+        self.reconciliation = reconciliation
+        self.bib_text = bib_text
+        self.written = 0
+
+    def write(self, path: str, text: str) -> None:
+        target = self.out / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        self.written += 1
+
+    def technique_counts(self, pids: list[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for pid in pids:
+            for t in self.model.papers[pid].placement.techniques:
+                counts[t] = counts.get(t, 0) + 1
+        return counts
+
+    def render_group(self, path: str, pids: list[str], **values) -> None:
+        self.render("group.md.j2", path, pids=pids, technique_counts=self.technique_counts(pids), **values)
+
+    def render(self, template: str, path: str, **values) -> None:
+        page = Page(path, self.ctx)
+        text = self.env.get_template(template).render(page=page, c=self.ctx, tax=self.ctx.tax, **values)
+        self.write(path, text)
+
+    def run(self) -> int:
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True)
+        shutil.copytree(ASSETS, self.out / "assets")
+        for page in sorted(PAGES.glob("*.md")):
+            shutil.copy2(page, self.out / page.name)
+        tax, model = self.ctx.tax, self.model
+        self.render("index.md.j2", "index.md", newest=model.newest(), n_papers=len(model.papers),
+                    n_code=sum(1 for p in model.papers.values() if p.code),
+                    n_claims=sum(len(p.claims) for p in model.papers.values()),
+                    n_refimpl=sum(1 for p in model.papers.values() if p.reference_impls))
+        self.render("taxonomy.md.j2", "taxonomy.md")
+        for stage in tax.stages:
+            self.render_group(stage_page(stage.id), kind="stage", title=f"Stage: {stage.name}",
+                        explanation=stage.bottleneck, tag=stage.id,
+                        cells=[f"{stage.id}.{a}" for a in tax.axis_ids],
+                        techniques=sorted({t for pid in model.by_stage.get(stage.id, [])
+                                           for t in model.papers[pid].placement.techniques}),
+                        pids=model.by_stage.get(stage.id, []))
+        for axis in tax.axes:
+            self.render_group(axis_page(axis.id), kind="axis", title=f"Axis: {axis.name}",
+                        explanation=axis.description, tag=axis.id,
+                        cells=[f"{s}.{axis.id}" for s in tax.stage_ids],
+                        techniques=sorted({t for pid in model.by_axis.get(axis.id, [])
+                                           for t in model.papers[pid].placement.techniques}),
+                        pids=model.by_axis.get(axis.id, []))
+        for cell in tax.cell_ids:
+            self.render_group(cell_page(cell), kind="cell", title=self.ctx.cell_name(cell),
+                        explanation=tax.cells[cell], tag=None, cells=[],
+                        techniques=[t.id for t in tax.techniques if cell in t.cells],
+                        pids=model.by_cell.get(cell, []), cell=cell)
+        for technique in tax.techniques:
+            self.render_group(technique_page(technique.id), kind="technique",
+                        title=f"Technique: {technique.name}", explanation=technique.description, tag=technique.id,
+                        cells=list(technique.cells), techniques=[],
+                        pids=model.by_technique.get(technique.id, []))
+        paper_template = self.env.get_template("paper.md.j2")
+        for pid in model.ordered_ids:
+            paper = model.papers[pid]
+            path = paper_page(pid)
+            bib = render_one(paper, self.keys[pid], tax)
+            page = Page(path, self.ctx)
+            self.write(path, paper_template.render(
+                page=page, c=self.ctx, tax=tax, p=paper, key=self.keys[pid], bib=bib,
+                fm=front_matter(paper.title, paper_tags(paper)), authors=short_authors(paper, 1000),
+                date=first_version_date(paper), related=model.related(pid),
+                refimpls=[self.ctx.refimpl(r) for r in paper.reference_impls]))
+            self.write(f"papers/{pid}.bib", bib)
+        quarter_svg, quarter_facts = plots.papers_per_quarter(model)
+        speed_svg, points = plots.speedup_vs_retained(model)
+        self.render("trends.md.j2", "trends.md", quarter_svg=Markup(quarter_svg), quarter_facts=quarter_facts,
+                    speed_svg=Markup(speed_svg), points=points)
+        self.render("explorer.md.j2", "explorer.md")
+        self.write("data/papers.json", explorer_json(model))
+        self.render("frontiers.md.j2", "frontiers.md")
+        all_refs = sorted({r for p in model.papers.values() for r in p.reference_impls})
+        results = benchmark_results(self.results_dir) if self.results_dir else []
+        for result in results:
+            self.write(f"data/results/{result.name}", result.text)
+        self.render("refimpls.md.j2", "reference-implementations.md",
+                    refs=[(self.ctx.refimpl(r), [pid for pid in model.ordered_ids
+                                                 if r in model.papers[pid].reference_impls]) for r in all_refs],
+                    results=results)
+        report = (self.reconciliation(markdown_safe_copies(model.papers)) if self.reconciliation
+                  else "# Reconciliation report\n")
+        self.write("reconciliation.md", "---\ntitle: Reconciliation report\n---\n" + report)
+        self.write("atlas.bib", self.bib_text if self.bib_text is not None else render_bib(model.papers, tax, self.keys))
+        return self.written
+
+
+_PLAIN_SOURCE = re.compile(r"^(https?://\S+|[\w.-]+/[\w.-]+:[^@\s]+@[0-9a-f]{7,40})$")
+
+
+def markdown_safe_copies(papers: Mapping[str, Paper]) -> dict[str, Paper]:
+    """Copies whose free text is already escaped for Markdown (md_text), for renderers that only escape HTML and
+    table pipes (the reconciliation report): a title like ``[x](javascript:...)`` must not become a link there."""
+    out = {}
+    for pid, p in papers.items():
+        disagreements = [
+            d.model_copy(update={
+                "values": {(k if _PLAIN_SOURCE.match(k) else md_text(k)): md_text(v) for k, v in d.values.items()},
+                "kept": md_text(d.kept), "why": md_text(d.why)})
+            for d in p.disagreements
+        ]
+        out[pid] = p.model_copy(update={"title": md_text(p.title), "short_name": md_text(p.short_name) or None,
+                                        "disagreements": disagreements})
+    return out
+
+
+def generate(papers: Mapping[str, Paper], taxonomy: Taxonomy, out: Path = GENERATED, **options) -> int:
+    """Write the docs tree for these papers into ``out`` (replacing it); returns the number of files written."""
+    return Generator(papers, taxonomy, out, **options).run()
+
+
+# ------------------------------------------------------------------------------------------------ mkdocs.yml
+def render_mkdocs_config(taxonomy: Taxonomy) -> str:
+    """mkdocs.yml from site/templates/mkdocs.yml.j2: the nav and the allowed tags come from here and the taxonomy."""
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True,
+                      autoescape=False)  # YAML, from trusted values only (ids match [a-z][a-z0-9_-]*)
+    return env.get_template("mkdocs.yml.j2").render(nav=NAV, not_in_nav=NOT_IN_NAV, tags=tags_allowed(taxonomy))

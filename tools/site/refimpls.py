@@ -1,0 +1,109 @@
+"""The reference implementations the catalogue links (``reference_impls: [reference_impls.prefill.fastv, ...]``):
+their docstrings and tests, read from the source without importing torch."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from tools.paths import REFERENCE_IMPLS_DIR, ROOT
+
+TESTS_DIR = ROOT / "tests" / "reference_impls"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+
+@dataclass
+class RefImpl:
+    module: str  # reference_impls.prefill.fastv
+    obj: str | None  # an object inside the module, when the entry names one
+    path: str | None  # repository-relative path of the source, None when missing
+    summary: str  # first paragraph of the module docstring
+    tests: list[str] = field(default_factory=list)  # repository-relative test files that import it
+
+    @property
+    def ref(self) -> str:
+        return f"{self.module}:{self.obj}" if self.obj else self.module
+
+    @property
+    def import_line(self) -> str:
+        parent, _, name = self.module.rpartition(".")
+        return f"from {parent} import {name}" if not self.obj else f"from {self.module} import {self.obj}"
+
+    @property
+    def test_command(self) -> str:
+        targets = " ".join(self.tests) if self.tests else "tests/reference_impls"
+        return f"python -m pytest -q {targets}"
+
+
+def _source_path(module: str, root: Path) -> Path | None:
+    rel = Path(*module.split(".")[1:])
+    base = root / rel
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _docstring(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return ""
+    doc = ast.get_docstring(tree) or ""
+    return " ".join(doc.strip().split("\n\n", 1)[0].split())
+
+
+@lru_cache(maxsize=1)
+def _test_sources(tests_dir: str) -> dict[str, str]:
+    folder = Path(tests_dir)
+    if not folder.is_dir():
+        return {}
+    return {str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p): p.read_text(encoding="utf-8", errors="replace")
+            for p in sorted(folder.glob("test_*.py"))}
+
+
+def _tests_for(module: str, tests_dir: Path) -> list[str]:
+    parent, _, name = module.rpartition(".")
+    patterns = [re.compile(rf"\b{re.escape(module)}\b"),
+                re.compile(rf"from\s+{re.escape(parent)}\s+import\s+[^\n]*\b{re.escape(name)}\b")]
+    return [path for path, text in _test_sources(str(tests_dir)).items() if any(p.search(text) for p in patterns)]
+
+
+def describe(ref: str, root: Path = REFERENCE_IMPLS_DIR, tests_dir: Path = TESTS_DIR) -> RefImpl:
+    module, _, obj = ref.partition(":")
+    path = _source_path(module, root)
+    shown = None
+    if path is not None:
+        shown = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    return RefImpl(module, obj or None, shown, _docstring(path), _tests_for(module, tests_dir))
+
+
+@dataclass
+class BenchmarkResult:
+    name: str  # file name
+    device: str
+    note: str
+    text: str  # the JSON as it is (copied to the site)
+
+
+def benchmark_results(folder: Path = RESULTS_DIR) -> list[BenchmarkResult]:
+    """Every JSON result under benchmarks/results/ (CPU smoke runs and GPU runs alike), for the site to publish."""
+    out = []
+    for path in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", path.name):
+            continue  # a name the site would have to escape in a link
+        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            continue
+        info = data if isinstance(data, dict) else {}
+        device = str(info.get("device") or info.get("gpu") or info.get("machine") or "")
+        note = str(info.get("note") or info.get("benchmark") or "")
+        out.append(BenchmarkResult(path.name, device, note, text))
+    return out

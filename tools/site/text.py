@@ -1,0 +1,58 @@
+"""Escaping: paper text (titles, summaries, names, notes) is data, never markup.
+
+Everything a template prints goes through :func:`md_text` unless it is ``Markup`` built by our own code: HTML specials
+and every character Markdown or its extensions could read as syntax become numeric character references, and
+whitespace (newlines included) collapses to single spaces, so a hostile title can neither open an HTML tag, nor start
+a Markdown list, link, emphasis or attribute list, nor break a table row. The browser shows the original characters.
+Templates are compiled from ``site/templates`` only; paper text is passed as values and is never compiled.
+"""
+from __future__ import annotations
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+# HTML specials, Markdown syntax (emphasis, links, code, headings, lists, tables, attribute lists, escapes), and the
+# characters that form entities or Jinja/mkdocs-macros delimiters.
+_ESCAPED = "&<>\"'\\`*_{}[]()#+-.!|~:=$%^@"
+_TABLE = {ord(ch): f"&#{ord(ch)};" for ch in _ESCAPED}
+
+
+def md_text(value) -> str:
+    """Plain text -> a string that Markdown and HTML both show as exactly that text (on one line)."""
+    if value is None:
+        return ""
+    return " ".join(str(value).split()).translate(_TABLE)
+
+
+def html_text(value) -> str:
+    """Plain text -> HTML text or attribute value (keeps line breaks; for <pre> blocks)."""
+    if value is None:
+        return ""
+    return (str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+            .replace("'", "&#39;"))
+
+
+def _finalize(value):
+    if isinstance(value, Markup):
+        return value
+    return Markup(md_text(value))
+
+
+def _pre(value) -> Markup:
+    """Multi-line text for a raw <pre> block (no blank lines: they would end the HTML block in Markdown)."""
+    lines = [line for line in str(value).splitlines() if line.strip()]
+    return Markup(html_text("\n".join(lines)).replace("{", "&#123;").replace("}", "&#125;"))
+
+
+def template_environment(folder) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(folder)),
+        autoescape=True,  # everything printed is escaped (see _finalize) unless it is Markup built in Python
+        finalize=_finalize,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["pre"] = _pre
+    return env
