@@ -84,26 +84,36 @@ def _structure_problems(root, shown: str) -> list[Problem]:
     """Duplicate keys, merge keys and non-string keys, found on the node tree before anything is constructed."""
     problems: list[Problem] = []
     stack = [root]
+    mapping_node, sequence_node, scalar_node = yaml.MappingNode, yaml.SequenceNode, yaml.ScalarNode
     while stack:
         node = stack.pop()
-        if isinstance(node, yaml.MappingNode):
-            first_line: dict[str, int] = {}
-            for key_node, value_node in node.value:
-                line = key_node.start_mark.line + 1
-                if key_node.tag == _MERGE_TAG:
-                    problems.append(Problem(shown, line, "", "YAML merge keys (<<) are not allowed"))
-                elif not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
-                    problems.append(Problem(shown, line, str(getattr(key_node, "value", "")),
-                                            "keys must be strings (quote this key)"))
-                elif key_node.value in first_line:
-                    problems.append(Problem(shown, line, key_node.value,
-                                            f"duplicate key (first defined on line {first_line[key_node.value]})"))
-                else:
-                    first_line[key_node.value] = line
-                stack.append(value_node)
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
+        if node.__class__ is mapping_node:
+            if any(k.__class__ is not scalar_node or k.tag != _STR_TAG for k, _ in node.value) or len(
+                {k.value for k, _ in node.value}
+            ) != len(node.value):
+                problems.extend(_bad_keys(node, shown))
+            stack.extend(v for _, v in node.value if v.__class__ is not scalar_node)
+        elif node.__class__ is sequence_node:
+            stack.extend(v for v in node.value if v.__class__ is not scalar_node)
     return sorted(problems)
+
+
+def _bad_keys(node, shown: str) -> list[Problem]:
+    problems = []
+    first_line: dict[str, int] = {}
+    for key_node, _ in node.value:
+        line = key_node.start_mark.line + 1
+        if key_node.tag == _MERGE_TAG:
+            problems.append(Problem(shown, line, "", "YAML merge keys (<<) are not allowed"))
+        elif not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
+            problems.append(Problem(shown, line, str(getattr(key_node, "value", "")),
+                                    "keys must be strings (quote this key)"))
+        elif key_node.value in first_line:
+            problems.append(Problem(shown, line, key_node.value,
+                                    f"duplicate key (first defined on line {first_line[key_node.value]})"))
+        else:
+            first_line[key_node.value] = line
+    return problems
 
 
 class NodeLines:

@@ -229,3 +229,9 @@ def test_distinct_from_must_exist(tmp_path):
     a = write_entry(folder, entry(distinct_from=["missing-2020"]))
     cat = validate_catalogue([a], TAX)
     assert [p.field for p in cat.problems] == ["distinct_from.0"]
+
+
+def test_complex_keys_are_reported_not_raised(tmp_path):
+    path = write_text(tmp_path, "complex.yaml", '? [a, b]\n: 1\nid: "x"\n')
+    paper, _, problems = validate_file(path, TAX)
+    assert paper is None and "keys must be strings" in problems[0].message and problems[0].line == 1
