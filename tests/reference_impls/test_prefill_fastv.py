@@ -8,7 +8,7 @@ from tests.reference_impls._lvlm_prompts import FixedPrune, image_prompt, tiny_m
 from tests.reference_impls._utils import randn
 
 
-@pytest.mark.parametrize("L,n_vis,G", [(1, 0, 1), (63, 40, 2), (577, 576, 4)])
+@pytest.mark.parametrize("L,n_vis,G", [(1, 0, 1), (63, 1, 1), (63, 40, 2), (577, 576, 4)])
 @pytest.mark.parametrize("ratio", [0.0, 0.5, 0.75])
 def test_naive_vs_optimised(L, n_vis, G, ratio):
     B, Hkv, D = 3, 2, 16
