@@ -94,3 +94,37 @@ def test_layer_out_of_range_raises_at_run():
     ids, lengths, pix = image_prompt(model.cfg, [1], [24])
     with pytest.raises(ValueError):
         model.prefill(ids, pix, hooks=[PyramidDropHook(layer_list=[2, 4], ratio_list=(0.5, 0.25))])
+
+
+class _BothScores:
+    """Collects, at one layer, the single-row recomputation (before the layer) and the layer's own scores."""
+
+    def __init__(self, layer):
+        self.layer, self.before, self.inpass = layer, None, None
+
+    def before_layer(self, layer, state, ctx):
+        if layer == self.layer:
+            from reference_impls.models.hooks import last_token_rows
+            self.before = ctx.recompute_scores(state, last_token_rows(state))
+        return state
+
+    def score_rows(self, layer, state):
+        if layer == self.layer:
+            from reference_impls.models.hooks import last_token_rows
+            return last_token_rows(state)
+        return None
+
+    def after_layer(self, layer, state, ctx, colsum):
+        if layer == self.layer:
+            self.inpass = colsum
+        return state
+
+
+def test_recomputed_row_equals_the_layers_own_attention_row():
+    model = tiny_model()
+    ids, lengths, pix = image_prompt(model.cfg, [2, 4], [29, 24], seed=8)
+    probe = _BothScores(2)
+    with torch.no_grad():
+        model.prefill(ids, pix, lengths=lengths, hooks=[probe])
+    torch.testing.assert_close(probe.before, probe.inpass, rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(probe.before.sum(-1), torch.ones(2, model.cfg.n_heads), rtol=1e-5, atol=1e-5)
