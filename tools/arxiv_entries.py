@@ -220,8 +220,8 @@ class Enrichment:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, list):
-        return f"[{len(value)} authors]" if value and isinstance(value[0], str) and len(value) > 3 else repr(value)
+    if isinstance(value, list) and len(value) > 4:
+        return repr(value[:3])[:-1] + f", ... ({len(value)} in all)]"
     return repr(value.isoformat() if isinstance(value, dt.date) else value)
 
 

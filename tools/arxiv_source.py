@@ -342,7 +342,7 @@ class ArxivSource:
         for start in range(0, len(wanted), batch_size):
             batch = wanted[start:start + batch_size]
             subject = f"arXiv {batch[0]}" if len(batch) == 1 else f"arXiv {batch[0]} (+{len(batch) - 1} more ids)"
-            search = arxiv.Search(id_list=batch, max_results=len(batch))
+            search = arxiv.Search(id_list=batch, max_results=None)  # every entry the feed has (filtered below)
             for result in self._run(search, subject):
                 record = ArxivRecord.from_result(result)
                 if record.arxiv in batch:

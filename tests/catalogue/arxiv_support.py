@@ -2,12 +2,14 @@
 
 Both take a list of scripted replies; each request consumes the next one (the last one repeats). A reply is a fixture
 file name (status 200), or ``(status, fixture-or-bytes, headers)``, or the exception class ``TIMEOUT`` / ``REFUSED``
-(adapter only). Every request's query parameters are recorded in ``requests``.
+(adapter only), or a function of the query parameters returning one of those. Every request's query parameters are recorded in ``requests``.
 """
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
+import xml.etree.ElementTree as ET
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -48,6 +50,9 @@ class _Script:
             query = parse_qs(urlparse(url).query)
             self.requests.append({k: v[0] for k, v in query.items()})
             reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+            params = self.requests[-1]
+        if callable(reply) and not (isinstance(reply, type) and issubclass(reply, Exception)):
+            reply = reply(params)  # a router: query parameters -> reply
         return _normalise(reply)
 
 
@@ -99,6 +104,26 @@ class FeedServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def feed_for(ids, *files: str) -> bytes:
+    """A feed with the entries of ``ids`` taken from the fixture ``files`` (the first file that has an id wins)."""
+    atom = "{http://www.w3.org/2005/Atom}"
+    entries = {}
+    for name in files:
+        for entry in ET.fromstring(body_of(name)).iter(f"{atom}entry"):
+            short = entry.findtext(f"{atom}id").rsplit("/abs/", 1)[-1]
+            entries.setdefault(re.sub(r"v\d+$", "", short), entry)
+    found = [entries[i] for i in ids if i in entries]
+    body = "".join(ET.tostring(e, encoding="unicode") for e in found)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<feed xmlns="http://www.w3.org/2005/Atom" '
+        'xmlns:opensearch="http://a9.com/-/spec/opensearch/1.1/">'
+        f"<id>https://arxiv.org/api/local</id><title>local</title><updated>2026-01-01T00:00:00Z</updated>"
+        f"<opensearch:totalResults>{len(found)}</opensearch:totalResults>"
+        f"<opensearch:startIndex>0</opensearch:startIndex><opensearch:itemsPerPage>{len(found)}"
+        f"</opensearch:itemsPerPage>{body}</feed>"
+    ).encode("utf-8")
 
 
 class TIMEOUT(requests.exceptions.ReadTimeout):

@@ -132,6 +132,7 @@ def run(args) -> int:
         changes.append((paper, new_paper, plan))
     for paper, new_paper, plan in changes:
         path = catalogue.files[paper.id]
+        print(f"{paper.id}: " + "; ".join(plan.changed))
         if not args.quiet:
             old_text = path.read_text(encoding="utf-8")
             new_text = dump_entry(to_yaml_data(new_paper))
