@@ -253,6 +253,7 @@ class _Segment:
     kept: torch.Tensor | None = None  # [B, Ls] original positions, -1 = padding (None for segment 0)
     key_valid: torch.Tensor | None = None  # [B, Ls (+ decoded tokens)] valid keys of this segment's cache
     overrides: dict = field(default_factory=dict)  # kwargs replaced for this segment's layers in this forward
+    next_position: torch.Tensor | None = None  # [B] next position id ("contiguous" mode only)
 
 
 class DecoderTokenPruner(HookAdapter):
@@ -263,9 +264,15 @@ class DecoderTokenPruner(HookAdapter):
     """
 
     def __init__(self, model: nn.Module, stages: list[PruneStage], *, visual_token_ids,
-                 require_compression: bool = True, impl: str = "auto"):
+                 require_compression: bool = True, impl: str = "auto", position_mode: str = "keep"):
         super().__init__(model)
         self.lm = find_language_model(model)
+        if position_mode not in ("keep", "contiguous"):
+            raise ValueError(f"position_mode must be 'keep' or 'contiguous', got {position_mode!r}")
+        if position_mode == "contiguous" and not supports_contiguous_positions(model, self.lm):
+            raise ValueError("position_mode='contiguous' needs 1-D RoPE (a Llama-style rotary_emb); multimodal "
+                             "RoPE (Qwen2-VL) positions cannot be renumbered")
+        self.position_mode = position_mode
         num_layers = len(self.lm.layers)
         if not stages:
             raise ValueError("at least one pruning stage is needed")
@@ -360,6 +367,7 @@ class DecoderTokenPruner(HookAdapter):
         mask = self._input_mask
         valid = torch.ones_like(visual) if mask is None else mask[:, -length:].to(torch.bool)
         self._visual = visual & valid
+        self._first_valid = torch.where(valid, torch.arange(length, device=valid.device), length).amin(1)
         self._segments = [_Segment(0, None, valid)]
         self._pending = {}
         self._base_kwargs = {}
@@ -418,14 +426,26 @@ class DecoderTokenPruner(HookAdapter):
         key_valid = original >= 0
         overrides = {}
         cos, sin = self._base_kwargs["position_embeddings"]
-        overrides["position_embeddings"] = (gather_seq(cos, original), gather_seq(sin, original))
         pos = self._base_kwargs.get("position_ids")
-        if isinstance(pos, torch.Tensor) and pos.dim() == 2:
-            overrides["position_ids"] = gather_seq(pos[..., None], original)[..., 0]
+        next_position = None
+        if self.position_mode == "contiguous":  # renumber the kept tokens 0, 1, 2, ... from the first valid one
+            base = pos if isinstance(pos, torch.Tensor) and pos.dim() == 2 else \
+                torch.arange(self._segments[0].key_valid.shape[1], device=hidden.device)[None]
+            first = gather_seq(base.expand(hidden.shape[0], -1)[..., None],
+                               self._first_valid[:, None])[:, 0, 0]
+            rank = key_valid.long().cumsum(1) - 1
+            new_pos = torch.where(key_valid, first[:, None] + rank, 0)
+            overrides["position_embeddings"] = self.lm.rotary_emb(cos, new_pos)
+            overrides["position_ids"] = new_pos
+            next_position = first + key_valid.sum(1)
+        else:
+            overrides["position_embeddings"] = (gather_seq(cos, original), gather_seq(sin, original))
+            if isinstance(pos, torch.Tensor) and pos.dim() == 2:
+                overrides["position_ids"] = gather_seq(pos[..., None], original)[..., 0]
         overrides["attention_mask"] = build_attention_mask(key_valid, key_valid.shape[1], self.attn_impl, hidden.dtype)
         if kwargs.get("cache_position") is not None:
             overrides["cache_position"] = torch.arange(key_valid.shape[1], device=hidden.device)
-        self._segments.append(_Segment(self.stages[s].layer, original, key_valid, overrides))
+        self._segments.append(_Segment(self.stages[s].layer, original, key_valid, overrides, next_position))
         self.token_counts.append(key_valid.sum(1))
         return gather_rows(hidden, local)
 
@@ -447,6 +467,11 @@ class DecoderTokenPruner(HookAdapter):
             dtype = kwargs["position_embeddings"][0].dtype if kwargs.get("position_embeddings") else torch.float32
             seg.overrides = {"attention_mask": build_attention_mask(seg.key_valid, self._step_len, self.attn_impl,
                                                                     dtype)}
+            if seg.next_position is not None:  # contiguous positions continue per sample
+                new_pos = seg.next_position[:, None] + torch.arange(self._step_len, device=seg.key_valid.device)
+                seg.next_position = seg.next_position + self._step_len
+                seg.overrides["position_embeddings"] = self.lm.rotary_emb(kwargs["position_embeddings"][0], new_pos)
+                seg.overrides["position_ids"] = new_pos
             if kwargs.get("cache_position") is not None:
                 start = seg.key_valid.shape[1] - self._step_len
                 seg.overrides["cache_position"] = torch.arange(start, start + self._step_len,
@@ -496,6 +521,13 @@ class DecoderTokenPruner(HookAdapter):
 # --------------------------------------------------------------------------------------------------------------
 # public adapters (model-agnostic: LLaVA, Qwen2-VL, Qwen2.5-VL share the decoder-layer calling convention)
 # --------------------------------------------------------------------------------------------------------------
+def supports_contiguous_positions(model: nn.Module, lm: nn.Module) -> bool:
+    """True for decoders with 1-D RoPE (``lm.rotary_emb(x, position_ids [B, L])``), False for multimodal RoPE."""
+    rotary = getattr(lm, "rotary_emb", None)
+    return rotary is not None and not hasattr(rotary, "mrope_section") and \
+        "mrope" not in str(getattr(rotary, "rope_type", "")) and config_value(model, "video_token_id") is None
+
+
 def visual_token_ids(model: nn.Module) -> list[int]:
     """Placeholder token ids whose positions hold visual embeddings (image, and video for Qwen2-VL)."""
     ids = [config_value(model, "image_token_id", "image_token_index")]
@@ -534,12 +566,14 @@ class PyramidDropAdapter(DecoderTokenPruner):
     """PyramidDrop (arXiv 2410.17247): before each layer of ``layer_list`` keep ``int(N_vis_orig * ratio_list[s])``
     visual tokens ranked by the last token's attention recomputed with that layer's own projections.
     Defaults: ``reference_impls.prefill.pyramiddrop.default_layer_list`` (8/16/24 of 32) and (0.5, 0.25, 0.125).
-    Deviation: positions keep their original values (upstream re-indexes them contiguously; "contiguous" would
-    need per-sample RoPE tables in every later layer and during decoding, not provided by this adapter).
+    ``position_mode="auto"``: "contiguous" (upstream: the kept tokens are renumbered 0, 1, 2, ... after every stage,
+    and decoding continues that numbering per stage and per sample) on 1-D RoPE decoders (LLaVA); "keep" (original
+    positions, a declared deviation) on multimodal-RoPE decoders (Qwen2-VL / Qwen2.5-VL), whose 3-D positions
+    cannot be renumbered.
     """
 
     def __init__(self, model: nn.Module, layer_list=None, ratio_list=(0.5, 0.25, 0.125), *,
-                 require_compression: bool = True, impl: str = "auto"):
+                 position_mode: str = "auto", require_compression: bool = True, impl: str = "auto"):
         from reference_impls.prefill.pyramiddrop import check_schedule, default_layer_list, stage_keep_counts
 
         num_layers = len(find_language_model(model).layers)
@@ -547,6 +581,9 @@ class PyramidDropAdapter(DecoderTokenPruner):
         check_schedule(layers, list(ratio_list), num_layers)
         stages = [PruneStage(layer, layer, (lambda r: lambda now, orig: stage_keep_counts(orig, r))(float(ratio)))
                   for layer, ratio in zip(layers, ratio_list)]
+        if position_mode == "auto":
+            lm = find_language_model(model)
+            position_mode = "contiguous" if supports_contiguous_positions(model, lm) else "keep"
         super().__init__(model, stages, visual_token_ids=visual_token_ids(model),
-                         require_compression=require_compression, impl=impl)
+                         require_compression=require_compression, impl=impl, position_mode=position_mode)
         self.layer_list, self.ratio_list = layers, [float(r) for r in ratio_list]

@@ -80,8 +80,9 @@ def causal_float_mask(length, dtype):
     return mask[None, None].to(dtype)
 
 
-def reference_pruned_logits(model, ids, stages, visual_ids=(IMAGE,), **inputs):
+def reference_pruned_logits(model, ids, stages, visual_ids=(IMAGE,), contiguous=False, **inputs):
     """Manual eager forward of one unpadded sample; stages = [(layer, score_layer, keep_fn(now, orig))].
+    ``contiguous``: after a pruning the kept tokens are renumbered 0..n-1 (PyramidDrop upstream).
     Returns (logits of the kept tokens, kept original positions)."""
     model = copy.deepcopy(model)
     set_attention(model, "eager")
@@ -102,11 +103,18 @@ def reference_pruned_logits(model, ids, stages, visual_ids=(IMAGE,), **inputs):
     kept = torch.arange(ids.shape[1])
     n_orig = int(visual.sum())
     pending = {}
+    pruned = False
+
+    def rope_for(kept):
+        if contiguous and pruned:
+            return lm.rotary_emb(hidden, torch.arange(len(kept))[None])
+        return cos[:, kept], sin[:, kept]
+
     with torch.no_grad():
         for i, layer in enumerate(lm.layers):
             for s, (stage_layer, score_layer, keep_fn) in enumerate(stages):
                 if score_layer == i:
-                    rope = (cos[:, kept], sin[:, kept])
+                    rope = rope_for(kept)
                     mask = causal_float_mask(len(kept), hidden.dtype)
                     _, weights = layer.self_attn(hidden_states=layer.input_layernorm(hidden), attention_mask=mask,
                                                  position_embeddings=rope)
@@ -118,9 +126,9 @@ def reference_pruned_logits(model, ids, stages, visual_ids=(IMAGE,), **inputs):
                 if stage_layer == i and s in pending:
                     rows = torch.tensor(pending.pop(s))
                     hidden, kept = hidden[:, rows], kept[rows]
+                    pruned = True
             hidden = call_layer(layer, hidden, attention_mask=causal_float_mask(len(kept), hidden.dtype),
-                                position_embeddings=(cos[:, kept], sin[:, kept]),
-                                position_ids=kept[None])
+                                position_embeddings=rope_for(kept), position_ids=kept[None])
         logits = model.lm_head(lm.norm(hidden))
     return logits, kept
 
@@ -145,15 +153,18 @@ def test_fastv_matches_manual_reference(attn, k, ratio):
     torch.testing.assert_close(out.logits, ref_logits, atol=2e-5, rtol=1e-4)
 
 
-def test_pyramiddrop_matches_manual_reference():
+@pytest.mark.parametrize("position_mode", ["contiguous", "keep"])
+def test_pyramiddrop_matches_manual_reference(position_mode):
     model = tiny_llava()
     ids = torch.tensor([prompt((5,), 2, between=(13,))])
     pix = images(2, seed=2)
     ratios = (0.5, 0.25, 0.125)
     stages = [(layer, layer, (lambda r: lambda now, orig: int(orig * r + 1e-9))(r))
               for layer, r in zip((1, 2, 3), ratios)]
-    ref_logits, ref_kept = reference_pruned_logits(model, ids, stages, pixel_values=pix)
-    with torch.no_grad(), PyramidDropAdapter(model, layer_list=[1, 2, 3], ratio_list=ratios) as adapter:
+    ref_logits, ref_kept = reference_pruned_logits(model, ids, stages, contiguous=position_mode == "contiguous",
+                                                   pixel_values=pix)
+    with torch.no_grad(), PyramidDropAdapter(model, layer_list=[1, 2, 3], ratio_list=ratios,
+                                             position_mode=position_mode) as adapter:
         out = model(input_ids=ids, pixel_values=pix)
     assert [int(c) for c in adapter.token_counts] == [ids.shape[1] - 32 + n for n in (32, 16, 8, 4)]
     assert torch.equal(adapter.kept_indices[0], ref_kept)
@@ -205,12 +216,14 @@ def test_batch_of_two_equals_single_runs(adapter_cls, kwargs):
     torch.testing.assert_close(batch, torch.cat(singles), atol=2e-5, rtol=1e-4)
 
 
-def test_generate_batch_equals_single_and_decode_uses_pruned_cache():
+@pytest.mark.parametrize("adapter_cls,kwargs", [(FastVAdapter, dict(k=2, ratio=0.5)),
+                                                (PyramidDropAdapter, dict(layer_list=[1, 3], ratio_list=(0.5, 0.25)))])
+def test_generate_batch_equals_single_and_decode_uses_pruned_cache(adapter_cls, kwargs):
     model = tiny_llava()
     rows, pix_a, pix_b = _batch_inputs()
     ids, mask = left_pad(rows)
     settings = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
-    with torch.no_grad(), FastVAdapter(model, k=2, ratio=0.5) as adapter:
+    with torch.no_grad(), adapter_cls(model, **kwargs) as adapter:
         batch = model.generate(input_ids=ids, attention_mask=mask, pixel_values=torch.cat([pix_a, pix_b]),
                                **settings)[:, ids.shape[1]:]
         single = [model.generate(input_ids=torch.tensor([r]), pixel_values=p, **settings)[0, len(r):]
@@ -241,6 +254,8 @@ def test_fastv_bad_args(kwargs):
 
 
 def test_pyramiddrop_bad_args():
+    with pytest.raises(ValueError):
+        PyramidDropAdapter(tiny_llava(), layer_list=[1, 2], ratio_list=(0.5, 0.25), position_mode="shifted")
     with pytest.raises(ValueError):
         PyramidDropAdapter(tiny_llava(), layer_list=[2, 1], ratio_list=(0.5, 0.25))
     with pytest.raises(ValueError):
