@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from reference_impls.models.minimal_lvlm import RMSNorm, apply_rope, rope_cos_sin
 from reference_impls.ops.gated_delta import gated_delta_rule
 
 
@@ -74,28 +75,6 @@ class HybridGDNState:
         return sum(t.numel() * t.element_size() for entry in self.layers.values() for t in entry.values())
 
 
-class RMSNorm(nn.Module):
-    def __init__(self, dim, eps):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x):
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
-
-
-def _rope(x, positions, theta):
-    """x [B, H, T, D], positions [T] (int64) -> rotated x (rotate-half convention)."""
-    D = x.shape[-1]
-    inv = 1.0 / (theta ** (torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D))
-    ang = positions.float()[:, None] * inv[None]
-    cos, sin = torch.cat([ang.cos(), ang.cos()], -1), torch.cat([ang.sin(), ang.sin()], -1)
-    x1, x2 = x.float()[..., : D // 2], x.float()[..., D // 2:]
-    rot = torch.cat([-x2, x1], -1)
-    return (x.float() * cos + rot * sin).to(x.dtype)
-
-
 class SlidingWindowAttention(nn.Module):
     def __init__(self, cfg: HybridGDNConfig):
         super().__init__()
@@ -111,7 +90,8 @@ class SlidingWindowAttention(nn.Module):
         q = self.q_proj(x).view(B, T, c.n_heads, c.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, c.n_kv_heads, c.head_dim).transpose(1, 2)
-        q, k = _rope(q, positions, c.rope_theta), _rope(k, positions, c.rope_theta)
+        cos, sin = rope_cos_sin(positions[None], c.head_dim, c.rope_theta, torch.float32)
+        q, k = apply_rope(q.float(), cos, sin).to(x.dtype), apply_rope(k.float(), cos, sin).to(x.dtype)
         if "k" in cache:
             k = torch.cat([cache["k"], k], 2)
             v = torch.cat([cache["v"], v], 2)
