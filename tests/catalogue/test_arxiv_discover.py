@@ -152,3 +152,33 @@ def test_discover_usage_errors(state, capsys):
     assert "unknown technique(s) teleportation" in capsys.readouterr().err
     assert discover(state, "--until", "2025-10-01") == 2
     assert discover(state, "--category", "CS CV") == 2
+
+
+def test_interactive_triage_asks_about_each_candidate(state, monkeypatch, capsys):
+    papers, queue, rejected = state
+    patch_session(monkeypatch, ["discover_feed.xml"])
+    assert discover(state) == 0
+    order = [c.arxiv for c in read_queue(queue)]  # most relevant first
+    answers = iter(["maybe", "a", "r", "s"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    assert triage(state, "--interactive") == 0
+    assert [c.arxiv for c in read_queue(queue)] == [order[2]]  # skipped: still queued
+    assert order[1] in {r.arxiv for r in read_rejected(rejected)}
+    created = [p.stem for p in paper_files(papers)]
+    assert len(created) == 3 and validate_catalogue(paper_files(papers)).problems == []
+    shown = capsys.readouterr().out
+    assert all(arxiv_id in shown for arxiv_id in order)  # each candidate was shown before its question
+
+
+def test_interactive_triage_without_a_terminal_is_a_usage_error(state, monkeypatch, capsys):
+    patch_session(monkeypatch, ["discover_feed.xml"])
+    assert discover(state) == 0
+    before = snapshot(state[0].parent)
+
+    def no_terminal(prompt):
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", no_terminal)
+    assert triage(state, "--interactive") == 2
+    assert "--interactive needs a terminal" in capsys.readouterr().err
+    assert snapshot(state[0].parent) == before
