@@ -542,13 +542,16 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def group_records(seeds: list[Located], authors: list[Located], verified: list[Located]) -> tuple[list[Record], list[str]]:
+def group_records(
+    seeds: list[Located], authors: list[Located], verified: list[Located]
+) -> tuple[list[Record], list[str]]:
     """Join the inputs into one record per paper. Seed rows that share an arXiv id, DOI or normalised title (after
     the verified corrections) are the same paper listed twice: they are merged into one record."""
     notes: list[str] = []
     by_seed_key: dict[tuple, int] = {}
     for i, s in enumerate(seeds):
-        by_seed_key.setdefault(("arxiv", s.row.arxiv_id), i) if s.row.arxiv_id else None
+        if s.row.arxiv_id:
+            by_seed_key.setdefault(("arxiv", s.row.arxiv_id), i)
         by_seed_key.setdefault(("title", s.row.title), i)
     # verified rows -> the seed row they verify (exact: they carry the seed's title and id)
     verified_of: dict[int, Located] = {}
@@ -605,9 +608,8 @@ def group_records(seeds: list[Located], authors: list[Located], verified: list[L
         rec.verified = next((verified_of[i] for i in members if i in verified_of), None)
         rec.authors = next((authors_of[i] for i in members if i in authors_of), None)
         if len(members) > 1:
-            notes.append(
-                "merged rows listing the same paper: " + ", ".join(f"{seeds[i].where} ({seeds[i].row.title!r})" for i in members)
-            )
+            listed = ", ".join(f"{seeds[i].where} ({seeds[i].row.title!r})" for i in members)
+            notes.append(f"merged rows listing the same paper: {listed}")
         records.append(rec)
     extra_by_key: dict[str, Record] = {}
     for v in extra_verified:
@@ -1068,10 +1070,12 @@ class Importer:
 
         # modality: curated > verified > mapping
         modality, mod_src = None, None
+        by_verifier = f"curated from the abstract ({v.sources.get('summary') or v.sources.get('title')})" if v else ""
         if decision and decision.modality:
-            modality, mod_src = decision.modality, prov.get("placement") if decision.techniques else f"curated ({CURATED_SOURCE})"
+            modality = decision.modality
+            mod_src = prov.get("placement") if decision.techniques else f"curated ({CURATED_SOURCE})"
         elif v and v.modality and all(m in {x.id for x in self.tax.modalities} for m in v.modality):
-            modality, mod_src = _union([v.modality]), f"curated from the abstract ({v.sources.get('summary') or v.sources.get('title')})"
+            modality, mod_src = _union([v.modality]), by_verifier
         else:
             mods = [m.modality for m in maps if m.modality]
             if mods:
@@ -1090,7 +1094,7 @@ class Importer:
         if decision and decision.training:
             training, tr_src = decision.training, f"curated ({CURATED_SOURCE})"
         elif v and v.training in ("training-free", "training-aware"):
-            training, tr_src = v.training, f"curated from the abstract ({v.sources.get('summary') or v.sources.get('title')})"
+            training, tr_src = v.training, by_verifier
         else:
             regimes = {m.training for m in maps if m.training}
             if len(regimes) == 1:

@@ -83,7 +83,8 @@ def render_reconciliation(papers: Iterable[Paper] | Mapping[str, Paper],
         rows = [(p, d) for p in with_dis for d in p.disagreements if d.field == field]
         if not rows:
             continue
-        out += ["", f"## {title} ({len(rows)})", "", meaning, "", "| Paper | Sources say | Kept | Why |", "|---|---|---|---|"]
+        out += ["", f"## {title} ({len(rows)})", "", meaning, "",
+                "| Paper | Sources say | Kept | Why |", "|---|---|---|---|"]
         for p, d in rows:
             said = "<br>".join(f"{_cell(v)} — {_source(s)}" for s, v in d.values.items())
             out.append(f"| {_paper_label(p, paper_link)} | {said} | {_cell(d.kept)} | {_cell(d.why)} |")

@@ -32,7 +32,8 @@ def configure(parser) -> None:
     parser.add_argument("--papers-dir", type=Path, default=PAPERS_DIR, help="where the entries live (default papers/)")
     parser.add_argument("--today", help="the date written as last_verified for unverified changes (YYYY-MM-DD)")
     parser.add_argument("--dry-run", action="store_true", help="report what would change, write nothing")
-    parser.add_argument("-v", "--verbose", action="store_true", help="also list every note (merged rows, dropped claims)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also list every note (merged rows, dropped claims)")
 
 
 def run(args) -> int:
