@@ -11,6 +11,15 @@ from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
 N_NEW = 8
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_interpreter():
+    """"auto" paths use the (slow) Triton interpreter when another test module set TRITON_INTERPRET=1; these tests
+    exercise the cache logic, so they run the naive/torch ops (the kernels are tested in test_ops_*)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("TRITON_INTERPRET", raising=False)
+        yield
+
+
 @pytest.fixture(scope="module")
 def setup():
     model = tiny_model()

@@ -12,6 +12,15 @@ from tests.reference_impls._utils import eager_attention_probs, randn, rel_rms_e
 B, HKV, G, D = 2, 2, 2, 16
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_interpreter():
+    """"auto" paths use the (slow) Triton interpreter when another test module set TRITON_INTERPRET=1; these tests
+    exercise the cache logic, so they run the naive/torch ops (the kernels are tested in test_ops_*)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("TRITON_INTERPRET", raising=False)
+        yield
+
+
 def attention_step(*args):
     return _step(*args, impl="naive")
 

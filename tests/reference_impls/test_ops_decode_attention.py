@@ -266,3 +266,25 @@ def test_gpu_half_precision_long(dtype):
     vis = (lens > 0).repeat_interleave(4, dim=1)
     cos = torch.nn.functional.cosine_similarity(o_q[vis].float(), o_n[vis].float(), dim=-1)
     assert cos.min() > 0.999
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_fp8_ring_sparse_paths():
+    q, k, v, lens = _inputs(2, 8, 4, 4099, 128, seed=71, dtype=torch.bfloat16)
+    o_ref, _ = decode_attention(q, k, v, lens, impl="naive")
+    if torch.cuda.get_device_capability() >= (8, 9):
+        kq, ks = quantize_kv(k, "fp8_e4m3")
+        vq, vs = quantize_kv(v, "fp8_e4m3")
+        o_t, _ = decode_attention(q, kq, vq, lens, k_scale=ks, v_scale=vs, impl="triton")
+        o_n, _ = decode_attention(q, kq, vq, lens, k_scale=ks, v_scale=vs, impl="naive")
+        assert rel_rms_err(o_t.float(), o_n.float()) < 2e-2
+    pos = randint(0, 10_000, (2, 8, 4099), seed=72, device="cuda")
+    inv = 1.0 / (10000 ** (torch.arange(0, 128, 2, device="cuda").float() / 128))
+    o_t, _ = ring_decode_attention(q, k, v, lens, pos, inv, impl="triton")
+    o_n, _ = ring_decode_attention(q, k, v, lens, pos, inv, impl="naive")
+    assert rel_rms_err(o_t.float(), o_n.float()) < 2e-2
+    kmin, kmax, nch = chunk_summaries(k, lens, 64)
+    sel = select_chunks(chunk_scores(q, kmin, kmax, nch, impl="triton"), 8, n_chunks=nch, n_first=1, n_last=1)
+    o_t, _ = sparse_decode_attention(q, k, v, lens, sel, 64, impl="triton")
+    o_n, _ = sparse_decode_attention(q, k, v, lens, sel, 64, impl="naive")
+    assert rel_rms_err(o_t.float(), o_n.float()) < 2e-2
