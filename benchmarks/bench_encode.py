@@ -15,7 +15,8 @@ Sections
              prefill forward, last-token logits) for the 576-token baseline and VisionZip (54,10), (108,20),
              (162,30); also the upstream way of getting the CLS attention (eager ViT with ``output_attentions``)
              to show the cost of forcing eager attention (VisionZip issues #24/#25/#29). Peak memory per row.
-Nothing is asserted; ratios are against the baseline of the same run.
+Each row also carries the layer-averaged token count (ToMe) or the LLM token count and theoretical prefill FLOPs
+(VisionZip, ``reference_impls.accounting``). Nothing is asserted; ratios are against the baseline of the same run.
 """
 from __future__ import annotations
 
@@ -28,8 +29,11 @@ from pathlib import Path
 
 import torch
 
+from types import SimpleNamespace
+
 from benchmarks.bench_ops import bench_cosine, device_label
-from reference_impls.encode.tome import ToMeViT, tome_schedule
+from reference_impls import accounting
+from reference_impls.encode.tome import ToMeViT, max_merge_count, tome_schedule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -65,6 +69,15 @@ def peak_bytes(fn, device):
 
 
 # ------------------------------------------------------------------------------------------------------------ ToMe
+def tome_layer_averaged_tokens(tokens: int, depth: int, r) -> float:
+    """Tokens entering each block's attention, averaged over blocks (merging happens after attention)."""
+    counts, current = [], tokens
+    for r_layer in tome_schedule(depth, r):
+        counts.append(current)
+        current -= min(r_layer, max_merge_count(current, 1))
+    return accounting.layer_averaged_tokens(counts)
+
+
 def bench_tome(device, dtype, dim, depth, heads, tokens, batch, rs, impls, iters, warmup):
     torch.manual_seed(0)
     model = ToMeViT(dim=dim, depth=depth, heads=heads).to(device=device, dtype=dtype).eval()
@@ -78,7 +91,8 @@ def bench_tome(device, dtype, dim, depth, heads, tokens, batch, rs, impls, iters
                 ms = timed_ms(lambda: model(x, r=r, impl=impl), device, iters, warmup)
                 out_tokens = model(x, r=r, impl=impl)[0].shape[1]
                 row = {"r": r, "impl": impl if r else "none", "ms": ms, "img_per_s": batch / ms * 1e3,
-                       "tokens_out": out_tokens, "schedule": tome_schedule(depth, r)}
+                       "tokens_out": out_tokens, "schedule": tome_schedule(depth, r),
+                       "layer_averaged_tokens": tome_layer_averaged_tokens(tokens, depth, r)}
                 if r == 0:
                     base = row["img_per_s"]
                 row["speedup_vs_r0"] = row["img_per_s"] / base
@@ -137,13 +151,23 @@ def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
     def prefill(ids):
         return model(input_ids=ids, pixel_values=pix, logits_to_keep=1, use_cache=True)
 
+    tcfg = model.config.text_config
+    flops_cfg = SimpleNamespace(hidden=tcfg.hidden_size, n_kv_heads=tcfg.num_key_value_heads,
+                                head_dim=tcfg.hidden_size // tcfg.num_attention_heads,
+                                intermediate=tcfg.intermediate_size, vocab_size=tcfg.vocab_size,
+                                n_layers=tcfg.num_hidden_layers)
+
+    def llm_flops(n_image):
+        return accounting.prefill_flops(flops_cfg, [n_image + text_tokens] * tcfg.num_hidden_layers)
+
     rows = []
     with torch.no_grad():
         ids_full = prompt(patches)
         base_vit = timed_ms(vit, device, iters, warmup)
         base_ttft = timed_ms(lambda: prefill(ids_full), device, iters, warmup)
         base_peak = peak_bytes(lambda: prefill(ids_full), device)
-        rows.append({"method": "baseline", "image_tokens": patches, "vit_ms": base_vit, "ttft_ms": base_ttft,
+        rows.append({"method": "baseline", "image_tokens": patches, "llm_tokens": patches + text_tokens,
+                     "llm_prefill_flops": llm_flops(patches), "vit_ms": base_vit, "ttft_ms": base_ttft,
                      "peak_bytes": base_peak, "vit_speedup": 1.0, "ttft_speedup": 1.0})
         print(f"visionzip baseline: {patches} image tokens, ViT {base_vit:.2f} ms, TTFT {base_ttft:.2f} ms")
         for dominant, contextual in settings:
@@ -153,7 +177,10 @@ def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
                 vit_ms = timed_ms(vit, device, iters, warmup)
                 ttft = timed_ms(lambda: prefill(ids), device, iters, warmup)
                 peak = peak_bytes(lambda: prefill(ids), device)
-            row = {"method": f"visionzip({dominant},{contextual})", "image_tokens": adapter.tokens_per_image,
+            n_image = adapter.tokens_per_image
+            row = {"method": f"visionzip({dominant},{contextual})", "image_tokens": n_image,
+                   "llm_tokens": n_image + text_tokens, "llm_prefill_flops": llm_flops(n_image),
+                   "llm_flops_ratio_vs_baseline": llm_flops(patches) / llm_flops(n_image),
                    "vit_ms": vit_ms, "ttft_ms": ttft, "peak_bytes": peak, "vit_speedup": base_vit / vit_ms,
                    "ttft_speedup": base_ttft / ttft}
             rows.append(row)
