@@ -21,7 +21,6 @@ sample is the last column (what ``generate`` reads). Input may be left- or right
 """
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 
