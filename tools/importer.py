@@ -455,6 +455,8 @@ class Record:
             return 4
         v = self.verified.row if self.verified else None
         verified = {x for x in ([*v.sources.values(), v.venue_source, v.code_source] if v else []) if x}
+        if v:  # sources a correction file superseded were read by a verifier too
+            verified |= {src for src, _ in v._superseded.values()}
         if v:
             verified |= set(_verified_derived_sources(v))
         authors = {self.authors.row.source} if self.authors else set()

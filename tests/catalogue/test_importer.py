@@ -202,6 +202,40 @@ def test_facts_from_a_verified_file_survive_a_reimport_without_it(imported):
     assert any(k.startswith("title: kept") for k in kept)
 
 
+def test_a_later_verified_file_corrects_field_by_field_and_the_old_value_is_reported(imported, tmp_path):
+    papers, _ = imported
+    correction = tmp_path / "corrections.jsonl"
+    correction.write_text(json.dumps({
+        "seed_title": None, "seed_arxiv_id": "2412.06464", "arxiv_id": "2412.06464", "venue": "ICML 2025",
+        "venue_source": "https://example.org/corrected-venue", "sources": {}, "verified_on": "2026-11-22",
+    }) + "\n", encoding="utf-8")
+    run_import(papers, verified=(VERIFIED, correction))
+    gdn = load(papers, "gated-deltanet-2025")
+    assert gdn["venue"] == "ICML 2025" and gdn["provenance"]["venue"] == "https://example.org/corrected-venue"
+    assert gdn["authors"] == ["Songlin Yang", "Jan Kautz", "Ali Hatamizadeh"]  # untouched by the correction
+    venue = next(d for d in gdn["disagreements"] if d["field"] == "venue")
+    assert venue["values"] == {"https://example.org/iclr2025/gdn": "ICLR 2025",
+                               "https://example.org/corrected-venue": "ICML 2025"}
+
+
+LIST = "October2001/Awesome-KV-Cache-Compression"  # a list whose category "Quantization" has a mapping
+
+
+def test_the_title_spelling_that_carries_the_method_name_is_kept(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    base = {"year": 2022, "arxiv_id": "2205.14135", "source_category": "Quantization"}
+    rows.write_text("\n".join(json.dumps({**base, **r}) for r in [
+        {"title": "Fast and Memory-Efficient Exact Attention with IO-Awareness", "source": f"{LIST}:README.md@1234567"},
+        {"title": "FlashAttention: Fast and Memory-Efficient Exact Attention with IO-Awareness",
+         "source": f"{LIST}:other.md@89abcde"},
+    ]) + "\n", encoding="utf-8")
+    papers = tmp_path / "papers"
+    run_import(papers, rows=[rows], authors=(), verified=())
+    entry = load(papers, "flashattention-2022")
+    assert entry["title"].startswith("FlashAttention: ") and entry["provenance"]["title"] == f"{LIST}:other.md@89abcde"
+    assert "method's name" in entry["disagreements"][0]["why"]
+
+
 SEED = ROOT.parent / "shared" / "literature"
 
 
