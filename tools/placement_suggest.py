@@ -16,6 +16,7 @@ vision-language or multimodal models, the atlas's subject.
 """
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -131,7 +132,7 @@ def suggest_placement(title: str, abstract: str, taxonomy: Taxonomy) -> Suggesti
     else:
         best_score = 0.0
         chosen = [(0.0, _fallback_technique(title_words + abstract_words, taxonomy), [])]
-        notes.append("no taxonomy keyword matched; placed by word overlap with the technique descriptions")
+        notes.append("no taxonomy keyword matched; placed by the words it shares with the technique names and keywords")
     techniques, cells, matched = [], [], []
     for _, tech_id, kws in chosen:
         cell = _best_cell(taxonomy.technique_by_id[tech_id].cells, lowered)
@@ -156,11 +157,21 @@ def suggest_placement(title: str, abstract: str, taxonomy: Taxonomy) -> Suggesti
 
 
 def _fallback_technique(words: list[str], taxonomy: Taxonomy) -> str:
-    """The technique whose name and description share the most content words with the text."""
-    present = {w for w in words if w not in STOPWORDS}
+    """The technique whose name and keywords share the most telling words with the text.
 
-    def overlap(technique) -> tuple:
-        vocab = {w for w in _words(f"{technique.name} {technique.description}") if w not in STOPWORDS}
-        return (-len(vocab & present), taxonomy.techniques.index(technique))
+    Each shared word counts log(1 + techniques / techniques using the word): "kv" or "merging" say more than "token".
+    """
+    vocab = {t.id: {w for w in _words(" ".join([t.name, *t.keywords])) if w not in STOPWORDS}
+             for t in taxonomy.techniques}
+    used_by: dict[str, int] = {}
+    for words_of_technique in vocab.values():
+        for w in words_of_technique:
+            used_by[w] = used_by.get(w, 0) + 1
+    present = set(words) - STOPWORDS
 
-    return min(taxonomy.techniques, key=overlap).id
+    def rank(technique) -> tuple:
+        shared = vocab[technique.id] & present
+        score = sum(math.log(1 + len(vocab) / used_by[w]) for w in shared)
+        return (-score, taxonomy.techniques.index(technique))
+
+    return min(taxonomy.techniques, key=rank).id

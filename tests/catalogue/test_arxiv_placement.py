@@ -54,6 +54,13 @@ def test_no_keyword_still_gives_a_valid_placement_with_a_note(taxonomy):
     assert "no taxonomy keyword matched" in s.note
 
 
+def test_without_a_keyword_the_telling_words_decide(taxonomy):
+    s = suggest_placement("Speculative Sampling with Draft Heads", "", taxonomy)
+    assert s.matched == [] and s.techniques == ["speculative_decoding"]
+    s = suggest_placement("Paged Memory for Serving", "", taxonomy)
+    assert s.matched == [] and s.techniques == ["kv_cache_management"]
+
+
 def test_every_technique_is_reachable_from_its_own_first_keyword(taxonomy):
     for technique in taxonomy.techniques:
         s = suggest_placement(technique.keywords[0].title(), "", taxonomy)
