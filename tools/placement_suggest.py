@@ -9,7 +9,8 @@ Scoring (title counts double, words are compared after a light stemming):
 * otherwise a keyword whose content words mostly occur (at least 3 of 4) scores their share, halved;
 * a technique's score is its best keyword plus a quarter of each further keyword that matched.
 
-The best technique is suggested, with the runner-up when it scores at least 80 % of the best. The cell is the
+The best technique is suggested, with the runner-up when it scores at least 80 % of the best; when no keyword
+matches, the technique whose name and keywords share the most telling words with the text (a note says so). The cell is the
 technique's cell whose stage (encode / prefill / decode) the text mentions most; ties go to prefill, then decode.
 ``relevance`` (used by ``discover`` to rank candidates) is the best score plus 1 when the text is about
 vision-language or multimodal models, the atlas's subject.
