@@ -153,6 +153,22 @@ def test_fastv_matches_manual_reference(attn, k, ratio):
     torch.testing.assert_close(out.logits, ref_logits, atol=2e-5, rtol=1e-4)
 
 
+def test_fastv_triton_scores_match_manual_reference():
+    """impl="triton": the one-row scores come from the Triton scored_attention kernels (interpreted on CPU)."""
+    from reference_impls.ops._triton import launch_counts
+
+    model = tiny_llava()
+    ids = torch.tensor([prompt((5, 6), 2, between=(11, 12))])
+    pix = images(2, seed=1)
+    ref_logits, ref_kept = reference_pruned_logits(model, ids, fastv_stage(2, 0.5), pixel_values=pix)
+    before = launch_counts["_colsum_kernel"]
+    with torch.no_grad(), FastVAdapter(model, k=2, ratio=0.5, impl="triton") as adapter:
+        out = model(input_ids=ids, pixel_values=pix)
+    assert launch_counts["_colsum_kernel"] > before
+    assert torch.equal(adapter.kept_indices[0], ref_kept)
+    torch.testing.assert_close(out.logits, ref_logits, atol=2e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("position_mode", ["contiguous", "keep"])
 def test_pyramiddrop_matches_manual_reference(position_mode):
     model = tiny_llava()
