@@ -20,6 +20,8 @@ Deviations from the paper / upstream code:
   unless a class token is protected); attention is permutation-equivariant, so the result is the same up to order.
 - Ties in the similarity ranking go to the lower index (stable sort); ties in argmax go to the lowest B index.
 - No distillation-token protection and no source tracking (visualisation) are provided.
+- The merge itself is one torch ``scatter_reduce`` (no fused Triton scatter-add merge kernel).
+- ``ToMeViT`` is a generic pre-norm ViT with random weights for tests and timing, not a pretrained timm model.
 """
 from __future__ import annotations
 
