@@ -26,7 +26,8 @@
         var target = document.getElementById(button.getAttribute("data-copy-target"));
         if (!target) { return; }
         var label = button.textContent;
-        copyText(target.textContent).then(function () {
+        var source = target.querySelector("pre code") || target.querySelector("pre") || target;
+        copyText(source.textContent).then(function () {
           button.textContent = "Copied";
           button.setAttribute("data-copied", "");
         }, function () {

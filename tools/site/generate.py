@@ -64,6 +64,13 @@ def href(url: str) -> Markup:
     return Markup(safe.replace("&", "&amp;"))
 
 
+def ident(value: str) -> Markup:
+    """A paper id (schema pattern: lowercase letters, digits, single hyphens) for HTML ids and file names."""
+    if not re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", value):
+        raise ValueError(f"not a paper id: {value!r}")
+    return Markup(value)
+
+
 def md_link(text: str, target: str) -> Markup:
     return Markup(f"[{md_text(text)}]({target})")
 
@@ -206,7 +213,7 @@ class Generator:
                    "curated": "curation from the title and abstract"}
         frontiers = {f.id: f.name for f in taxonomy.frontiers}
         self.env.globals.update(
-            href=href, raw=Markup, number=number, setting=setting, front_matter=front_matter,
+            href=href, raw=Markup, ident=ident, number=number, setting=setting, front_matter=front_matter,
             tax_method=lambda m: methods.get(m, m), frontier_name=lambda f: frontiers.get(f, f),
         )
         self.env.filters["extract_name"] = lambda value, names: names.get(value, value)

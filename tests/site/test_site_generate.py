@@ -1,0 +1,189 @@
+"""Page generation: the docs tree, the strict build, inert hostile text, the explorer data, plots, mkdocs.yml and the
+README section."""
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import pytest
+import yaml
+
+from tests.site.site_fixtures import HOSTILE_SUMMARY, HOSTILE_TITLE, LONG_TITLE_BYTES, fixture_papers
+from tools import cli
+from tools.paths import ROOT
+from tools.readme import BEGIN, END, MarkersMissing, render_matrix, update_readme
+from tools.site.generate import NAV, render_mkdocs_config, rel, tags_allowed
+from tools.taxonomy import load_taxonomy
+
+LIVE_MARKUP = re.compile(r"<(img|script|svg|iframe|b|i)[\s>](?![^<]*atlas-plot)", re.I)
+
+
+def _text(page_html: str) -> str:
+    """Visible text of an HTML page (tags dropped, entities decoded)."""
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", page_html, flags=re.S | re.I)
+    return html.unescape(re.sub(r"<[^>]+>", " ", body))
+
+
+def test_mkdocs_yml_is_fresh_and_allows_exactly_the_taxonomy_ids():
+    assert cli.main(["site", "--check-config"]) == 0, "mkdocs.yml is stale: run `python -m tools site`"
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
+    tax = load_taxonomy()
+    tags = next(p["tags"] for p in config["plugins"] if isinstance(p, dict) and "tags" in p)
+    assert tags["tags_allowed"] == tags_allowed(tax)
+    assert {t.id for t in tax.techniques} | set(tax.stage_ids) | set(tax.axis_ids) <= set(tags["tags_allowed"])
+    assert [p if isinstance(p, str) else next(iter(p)) for p in config["plugins"]] == ["search", "tags"]
+    assert config["theme"]["font"] == "false"
+    assert len(config["nav"]) == len(NAV)
+    assert render_mkdocs_config(tax) == (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+
+
+def test_tree_has_a_page_per_stage_axis_cell_technique_and_paper(built_site):
+    tax = load_taxonomy()
+    docs, html_dir = built_site.docs, built_site.site
+    for s in tax.stage_ids:
+        assert (html_dir / "stages" / f"{s}.html").is_file()
+    for a in tax.axis_ids:
+        assert (html_dir / "axes" / f"{a}.html").is_file()
+    for cell in tax.cell_ids:
+        assert (html_dir / "cells" / f"{cell.replace('.', '-')}.html").is_file()
+    for t in tax.techniques:
+        assert (html_dir / "techniques" / f"{t.id}.html").is_file()
+    for pid in built_site.papers:
+        assert (html_dir / "papers" / f"{pid}.html").is_file()
+        assert (html_dir / "papers" / f"{pid}.bib").is_file()
+    for page in ("index", "explorer", "trends", "taxonomy", "reconciliation", "frontiers", "tags", "contributing",
+                 "reference-implementations"):
+        assert (html_dir / f"{page}.html").is_file(), page
+    assert (html_dir / "data" / "papers.json").is_file() and (html_dir / "atlas.bib").is_file()
+    assert (docs / "index.md").is_file()
+
+
+def test_home_has_the_matrix_with_counts_and_links(built_site):
+    index = (built_site.docs / "index.md").read_text(encoding="utf-8")
+    # prefill.density: FastV, chen-collision, the hostile and the long-title papers; decode.memory: SnapKV.
+    assert "[4](cells/prefill-density.md)" in index
+    assert "[1](cells/decode-memory.md)" in index
+    assert "[0](cells/encode-memory.md)" in index
+    assert "[Prefilling](stages/prefill.md)" in index and "Newest papers" in index and "How to contribute" in index
+
+
+def test_no_network_resources_in_built_pages(built_site):
+    for page in built_site.site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        for url in re.findall(r'<(?:script|link|img)\b[^>]*?(?:src|href)="([^"]+)"', text):
+            assert not re.match(r"^(https?:)?//", url), f"{page.name} loads {url}"
+        assert "fonts.googleapis" not in text and "fonts.gstatic" not in text
+
+
+def test_hostile_text_is_inert_everywhere_in_the_built_site(built_site):
+    for page in built_site.site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert "<img src=x" not in text and "<script>alert" not in text, page
+        assert not re.search(r"<svg onload|<iframe|<b>Bold|<i>Tables", text), page
+        assert not re.search(r'href="\s*javascript:', text, re.I), page
+    hostile = (built_site.site / "papers" / "hostile-2025.html").read_text(encoding="utf-8")
+    visible = " ".join(_text(hostile).split())
+    assert HOSTILE_TITLE in visible  # shown literally, Jinja/Markdown/HTML syntax included
+    assert " ".join(HOSTILE_SUMMARY.split()) in visible
+    assert "{{ 7*7 }}" in visible and "<iframe src=javascript:alert(5)>" in visible
+    title = re.search(r"<title>(.*?)</title>", hostile, re.S).group(1)
+    assert "<" not in title and html.unescape(title).startswith(HOSTILE_TITLE)
+    index = json.loads((built_site.site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    for doc in index["docs"]:
+        for field in ("title", "text"):
+            assert "<img src=x" not in doc[field] and "<script>" not in doc[field] and "<svg onload" not in doc[field]
+
+
+def test_a_10kb_title_builds_and_shows_in_full(built_site):
+    page = (built_site.site / "papers" / "long-title-2025.html").read_text(encoding="utf-8")
+    title = built_site.papers["long-title-2025"].title
+    assert len(title) >= LONG_TITLE_BYTES - 200
+    assert title in " ".join(_text(page).split())
+
+
+def test_paper_page_shows_metadata_claims_code_bibtex_and_related(built_site):
+    page = (built_site.site / "papers" / "fastv-2024.html").read_text(encoding="utf-8")
+    text = " ".join(_text(page).split())
+    assert "ECCV 2024" in text and "Liang Chen" in text
+    assert "FLOPs reduction" in text and "45%" in text and "LLaVA-1.5-13B" in text
+    assert 'href="https://arxiv.org/abs/2403.06764">abstract</a>' in page  # where the claim is stated
+    assert 'href="https://github.com/pkunlp-icler/FastV"' in page and "official" in text
+    assert 'id="bibtex-fastv-2024"' in page and "@inproceedings{chen2024imageb," in text
+    assert 'data-copy-target="bibtex-fastv-2024"' in page and 'href="fastv-2024.bib"' in page
+    related = page.split('id="related-papers"', 1)[1]
+    assert 'href="hostile-2025.html"' in related and 'href="snapkv-2024.html"' not in related
+    assert 'href="../cells/prefill-density.html"' in page and 'href="../techniques/token_pruning.html"' in page
+
+
+def test_technique_and_cell_pages_list_their_papers(built_site):
+    technique = (built_site.site / "techniques" / "kv_eviction.html").read_text(encoding="utf-8")
+    assert 'href="../papers/snapkv-2024.html"' in technique and "fastv-2024" not in technique
+    cell = (built_site.site / "cells" / "encode-density.html").read_text(encoding="utf-8")
+    assert 'href="../papers/keyframe-selector-2025.html"' in cell and "snapkv-2024" not in cell
+
+
+def test_explorer_data_is_plain_text(built_site):
+    raw = (built_site.site / "data" / "papers.json").read_text(encoding="utf-8")
+    assert "<" not in raw  # escaped as \u003c: inert even if it were ever inlined into HTML
+    data = json.loads(raw)
+    records = {r["id"]: r for r in data["papers"]}
+    assert set(records) == set(built_site.papers)
+    assert records["hostile-2025"]["title"] == HOSTILE_TITLE
+    assert records["snapkv-2024"]["stages"] == ["decode"] and records["snapkv-2024"]["code"] is True
+    assert records["keyframe-selector-2025"]["training"] == "training-aware"
+    assert set(data["vocab"]["techniques"]) == {t.id for t in load_taxonomy().techniques}
+
+
+def test_plots_are_inline_svg_following_the_theme(built_site):
+    trends = (built_site.site / "trends.html").read_text(encoding="utf-8")
+    svgs = re.findall(r"<svg\b.*?</svg>", trends, re.S)
+    plots = [s for s in svgs if "atlas-plot-svg" in s]
+    assert len(plots) == 2
+    for svg in plots:
+        assert "currentColor" in svg and "#010203" not in svg and "<script" not in svg
+        assert "fill: #ffffff" not in svg.lower()  # no opaque white background
+    ids = re.findall(r'\bid="([^"]+)"', "".join(plots))
+    assert len(ids) == len(set(ids))  # two figures on one page without id clashes
+    # the keyframe paper claims 25% of tokens retained and a 2.5x prefill speedup
+    assert "keyframe-selector-2025" in trends and "25%" in _text(trends)
+
+
+def test_relative_links():
+    assert rel("papers/a.md", "cells/x.md") == "../cells/x.md"
+    assert rel("index.md", "papers/a.md") == "papers/a.md"
+    assert rel("papers/a.md", "papers/b.md") == "b.md"
+
+
+def test_readme_section_is_replaced_and_nothing_else():
+    papers, tax = fixture_papers(), load_taxonomy()
+    text = f"# Title\n\nIntro.\n\n{BEGIN}\nold\n{END}\n\nAfter.\n"
+    out = update_readme(text, papers, tax)
+    assert out.startswith("# Title\n\nIntro.\n\n" + BEGIN + "\n") and out.endswith(END + "\n\nAfter.\n")
+    assert "old" not in out and render_matrix(papers, tax) in out
+    assert "[4](http://127.0.0.1:8000/cells/prefill-density.html)" in out
+    assert update_readme(out, papers, tax) == out  # idempotent
+    with pytest.raises(MarkersMissing):
+        update_readme("# no markers\n", papers, tax)
+
+
+def test_repository_readme_section_is_fresh():
+    readme = ROOT / "README.md"
+    if not readme.exists() or BEGIN not in readme.read_text(encoding="utf-8"):
+        pytest.skip("README.md has no generated matrix section yet (the lead adds the markers)")
+    assert cli.main(["readme", "--check"]) == 0, "README.md is stale: run `python -m tools readme`"
+
+
+@pytest.mark.slow
+def test_real_catalogue_builds_strictly(tmp_path):
+    from tools.reconcile import render_reconciliation
+    from tools.site.build import mkdocs_build
+    from tools.site.generate import generate
+    from tools.site.refimpls import RESULTS_DIR
+    from tools.validate import load_catalogue
+
+    papers = load_catalogue()
+    generate(papers, load_taxonomy(), tmp_path / "docs", reconciliation=render_reconciliation,
+             results_dir=RESULTS_DIR)
+    mkdocs_build(tmp_path / "docs", tmp_path / "html", strict=True)
+    assert len(list((tmp_path / "html" / "papers").glob("*.html"))) == len(papers)
