@@ -112,3 +112,17 @@ def test_sampled_tree_sd_runs_seeded(pair):
     b, _ = speculative_generate_tree(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 18, greedy=False,
                                      generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and a.numel() == 18 and sa.mean_accepted_length >= 1
+
+
+def test_greedy_tree_sd_through_triton_kernels(pair):
+    """Fused verification kernel + in-place kv_compact kernel (interpreted on CPU) inside tree SD."""
+    pytest.importorskip("triton")
+    from reference_impls.ops._triton import launch_counts
+
+    target, draft = pair
+    ids = torch.randint(0, 250, (1, 9), generator=torch.Generator().manual_seed(3))
+    before = launch_counts["_spec_verify_kernel"]
+    sd, _ = speculative_generate_tree(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 8, impl="triton",
+                                      choices=[(0,), (1,), (0, 0)])
+    assert torch.equal(sd, autoregressive_generate(LVLMSpecLM(target), ids, 8))
+    assert launch_counts["_spec_verify_kernel"] > before

@@ -62,16 +62,14 @@ class LVLMSpecLM:
             self.cache.rollback(int(n))
 
     def keep_slots(self, slots: torch.Tensor) -> None:
-        """Keep cache slots ``slots`` (ascending) in every layer, via ``ops.kv_compact`` (out of place + copy back)."""
+        """Keep cache slots ``slots`` (ascending) in every layer: ``ops.kv_compact`` in place on the static buffers."""
         L = self.cache_len
         K = slots.numel()
         for layer in range(self.cache.n_layers):
             kb, vb = self.cache.keys[layer], self.cache.values[layer]
             H = kb.shape[1]
             idx = slots.to(kb.device).view(1, 1, K).expand(1, H, K)
-            k2, v2, _ = kv_compact(kb[:, :, :L], vb[:, :, :L], idx)
-            kb[:, :, :K] = k2
-            vb[:, :, :K] = v2
+            kv_compact(kb[:, :, :L], vb[:, :, :L], idx, inplace=True)
             pos = self.cache.positions[layer]
             pos[:, :K] = pos[:, slots.to(pos.device)]
             self.cache.set_lengths(layer, torch.full((1,), K, dtype=torch.long, device=kb.device))
