@@ -43,7 +43,7 @@ from tools.citekeys import STOPWORDS, ascii_fold
 from tools.entries import build_paper, paper_path, to_yaml_data
 from tools.paths import PAPERS_DIR, ROOT, display_path
 from tools.problems import Problem, ProblemError
-from tools.schema import ARXIV_NEW, ARXIV_OLD, PREPRINT, Claim, Paper
+from tools.schema import ARXIV_NEW, ARXIV_OLD, PREPRINT, PROVENANCE_FIELDS, Claim, Paper
 from tools.taxonomy import CategoryMapping, Taxonomy, load_taxonomy
 from tools.validate import normalise_title, paper_files, validate_file
 from tools.yamlio import atomic_write, dump_entry, line_of, load_yaml_with_lines
@@ -445,14 +445,16 @@ class Record:
             out.append(self.authors.row.title_in_source)
         return out
 
-    def rank(self, provenance: str | None) -> int | None:
+    def rank(self, provenance: str | None, existing: bool = False) -> int | None:
         """The authority of a provenance value among this paper's inputs: 4 the curated-placements file, 3 a
         verified page, 2 an author list, 1 a paper list, 0 nothing recorded yet; None when it names no input
-        (a person wrote it, or it came from an input not given this time)."""
+        (a person wrote it, or it came from an input not given this time). An existing value taken from the
+        curated-placements file ranks 0: the file is read again on every run, so its current decision (or, when
+        the decision is gone, the mapping) replaces it."""
         if provenance is None or provenance.startswith("not decided yet"):
             return 0
         if CURATED_SOURCE in provenance:
-            return 4
+            return 0 if existing else 4
         v = self.verified.row if self.verified else None
         verified = {x for x in ([*v.sources.values(), v.venue_source, v.code_source] if v else []) if x}
         if v:  # sources a correction file superseded were read by a verifier too
@@ -1027,6 +1029,12 @@ class Importer:
         if seed and not survey_maps and seed.source_category:
             source_map = self.tax.source_mapping(seed.source.split(":", 1)[0], seed.source_category)
         maps = survey_maps or ([source_map] if source_map else [])
+        if survey_maps:
+            mapping_source = f"the survey's placement {' + '.join(seed.survey_placement)} ({seed.source})"
+        elif source_map:
+            mapping_source = f"mapped from the category {seed.source_category!r} ({seed.source})"
+        else:
+            mapping_source = None
 
         survey_placement = None
         if survey_maps:
@@ -1049,10 +1057,10 @@ class Importer:
                 placement["note"] = note
         elif survey_placement:
             placement = {**survey_placement, "method": "survey"}
-            prov["placement"] = f"the survey's placement {' + '.join(seed.survey_placement)} ({seed.source})"
+            prov["placement"] = mapping_source
         elif source_map and not source_map.ambiguous:
             placement = {"cells": list(source_map.cells), "techniques": list(source_map.techniques), "method": "mapped"}
-            prov["placement"] = f"mapped from the category {seed.source_category!r} ({seed.source})"
+            prov["placement"] = mapping_source
         elif source_map:
             placement = {"cells": list(source_map.cells), "techniques": list(source_map.techniques),
                          "method": "mapped", "needs_review": True,
@@ -1081,7 +1089,7 @@ class Importer:
         else:
             mods = [m.modality for m in maps if m.modality]
             if mods:
-                modality, mod_src = _union(mods), prov["placement"]
+                modality, mod_src = _union(mods), mapping_source
             elif existing is not None:
                 modality, mod_src = existing.modality, existing.provenance.get("modality")
         if not modality:
@@ -1100,7 +1108,7 @@ class Importer:
         else:
             regimes = {m.training for m in maps if m.training}
             if len(regimes) == 1:
-                training, tr_src = regimes.pop(), prov["placement"]
+                training, tr_src = regimes.pop(), mapping_source
             elif not maps and existing is not None:
                 training, tr_src = existing.training, existing.provenance.get("training")
         data["training"] = training
@@ -1179,7 +1187,7 @@ def merge_with_existing(old: Paper, prop: Proposal, rec: Record) -> tuple[dict[s
         if name not in new:
             continue
         value, current = new[name], data.get(name)
-        old_rank, new_rank = rec.rank(prov.get(name)), rec.rank(prop.provenance.get(name))
+        old_rank, new_rank = rec.rank(prov.get(name), existing=True), rec.rank(prop.provenance.get(name))
         if _comparable(current) == _comparable(value):
             if name in prop.provenance and old_rank is not None and new_rank is not None and new_rank >= old_rank:
                 prov[name] = prop.provenance[name]
@@ -1351,6 +1359,8 @@ def plan_import(
             path = paper_path(pid, papers_dir)
         data["id"] = pid
         data.setdefault("last_verified", today)
+        # provenance in the schema's field order, so a fresh import and a re-import write the same bytes
+        data["provenance"] = {k: data["provenance"][k] for k in PROVENANCE_FIELDS if k in data["provenance"]}
         try:
             paper = _build_dropping_bad_summary(data, tax, path, report, rec)
         except ProblemError as exc:
