@@ -159,6 +159,14 @@ def test_reimport_upgrades_list_facts_with_verified_ones_and_keeps_the_id(tmp_pa
     assert {c.paper.id for c in report.changes if c.action == "update"} >= {"fastv-2024", "h2o-2023"}
 
 
+def test_importing_in_two_steps_writes_the_same_files_as_importing_at_once(tmp_path):
+    stepwise, at_once = tmp_path / "stepwise", tmp_path / "at_once"
+    run_import(stepwise, verified=())
+    run_import(stepwise)
+    run_import(at_once)
+    assert snapshot(stepwise) == snapshot(at_once)
+
+
 def test_curated_fields_are_never_overwritten(imported):
     papers, _ = imported
     path = papers / "fastv-2024.yaml"
