@@ -6,7 +6,8 @@ masks, only the causal diagonal / ragged tail blocks are masked; writes ``o`` an
 Pass 2 (``_colsum_kernel``): one program per (key block, batch x query head); loads its key block once,
 loops over the *selected* query rows only (a compact per-batch row list), recomputes
 ``p = exp(s - lse)`` and sums over rows in registers; a single writer per key block, so no atomics and
-a deterministic result. Cost ``O(|Qsel| * Lk * D)``.
+a deterministic result. Cost ``O(|Qsel| * Lk * D)``; with causal masking, row blocks that end before the
+key block are skipped (about half the work when every query is selected, as in H2O prefill).
 """
 from __future__ import annotations
 
@@ -153,17 +154,22 @@ def _colsum_kernel(Q, K, LSE, COLSUM, KV_LEN, SEL_IDX, SEL_CNT,
         offs_s = start + offs_s0
         s_valid = offs_s < n_sel
         rows = tl.load(SEL_IDX + b * stride_selb + offs_s, mask=s_valid, other=0)
-        q = tl.load(Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                    mask=s_valid[:, None] & d_valid[None, :], other=0.0)
-        lse = tl.load(LSE + b * stride_lseb + h * stride_lseh + rows, mask=s_valid, other=float("-inf"))
-        row_ok = s_valid & (lse > float("-inf"))
-        lse2 = tl.where(row_ok, lse * 1.4426950408889634, 0.0)
-        s = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale_log2
-        keep = row_ok[:, None] & n_valid[None, :]
-        if CAUSAL:
-            keep = keep & (offs_n[None, :] <= (kv_len - Lq + rows)[:, None])
-        p = tl.where(keep, tl.exp2(s - lse2[:, None]), 0.0)
-        acc += tl.sum(p, 0)
+        active = start < n_sel
+        if CAUSAL:  # rows ascending: a block whose last row precedes this key block sees none of it
+            last_row = tl.max(tl.where(s_valid, rows, -1), 0)
+            active = kv_len - Lq + last_row >= pid_n * BLOCK_N
+        if active:
+            q = tl.load(Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                        mask=s_valid[:, None] & d_valid[None, :], other=0.0)
+            lse = tl.load(LSE + b * stride_lseb + h * stride_lseh + rows, mask=s_valid, other=float("-inf"))
+            row_ok = s_valid & (lse > float("-inf"))
+            lse2 = tl.where(row_ok, lse * 1.4426950408889634, 0.0)
+            s = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale_log2
+            keep = row_ok[:, None] & n_valid[None, :]
+            if CAUSAL:
+                keep = keep & (offs_n[None, :] <= (kv_len - Lq + rows)[:, None])
+            p = tl.where(keep, tl.exp2(s - lse2[:, None]), 0.0)
+            acc += tl.sum(p, 0)
     tl.store(COLSUM + b * stride_cb + h * stride_ch + offs_n, acc, mask=offs_n < Lk)
 
 
