@@ -103,7 +103,7 @@ def bench_scored_attention(device, dtype, lengths, n_sels, heads, reps, eager_ma
         t_sdpa = bench_ms(sdpa, device, reps)
         ours_no_scores = lambda: scored_attention(q, k, v, impl="triton")  # noqa: E731
         t_fwd = bench_ms(ours_no_scores, device, reps)
-        for n in n_sels:
+        for n in list(n_sels) + ([L] if L <= eager_max_len else []):  # + every row (H2O prefill)
             ours = lambda: scored_attention(q, k, v, score_q_range=(L - n, L), impl="triton")  # noqa: E731
             t_ours = bench_ms(ours, device, reps)
             row = {"L": L, "n_score_rows": n, "ms_ours": t_ours, "ms_ours_without_scores": t_fwd, "ms_sdpa": t_sdpa,
