@@ -192,3 +192,22 @@ def test_gpu_kv_compact_large_in_place(dtype):
     tok_idx = select_topk(torch.randn(B, L, device="cuda"), 3000, impl="auto")
     out, _ = gather_tokens(hidden, tok_idx, impl="auto")
     assert torch.equal(out, gather_tokens(hidden, tok_idx, impl="naive")[0])
+
+
+@pytest.mark.parametrize("impl", ["naive", pytest.param("triton", marks=needs_triton)])
+def test_kv_compact_quantized_cache_and_scales(impl):
+    """int8 codes and their [B, H, L, 1] fp16 scales compact with the same indices (quantized KV caches)."""
+    B, H, L, D = 2, 2, 50, 16
+    codes_k = randint(-128, 128, (B, H, L, D), seed=11).to(torch.int8)
+    codes_v = randint(0, 256, (B, H, L, D), seed=12).to(torch.uint8)
+    scales = randn(B, H, L, 1, seed=13, dtype=torch.float16)
+    idx = _per_head_idx(B, H, L, seed=14)
+    K = idx.shape[-1]
+    keep = (idx >= 0)[..., None]
+    k_out, v_out, _ = kv_compact(codes_k, codes_v, idx, impl=impl)
+    assert k_out.dtype == torch.int8 and v_out.dtype == torch.uint8
+    assert torch.equal(k_out, torch.gather(codes_k, 2, idx.clamp(min=0)[..., None].expand(B, H, K, D)) * keep)
+    assert torch.equal(v_out, torch.gather(codes_v, 2, idx.clamp(min=0)[..., None].expand(B, H, K, D)) * keep)
+    s_in, s_in2 = scales.clone(), scales.clone()
+    kv_compact(s_in, s_in2, idx, inplace=True, impl=impl)
+    assert torch.equal(s_in[:, :, :K], torch.gather(scales, 2, idx.clamp(min=0)[..., None]) * keep)
