@@ -6,23 +6,18 @@ import torch
 from reference_impls.decode.kv import (HybridKVCache, QuantizedKVCache, SinkWindowCache, generate_with_cache,
                                        h2o_cache, lightvlm_kv_cache, pyramid_budgets, pyramidkv_cache,
                                        snapkv_cache)
-from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
+from reference_impls.models import LVLMConfig, MinimalLVLM
+from tests.reference_impls._lvlm_prompts import image_prompt
 
 N_NEW = 8
+IMPL = "naive"  # the caches' own ops (compaction, chunk scoring, quantisation); kernels: test_ops_*
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_interpreter():
-    """"auto" paths use the (slow) Triton interpreter when another test module set TRITON_INTERPRET=1; these tests
-    exercise the cache logic, so they run the naive/torch ops (the kernels are tested in test_ops_*)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("TRITON_INTERPRET", raising=False)
-        yield
 
 
 @pytest.fixture(scope="module")
 def setup():
-    model = tiny_model()
+    # scores on the naive path: these tests exercise the caches, the score kernels are tested in test_ops_*
+    model = MinimalLVLM(LVLMConfig.tiny(n_layers=4, init_std=0.1), seed=0, score_impl="naive")
     ids, lens, pix = image_prompt(model.cfg, [2, 5], [30, 26])
     ref = model.generate(ids, pix, lengths=lens, max_new_tokens=N_NEW)
     return model, ids, lens, pix, ref
@@ -34,14 +29,14 @@ def _gen(model, ids, lens, pix, cache, on_step=None, decode_hooks=()):
 
 
 FULL = {
-    "h2o": lambda cfg: h2o_cache(cfg, 2, heavy=100, recent=10),
-    "snapkv": lambda cfg: snapkv_cache(cfg, 2, budget=64, window=8),
-    "pyramidkv": lambda cfg: pyramidkv_cache(cfg, 2, budget=64, window=8),
+    "h2o": lambda cfg: h2o_cache(cfg, 2, heavy=100, recent=10, impl=IMPL),
+    "snapkv": lambda cfg: snapkv_cache(cfg, 2, budget=64, window=8, impl=IMPL),
+    "pyramidkv": lambda cfg: pyramidkv_cache(cfg, 2, budget=64, window=8, impl=IMPL),
     "streaming": lambda cfg: SinkWindowCache.for_model(cfg, 2, n_sink=4, window=60),
     "streaming_rolled": lambda cfg: SinkWindowCache.for_model(cfg, 2, n_sink=4, window=60, pos_mode="rolled"),
-    "lightvlm": lambda cfg: lightvlm_kv_cache(cfg, 2, gen_heavy=0, gen_recent=N_NEW),
-    "hybrid_static": lambda cfg: HybridKVCache.for_model(cfg, 2, budget=64, force="static"),
-    "hybrid_dynamic": lambda cfg: HybridKVCache.for_model(cfg, 2, budget=64, force="dynamic", chunk_size=4),
+    "lightvlm": lambda cfg: lightvlm_kv_cache(cfg, 2, gen_heavy=0, gen_recent=N_NEW, impl=IMPL),
+    "hybrid_static": lambda cfg: HybridKVCache.for_model(cfg, 2, budget=64, force="static", impl=IMPL),
+    "hybrid_dynamic": lambda cfg: HybridKVCache.for_model(cfg, 2, budget=64, force="dynamic", chunk_size=4, impl=IMPL),
 }
 
 
@@ -57,11 +52,11 @@ def test_budget_covering_everything_is_identity(setup, name):
 
 
 SMALL = {
-    "h2o": (lambda cfg: h2o_cache(cfg, 2, heavy=6, recent=4), lambda l, P: torch.full_like(P, 10)),
-    "snapkv": (lambda cfg: snapkv_cache(cfg, 2, budget=12, window=4), lambda l, P: torch.full_like(P, 12)),
-    "pyramidkv": (lambda cfg: pyramidkv_cache(cfg, 2, budget=12, window=4),
+    "h2o": (lambda cfg: h2o_cache(cfg, 2, heavy=6, recent=4, impl=IMPL), lambda l, P: torch.full_like(P, 10)),
+    "snapkv": (lambda cfg: snapkv_cache(cfg, 2, budget=12, window=4, impl=IMPL), lambda l, P: torch.full_like(P, 12)),
+    "pyramidkv": (lambda cfg: pyramidkv_cache(cfg, 2, budget=12, window=4, impl=IMPL),
                   lambda l, P: torch.tensor([pyramid_budgets(4, 12, int(p), 4)[l] for p in P])),
-    "lightvlm": (lambda cfg: lightvlm_kv_cache(cfg, 2, gen_heavy=1, gen_recent=2), lambda l, P: P + 3),
+    "lightvlm": (lambda cfg: lightvlm_kv_cache(cfg, 2, gen_heavy=1, gen_recent=2, impl=IMPL), lambda l, P: P + 3),
 }
 
 
@@ -92,8 +87,8 @@ def test_streaming_small_window_memory_is_flat(setup):
     assert cache.kv_bytes() == before
 
 
-@pytest.mark.parametrize("make", [lambda cfg, b: h2o_cache(cfg, b, heavy=5, recent=3),
-                                  lambda cfg, b: snapkv_cache(cfg, b, budget=10, window=3)])
+@pytest.mark.parametrize("make", [lambda cfg, b: h2o_cache(cfg, b, heavy=5, recent=3, impl=IMPL),
+                                  lambda cfg, b: snapkv_cache(cfg, b, budget=10, window=3, impl=IMPL)])
 def test_ragged_batch_equals_single_rows(setup, make):
     model, ids, lens, pix, _ = setup
     both = _gen(model, ids, lens, pix, make(model.cfg, 2))
@@ -106,14 +101,15 @@ def test_ragged_batch_equals_single_rows(setup, make):
 
 def test_hybridkv_static_pruning_and_retrieval(setup):
     model, ids, lens, pix, _ = setup
-    cache = HybridKVCache.for_model(model.cfg, 2, budget=18, tau=0.0, n_sink=1, n_recent=2, chunk_size=4)
+    cache = HybridKVCache.for_model(model.cfg, 2, budget=18, tau=0.0, n_sink=1, n_recent=2, chunk_size=4,
+                                    impl=IMPL)
     _gen(model, ids, lens, pix, cache, decode_hooks=[cache.query_hook()])
     assert all(bool(s.all()) for s in cache.static)                       # tau = 0: every head static
     prompt = lens[:, None]
     assert all(bool((p < prompt).all()) for p in cache.prompt_len)          # static heads were compacted
     # per-head ragged lengths: heads of a layer may differ (AdaKV-style split), no fake keys
     assert all(b.sum(-1).le(2 * 18).all() for b in cache.head_budget)
-    mixed = HybridKVCache.for_model(model.cfg, 2, budget=6, tau=0.35, chunk_size=4)
+    mixed = HybridKVCache.for_model(model.cfg, 2, budget=6, tau=0.35, chunk_size=4, impl=IMPL)
     out = _gen(model, ids, lens, pix, mixed, decode_hooks=[mixed.query_hook()])
     assert out.shape == (2, N_NEW) and mixed.retrieval_steps > 0
     sel = [s for s in mixed.last_selection if s is not None]
@@ -132,7 +128,7 @@ def _teacher_forced_logits(model, ids, lens, pix, ref, cache):
 def test_quantized_cache_in_model(setup, fmt, min_agree):
     model, ids, lens, pix, ref = setup
     base = _teacher_forced_logits(model, ids, lens, pix, ref, model.new_cache(2, 64))
-    cache = QuantizedKVCache.for_model(model.cfg, 2, 64, fmt=fmt)
+    cache = QuantizedKVCache.for_model(model.cfg, 2, 64, fmt=fmt, impl=IMPL)
     got = _teacher_forced_logits(model, ids, lens, pix, ref, cache)
     assert (got.argmax(-1) == base.argmax(-1)).float().mean() >= min_agree
     assert torch.nn.functional.cosine_similarity(got, base, dim=-1).min() > 0.995

@@ -1,7 +1,13 @@
-"""H2O, SnapKV and PyramidKV policies on the real compressed cache (plain tensors, one attention layer)."""
+"""H2O, SnapKV, PyramidKV, LightVLM-KV and HybridKV on the real compressed cache (plain tensors, one layer)."""
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
+
+# the HybridKV kernel check interprets Triton on CPU (must be set before triton is first imported)
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from reference_impls.decode.kv import (CompressedKVCache, H2OPolicy, PyramidKVPolicy, SnapKVPolicy,
                                        pyramid_budgets)
@@ -11,14 +17,6 @@ from tests.reference_impls._utils import eager_attention_probs, randn, rel_rms_e
 
 B, HKV, G, D = 2, 2, 2, 16
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_interpreter():
-    """"auto" paths use the (slow) Triton interpreter when another test module set TRITON_INTERPRET=1; these tests
-    exercise the cache logic, so they run the naive/torch ops (the kernels are tested in test_ops_*)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("TRITON_INTERPRET", raising=False)
-        yield
 
 
 def attention_step(*args):
@@ -52,7 +50,7 @@ def test_h2o_compaction_equals_mask_simulation(heavy, recent, reduce):
     L, P = 27, 11
     q, k, v = _qkv(L, seed=heavy * 10 + recent)
     o_ref, keep, acc = naive_h2o_attention(q, k, v, P, heavy, recent, score_reduce=reduce)
-    cache = CompressedKVCache(H2OPolicy(heavy, recent), 1, B, HKV, D, score_reduce=reduce)
+    cache = CompressedKVCache(H2OPolicy(heavy, recent), 1, B, HKV, D, score_reduce=reduce, impl="naive")
 
     def check(c):
         assert int(c.lengths(0).max()) <= heavy + recent          # the budget is never exceeded
@@ -211,3 +209,32 @@ def test_lightvlm_policy_keeps_prompt_and_bounds_generated_rows():
     pos = cache.positions[0]
     assert bool((pos[:, :, :P] == torch.arange(P)).all())      # every prompt row survives, in order
     assert bool((pos[:, :, P + 2:P + 5] == torch.arange(L - 3, L)).all())   # the 3 most recent generated rows
+
+
+@pytest.mark.parametrize("force", [torch.tensor([True, False]), "dynamic"])
+def test_hybridkv_sparse_kernel_equals_model_path(force):
+    """HybridKVCache.attend (block-sparse split-K kernel over the selected chunks) == the attention the model
+    computes over the rows that update() gathers; mixed static/dynamic heads, ragged per-head lengths."""
+    from reference_impls.decode.kv.hybridkv import HybridKVCache
+    L, P = 75, 70
+    q, k, v = _qkv(L, seed=37)
+    vis = torch.zeros(B, P, dtype=torch.bool)
+    vis[:, 3:60] = True
+    cache = HybridKVCache(1, B, HKV, D, budget=20, chunk_size=16, n_sink=2, n_recent=4, force=force, impl="naive")
+    pos = torch.arange(L).expand(B, L)
+    cache.set_visual_mask(vis)
+    attention_step(cache, 0, q[:, :, :P], k[:, :, :P], v[:, :, :P], pos[:, :P], torch.full((B,), P))
+    if not isinstance(force, str):
+        assert cache.static[0].tolist() == [[True, False]] * B                  # both head types present
+        assert bool((cache.lengths(0)[:, 0] < P).all()) and bool((cache.lengths(0)[:, 1] == P).all())
+    for t in range(P, L):
+        sl = slice(t, t + 1)
+        cache.set_query(0, q[:, :, t])
+        o_model = attention_step(cache, 0, q[:, :, sl], k[:, :, sl], v[:, :, sl], pos[:, sl],
+                                 torch.ones(B, dtype=torch.long))[:, :, 0]
+        if t % 2 == 0:
+            assert rel_rms_err(cache.attend(0, q[:, :, t], impl="triton"), o_model) < 1e-4
+    assert cache.retrieval_steps == L - P
+    sel = cache.last_selection[0]
+    assert bool((sel[..., 0] == 0).all())                          # the sink chunk is always read
+

@@ -107,7 +107,8 @@ class CompressedKVCache(KVCache):
     """A real compressed cache driven by a :class:`KVPolicy` (see the module docstring)."""
 
     def __init__(self, policy: KVPolicy, n_layers: int, batch_size: int, n_kv_heads: int, head_dim: int, *,
-                 dtype=torch.float32, device=None, score_reduce: str = "mean", growth: int = 16):
+                 dtype=torch.float32, device=None, score_reduce: str = "mean", growth: int = 16,
+                 impl: str = "auto"):
         super().__init__(n_layers, batch_size, device)
         if score_reduce not in ("mean", "max"):
             raise ValueError(f"score_reduce must be 'mean' or 'max', got {score_reduce!r}")
@@ -120,6 +121,7 @@ class CompressedKVCache(KVCache):
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.score_reduce = score_reduce
         self.growth = growth
+        self.impl = impl          # for the ops the cache runs itself (kv_compact, chunk scoring)
         self.capacity = None  # unbounded: storage follows the policy's budget
         B, H = batch_size, n_kv_heads
         self.keys = [self._empty(0, head_dim, dtype) for _ in range(n_layers)]
@@ -261,7 +263,7 @@ class CompressedKVCache(KVCache):
         place; positions, scores and modality flags move alongside."""
         k, v = self.keys[layer], self.values[layer]
         K = idx.shape[-1]
-        _, _, new_len = kv_compact(k, v, idx, inplace=True)
+        _, _, new_len = kv_compact(k, v, idx, inplace=True, impl=self.impl)
         safe = idx.clamp(min=0)
         kept = idx >= 0
         for name, fill in (("positions", -1), ("scores", 0.0), ("visual", False)):

@@ -44,7 +44,7 @@ from torch import Tensor
 
 from ...models.kv_cache import AttendKV
 from ...ops import select_topk
-from ...ops.decode_attention import chunk_scores, chunk_summaries, select_chunks
+from ...ops.decode_attention import chunk_scores, chunk_summaries, select_chunks, sparse_decode_attention
 from .base import CompressedKVCache, KVPolicy, LayerView
 
 __all__ = ["HybridKVCache", "HybridQueryHook", "classify_heads", "allocate_head_budgets", "text_query_rows"]
@@ -123,8 +123,10 @@ class HybridKVCache(CompressedKVCache):
             raise ValueError(f"budget_ratio must lie in (0, 1], got {budget_ratio}")
         if not 0.0 <= alpha <= 1.0 or not 0.0 < top_frac <= 1.0:
             raise ValueError("alpha must lie in [0, 1] and top_frac in (0, 1]")
-        if force not in (None, "static", "dynamic"):
-            raise ValueError(f"force must be None, 'static' or 'dynamic', got {force!r}")
+        if not (force is None or (isinstance(force, str) and force in ("static", "dynamic"))
+                or (isinstance(force, torch.Tensor) and force.dtype == torch.bool)):
+            raise ValueError(f"force must be None, 'static', 'dynamic' or a bool tensor [Hkv] / [B, Hkv] "
+                             f"(True = static), got {force!r}")
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         super().__init__(_HybridPolicy(self), n_layers, batch_size, n_kv_heads, head_dim, **kw)
@@ -167,7 +169,9 @@ class HybridKVCache(CompressedKVCache):
         B, H = lengths.shape
         text = view.last_scores                                               # [B, Hkv, cap]
         static = classify_heads(text, view.visual, lengths, top_frac=self.top_frac, tau=self.tau)
-        if self.force is not None:
+        if isinstance(self.force, torch.Tensor):
+            static = self.force.to(static.device).expand(B, H).clone()
+        elif self.force is not None:
             static = torch.full_like(static, self.force == "static")
         budget = self._budget_rows(view.n_new)
         head_budget = allocate_head_budgets(text, lengths, budget, self.alpha)
@@ -197,15 +201,7 @@ class HybridKVCache(CompressedKVCache):
             return kv
         lengths = kv.kv_lengths                                               # [B, Hkv] (written)
         c = self.chunk_size
-        kmin, kmax, n_ch = chunk_summaries(kv.k, lengths, c)
-        scores = chunk_scores(q, kmin, kmax, n_ch)                             # [B, Hkv, C]
-        # forced: the first chunk (sinks) and every chunk holding rows written after the prompt (generated text,
-        # incl. the current token), at least ``n_recent_chunks``; plus ceil(budget / c) retrieved prompt chunks
-        n_last = torch.clamp(n_ch - self.prompt_len[layer] // c, min=self.n_recent_chunks)
-        want = (self.head_budget[layer] + c - 1) // c + n_last + 1
-        want = torch.where(static, n_ch, torch.minimum(want, n_ch))
-        sel = select_chunks(scores, want, n_chunks=n_ch, n_first=1, n_last=n_last)
-        self.last_selection[layer] = sel
+        sel = self.chunk_selection(layer, q, kv.k, lengths)
         # rows of the selected chunks (static heads select every chunk -> all their rows)
         S = sel.shape[-1]
         rows = sel[..., None] * c + torch.arange(c, device=sel.device)         # [B, Hkv, S, c]
@@ -224,6 +220,32 @@ class HybridKVCache(CompressedKVCache):
         p_sel = torch.where(valid, torch.gather(kv.key_positions, 2, rows), -1)
         self.retrieval_steps += 1
         return AttendKV(k_sel, v_sel, n_sel, p_sel)
+
+    def chunk_selection(self, layer: int, q: Tensor, k: Tensor, lengths: Tensor) -> Tensor:
+        """Chunk ids ``[B, Hkv, S]`` (ascending, -1 padded) each head attends to for decode query ``q [B, Hq, D]``:
+        every chunk for static heads; for dynamic heads the first chunk, the chunks of generated rows and the top
+        ``ceil(budget / chunk_size)`` prompt chunks by the Quest bound."""
+        static = self.static[layer]
+        c = self.chunk_size
+        kmin, kmax, n_ch = chunk_summaries(k, lengths, c)
+        scores = chunk_scores(q, kmin, kmax, n_ch, impl=self.impl)            # [B, Hkv, C]
+        # forced: the first chunk (sinks) and every chunk holding rows written after the prompt (generated text,
+        # incl. the current token), at least ``n_recent_chunks``; plus ceil(budget / c) retrieved prompt chunks
+        n_last = torch.clamp(n_ch - self.prompt_len[layer] // c, min=self.n_recent_chunks)
+        want = (self.head_budget[layer] + c - 1) // c + n_last + 1
+        want = torch.where(static, n_ch, torch.minimum(want, n_ch))
+        sel = select_chunks(scores, want, n_chunks=n_ch, n_first=1, n_last=n_last)
+        self.last_selection[layer] = sel
+        return sel
+
+    def attend(self, layer: int, q: Tensor, *, impl: str = "auto") -> Tensor:
+        """Serving path: decode attention of ``q [B, Hq, D]`` over this layer's stored rows (the current token
+        already written by ``update``) with the block-sparse split-K kernel over the selected chunks."""
+        lk = self._bound[layer]
+        k, v, lengths = self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk], self._len[layer]
+        sel = self.chunk_selection(layer, q, k, lengths)
+        o, _ = sparse_decode_attention(q, k, v, lengths, sel, self.chunk_size, impl=impl)
+        return o
 
     def summary(self) -> dict:
         """Per-layer head types and budgets (after prefill), for reports and tests."""
