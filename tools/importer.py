@@ -680,6 +680,12 @@ def _date(text: str | None) -> dt.date | None:
         return None
 
 
+def _shouting(title: str) -> bool:
+    """An all-capitals title (as some lists copy them from PDF title pages)."""
+    letters = [c for c in title if c.isalpha()]
+    return bool(letters) and sum(c.isupper() for c in letters) > 0.8 * len(letters)
+
+
 def _name_prefixed_variant(title: str, others: list[tuple[str, str]]) -> tuple[str, str] | None:
     """A list that writes 'SmoothQuant: Accurate and ...' where the row says 'Accurate and ...' gives the fuller
     title: (source, title) of such a variant, or None."""
@@ -736,7 +742,7 @@ class Importer:
         if v:
             page = v.sources.get("title") or (arxiv_url(v.arxiv_id) if is_arxiv_id(v.arxiv_id) else None)
         f = _Facts(rec, rec.primary, v, rec.authors.row if rec.authors else None, page)
-        for step in (self._title, self._identifiers, self._authors, self._venue_and_year, self._code,
+        for step in (self._title, self._short_name, self._identifiers, self._authors, self._venue_and_year, self._code,
                      self._summary_and_claims):
             step(f)
         # a verifier who found nothing (every fact null) did not verify the entry
@@ -751,10 +757,15 @@ class Importer:
             data["title"], prov["title"] = " ".join(v.title.split()), v.sources.get("title") or verified_page
         elif seed:
             data["title"], prov["title"] = seed.title, seed.source
-            named = _name_prefixed_variant(seed.title, [(s.row.source, s.row.title) for s in rec.seeds[1:]]
-                                           + ([(a.source, a.title_in_source)] if a and a.title_in_source else []))
+            others = [(s.row.source, s.row.title) for s in rec.seeds[1:]] + (
+                [(a.source, a.title_in_source)] if a and a.title_in_source else [])
+            named = _name_prefixed_variant(seed.title, others)
             if named:
                 prov["title"], data["title"] = named
+            if _shouting(data["title"]):  # the same title in ordinary case, when another source writes it so
+                calm = next(((src, t) for src, t in others if _same_title(t, data["title"]) and not _shouting(t)), None)
+                if calm:
+                    prov["title"], data["title"] = calm
         # else: a correction row without a title; it can only update an existing entry (checked in plan_import)
         for s in rec.seeds:
             title_values.setdefault(s.row.source, s.row.title)
@@ -784,6 +795,18 @@ class Importer:
             d = _disagreement("title", title_values, data["title"], why)
             if d:
                 dis.append(d)
+
+    def _short_name(self, f: "_Facts") -> None:
+        """The method's name: before the colon of the kept title, else of another source's spelling of it."""
+        if "title" not in f.data:
+            return
+        names = [n for n in [short_name_of(f.data["title"])] + [short_name_of(t) for t in f.rec.titles()] if n]
+        if not names:
+            return
+        short = names[0]
+        if _shouting(short) and len(short) > 6:  # "SAGEATTENTION" -> "SageAttention" when a source writes it so
+            short = next((n for n in names if n.lower() == short.lower() and not _shouting(n)), short)
+        f.data["short_name"] = short
 
     def _identifiers(self, f: "_Facts") -> None:
         """arXiv id, DOI, primary class and paper link; an id or link that points elsewhere is reported."""
@@ -1444,11 +1467,6 @@ def _assign_ids(new: list[tuple[Record, Proposal]], taken: set[str], importer: I
             short = curated[0].short_name
             prop.data["short_name"] = short
             prop.provenance["short_name"] = f"curated ({CURATED_SOURCE})"
-        if not short:
-            short = short_name_of(prop.data["title"]) or next(
-                (n for n in map(short_name_of, rec.titles()) if n), None)
-            if short:
-                prop.data["short_name"] = short
         cands[id(rec)] = id_candidates(prop.data["title"], short, prop.data["year"])
     first = {}
     for key, c in cands.items():

@@ -48,6 +48,7 @@ def run(args) -> int:
         raise UserError(f"--today {args.today!r} is not a date (YYYY-MM-DD)") from None
     report = plan_import(args.rows, authors=args.authors, verified=args.verified, curated_path=args.placements,
                          papers_dir=args.papers_dir, today=today)
+    written = [] if args.dry_run else apply_import(report)  # write before printing: output may go to a closed pipe
     for line in report.summary_lines():
         print(line)
     notes = report.notes
@@ -58,7 +59,6 @@ def run(args) -> int:
                 print(f"  {note}")
     if args.dry_run:
         print("dry run: nothing written")
-        return 0
-    written = apply_import(report)
-    print(f"wrote {len(written)} file(s) in {display_path(args.papers_dir)}")
+    else:
+        print(f"wrote {len(written)} file(s) in {display_path(args.papers_dir)}")
     return 0
