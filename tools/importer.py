@@ -800,13 +800,17 @@ class Importer:
         """The method's name: before the colon of the kept title, else of another source's spelling of it."""
         if "title" not in f.data:
             return
-        names = [n for n in [short_name_of(f.data["title"])] + [short_name_of(t) for t in f.rec.titles()] if n]
+        spellings = [(f.data["title"], f.prov["title"])] + [(s.row.title, s.row.source) for s in f.rec.seeds]
+        if f.a and f.a.title_in_source:
+            spellings.append((f.a.title_in_source, f.a.source))
+        names = [(n, src) for n, src in ((short_name_of(t), src) for t, src in spellings) if n]
         if not names:
             return
-        short = names[0]
+        short, source = names[0]
         if _shouting(short) and len(short) > 6:  # "SAGEATTENTION" -> "SageAttention" when a source writes it so
-            short = next((n for n in names if n.lower() == short.lower() and not _shouting(n)), short)
-        f.data["short_name"] = short
+            short, source = next(((n, s) for n, s in names if n.lower() == short.lower() and not _shouting(n)),
+                                 (short, source))
+        f.data["short_name"], f.prov["short_name"] = short, source
 
     def _identifiers(self, f: "_Facts") -> None:
         """arXiv id, DOI, primary class and paper link; an id or link that points elsewhere is reported."""
