@@ -9,21 +9,29 @@ Three input formats, all JSON Lines (one object per line):
   are authoritative over the lists; a list value that differs becomes a ``disagreement`` in the entry.
 
 Placement: a paper the survey lists -> ``method: survey`` through ``survey_categories``; a list category whose mapping
-is unambiguous -> ``method: mapped``; otherwise the decision in ``tools/data/curated_placements.yaml`` (reviewed by a
-person, ``method: curated``), or the mapped proposal flagged ``needs_review``.
+is unambiguous -> ``method: mapped``; a decision in ``tools/data/curated_placements.yaml`` (reviewed by a person; it
+also overrides a mapping that does not fit a paper, with a note) -> ``method: curated``; otherwise the mapped proposal,
+flagged ``needs_review``. A later ``--verified`` file (e.g. ``tools/data/verified_extra.jsonl``) corrects earlier
+verified rows field by field.
+
+Which value wins, per fact: a paper's own page (verified) > an author list > a paper list; among lists, a conference or
+journal beats an "arXiv" listing (often stale), and the title spelling that carries the method's name (or is not in
+capitals) beats one that drops it. Every loser is recorded as a ``disagreement`` with the value kept and why.
 
 Re-import rules (the importer is idempotent and never overwrites curated work):
 
 * A matching entry is found by arXiv id, then DOI, then normalised title (its recorded title variants included).
   Its id and file name never change.
-* A fact field (title, authors, venue, code, ...) is *owned by the importer* when its provenance names one of this
-  paper's input sources or a paper list (``owner/repo:path@commit``, which a verified source outranks). Owned fields
-  are recomputed; any other value was set by a person: it is kept, and a different proposal is only reported.
-  (Edit a field by hand -> change its provenance to the page you read, and the importer leaves it alone.)
+* A fact (title, authors, venue, code, modality, ...) is replaced only when its provenance names one of this paper's
+  inputs (or a paper list) and the new value comes from a source of at least the same authority. A value whose
+  provenance names no input (set by hand, or read from a verified file not passed this time) is kept, and a
+  different proposal is only reported. (Edit a field by hand -> put the page you read in its provenance.)
 * ``summary`` and ``claims`` are only filled when empty. ``placement`` is recomputed when its method is survey or
   mapped, or when it came from the curated-placements file; a placement curated in the entry itself is kept.
+* Disagreements a re-import cannot reproduce (added by hand, or from inputs not passed this time) are kept.
 * ``reference_impls``, ``frontiers``, ``distinct_from`` and ``bibtex_key`` are never touched.
 * ``last_verified`` changes only when the entry's content changes (to the verification date of the facts, or today).
+* Importing in one run or in several writes the same files (provenance keys in the schema's order).
 
 Every input is read and checked before anything is written: a bad row stops the import with ``file:line: message``.
 """
