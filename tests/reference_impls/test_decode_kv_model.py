@@ -7,6 +7,7 @@ from reference_impls.decode.kv import (HybridKVCache, QuantizedKVCache, SinkWind
                                        h2o_cache, lightvlm_kv_cache, pyramid_budgets, pyramidkv_cache,
                                        snapkv_cache)
 from reference_impls.models import LVLMConfig, MinimalLVLM
+from reference_impls.ops.quant.kv_quant import KV_FORMATS
 from tests.reference_impls._lvlm_prompts import image_prompt
 
 N_NEW = 8
@@ -163,3 +164,30 @@ def test_bad_arguments(setup):
     with pytest.raises(ValueError, match="overflow"):
         qc.update(0, torch.zeros(1, 2, 5, 16), torch.zeros(1, 2, 5, 16), torch.zeros(1, 5, dtype=torch.long),
                   torch.full((1,), 5))
+
+
+@pytest.mark.parametrize("fmt", ["int8", "fp8_e4m3"])
+def test_policies_compose_with_quantized_storage(setup, fmt):
+    """kv_format composes with any policy: H2O / HybridKV over an int8/fp8 store with budget >= length give the
+    same tokens as the plain quantised cache; a small H2O budget compacts quantised rows and their scales."""
+    model, ids, lens, pix, _ = setup
+    ref = _gen(model, ids, lens, pix, QuantizedKVCache.for_model(model.cfg, 2, 64, fmt=fmt, impl=IMPL))
+    full = h2o_cache(model.cfg, 2, heavy=100, recent=10, impl=IMPL, kv_format=fmt)
+    assert torch.equal(_gen(model, ids, lens, pix, full), ref)
+    hyb = HybridKVCache.for_model(model.cfg, 2, budget=64, force="dynamic", chunk_size=4, impl=IMPL, kv_format=fmt)
+    assert torch.equal(_gen(model, ids, lens, pix, hyb, decode_hooks=[hyb.query_hook()]), ref)
+    small = h2o_cache(model.cfg, 2, heavy=5, recent=3, impl=IMPL, kv_format=fmt)
+    _gen(model, ids, lens, pix, small, on_step=lambda s, c: [(c.lengths(l) <= 8).all() or pytest.fail("over")
+                                                            for l in range(4)])
+    assert small.keys[0].dtype == KV_FORMATS[fmt][0] and sum(small.compactions) > 0
+    fp = h2o_cache(model.cfg, 2, heavy=5, recent=3, impl=IMPL)
+    _gen(model, ids, lens, pix, fp)
+    assert small.kv_bytes() * 2 < fp.kv_bytes()                 # 1 byte + scales vs 4 bytes per element
+    # serving path: in-kernel dequantisation over the compacted, ragged quantised rows
+    from reference_impls.ops.decode_attention import dequantize_kv, naive_decode_attention
+    q = torch.randn(2, model.cfg.n_heads, model.cfg.head_dim)
+    lk = small.max_length_bound(0)
+    ref_o, _ = naive_decode_attention(q, dequantize_kv(small.keys[0][:, :, :lk], small.k_scale[0][:, :, :lk]),
+                                      dequantize_kv(small.values[0][:, :, :lk], small.v_scale[0][:, :, :lk]),
+                                      small.lengths(0))
+    assert torch.allclose(small.attend(0, q), ref_o, atol=1e-5)

@@ -13,6 +13,9 @@
   default, option ``max``) and added to the accumulator.
 * Compaction: the policy returns kept slot indices ``[B, Hkv, K]`` (ascending, -1 padded) and the cache applies
   ``ops.kv_compact`` in place, moving positions and accumulated scores alongside.
+* Storage format composes with every policy: ``kv_format="int8" | "fp8_e4m3"`` stores K/V quantised on append
+  (``ops.quant.kv_quant``, one scale per (token, head), moved with the rows on compaction); the model protocol
+  receives a dequantised copy, the serving paths (``attend``) dequantise inside the decode kernel.
 
 A :class:`KVPolicy` is a tiny object with two decisions: which rows to score for a chunk, and which slots to keep
 after that chunk's attention. H2O, SnapKV, PyramidKV, LightVLM-KV and HybridKV's static heads are policies;
@@ -28,6 +31,8 @@ from torch import Tensor
 
 from ...models.kv_cache import AttendKV, KVCache
 from ...ops import colsum_to_kv_heads, kv_compact, scored_attention, select_topk
+from ...ops.decode_attention import decode_attention, dequantize_kv
+from ...ops.quant.kv_quant import KV_FORMATS, quantize_kv
 
 __all__ = ["LayerView", "KVPolicy", "CompressedKVCache", "last_rows", "per_head", "keep_scored_plus_recent",
            "VisualMaskHook", "attention_step", "generate_with_cache"]
@@ -108,7 +113,7 @@ class CompressedKVCache(KVCache):
 
     def __init__(self, policy: KVPolicy, n_layers: int, batch_size: int, n_kv_heads: int, head_dim: int, *,
                  dtype=torch.float32, device=None, score_reduce: str = "mean", growth: int = 16,
-                 impl: str = "auto"):
+                 impl: str = "auto", kv_format: Optional[str] = None):
         super().__init__(n_layers, batch_size, device)
         if score_reduce not in ("mean", "max"):
             raise ValueError(f"score_reduce must be 'mean' or 'max', got {score_reduce!r}")
@@ -117,15 +122,22 @@ class CompressedKVCache(KVCache):
         self.policy = policy
         self.n_kv_heads = n_kv_heads
         self.head_dim = head_dim
-        self.dtype = dtype
+        self.dtype = dtype        # compute dtype of the K/V handed to the attention
+        if kv_format is not None and kv_format not in KV_FORMATS:
+            raise ValueError(f"kv_format must be None or one of {sorted(KV_FORMATS)}, got {kv_format!r}")
+        self.kv_format = kv_format
+        self.store_dtype = dtype if kv_format is None else KV_FORMATS[kv_format][0]
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.score_reduce = score_reduce
         self.growth = growth
         self.impl = impl          # for the ops the cache runs itself (kv_compact, chunk scoring)
         self.capacity = None  # unbounded: storage follows the policy's budget
         B, H = batch_size, n_kv_heads
-        self.keys = [self._empty(0, head_dim, dtype) for _ in range(n_layers)]
-        self.values = [self._empty(0, head_dim, dtype) for _ in range(n_layers)]
+        self.keys = [self._empty(0, head_dim, self.store_dtype) for _ in range(n_layers)]
+        self.values = [self._empty(0, head_dim, self.store_dtype) for _ in range(n_layers)]
+        # per-(token, head) dequantisation scales when kv_format is set (value = stored * scale)
+        self.k_scale = [torch.ones(B, H, 0, device=self.device) for _ in range(n_layers)] if kv_format else None
+        self.v_scale = [torch.ones(B, H, 0, device=self.device) for _ in range(n_layers)] if kv_format else None
         self.positions = [torch.full((B, H, 0), -1, dtype=torch.long, device=self.device) for _ in range(n_layers)]
         self.scores = [torch.zeros(B, H, 0, device=self.device) for _ in range(n_layers)]
         self.visual = [torch.zeros(B, H, 0, dtype=torch.bool, device=self.device) for _ in range(n_layers)]
@@ -151,7 +163,9 @@ class CompressedKVCache(KVCache):
         n = min(old, cap)
 
         def move(t: Tensor, fill) -> Tensor:
-            new = torch.full((*t.shape[:2], cap, *t.shape[3:]), fill, dtype=t.dtype, device=t.device)
+            new = torch.zeros((*t.shape[:2], cap, *t.shape[3:]), dtype=t.dtype, device=t.device)
+            if fill != 0:
+                new.fill_(fill)
             new[:, :, :n] = t[:, :, :n]
             return new
 
@@ -160,6 +174,9 @@ class CompressedKVCache(KVCache):
         self.positions[layer] = move(self.positions[layer], -1)
         self.scores[layer] = move(self.scores[layer], 0.0)
         self.visual[layer] = move(self.visual[layer], False)
+        if self.kv_format:
+            self.k_scale[layer] = move(self.k_scale[layer], 1.0)
+            self.v_scale[layer] = move(self.v_scale[layer], 1.0)
 
     def _round(self, n: int) -> int:
         return -(-n // self.growth) * self.growth
@@ -178,9 +195,11 @@ class CompressedKVCache(KVCache):
 
     def kv_bytes(self, allocated: bool = False) -> int:
         """Bytes of K and V: of the valid rows (default) or of the allocated buffers (``allocated=True``)."""
+        scale_bytes = 4 * 2 if self.kv_format else 0          # fp32 k and v scale per (token, head)
         if allocated:
-            return int(sum(k.numel() * k.element_size() * 2 for k in self.keys))
-        per_row = self.head_dim * torch.empty(0, dtype=self.dtype).element_size() * 2
+            return int(sum(k.numel() * k.element_size() * 2 + k.shape[0] * k.shape[1] * k.shape[2] * scale_bytes
+                           for k in self.keys))
+        per_row = self.head_dim * torch.empty(0, dtype=self.store_dtype).element_size() * 2 + scale_bytes
         return self.stored_tokens() * per_row
 
     # ------------------------------------------------------------------ modality
@@ -212,8 +231,14 @@ class CompressedKVCache(KVCache):
         start = self._len[layer]                                                   # [B, H]
         slots = start[..., None] + torch.arange(T, device=self.device)             # [B, H, T]
         idx = slots[..., None].expand(B, H, T, D)
-        self.keys[layer].scatter_(2, idx, k_new.to(self.dtype))
-        self.values[layer].scatter_(2, idx, v_new.to(self.dtype))
+        if self.kv_format:    # quantise on append straight into the buffers (Triton: one fused pass)
+            quantize_kv(k_new, self.kv_format, out=self.keys[layer], out_scale=self.k_scale[layer], start=start,
+                        impl=self.impl)
+            quantize_kv(v_new, self.kv_format, out=self.values[layer], out_scale=self.v_scale[layer], start=start,
+                        impl=self.impl)
+        else:
+            self.keys[layer].scatter_(2, idx, k_new.to(self.dtype))
+            self.values[layer].scatter_(2, idx, v_new.to(self.dtype))
         valid = torch.arange(T, device=self.device)[None, :] < n_new[:, None]      # [B, T]
         pos = torch.where(valid, positions, -1)[:, None, :].expand(B, H, T)
         self.positions[layer].scatter_(2, slots, pos)
@@ -228,8 +253,11 @@ class CompressedKVCache(KVCache):
         if layer == self.n_layers - 1:
             self._visual_mask = None          # consumed by every layer of this chunk
         lk = need
-        kv = AttendKV(self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk], written,
-                      self.positions[layer][:, :, :lk])
+        k_att, v_att = self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk]
+        if self.kv_format:    # the model attends with SDPA over floats: hand it a dequantised copy
+            k_att = dequantize_kv(k_att, self.k_scale[layer][:, :, :lk]).to(self.dtype)
+            v_att = dequantize_kv(v_att, self.v_scale[layer][:, :, :lk]).to(self.dtype)
+        kv = AttendKV(k_att, v_att, written, self.positions[layer][:, :, :lk])
         return kv
 
     def wants_scores(self, layer: int, n_new: Tensor, chunk_len: int) -> Optional[Tensor]:
@@ -262,16 +290,33 @@ class CompressedKVCache(KVCache):
         """Keep slots ``idx [B, Hkv, K]`` (ascending, -1 padded) of ``layer``: K/V via ``ops.kv_compact`` in
         place; positions, scores and modality flags move alongside."""
         k, v = self.keys[layer], self.values[layer]
+        if k.dtype == torch.float8_e4m3fn:    # move fp8 rows as raw bytes (no fp8 gather kernels on CPU)
+            k, v = k.view(torch.uint8), v.view(torch.uint8)
         K = idx.shape[-1]
         _, _, new_len = kv_compact(k, v, idx, inplace=True, impl=self.impl)
         safe = idx.clamp(min=0)
         kept = idx >= 0
-        for name, fill in (("positions", -1), ("scores", 0.0), ("visual", False)):
+        moved = [("positions", -1), ("scores", 0.0), ("visual", False)]
+        if self.kv_format:
+            moved += [("k_scale", 1.0), ("v_scale", 1.0)]
+        for name, fill in moved:
             buf = getattr(self, name)[layer]
             g = torch.gather(buf, 2, safe)
             buf[:, :, :K] = torch.where(kept, g, torch.full_like(g, fill))
         self._len[layer] = new_len.to(torch.long)
         self.compactions[layer] += 1
+
+    def attend(self, layer: int, q: Tensor, *, impl: Optional[str] = None) -> Tensor:
+        """Serving path: decode attention of ``q [B, Hq, D]`` over this layer's kept rows (the current token
+        already written by ``update``) with the split-K kernel: per-KV-head ragged lengths, GQA, and in-kernel
+        dequantisation when ``kv_format`` is set. Returns ``[B, Hq, D]``."""
+        lk = self._bound[layer]
+        ks = vs = None
+        if self.kv_format:
+            ks, vs = self.k_scale[layer][:, :, :lk], self.v_scale[layer][:, :, :lk]
+        o, _ = decode_attention(q, self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk], self._len[layer],
+                                k_scale=ks, v_scale=vs, impl=impl or self.impl)
+        return o
 
     def rollback(self, n) -> None:
         raise NotImplementedError("compressed caches do not support rollback (evicted rows cannot come back)")

@@ -44,7 +44,8 @@ from torch import Tensor
 
 from ...models.kv_cache import AttendKV
 from ...ops import select_topk
-from ...ops.decode_attention import chunk_scores, chunk_summaries, select_chunks, sparse_decode_attention
+from ...ops.decode_attention import (chunk_scores, chunk_summaries, dequantize_kv, select_chunks,
+                                     sparse_decode_attention)
 from .base import CompressedKVCache, KVPolicy, LayerView
 
 __all__ = ["HybridKVCache", "HybridQueryHook", "classify_heads", "allocate_head_budgets", "text_query_rows"]
@@ -243,8 +244,13 @@ class HybridKVCache(CompressedKVCache):
         already written by ``update``) with the block-sparse split-K kernel over the selected chunks."""
         lk = self._bound[layer]
         k, v, lengths = self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk], self._len[layer]
-        sel = self.chunk_selection(layer, q, k, lengths)
-        o, _ = sparse_decode_attention(q, k, v, lengths, sel, self.chunk_size, impl=impl)
+        ks = vs = None
+        if self.kv_format:                                   # quantised storage: dequantise in the kernel
+            ks, vs = self.k_scale[layer][:, :, :lk], self.v_scale[layer][:, :, :lk]
+            sel = self.chunk_selection(layer, q, dequantize_kv(k, ks), lengths)
+        else:
+            sel = self.chunk_selection(layer, q, k, lengths)
+        o, _ = sparse_decode_attention(q, k, v, lengths, sel, self.chunk_size, k_scale=ks, v_scale=vs, impl=impl)
         return o
 
     def summary(self) -> dict:
