@@ -105,6 +105,28 @@ def test_triton_matches_reference(case):
 
 
 @needs_triton
+@pytest.mark.parametrize("num_splits,Lq,causal,dtype", [(2, 1, True, torch.float32), (5, 7, True, torch.float32),
+                                                         (3, 40, False, torch.float32), (4, 1, True, torch.float16)])
+def test_triton_split_k_matches_naive(num_splits, Lq, causal, dtype):
+    """Pass 1 split over key ranges (used on CUDA for few queries) + log-sum-exp merge equals one pass."""
+    from reference_impls.ops.scored_attention.triton_kernel import scored_attention_triton
+
+    B, Hq, Hkv, Lk = 3, 4, 2, 577
+    q, k, v = make_qkv(B, Hq, Hkv, Lq, Lk, 64, seed=31, dtype=dtype)
+    kv_lengths = randint(1, Lk + 1, (B, Hkv), seed=32)
+    kv_lengths[0, 0], kv_lengths[1, 1] = Lk, 0  # a full row and a row with no keys at all
+    sel = torch.ones(B, Lq, dtype=torch.bool)
+    o, lse, colsum = scored_attention_triton(q, k, v, causal=causal, scale=64 ** -0.5, kv_lengths=kv_lengths,
+                                             score_q_mask=sel, num_splits=num_splits)
+    o_ref, lse_ref, colsum_ref = _reference(q, k, v, causal=causal, kv_lengths=kv_lengths, sel=sel)
+    torch.testing.assert_close(colsum.double(), colsum_ref, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(lse.double(), lse_ref, rtol=1e-4, atol=1e-4)
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(o.double(), o_ref, rtol=tol, atol=tol)
+    assert torch.all(o[1, 2:] == 0) and torch.all(torch.isneginf(lse[1, 2:]))  # kv head 1 of batch 1 is empty
+
+
+@needs_triton
 def test_triton_deterministic_and_agrees_with_naive_topk():
     q, k, v = make_qkv(2, 4, 2, 40, 200, 64, seed=21)
     outs = [scored_attention(q, k, v, score_q_range=(30, 40), impl="triton")[2] for _ in range(2)]

@@ -1,8 +1,10 @@
 """Triton path of :func:`scored_attention` (two passes, plain pointer arithmetic, triton 3.6 / 3.9).
 
 Pass 1 (``_attn_fwd_kernel``): FlashAttention-2 style forward, one program per (query block, batch x
-query head); online softmax in base 2; key blocks visible to every row of the query block skip the
-masks, only the causal diagonal / ragged tail blocks are masked; writes ``o`` and the natural-log ``lse``.
+query head[, key split]); online softmax in base 2; key blocks visible to every row of the query block
+skip the masks, only the causal diagonal / ragged tail blocks are masked; writes ``o`` and the natural-log
+``lse``. With few queries (decode) on CUDA the keys are split across programs (split-K, as in
+flash-decoding) and the partial results merged with a log-sum-exp combine.
 Pass 2 (``_colsum_kernel``): one program per (key block, batch x query head); loads its key block once,
 loops over the *selected* query rows only (a compact per-batch row list), recomputes
 ``p = exp(s - lse)`` and sums over rows in registers; a single writer per key block, so no atomics and
@@ -74,13 +76,14 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, KV_LEN,
                      stride_qb, stride_qh, stride_qm, stride_qd,
                      stride_kb, stride_kh, stride_kn, stride_kd,
                      stride_vb, stride_vh, stride_vn, stride_vd,
-                     stride_ob, stride_oh, stride_om, stride_od,
-                     stride_lseb, stride_lseh, stride_lenb,
-                     Hq, G, Lq, D, qk_scale_log2, LQ_BUCKET, LK_BUCKET,
+                     stride_os, stride_ob, stride_oh, stride_om, stride_od,
+                     stride_lses, stride_lseb, stride_lseh, stride_lenb,
+                     Hq, G, Lq, D, qk_scale_log2, SPLIT_LEN, LQ_BUCKET, LK_BUCKET,
                      CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
+    split = tl.program_id(2)  # key range [split * SPLIT_LEN, (split + 1) * SPLIT_LEN) (split-K for few queries)
     b = (pid_bh // Hq).to(tl.int64)
     h = pid_bh % Hq
     hk = (h // G).to(tl.int64)
@@ -106,22 +109,25 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, KV_LEN,
     else:
         hi = kv_len
         full_end = kv_len // BLOCK_N * BLOCK_N
+    lo = split * SPLIT_LEN  # SPLIT_LEN is a multiple of BLOCK_N, so blocks stay aligned
+    hi = tl.minimum(hi, lo + SPLIT_LEN)
+    mid = tl.maximum(tl.minimum(full_end, hi), lo)
     k_base = K + b * stride_kb + hk * stride_kh
     v_base = V + b * stride_vb + hk * stride_vh
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                                    offs_d, d_valid, query_pos, kv_len, 0, full_end, qk_scale_log2,
+                                    offs_d, d_valid, query_pos, kv_len, lo, mid, qk_scale_log2,
                                     False, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                                    offs_d, d_valid, query_pos, kv_len, full_end, hi, qk_scale_log2,
+                                    offs_d, d_valid, query_pos, kv_len, mid, hi, qk_scale_log2,
                                     True, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
 
     seen = l_i > 0.0
     l_safe = tl.where(seen, l_i, 1.0)
     o = acc / l_safe[:, None]
-    tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
-             o.to(O.dtype.element_ty), mask=m_valid[:, None] & d_valid[None, :])
+    tl.store(O + split * stride_os + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om
+             + offs_d[None, :] * stride_od, o.to(O.dtype.element_ty), mask=m_valid[:, None] & d_valid[None, :])
     lse = tl.where(seen, (m_i + tl.log2(l_safe)) / 1.4426950408889634, float("-inf"))
-    tl.store(LSE + b * stride_lseb + h * stride_lseh + offs_m, lse, mask=m_valid)
+    tl.store(LSE + split * stride_lses + b * stride_lseb + h * stride_lseh + offs_m, lse, mask=m_valid)
 
 
 @kernel(configs_fn=_colsum_configs, key=["LQ_BUCKET", "LK_BUCKET", "BLOCK_D", "CAUSAL", "DOT_PREC"])
@@ -185,18 +191,43 @@ def default_meta(Lq: int, device: torch.device, pass_: int) -> dict:
     return {"BLOCK_M": 16 if Lq <= 16 else 32, "BLOCK_N": 64}
 
 
+SPLIT_ALIGN = 128  # split lengths are multiples of every BLOCK_N in the configs
+
+
+def choose_num_splits(B: int, Hq: int, Lq: int, Lk: int, device: torch.device) -> int:
+    """Split-K factor for pass 1: only when few (query block, head) programs would leave the GPU idle
+    (decode, short chunks against a long cache); each split keeps at least 512 keys. 1 on CPU."""
+    if device.type != "cuda":
+        return 1
+    programs = B * Hq * triton.cdiv(Lq, 64)
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    want = triton.cdiv(2 * sms, programs)
+    return max(1, min(want, Lk // 512, 64))
+
+
+def combine_splits(o_part, lse_part, out_dtype):
+    """Merge per-split partial results: ``lse = logsumexp_s lse_s``, ``o = sum_s exp(lse_s - lse) o_s``."""
+    lse = torch.logsumexp(lse_part, dim=0)  # -inf where no split saw a key
+    weight = torch.exp(lse_part - lse.masked_fill(torch.isinf(lse), 0.0))  # 0 for empty splits
+    o = (weight[..., None] * o_part).sum(dim=0)
+    return o.to(out_dtype), lse
+
+
 def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask, autotune=True,
-                            meta_fwd=None, meta_colsum=None):
+                            meta_fwd=None, meta_colsum=None, num_splits=None):
     """Validated arguments in, ``(o, lse, colsum)`` out (see the public :func:`scored_attention`).
 
     ``meta_fwd`` / ``meta_colsum`` force block sizes (``{"BLOCK_M", "BLOCK_N"}`` + optional ``num_warps``,
-    ``num_stages``) and disable autotuning for that pass.
+    ``num_stages``) and disable autotuning for that pass. ``num_splits`` forces the pass-1 split-K factor
+    (default :func:`choose_num_splits`); with more than one split, partial ``o`` (fp32) and ``lse`` per key
+    range are merged by :func:`combine_splits`.
     """
     if q.device.type == "cpu" and q.dtype == torch.bfloat16:
         # the Triton interpreter computes bf16 arithmetic wrongly: run it in fp32 and round o back
         o, lse, colsum = scored_attention_triton(q.float(), k.float(), v.float(), causal=causal, scale=scale,
                                                  kv_lengths=kv_lengths, score_q_mask=score_q_mask,
-                                                 autotune=autotune, meta_fwd=meta_fwd, meta_colsum=meta_colsum)
+                                                 autotune=autotune, meta_fwd=meta_fwd, meta_colsum=meta_colsum,
+                                                 num_splits=num_splits)
         return o.to(q.dtype), lse, colsum
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
@@ -205,6 +236,10 @@ def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask,
     lse = torch.empty(B, Hq, Lq, dtype=torch.float32, device=dev)
     colsum = None if score_q_mask is None else torch.zeros(B, Hq, Lk, dtype=torch.float32, device=dev)
     if Lq == 0 or B * Hq == 0:
+        return o, lse, colsum
+    if Lk == 0:
+        o.zero_()
+        lse.fill_(float("-inf"))
         return o, lse, colsum
     if kv_lengths is None:
         kv_len = torch.full((B, Hkv), Lk, dtype=torch.int32, device=dev)
@@ -223,14 +258,25 @@ def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask,
         meta = default_meta(Lq, dev, pass_)
         return kern.launch(grid_fn(meta), *args, device=dev, meta=meta, autotune=False)
 
-    if Lk == 0:
-        o.zero_()
-        lse.fill_(float("-inf"))
-        return o, lse, colsum
-    launch(_attn_fwd_kernel, lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq),
-           (q, k, v, o, lse, kv_len, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
-            lse.stride(0), lse.stride(1), kv_len.stride(0), Hq, Hq // Hkv, Lq, D, qk_scale_log2, *buckets,
-            causal, block_d, block_d == D, prec), meta_fwd, 1)
+    splits = choose_num_splits(B, Hq, Lq, Lk, dev) if num_splits is None else int(num_splits)
+    split_len = triton.cdiv(triton.cdiv(Lk, max(1, splits)), SPLIT_ALIGN) * SPLIT_ALIGN
+    splits = triton.cdiv(Lk, split_len)
+    if splits == 1:
+        o_out, lse_out, split_strides = o, lse, (0, 0)
+    else:
+        o_out = torch.empty(splits, B, Hq, Lq, D, dtype=torch.float32, device=dev)
+        lse_out = torch.empty(splits, B, Hq, Lq, dtype=torch.float32, device=dev)
+        split_strides = (o_out.stride(0), lse_out.stride(0))
+    o_strides = o_out.stride()[-4:]
+    lse_strides = lse_out.stride()[-3:-1]
+    launch(_attn_fwd_kernel, lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq, splits),
+           (q, k, v, o_out, lse_out, kv_len, *q.stride(), *k.stride(), *v.stride(), split_strides[0], *o_strides,
+            split_strides[1], *lse_strides, kv_len.stride(0), Hq, Hq // Hkv, Lq, D, qk_scale_log2, split_len,
+            *buckets, causal, block_d, block_d == D, prec), meta_fwd, 1)
+    if splits > 1:
+        o_comb, lse_comb = combine_splits(o_out, lse_out, q.dtype)
+        o.copy_(o_comb)
+        lse.copy_(lse_comb)
     if colsum is None:
         return o, lse, colsum
     # compact per-batch list of selected rows (ascending), padded; counts per batch
@@ -244,4 +290,4 @@ def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask,
     return o, lse, colsum
 
 
-__all__ = ["scored_attention_triton", "default_meta"]
+__all__ = ["scored_attention_triton", "default_meta", "choose_num_splits", "combine_splits"]
