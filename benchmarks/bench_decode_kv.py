@@ -1,7 +1,7 @@
 """Decode-time KV-cache compression: attention time per decode token and KV bytes vs budget, against the full cache
 with SDPA, plus achieved decode-attention bandwidth as a fraction of a measured device-to-device copy.
 
-    python -m benchmarks.bench_decode_kv            # GPU: 8k-64k contexts, writes benchmarks/results/decode_kv_<device>.json
+    python -m benchmarks.bench_decode_kv            # GPU: 8k-64k contexts -> results/decode_kv_<device>.json
     python -m benchmarks.bench_decode_kv --smoke    # CPU (Triton interpreter) or GPU: tiny shapes, end-to-end check
 
 Shapes (default): one decode query per row, batch 1 and 8, Llama-2-7B-like attention (32 query heads, 8 KV heads

@@ -93,8 +93,8 @@ def test_prefill_chunk_longer_than_ring_then_decode():
     # decoding continues with the sink + window rule for row 0
     outs = []
     for t in range(P, L):
-        outs.append(attention_step(cache, 0, q[:1, :, t:t + 1].expand(B, -1, -1, -1), k[:1, :, t:t + 1].expand(B, -1, -1, -1),
-                                   v[:1, :, t:t + 1].expand(B, -1, -1, -1), pos[:, t:t + 1], _ones())[:1])
+        row0 = [x[:1, :, t:t + 1].expand(B, -1, -1, -1) for x in (q, k, v)]
+        outs.append(attention_step(cache, 0, *row0, pos[:, t:t + 1], _ones())[:1])
     ref = naive_sink_window_attention(q[:1], k[:1], v[:1], n_sink, window)[:, :, P:]
     assert rel_rms_err(torch.cat(outs, 2), ref) < 1e-6
 

@@ -48,7 +48,7 @@ class LayerView:
     last_scores: Optional[Tensor]  # [B, Hkv, cap] this chunk's (KV-head reduced) column sums, or None
     last_colsum: Optional[Tensor]  # [B, Hq, cap] the same before the GQA reduction (per query head)
     positions: Tensor           # [B, Hkv, cap] RoPE positions, -1 on invalid slots
-    keys: Tensor                # [B, Hkv, cap, D]
+    keys: Tensor                # [B, Hkv, cap, D] as stored (int8/fp8 when the cache has a kv_format)
     n_new: Tensor               # [B] tokens committed by this chunk
     visual: Optional[Tensor]    # [B, Hkv, cap] bool: slot holds a visual (image) token, when known
     n_layers: int
@@ -277,7 +277,8 @@ class CompressedKVCache(KVCache):
     def _after_chunk(self, layer: int, last_scores: Optional[Tensor], last_colsum: Optional[Tensor]) -> None:
         phase, n_new, _ = self._chunk[layer]
         view = LayerView(layer=layer, phase=phase, lengths=self._len[layer], scores=self.scores[layer],
-                         last_scores=last_scores, last_colsum=last_colsum, positions=self.positions[layer], keys=self.keys[layer],
+                         last_scores=last_scores, last_colsum=last_colsum, positions=self.positions[layer],
+                         keys=self.keys[layer],
                          n_new=n_new, visual=self.visual[layer], n_layers=self.n_layers)
         idx = self.policy.keep(view)
         if idx is not None:

@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .base import CompressedKVCache, KVPolicy, LayerView, keep_scored_plus_recent, per_head
+from .base import CompressedKVCache, KVPolicy, LayerView, keep_scored_plus_recent
 
 __all__ = ["H2OPolicy", "h2o_cache", "naive_h2o_attention"]
 
