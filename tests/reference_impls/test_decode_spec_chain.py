@@ -1,11 +1,6 @@
 """Chain speculative decoding: greedy == AR, sampling preserves the target distribution, KV rollback, verify kernel."""
-import os
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():  # kernels using tl.sum/tl.max interpret only if set before triton's import
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from reference_impls.decode.speculative import autoregressive_generate, speculative_generate
 from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM, truncated_draft

@@ -1,12 +1,7 @@
 """Tree speculative decoding: buffers vs naive ancestor walk, greedy == AR, sibling rejection preserves q,
 accepted-path KV compaction."""
-import os
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from reference_impls.decode.speculative import autoregressive_generate, speculative_generate_tree
 from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM, truncated_draft
@@ -115,7 +110,7 @@ def test_sampled_tree_sd_runs_seeded(pair):
 
 
 def test_greedy_tree_sd_through_triton_kernels(pair):
-    """Fused verification kernel + in-place kv_compact kernel (interpreted on CPU) inside tree SD."""
+    """The fused verification kernel (interpreted on CPU) inside tree SD."""
     pytest.importorskip("triton")
     from reference_impls.ops._triton import launch_counts
 

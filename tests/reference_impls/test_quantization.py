@@ -1,12 +1,7 @@
 """INT8 weight-only / FP8 W8A8: round-trip bounds, GEMM accuracy (naive + Triton int8), tiny-model agreement."""
 import copy
-import os
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from reference_impls.decode.quantization import FP8Linear, Int8WeightOnlyLinear, quantize_model
 from reference_impls.models.config import LVLMConfig
