@@ -2,7 +2,9 @@
 pruning for static heads and chunk-wise retrieval for dynamic heads -- on a real per-head ragged cache.
 
 The paper states three stages (abstract + first page, the only parts reachable with our look-up tools; the full
-method section could not be read, so every concrete choice below is ours and is listed as a deviation):
+method section could not be read, so every concrete choice below is ours and is listed as a deviation; a
+third-party summary describes static heads as stably focused and dynamic heads as depending on the visual content
+of each step, which our statistic follows in spirit):
 
 1. **Head classification** at the end of prefill, per layer and KV head, from *text-centric attention*: the
    attention that the instruction tokens (valid non-visual prompt tokens after the last visual token; the last
