@@ -169,3 +169,15 @@ def test_triton_verify_gpu_large_vocab():
     ref_g = naive_verify_paths(q[:, :D].argmax(-1), q, greedy=True)
     out_g = verify_paths(q[:, :D].argmax(-1), q, greedy=True, impl="triton")
     assert torch.equal(out_g[0], ref_g[0]) and torch.equal(out_g[1], ref_g[1])
+
+
+@pytest.mark.gpu
+def test_greedy_sd_equals_ar_on_gpu_with_kernels():
+    """fp32 on CUDA (bf16 would let near-tied random logits flip between batched and single-token passes)."""
+    target = MinimalLVLM(LVLMConfig.tiny(), seed=0, device="cuda")
+    draft = truncated_draft(target, 2)
+    ids = _prompt(0).cuda()
+    ar = autoregressive_generate(LVLMSpecLM(target), ids, 40)
+    for adaptive in (False, True):
+        sd, _ = speculative_generate(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 40, k=4, adaptive=adaptive)
+        assert torch.equal(sd, ar)

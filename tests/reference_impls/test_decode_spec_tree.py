@@ -121,3 +121,13 @@ def test_greedy_tree_sd_through_triton_kernels(pair):
                                       choices=[(0,), (1,), (0, 0)])
     assert torch.equal(sd, autoregressive_generate(LVLMSpecLM(target), ids, 8))
     assert launch_counts["_spec_verify_kernel"] > before
+
+
+@pytest.mark.gpu
+def test_greedy_tree_sd_equals_ar_on_gpu():
+    target = MinimalLVLM(LVLMConfig.tiny(), seed=0, device="cuda")
+    draft = truncated_draft(target, 2)
+    ids = torch.randint(0, 250, (1, 9), generator=torch.Generator().manual_seed(0)).cuda()
+    ar = autoregressive_generate(LVLMSpecLM(target), ids, 40)
+    sd, stats = speculative_generate_tree(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 40)   # Triton verify + compact
+    assert torch.equal(sd, ar) and stats.steps >= 1
