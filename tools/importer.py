@@ -836,7 +836,8 @@ class Importer:
             data["arxiv"], prov["arxiv"] = seed_arxiv, src
         for s in rec.seeds:  # a paper link that points at another arXiv id
             linked = arxiv_from_url(s.row.paper_url)
-            if linked and data.get("arxiv") and linked != data["arxiv"] and is_arxiv_id(linked):
+            reported = linked == s.row.arxiv_id and any(d["field"] == "arxiv" for d in dis)  # same fact as above
+            if linked and data.get("arxiv") and linked != data["arxiv"] and is_arxiv_id(linked) and not reported:
                 dis.append({
                     "field": "arxiv", "values": {f"{s.row.source} (paper link)": linked, prov["arxiv"]: data["arxiv"]},
                     "kept": data["arxiv"], "why": "the list's paper link points at a different arXiv id",
