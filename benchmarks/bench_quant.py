@@ -54,10 +54,12 @@ def run(args):
             x = torch.randn(M, K, generator=g).to(device, dtype)
             ref = x.float() @ w.t()
             row = dict(M=M, N=N, K=K, fp8_path=fp8_path)
+            lp_name = "bf16" if dtype == torch.bfloat16 else str(dtype)
+            fp8_impl = "naive" if smoke else "auto"
             for name, fn, wbytes in (
-                    ("bf16" if dtype == torch.bfloat16 else str(dtype), lambda: F.linear(x, w_lp), N * K * x.element_size()),
+                    (lp_name, lambda: F.linear(x, w_lp), N * K * x.element_size()),
                     ("int8_weight_only", lambda: int8_weight_only_matmul(x, w8, s8, impl=impl), N * K + 4 * N),
-                    ("fp8_w8a8", lambda: fp8_linear(x, wf8, sf8, impl="auto" if not smoke else "naive"), N * K + 4 * N)):
+                    ("fp8_w8a8", lambda: fp8_linear(x, wf8, sf8, impl=fp8_impl), N * K + 4 * N)):
                 ms = time_ms(fn, device, reps)
                 row[f"{name}_ms"] = ms
                 row[f"{name}_tflops"] = 2 * M * N * K / (ms * 1e-3) / 1e12

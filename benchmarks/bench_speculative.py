@@ -115,7 +115,8 @@ def run(args):
         if scale == args.mm_scale:
             run_prompt(f"scale{scale}/multimodal", mm, kw, True)
     write_result("speculative", device, args.smoke, dict(
-        model=cfg.name, dtype=str(dtype), draft_layers=args.draft_layers, upper_scales=scales, mm_scale=args.mm_scale, target_layers=cfg.n_layers,
+        model=cfg.name, dtype=str(dtype), draft_layers=args.draft_layers, upper_scales=scales, mm_scale=args.mm_scale,
+        target_layers=cfg.n_layers,
         new_tokens=new_tokens, batch=1, attention="SDPA (minimal LVLM); verification via ops.spec_verify",
         note="random weights: acceptance not representative of trained draft/target pairs", results=results))
 

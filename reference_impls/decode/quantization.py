@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import torch
 import torch.nn as nn
 
 from reference_impls.ops.quant.weight_gemm import (fp8_linear, int8_weight_only_matmul, quantize_fp8_rowwise,

@@ -106,7 +106,8 @@ class SlidingWindowAttention(nn.Module):
         scores = scores.masked_fill(~allowed, float("-inf"))
         out = (scores.softmax(-1) @ vv.float()).to(x.dtype)
         keep = max(c.window - 1, 0)
-        cache["k"], cache["v"], cache["pos"] = k[:, :, k.shape[2] - keep:], v[:, :, v.shape[2] - keep:], key_pos[key_pos.numel() - keep:]
+        start = k.shape[2] - keep
+        cache["k"], cache["v"], cache["pos"] = k[:, :, start:], v[:, :, start:], key_pos[start:]
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -204,7 +205,8 @@ class HybridGDNModel(nn.Module):
     @torch.no_grad()
     def forward(self, input_ids, state: HybridGDNState | None = None, *, gdn_mode="auto", impl="auto"):
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"input_ids must be an integer [B, T] tensor, got {tuple(input_ids.shape)} {input_ids.dtype}")
+            raise ValueError(f"input_ids must be an integer [B, T] tensor, got {tuple(input_ids.shape)} "
+                             f"{input_ids.dtype}")
         state = state if state is not None else self.new_state()
         T = input_ids.shape[1]
         positions = torch.arange(state.seen, state.seen + T, device=input_ids.device)

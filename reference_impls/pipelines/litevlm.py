@@ -22,13 +22,12 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
 from reference_impls.decode.quantization import quantize_model
-from reference_impls.decode.speculative import autoregressive_generate, speculative_generate, \
-    speculative_generate_tree
+from reference_impls.decode.speculative import speculative_generate, speculative_generate_tree
 from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM, truncated_draft
 from reference_impls.encode.litevlm_view_selection import (NUSCENES_KEYWORDS, ViewSelector, encode_selected_views,
                                                           hash_tokenize, lexical_scores, select_views)

@@ -122,7 +122,8 @@ def pevlm_positions(layout: PEVLMLayout, mode: str = "sequential", device=None) 
 
 def _check_qkv(q, k, v, layout):
     if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape:
-        raise ValueError(f"q [B,Hq,L,D], k/v [B,Hkv,L,D] expected, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        raise ValueError(f"q [B,Hq,L,D], k/v [B,Hkv,L,D] expected, got {tuple(q.shape)}, {tuple(k.shape)}, "
+                         f"{tuple(v.shape)}")
     if q.shape[2] != layout.total_len or k.shape[2] != layout.total_len:
         raise ValueError(f"sequence length {q.shape[2]} / {k.shape[2]} != layout length {layout.total_len}")
     if q.shape[1] % k.shape[1]:

@@ -24,7 +24,8 @@ def _inputs(B, T, H, K, V, seed, dtype=torch.float32, device="cpu"):
     gate = -torch.rand(B, T, H, generator=g) * 0.7
     beta = torch.rand(B, T, H, generator=g)
     s0 = torch.randn(B, H, K, V, generator=g) * 0.5
-    return [x.to(device=device, dtype=dtype) if i < 3 else x.to(device) for i, x in enumerate((q, k, v, gate, beta, s0))]
+    qkv = [x.to(device=device, dtype=dtype) for x in (q, k, v)]
+    return qkv + [x.to(device) for x in (gate, beta, s0)]
 
 
 @pytest.mark.parametrize("T", [1, 7, 63])

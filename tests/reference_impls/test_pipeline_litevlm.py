@@ -41,7 +41,11 @@ def test_dropped_views_produce_no_vision_tokens(setup, monkeypatch):
     model, views, q, selector = setup
     seen = []
     original = model.vision.forward
-    monkeypatch.setattr(model.vision, "forward", lambda px, *a, **k: (seen.append(px.shape[0]), original(px, *a, **k))[1])
+    def counting_forward(px, *a, **k):
+        seen.append(px.shape[0])
+        return original(px, *a, **k)
+
+    monkeypatch.setattr(model.vision, "forward", counting_forward)
     pipe = LiteVLMPipeline(model, LiteVLMConfig(view_selection=True, view_threshold=0.5, max_new_tokens=4), selector)
     res = pipe.run("is there a car on the back left", q, views)
     kept = int(res.kept_views.sum())

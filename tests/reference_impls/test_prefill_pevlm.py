@@ -92,5 +92,6 @@ def test_blocksparse_gpu_bf16():
     lay = PEVLMLayout.from_frames(16, 32, 64, 16, sink_frames=1, frames_per_block=4)
     L = lay.total_len
     q = randn(1, 8, L, 64, seed=1, device="cuda", dtype=torch.bfloat16)
-    k, v = randn(1, 2, L, 64, seed=2, device="cuda", dtype=torch.bfloat16), randn(1, 2, L, 64, seed=3, device="cuda", dtype=torch.bfloat16)
+    k = randn(1, 2, L, 64, seed=2, device="cuda", dtype=torch.bfloat16)
+    v = randn(1, 2, L, 64, seed=3, device="cuda", dtype=torch.bfloat16)
     assert rel_rms_err(blocksparse_pevlm_attention(q, k, v, lay), naive_pevlm_attention(q, k, v, lay)) <= 2e-2

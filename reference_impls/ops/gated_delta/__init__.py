@@ -12,7 +12,8 @@ __all__ = ["gated_delta_rule", "naive_recurrent_gated_delta_rule", "naive_chunk_
 def gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=True,
                      mode: str = "auto", impl: str = "auto"):
     """Dispatch. ``mode``: "recurrent" (token loop; the Triton kernel when allowed) or "chunk" (naive chunked,
-    for prefill); "auto" = recurrent for T <= 16, else chunk. ``impl``: "naive" | "triton" | "auto" (see ``ops._triton.resolve_impl``)."""
+    for prefill); "auto" = recurrent for T <= 16, else chunk. ``impl``: "naive" | "triton" | "auto"
+    (see ``ops._triton.resolve_impl``)."""
     if mode not in ("auto", "recurrent", "chunk"):
         raise ValueError(f"mode must be 'auto', 'recurrent' or 'chunk', got {mode!r}")
     if mode == "auto":

@@ -41,7 +41,8 @@ def check_verify_args(draft_tokens, target, draft_probs, uniforms, greedy, force
         if uniforms.shape != (P, D):
             raise ValueError(f"uniforms must be [P, D] = {(P, D)}, got {tuple(uniforms.shape)}")
     if force_accept is not None and (force_accept.shape != (P, D) or force_accept.dtype != torch.bool):
-        raise ValueError(f"force_accept must be bool [P, D] = {(P, D)}, got {force_accept.dtype} {tuple(force_accept.shape)}")
+        raise ValueError(f"force_accept must be bool [P, D] = {(P, D)}, got {force_accept.dtype} "
+                         f"{tuple(force_accept.shape)}")
 
 
 def naive_verify_paths(draft_tokens, target, draft_probs=None, uniforms=None, *, greedy: bool, force_accept=None):
