@@ -146,11 +146,9 @@ def naive_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional[float
     return (s.softmax(-1) @ vv).to(q.dtype)
 
 
-def _sdpa(q, k, v, mask, scale, G):
-    """SDPA on [..., H, L, D] with GQA folded by repeat (kept simple and portable)."""
-    if G > 1:
-        k, v = k.repeat_interleave(G, -3), v.repeat_interleave(G, -3)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+def _sdpa(q, k, v, mask, scale, G, causal=False):
+    """4-D SDPA ``[N, H, L, D]`` with GQA handled by SDPA itself (``enable_gqa``), so fused backends can run."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=G > 1, is_causal=causal)
 
 
 def blocksparse_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional[float] = None,
@@ -164,8 +162,7 @@ def blocksparse_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional
     out = torch.empty_like(q)
     S = layout.sink_len
     if S:
-        out[:, :, :S] = _sdpa(q[:, :, :S], k[:, :, :S], v[:, :, :S],
-                              torch.ones(S, S, dtype=torch.bool, device=dev).tril(), scale, G)
+        out[:, :, :S] = _sdpa(q[:, :, :S], k[:, :, :S], v[:, :, :S], None, scale, G, causal=True)
     if layout.n_blocks:
         m, Lb = layout.n_blocks, max(layout.block_lens)
         starts = torch.tensor(layout.block_starts, device=dev)
@@ -173,19 +170,23 @@ def blocksparse_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional
         ar = torch.arange(Lb, device=dev)
         valid = ar[None, :] < lens[:, None]                                     # [m, Lb]
         idx = (starts[:, None] + torch.minimum(ar[None, :], lens[:, None] - 1)).flatten()
-        qb = q[:, :, idx].view(B, Hq, m, Lb, D).transpose(1, 2)                  # [B, m, Hq, Lb, D]
-        kb = k[:, :, idx].view(B, -1, m, Lb, D).transpose(1, 2)
-        vb = v[:, :, idx].view(B, -1, m, Lb, D).transpose(1, 2)
-        ks = k[:, None, :, :S].expand(B, m, k.shape[1], S, D)
-        vs = v[:, None, :, :S].expand(B, m, v.shape[1], S, D)
-        kc, vc = torch.cat([ks, kb], 3), torch.cat([vs, vb], 3)
+        Hkv = k.shape[1]
+        # (batch, block) folded into SDPA's batch dimension: [B*m, H, Lb, D]
+        qb = q[:, :, idx].view(B, Hq, m, Lb, D).transpose(1, 2).reshape(B * m, Hq, Lb, D)
+        kb = k[:, :, idx].view(B, Hkv, m, Lb, D).transpose(1, 2)
+        vb = v[:, :, idx].view(B, Hkv, m, Lb, D).transpose(1, 2)
+        ks = k[:, None, :, :S].expand(B, m, Hkv, S, D)
+        vs = v[:, None, :, :S].expand(B, m, Hkv, S, D)
+        kc = torch.cat([ks, kb], 3).reshape(B * m, Hkv, S + Lb, D)
+        vc = torch.cat([vs, vb], 3).reshape(B * m, Hkv, S + Lb, D)
         in_block = (ar[None, :, None] >= ar[None, None, :]) & valid[:, None, :]   # [m, Lb, Lb]
-        mask = torch.cat([torch.ones(m, Lb, S, dtype=torch.bool, device=dev), in_block], 2)[None, :, None]
+        mask = torch.cat([torch.ones(m, Lb, S, dtype=torch.bool, device=dev), in_block], 2)
         if sink_logit_bias:
             bias = torch.zeros(m, Lb, S + Lb, device=dev, dtype=q.dtype)
             bias[..., :S] = sink_logit_bias
-            mask = bias[None, :, None].masked_fill(~mask, float("-inf"))
-        ob = _sdpa(qb, kc, vc, mask, scale, G).transpose(1, 2).reshape(B, Hq, m * Lb, D)
+            mask = bias.masked_fill(~mask, float("-inf"))
+        mask = mask[None, :, None].expand(B, m, 1, Lb, S + Lb).reshape(B * m, 1, Lb, S + Lb)
+        ob = _sdpa(qb, kc, vc, mask, scale, G).view(B, m, Hq, Lb, D).transpose(1, 2).reshape(B, Hq, m * Lb, D)
         keep = valid.flatten()
         out[:, :, idx[keep]] = ob[:, :, keep]
     Q0 = layout.query_start
