@@ -6,9 +6,9 @@ int8 / fp8 K/V with per-(token, head) scales, ring buffers with RoPE-on-read, an
 ``impl = "auto" | "naive" | "triton"`` (``"torch"`` = ``"triton"``): "auto" uses Triton on CUDA tensors, or on CPU
 tensors when TRITON_INTERPRET=1 and triton imports; otherwise the naive path.
 
-Deviations from FlashDecoding / Quest: split-K partials are merged in PyTorch (a few tiny ops) rather than by a
-second kernel; the Quest bound is reduced over the GQA group (max) so a KV head selects one chunk set for all its
-query heads (Quest selects per query head on MHA models); chunk size == the kernel's key block (power of two >= 16).
+Deviations from FlashDecoding / Quest: the Quest bound is reduced over the GQA group (max), so a KV head selects
+one chunk set for all its query heads (Quest selects per query head on MHA models); the chunk size equals the
+kernel's key block (a power of two >= 16).
 """
 from __future__ import annotations
 

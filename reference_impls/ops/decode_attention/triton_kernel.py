@@ -8,7 +8,8 @@ One kernel, specialised by constexpr flags, serves every cache layout of ``naive
   SPARSE - block-sparse: each split walks a list of selected chunk ids (chunk size == BLOCK_N).
 Grid: (B * Hkv, n_splits). A program owns one KV head and all its G query heads (packed as rows of a
 [G_PAD, D] tile, G_PAD >= 16 for tl.dot), so every K/V byte is read once per decode step (GQA-friendly).
-Partial (max, sum, unnormalised output) per split are combined in PyTorch (tiny). Plain pointer arithmetic only
+Partial (max, sum, unnormalised output) per split are merged by a second tiny kernel (one program per query
+head; PyTorch fallback beyond 1024 splits). Plain pointer arithmetic only
 (no block pointers) so it runs on Triton 3.6 and 3.9; loads are upcast to fp32 right after tl.load except the
 dot operands, which use the cache dtype (fp32 under the interpreter).
 """
@@ -131,8 +132,42 @@ def _decode_split_kernel(
     tl.store(LP + out_rows, l_i, mask=row_ok)
 
 
+@kernel()
+def _combine_kernel(OP, MP, LP, O, LSE, n_splits, D, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One program per (b, query head): merge the split-K partials (m in log2 units) in one launch."""
+    row = tl.program_id(0)
+    sp = tl.arange(0, BLOCK_S)
+    dd = tl.arange(0, BLOCK_D)
+    s_ok = sp < n_splits
+    m = tl.load(MP + row * n_splits + sp, mask=s_ok, other=-1.0e30)
+    lsum = tl.load(LP + row * n_splits + sp, mask=s_ok, other=0.0)
+    m_max = tl.max(m, axis=0)
+    w = tl.where(s_ok, tl.exp2(m - m_max), 0.0)
+    l_tot = tl.sum(w * lsum, axis=0)
+    o = tl.load(OP + (row * n_splits + sp)[:, None] * D + dd[None, :], mask=s_ok[:, None] & (dd[None, :] < D),
+                other=0.0)
+    acc = tl.sum(o * w[:, None], axis=0)
+    empty = l_tot == 0.0
+    out = tl.where(empty, 0.0, acc / tl.where(empty, 1.0, l_tot))
+    tl.store(O + row * D + dd, out.to(O.dtype.element_ty), mask=dd < D)
+    lse = tl.where(empty, float("-inf"), (m_max + tl.log2(tl.where(empty, 1.0, l_tot))) / 1.4426950408889634)
+    tl.store(LSE + row, lse)
+
+
 def _combine_splits(o_part, m_part, l_part, B, Hq, D, out_dtype):
     """Merge split-K partials (m in log2 units). Rows with no visible key: o = 0, lse = -inf."""
+    n_splits = m_part.shape[1]
+    if n_splits <= 1024:
+        o = torch.empty(B * Hq, D, device=o_part.device, dtype=out_dtype)
+        lse = torch.empty(B * Hq, device=o_part.device, dtype=torch.float32)
+        _combine_kernel.launch((B * Hq,), o_part, m_part, l_part, o, lse, n_splits, D, device=o_part.device,
+                               meta=dict(BLOCK_S=next_power_of_2(n_splits), BLOCK_D=next_power_of_2(D)))
+        return o.view(B, Hq, D), lse.view(B, Hq)
+    return _combine_splits_torch(o_part, m_part, l_part, B, Hq, D, out_dtype)
+
+
+def _combine_splits_torch(o_part, m_part, l_part, B, Hq, D, out_dtype):
+    """PyTorch version of the merge (also the reference for ``_combine_kernel``)."""
     m = m_part.max(dim=1, keepdim=True).values
     w = torch.exp2(m_part - m)
     l_tot = (w * l_part).sum(dim=1)
