@@ -6,6 +6,7 @@
 Attention-only time (one layer, Qwen2.5-VL-7B head layout: 28 q / 4 kv heads, head_dim 128) of
   * full causal SDPA over the whole prefill (the baseline; FA2/cuDNN/efficient backend as SDPA picks),
   * PEVLM block-sparse path (``prefill.pevlm.blocksparse_pevlm_attention``: batched SDPA over sink + own block),
+  * PEVLM Triton path (GPU only: context rows in ``prefill/pevlm_triton.py``, sink/query rows on SDPA),
   * the dense-mask SDPA with the PEVLM boolean mask (same maths, no sparsity exploited: shows the gain is the
     block structure, not a different kernel),
 plus, on the tiny minimal LVLM, output agreement of a PEVLM prefill vs the full-attention prefill (top-1 of the
@@ -22,7 +23,8 @@ import torch.nn.functional as F
 from benchmarks._decode_b_common import time_ms, write_result
 from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
-from reference_impls.prefill.pevlm import PEVLMLayout, blocksparse_pevlm_attention, pevlm_mask, pevlm_prefill
+from reference_impls.prefill.pevlm import (PEVLMLayout, blocksparse_pevlm_attention, pevlm_attention, pevlm_mask,
+                                           pevlm_prefill)
 
 
 @torch.no_grad()
@@ -49,6 +51,9 @@ def run(args):
                        pevlm_blocksparse_ms=pe, speedup=full / pe,
                        attended_pairs_fraction=float(pevlm_mask(lay, "cpu").sum()) / (L * (L + 1) / 2)
                        if L <= 16384 else None)
+            if device.type == "cuda":
+                row["pevlm_triton_ms"] = time_ms(lambda: pevlm_attention(q, k, v, lay, impl="triton"), device, reps)
+                row["speedup_triton"] = full / row["pevlm_triton_ms"]
             if L <= 12000:
                 mask = pevlm_mask(lay, device)
                 row["pevlm_dense_mask_ms"] = time_ms(lambda: F.scaled_dot_product_attention(

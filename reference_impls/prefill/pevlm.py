@@ -14,15 +14,16 @@ earlier parallel-encoding methods do: ``position_mode="reused"`` reproduces that
 Attention cost of the video part drops from O((T*N)^2) to O(T*N * (sink + block)). The KV cache after prefill
 holds every token, so decoding is unchanged.
 
-Paths: ``naive_pevlm_attention`` (dense boolean mask, fp32; the spec) and ``pevlm_attention(impl="torch")``
+Paths: ``naive_pevlm_attention`` (dense boolean mask, fp32; the spec), ``pevlm_attention(impl="torch")``
 (block-sparse: all context blocks batched as one SDPA call over ``[sink keys + own block keys]``, the sink and
-query rows as two more calls; O(T*N) memory). ``pevlm_prefill`` runs the minimal LVLM with the PEVLM mask.
+query rows as two more calls; O(T*N) memory) and ``impl="triton"`` (context rows in one Triton kernel). ``pevlm_prefill`` runs the minimal LVLM with the PEVLM mask.
 
 What could be read of the paper: the abstract (v1-v3), the introduction and a third-party summary (the sink =
 initial text + first frames). Deviations / additions:
 * ``sink_logit_bias`` (default 0 = off) is NOT from the paper: an optional additive bias on the sink logits of
   context-block queries (the design note's ``log(m)`` correction idea), kept for experiments and flagged here.
-* No Triton/FlexAttention kernel: the optimised path is block-batched SDPA (document as such in benchmarks).
+* Optimised paths: block-batched SDPA (``impl="torch"``) and a Triton kernel for the context rows
+  (``impl="triton"``, ``pevlm_triton.py``; sink/query rows stay on SDPA). No FlexAttention ``BlockMask``.
 * The block partition is by whole frames; the paper's exact sink size / block size choices are parameters.
 """
 from __future__ import annotations
@@ -196,10 +197,39 @@ def blocksparse_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional
     return out
 
 
+def triton_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional[float] = None):
+    """Context-block rows with the Triton kernel (``pevlm_triton.py``); sink and query rows with SDPA."""
+    from .pevlm_triton import triton_pevlm_context_rows
+
+    _check_qkv(q, k, v, layout)
+    B, Hq, L, D = q.shape
+    G = Hq // k.shape[1]
+    scale = D ** -0.5 if scale is None else scale
+    out = torch.empty_like(q).contiguous()
+    S, Q0 = layout.sink_len, layout.query_start
+    if S:
+        out[:, :, :S] = _sdpa(q[:, :, :S], k[:, :, :S], v[:, :, :S], None, scale, G, causal=True)
+    row_lo = torch.zeros(L, dtype=torch.int32, device=q.device)
+    for s0, n in zip(layout.block_starts, layout.block_lens):
+        row_lo[s0: s0 + n] = s0
+    triton_pevlm_context_rows(q, k, v, out, row_lo, S, Q0, scale)
+    if layout.query_len:
+        qmask = torch.arange(L, device=q.device)[None, :] <= (Q0 + torch.arange(layout.query_len, device=q.device))[:, None]
+        out[:, :, Q0:] = _sdpa(q[:, :, Q0:], k, v, qmask, scale, G)
+    return out
+
+
 def pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale=None, sink_logit_bias: float = 0.0, impl: str = "auto"):
-    """``impl``: "naive" (dense mask) or "torch"/"auto" (block-sparse SDPA)."""
-    if impl not in ("auto", "naive", "torch"):
-        raise ValueError(f"impl must be 'auto', 'naive' or 'torch', got {impl!r}")
+    """``impl``: "naive" (dense mask), "torch" (block-sparse SDPA), "triton" (Triton kernel for the context rows;
+    no ``sink_logit_bias``), "auto" (Triton on CUDA without a sink bias, else "torch")."""
+    if impl not in ("auto", "naive", "torch", "triton"):
+        raise ValueError(f"impl must be 'auto', 'naive', 'torch' or 'triton', got {impl!r}")
+    if impl == "auto":
+        impl = "triton" if q.is_cuda and not sink_logit_bias else "torch"
+    if impl == "triton":
+        if sink_logit_bias:
+            raise ValueError("the Triton path does not implement sink_logit_bias; use impl='torch'")
+        return triton_pevlm_attention(q, k, v, layout, scale=scale)
     fn = naive_pevlm_attention if impl == "naive" else blocksparse_pevlm_attention
     return fn(q, k, v, layout, scale=scale, sink_logit_bias=sink_logit_bias)
 

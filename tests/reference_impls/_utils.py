@@ -112,3 +112,22 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def compile_triton_for_sm90(fn, pointer_types: dict, constexprs: dict, float_args=(), shared_limit=227 * 1024):
+    """Ahead-of-time compile a Triton kernel body (plain function, e.g. ``DualKernel.fn``) for sm_90 without a GPU
+    (triton's CUDA backend + bundled ptxas). Scalars default to i32, ``float_args`` to fp32. Must run in a process
+    where TRITON_INTERPRET was not set before triton's import. Returns the shared-memory bytes."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.compiler import compile as triton_compile
+    from triton.runtime.jit import JITFunction
+
+    jit_fn = JITFunction(fn)
+    signature = {name: "constexpr" if name in constexprs else pointer_types.get(
+        name, "fp32" if name in float_args else "i32") for name in jit_fn.arg_names}
+    compiled = triton_compile(ASTSource(fn=jit_fn, signature=signature, constexprs=constexprs),
+                              target=GPUTarget("cuda", 90, 32))
+    if compiled.metadata.shared > shared_limit:
+        raise AssertionError(f"{fn.__name__}: {compiled.metadata.shared} shared bytes > {shared_limit}")
+    return compiled.metadata.shared

@@ -44,6 +44,22 @@ def test_blocksparse_equals_dense(kw, heads, bias):
     assert rel_rms_err(out, ref) <= 1e-5
 
 
+@pytest.mark.parametrize("kw", LAYOUTS)
+@pytest.mark.parametrize("heads", [(4, 4), (6, 2)])
+def test_triton_context_rows_equal_dense(kw, heads):
+    pytest.importorskip("triton")
+    from reference_impls.ops._triton import launch_counts
+
+    lay = PEVLMLayout.from_frames(**kw)
+    L = lay.total_len
+    q = randn(1, heads[0], L, 24, seed=7)                       # D = 24: not a power of two
+    k, v = randn(1, heads[1], L, 24, seed=8), randn(1, heads[1], L, 24, seed=9)
+    before = launch_counts["_pevlm_context_kernel"]
+    out = pevlm_attention(q, k, v, lay, impl="triton")
+    assert launch_counts["_pevlm_context_kernel"] == before + (1 if lay.n_blocks else 0)
+    assert rel_rms_err(out, naive_pevlm_attention(q, k, v, lay)) <= 1e-5
+
+
 def test_one_block_equals_full_causal_attention():
     lay = PEVLMLayout.from_frames(4, 6, 5, 3, sink_frames=1, frames_per_block=5)
     assert lay.n_blocks == 1
@@ -84,7 +100,10 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="position mode"):
         pevlm_positions(lay, "restart")
     with pytest.raises(ValueError, match="impl"):
-        pevlm_attention(randn(1, 2, 10, 8), randn(1, 2, 10, 8), randn(1, 2, 10, 8), lay, impl="triton")
+        pevlm_attention(randn(1, 2, 10, 8), randn(1, 2, 10, 8), randn(1, 2, 10, 8), lay, impl="flex")
+    with pytest.raises(ValueError, match="sink_logit_bias"):
+        pevlm_attention(randn(1, 2, 10, 8), randn(1, 2, 10, 8), randn(1, 2, 10, 8), lay, impl="triton",
+                        sink_logit_bias=1.0)
 
 
 @pytest.mark.gpu
@@ -94,4 +113,6 @@ def test_blocksparse_gpu_bf16():
     q = randn(1, 8, L, 64, seed=1, device="cuda", dtype=torch.bfloat16)
     k = randn(1, 2, L, 64, seed=2, device="cuda", dtype=torch.bfloat16)
     v = randn(1, 2, L, 64, seed=3, device="cuda", dtype=torch.bfloat16)
-    assert rel_rms_err(blocksparse_pevlm_attention(q, k, v, lay), naive_pevlm_attention(q, k, v, lay)) <= 2e-2
+    ref = naive_pevlm_attention(q, k, v, lay)
+    assert rel_rms_err(blocksparse_pevlm_attention(q, k, v, lay), ref) <= 2e-2
+    assert rel_rms_err(pevlm_attention(q, k, v, lay, impl="triton"), ref) <= 2e-2
