@@ -32,7 +32,7 @@ from tools.site.model import (
     technique_page,
 )
 from tools.site.refimpls import RefImpl, benchmark_results, describe
-from tools.site.text import md_text, template_environment
+from tools.site.text import html_text, md_text, template_environment
 from tools.taxonomy import Taxonomy
 
 SITE_SOURCE = ROOT / "site"
@@ -52,15 +52,24 @@ NOT_IN_NAV = ["/papers/", "/cells/", "/stages/", "/axes/", "/techniques/"]
 # ------------------------------------------------------------------------------------------------ small helpers
 def rel(from_page: str, to_page: str) -> str:
     """A relative link between two docs pages (Markdown source paths)."""
-    return posixpath.relpath(to_page, posixpath.dirname(from_page) or ".")
+    here = from_page.rpartition("/")[0]
+    there = to_page.rpartition("/")[0]
+    if here == there:
+        return to_page.rpartition("/")[2]
+    if "/" not in here and (not here or "/" not in to_page or not to_page.startswith(here + "/")):
+        return ("../" if here else "") + to_page  # the site is at most one folder deep
+    return posixpath.relpath(to_page, here or ".")
+
+
+_URL_UNSAFE = re.compile(r'[^A-Za-z0-9\-._~:/?#@!$&*+,;=%\']')
 
 
 def href(url: str) -> Markup:
-    """An external http(s) URL for a Markdown link target or an HTML attribute."""
+    """An external http(s) URL for a Markdown link target or an HTML attribute (percent-encodes what could end
+    either: quotes, brackets, parentheses, spaces, non-ASCII)."""
     if not url.lower().startswith(("http://", "https://")):
         raise ValueError(f"refusing a non-http(s) link: {url!r}")
-    safe = "".join(ch if ch.isascii() and ch not in ' "<>()\\`{}|^[]' else "%{:02X}".format(ord(ch)) if ord(ch) < 128
-                   else "".join(f"%{b:02X}" for b in ch.encode("utf-8")) for ch in url)
+    safe = _URL_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), url)
     return Markup(safe.replace("&", "&amp;"))
 
 
@@ -105,7 +114,13 @@ class Page:
     ctx: "Context"
 
     def link(self, target: str) -> Markup:
+        """For Markdown links: mkdocs checks the target and rewrites .md to .html."""
         return Markup(rel(self.path, target))
+
+    def href(self, target: str) -> Markup:
+        """For raw HTML (which mkdocs leaves alone): the built page's relative URL."""
+        link = rel(self.path, target)
+        return Markup(link[:-3] + ".html" if link.endswith(".md") else link)
 
 
 class Context:
@@ -151,20 +166,29 @@ class Context:
         return [(self.refimpl(ref), found[ref]) for ref in sorted(found)]
 
     def paper_table(self, page: Page, pids: list[str]) -> Markup:
-        """A Markdown table of papers (newest first)."""
+        """A table of papers (newest first), as a raw HTML block: Markdown leaves it alone (fast, and nothing in it
+        is read as Markdown), and search skips it (every row repeats a paper page)."""
         if not pids:
-            return Markup("*No paper in the catalogue yet.*\n")
-        rows = ["| Paper | Year | Venue | Techniques | Code | Ref. impl. |", "|---|---|---|---|---|---|"]
+            return Markup("<p><em>No paper in the catalogue yet.</em></p>\n")
+        out = ['<table class="atlas-papers" data-search-exclude>',
+               "<thead><tr><th>Paper</th><th>Year</th><th>Venue</th><th>Techniques</th><th>Code</th>"
+               "<th>Ref. impl.</th></tr></thead><tbody>"]
+        names = self.technique_name
         for pid in pids:
             p = self.papers[pid]
-            name = self.paper_link(page, pid)
+            cell = f'<a href="{page.href(paper_page(pid))}">{html_text(display_name(p))}</a>'
             if p.short_name:
-                name = Markup(f"{name}<br><small>{md_text(_clip(p.title, 110))}</small>")
-            techniques = ", ".join(self.technique_link(page, t) for t in p.placement.techniques)
+                cell += f"<br><small>{html_text(_clip(p.title, 110))}</small>"
+            techniques = ", ".join(f'<a href="{page.href(technique_page(t))}">{html_text(names.get(t, t))}</a>'
+                                   for t in p.placement.techniques)
             code = "official" if p.official_code else ("yes" if p.code else "")
-            rows.append(f"| {name} | {p.year} | {md_text(p.venue)} | {techniques} | {code} | "
-                        f"{'yes' if p.reference_impls else ''} |")
-        return Markup("\n".join(rows) + "\n")
+            out.append(f"<tr><td>{cell}</td><td>{p.year}</td><td>{html_text(p.venue)}</td><td>{techniques}</td>"
+                       f"<td>{code}</td><td>{'yes' if p.reference_impls else ''}</td></tr>")
+        out.append("</tbody></table>")
+        return Markup("\n".join(out) + "\n")
+
+    def html_link(self, page: Page, target: str, text: str) -> Markup:
+        return Markup(f'<a href="{page.href(target)}">{html_text(text)}</a>')
 
     def matrix(self, page: Page) -> Markup:
         """The stage × axis matrix: paper counts, each cell a link to its page."""
@@ -281,10 +305,11 @@ class Generator:
                         cells=list(technique.cells), techniques=[],
                         pids=model.by_technique.get(technique.id, []))
         paper_template = self.env.get_template("paper.md.j2")
+        bibs: dict[str, str] = {}
         for pid in model.ordered_ids:
             paper = model.papers[pid]
             path = paper_page(pid)
-            bib = render_one(paper, self.keys[pid], tax)
+            bib = bibs[pid] = render_one(paper, self.keys[pid], tax)
             page = Page(path, self.ctx)
             self.write(path, paper_template.render(
                 page=page, c=self.ctx, tax=tax, p=paper, key=self.keys[pid], bib=bib,
@@ -310,7 +335,8 @@ class Generator:
         report = (self.reconciliation(markdown_safe_copies(model.papers)) if self.reconciliation
                   else "# Reconciliation report\n")
         self.write("reconciliation.md", "---\ntitle: Reconciliation report\n---\n" + report)
-        self.write("atlas.bib", self.bib_text if self.bib_text is not None else render_bib(model.papers, tax, self.keys))
+        self.write("atlas.bib", self.bib_text if self.bib_text is not None
+                   else render_bib(model.papers, tax, self.keys, rendered=bibs))
         return self.written
 
 

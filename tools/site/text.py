@@ -55,4 +55,5 @@ def template_environment(folder) -> Environment:
         keep_trailing_newline=True,
     )
     env.filters["pre"] = _pre
+    env.filters["h"] = lambda value: Markup(html_text(value))  # inside raw HTML blocks, which Markdown leaves alone
     return env

@@ -1,0 +1,132 @@
+"""Benchmark: generate and build the website for the real catalogue and for synthetic ones (2,000 and 5,000 papers).
+
+    python -m benchmarks.bench_site [--sizes 2000 5000] [--no-real]
+
+Each size runs in a fresh subprocess (so its peak memory is its own): load the catalogue, render the Markdown tree
+(``tools.site.generate``), then ``mkdocs build --strict``. Reported per run: wall and CPU seconds of each phase, ms
+per paper page, and peak resident memory (total and per paper). Target (issue "The website and BibTeX"): the cost
+grows linearly, <= 3 ms per paper page on a 2-core machine. The machine may be shared: CPU seconds are the steadier
+figure. Writes benchmarks/results/site_cpu.json.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_MS_PER_PAGE = 3.0
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure_one(papers_dir: Path | None, workdir: Path) -> dict:
+    """In this process: load, generate, build. papers_dir None means the repository's catalogue."""
+    from tools.reconcile import render_reconciliation
+    from tools.site.build import mkdocs_build
+    from tools.site.generate import generate
+    from tools.taxonomy import load_taxonomy
+    from tools.validate import load_catalogue, paper_files, validate_catalogue
+
+    taxonomy = load_taxonomy()
+    if papers_dir is None:
+        papers = load_catalogue()
+    else:
+        cat = validate_catalogue(paper_files(papers_dir), taxonomy)
+        if cat.problems:
+            raise SystemExit(f"synthetic catalogue has problems: {cat.problems[:3]}")
+        papers = cat.papers
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0, c0 = time.perf_counter(), _cpu()
+    files = generate(papers, taxonomy, workdir / "docs", reconciliation=render_reconciliation)
+    t1, c1 = time.perf_counter(), _cpu()
+    mkdocs_build(workdir / "docs", workdir / "html", strict=True)
+    t2, c2 = time.perf_counter(), _cpu()
+    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    n = len(papers)
+    html_pages = sum(1 for _ in (workdir / "html").rglob("*.html"))
+    return {
+        "papers": n, "generated_files": files, "html_pages": html_pages,
+        "generate_wall_s": round(t1 - t0, 2), "generate_cpu_s": round(c1 - c0, 2),
+        "build_wall_s": round(t2 - t1, 2), "build_cpu_s": round(c2 - c1, 2),
+        "total_wall_s": round(t2 - t0, 2), "total_cpu_s": round(c2 - c0, 2),
+        "ms_per_paper_wall": round(1000 * (t2 - t0) / n, 2), "ms_per_paper_cpu": round(1000 * (c2 - c0) / n, 2),
+        "peak_rss_mib": round(rss_peak / 1024, 1), "rss_after_load_mib": round(rss_loaded / 1024, 1),
+        "peak_kib_per_paper": round(rss_peak / n, 1),
+        "site_mib": round(sum(f.stat().st_size for f in (workdir / "html").rglob("*") if f.is_file()) / 2**20, 1),
+    }
+
+
+def run_child(size: int | None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if size is not None:
+            from benchmarks.bench_validate import synthetic_catalogue
+
+            (work / "papers").mkdir()
+            synthetic_catalogue(work / "papers", size)
+        cmd = [sys.executable, "-m", "benchmarks.bench_site", "--child", str(work)]
+        if size is not None:
+            cmd += ["--papers-dir", str(work / "papers")]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent,
+                             env={**os.environ, "PYTHONHASHSEED": "0"})
+        if out.returncode != 0:
+            raise SystemExit(f"child failed:\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[2000, 5000])
+    parser.add_argument("--no-real", action="store_true", help="skip the repository's catalogue")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--papers-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure_one(args.papers_dir, args.child)))
+        return 0
+    runs = []
+    if not args.no_real:
+        runs.append({"catalogue": "real", **run_child(None)})
+        print(json.dumps(runs[-1]), flush=True)
+    for size in args.sizes:
+        runs.append({"catalogue": f"synthetic-{size}", **run_child(size)})
+        print(json.dumps(runs[-1]), flush=True)
+    synthetic = [r for r in runs if r["catalogue"].startswith("synthetic")]
+    growth = None
+    if len(synthetic) >= 2:
+        small, large = synthetic[0], synthetic[-1]
+        growth = {
+            "papers": [small["papers"], large["papers"]],
+            "cpu_ms_per_paper_ratio": round(large["ms_per_paper_cpu"] / small["ms_per_paper_cpu"], 2),
+            "wall_ms_per_paper_ratio": round(large["ms_per_paper_wall"] / small["ms_per_paper_wall"], 2),
+            "peak_kib_per_paper_ratio": round(large["peak_kib_per_paper"] / small["peak_kib_per_paper"], 2),
+            "note": "1.0 means linear growth; above 1, the cost per paper rises with the catalogue",
+        }
+    result = {
+        "benchmark": "generate + mkdocs build --strict of the website",
+        "target_ms_per_paper_page": TARGET_MS_PER_PAGE, "runs": runs, "growth": growth,
+        "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(), "machine": f"{platform.machine()} {platform.node()}",
+        "date": dt.date.today().isoformat(),
+    }
+    print(json.dumps(result, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    name = "site_cpu.json" if args.sizes == [2000, 5000] and not args.no_real else "site_cpu_partial.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
