@@ -14,7 +14,9 @@ method section, which could not be read -- every rule below is therefore a docum
    the visual keys. The mass of draft token d_i is read at the chunk row that produces q_i (the row before d_i,
    whose prediction d_i is). Row i is relevant iff ``m_i >= tau_v`` or it is among the ``top_frac`` highest-mass rows.
 2. Strict rule (relevant rows): lossless -- ``d_i == argmax q_i`` (greedy) or rejection sampling.
-3. Loose rule (irrelevant rows): accept iff ``q_i(d_i) >= beta * max q_i`` or ``d_i`` is in the target's top-k.
+3. Loose rule (irrelevant rows): accept iff ``q_i(d_i) >= beta * max q_i`` or ``d_i`` is in the target's top-k
+   (the design note's OR; NVIDIA-style "relaxed acceptance" in serving engines uses top-k AND ratio, which is
+   ``top_k`` with ``beta`` applied jointly -- not offered here).
 4. Position-shift tolerance: at the first irrelevant row i that fails both rules, accept ``d_i`` if it equals the
    target's argmax at a neighbouring row ``i +- s`` (``1 <= s <= max_shift``); then the step is truncated after
    row i (the next token comes from ``q_{i+1}``). At most one shift per step.
