@@ -31,7 +31,8 @@ Re-import rules (the importer is idempotent and never overwrites curated work):
 * Disagreements a re-import cannot reproduce (added by hand, or from inputs not passed this time) are kept.
 * ``reference_impls``, ``frontiers``, ``distinct_from`` and ``bibtex_key`` are never touched.
 * ``last_verified`` changes only when the entry's content changes (to the verification date of the facts, or today).
-* Importing in one run or in several writes the same files (provenance keys in the schema's order).
+* Importing in one run or in several writes the same files (provenance keys in the schema's order), except where a
+  later input would change a fill-only field (summary, claims) or a new entry's id: those keep what came first.
 
 Every input is read and checked before anything is written: a bad row stops the import with ``file:line: message``.
 """
@@ -117,6 +118,12 @@ class VerifiedRow(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     _superseded: dict[str, tuple[str, Any]] = PrivateAttr(default_factory=dict)  # set by layer_verified
+    _earlier_sources: set[str] = PrivateAttr(default_factory=set)  # sources of the rows this one corrects
+
+    def all_sources(self) -> set[str]:
+        """Every page this row (and the verified rows it corrects) was read from."""
+        own = {x for x in [*self.sources.values(), self.venue_source, self.code_source] if x}
+        return own | self._earlier_sources | {src for src, _ in self._superseded.values()}
     seed_title: str | None = None
     seed_arxiv_id: str | None = None
     arxiv_id: str | None = None
@@ -464,11 +471,7 @@ class Record:
         if CURATED_SOURCE in provenance:
             return 0 if existing else 4
         v = self.verified.row if self.verified else None
-        verified = {x for x in ([*v.sources.values(), v.venue_source, v.code_source] if v else []) if x}
-        if v:  # sources a correction file superseded were read by a verifier too
-            verified |= {src for src, _ in v._superseded.values()}
-        if v:
-            verified |= set(_verified_derived_sources(v))
+        verified = v.all_sources() | set(_verified_derived_sources(v)) if v else set()
         authors = {self.authors.row.source} if self.authors else set()
         lists = {x for s in self.seeds for x in (s.row.source, s.row.code_url_from, s.row.arxiv_id_from) if x}
 
@@ -577,6 +580,15 @@ def group_records(
             idx = by_seed_key.get(("arxiv", row.seed_arxiv_id))
         if idx is None and is_arxiv_id(row.arxiv_id):
             idx = by_seed_key.get(("arxiv", row.arxiv_id))
+        if idx is None:  # a row that an earlier verified row already tied to a seed row (by its corrected id or title)
+            keys = [("verified-arxiv", a) for a in (row.arxiv_id, row.seed_arxiv_id) if is_arxiv_id(a)]
+            keys += [("verified-title", normalise_title(t)) for t in (row.title, row.seed_title) if t]
+            idx = next((by_seed_key[k] for k in keys if k in by_seed_key), None)
+        if idx is not None:
+            if is_arxiv_id(row.arxiv_id):
+                by_seed_key.setdefault(("verified-arxiv", row.arxiv_id), idx)
+            if row.title:
+                by_seed_key.setdefault(("verified-title", normalise_title(row.title)), idx)
         if idx is None:
             extra_verified.append(v)
         elif idx in verified_of:
@@ -665,6 +677,7 @@ def layer_verified(first: Located, later: Located) -> Located:
         update["notes"] = f"{a.notes}; {b.notes}"
     merged = a.model_copy(update=update)
     merged._superseded = superseded
+    merged._earlier_sources = a.all_sources()
     return Located(merged, first.file, first.line)
 
 
