@@ -3,7 +3,9 @@
 The catalogue was populated with::
 
     python -m tools import ../shared/literature/papers_seed.jsonl \\
-        --authors ../shared/literature/papers_authors.jsonl --verified VERIFIED.jsonl ...
+        --authors ../shared/literature/papers_authors.jsonl \\
+        --verified verified_A.jsonl --verified verified_B.jsonl --verified verified_C.jsonl \\
+        --verified tools/data/verified_extra.jsonl
 
 Running the same command again changes nothing. See tools/importer.py for the rules.
 """
