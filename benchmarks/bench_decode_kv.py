@@ -25,23 +25,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-if "--smoke" in sys.argv:  # the CPU smoke run interprets the kernels (must be set before triton is imported)
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from reference_impls.ops.decode_attention import (chunk_scores, chunk_summaries, decode_attention,  # noqa: E402
+from reference_impls.ops.decode_attention import (chunk_scores, chunk_summaries, decode_attention,
                                                   select_chunks)
-from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention  # noqa: E402
-from reference_impls.ops.quant.kv_quant import quantize_kv  # noqa: E402
+from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
+from reference_impls.ops.quant.kv_quant import quantize_kv
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1,17 +1,12 @@
 """StreamingLLM ring buffer: == dense sink+window mask (original), ring == concatenation, rolled positions."""
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from reference_impls.decode.kv.base import attention_step as _step  # noqa: E402
-from reference_impls.decode.kv.streaming import (SinkWindowCache, naive_sink_window_attention,  # noqa: E402
+from reference_impls.decode.kv.base import attention_step as _step
+from reference_impls.decode.kv.streaming import (SinkWindowCache, naive_sink_window_attention,
                                                  sink_window_mask)
-from reference_impls.ops.decode_attention import naive_decode_attention, rope_rotate  # noqa: E402
-from tests.reference_impls._utils import randn, rel_rms_err  # noqa: E402
+from reference_impls.ops.decode_attention import naive_decode_attention, rope_rotate
+from tests.reference_impls._utils import randn, rel_rms_err
 
 B, HKV, G, D = 2, 2, 2, 16
 
