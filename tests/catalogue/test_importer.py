@@ -229,6 +229,29 @@ def test_a_later_verified_file_corrects_field_by_field_and_the_old_value_is_repo
 LIST = "October2001/Awesome-KV-Cache-Compression"  # a list whose category "Quantization" has a mapping
 
 
+def test_a_second_verification_pass_finds_its_row_through_the_id_the_first_pass_found(tmp_path):
+    """A row without an arXiv id in the list; the first pass finds the id, the second pass names only that id."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"arxiv_id": None, "title": "EAGLE: Lossless Acceleration of LLM Decoding",
+                                "year": 2024, "paper_url": "https://example.org/eagle", "source_category": "Quantization",
+                                "source": f"{LIST}:README.md@1234567"}) + "\n", encoding="utf-8")
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    page = "https://arxiv.org/abs/2401.15077"
+    first.write_text(json.dumps({"seed_title": "EAGLE: Lossless Acceleration of LLM Decoding", "arxiv_id": "2401.15077",
+                                 "title": "EAGLE: Speculative Sampling Requires Rethinking Feature Uncertainty",
+                                 "sources": {"title": page}, "verified_on": "2026-11-20"}) + "\n", encoding="utf-8")
+    second.write_text(json.dumps({"seed_title": "EAGLE: Speculative Sampling Requires Rethinking Feature Uncertainty",
+                                  "seed_arxiv_id": "2401.15077", "arxiv_id": "2401.15077", "venue": "ICML 2024",
+                                  "venue_source": "https://example.org/icml2024", "sources": {},
+                                  "verified_on": "2026-11-21"}) + "\n", encoding="utf-8")
+    papers = tmp_path / "papers"
+    report = run_import(papers, rows=[rows], authors=(), verified=(first, second))
+    assert [c.paper.id for c in report.changes] == ["eagle-2024"]
+    entry = load(papers, "eagle-2024")
+    assert entry["arxiv"] == "2401.15077" and entry["venue"] == "ICML 2024"
+    assert entry["title"].startswith("EAGLE: Speculative Sampling")
+
+
 def test_the_title_spelling_that_carries_the_method_name_is_kept(tmp_path):
     rows = tmp_path / "rows.jsonl"
     base = {"year": 2022, "arxiv_id": "2205.14135", "source_category": "Quantization"}
