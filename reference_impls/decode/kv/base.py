@@ -6,8 +6,11 @@
   ``[B, Hkv]`` (no fake keys: a head with budget 12 has 12 valid rows), per-slot RoPE positions
   ``[B, Hkv, cap]`` and a per-slot fp32 score accumulator ``[B, Hkv, cap]`` (attention mass received so far).
   ``cap`` grows when a chunk needs room and shrinks back after each compaction (``_fit``), so memory follows
-  the budget. Padding inside a layer is bounded by the spread of its per-head lengths (a varlen/paged store
-  would remove even that; see ``kv_bytes``/``stored_tokens`` for the honest accounting).
+  the budget. Deviation / limitation: the layout is padded per layer to its longest head, so per-head budgets
+  that differ inside a layer (HybridKV's static vs dynamic heads, AdaKV-style splits) still allocate the longest
+  head's rows for every head of that layer; no fake keys are ever attended, but the memory saving of a ragged
+  layer needs a packed/paged store (not implemented). ``kv_bytes()`` counts kept rows,
+  ``kv_bytes(allocated=True)`` the buffers including that padding.
 * Scores: the policy says which chunk rows it wants scored (``wants_scores``); the decoder passes the
   query-head column sums, which are reduced to KV heads with ``ops.colsum_to_kv_heads`` (GQA: ``mean`` by
   default, option ``max``) and added to the accumulator.

@@ -34,7 +34,9 @@ kernel over the selected chunk list (benchmarks); the model path gathers the sel
 
 Deviations / unverified: the classification statistic, ``tau``, the text-query definition, uniform layer
 budgets and the AdaKV head split are our choices (the paper's exact formulas were not available); dynamic heads
-keep their full KV on the device (no offloading), so KV memory is saved on static heads only; the query hook
+keep their full KV on the device (no offloading), so KV memory is saved on static heads only -- and, with the
+per-layer padded layout of ``base.py``, only in layers without dynamic heads (compare ``kv_bytes()`` with
+``kv_bytes(allocated=True)``); the query hook
 recomputes the layer's q projection (one extra small GEMM per layer and step).
 """
 from __future__ import annotations
