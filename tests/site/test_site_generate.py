@@ -187,3 +187,24 @@ def test_real_catalogue_builds_strictly(tmp_path):
              results_dir=RESULTS_DIR)
     mkdocs_build(tmp_path / "docs", tmp_path / "html", strict=True)
     assert len(list((tmp_path / "html" / "papers").glob("*.html"))) == len(papers)
+
+
+def test_every_relative_link_in_the_built_site_resolves(built_site):
+    """Raw HTML blocks are not checked by mkdocs: check every relative href/src of every page here."""
+    root = built_site.site.resolve()
+    broken = []
+    for page in root.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        for url in re.findall(r'(?:href|src)="([^"]*)"', text):
+            url = html.unescape(url)
+            if not url or url.startswith(("#", "http://", "https://", "mailto:", "data:", "javascript:")):
+                continue
+            path = url.split("#", 1)[0].split("?", 1)[0]
+            if not path:
+                continue
+            target = (root / path.lstrip("/") if path.startswith("/") else page.parent / path).resolve()
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                broken.append(f"{page.relative_to(root)} -> {url}")
+    assert broken == [], broken[:20]
