@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -129,11 +128,3 @@ class SiteModel:
 
     def cell_count(self, cell: str) -> int:
         return len(self.by_cell.get(cell, []))
-
-
-def quarter_of(date: dt.date) -> str:
-    return f"{date.year} Q{(date.month - 1) // 3 + 1}"
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")

@@ -10,7 +10,7 @@ import re
 from collections import Counter, defaultdict
 
 from tools.schema import Paper
-from tools.site.model import SiteModel, first_version_date, quarter_of
+from tools.site.model import SiteModel, first_version_date
 
 INK = "#010203"  # sentinel, becomes currentColor
 PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"]
