@@ -191,3 +191,30 @@ def test_policies_compose_with_quantized_storage(setup, fmt):
                                       dequantize_kv(small.values[0][:, :, :lk], small.v_scale[0][:, :, :lk]),
                                       small.lengths(0))
     assert torch.allclose(small.attend(0, q), ref_o, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", [None, "int8"])
+def test_packed_layout_equals_padded_and_stores_less(setup, fmt):
+    """layout="packed": after prefill each KV head keeps only its own rows (+ slack) in flat buffers; decoding
+    gives the same tokens as the padded layout, allocates less for ragged per-head budgets, and attend() (the
+    packed split-K kernel) matches the padded one."""
+    model, ids, lens, pix, _ = setup
+    force = torch.tensor([True, False])                 # one static (pruned) and one dynamic (full) head
+    outs, caches = [], []
+    for layout in ("padded", "packed"):
+        c = HybridKVCache.for_model(model.cfg, 2, budget=6, chunk_size=4, force=force, impl=IMPL, layout=layout,
+                                    kv_format=fmt)
+        outs.append(_gen(model, ids, lens, pix, c, decode_hooks=[c.query_hook()]))
+        caches.append(c)
+    assert torch.equal(outs[0], outs[1])
+    padded, packed = caches
+    assert all(torch.equal(padded.lengths(l), packed.lengths(l)) for l in range(model.cfg.n_layers))
+    assert packed.kv_bytes(allocated=True) < padded.kv_bytes(allocated=True)
+    snap = [snapkv_cache(model.cfg, 2, budget=12, window=4, impl=IMPL, layout=lay, kv_format=fmt)
+            for lay in ("padded", "packed")]
+    assert torch.equal(_gen(model, ids, lens, pix, snap[0]), _gen(model, ids, lens, pix, snap[1]))
+    q = torch.randn(2, model.cfg.n_heads, model.cfg.head_dim)
+    for l in range(model.cfg.n_layers):
+        assert torch.allclose(snap[0].attend(l, q, impl="naive"), snap[1].attend(l, q, impl="triton"), atol=1e-5)
+    with pytest.raises(ValueError, match="packed"):
+        h2o_cache(model.cfg, 2, heavy=4, recent=4, layout="packed")

@@ -205,8 +205,9 @@ def test_lightvlm_policy_keeps_prompt_and_bounds_generated_rows():
     assert bool((pos[:, :, P + 2:P + 5] == torch.arange(L - 3, L)).all())   # the 3 most recent generated rows
 
 
-@pytest.mark.parametrize("force", [torch.tensor([True, False]), "dynamic"])
-def test_hybridkv_sparse_kernel_equals_model_path(force):
+@pytest.mark.parametrize("force,layout", [(torch.tensor([True, False]), "padded"), ("dynamic", "padded"),
+                                          (torch.tensor([True, False]), "packed")])
+def test_hybridkv_sparse_kernel_equals_model_path(force, layout):
     """HybridKVCache.attend (block-sparse split-K kernel over the selected chunks) == the attention the model
     computes over the rows that update() gathers; mixed static/dynamic heads, ragged per-head lengths."""
     from reference_impls.decode.kv.hybridkv import HybridKVCache
@@ -214,7 +215,8 @@ def test_hybridkv_sparse_kernel_equals_model_path(force):
     q, k, v = _qkv(L, seed=37)
     vis = torch.zeros(B, P, dtype=torch.bool)
     vis[:, 3:60] = True
-    cache = HybridKVCache(1, B, HKV, D, budget=20, chunk_size=16, n_sink=2, n_recent=4, force=force, impl="naive")
+    cache = HybridKVCache(1, B, HKV, D, budget=20, chunk_size=16, n_sink=2, n_recent=4, force=force, impl="naive",
+                          layout=layout)
     pos = torch.arange(L).expand(B, L)
     cache.set_visual_mask(vis)
     attention_step(cache, 0, q[:, :, :P], k[:, :, :P], v[:, :, :P], pos[:, :P], torch.full((B,), P))
@@ -229,6 +231,10 @@ def test_hybridkv_sparse_kernel_equals_model_path(force):
         if t % 2 == 0:
             assert rel_rms_err(cache.attend(0, q[:, :, t], impl="triton"), o_model) < 1e-4
     assert cache.retrieval_steps == L - P
+    if layout == "packed":    # only kept rows (+ slack) are stored: the static head holds far fewer rows
+        pk = cache._packed[0]
+        assert pk is not None and cache.keys[0].numel() == 0
+        assert int(pk.k.shape[0]) == int(pk.cap.sum()) < B * HKV * L
     sel = cache.last_selection[0]
     assert bool((sel[..., 0] == 0).all())                          # the sink chunk is always read
 

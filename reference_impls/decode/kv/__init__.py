@@ -12,6 +12,7 @@ All caches implement the protocol of ``reference_impls/models/kv_cache.py`` and 
     hyb = HybridKVCache.for_model(cfg, B, budget_ratio=0.1)         # needs the real decode query per layer:
     out = generate_with_cache(model, ids, pixels, cache=hyb, decode_hooks=[hyb.query_hook()])
     cache.lengths(layer)  # [B, Hkv] kept rows per KV head;  cache.kv_bytes(), cache.attend(layer, q) (kernel path)
+    # ragged per-head budgets without padding: HybridKVCache.for_model(cfg, B, ..., layout="packed")
 
 Plain tensors (one attention layer, no model): ``attention_step(cache, layer, q, k, v, positions, n_new)``.
 """

@@ -6,11 +6,15 @@
   ``[B, Hkv]`` (no fake keys: a head with budget 12 has 12 valid rows), per-slot RoPE positions
   ``[B, Hkv, cap]`` and a per-slot fp32 score accumulator ``[B, Hkv, cap]`` (attention mass received so far).
   ``cap`` grows when a chunk needs room and shrinks back after each compaction (``_fit``), so memory follows
-  the budget. Deviation / limitation: the layout is padded per layer to its longest head, so per-head budgets
-  that differ inside a layer (HybridKV's static vs dynamic heads, AdaKV-style splits) still allocate the longest
-  head's rows for every head of that layer; no fake keys are ever attended, but the memory saving of a ragged
-  layer needs a packed/paged store (not implemented). ``kv_bytes()`` counts kept rows,
-  ``kv_bytes(allocated=True)`` the buffers including that padding.
+  the budget. The working layout (``layout="padded"``) pads a layer to its longest head, so per-head budgets that
+  differ inside a layer (HybridKV static vs dynamic heads, AdaKV-style splits) would still allocate the longest
+  head's rows for every head. ``layout="packed"`` removes that: right after prefill each layer moves to flat
+  ``[N, D]`` buffers where head (b, h) owns ``kept rows + growth`` contiguous rows (``PackedLayer``); decode
+  appends into the slack (all segments regrow together when one is full), the split-K kernel reads every
+  segment in place (``ops.decode_attention.packed_decode_attention``), and only the model's SDPA path gets a
+  transient padded copy. Packed layers do not evict after prefill (SnapKV / PyramidKV / HybridKV / H2O prefill
+  variant; ``KVPolicy.evicts_during_decode``). ``kv_bytes()`` counts kept rows, ``kv_bytes(allocated=True)``
+  the buffers.
 * Scores: the policy says which chunk rows it wants scored (``wants_scores``); the decoder passes the
   query-head column sums, which are reduced to KV heads with ``ops.colsum_to_kv_heads`` (GQA: ``mean`` by
   default, option ``max``) and added to the accumulator.
@@ -34,11 +38,23 @@ from torch import Tensor
 
 from ...models.kv_cache import AttendKV, KVCache
 from ...ops import colsum_to_kv_heads, kv_compact, scored_attention, select_topk
-from ...ops.decode_attention import decode_attention, dequantize_kv
+from ...ops.decode_attention import decode_attention, dequantize_kv, packed_decode_attention, unpack_rows
 from ...ops.quant.kv_quant import KV_FORMATS, quantize_kv
 
 __all__ = ["LayerView", "KVPolicy", "CompressedKVCache", "last_rows", "per_head", "keep_scored_plus_recent",
            "VisualMaskHook", "attention_step", "generate_with_cache"]
+
+
+@dataclass
+class PackedLayer:
+    """Packed per-head store of one layer: head (b, h) owns flat rows ``row0[b, h] .. row0[b, h] + cap[b, h]``."""
+    k: Tensor                   # [N, D] (stored dtype)
+    v: Tensor
+    pos: Tensor                 # [N] RoPE positions
+    k_scale: Optional[Tensor]   # [N] when quantised
+    v_scale: Optional[Tensor]
+    row0: Tensor                # [B, Hkv]
+    cap: Tensor                 # [B, Hkv] rows reserved per head (kept rows + slack for appends)
 
 
 @dataclass
@@ -59,6 +75,9 @@ class LayerView:
 
 class KVPolicy:
     """Base policy: never scores, never evicts (the full cache)."""
+
+    #: whether ``keep`` may evict rows after prefill (the packed layout needs False)
+    evicts_during_decode: bool = True
 
     def wants_scores(self, layer: int, phase: str, n_new: Tensor, chunk_len: int) -> Optional[Tensor]:
         """Bool ``[B, chunk_len]``: chunk rows whose attention probabilities should be summed, or None."""
@@ -116,7 +135,7 @@ class CompressedKVCache(KVCache):
 
     def __init__(self, policy: KVPolicy, n_layers: int, batch_size: int, n_kv_heads: int, head_dim: int, *,
                  dtype=torch.float32, device=None, score_reduce: str = "mean", growth: int = 16,
-                 impl: str = "auto", kv_format: Optional[str] = None):
+                 impl: str = "auto", kv_format: Optional[str] = None, layout: str = "padded"):
         super().__init__(n_layers, batch_size, device)
         if score_reduce not in ("mean", "max"):
             raise ValueError(f"score_reduce must be 'mean' or 'max', got {score_reduce!r}")
@@ -129,6 +148,12 @@ class CompressedKVCache(KVCache):
         if kv_format is not None and kv_format not in KV_FORMATS:
             raise ValueError(f"kv_format must be None or one of {sorted(KV_FORMATS)}, got {kv_format!r}")
         self.kv_format = kv_format
+        if layout not in ("padded", "packed"):
+            raise ValueError(f"layout must be 'padded' or 'packed', got {layout!r}")
+        if layout == "packed" and policy.evicts_during_decode:
+            raise ValueError(f"layout='packed' needs a policy that does not evict after prefill "
+                             f"({type(policy).__name__} does)")
+        self.layout = layout
         self.store_dtype = dtype if kv_format is None else KV_FORMATS[kv_format][0]
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.score_reduce = score_reduce
@@ -146,6 +171,7 @@ class CompressedKVCache(KVCache):
         self.visual = [torch.zeros(B, H, 0, dtype=torch.bool, device=self.device) for _ in range(n_layers)]
         self._len = [torch.zeros(B, H, dtype=torch.long, device=self.device) for _ in range(n_layers)]
         self._bound = [0] * n_layers
+        self._packed: list = [None] * n_layers   # PackedLayer once a packed-layout layer finished its prefill
         self._chunk = [None] * n_layers   # (phase, n_new, T) of the chunk in flight, for observe_scores
         self._visual_mask: Optional[Tensor] = None
         self.compactions = [0] * n_layers  # how many times each layer was really compacted
@@ -200,8 +226,13 @@ class CompressedKVCache(KVCache):
         """Bytes of K and V: of the valid rows (default) or of the allocated buffers (``allocated=True``)."""
         scale_bytes = 4 * 2 if self.kv_format else 0          # fp32 k and v scale per (token, head)
         if allocated:
-            return int(sum(k.numel() * k.element_size() * 2 + k.shape[0] * k.shape[1] * k.shape[2] * scale_bytes
-                           for k in self.keys))
+            total = 0
+            for l, k in enumerate(self.keys):
+                pk = self._packed[l]
+                rows = pk.k.shape[0] if pk is not None else k.shape[0] * k.shape[1] * k.shape[2]
+                total += rows * (self.head_dim * torch.empty(0, dtype=self.store_dtype).element_size() * 2
+                                 + scale_bytes)
+            return int(total)
         per_row = self.head_dim * torch.empty(0, dtype=self.store_dtype).element_size() * 2 + scale_bytes
         return self.stored_tokens() * per_row
 
@@ -227,6 +258,8 @@ class CompressedKVCache(KVCache):
         if B != self.batch_size or H != self.n_kv_heads or D != self.head_dim or v_new.shape != k_new.shape:
             raise ValueError(f"k/v {tuple(k_new.shape)} / {tuple(v_new.shape)} do not match the cache "
                              f"(B={self.batch_size}, Hkv={self.n_kv_heads}, D={self.head_dim})")
+        if self._packed[layer] is not None:
+            return self._update_packed(layer, k_new, v_new, positions, n_new)
         phase = "prefill" if self._bound[layer] == 0 else "decode"
         need = self._bound[layer] + T
         if need > self.keys[layer].shape[2]:
@@ -269,6 +302,8 @@ class CompressedKVCache(KVCache):
         return self.policy.wants_scores(layer, phase, n_new, chunk_len)
 
     def observe_scores(self, layer: int, colsum: Tensor, score_rows: Tensor) -> None:
+        if self._packed[layer] is not None:
+            return None           # packed layers no longer evict (scores are not tracked there)
         kv_scores = colsum_to_kv_heads(colsum.float(), self.n_kv_heads, self.score_reduce)   # [B, Hkv, Lk]
         Lk = kv_scores.shape[-1]
         self.scores[layer][:, :, :Lk] += kv_scores
@@ -289,6 +324,8 @@ class CompressedKVCache(KVCache):
         self._bound[layer] = int(self._len[layer].max().item()) if self._len[layer].numel() else 0
         self.peak_stored[layer] = max(self.peak_stored[layer], self._bound[layer])
         self._fit(layer)
+        if self.layout == "packed" and phase == "prefill":
+            self._pack(layer)
 
     def compact(self, layer: int, idx: Tensor) -> None:
         """Keep slots ``idx [B, Hkv, K]`` (ascending, -1 padded) of ``layer``: K/V via ``ops.kv_compact`` in
@@ -310,10 +347,97 @@ class CompressedKVCache(KVCache):
         self._len[layer] = new_len.to(torch.long)
         self.compactions[layer] += 1
 
+    # ------------------------------------------------------------------ packed layout
+    def _pack(self, layer: int, extra: int | None = None) -> None:
+        """Move ``layer`` to the packed layout: each (b, kv head) keeps its rows contiguously in flat ``[N, D]``
+        buffers with ``growth`` slack rows for decode appends; N = sum of (length + slack) -- only what is kept."""
+        extra = self.growth if extra is None else extra
+        pk = self._packed[layer]
+        lengths = self._len[layer]
+        if pk is None:          # from the padded working buffers (right after prefill)
+            src = dict(k=self.keys[layer], v=self.values[layer], pos=self.positions[layer],
+                       k_scale=self.k_scale[layer] if self.kv_format else None,
+                       v_scale=self.v_scale[layer] if self.kv_format else None)
+            cap_old = self.keys[layer].shape[2]
+            old_row0 = torch.arange(self.batch_size * self.n_kv_heads, device=self.device).view(
+                self.batch_size, self.n_kv_heads) * cap_old
+            flat = {n: (None if t is None else t.reshape(-1, *t.shape[3:])) for n, t in src.items()}
+        else:
+            old_row0 = pk.row0
+            flat = dict(k=pk.k, v=pk.v, pos=pk.pos, k_scale=pk.k_scale, v_scale=pk.v_scale)
+        caps = lengths + extra
+        row0 = torch.cumsum(caps.reshape(-1), 0) - caps.reshape(-1)
+        row0 = row0.view_as(lengths)
+        N = int(caps.sum().item())
+        # destination row of every kept source row
+        width = int(lengths.max().item()) if lengths.numel() else 0
+        ar = torch.arange(width, device=self.device)
+        live = ar[None, None, :] < lengths[..., None]
+        src_rows = (old_row0[..., None] + ar)[live]
+        dst_rows = (row0[..., None] + ar)[live]
+
+        def move(t, fill):
+            if t is None:
+                return None
+            out = torch.full((N, *t.shape[1:]), fill, dtype=t.dtype, device=t.device) if t.dtype not in (
+                torch.float8_e4m3fn,) else torch.zeros((N, *t.shape[1:]), dtype=t.dtype, device=t.device)
+            if t.dtype == torch.float8_e4m3fn:
+                out.view(torch.uint8)[dst_rows] = t.view(torch.uint8)[src_rows]
+            else:
+                out[dst_rows] = t[src_rows]
+            return out
+
+        self._packed[layer] = PackedLayer(k=move(flat["k"], 0), v=move(flat["v"], 0), pos=move(flat["pos"], -1),
+                                          k_scale=move(flat["k_scale"], 1.0), v_scale=move(flat["v_scale"], 1.0),
+                                          row0=row0, cap=caps)
+        # the padded working buffers are released: the packed store is the cache from now on
+        self._resize(layer, 0)
+
+    def _update_packed(self, layer: int, k_new: Tensor, v_new: Tensor, positions: Tensor,
+                       n_new: Tensor) -> AttendKV:
+        B, H, T, D = k_new.shape
+        pk = self._packed[layer]
+        start = self._len[layer]
+        if bool((start + T > pk.cap).any()):
+            self._pack(layer, extra=max(self.growth, T))                 # regrow every segment (amortised)
+            pk = self._packed[layer]
+        rows = (pk.row0 + start)[..., None] + torch.arange(T, device=self.device)            # [B, H, T]
+        valid = torch.arange(T, device=self.device)[None, :] < n_new[:, None]
+        if self.kv_format:
+            kq, ks = quantize_kv(k_new, self.kv_format, impl=self.impl)
+            vq, vs = quantize_kv(v_new, self.kv_format, impl=self.impl)
+            raw = (lambda t: t.view(torch.uint8)) if kq.dtype == torch.float8_e4m3fn else (lambda t: t)  # noqa
+            raw(pk.k)[rows.reshape(-1)] = raw(kq).reshape(-1, D)
+            raw(pk.v)[rows.reshape(-1)] = raw(vq).reshape(-1, D)
+            pk.k_scale[rows.reshape(-1)] = ks.reshape(-1)
+            pk.v_scale[rows.reshape(-1)] = vs.reshape(-1)
+        else:
+            pk.k[rows.reshape(-1)] = k_new.to(self.dtype).reshape(-1, D)
+            pk.v[rows.reshape(-1)] = v_new.to(self.dtype).reshape(-1, D)
+        pk.pos[rows.reshape(-1)] = torch.where(valid, positions, -1)[:, None, :].expand(B, H, T).reshape(-1)
+        written = start + T
+        self._len[layer] = start + n_new[:, None]
+        self._bound[layer] = int(written.max().item())
+        self._chunk[layer] = ("decode", n_new, T)
+        if layer == self.n_layers - 1:
+            self._visual_mask = None
+        # the model's SDPA needs a padded view: a transient copy (the kernel path, attend(), reads in place)
+        k_att = unpack_rows(pk.k, pk.row0, written)
+        v_att = unpack_rows(pk.v, pk.row0, written)
+        if self.kv_format:
+            k_att = dequantize_kv(k_att, unpack_rows(pk.k_scale, pk.row0, written, fill=1)).to(self.dtype)
+            v_att = dequantize_kv(v_att, unpack_rows(pk.v_scale, pk.row0, written, fill=1)).to(self.dtype)
+        return AttendKV(k_att, v_att, written, unpack_rows(pk.pos, pk.row0, written, fill=-1))
+
     def attend(self, layer: int, q: Tensor, *, impl: Optional[str] = None) -> Tensor:
         """Serving path: decode attention of ``q [B, Hq, D]`` over this layer's kept rows (the current token
         already written by ``update``) with the split-K kernel: per-KV-head ragged lengths, GQA, and in-kernel
         dequantisation when ``kv_format`` is set. Returns ``[B, Hq, D]``."""
+        pk = self._packed[layer]
+        if pk is not None:
+            o, _ = packed_decode_attention(q, pk.k, pk.v, pk.row0, self._len[layer], k_scale=pk.k_scale,
+                                           v_scale=pk.v_scale, impl=impl or self.impl)
+            return o
         lk = self._bound[layer]
         ks = vs = None
         if self.kv_format:

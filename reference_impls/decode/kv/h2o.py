@@ -39,6 +39,7 @@ class H2OPolicy(KVPolicy):
         self.heavy, self.recent = heavy, recent
         self.heavy_ratio, self.recent_ratio = heavy_ratio, recent_ratio
         self.evict_during_decode = evict_during_decode
+        self.evicts_during_decode = evict_during_decode   # the prefill variant alone may use the packed layout
         self._prompt_len: Optional[Tensor] = None
 
     def sizes(self, prompt_len: Tensor) -> tuple[Tensor, Tensor]:

@@ -34,9 +34,9 @@ kernel over the selected chunk list (benchmarks); the model path gathers the sel
 
 Deviations / unverified: the classification statistic, ``tau``, the text-query definition, uniform layer
 budgets and the AdaKV head split are our choices (the paper's exact formulas were not available); dynamic heads
-keep their full KV on the device (no offloading), so KV memory is saved on static heads only -- and, with the
-per-layer padded layout of ``base.py``, only in layers without dynamic heads (compare ``kv_bytes()`` with
-``kv_bytes(allocated=True)``); the query hook
+keep their full KV on the device (no offloading), so KV memory is saved on static heads only -- use
+``layout="packed"`` so a layer mixing static and dynamic heads stores each head's own rows (with the default
+padded layout a mixed layer allocates the dynamic heads' length for every head); the query hook
 recomputes the layer's q projection (one extra small GEMM per layer and step).
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ from torch import Tensor
 from ...models.kv_cache import AttendKV
 from ...ops import select_topk
 from ...ops.decode_attention import (chunk_scores, chunk_summaries, dequantize_kv, select_chunks,
-                                     sparse_decode_attention)
+                                     sparse_decode_attention, unpack_rows)
 from .base import CompressedKVCache, KVPolicy, LayerView
 
 __all__ = ["HybridKVCache", "HybridQueryHook", "classify_heads", "allocate_head_budgets", "text_query_rows"]
@@ -104,6 +104,8 @@ def allocate_head_budgets(scores: Tensor, lengths: Tensor, budget: Tensor, alpha
 
 class _HybridPolicy(KVPolicy):
     """Prefill-time decisions of HybridKV (classification, budgets, static pruning)."""
+
+    evicts_during_decode = False
 
     def __init__(self, owner: "HybridKVCache"):
         self.owner = owner
@@ -246,8 +248,18 @@ class HybridKVCache(CompressedKVCache):
     def attend(self, layer: int, q: Tensor, *, impl: str = "auto") -> Tensor:
         """Serving path: decode attention of ``q [B, Hq, D]`` over this layer's stored rows (the current token
         already written by ``update``) with the block-sparse split-K kernel over the selected chunks."""
+        lengths = self._len[layer]
+        pk = self._packed[layer]
+        if pk is not None:     # packed store: summaries from a transient unpacked copy, kernel reads in place
+            k_pad = unpack_rows(pk.k, pk.row0, lengths)
+            if self.kv_format:
+                k_pad = dequantize_kv(k_pad, unpack_rows(pk.k_scale, pk.row0, lengths, fill=1))
+            sel = self.chunk_selection(layer, q, k_pad, lengths)
+            o, _ = sparse_decode_attention(q, pk.k, pk.v, lengths, sel, self.chunk_size, k_scale=pk.k_scale,
+                                           v_scale=pk.v_scale, row0=pk.row0, impl=impl)
+            return o
         lk = self._bound[layer]
-        k, v, lengths = self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk], self._len[layer]
+        k, v = self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk]
         ks = vs = None
         if self.kv_format:                                   # quantised storage: dequantise in the kernel
             ks, vs = self.k_scale[layer][:, :, :lk], self.v_scale[layer][:, :, :lk]

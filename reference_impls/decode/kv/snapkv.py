@@ -44,6 +44,8 @@ def pool_scores(scores: Tensor, prefix_len: Tensor, kernel: int, pool: str) -> T
 
 
 class SnapKVPolicy(KVPolicy):
+    evicts_during_decode = False   # one-shot prompt compression: decode rows are only appended
+
     def __init__(self, budget: Budget, window: int = 32, kernel: int = 5, pool: str = "avg",
                  score_reduce: Optional[str] = None):
         if pool not in ("avg", "max"):

@@ -1,6 +1,7 @@
-"""Decode attention (one query token per row) over compressed KV caches: per-KV-head ragged lengths with GQA,
-int8 / fp8 K/V with per-(token, head) scales, ring buffers with RoPE-on-read, and chunk-sparse retrieval
-(Quest-style chunk scoring, arXiv 2406.10774, + block-sparse attention over the selected chunks).
+"""Decode attention (one query token per row) over compressed KV caches: per-KV-head ragged lengths with GQA
+(padded ``[B, Hkv, L, D]`` or packed per-head segments of flat ``[N, D]`` buffers), int8 / fp8 K/V with
+per-(token, head) scales, ring buffers with RoPE-on-read, and chunk-sparse retrieval (Quest-style chunk scoring,
+arXiv 2406.10774, + block-sparse attention over the selected chunks).
 
 ``naive.py`` is the specification; ``triton_kernel.py`` the split-K kernel. Every entry point takes
 ``impl = "auto" | "naive" | "triton"`` (``"torch"`` = ``"triton"``): "auto" uses Triton on CUDA tensors, or on CPU
@@ -16,10 +17,12 @@ import torch
 
 from .._triton import resolve_impl
 from .naive import (dequantize_kv, naive_chunk_scores, naive_chunk_summaries, naive_decode_attention,
-                    rope_rotate)
+                    rope_rotate, unpack_rows)
 
 __all__ = [
     "decode_attention",
+    "packed_decode_attention",
+    "unpack_rows",
     "ring_decode_attention",
     "sparse_decode_attention",
     "chunk_summaries",
@@ -93,6 +96,43 @@ def decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_scale=N
     return (o[:, :, None] if was4 else o), lse
 
 
+def packed_decode_attention(q, k, v, row0, kv_lengths, *, scale=None, k_scale=None, v_scale=None,
+                            impl: str = "auto"):
+    """Decode attention over a *packed* per-head cache (only kept rows are stored, no padding): ``k, v [N, D]``
+    (int8/fp8 with ``k_scale, v_scale [N]``), head (b, h) owns rows ``row0[b, h] .. row0[b, h] +
+    kv_lengths[b, h] - 1``. The Triton kernel reads each head's segment in place; the naive path unpacks."""
+    q3, was4 = _as_3d(q)
+    _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale)
+    quant = k.dtype in _QUANT_DTYPES
+    if use_triton(q3, impl):
+        from .triton_kernel import triton_decode_attention
+        o, lse = triton_decode_attention(q3, k, v, kv_lengths, scale=scale, k_scale=k_scale, v_scale=v_scale,
+                                         row0=row0)
+    else:
+        kp, vp = unpack_rows(k, row0, kv_lengths), unpack_rows(v, row0, kv_lengths)
+        ks = vs = None
+        if quant:
+            ks, vs = unpack_rows(k_scale, row0, kv_lengths, fill=1), unpack_rows(v_scale, row0, kv_lengths, fill=1)
+        o, lse = naive_decode_attention(q3, kp, vp, kv_lengths, scale=scale, k_scale=ks, v_scale=vs)
+    return (o[:, :, None] if was4 else o), lse
+
+
+def _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale):
+    if k.dim() != 2 or v.shape != k.shape or k.shape[1] != q3.shape[2]:
+        raise ValueError(f"packed k, v must be [N, D] with D = {q3.shape[2]}; got {tuple(k.shape)}, {tuple(v.shape)}")
+    B = q3.shape[0]
+    if row0.dim() != 2 or row0.shape[0] != B or kv_lengths.shape != row0.shape or row0.dtype.is_floating_point \
+            or kv_lengths.dtype.is_floating_point:
+        raise ValueError("row0 and kv_lengths must be integer tensors [B, Hkv]")
+    if q3.shape[1] % row0.shape[1] != 0:
+        raise ValueError(f"query heads ({q3.shape[1]}) must be a multiple of KV heads ({row0.shape[1]})")
+    if bool((row0 < 0).any()) or bool((kv_lengths < 0).any()) or bool((row0 + kv_lengths > k.shape[0]).any()):
+        raise ValueError(f"segments row0 .. row0 + kv_lengths must lie inside the {k.shape[0]} stored rows")
+    quant = k.dtype in _QUANT_DTYPES
+    if quant != (k_scale is not None) or (k_scale is None) != (v_scale is None):
+        raise ValueError("int8/fp8 K/V need k_scale and v_scale ([N]); float K/V take none")
+
+
 def ring_decode_attention(q, k, v, kv_lengths, key_positions, rope_inv_freq, *, scale=None, k_scale=None,
                           v_scale=None, impl: str = "auto"):
     """Decode attention with RoPE-on-read: keys are stored *pre-RoPE* in (ring-buffer) slots and rotated at
@@ -119,10 +159,25 @@ def _triton_chunk_ok(chunk_size: int) -> bool:
 
 
 def sparse_decode_attention(q, k, v, kv_lengths, chunk_idx, chunk_size: int, *, scale=None, k_scale=None,
-                            v_scale=None, impl: str = "auto"):
+                            v_scale=None, row0=None, impl: str = "auto"):
     """Block-sparse decode attention: only keys in the chunks listed in ``chunk_idx [B, Hkv, S]`` (-1 padded)
-    are visible. The Triton path needs a power-of-two chunk_size >= 16 ("auto" falls back to naive otherwise)."""
+    are visible. The Triton path needs a power-of-two chunk_size >= 16 ("auto" falls back to naive otherwise).
+    ``row0 [B, Hkv]``: packed store (``k, v [N, D]``, scales ``[N]``), as in :func:`packed_decode_attention`."""
     q3, was4 = _as_3d(q)
+    if row0 is not None:
+        _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale)
+        if not use_triton(q3, impl) or not _triton_chunk_ok(chunk_size):
+            kp, vp = unpack_rows(k, row0, kv_lengths), unpack_rows(v, row0, kv_lengths)
+            ks = vs = None
+            if k_scale is not None:
+                ks = unpack_rows(k_scale, row0, kv_lengths, fill=1)
+                vs = unpack_rows(v_scale, row0, kv_lengths, fill=1)
+            return sparse_decode_attention(q, kp, vp, kv_lengths, chunk_idx, chunk_size, scale=scale, k_scale=ks,
+                                           v_scale=vs, impl="naive")
+        from .triton_kernel import triton_decode_attention
+        o, lse = triton_decode_attention(q3, k, v, kv_lengths, scale=scale, k_scale=k_scale, v_scale=v_scale,
+                                         chunk_idx=chunk_idx, chunk_size=chunk_size, row0=row0)
+        return (o[:, :, None] if was4 else o), lse
     _validate(q3, k, v, kv_lengths, k_scale, v_scale)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")

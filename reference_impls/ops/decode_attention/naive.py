@@ -24,6 +24,7 @@ __all__ = [
     "naive_decode_attention",
     "naive_chunk_summaries",
     "naive_chunk_scores",
+    "unpack_rows",
 ]
 
 
@@ -122,3 +123,21 @@ def naive_chunk_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, 
     ub = ub.amax(dim=2) if reduce == "max" else ub.mean(dim=2)
     live = torch.arange(C, device=q.device)[None, None, :] < n_chunks.to(torch.long)[..., None]
     return ub.masked_fill(~live, float("-inf"))
+
+
+def unpack_rows(flat: torch.Tensor, row0: torch.Tensor, lengths: torch.Tensor, width: int | None = None,
+                fill=0) -> torch.Tensor:
+    """Packed -> padded: ``flat [N, ...]`` where head (b, h) owns rows ``row0[b, h] ..`` (``lengths[b, h]`` of
+    them) -> ``[B, H, width, ...]`` (``width`` defaults to the longest head), ``fill`` beyond each length."""
+    B, H = row0.shape
+    width = int(lengths.max().item()) if width is None else width
+    ar = torch.arange(width, device=flat.device)
+    valid = ar[None, None, :] < lengths[..., None]
+    idx = torch.where(valid, row0[..., None] + ar, torch.zeros_like(ar)).reshape(-1)
+    out = flat.index_select(0, idx) if flat.dtype != torch.float8_e4m3fn else \
+        flat.view(torch.uint8).index_select(0, idx).view(torch.float8_e4m3fn)
+    out = out.reshape(B, H, width, *flat.shape[1:])
+    mask = valid.reshape(B, H, width, *([1] * (flat.dim() - 1)))
+    if out.dtype == torch.float8_e4m3fn:
+        return torch.where(mask, out.float(), torch.zeros((), device=flat.device)).to(out.dtype)
+    return torch.where(mask, out, torch.full((), fill, dtype=out.dtype, device=flat.device))

@@ -29,7 +29,7 @@ _LOG2E = 1.4426950408889634
 
 @kernel()
 def _decode_split_kernel(
-    Q, K, V, KS, VS, LENS, KPOS, INV_FREQ, CIDX, OP, MP, LP,
+    Q, K, V, KS, VS, LENS, KPOS, INV_FREQ, CIDX, ROW0, OP, MP, LP,
     stride_qb, stride_qh,
     stride_kb, stride_kh, stride_kl,
     stride_vb, stride_vh, stride_vl,
@@ -39,6 +39,7 @@ def _decode_split_kernel(
     HKV, G, D, n_sel, keys_per_split, scale_log2,
     G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HALF_D: tl.constexpr,
     CHUNKS_PER_SPLIT: tl.constexpr, QUANT: tl.constexpr, ROPE: tl.constexpr, SPARSE: tl.constexpr,
+    PACKED: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
     split = tl.program_id(1)
@@ -54,8 +55,12 @@ def _decode_split_kernel(
     d_ok = dcol < D
     hcol = tl.arange(0, HALF_D)
     h_ok = hcol < D // 2
-    k_base = K + b * stride_kb + hk * stride_kh
-    v_base = V + b * stride_vb + hk * stride_vh
+    if PACKED:  # packed store: head (b, hk) owns rows ROW0[b, hk] .. + length of flat [N, D] buffers
+        row0 = tl.load(ROW0 + pid_bh).to(tl.int64)
+    else:
+        row0 = 0
+    k_base = K + b * stride_kb + hk * stride_kh + row0 * stride_kl
+    v_base = V + b * stride_vb + hk * stride_vh + row0 * stride_vl
 
     if ROPE:
         q_lo = tl.load(q_rows[:, None] + hcol[None, :], mask=row_ok[:, None] & h_ok[None, :], other=0.0)
@@ -92,7 +97,7 @@ def _decode_split_kernel(
                            mask=kmask[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
             k_hi = tl.load(k_base + offs[:, None] * stride_kl + D // 2 + hcol[None, :],
                            mask=kmask[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
-            pos = tl.load(KPOS + b * stride_pb + hk * stride_ph + offs, mask=kmask, other=0).to(tl.float32)
+            pos = tl.load(KPOS + b * stride_pb + hk * stride_ph + row0 + offs, mask=kmask, other=0).to(tl.float32)
             ang = pos[:, None] * inv_freq[None, :]
             cos = tl.cos(ang)
             sin = tl.sin(ang)
@@ -105,7 +110,7 @@ def _decode_split_kernel(
                         mask=kmask[:, None] & d_ok[None, :], other=0.0)
             s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision="ieee")
         if QUANT:
-            ks = tl.load(KS + b * stride_sb + hk * stride_sh + offs, mask=kmask, other=0.0).to(tl.float32)
+            ks = tl.load(KS + b * stride_sb + hk * stride_sh + row0 + offs, mask=kmask, other=0.0).to(tl.float32)
             s = s * ks[None, :]
         s = s * scale_log2
         s = tl.where(kmask[None, :], s, float("-inf"))
@@ -117,7 +122,7 @@ def _decode_split_kernel(
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(v_base + offs[:, None] * stride_vl + dcol[None, :], mask=kmask[:, None] & d_ok[None, :], other=0.0)
         if QUANT:
-            vs = tl.load(VS + b * stride_sb + hk * stride_sh + offs, mask=kmask, other=0.0).to(tl.float32)
+            vs = tl.load(VS + b * stride_sb + hk * stride_sh + row0 + offs, mask=kmask, other=0.0).to(tl.float32)
             p = p * vs[None, :]
         if ROPE:
             pv = tl.dot(p.to(q_lo.dtype), v.to(q_lo.dtype), input_precision="ieee")
@@ -187,10 +192,22 @@ def _n_sm(device) -> int:
 
 def triton_decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_scale=None,
                             key_positions=None, rope_inv_freq=None, chunk_idx=None, chunk_size=None,
-                            n_splits=None, block_n=None, num_warps=4):
-    """Same contract as ``naive_decode_attention`` (inputs validated by the dispatcher)."""
+                            row0=None, n_splits=None, block_n=None, num_warps=4):
+    """Same contract as ``naive_decode_attention`` (inputs validated by the dispatcher). ``row0 [B, Hkv]``
+    selects the packed layout: k, v are flat ``[N, D]`` (scales / positions ``[N]``) and head (b, h) owns rows
+    ``row0[b, h] .. row0[b, h] + kv_lengths[b, h] - 1``."""
+    packed = row0 is not None
+    if packed:
+        B, Hkv = row0.shape
+        L = max(int(kv_lengths.max().item()) if kv_lengths.numel() else 0, 1)
+        k, v = k[None, None], v[None, None]                      # [1, 1, N, D]: b/h strides are ignored (0)
+        if k_scale is not None:
+            k_scale, v_scale = k_scale[None, None], v_scale[None, None]
+        if key_positions is not None:
+            key_positions = key_positions[None, None]
+    else:
+        Hkv, L = k.shape[1], k.shape[2]
     B, Hq, D = q.shape
-    Hkv, L = k.shape[1], k.shape[2]
     G = Hq // Hkv
     scale = 1.0 / math.sqrt(D) if scale is None else scale
     quant = k_scale is not None
@@ -219,6 +236,7 @@ def triton_decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_
         n_splits = max(1, -(-L // keys_per_split))
         chunks_per_split, n_sel, cidx = 1, 0, lens
     dummy = lens
+    r0 = row0.to(torch.int64).contiguous() if packed else dummy
     def unit_last(t):
         return t if t.stride(-1) == 1 else t.contiguous()
 
@@ -237,17 +255,17 @@ def triton_decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_
     HALF_D = next_power_of_2(max(D // 2, 1))
     _decode_split_kernel.launch(
         (B * Hkv, n_splits),
-        q, k, v, ks, vs, lens, kpos, inv, cidx, o_part, m_part, l_part,
+        q, k, v, ks, vs, lens, kpos, inv, cidx, r0, o_part, m_part, l_part,
         q.stride(0), q.stride(1),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        ks.stride(0) if quant else 0, ks.stride(1) if quant else 0,
-        kpos.stride(0) if rope else 0, kpos.stride(1) if rope else 0,
+        0 if packed else k.stride(0), 0 if packed else k.stride(1), k.stride(2),
+        0 if packed else v.stride(0), 0 if packed else v.stride(1), v.stride(2),
+        ks.stride(0) if quant and not packed else 0, ks.stride(1) if quant and not packed else 0,
+        kpos.stride(0) if rope and not packed else 0, kpos.stride(1) if rope and not packed else 0,
         cidx.stride(0) if sparse else 0, cidx.stride(1) if sparse else 0,
         Hkv, G, D, n_sel, keys_per_split, scale * _LOG2E,
         device=dev,
         meta=dict(G_PAD=G_PAD, BLOCK_N=block_n, BLOCK_D=BLOCK_D, HALF_D=HALF_D,
-                  CHUNKS_PER_SPLIT=chunks_per_split, QUANT=quant, ROPE=rope, SPARSE=sparse),
+                  CHUNKS_PER_SPLIT=chunks_per_split, QUANT=quant, ROPE=rope, SPARSE=sparse, PACKED=packed),
         num_warps=num_warps,
     )
     return _combine_splits(o_part, m_part, l_part, B, Hq, D, q.dtype)
