@@ -10,7 +10,8 @@ Shapes (default): one decode query per row, batch 1 and 8, Llama-2-7B-like atten
   sdpa_full      ``F.scaled_dot_product_attention(enable_gqa=True)`` over the full cache (the baseline).
   full           our split-K kernel over the full cache (``ops.decode_attention``).
   compressed     our kernel over a compressed cache with per-KV-head ragged lengths around ``budget x L`` (what
-                 H2O / SnapKV / PyramidKV / HybridKV-static leave), and SDPA over the same padded cache + mask.
+                 H2O / SnapKV / PyramidKV / HybridKV-static leave), padded per layer (``compressed``) and packed
+                 per head (``compressed_packed``, only kept rows stored), and SDPA over the padded cache + mask.
   int8 / fp8     full cache quantised per (token, head); dequantisation inside the kernel.
   ring_rolled    StreamingLLM ring of ``budget x L`` slots with RoPE-on-read.
   retrieval      HybridKV dynamic heads: Quest chunk scoring (chunk 64) + top-chunk selection + block-sparse
@@ -75,6 +76,13 @@ def ragged_lengths(B, H, target, L, g):
     return torch.randint(lo, hi + 1, (B, H), generator=g).clamp(max=L)
 
 
+def unpack_to_packed(x, lens, row0):
+    """Padded ``[B, H, C, D]`` -> flat ``[sum(lens), D]`` with head (b, h) at rows ``row0[b, h]..``."""
+    C = x.shape[2]
+    live = torch.arange(C, device=x.device)[None, None, :] < lens[..., None]
+    return x[live].contiguous()
+
+
 def bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy_gb_s, impl, chunk):
     g = torch.Generator().manual_seed(L)
     q = torch.randn(B, Hq, D, generator=g).to(device, dtype)
@@ -118,6 +126,11 @@ def bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy_gb_s,
         alloc = 2 * B * Hkv * cmax * D * el
         ms = timed_ms(lambda: triton_decode_attention(q, kc, vc, lens), device)
         row("compressed", ms, read, alloc, budget=frac)
+        # the same kept rows in the packed per-head layout (no padding: bytes = kept rows only)
+        row0 = (torch.cumsum(lens.reshape(-1), 0) - lens.reshape(-1)).view_as(lens)
+        kp, vp = unpack_to_packed(kc, lens, row0), unpack_to_packed(vc, lens, row0)
+        ms = timed_ms(lambda: triton_decode_attention(q, kp, vp, lens, row0=row0), device)
+        row("compressed_packed", ms, read, read, budget=frac)
         mask = (torch.arange(cmax, device=device)[None, None, :] < lens[..., None])[:, :, None, :]
         mask = mask.repeat_interleave(Hq // Hkv, dim=1)
         sd = lambda: F.scaled_dot_product_attention(q[:, :, None], kc, vc, attn_mask=mask, enable_gqa=True)  # noqa
