@@ -107,15 +107,29 @@ def validate_file(path: Path, taxonomy: Taxonomy) -> tuple[Paper | None, dict, l
     if Path(path).stem != paper.id:
         problems.append(Problem(shown, line_of(lines, ("id",)), "id", f"the file must be named {paper.id}.yaml"))
     for i, ref in enumerate(paper.reference_impls):
-        module = ref.split(":", 1)[0]
-        rel = Path(*module.split(".")[1:])
-        base = REFERENCE_IMPLS_DIR / rel
-        if not (base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()):
-            problems.append(
-                Problem(shown, line_of(lines, ("reference_impls", i)), f"reference_impls.{i}",
-                        f"{module} does not exist under reference_impls/")
-            )
+        message = reference_problem(ref)
+        if message:
+            problems.append(Problem(shown, line_of(lines, ("reference_impls", i)), f"reference_impls.{i}", message))
     return paper, lines, problems
+
+
+def reference_problem(ref: str) -> str | None:
+    """Why ``module[:object]`` is not a reference implementation in this checkout (None when it is).
+
+    Read as text, without importing (the catalogue tooling does not need torch): the module file must exist and,
+    when an object is named, the module must define or re-export it.
+    """
+    module, _, obj = ref.partition(":")
+    base = REFERENCE_IMPLS_DIR / Path(*module.split(".")[1:])
+    source = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+    if not source.is_file():
+        return f"{module} does not exist under reference_impls/"
+    if obj:
+        text = source.read_text(encoding="utf-8")
+        pattern = rf"^\s*(class|def)\s+{obj}\b|^{obj}\s*=|^from\s+\S+\s+import\s+[^#\n]*\b{obj}\b"
+        if not re.search(pattern, text, re.M):
+            return f"{module} defines no {obj!r}"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------ all files

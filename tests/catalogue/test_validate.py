@@ -235,3 +235,11 @@ def test_complex_keys_are_reported_not_raised(tmp_path):
     path = write_text(tmp_path, "complex.yaml", '? [a, b]\n: 1\nid: "x"\n')
     paper, _, problems = validate_file(path, TAX)
     assert paper is None and "keys must be strings" in problems[0].message and problems[0].line == 1
+
+
+def test_reference_impl_objects_are_checked_without_importing(tmp_path):
+    ok = entry(reference_impls=["reference_impls.prefill.fastv:FastVHook", "reference_impls.adapters:FastVAdapter"])
+    assert problems_of(tmp_path, ok)[1] == []
+    bad = entry(reference_impls=["reference_impls.prefill.fastv:NoSuchThing"])
+    problem = only_problem(tmp_path, bad)
+    assert problem.field == "reference_impls.0" and "defines no 'NoSuchThing'" in problem.message
