@@ -22,7 +22,7 @@ def _paper(tax, **overrides) -> Paper:
 def fixture_papers() -> dict[str, Paper]:
     tax = load_taxonomy()
     papers = [
-        _paper(tax),  # FastV (prefill.density, token_pruning, ECCV 2024)
+        _paper(tax, reference_impls=["reference_impls.prefill.fastv"]),  # FastV (prefill.density, ECCV 2024)
         _paper(tax, id="snapkv-2024", title="SnapKV: LLM Knows What You are Looking for Before Generation",
                short_name="SnapKV", authors=["Yuhong Li", "Yingbing Huang"], venue="NeurIPS 2024", arxiv="2404.14469",
                first_version=dt.date(2024, 4, 22), paper_url="https://arxiv.org/abs/2404.14469",

@@ -134,6 +134,9 @@ def test_explorer_filters_narrow_the_table(watched, server):
     assert sorted(rows.nth(i).get_attribute("data-id") for i in range(rows.count())) == ["fastv-2024",
                                                                                          "hostile-2025"]
     page.uncheck("input[data-filter=code]")
+    page.check("input[data-filter=refimpl]")
+    assert rows.count() == 1 and rows.first.get_attribute("data-id") == "fastv-2024"
+    page.uncheck("input[data-filter=refimpl]")
     page.select_option("select[data-filter=technique]", "")
     page.fill("input[data-filter=text]", "müller")
     assert rows.count() == 1 and rows.first.get_attribute("data-id") == "keyframe-selector-2025"

@@ -208,3 +208,27 @@ def test_every_relative_link_in_the_built_site_resolves(built_site):
             if not target.is_file():
                 broken.append(f"{page.relative_to(root)} -> {url}")
     assert broken == [], broken[:20]
+
+
+def test_reference_implementation_is_described_from_its_source():
+    from tools.site.refimpls import describe
+
+    ref = describe("reference_impls.prefill.fastv")
+    assert ref.path == "reference_impls/prefill/fastv.py"
+    assert ref.summary.startswith("FastV (arXiv 2403.06764)")
+    assert "tests/reference_impls/test_prefill_fastv.py" in ref.tests
+    assert ref.import_line == "from reference_impls.prefill import fastv"
+    missing = describe("reference_impls.nowhere.nothing")
+    assert missing.path is None and missing.summary == "" and missing.tests == []
+
+
+def test_paper_and_technique_pages_show_the_reference_implementation(built_site):
+    page = (built_site.site / "papers" / "fastv-2024.html").read_text(encoding="utf-8")
+    text = " ".join(_text(page).split())
+    assert "reference_impls.prefill.fastv" in text and "FastV (arXiv 2403.06764)" in text
+    assert "python -m pytest -q tests/reference_impls/test_prefill_fastv.py" in text
+    technique = _text((built_site.site / "techniques" / "token_pruning.html").read_text(encoding="utf-8"))
+    assert "reference_impls.prefill.fastv" in technique
+    listing = _text((built_site.site / "reference-implementations.html").read_text(encoding="utf-8"))
+    assert "reference_impls.prefill.fastv" in listing and "bench_fixture.json" in listing
+    assert "<b>not bold</b>" in listing  # a result file's note is text too

@@ -71,7 +71,9 @@ def _tests_for(module: str, tests_dir: Path) -> list[str]:
     parent, _, name = module.rpartition(".")
     patterns = [re.compile(rf"\b{re.escape(module)}\b"),
                 re.compile(rf"from\s+{re.escape(parent)}\s+import\s+[^\n]*\b{re.escape(name)}\b")]
-    return [path for path, text in _test_sources(str(tests_dir)).items() if any(p.search(text) for p in patterns)]
+    users = [path for path, text in _test_sources(str(tests_dir)).items() if any(p.search(text) for p in patterns)]
+    own = [path for path in users if re.search(rf"test_(?:\w+_)?{re.escape(name)}\.py$", path)]
+    return own or users  # the module's own test file when it has one, else every test that imports it
 
 
 def describe(ref: str, root: Path = REFERENCE_IMPLS_DIR, tests_dir: Path = TESTS_DIR) -> RefImpl:
