@@ -55,7 +55,7 @@ def template_environment(folder) -> Environment:
         keep_trailing_newline=True,
     )
     env.filters["pre"] = _pre
-    env.filters["h"] = lambda value: Markup(html_text(value))
+    env.filters["h"] = lambda value: Markup(html_text(value))  # inside raw HTML blocks, which Markdown leaves alone
     # inline code in Markdown: an HTML <code> element (a Markdown code span would show entities literally)
-    env.filters["code"] = lambda value: Markup("<code>" + html_text(value).replace("|", "&#124;") + "</code>")  # inside raw HTML blocks, which Markdown leaves alone
+    env.filters["code"] = lambda value: Markup("<code>" + html_text(value).replace("|", "&#124;") + "</code>")
     return env
