@@ -21,51 +21,15 @@ Each row also carries the layer-averaged token count (ToMe) or the LLM token cou
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
-from types import SimpleNamespace
-
-from benchmarks.bench_ops import bench_cosine, device_label
+from benchmarks._common import pick_device, peak_extra_bytes, trimmed_wall_ms, write_result
+from benchmarks.bench_ops import bench_cosine
 from reference_impls import accounting
 from reference_impls.encode.tome import ToMeViT, max_merge_count, tome_schedule
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed_ms(fn, device, iters: int, warmup: int) -> float:
-    """Median ms of ``fn()`` after ``warmup`` calls, discarding the first 25% of the timed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times[len(times) // 4:])
-
-
-def peak_bytes(fn, device):
-    if device.type != "cuda":
-        return None
-    _sync(device)
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    _sync(device)
-    return int(torch.cuda.max_memory_allocated() - base)
 
 
 # ------------------------------------------------------------------------------------------------------------ ToMe
@@ -88,7 +52,7 @@ def bench_tome(device, dtype, dim, depth, heads, tokens, batch, rs, impls, iters
             for impl in impls:
                 if r == 0 and impl != impls[0]:
                     continue  # r = 0 runs no matching
-                ms = timed_ms(lambda: model(x, r=r, impl=impl), device, iters, warmup)
+                ms = trimmed_wall_ms(lambda: model(x, r=r, impl=impl), device, iters, warmup)
                 out_tokens = model(x, r=r, impl=impl)[0].shape[1]
                 row = {"r": r, "impl": impl if r else "none", "ms": ms, "img_per_s": batch / ms * 1e3,
                        "tokens_out": out_tokens, "schedule": tome_schedule(depth, r),
@@ -163,9 +127,9 @@ def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
     rows = []
     with torch.no_grad():
         ids_full = prompt(patches)
-        base_vit = timed_ms(vit, device, iters, warmup)
-        base_ttft = timed_ms(lambda: prefill(ids_full), device, iters, warmup)
-        base_peak = peak_bytes(lambda: prefill(ids_full), device)
+        base_vit = trimmed_wall_ms(vit, device, iters, warmup)
+        base_ttft = trimmed_wall_ms(lambda: prefill(ids_full), device, iters, warmup)
+        base_peak = peak_extra_bytes(lambda: prefill(ids_full), device)
         rows.append({"method": "baseline", "image_tokens": patches, "llm_tokens": patches + text_tokens,
                      "llm_prefill_flops": llm_flops(patches), "vit_ms": base_vit, "ttft_ms": base_ttft,
                      "peak_bytes": base_peak, "vit_speedup": 1.0, "ttft_speedup": 1.0})
@@ -174,9 +138,9 @@ def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
             adapter = VisionZipAdapter(model, dominant=dominant, contextual=contextual)
             ids = prompt(adapter.tokens_per_image)
             with adapter:
-                vit_ms = timed_ms(vit, device, iters, warmup)
-                ttft = timed_ms(lambda: prefill(ids), device, iters, warmup)
-                peak = peak_bytes(lambda: prefill(ids), device)
+                vit_ms = trimmed_wall_ms(vit, device, iters, warmup)
+                ttft = trimmed_wall_ms(lambda: prefill(ids), device, iters, warmup)
+                peak = peak_extra_bytes(lambda: prefill(ids), device)
             n_image = adapter.tokens_per_image
             row = {"method": f"visionzip({dominant},{contextual})", "image_tokens": n_image,
                    "llm_tokens": n_image + text_tokens, "llm_prefill_flops": llm_flops(n_image),
@@ -193,10 +157,10 @@ def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
         def eager_scores():
             return tower(pix, output_attentions=True, output_hidden_states=True)
 
-        eager_ms = timed_ms(eager_scores, device, iters, warmup)
-        eager_peak = peak_bytes(eager_scores, device)
+        eager_ms = trimmed_wall_ms(eager_scores, device, iters, warmup)
+        eager_peak = peak_extra_bytes(eager_scores, device)
         model.model.vision_tower.set_attn_implementation("sdpa")
-        sdpa_ms = timed_ms(lambda: tower(pix, output_hidden_states=True), device, iters, warmup)
+        sdpa_ms = trimmed_wall_ms(lambda: tower(pix, output_hidden_states=True), device, iters, warmup)
         rows.append({"method": "vit_eager_output_attentions (upstream scoring)", "vit_ms": eager_ms,
                      "peak_bytes": eager_peak, "vit_sdpa_ms": sdpa_ms, "eager_over_sdpa": eager_ms / sdpa_ms})
         print(f"ViT eager + output_attentions {eager_ms:.2f} ms vs SDPA {sdpa_ms:.2f} ms "
@@ -211,19 +175,11 @@ def main(argv=None):
     p.add_argument("--only", default="tome,cosine,visionzip", help="comma-separated sections")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/encode_<device>.json)")
     args = p.parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device()
     if device.type == "cpu" and not args.smoke:
         p.error("full benchmarks need a CUDA device; use --smoke on CPU")
     sections = set(args.only.split(","))
-    name, label = device_label(device)
-    versions = {"torch": torch.__version__, "python": platform.python_version()}
-    for module in ("triton", "transformers"):
-        try:
-            versions[module] = __import__(module).__version__
-        except ImportError:
-            versions[module] = None
-    out = {"device": name, **versions, "smoke": args.smoke,
-           "timer": "perf_counter + synchronize, median of the last 75% of timed calls",
+    out = {"timer": "perf_counter + synchronize, median of the last 75% of timed calls",
            "note": ("smoke run: tiny shapes; on CPU the Triton kernels run in the interpreter, so timings are not "
                     "performance figures") if args.smoke else "full run, random weights"}
     impls = ["torch", "triton"]
@@ -248,10 +204,7 @@ def main(argv=None):
     if "visionzip" in sections:
         vz_dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
         out["visionzip"] = bench_visionzip(device, vz_dtype, args.smoke, **vz_cfg)
-    path = args.out or RESULTS / f"encode_{label}{'_smoke' if args.smoke else ''}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2, default=str) + "\n")
-    print(f"wrote {path}")
+    write_result("encode", device, args.smoke, out, path=args.out, modules=("triton", "transformers"))
 
 
 if __name__ == "__main__":

@@ -17,17 +17,15 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from benchmarks._decode_b_common import time_ms, write_result
+from benchmarks._common import pick_device, time_ms, write_result
 from reference_impls.models.hybrid_gdn import HybridGDNConfig, HybridGDNModel
 from reference_impls.ops.gated_delta import gated_delta_rule
 
 
 @torch.no_grad()
 def run(args):
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(args.device, one_thread=args.smoke)
     smoke = args.smoke
-    if smoke:
-        torch.set_num_threads(1)
     # ---- 1. kernel
     H, K, V = (2, 16, 32) if smoke else (16, 128, 256)
     g = torch.Generator().manual_seed(0)

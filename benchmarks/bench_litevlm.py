@@ -17,7 +17,7 @@ import statistics
 
 import torch
 
-from benchmarks._decode_b_common import write_result
+from benchmarks._common import pick_device, write_result
 from reference_impls.encode.litevlm_view_selection import ViewSelector
 from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
@@ -27,9 +27,8 @@ from reference_impls.prefill.litevlm_token_selection import TokenSelection
 
 @torch.no_grad()
 def run(args):
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(args.device, one_thread=args.smoke)
     if args.smoke:
-        torch.set_num_threads(1)
         cfg, dtype, new_tokens, reps = LVLMConfig.tiny(max_seq_len=512), torch.float32, 8, 2
     else:
         cfg = LVLMConfig(vocab_size=32000, hidden=2048, n_layers=16, n_heads=16, n_kv_heads=4, intermediate=5632,

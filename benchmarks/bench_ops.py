@@ -17,62 +17,13 @@ interpreter timings are not performance figures).
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import platform
-import re
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks._common import do_bench_ms, oom_as_string, peak_extra_bytes, pick_device, write_result
 from reference_impls.ops import cosine_max_argmax, gather_tokens, kv_compact, scored_attention, select_topk
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def bench_ms(fn, device, reps: int) -> float:
-    """Median milliseconds of ``fn()``."""
-    if device.type == "cuda":
-        import triton.testing
-
-        fn()  # compile / autotune outside the timed region
-        return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def peak_extra_bytes(fn, device):
-    """Peak allocated bytes above the current allocation while running ``fn`` once (CUDA only)."""
-    if device.type != "cuda":
-        return None
-    _sync(device)
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    _sync(device)
-    return int(torch.cuda.max_memory_allocated() - base)
-
-
-def _guard(fn):
-    """Run ``fn``; an out-of-memory error becomes the string ``"oom"``."""
-    try:
-        return fn()
-    except torch.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        return "oom"
 
 
 def _fmt(x) -> str:
@@ -100,21 +51,21 @@ def bench_scored_attention(device, dtype, lengths, n_sels, heads, reps, eager_ma
         v = torch.randn(1, Hkv, L, D, device=device, dtype=dtype)
         kr, vr = k.repeat_interleave(Hq // Hkv, 1), v.repeat_interleave(Hq // Hkv, 1)
         sdpa = lambda: F.scaled_dot_product_attention(q, kr, vr, is_causal=True)  # noqa: E731
-        t_sdpa = bench_ms(sdpa, device, reps)
+        t_sdpa = do_bench_ms(sdpa, device, reps)
         ours_no_scores = lambda: scored_attention(q, k, v, impl="triton")  # noqa: E731
-        t_fwd = bench_ms(ours_no_scores, device, reps)
+        t_fwd = do_bench_ms(ours_no_scores, device, reps)
         for n in list(n_sels) + ([L] if L <= eager_max_len else []):  # + every row (H2O prefill)
             ours = lambda: scored_attention(q, k, v, score_q_range=(L - n, L), impl="triton")  # noqa: E731
-            t_ours = bench_ms(ours, device, reps)
+            t_ours = do_bench_ms(ours, device, reps)
             row = {"L": L, "n_score_rows": n, "ms_ours": t_ours, "ms_ours_without_scores": t_fwd, "ms_sdpa": t_sdpa,
                    "ratio_ours_over_sdpa": t_ours / t_sdpa, "target_ratio_max": 1.2,
                    "peak_extra_bytes_ours": peak_extra_bytes(ours, device)}
             if L <= eager_max_len:
                 eager = lambda: eager_attention_with_weights(q, k, v, n)  # noqa: E731
-                t_eager = _guard(lambda: bench_ms(eager, device, max(1, reps // 2)))
+                t_eager = oom_as_string(lambda: do_bench_ms(eager, device, max(1, reps // 2)))
                 row["ms_eager_with_weights"] = t_eager
                 row["speedup_vs_eager"] = t_eager / t_ours if isinstance(t_eager, float) else None
-                row["peak_extra_bytes_eager"] = _guard(lambda: peak_extra_bytes(eager, device))
+                row["peak_extra_bytes_eager"] = oom_as_string(lambda: peak_extra_bytes(eager, device))
             rows.append(row)
             print(f"scored_attention L={L:6d} n={n:3d}: ours {t_ours:8.3f} ms | SDPA {t_sdpa:8.3f} ms | "
                   f"ratio {t_ours / t_sdpa:5.2f} (target <= 1.2) | fwd only {t_fwd:8.3f} ms"
@@ -134,8 +85,8 @@ def bench_scored_decode(device, dtype, lengths, heads, reps):
         k = torch.randn(1, Hkv, L, D, device=device, dtype=dtype)
         v = torch.randn(1, Hkv, L, D, device=device, dtype=dtype)
         kr, vr = k.repeat_interleave(Hq // Hkv, 1), v.repeat_interleave(Hq // Hkv, 1)
-        t_sdpa = bench_ms(lambda: F.scaled_dot_product_attention(q, kr, vr), device, reps)
-        t_ours = bench_ms(lambda: scored_attention(q, k, v, score_q_range=(0, 1), impl="triton"), device, reps)
+        t_sdpa = do_bench_ms(lambda: F.scaled_dot_product_attention(q, kr, vr), device, reps)
+        t_ours = do_bench_ms(lambda: scored_attention(q, k, v, score_q_range=(0, 1), impl="triton"), device, reps)
         rows.append({"L": L, "ms_ours": t_ours, "ms_sdpa": t_sdpa, "ratio_ours_over_sdpa": t_ours / t_sdpa})
         print(f"scored_attention decode L={L:6d}: ours {t_ours:8.3f} ms | SDPA {t_sdpa:8.3f} ms | "
               f"ratio {t_ours / t_sdpa:5.2f} (pass 1 splits the keys on CUDA)")
@@ -151,7 +102,7 @@ def bench_compaction(device, dtype, layers, heads, L, D, hidden_dim, reps):
     useful = 2 * 2 * layers * heads * keep * D * elem  # (read + write) x (k and v)
     src_copy = torch.randn(useful // 2 // elem, device=device, dtype=dtype)
     dst_copy = torch.empty_like(src_copy)
-    t_copy = bench_ms(lambda: dst_copy.copy_(src_copy), device, reps)
+    t_copy = do_bench_ms(lambda: dst_copy.copy_(src_copy), device, reps)
     copy_gbs = useful / t_copy / 1e6
 
     def run_all(impl, inplace=False):
@@ -194,7 +145,7 @@ def bench_compaction(device, dtype, layers, heads, L, D, hidden_dim, reps):
                      ("torch_gather", run_all("naive")), ("triton_in_place", run_all("triton", inplace=True)),
                      ("triton_in_place_kernel_only", kernels_only(True)), ("two_phase_in_place", two_phase_in_place),
                      ("triton_in_place_stacked_layers", stacked(True))]:
-        t = bench_ms(fn, device, reps)  # in place re-compacts the already compacted prefix: same traffic
+        t = do_bench_ms(fn, device, reps)  # in place re-compacts the already compacted prefix: same traffic
         gbs = useful / t / 1e6
         results[name] = {"ms": t, "GBps": gbs, "fraction_of_copy": gbs / copy_gbs}
         print(f"kv_compact {name:34s}: {t:8.3f} ms  {gbs:8.1f} GB/s  = {gbs / copy_gbs:5.2f} x copy "
@@ -205,7 +156,7 @@ def bench_compaction(device, dtype, layers, heads, L, D, hidden_dim, reps):
     for name, impl in [("gather_tokens_triton", "triton"), ("gather_tokens_naive", "naive")]:
         if impl == "naive" and device.type != "cuda":
             continue  # the naive gather_tokens is a Python row loop: only meaningful as a spec
-        t = bench_ms(lambda: gather_tokens(hidden, tok_idx, impl=impl), device, reps)
+        t = do_bench_ms(lambda: gather_tokens(hidden, tok_idx, impl=impl), device, reps)
         gbs = tok_bytes / t / 1e6
         results[name] = {"ms": t, "GBps": gbs, "fraction_of_copy": gbs / copy_gbs}
         print(f"{name:45s}: {t:8.3f} ms  {gbs:8.1f} GB/s  = {gbs / copy_gbs:5.2f} x copy")
@@ -224,21 +175,16 @@ def bench_cosine(device, dtype, shapes, reps):
         b = torch.randn(B, N, C, device=device, dtype=dtype)
         ours = lambda: cosine_max_argmax(a, b, impl="triton")  # noqa: E731
         base = lambda: torch_cosine_max_argmax(a, b)  # noqa: E731
-        t_ours, t_base = bench_ms(ours, device, reps), _guard(lambda: bench_ms(base, device, reps))
+        t_ours, t_base = do_bench_ms(ours, device, reps), oom_as_string(lambda: do_bench_ms(base, device, reps))
         row = {"B": B, "Na": N, "Nb": N, "C": C, "ms_ours": t_ours, "ms_torch_matmul_max": t_base,
                "speedup": t_base / t_ours if isinstance(t_base, float) else None,
                "peak_extra_bytes_ours": peak_extra_bytes(ours, device),
-               "peak_extra_bytes_torch": _guard(lambda: peak_extra_bytes(base, device))}
+               "peak_extra_bytes_torch": oom_as_string(lambda: peak_extra_bytes(base, device))}
         rows.append(row)
         print(f"cosine_max_argmax B={B} N={N} C={C}: ours {t_ours:8.3f} ms | torch bmm+max {_fmt(t_base)} ms | "
               f"speedup {_fmt(row['speedup'])} | peak bytes ours {row['peak_extra_bytes_ours']} vs torch "
               f"{row['peak_extra_bytes_torch']}")
     return rows
-
-
-def device_label(device) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return name, re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def main(argv=None):
@@ -248,17 +194,12 @@ def main(argv=None):
     p.add_argument("--only", default="scored,compact,cosine", help="comma-separated sections")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/ops_<device>.json)")
     args = p.parse_args(argv)
-    import triton
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device()
     if device.type == "cpu" and not args.smoke:
         p.error("full benchmarks need a CUDA device; use --smoke on CPU")
     torch.manual_seed(0)
     sections = set(args.only.split(","))
-    name, label = device_label(device)
-    out = {"device": name, "torch": torch.__version__, "triton": triton.__version__,
-           "python": platform.python_version(), "smoke": args.smoke,
-           "timer": "triton.testing.do_bench median" if device.type == "cuda" else "perf_counter median",
+    out = {"timer": "triton.testing.do_bench median" if device.type == "cuda" else "perf_counter median",
            "note": ("smoke run: tiny shapes; on CPU the Triton kernels run in the interpreter, so timings are "
                     "not performance figures") if args.smoke else "full run"}
     if args.smoke:
@@ -280,11 +221,7 @@ def main(argv=None):
         out["kv_compact"] = bench_compaction(device, dtype, **comp)
     if "cosine" in sections:
         out["cosine_max_argmax"] = bench_cosine(device, dtype, cos_shapes, reps=cfg["reps"])
-    path = args.out or RESULTS / f"ops_{label}{'_smoke' if args.smoke else ''}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x)
-                               else str(x)) + "\n")
-    print(f"wrote {path}")
+    write_result("ops", device, args.smoke, out, path=args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from benchmarks._decode_b_common import time_ms, write_result
+from benchmarks._common import pick_device, time_ms, write_result
 from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
 from reference_impls.prefill.pevlm import (PEVLMLayout, blocksparse_pevlm_attention, pevlm_attention, pevlm_mask,
@@ -29,9 +29,8 @@ from reference_impls.prefill.pevlm import (PEVLMLayout, blocksparse_pevlm_attent
 
 @torch.no_grad()
 def run(args):
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(args.device, one_thread=args.smoke)
     if args.smoke:
-        torch.set_num_threads(1)
         frames, tokens, (Hq, Hkv, D), dtype, reps = (4, 8), (16,), (4, 2, 32), torch.float32, 3
     else:
         frames, tokens, (Hq, Hkv, D), dtype, reps = (32, 64, 128), (64, 196), (28, 4, 128), torch.bfloat16, 10

@@ -16,46 +16,15 @@ the score rows. Baselines are measured in the same process; nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import re
 import statistics
-import time
-from pathlib import Path
 
 import torch
 
+from benchmarks._common import pick_device, peak_extra_bytes, time_ms, write_result
 from reference_impls import accounting
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from reference_impls.prefill.fastv import FastVHook
 from reference_impls.prefill.pyramiddrop import PyramidDropHook
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_ms(fn, device, reps: int, warmup: int) -> float:
-    """Median wall milliseconds of ``fn()`` (CUDA events on GPU, perf_counter on CPU)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def make_prompt(cfg, batch, n_prefix, n_suffix, device, seed=0):
@@ -77,22 +46,8 @@ def configs(ratios):
     return out
 
 
-def versions(device):
-    info = {"torch": torch.__version__, "python": platform.python_version()}
-    try:
-        import triton
-
-        info["triton"] = triton.__version__
-    except Exception:  # pragma: no cover
-        info["triton"] = None
-    if device.type == "cuda":
-        info["cuda"] = torch.version.cuda
-        info["device_name"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def run(args):
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(args.device)
     if args.smoke:
         cfg = LVLMConfig.tiny(n_layers=8, max_seq_len=256)
         dtype = torch.float32
@@ -120,15 +75,8 @@ def run(args):
 
             prefill_ms = time_ms(prefill, device, reps, warmup)
             # peak memory of one prefill, above what is allocated before it (weights + cache buffers)
-            if device.type == "cuda":
-                _sync(device)
-                torch.cuda.reset_peak_memory_stats()
-                before = torch.cuda.memory_allocated()
+            peak = peak_extra_bytes(prefill, device)
             res = prefill()
-            peak = None
-            if device.type == "cuda":
-                _sync(device)
-                peak = int(torch.cuda.max_memory_allocated() - before)
             tokens = res.layer_tokens[:, 0].tolist()
             kv_bytes = int(sum(int(res.cache.lengths(l)[0]) for l in range(cfg.n_layers)) * kv_slot_bytes * args.batch)
             # TPOT: decode steps after this prefill
@@ -153,16 +101,11 @@ def run(args):
                   f"speedup {row['measured_speedup']:.2f}x (FLOP-predicted {row['predicted_speedup']:.2f}x, "
                   f"{row['fraction_of_predicted']:.0%})")
 
-    dev_name = "cpu" if device.type == "cpu" else re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower())
-    out = {"benchmark": "prefill", "smoke": bool(args.smoke), "device": dev_name, "versions": versions(device),
-           "model": cfg.name, "dtype": str(dtype), "batch": args.batch, "prompt_tokens": int(ids.shape[1]),
+    out = {"model": cfg.name, "dtype": str(dtype), "batch": args.batch, "prompt_tokens": int(ids.shape[1]),
            "visual_tokens": cfg.n_visual_tokens, "weights_bytes": weights_bytes, "vision_ms": vision_ms,
            "reps": reps, "attention": "SDPA (outputs) + ops.scored_attention (score rows)",
            "target": "measured speedup >= 0.9 x FLOP-predicted speedup", "results": rows}
-    path = Path(args.out) if args.out else RESULTS / f"prefill_{dev_name}{'_smoke' if args.smoke else ''}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    print(f"wrote {path}")
+    write_result("prefill", device, args.smoke, out, path=args.out)
     return out
 
 

@@ -20,7 +20,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from benchmarks._decode_b_common import time_ms, write_result
+from benchmarks._common import pick_device, time_ms, write_result
 from reference_impls.decode.quantization import quantize_model
 from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
@@ -34,10 +34,9 @@ def _rel(a, b):
 
 @torch.no_grad()
 def run(args):
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(args.device, one_thread=args.smoke)
     smoke = args.smoke
     if smoke:
-        torch.set_num_threads(1)
         Ms, shapes, dtype, impl, reps = (1, 16), ((256, 256), (512, 256)), torch.float32, "naive", 3
     else:
         Ms, shapes, dtype, impl, reps = (1, 16, 128), ((4096, 4096), (11008, 4096), (4096, 11008)), \

@@ -18,7 +18,7 @@ import argparse
 
 import torch
 
-from benchmarks._decode_b_common import wall_ms, write_result
+from benchmarks._common import pick_device, wall_ms, write_result
 from reference_impls.decode.speculative import autoregressive_generate, speculative_generate, \
     speculative_generate_tree
 from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM, truncated_draft
@@ -45,9 +45,8 @@ def scaled_upper_layers(model, n_keep: int, scale: float):
 
 
 def run(args):
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(args.device, one_thread=args.smoke)
     if args.smoke:
-        torch.set_num_threads(1)
         cfg, dtype, new_tokens, n_images, text_len = LVLMConfig.tiny(max_seq_len=512), torch.float32, 16, 2, 24
     else:
         cfg = LVLMConfig(vocab_size=32000, hidden=2048, n_layers=16, n_heads=16, n_kv_heads=4, intermediate=5632,

@@ -1,0 +1,158 @@
+"""Helpers shared by every benchmark script: timers, peak memory, device / version info and the result JSON.
+
+Timers (all return median milliseconds; baselines are always measured in the same process):
+  ``time_ms``          CUDA events around each call on GPU, ``perf_counter`` on CPU (model-level timings).
+  ``do_bench_ms``      ``triton.testing.do_bench`` on GPU (kernel timings), ``perf_counter`` on CPU (smoke only).
+  ``trimmed_wall_ms``  synchronise + ``perf_counter`` per call, first 25% of the timed calls discarded (the ToMe
+                       upstream protocol).
+  ``wall_ms``          one timed call that returns its result too (end-to-end generation).
+Results go to ``benchmarks/results/<topic>_<device tag>[_smoke].json`` through ``write_result``; the keys
+``benchmark``, ``smoke``, ``device``, ``versions`` come first, ``note`` (if given) is what the website shows.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def pick_device(requested=None, one_thread: bool = False):
+    """``torch.device(requested)``, else CUDA when available, else CPU; ``one_thread`` pins torch to one CPU thread
+    (steadier smoke timings on a shared machine)."""
+    if one_thread:
+        torch.set_num_threads(1)
+    return torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn, device, reps: int = 10, warmup: int = 3) -> float:
+    """Median milliseconds of ``fn()``: CUDA events on GPU, perf_counter on CPU; warm-up calls discarded."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def do_bench_ms(fn, device, reps: int) -> float:
+    """Median milliseconds of ``fn()``: ``triton.testing.do_bench`` on CUDA (``reps`` unused), else one warm-up
+    call and the perf_counter median of ``reps`` calls (interpreter timings are not performance figures)."""
+    if device.type == "cuda":
+        import triton.testing
+
+        fn()  # compile / autotune outside the timed region
+        return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def trimmed_wall_ms(fn, device, iters: int, warmup: int) -> float:
+    """Median ms of ``fn()`` after ``warmup`` calls, discarding the first 25% of the timed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times[len(times) // 4:])
+
+
+def wall_ms(fn, device) -> tuple:
+    """One timed call (for end-to-end generation): ``(result, ms)``."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, (time.perf_counter() - t0) * 1e3
+
+
+def peak_extra_bytes(fn, device):
+    """Peak allocated bytes above the current allocation while running ``fn`` once (CUDA only, else None)."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    sync(device)
+    return int(torch.cuda.max_memory_allocated() - base)
+
+
+def oom_as_string(fn):
+    """Run ``fn``; an out-of-memory error becomes the string ``"oom"`` (a baseline that does not fit)."""
+    try:
+        return fn()
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return "oom"
+
+
+def versions(device, modules=("triton",)) -> dict:
+    """torch / python versions, the given optional modules' versions (None when missing), CUDA version and GPU."""
+    info = {"torch": torch.__version__, "python": platform.python_version()}
+    for module in modules:
+        try:
+            info[module] = __import__(module).__version__
+        except Exception:  # pragma: no cover - an optional module that is not installed
+            info[module] = None
+    if device.type == "cuda":
+        info["cuda"] = torch.version.cuda
+        info["device_name"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def device_name(device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def device_tag(device, smoke: bool) -> str:
+    """File-name tag: ``cpu``, ``h100``, ``h200`` or the GPU name as a slug; ``_smoke`` appended for smoke runs."""
+    if device.type == "cuda":
+        name = device_name(device).lower()
+        tag = "h200" if "h200" in name else "h100" if "h100" in name else re.sub(r"[^a-z0-9]+", "_", name).strip("_")
+    else:
+        tag = "cpu"
+    return f"{tag}_smoke" if smoke else tag
+
+
+def write_result(topic: str, device, smoke: bool, payload: dict, path=None, modules=("triton",)) -> Path:
+    """Write ``payload`` (with benchmark / smoke / device / versions in front) as JSON; default path
+    ``benchmarks/results/<topic>_<device_tag>.json``."""
+    path = Path(path) if path else RESULTS / f"{topic}_{device_tag(device, smoke)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": topic, "smoke": bool(smoke), "device": device_name(device),
+               "versions": versions(device, modules), **payload}
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"wrote {path}")
+    return path
