@@ -1,6 +1,7 @@
 """Citation keys, Google-Scholar style: first author's family name + year of version 1 + first significant title
-word, e.g. ``chen2024image``. Collisions get deterministic suffixes (b, c, ...) in order of paper id. One place, used
-by the validator and the BibTeX writer alike.
+word, e.g. ``chen2024image``. Collisions get deterministic suffixes (b, c, ...) in order of first appearance (date of
+version 1, then arXiv id, then paper id), so adding a newer paper never changes an older paper's key. One place,
+used by the validator and the BibTeX writer alike.
 """
 from __future__ import annotations
 
@@ -48,9 +49,15 @@ def base_key(authors: list[str], year: int, title: str) -> str:
     return f"{name or 'anonymous'}{year}{word}"
 
 
+def _first_appearance(paper) -> tuple:
+    first = getattr(paper, "first_version", None)
+    return (first.isoformat() if first else f"{paper.first_version_year}-99", getattr(paper, "arxiv", None) or "~",
+            paper.id)
+
+
 def assign_keys(papers: Iterable[_Keyed]) -> dict[str, str]:
     """paper id -> citation key, unique across the catalogue (explicit ``bibtex_key`` values win)."""
-    papers = sorted(papers, key=lambda p: p.id)
+    papers = sorted(papers, key=_first_appearance)
     taken: set[str] = {p.bibtex_key for p in papers if p.bibtex_key}
     keys: dict[str, str] = {p.id: p.bibtex_key for p in papers if p.bibtex_key}
     for paper in papers:

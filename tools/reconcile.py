@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Callable, Iterable, Mapping
 
 from tools.schema import Paper
+from tools.site.text import md_text
 
 # Sections in the order a reader cares about them, with what each disagreement means.
 SECTIONS = [
@@ -24,20 +25,26 @@ _LIST_SOURCE = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+):(?P<path>[^@]+)@(?P<commi
 
 
 def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    """Text safe inside a Markdown table cell: no HTML, no Markdown syntax (no live links), one line."""
+    return md_text(text)
+
+
+def _code(text: str) -> str:
+    """Text inside a code span: shown verbatim by Markdown, so only backticks, pipes and newlines must go."""
+    return " ".join(str(text).split()).replace("`", "'").replace("|", "/")
 
 
 def _source(source: str) -> str:
     m = _LIST_SOURCE.match(source)
     if m:
         rest = f" {_cell(m['rest'].strip())}" if m["rest"].strip() else ""
-        return f"list `{m['repo']}` (`{_cell(m['path'])}@{m['commit'][:7]}`){rest}"
+        return f"list `{_code(m['repo'])}` (`{_code(m['path'])}@{m['commit'][:7]}`){rest}"
     url = re.match(r"^(https?://\S+)(.*)$", source)
     if url:
         host = re.sub(r"^https?://(www\.)?", "", url.group(1)).split("/")[0]
         rest = f" {_cell(url.group(2).strip())}" if url.group(2).strip() else ""
-        return f"[{_cell(host)}]({url.group(1).replace(')', '%29')}){rest}"
+        host = re.sub(r"[^A-Za-z0-9.-]", "", host)  # a host name needs no Markdown escaping
+        return f"[{host}]({url.group(1).replace(')', '%29')}){rest}"
     return _cell(source)
 
 

@@ -41,7 +41,7 @@ def test_report_escapes_table_syntax():
     ))
     text = render_reconciliation([paper])
     row = next(line for line in text.splitlines() if line.startswith("| FastV"))
-    assert "A \\| B &lt;script&gt; title" in row and "because \\| reasons" in row
+    assert "A &#124; B &#60;script&#62; title" in row and "because &#124; reasons" in row
     assert row.count(" | ") == 3  # exactly four cells
 
 
@@ -58,3 +58,20 @@ def test_reconcile_command_writes_the_report_of_the_catalogue(tmp_path):
     text = out.read_text(encoding="utf-8")
     assert text.startswith("# Reconciliation report")
     assert "## Venues" in text
+
+
+def test_standalone_report_escapes_hostile_titles():
+    import datetime as dt
+
+    from tests.catalogue.helpers import entry
+    from tools.reconcile import render_reconciliation
+    from tools.schema import Paper
+    from tools.taxonomy import load_taxonomy
+
+    data = entry(title="[x](javascript:alert(1)) <img src=x onerror=alert(1)>", disagreements=[
+        {"field": "title", "values": {"a": "[y](javascript:alert(2))", "b": "Plain"}, "kept": "Plain",
+         "why": "the arXiv page"}], last_verified=dt.date(2026, 11, 21))
+    paper = Paper.model_validate(data, context={"taxonomy": load_taxonomy()})
+    text = render_reconciliation([paper])
+    assert "javascript:" not in text.replace("javascript&#58;", "")
+    assert "](javascript" not in text and "<img" not in text
