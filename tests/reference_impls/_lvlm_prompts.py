@@ -42,3 +42,22 @@ class FixedPrune:
 
     def after_layer(self, layer, state, ctx, colsum):
         return state
+
+
+def tiny_target_and_draft(draft_layers: int):
+    """Speculative-decoding pair: a fresh random tiny LVLM (seed 0) and its first ``draft_layers`` layers as the
+    self-draft (weights shared, ``decode.speculative.lvlm_adapter.truncated_draft``)."""
+    from reference_impls.decode.speculative.lvlm_adapter import truncated_draft
+
+    target = MinimalLVLM(LVLMConfig.tiny(), seed=0)
+    return target, truncated_draft(target, draft_layers)
+
+
+def single_image_prompt(cfg, n_prefix: int, n_suffix: int):
+    """One prompt ``[1, n_prefix + n_visual_tokens + n_suffix]``: random text ids < 250 (seed 0) around one image's
+    placeholder tokens, and that image's pixels (seed 1). Returns ``(ids, pixels)``."""
+    nv = cfg.n_visual_tokens
+    ids = torch.randint(0, 250, (1, n_prefix + nv + n_suffix), generator=torch.Generator().manual_seed(0))
+    ids[0, n_prefix:n_prefix + nv] = cfg.image_token_id
+    pix = torch.randn(1, 3, cfg.vision.image_size, cfg.vision.image_size, generator=torch.Generator().manual_seed(1))
+    return ids, pix

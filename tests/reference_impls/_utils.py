@@ -1,11 +1,17 @@
 """Shared test helpers for tests/reference_impls (seeded random tensors, error metrics, ragged batches).
 
-Other helpers may ADD functions here; do not change existing ones. Imports only torch.
+Other helpers may ADD functions here; do not change existing ones. Imports only torch and pytest at module level
+(never reference_impls: the sm_90 compile subprocesses import this module).
 """
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -131,3 +137,53 @@ def compile_triton_for_sm90(fn, pointer_types: dict, constexprs: dict, float_arg
     if compiled.metadata.shared > shared_limit:
         raise AssertionError(f"{fn.__name__}: {compiled.metadata.shared} shared bytes > {shared_limit}")
     return compiled.metadata.shared
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_torch_thread():
+    """Module-wide ``torch_threads(1)``; a test module enables it by importing it
+    (``from tests.reference_impls._utils import single_torch_thread  # noqa: F401``)."""
+    with torch_threads(1):
+        yield
+
+
+#: Exit status of a compile subprocess that cannot compile here (no triton compiler API / CUDA backend): the
+#: test then skips.
+COMPILE_SKIP_EXIT = 77
+
+
+def require_triton_compiler() -> None:
+    """In a compile subprocess: exit with COMPILE_SKIP_EXIT when triton's compiler API is not importable."""
+    try:
+        import triton  # noqa: F401
+        from triton.backends.compiler import GPUTarget  # noqa: F401
+    except Exception as exc:  # no triton / another compiler layout
+        print(f"triton compiler API not available: {exc}")
+        sys.exit(COMPILE_SKIP_EXIT)
+
+
+def compile_for_sm90_or_exit(name: str, fn, pointer_types: dict, constexprs: dict, float_args=()) -> int:
+    """``compile_triton_for_sm90`` in a compile subprocess: prints ``<name> compiled, shared bytes N``, or exits
+    with COMPILE_SKIP_EXIT when this install has no CUDA backend / ptxas."""
+    try:
+        shared = compile_triton_for_sm90(fn, pointer_types, constexprs, float_args=float_args)
+    except (ImportError, FileNotFoundError) as exc:
+        print(f"cannot compile for CUDA here: {exc}")
+        sys.exit(COMPILE_SKIP_EXIT)
+    print(name, "compiled, shared bytes", shared)
+    return shared
+
+
+def run_compile_script(script, expected_kernels: int) -> None:
+    """Run ``script`` (a test file whose ``__main__`` compiles kernels with ``compile_for_sm90_or_exit``) in a fresh
+    process without TRITON_INTERPRET (set before triton's import it makes triton's library functions interpreter
+    objects, and nothing compiles); skip when it exits COMPILE_SKIP_EXIT, else assert every kernel compiled."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, str(Path(script).resolve())], env=env, cwd=root, capture_output=True,
+                         text=True, timeout=600)
+    if out.returncode == COMPILE_SKIP_EXIT:
+        pytest.skip(out.stdout.strip())
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("compiled, shared bytes") == expected_kernels, out.stdout

@@ -2,36 +2,18 @@
 
 The interpreter tests check numerics; this catches what only the GPU compiler rejects. Runs in a subprocess
 without TRITON_INTERPRET (same approach as test_ops_compile.py)."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-SKIP_EXIT = 77
+from tests.reference_impls._utils import compile_for_sm90_or_exit as run
+from tests.reference_impls._utils import require_triton_compiler, run_compile_script
 
 
 def _compile_all():
-    try:
-        import triton  # noqa: F401
-        from triton.backends.compiler import GPUTarget  # noqa: F401
-    except Exception as exc:
-        print(f"triton compiler API not available: {exc}")
-        sys.exit(SKIP_EXIT)
+    require_triton_compiler()
     from reference_impls.ops.gated_delta import triton_kernel as gdn
     from reference_impls.ops.quant import weight_gemm as wg
     from reference_impls.ops.spec_verify import triton_kernel as sv
     from reference_impls.prefill import pevlm_triton as pe
-    from tests.reference_impls._utils import compile_triton_for_sm90
-
-    def run(name, *args, **kw):
-        try:
-            shared = compile_triton_for_sm90(*args, **kw)
-        except (ImportError, FileNotFoundError) as exc:
-            print(f"cannot compile for CUDA here: {exc}")
-            sys.exit(SKIP_EXIT)
-        print(name, "compiled, shared bytes", shared)
 
     bf, f32 = "*bf16", "*fp32"
     run("gdn", gdn._fused_recurrent_gdn_kernel.fn,
@@ -52,15 +34,7 @@ def _compile_all():
 
 @pytest.mark.slow
 def test_decode_b_kernels_compile_for_sm90_bf16():
-    root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve())], env=env, cwd=root, capture_output=True,
-                         text=True, timeout=600)
-    if out.returncode == SKIP_EXIT:
-        pytest.skip(out.stdout.strip())
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("compiled, shared bytes") == 6, out.stdout
+    run_compile_script(__file__, expected_kernels=6)
 
 
 if __name__ == "__main__":

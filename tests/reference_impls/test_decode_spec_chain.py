@@ -7,20 +7,14 @@ from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM, truncate
 from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
 from reference_impls.ops.spec_verify import naive_verify_paths, verify_paths
-from tests.reference_impls._utils import chi2_pvalue, torch_threads
+from tests.reference_impls._utils import chi2_pvalue
+from tests.reference_impls._lvlm_prompts import tiny_target_and_draft
+from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    with torch_threads(1):
-        yield
 
 @pytest.fixture(scope="module")
 def pair():
-    cfg = LVLMConfig.tiny()
-    target = MinimalLVLM(cfg, seed=0)
-    return target, truncated_draft(target, 1)
+    return tiny_target_and_draft(1)
 
 
 def _prompt(seed, T=11):

@@ -3,30 +3,18 @@ import pytest
 import torch
 
 from reference_impls.decode.speculative import autoregressive_generate, speculative_generate
-from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM, truncated_draft
+from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM
 from reference_impls.decode.speculative.lvspec import (LVSpecConfig, VisualMassProbe, loose_accept, lvspec_generate,
                                                        lvspec_verify)
-from reference_impls.models.config import LVLMConfig
 from reference_impls.models.hooks import Hook
-from reference_impls.models.minimal_lvlm import MinimalLVLM
-from tests.reference_impls._utils import torch_threads
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    with torch_threads(1):
-        yield
+from tests.reference_impls._lvlm_prompts import single_image_prompt, tiny_target_and_draft
+from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
 
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = LVLMConfig.tiny()
-    target = MinimalLVLM(cfg, seed=0)
-    draft = truncated_draft(target, 2)
-    nv = cfg.n_visual_tokens
-    ids = torch.randint(0, 250, (1, 3 + nv + 4), generator=torch.Generator().manual_seed(0))
-    ids[0, 3:3 + nv] = cfg.image_token_id
-    pix = torch.randn(1, 3, cfg.vision.image_size, cfg.vision.image_size, generator=torch.Generator().manual_seed(1))
+    target, draft = tiny_target_and_draft(2)
+    ids, pix = single_image_prompt(target.cfg, 3, 4)
     return target, draft, ids, dict(pixel_values=pix)
 
 

@@ -10,19 +10,14 @@ from reference_impls.decode.speculative.tree import (build_tree, gumbel_topk, na
 from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
 
-from tests.reference_impls._utils import chi2_pvalue, torch_threads
+from tests.reference_impls._utils import chi2_pvalue
+from tests.reference_impls._lvlm_prompts import tiny_target_and_draft
+from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    with torch_threads(1):
-        yield
 
 @pytest.fixture(scope="module")
 def pair():
-    target = MinimalLVLM(LVLMConfig.tiny(), seed=0)
-    return target, truncated_draft(target, 1)
+    return tiny_target_and_draft(1)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -5,16 +5,11 @@ import torch.nn.functional as F
 
 from reference_impls.models.hybrid_gdn import HybridGDNConfig, HybridGDNModel
 from reference_impls.ops._triton import launch_counts
-from tests.reference_impls._utils import rel_rms_err, torch_threads
+from tests.reference_impls._utils import rel_rms_err
+from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
 from reference_impls.ops.gated_delta import (gated_delta_rule, naive_chunk_gated_delta_rule,
                                              naive_recurrent_gated_delta_rule)
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    with torch_threads(1):
-        yield
 
 def _inputs(B, T, H, K, V, seed, dtype=torch.float32, device="cpu"):
     g = torch.Generator().manual_seed(seed)

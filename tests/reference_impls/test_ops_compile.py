@@ -5,43 +5,19 @@ shared memory). Uses triton's own CUDA backend (ptxas ships with triton). Runs i
 TRITON_INTERPRET: once that is set before triton is imported, triton's own library functions are
 interpreter objects and nothing can be compiled in that process.
 """
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-SKIP_EXIT = 77
-H100_SHARED_BYTES = 227 * 1024
+from tests.reference_impls._utils import compile_for_sm90_or_exit, require_triton_compiler, run_compile_script
 
 
 def _compile_all():
-    try:
-        import triton  # noqa: F401
-        from triton.backends.compiler import GPUTarget
-        from triton.compiler import ASTSource
-        from triton.compiler import compile as triton_compile
-        from triton.runtime.jit import JITFunction
-    except Exception as exc:  # no triton / another compiler layout
-        print(f"triton compiler API not available: {exc}")
-        sys.exit(SKIP_EXIT)
+    require_triton_compiler()
     from reference_impls.ops.cosine_match import triton_kernel as cosine_tk
     from reference_impls.ops.scored_attention import triton_kernel as attn_tk
     from reference_impls.ops.select import triton_kernel as select_tk
 
     def compile_sm90(dual_kernel, pointer_types, constexprs, float_args=()):
-        jit_fn = JITFunction(dual_kernel.fn)
-        signature = {name: "constexpr" if name in constexprs else pointer_types.get(
-            name, "fp32" if name in float_args else "i32") for name in jit_fn.arg_names}
-        try:
-            compiled = triton_compile(ASTSource(fn=jit_fn, signature=signature, constexprs=constexprs),
-                                      target=GPUTarget("cuda", 90, 32))
-        except (ImportError, FileNotFoundError) as exc:  # no CUDA backend / ptxas in this install
-            print(f"cannot compile for CUDA here: {exc}")
-            sys.exit(SKIP_EXIT)
-        assert compiled.metadata.shared <= H100_SHARED_BYTES, (dual_kernel.name, compiled.metadata.shared)
-        print(dual_kernel.name, "compiled, shared bytes", compiled.metadata.shared)
+        compile_for_sm90_or_exit(dual_kernel.name, dual_kernel.fn, pointer_types, constexprs, float_args)
 
     bf = "*bf16"
     compile_sm90(attn_tk._attn_fwd_kernel, {"Q": bf, "K": bf, "V": bf, "O": bf, "LSE": "*fp32", "KV_LEN": "*i32"},
@@ -62,15 +38,7 @@ def _compile_all():
 
 @pytest.mark.slow
 def test_kernels_compile_for_sm90_bf16():
-    root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve())], env=env, cwd=root, capture_output=True,
-                         text=True, timeout=600)
-    if out.returncode == SKIP_EXIT:
-        pytest.skip(out.stdout.strip())
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("compiled, shared bytes") == 5, out.stdout
+    run_compile_script(__file__, expected_kernels=5)
 
 
 if __name__ == "__main__":

@@ -7,15 +7,9 @@ from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
 from reference_impls.pipelines.litevlm import LiteVLMConfig, LiteVLMPipeline, baseline_generate
 from reference_impls.prefill.litevlm_token_selection import TokenSelection
-from tests.reference_impls._utils import torch_threads
+from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
 
 STAGES = ("view_selection", "vision", "prefill", "decode", "total")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    with torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module")

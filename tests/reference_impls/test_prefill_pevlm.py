@@ -7,7 +7,8 @@ from reference_impls.models.minimal_lvlm import MinimalLVLM
 from reference_impls.prefill.pevlm import (PEVLMLayout, blocksparse_pevlm_attention, naive_pevlm_attention,
                                            naive_pevlm_mask, pevlm_attention, pevlm_mask, pevlm_positions,
                                            pevlm_prefill)
-from tests.reference_impls._utils import randn, rel_rms_err, torch_threads
+from tests.reference_impls._utils import randn, rel_rms_err
+from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
 
 LAYOUTS = [
     dict(prefix_len=5, n_frames=9, tokens_per_frame=7, suffix_len=4, sink_frames=1, frames_per_block=3),
@@ -15,12 +16,6 @@ LAYOUTS = [
     dict(prefix_len=3, n_frames=6, tokens_per_frame=1, suffix_len=1, sink_frames=2, frames_per_block=4),
     dict(prefix_len=2, n_frames=3, tokens_per_frame=4, suffix_len=3, sink_frames=3, frames_per_block=2),  # no blocks
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    with torch_threads(1):
-        yield
 
 
 @pytest.mark.parametrize("kw", LAYOUTS)

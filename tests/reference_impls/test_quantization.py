@@ -10,13 +10,8 @@ from reference_impls.ops._triton import launch_counts
 from reference_impls.ops.quant.weight_gemm import (dequantize_weight_int8, fp8_linear, int8_weight_only_matmul,
                                                    naive_fp8_matmul, naive_int8_weight_only_matmul,
                                                    quantize_fp8_rowwise, quantize_weight_int8)
-from tests.reference_impls._utils import randn, torch_threads
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    with torch_threads(1):
-        yield
+from tests.reference_impls._utils import randn
+from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
 
 
 def _rel(a, b):
