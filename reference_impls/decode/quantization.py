@@ -24,10 +24,16 @@ from reference_impls.ops.quant.weight_gemm import (fp8_linear, int8_weight_only_
 MODES = ("int8", "fp8")
 
 
-class Int8WeightOnlyLinear(nn.Module):
+class _QuantizedLinear(nn.Module):
+    """A frozen ``nn.Linear`` with 1-byte weights and per-output-channel scales; subclasses name the weight
+    quantiser and the matmul."""
+
+    quantize = None  # weight [N, K] -> (w_q [N, K], scale [N])
+    matmul = None  # (x, w_q, scale, bias, impl=...) -> y
+
     def __init__(self, linear: nn.Linear, impl: str = "auto"):
         super().__init__()
-        w_q, scale = quantize_weight_int8(linear.weight)
+        w_q, scale = type(self).quantize(linear.weight)
         self.register_buffer("weight_q", w_q)
         self.register_buffer("scale", scale)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
@@ -35,21 +41,21 @@ class Int8WeightOnlyLinear(nn.Module):
         self.impl = impl
 
     def forward(self, x):
-        return int8_weight_only_matmul(x, self.weight_q, self.scale, self.bias, impl=self.impl)
+        return type(self).matmul(x, self.weight_q, self.scale, self.bias, impl=self.impl)
 
 
-class FP8Linear(nn.Module):
-    def __init__(self, linear: nn.Linear, impl: str = "auto"):
-        super().__init__()
-        w_q, scale = quantize_fp8_rowwise(linear.weight)
-        self.register_buffer("weight_q", w_q)
-        self.register_buffer("scale", scale)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.impl = impl
+class Int8WeightOnlyLinear(_QuantizedLinear):
+    """INT8 weight-only: symmetric per-channel int8 weights, activations in the model dtype."""
 
-    def forward(self, x):
-        return fp8_linear(x, self.weight_q, self.scale, self.bias, impl=self.impl)
+    quantize = staticmethod(quantize_weight_int8)
+    matmul = staticmethod(int8_weight_only_matmul)
+
+
+class FP8Linear(_QuantizedLinear):
+    """FP8-E4M3 W8A8: per-channel weight scales, dynamic per-token activation scales."""
+
+    quantize = staticmethod(quantize_fp8_rowwise)
+    matmul = staticmethod(fp8_linear)
 
 
 @dataclass
