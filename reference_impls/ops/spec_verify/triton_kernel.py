@@ -6,9 +6,25 @@ Same contract as ``naive.naive_verify_paths``. Plain pointer arithmetic; loads u
 from __future__ import annotations
 
 import torch
+import triton
 import triton.language as tl
 
 from reference_impls.ops._triton import kernel, next_power_of_2
+
+
+@triton.jit
+def _row_argmax(row_ptr, V, offs, BLOCK_V: tl.constexpr):
+    """Index of the largest of ``V`` values at ``row_ptr`` (ties -> lowest index), scanned in ``BLOCK_V`` chunks."""
+    best = float("-inf")
+    best_idx = 0
+    for v0 in range(0, V, BLOCK_V):
+        x = tl.load(row_ptr + v0 + offs, mask=v0 + offs < V, other=float("-inf")).to(tl.float32)
+        m = tl.max(x, axis=0)
+        i = tl.argmax(x, axis=0) + v0
+        upd = m > best
+        best_idx = tl.where(upd, i, best_idx)
+        best = tl.where(upd, m, best)
+    return best_idx
 
 
 @kernel()
@@ -24,16 +40,7 @@ def _spec_verify_kernel(tok_ptr, tgt_ptr, dp_ptr, u_ptr, force_ptr, len_ptr, nex
         tok_c = tl.where(valid, tok, 0)
         row = (pid * (D + 1) + d) * V
         if GREEDY:
-            best = float("-inf")
-            best_idx = 0
-            for v0 in range(0, V, BLOCK_V):
-                x = tl.load(tgt_ptr + row + v0 + offs, mask=v0 + offs < V, other=float("-inf")).to(tl.float32)
-                m = tl.max(x, axis=0)
-                i = tl.argmax(x, axis=0) + v0
-                upd = m > best
-                best_idx = tl.where(upd, i, best_idx)
-                best = tl.where(upd, m, best)
-            ok = best_idx == tok_c
+            ok = _row_argmax(tgt_ptr + row, V, offs, BLOCK_V) == tok_c
         else:
             qx = tl.load(tgt_ptr + row + tok_c).to(tl.float32)
             px = tl.load(dp_ptr + (pid * D + d) * V + tok_c).to(tl.float32)
@@ -47,16 +54,7 @@ def _spec_verify_kernel(tok_ptr, tgt_ptr, dp_ptr, u_ptr, force_ptr, len_ptr, nex
     tl.store(len_ptr + pid, length.to(tl.int64))
     row = (pid * (D + 1) + length) * V
     if GREEDY:
-        best = float("-inf")
-        best_idx = 0
-        for v0 in range(0, V, BLOCK_V):
-            x = tl.load(tgt_ptr + row + v0 + offs, mask=v0 + offs < V, other=float("-inf")).to(tl.float32)
-            m = tl.max(x, axis=0)
-            i = tl.argmax(x, axis=0) + v0
-            upd = m > best
-            best_idx = tl.where(upd, i, best_idx)
-            best = tl.where(upd, m, best)
-        tl.store(next_ptr + pid, best_idx.to(tl.int64))
+        tl.store(next_ptr + pid, _row_argmax(tgt_ptr + row, V, offs, BLOCK_V).to(tl.int64))
     else:
         has_p = length < D
         prow = (pid * D + tl.where(has_p, length, 0)) * V
