@@ -35,6 +35,17 @@ def _colsum_configs():
 
 
 @triton.jit
+def _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb):
+    """Program axis ``batch x query head`` -> (batch, query head, its KV head (GQA), that row's valid key count)."""
+    b = (pid_bh // Hq).to(tl.int64)
+    h = pid_bh % Hq
+    hk = (h // G).to(tl.int64)
+    h = h.to(tl.int64)
+    kv_len = tl.load(KV_LEN + b * stride_lenb + hk)
+    return b, h, hk, kv_len
+
+
+@triton.jit
 def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                     offs_d, d_valid, query_pos, kv_len, lo, hi, qk_scale_log2,
                     MASKED: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
@@ -84,11 +95,7 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, KV_LEN,
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     split = tl.program_id(2)  # key range [split * SPLIT_LEN, (split + 1) * SPLIT_LEN) (split-K for few queries)
-    b = (pid_bh // Hq).to(tl.int64)
-    h = pid_bh % Hq
-    hk = (h // G).to(tl.int64)
-    h = h.to(tl.int64)
-    kv_len = tl.load(KV_LEN + b * stride_lenb + hk)
+    b, h, hk, kv_len = _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -140,11 +147,7 @@ def _colsum_kernel(Q, K, LSE, COLSUM, KV_LEN, SEL_IDX, SEL_CNT,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = (pid_bh // Hq).to(tl.int64)
-    h = pid_bh % Hq
-    hk = (h // G).to(tl.int64)
-    h = h.to(tl.int64)
-    kv_len = tl.load(KV_LEN + b * stride_lenb + hk)
+    b, h, hk, kv_len = _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb)
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
