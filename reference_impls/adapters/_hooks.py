@@ -84,6 +84,15 @@ class HookAdapter:
 # --------------------------------------------------------------------------------------------------------------
 # model introspection (public module / class names; guards for older transformers layouts)
 # --------------------------------------------------------------------------------------------------------------
+def find_submodule(model: nn.Module, attr: str) -> nn.Module:
+    """``model.model.<attr>`` or ``model.<attr>`` (transformers moved the towers into ``.model`` in 4.52)."""
+    for holder in (getattr(model, "model", None), model):
+        sub = getattr(holder, attr, None) if holder is not None else None
+        if sub is not None:
+            return sub
+    raise ValueError(f"{type(model).__name__} has no {attr}")
+
+
 def find_language_model(model: nn.Module) -> nn.Module:
     """The decoder stack (module with ``.layers``) of a LLaVA / Qwen2-VL style model, across transformers versions."""
     candidates = []

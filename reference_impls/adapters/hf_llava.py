@@ -21,25 +21,13 @@ import torch
 from torch import nn
 
 from ..encode.visionzip import cls_attention_scores, visionzip
-from ._hooks import CompressionError, FastVAdapter, HookAdapter, PyramidDropAdapter, config_value
+from ._hooks import CompressionError, FastVAdapter, HookAdapter, PyramidDropAdapter, config_value, find_submodule
 
 __all__ = ["FastVAdapter", "PyramidDropAdapter", "VisionZipAdapter", "find_vision_tower"]
 
 
 def find_vision_tower(model: nn.Module) -> nn.Module:
-    for holder in (getattr(model, "model", None), model):
-        tower = getattr(holder, "vision_tower", None) if holder is not None else None
-        if tower is not None:
-            return tower
-    raise ValueError(f"{type(model).__name__} has no vision_tower")
-
-
-def _find_projector(model: nn.Module) -> nn.Module:
-    for holder in (getattr(model, "model", None), model):
-        proj = getattr(holder, "multi_modal_projector", None) if holder is not None else None
-        if proj is not None:
-            return proj
-    raise ValueError(f"{type(model).__name__} has no multi_modal_projector")
+    return find_submodule(model, "vision_tower")
 
 
 class VisionZipAdapter(HookAdapter):
@@ -76,7 +64,7 @@ class VisionZipAdapter(HookAdapter):
         self.full_tokens_per_image = available
         self.require_compression = require_compression
         self.impl = impl
-        self.projector = _find_projector(model)
+        self.projector = find_submodule(model, "multi_modal_projector")
         self.image_token_id = int(config_value(model, "image_token_id", "image_token_index"))
         self.num_compressed_calls = 0
         self.last_result = None

@@ -19,8 +19,8 @@ import sys
 import torch
 from torch import nn
 
-from ._hooks import (CompressionError, FastVAdapter, HookAdapter, PyramidDropAdapter, config_value, gather_rows,
-                     gather_seq, left_pad_indices)
+from ._hooks import (CompressionError, FastVAdapter, HookAdapter, PyramidDropAdapter, config_value, find_submodule,
+                     gather_rows, gather_seq, left_pad_indices)
 
 __all__ = ["FastVAdapter", "PyramidDropAdapter", "VisionZipAdapter", "is_qwen2_vl"]
 
@@ -28,14 +28,6 @@ __all__ = ["FastVAdapter", "PyramidDropAdapter", "VisionZipAdapter", "is_qwen2_v
 def is_qwen2_vl(model: nn.Module) -> bool:
     """True for Qwen2-VL / Qwen2.5-VL conditional-generation models (by public class name)."""
     return type(model).__name__ in ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
-
-
-def _vision_model(model: nn.Module) -> nn.Module:
-    for holder in (getattr(model, "model", None), model):
-        visual = getattr(holder, "visual", None) if holder is not None else None
-        if visual is not None:
-            return visual
-    raise ValueError(f"{type(model).__name__} has no vision model (.visual)")
 
 
 def _call_with_supported(fn, *args, **kwargs):
@@ -104,7 +96,7 @@ class VisionZipAdapter(HookAdapter):
         if dominant + contextual == 0:
             raise ValueError("dominant + contextual must be >= 1")
         self.dominant, self.contextual = dominant, contextual
-        self.visual = _vision_model(model)
+        self.visual = find_submodule(model, "visual")
         self.merge_unit = self.visual.spatial_merge_size ** 2
         self.image_token_id = int(config_value(model, "image_token_id"))
         self.require_compression, self.impl = require_compression, impl
