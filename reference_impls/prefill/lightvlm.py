@@ -34,10 +34,10 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..models.hooks import Hook, LayerContext, TokenState, head_mean, keep_text_and_top_visual, last_token_rows, \
+from ..models.hooks import LayerContext, TokenState, head_mean, keep_text_and_top_visual, last_token_rows, \
     prune_state
 from ..ops import cosine_max_argmax
-from .pyramiddrop import check_schedule, default_layer_list, stage_keep_counts
+from .pyramiddrop import PyramidScheduleHook, stage_keep_counts
 
 __all__ = ["lightvlm_merge_naive", "lightvlm_merge", "LightVLMHook"]
 
@@ -111,25 +111,18 @@ def lightvlm_merge(hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, 
     return out_h, out_s
 
 
-class LightVLMHook(Hook):
+class LightVLMHook(PyramidScheduleHook):
     """Pyramid token merging before each layer of ``layer_list`` (prefill only)."""
 
     def __init__(self, layer_list: Optional[Sequence[int]] = None, ratio_list: Sequence[float] = (0.5, 0.25, 0.1),
                  merge: bool = True, impl: str = "auto"):
-        if layer_list is not None:
-            check_schedule(list(layer_list), list(ratio_list))
-        elif not all(0 <= float(r) <= 1 for r in ratio_list):
-            raise ValueError(f"ratio_list must be retain fractions in [0, 1], got {ratio_list}")
-        self.layer_list = None if layer_list is None else list(layer_list)
-        self.ratio_list = [float(r) for r in ratio_list]
+        super().__init__(layer_list, ratio_list)
         self.merge, self.impl = merge, impl
-        self._n_vis_orig: Optional[Tensor] = None
 
     def before_layer(self, layer: int, state: TokenState, ctx: LayerContext) -> TokenState:
         if state.phase != "prefill":
             return state
-        layers = self.layer_list if self.layer_list is not None else default_layer_list(len(ctx.model.layers))
-        check_schedule(layers, self.ratio_list, len(ctx.model.layers))
+        layers = self.resolved_layers(len(ctx.model.layers))
         if layer == 0:
             self._n_vis_orig = state.n_visual()
         if layer not in layers:

@@ -104,7 +104,26 @@ def pyramiddrop_select(colsum: Tensor, vis_mask: Tensor, lengths: Tensor, n_keep
     return keep_text_and_top_visual(head_mean(colsum), vis_mask, lengths, n_keep, impl)
 
 
-class PyramidDropHook(Hook):
+class PyramidScheduleHook(Hook):
+    """Base of the pyramid hooks (PyramidDrop, LightVLM): stage layers ``layer_list`` (None: the default for the
+    model's depth) with retain fractions ``ratio_list`` of the original visual tokens, validated here."""
+
+    def __init__(self, layer_list: Optional[Sequence[int]], ratio_list: Sequence[float]):
+        if layer_list is not None:
+            check_schedule(list(layer_list), list(ratio_list))
+        elif not all(0 <= float(r) <= 1 for r in ratio_list):
+            raise ValueError(f"ratio_list must be retain fractions in [0, 1], got {ratio_list}")
+        self.layer_list = None if layer_list is None else list(layer_list)
+        self.ratio_list = [float(r) for r in ratio_list]
+        self._n_vis_orig: Optional[Tensor] = None
+
+    def resolved_layers(self, n_layers: int) -> list[int]:
+        layers = self.layer_list if self.layer_list is not None else default_layer_list(n_layers)
+        check_schedule(layers, self.ratio_list, n_layers)
+        return layers
+
+
+class PyramidDropHook(PyramidScheduleHook):
     """Drop visual tokens before each layer of ``layer_list`` (prefill only)."""
 
     def __init__(self, layer_list: Optional[Sequence[int]] = None,
@@ -112,19 +131,8 @@ class PyramidDropHook(Hook):
                  impl: str = "auto"):
         if position_mode not in POSITION_MODES:
             raise ValueError(f"position_mode must be one of {POSITION_MODES}")
-        if layer_list is not None:
-            check_schedule(list(layer_list), list(ratio_list))
-        elif not all(0 <= float(r) <= 1 for r in ratio_list):
-            raise ValueError(f"ratio_list must be retain fractions in [0, 1], got {ratio_list}")
-        self.layer_list = None if layer_list is None else list(layer_list)
-        self.ratio_list = [float(r) for r in ratio_list]
+        super().__init__(layer_list, ratio_list)
         self.position_mode, self.impl = position_mode, impl
-        self._n_vis_orig: Optional[Tensor] = None
-
-    def resolved_layers(self, n_layers: int) -> list[int]:
-        layers = self.layer_list if self.layer_list is not None else default_layer_list(n_layers)
-        check_schedule(layers, self.ratio_list, n_layers)
-        return layers
 
     def before_layer(self, layer: int, state: TokenState, ctx: LayerContext) -> TokenState:
         if state.phase != "prefill":
