@@ -117,3 +117,16 @@ def prefill_pair(target: SpecLM, draft: SpecLM, prompt_ids, target_kwargs=None, 
     logits = target_logits if target_logits is not None else target.prefill(prompt_ids, **(target_kwargs or {}))
     draft.prefill(draft_prompt, **dkw)
     return logits
+
+
+def start_pair(target: SpecLM, draft: SpecLM, prompt_ids, *, greedy: bool, temperature: float,
+               generator: Optional[torch.Generator], target_kwargs=None, draft_kwargs=None,
+               target_logits: Optional[torch.Tensor] = None):
+    """``prefill_pair`` plus the first generated token (greedy argmax or a sample of the target's last-token
+    logits). Returns ``(first token [] int64, SpecStats counting the two prefill calls)``."""
+    logits = prefill_pair(target, draft, prompt_ids, target_kwargs, draft_kwargs, target_logits)
+    stats = SpecStats()
+    stats.target_calls += 1
+    stats.draft_calls += 1
+    first = logits.argmax() if greedy else sample(logits_to_probs(logits, temperature), generator)
+    return first, stats

@@ -23,7 +23,7 @@ import torch
 
 from reference_impls.ops.spec_verify import verify_paths
 
-from .base import SpecLM, SpecStats, check_prompt, logits_to_probs, prefill_pair, sample, uniform
+from .base import SpecLM, SpecStats, check_prompt, logits_to_probs, sample, start_pair, uniform
 
 
 def draft_chain(draft: SpecLM, pending: torch.Tensor, k: int, *, greedy: bool, temperature: float,
@@ -77,12 +77,9 @@ def speculative_generate(target: SpecLM, draft: SpecLM, prompt_ids: torch.Tensor
     check_prompt(prompt_ids, max_new_tokens)
     if not 1 <= k_min <= k <= k_max:
         raise ValueError(f"need 1 <= k_min <= k <= k_max, got k_min={k_min}, k={k}, k_max={k_max}")
-    stats = SpecStats()
-    logits = prefill_pair(target, draft, prompt_ids, target_prefill_kwargs, draft_prefill_kwargs,
-                          target_prefill_logits)
-    stats.target_calls += 1
-    stats.draft_calls += 1
-    first = logits.argmax() if greedy else sample(logits_to_probs(logits, temperature), generator)
+    first, stats = start_pair(target, draft, prompt_ids, greedy=greedy, temperature=temperature, generator=generator,
+                              target_kwargs=target_prefill_kwargs, draft_kwargs=draft_prefill_kwargs,
+                              target_logits=target_prefill_logits)
     out = [int(first)]
     current = first.view(1)
     pending = current                     # tokens the draft has not yet consumed

@@ -31,7 +31,7 @@ import torch
 
 from reference_impls.ops.spec_verify import verify_paths
 
-from .base import SpecLM, SpecStats, check_prompt, logits_to_probs, prefill_pair, sample, uniform
+from .base import SpecLM, SpecStats, check_prompt, logits_to_probs, sample, start_pair, uniform
 
 DEFAULT_CHOICES = ((0,), (1,), (2,), (0, 0), (0, 1), (1, 0), (0, 0, 0), (0, 0, 1), (0, 0, 0, 0))
 
@@ -191,12 +191,9 @@ def speculative_generate_tree(target: SpecLM, draft: SpecLM, prompt_ids: torch.T
     """Tree speculative decoding. Returns ``(tokens [n] int64, SpecStats)``."""
     check_prompt(prompt_ids, max_new_tokens)
     tree = build_tree(*tree_from_choices(choices))
-    stats = SpecStats()
-    logits = prefill_pair(target, draft, prompt_ids, target_prefill_kwargs, draft_prefill_kwargs,
-                          target_prefill_logits)
-    stats.target_calls += 1
-    stats.draft_calls += 1
-    first = logits.argmax() if greedy else sample(logits_to_probs(logits, temperature), generator)
+    first, stats = start_pair(target, draft, prompt_ids, greedy=greedy, temperature=temperature, generator=generator,
+                              target_kwargs=target_prefill_kwargs, draft_kwargs=draft_prefill_kwargs,
+                              target_logits=target_prefill_logits)
     out = [int(first)]
     device = prompt_ids.device
     pending = first.view(1)
