@@ -37,7 +37,7 @@ from torch import Tensor
 from ..models.hooks import LayerContext, TokenState, head_mean, keep_text_and_top_visual, last_token_rows, \
     prune_state
 from ..ops import cosine_max_argmax
-from .pyramiddrop import PyramidScheduleHook, stage_keep_counts
+from .pyramiddrop import PyramidScheduleHook
 
 __all__ = ["lightvlm_merge_naive", "lightvlm_merge", "LightVLMHook"]
 
@@ -120,15 +120,9 @@ class LightVLMHook(PyramidScheduleHook):
         self.merge, self.impl = merge, impl
 
     def before_layer(self, layer: int, state: TokenState, ctx: LayerContext) -> TokenState:
-        if state.phase != "prefill":
+        n_keep = self.stage_keep_count(layer, state, ctx)
+        if n_keep is None:
             return state
-        layers = self.resolved_layers(len(ctx.model.layers))
-        if layer == 0:
-            self._n_vis_orig = state.n_visual()
-        if layer not in layers:
-            return state
-        n_keep = torch.minimum(stage_keep_counts(self._n_vis_orig, self.ratio_list[layers.index(layer)]),
-                               state.n_visual())
         if self.merge:   # a visual token can only merge if at least one dominant token is kept
             n_keep = torch.where((state.n_visual() > 0) & (n_keep == 0), 1, n_keep)
         colsum = ctx.recompute_scores(state, last_token_rows(state))

@@ -122,6 +122,19 @@ class PyramidScheduleHook(Hook):
         check_schedule(layers, self.ratio_list, n_layers)
         return layers
 
+    def stage_keep_count(self, layer: int, state: TokenState, ctx: LayerContext) -> Optional[Tensor]:
+        """Visual tokens to keep per row ``[B]`` before ``layer`` if it is a stage layer of a prefill, else None
+        (nothing to do). Records the original visual counts at layer 0."""
+        if state.phase != "prefill":
+            return None
+        layers = self.resolved_layers(len(ctx.model.layers))
+        if layer == 0:
+            self._n_vis_orig = state.n_visual()
+        if layer not in layers:
+            return None
+        n_keep = stage_keep_counts(self._n_vis_orig, self.ratio_list[layers.index(layer)])
+        return torch.minimum(n_keep, state.n_visual())
+
 
 class PyramidDropHook(PyramidScheduleHook):
     """Drop visual tokens before each layer of ``layer_list`` (prefill only)."""
@@ -135,15 +148,9 @@ class PyramidDropHook(PyramidScheduleHook):
         self.position_mode, self.impl = position_mode, impl
 
     def before_layer(self, layer: int, state: TokenState, ctx: LayerContext) -> TokenState:
-        if state.phase != "prefill":
+        n_keep = self.stage_keep_count(layer, state, ctx)
+        if n_keep is None:
             return state
-        layers = self.resolved_layers(len(ctx.model.layers))
-        if layer == 0:
-            self._n_vis_orig = state.n_visual()
-        if layer not in layers:
-            return state
-        n_keep = stage_keep_counts(self._n_vis_orig, self.ratio_list[layers.index(layer)])
-        n_keep = torch.minimum(n_keep, state.n_visual())
         colsum = ctx.recompute_scores(state, last_token_rows(state))
         keep = pyramiddrop_select(colsum, state.vis_mask, state.lengths, n_keep, self.impl)
         return prune_state(state, keep, self.position_mode)
