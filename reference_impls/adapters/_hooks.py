@@ -84,6 +84,13 @@ class HookAdapter:
 # --------------------------------------------------------------------------------------------------------------
 # model introspection (public module / class names; guards for older transformers layouts)
 # --------------------------------------------------------------------------------------------------------------
+def check_visionzip_counts(dominant, contextual) -> None:
+    """VisionZip adapters: ``dominant`` and ``contextual`` must be non-negative ints (upper bounds are per model)."""
+    for name, value in (("dominant", dominant), ("contextual", contextual)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+
+
 def find_submodule(model: nn.Module, attr: str) -> nn.Module:
     """``model.model.<attr>`` or ``model.<attr>`` (transformers moved the towers into ``.model`` in 4.52)."""
     for holder in (getattr(model, "model", None), model):

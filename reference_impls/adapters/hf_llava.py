@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from ..encode.visionzip import cls_attention_scores, visionzip
-from ._hooks import CompressionError, FastVAdapter, HookAdapter, PyramidDropAdapter, config_value, find_submodule
+from ._hooks import (CompressionError, FastVAdapter, HookAdapter, PyramidDropAdapter, check_visionzip_counts,
+                     config_value, find_submodule)
 
 __all__ = ["FastVAdapter", "PyramidDropAdapter", "VisionZipAdapter", "find_vision_tower"]
 
@@ -36,9 +37,7 @@ class VisionZipAdapter(HookAdapter):
     def __init__(self, model: nn.Module, dominant: int = 54, contextual: int = 10, *,
                  require_compression: bool = True, impl: str = "auto"):
         super().__init__(model)
-        for name, value in (("dominant", dominant), ("contextual", contextual)):
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        check_visionzip_counts(dominant, contextual)
         tower = find_vision_tower(model)
         vision_model = getattr(tower, "vision_model", tower)
         self.layers = vision_model.encoder.layers

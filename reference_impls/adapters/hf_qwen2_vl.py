@@ -19,8 +19,8 @@ import sys
 import torch
 from torch import nn
 
-from ._hooks import (CompressionError, FastVAdapter, HookAdapter, PyramidDropAdapter, config_value, find_submodule,
-                     gather_rows, gather_seq, left_pad_indices)
+from ._hooks import (CompressionError, FastVAdapter, HookAdapter, PyramidDropAdapter, check_visionzip_counts,
+                     config_value, find_submodule, gather_rows, gather_seq, left_pad_indices)
 
 __all__ = ["FastVAdapter", "PyramidDropAdapter", "VisionZipAdapter", "is_qwen2_vl"]
 
@@ -90,9 +90,7 @@ class VisionZipAdapter(HookAdapter):
     def __init__(self, model: nn.Module, dominant: int = 54, contextual: int = 10, *,
                  require_compression: bool = True, impl: str = "auto"):
         super().__init__(model)
-        for name, value in (("dominant", dominant), ("contextual", contextual)):
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        check_visionzip_counts(dominant, contextual)
         if dominant + contextual == 0:
             raise ValueError("dominant + contextual must be >= 1")
         self.dominant, self.contextual = dominant, contextual
