@@ -313,7 +313,7 @@ class Generator:
             page = Page(path, self.ctx)
             self.write(path, paper_template.render(
                 page=page, c=self.ctx, tax=tax, p=paper, key=self.keys[pid], bib=bib,
-                fm=front_matter(paper.title, paper_tags(paper)), authors=short_authors(paper, 1000),
+                tags=paper_tags(paper), authors=short_authors(paper, 1000),
                 date=first_version_date(paper), related=model.related(pid),
                 refimpls=[self.ctx.refimpl(r) for r in paper.reference_impls]))
             self.write(f"papers/{pid}.bib", bib)
