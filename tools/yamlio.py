@@ -22,6 +22,32 @@ except AttributeError:  # pragma: no cover - depends on the PyYAML build
     _BaseLoader = yaml.SafeLoader
 
 MAX_FILE_BYTES = 256 * 1024
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _CheckingLoader(_BaseLoader):
+    """The safe loader, plus key checks done while mappings are constructed (no second walk over the tree):
+    duplicate keys, merge keys (<<) and non-string keys are collected in ``key_problems`` as (line, key, message)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.key_problems: list[tuple[int, str, str]] = []
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            pairs = node.value
+            if any(k.__class__ is not yaml.ScalarNode or k.tag != _STR_TAG for k, _ in pairs) or len(
+                {k.value for k, _ in pairs}
+            ) != len(pairs):
+                self.key_problems.extend(_bad_keys(node))
+                # keep only well-formed, first-seen keys so construction can go on and report everything
+                seen: set = set()
+                node.value = [
+                    (k, v) for k, v in pairs
+                    if k.__class__ is yaml.ScalarNode and k.tag == _STR_TAG and not (k.value in seen or seen.add(k.value))
+                ]
+        return super().construct_mapping(node, deep=deep)
 
 Path_ = tuple  # a path into the document: keys and list indices
 
@@ -52,15 +78,14 @@ def load_yaml_with_lines(path: Path, text: str | None = None) -> tuple[Any, "Nod
             ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    loader = _BaseLoader(text)
+    loader = _CheckingLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None, {}
-        problems = _structure_problems(node, shown)
-        if problems:
-            raise ProblemError(problems)
         data = loader.construct_document(node)
+        if loader.key_problems:
+            raise ProblemError(sorted(Problem(shown, line, key, msg) for line, key, msg in loader.key_problems))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -76,41 +101,17 @@ def load_yaml_with_lines(path: Path, text: str | None = None) -> tuple[Any, "Nod
     return data, NodeLines(text)
 
 
-_STR_TAG = "tag:yaml.org,2002:str"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-def _structure_problems(root, shown: str) -> list[Problem]:
-    """Duplicate keys, merge keys and non-string keys, found on the node tree before anything is constructed."""
-    problems: list[Problem] = []
-    stack = [root]
-    mapping_node, sequence_node, scalar_node = yaml.MappingNode, yaml.SequenceNode, yaml.ScalarNode
-    while stack:
-        node = stack.pop()
-        if node.__class__ is mapping_node:
-            if any(k.__class__ is not scalar_node or k.tag != _STR_TAG for k, _ in node.value) or len(
-                {k.value for k, _ in node.value}
-            ) != len(node.value):
-                problems.extend(_bad_keys(node, shown))
-            stack.extend(v for _, v in node.value if v.__class__ is not scalar_node)
-        elif node.__class__ is sequence_node:
-            stack.extend(v for v in node.value if v.__class__ is not scalar_node)
-    return sorted(problems)
-
-
-def _bad_keys(node, shown: str) -> list[Problem]:
+def _bad_keys(node) -> list[tuple[int, str, str]]:
     problems = []
     first_line: dict[str, int] = {}
     for key_node, _ in node.value:
         line = key_node.start_mark.line + 1
         if key_node.tag == _MERGE_TAG:
-            problems.append(Problem(shown, line, "", "YAML merge keys (<<) are not allowed"))
+            problems.append((line, "", "YAML merge keys (<<) are not allowed"))
         elif not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
-            problems.append(Problem(shown, line, str(getattr(key_node, "value", "")),
-                                    "keys must be strings (quote this key)"))
+            problems.append((line, str(getattr(key_node, "value", "")), "keys must be strings (quote this key)"))
         elif key_node.value in first_line:
-            problems.append(Problem(shown, line, key_node.value,
-                                    f"duplicate key (first defined on line {first_line[key_node.value]})"))
+            problems.append((line, key_node.value, f"duplicate key (first defined on line {first_line[key_node.value]})"))
         else:
             first_line[key_node.value] = line
     return problems
