@@ -1,4 +1,5 @@
-/* The Atlas: copy buttons (BibTeX). Vanilla JavaScript, no external library. */
+/* The Atlas: copy and download buttons (BibTeX). Vanilla JavaScript, no external library; the .bib download
+   is made in the browser from the page's own BibTeX (no file per paper on the server). */
 (function () {
   "use strict";
 
@@ -23,11 +24,10 @@
   function setupCopyButtons() {
     document.querySelectorAll("button.atlas-copy[data-copy-target]").forEach(function (button) {
       button.addEventListener("click", function () {
-        var target = document.getElementById(button.getAttribute("data-copy-target"));
-        if (!target) { return; }
+        var text = sourceText(button);
+        if (text === null) { return; }
         var label = button.textContent;
-        var source = target.querySelector("pre code") || target.querySelector("pre") || target;
-        copyText(source.textContent).then(function () {
+        copyText(text).then(function () {
           button.textContent = "Copied";
           button.setAttribute("data-copied", "");
         }, function () {
@@ -39,5 +39,31 @@
     });
   }
 
-  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", setupCopyButtons); } else { setupCopyButtons(); }
+  function sourceText(button) {
+    var target = document.getElementById(button.getAttribute("data-copy-target"));
+    if (!target) { return null; }
+    var source = target.querySelector("pre code") || target.querySelector("pre") || target;
+    return source.textContent;
+  }
+
+  function setupDownloadButtons() {
+    document.querySelectorAll("button.atlas-download[data-copy-target]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var text = sourceText(button);
+        if (text === null) { return; }
+        var url = URL.createObjectURL(new Blob([text + "\n"], { type: "text/x-bibtex;charset=utf-8" }));
+        var link = document.createElement("a");
+        link.href = url;
+        link.download = button.getAttribute("data-filename") || "paper.bib";
+        document.body.appendChild(link);
+        link.click();
+        document.body.removeChild(link);
+        setTimeout(function () { URL.revokeObjectURL(url); }, 1000);
+      });
+    });
+  }
+
+  function setup() { setupCopyButtons(); setupDownloadButtons(); }
+
+  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", setup); } else { setup(); }
 })();

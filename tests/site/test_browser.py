@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import bibtexparser
@@ -158,6 +159,10 @@ def test_paper_page_shows_and_copies_its_bibtex(watched, server, browser_context
     page.locator("button.atlas-copy").click()
     page.wait_for_function("document.querySelector('button.atlas-copy').textContent === 'Copied'")
     assert page.evaluate("navigator.clipboard.readText()") == bib
+    with page.expect_download() as download:  # made in the browser from the same text (no file per paper)
+        page.locator("button.atlas-download").click()
+    assert download.value.suggested_filename == "fastv-2024.bib"
+    assert Path(download.value.path()).read_text(encoding="utf-8") == bib + "\n"
     assert watched.errors == [] and watched.outside == []
 
 
@@ -184,8 +189,11 @@ def test_hostile_text_is_inert_in_page_explorer_search_and_bib(watched, server):
     assert "onerror" in results.inner_text()
     assert page.locator(".md-search-result img, .md-search-result svg[onload], .md-search-result iframe").count() == 0
 
-    response = page.request.get(server + "papers/hostile-2025.bib")
-    library = bibtexparser.parse_string(response.text())
+    page.goto(server + "papers/hostile-2025.html", wait_until="networkidle")
+    with page.expect_download() as download:
+        page.locator("button.atlas-download").click()
+    assert download.value.suggested_filename == "hostile-2025.bib"
+    library = bibtexparser.parse_string(Path(download.value.path()).read_text(encoding="utf-8"))
     assert library.failed_blocks == [] and len(library.entries) == 1
     assert latex_decode(library.entries[0].fields_dict["title"].value) == HOSTILE_TITLE
     assert watched.dialogs == [] and watched.errors == [] and watched.outside == []

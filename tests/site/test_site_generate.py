@@ -51,7 +51,7 @@ def test_tree_has_a_page_per_stage_axis_cell_technique_and_paper(built_site):
         assert (html_dir / "techniques" / f"{t.id}.html").is_file()
     for pid in built_site.papers:
         assert (html_dir / "papers" / f"{pid}.html").is_file()
-        assert (html_dir / "papers" / f"{pid}.bib").is_file()
+        assert not (html_dir / "papers" / f"{pid}.bib").exists()  # the page's own BibTeX is downloaded in-browser
     for page in ("index", "explorer", "trends", "taxonomy", "reconciliation", "frontiers", "tags", "contributing",
                  "reference-implementations"):
         assert (html_dir / f"{page}.html").is_file(), page
@@ -110,7 +110,9 @@ def test_paper_page_shows_metadata_claims_code_bibtex_and_related(built_site):
     assert 'href="https://arxiv.org/abs/2403.06764">abstract</a>' in page  # where the claim is stated
     assert 'href="https://github.com/pkunlp-icler/FastV"' in page and "official" in text
     assert 'id="bibtex-fastv-2024"' in page and "@inproceedings{chen2024imageb," in text
-    assert 'data-copy-target="bibtex-fastv-2024"' in page and 'href="fastv-2024.bib"' in page
+    assert 'data-copy-target="bibtex-fastv-2024"' in page and 'data-filename="fastv-2024.bib"' in page
+    assert 'href="../atlas.bib"' in page
+    assert "Placement" in text and "Claims" in text and "Related papers" in text
     related = page.split('id="related-papers"', 1)[1]
     assert 'href="hostile-2025.html"' in related and 'href="snapkv-2024.html"' not in related
     assert 'href="../cells/prefill-density.html"' in page and 'href="../techniques/token_pruning.html"' in page

@@ -1,13 +1,15 @@
-"""Render the docs tree (Markdown pages, per-paper .bib files, explorer JSON, assets) and ``mkdocs.yml``.
+"""Render the docs tree (Markdown pages, atlas.bib, explorer JSON, assets) and ``mkdocs.yml``.
 
 Page layout (paths inside the docs folder; mkdocs turns ``x.md`` into ``x.html``)::
 
     index.md  explorer.md  trends.md  taxonomy.md  reference-implementations.md  reconciliation.md  frontiers.md
     contributing.md  tags.md  atlas.bib  data/papers.json  assets/...
     stages/<stage>.md  axes/<axis>.md  cells/<stage>-<axis>.md  techniques/<technique>.md
-    papers/<id>.md  papers/<id>.bib
+    papers/<id>.md
 
-Only the top-level pages are in the nav; the rest are reached through links (``not_in_nav`` in mkdocs.yml).
+Only the top-level pages are in the nav; the rest are reached through links (``not_in_nav`` in mkdocs.yml). A paper
+page's BibTeX is in the page (copy and download buttons: site/assets/atlas.js) and in atlas.bib; there is no
+file per paper: at thousands of papers each extra file costs more to write and copy than the page itself.
 """
 from __future__ import annotations
 
@@ -316,7 +318,6 @@ class Generator:
                 tags=paper_tags(paper), authors=short_authors(paper, 1000),
                 date=first_version_date(paper), related=model.related(pid),
                 refimpls=[self.ctx.refimpl(r) for r in paper.reference_impls]))
-            self.write(f"papers/{pid}.bib", bib)
         quarter_svg, quarter_facts = plots.papers_per_quarter(model)
         speed_svg, points = plots.speedup_vs_retained(model)
         self.render("trends.md.j2", "trends.md", quarter_svg=Markup(quarter_svg), quarter_facts=quarter_facts,
