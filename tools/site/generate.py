@@ -140,6 +140,7 @@ class Context:
         self.training_name = {r.id: r.name for r in self.tax.training_regimes}
         self.metric_name = {m.id: m.name for m in self.tax.metrics}
         self._refimpl_cache: dict[str, RefImpl] = {}
+        self._html_links: dict[tuple[str, str, str], Markup] = {}
 
     def refimpl(self, ref: str) -> RefImpl:
         if ref not in self._refimpl_cache:
@@ -190,7 +191,13 @@ class Context:
         return Markup("\n".join(out) + "\n")
 
     def html_link(self, page: Page, target: str, text: str) -> Markup:
-        return Markup(f'<a href="{page.href(target)}">{html_text(text)}</a>')
+        """An HTML link; memoised by folder, target and text (paper pages repeat the same cell, stage, axis and
+        technique links thousands of times)."""
+        key = (page.path.rpartition("/")[0], target, text)
+        link = self._html_links.get(key)
+        if link is None:
+            link = self._html_links[key] = Markup(f'<a href="{page.href(target)}">{html_text(text)}</a>')
+        return link
 
     def matrix(self, page: Page) -> Markup:
         """The stage × axis matrix: paper counts, each cell a link to its page."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -105,6 +106,10 @@ class SiteModel:
     def rank(self) -> dict[str, int]:
         return {pid: i for i, pid in enumerate(self.ordered_ids)}
 
+    @cached_property
+    def cell_sets(self) -> dict[str, frozenset[str]]:
+        return {pid: frozenset(paper.placement.cells) for pid, paper in self.papers.items()}
+
     def newest(self, limit: int = NEWEST_LIMIT) -> list[str]:
         return self.ordered_ids[:limit]
 
@@ -120,11 +125,8 @@ class SiteModel:
                     scores[other] += 1
         if not scores:
             return []
-        ranked = sorted(
-            scores,
-            key=lambda o: (-scores[o], -len(cells & set(self.papers[o].placement.cells)), self.rank[o]),
-        )
-        return ranked[:limit]
+        cell_sets, rank = self.cell_sets, self.rank
+        return heapq.nsmallest(limit, scores, key=lambda o: (-scores[o], -len(cells & cell_sets[o]), rank[o]))
 
     def cell_count(self, cell: str) -> int:
         return len(self.by_cell.get(cell, []))
