@@ -234,3 +234,22 @@ def test_paper_and_technique_pages_show_the_reference_implementation(built_site)
     listing = _text((built_site.site / "reference-implementations.html").read_text(encoding="utf-8"))
     assert "reference_impls.prefill.fastv" in listing and "bench_fixture.json" in listing
     assert "<b>not bold</b>" in listing  # a result file's note is text too
+
+
+def test_related_papers_match_the_plain_definition():
+    """The early-stopping walk gives exactly the plain score-everything-then-sort list (fixture and real catalogue,
+    whose papers have one to several techniques and cells), and never lists the paper itself."""
+    from tools.bibtex import catalogue_keys
+    from tools.site.model import SiteModel
+    from tools.validate import load_catalogue
+
+    tax = load_taxonomy()
+    for papers in (fixture_papers(), load_catalogue()):
+        model = SiteModel(papers, tax, catalogue_keys(papers))
+        for pid in papers:
+            for limit in (1, 3, 10):
+                got = model.related(pid, limit)
+                assert got == model._related_by_sorting(pid, limit), (pid, limit)
+                assert pid not in got
+    fixture = SiteModel(fixture_papers(), tax, catalogue_keys(fixture_papers()))
+    assert fixture.related("fastv-2024")[0] == "hostile-2025" and "snapkv-2024" not in fixture.related("fastv-2024")

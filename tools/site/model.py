@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -114,19 +115,37 @@ class SiteModel:
         return self.ordered_ids[:limit]
 
     def related(self, pid: str, limit: int = RELATED_LIMIT) -> list[str]:
-        """Papers sharing a technique: most shared techniques first, then shared cells, then newest."""
-        paper = self.papers[pid]
-        techniques = set(paper.placement.techniques)
-        cells = set(paper.placement.cells)
+        """Papers sharing a technique: most shared techniques first, then shared cells, then newest.
+
+        The technique lists are walked together in site order (newest first), so each candidate's count of shared
+        techniques is known when it is reached; the walk stops once ``limit`` papers share every technique and every
+        cell (nothing later can outrank them), which keeps this near-constant per paper at thousands of papers."""
+        techniques = set(self.papers[pid].placement.techniques)
+        cells = self.cell_sets[pid]
+        cell_sets, rank = self.cell_sets, self.rank
+        best = (len(techniques), len(cells))
+        tiers: dict[tuple[int, int], list[str]] = defaultdict(list)  # (shared techniques, shared cells) -> ids
+        merged = heapq.merge(*(self.by_technique[t] for t in techniques), key=rank.__getitem__)
+        for other, group in itertools.groupby(merged):
+            if other == pid:
+                continue
+            tier = (sum(1 for _ in group), len(cells & cell_sets[other]))
+            tiers[tier].append(other)
+            if tier == best and len(tiers[tier]) == limit:
+                break
+        ranked = [other for tier in sorted(tiers, reverse=True) for other in tiers[tier]]
+        return ranked[:limit]
+
+    def _related_by_sorting(self, pid: str, limit: int = RELATED_LIMIT) -> list[str]:
+        """The plain definition of :meth:`related` (scores every candidate, then sorts), kept for its test."""
+        techniques = set(self.papers[pid].placement.techniques)
+        cells = self.cell_sets[pid]
         scores: dict[str, int] = defaultdict(int)
         for technique in techniques:
             for other in self.by_technique[technique]:
                 if other != pid:
                     scores[other] += 1
-        if not scores:
-            return []
-        cell_sets, rank = self.cell_sets, self.rank
-        return heapq.nsmallest(limit, scores, key=lambda o: (-scores[o], -len(cells & cell_sets[o]), rank[o]))
+        return sorted(scores, key=lambda o: (-scores[o], -len(cells & self.cell_sets[o]), self.rank[o]))[:limit]
 
     def cell_count(self, cell: str) -> int:
         return len(self.by_cell.get(cell, []))
