@@ -56,6 +56,8 @@ def template_environment(folder) -> Environment:
     )
     env.filters["pre"] = _pre
     env.filters["h"] = lambda value: Markup(html_text(value))  # inside raw HTML blocks, which Markdown leaves alone
+    # a one-line raw HTML block's text: whitespace (newlines included) collapses, so no blank line ends the block
+    env.filters["hline"] = lambda value: Markup(html_text(" ".join(str(value).split()) if value is not None else ""))
     # inline code in Markdown: an HTML <code> element (a Markdown code span would show entities literally)
     env.filters["code"] = lambda value: Markup("<code>" + html_text(value).replace("|", "&#124;") + "</code>")
     return env
