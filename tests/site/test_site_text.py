@@ -57,3 +57,14 @@ def test_templates_escape_every_value_and_never_compile_data(tmp_path):
     assert "49" not in out and "<b>" not in out
     assert _visible_text(markdown.markdown(out)) .startswith("{{ 7*7 }} <b>")
     assert TEMPLATES.is_dir()
+
+
+def test_hline_keeps_a_raw_html_block_on_one_line(tmp_path):
+    """Paper pages print title and summary as one-line raw HTML blocks: a blank line in the text must not end the
+    block (the rest would then be read as Markdown), and markup stays text."""
+    (tmp_path / "t.md.j2").write_text("<p>{{ text | hline }}</p>\n", encoding="utf-8")
+    env = template_environment(tmp_path)
+    for text in HOSTILE + ["one\n\n# two\n\n- three <b>x</b>", "a\r\n\r\n<script>alert(1)</script>"]:
+        out = markdown.markdown(env.get_template("t.md.j2").render(text=text), extensions=EXTENSIONS)
+        assert re.fullmatch(r"<p>[^<]*</p>", out), out
+        assert _visible_text(out) == " ".join(text.split())
