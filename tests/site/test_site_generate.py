@@ -253,3 +253,12 @@ def test_related_papers_match_the_plain_definition():
                 assert pid not in got
     fixture = SiteModel(fixture_papers(), tax, catalogue_keys(fixture_papers()))
     assert fixture.related("fastv-2024")[0] == "hostile-2025" and "snapkv-2024" not in fixture.related("fastv-2024")
+
+
+def test_tags_index_the_taxonomy_pages_not_the_papers(built_site):
+    tags = (built_site.site / "tags.html").read_text(encoding="utf-8")
+    assert 'href="techniques/token_pruning.html"' in tags and 'href="stages/prefill.html"' in tags
+    assert "papers/" not in tags
+    index = json.loads((built_site.site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    assert not any(doc["location"].startswith("tags.html") for doc in index["docs"])  # excluded from search
+    assert any(doc["location"].startswith("papers/fastv-2024.html") for doc in index["docs"])
