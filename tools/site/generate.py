@@ -251,11 +251,15 @@ class Generator:
         self.reconciliation = reconciliation
         self.bib_text = bib_text
         self.written = 0
+        self._folders: set[str] = set()
 
     def write(self, path: str, text: str) -> None:
-        target = self.out / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        folder, _, name = path.rpartition("/")
+        if folder not in self._folders:  # one mkdir per folder, not per file
+            (self.out / folder).mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
+        with open(self.out / path, "w", encoding="utf-8") as handle:
+            handle.write(text)
         self.written += 1
 
     def technique_counts(self, pids: list[str]) -> dict[str, int]:
@@ -277,6 +281,7 @@ class Generator:
         if self.out.exists():
             shutil.rmtree(self.out)
         self.out.mkdir(parents=True)
+        self._folders = {""}
         shutil.copytree(ASSETS, self.out / "assets")
         for page in sorted(PAGES.glob("*.md")):
             shutil.copy2(page, self.out / page.name)
