@@ -197,3 +197,15 @@ def test_hostile_text_is_inert_in_page_explorer_search_and_bib(watched, server):
     assert library.failed_blocks == [] and len(library.entries) == 1
     assert latex_decode(library.entries[0].fields_dict["title"].value) == HOSTILE_TITLE
     assert watched.dialogs == [] and watched.errors == [] and watched.outside == []
+
+
+def test_paper_page_nav_drawer_reaches_the_top_level_pages(watched, server):
+    """Paper pages write the (flat) primary nav themselves (site/overrides/paper.html): it must still open as the
+    mobile drawer and lead to the top-level pages."""
+    page = watched.page
+    page.set_viewport_size({"width": 400, "height": 800})
+    page.goto(server + "papers/snapkv-2024.html", wait_until="networkidle")
+    page.locator("label.md-header__button[for=__drawer]").click()
+    page.locator(".md-sidebar--primary a.md-nav__link", has_text="Explorer").click()
+    page.wait_for_url("**/explorer.html")
+    assert watched.errors == [] and watched.outside == []
