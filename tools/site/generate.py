@@ -138,6 +138,7 @@ class Context:
         self.metric_name = {m.id: m.name for m in self.tax.metrics}
         self._refimpl_cache: dict[str, RefImpl] = {}
         self._html_links: dict[tuple[str, str, str], Markup] = {}
+        self._related_items: dict[tuple[str, str], str] = {}
 
     def refimpl(self, ref: str) -> RefImpl:
         if ref not in self._refimpl_cache:
@@ -195,6 +196,22 @@ class Context:
         if link is None:
             link = self._html_links[key] = Markup(f'<a href="{page.href(target)}">{html_text(text)}</a>')
         return link
+
+    def related_items(self, page: Page, pids: list[str]) -> Markup:
+        """``<li>`` items for a related-papers list: name (a link), year, and the full title after a short name. Each
+        item is built once per folder (every paper page is in papers/, and a paper is related to many others)."""
+        folder = page.path.rpartition("/")[0]
+        items = []
+        for pid in pids:
+            item = self._related_items.get((folder, pid))
+            if item is None:
+                q = self.papers[pid]
+                item = f"<li>{self.html_link(page, paper_page(pid), display_name(q))} ({q.year})"
+                if q.short_name:
+                    item += f" — {html_text(q.title)}"
+                item = self._related_items[(folder, pid)] = item + "</li>"
+            items.append(item)
+        return Markup("\n".join(items))
 
     def matrix(self, page: Page) -> Markup:
         """The stage × axis matrix: paper counts, each cell a link to its page."""
