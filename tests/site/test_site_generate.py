@@ -262,3 +262,19 @@ def test_tags_index_the_taxonomy_pages_not_the_papers(built_site):
     index = json.loads((built_site.site / "search" / "search_index.json").read_text(encoding="utf-8"))
     assert not any(doc["location"].startswith("tags.html") for doc in index["docs"])  # excluded from search
     assert any(doc["location"].startswith("papers/fastv-2024.html") for doc in index["docs"])
+
+
+def test_front_matter_round_trips_any_text_through_mkdocs():
+    """Front matter values (titles, the pre-rendered HTML of a paper page) reach page.meta unchanged: characters
+    beyond the BMP, which JSON would write as surrogate escapes that YAML rejects, included."""
+    from mkdocs.utils.meta import get_data
+
+    from tools.site.generate import front_matter
+
+    nasty = 'Emoji 😀, 𝒪(n) math, "quotes" \\ back\\slash, tab\tand\nnewline, NEL\x85 LS\u2028 PS\u2029 \ufeff\ufffe end'
+    html_block = f"<p>{nasty}</p>\n---\n<p>after a line of dashes</p>"
+    text = front_matter("Title: 😀 <b>x</b>", ["prefill"], {"template": "paper.html", "atlas_html": html_block})
+    body, meta = get_data(text + "# Body\n")
+    assert meta["atlas_html"] == html_block and meta["template"] == "paper.html" and meta["tags"] == ["prefill"]
+    assert html.unescape(meta["title"]) == "Title: 😀 <b>x</b>" and "<b>" not in meta["title"]
+    assert body.strip() == "# Body"

@@ -96,13 +96,28 @@ def tags_allowed(taxonomy: Taxonomy) -> list[str]:
     return sorted(set(ids))
 
 
+_YAML_UNSAFE = re.compile("[\x80-\x9f\u2028\u2029\ufffe\uffff\ud800-\udfff]")
+
+
+def yaml_string(value: str) -> str:
+    """A YAML double-quoted scalar on one line. JSON's escaping (quotes, backslashes, control characters) with
+    non-ASCII kept literal: JSON writes characters beyond the BMP (emoji, math letters) as surrogate-pair escapes,
+    which YAML rejects. What YAML may not hold literally (C1 controls, line and paragraph separators, U+FFFE/FFFF)
+    is escaped; a lone surrogate (not valid text) becomes U+FFFD."""
+    def escape(match: re.Match) -> str:
+        code = ord(match.group())
+        return "\ufffd" if 0xD800 <= code <= 0xDFFF else f"\\u{code:04x}"
+
+    return _YAML_UNSAFE.sub(escape, json.dumps(value, ensure_ascii=False))
+
+
 def front_matter(title: str, tags: list[str] | None = None, extra: dict | None = None) -> Markup:
     """YAML front matter. The title is stored HTML-escaped: mkdocs and the theme print page titles as HTML."""
-    lines = ["---", "title: " + json.dumps(md_text(title), ensure_ascii=True)]
+    lines = ["---", "title: " + yaml_string(md_text(title))]
     if tags:
         lines.append("tags: " + json.dumps(tags))
     for key, value in (extra or {}).items():
-        lines.append(f"{key}: {json.dumps(value)}")
+        lines.append(f"{key}: {yaml_string(value) if isinstance(value, str) else json.dumps(value)}")
     lines.append("---")
     return Markup("\n".join(lines) + "\n")
 
