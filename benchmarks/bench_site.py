@@ -38,7 +38,7 @@ def _cpu() -> tuple[float, float]:
 def measure_one(papers_dir: Path | None, workdir: Path) -> dict:
     """In this process: load, generate, build. papers_dir None means the repository's catalogue."""
     from tools.reconcile import render_reconciliation
-    from tools.site.build import mkdocs_build
+    from tools.site.build import build_site
     from tools.site.generate import generate
     from tools.taxonomy import load_taxonomy
     from tools.validate import load_catalogue, paper_files, validate_catalogue
@@ -55,7 +55,7 @@ def measure_one(papers_dir: Path | None, workdir: Path) -> dict:
     t0, c0 = time.perf_counter(), _cpu()
     files = generate(papers, taxonomy, workdir / "docs", reconciliation=render_reconciliation)
     t1, c1 = time.perf_counter(), _cpu()
-    mkdocs_build(workdir / "docs", workdir / "html", strict=True)
+    build_site(workdir / "docs", workdir / "html", papers, taxonomy, strict=True)  # + one .bib per paper
     t2, c2 = time.perf_counter(), _cpu()
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     n = len(papers)

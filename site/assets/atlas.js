@@ -1,5 +1,5 @@
-/* The Atlas: copy and download buttons (BibTeX). Vanilla JavaScript, no external library; the .bib download
-   is made in the browser from the page's own BibTeX (no file per paper on the server). */
+/* The Atlas: the BibTeX copy button. Vanilla JavaScript, no external library (each paper's .bib is a static file
+   next to its page, written by `python -m tools site --build`). */
 (function () {
   "use strict";
 
@@ -46,24 +46,7 @@
     return source.textContent;
   }
 
-  function setupDownloadButtons() {
-    document.querySelectorAll("button.atlas-download[data-copy-target]").forEach(function (button) {
-      button.addEventListener("click", function () {
-        var text = sourceText(button);
-        if (text === null) { return; }
-        var url = URL.createObjectURL(new Blob([text + "\n"], { type: "text/x-bibtex;charset=utf-8" }));
-        var link = document.createElement("a");
-        link.href = url;
-        link.download = button.getAttribute("data-filename") || "paper.bib";
-        document.body.appendChild(link);
-        link.click();
-        document.body.removeChild(link);
-        setTimeout(function () { URL.revokeObjectURL(url); }, 1000);
-      });
-    });
-  }
-
-  function setup() { setupCopyButtons(); setupDownloadButtons(); }
+  function setup() { setupCopyButtons(); }
 
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", setup); } else { setup(); }
 })();

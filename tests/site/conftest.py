@@ -25,12 +25,12 @@ def _reconciliation(papers):
 
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> BuiltSite:
-    from tools.site.build import mkdocs_build
+    from tools.site.build import build_site
     from tools.site.generate import generate
 
     root = tmp_path_factory.mktemp("site")
     papers = fixture_papers()
     generate(papers, load_taxonomy(), root / "docs", reconciliation=_reconciliation,
              results_dir=Path(__file__).parent / "data")
-    mkdocs_build(root / "docs", root / "html", strict=True)
+    build_site(root / "docs", root / "html", papers, load_taxonomy(), strict=True)
     return BuiltSite(papers, root / "docs", root / "html")

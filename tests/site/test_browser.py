@@ -159,8 +159,8 @@ def test_paper_page_shows_and_copies_its_bibtex(watched, server, browser_context
     page.locator("button.atlas-copy").click()
     page.wait_for_function("document.querySelector('button.atlas-copy').textContent === 'Copied'")
     assert page.evaluate("navigator.clipboard.readText()") == bib
-    with page.expect_download() as download:  # made in the browser from the same text (no file per paper)
-        page.locator("button.atlas-download").click()
+    with page.expect_download() as download:  # the static papers/<id>.bib next to the page
+        page.locator("a.atlas-download").click()
     assert download.value.suggested_filename == "fastv-2024.bib"
     assert Path(download.value.path()).read_text(encoding="utf-8") == bib + "\n"
     assert watched.errors == [] and watched.outside == []
@@ -191,7 +191,7 @@ def test_hostile_text_is_inert_in_page_explorer_search_and_bib(watched, server):
 
     page.goto(server + "papers/hostile-2025.html", wait_until="networkidle")
     with page.expect_download() as download:
-        page.locator("button.atlas-download").click()
+        page.locator("a.atlas-download").click()
     assert download.value.suggested_filename == "hostile-2025.bib"
     library = bibtexparser.parse_string(Path(download.value.path()).read_text(encoding="utf-8"))
     assert library.failed_blocks == [] and len(library.entries) == 1

@@ -51,7 +51,7 @@ def test_tree_has_a_page_per_stage_axis_cell_technique_and_paper(built_site):
         assert (html_dir / "techniques" / f"{t.id}.html").is_file()
     for pid in built_site.papers:
         assert (html_dir / "papers" / f"{pid}.html").is_file()
-        assert not (html_dir / "papers" / f"{pid}.bib").exists()  # the page's own BibTeX is downloaded in-browser
+        assert (html_dir / "papers" / f"{pid}.bib").is_file()  # one .bib per paper, next to its page
     for page in ("index", "explorer", "trends", "taxonomy", "reconciliation", "frontiers", "tags", "contributing",
                  "reference-implementations"):
         assert (html_dir / f"{page}.html").is_file(), page
@@ -110,7 +110,7 @@ def test_paper_page_shows_metadata_claims_code_bibtex_and_related(built_site):
     assert 'href="https://arxiv.org/abs/2403.06764">abstract</a>' in page  # where the claim is stated
     assert 'href="https://github.com/pkunlp-icler/FastV"' in page and "official" in text
     assert 'id="bibtex-fastv-2024"' in page and "@inproceedings{chen2024imageb," in text
-    assert 'data-copy-target="bibtex-fastv-2024"' in page and 'data-filename="fastv-2024.bib"' in page
+    assert 'data-copy-target="bibtex-fastv-2024"' in page and 'href="fastv-2024.bib" download=' in page
     assert 'href="../atlas.bib"' in page
     assert "Placement" in text and "Claims" in text and "Related papers" in text
     related = page.split('id="related-papers"', 1)[1]
@@ -179,7 +179,7 @@ def test_repository_readme_section_is_fresh():
 @pytest.mark.slow
 def test_real_catalogue_builds_strictly(tmp_path):
     from tools.reconcile import render_reconciliation
-    from tools.site.build import mkdocs_build
+    from tools.site.build import build_site
     from tools.site.generate import generate
     from tools.site.refimpls import RESULTS_DIR
     from tools.validate import load_catalogue
@@ -187,8 +187,9 @@ def test_real_catalogue_builds_strictly(tmp_path):
     papers = load_catalogue()
     generate(papers, load_taxonomy(), tmp_path / "docs", reconciliation=render_reconciliation,
              results_dir=RESULTS_DIR)
-    mkdocs_build(tmp_path / "docs", tmp_path / "html", strict=True)
+    build_site(tmp_path / "docs", tmp_path / "html", papers, load_taxonomy(), strict=True)
     assert len(list((tmp_path / "html" / "papers").glob("*.html"))) == len(papers)
+    assert len(list((tmp_path / "html" / "papers").glob("*.bib"))) == len(papers)
 
 
 def test_every_relative_link_in_the_built_site_resolves(built_site):

@@ -54,11 +54,11 @@ def run(args) -> int:
           f"({time.perf_counter() - t0:.1f} s)")
     if not (args.build or args.serve):
         return 0
-    from tools.site.build import BuildError, mkdocs_build, serve
+    from tools.site.build import BuildError, build_site, serve
 
     t0 = time.perf_counter()
     try:
-        mkdocs_build(GENERATED, args.output, verbose=args.verbose)
+        build_site(GENERATED, args.output, papers, taxonomy, verbose=args.verbose)
     except BuildError as exc:
         print(f"error: the site does not build: {exc}", file=sys.stderr)
         return 1

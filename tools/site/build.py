@@ -39,6 +39,26 @@ def mkdocs_build(docs_dir: Path, site_dir: Path, *, config_file: Path = MKDOCS_Y
         logger.setLevel(previous)
 
 
+def write_paper_bibs(site_dir: Path, papers, taxonomy) -> int:
+    """One ``papers/<id>.bib`` per paper, written straight into the built site (not copied through the docs tree:
+    that doubled the file work per paper). Keys are the catalogue's (tools.citekeys), as in atlas.bib."""
+    from tools.bibtex import catalogue_keys, render_one
+
+    keys = catalogue_keys(papers)
+    folder = Path(site_dir) / "papers"
+    folder.mkdir(parents=True, exist_ok=True)
+    for pid, paper in papers.items():
+        text = render_one(paper, keys[pid], taxonomy)
+        (folder / f"{pid}.bib").write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    return len(papers)
+
+
+def build_site(docs_dir: Path, site_dir: Path, papers, taxonomy, **options) -> None:
+    """The strict mkdocs build of a generated docs tree, then the per-paper .bib files."""
+    mkdocs_build(docs_dir, site_dir, **options)
+    write_paper_bibs(site_dir, papers, taxonomy)
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".bib": "text/plain; charset=utf-8", ".json": "application/json", ".js": "text/javascript",
