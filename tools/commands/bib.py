@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tools.paths import ROOT, display_path
+from tools.paths import ROOT
 from tools.taxonomy import load_taxonomy
 from tools.validate import load_catalogue
-from tools.yamlio import atomic_write
+from tools.generated import write_or_check
 
 NAME = "bib"
 HELP = "write atlas.bib from the catalogue (--check FILE: compare your .bib with the catalogue)"
@@ -42,15 +42,5 @@ def run(args) -> int:
         for key, title in result.missing:
             print(f"  lacks  {key}: {title}")
         return 0
-    text = render_bib(papers, load_taxonomy())
-    current = args.output.read_text(encoding="utf-8") if args.output.exists() else None
-    if args.check_fresh:
-        if current != text:
-            print(f"{display_path(args.output)} is stale: run `python -m tools bib`", file=sys.stderr)
-            return 1
-        print(f"ok: {display_path(args.output)} is fresh ({len(papers)} entries)")
-        return 0
-    if current != text:
-        atomic_write(args.output, text)
-    print(f"wrote {display_path(args.output)} ({len(papers)} entries)")
-    return 0
+    return write_or_check(args.output, render_bib(papers, load_taxonomy()), check=args.check_fresh,
+                          command="python -m tools bib", detail=f"({len(papers)} entries)")

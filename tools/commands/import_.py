@@ -12,7 +12,6 @@ Running the same command again changes nothing. See tools/importer.py for the ru
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from pathlib import Path
 
 from tools.cli import UserError

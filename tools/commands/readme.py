@@ -1,12 +1,11 @@
 """``python -m tools readme [--check]``: rewrite (or check) the README's generated matrix section."""
 from __future__ import annotations
 
-import sys
 
 from tools.paths import ROOT, display_path
 from tools.taxonomy import load_taxonomy
 from tools.validate import load_catalogue
-from tools.yamlio import atomic_write
+from tools.generated import write_or_check
 
 NAME = "readme"
 HELP = "rewrite the README's generated section (the stage x axis matrix); --check: exit 1 if it is stale"
@@ -23,18 +22,8 @@ def run(args) -> int:
 
     if not README.exists():
         raise UserError(f"{display_path(README)} does not exist")
-    current = README.read_text(encoding="utf-8")
     try:
-        text = update_readme(current, load_catalogue(), load_taxonomy())
+        text = update_readme(README.read_text(encoding="utf-8"), load_catalogue(), load_taxonomy())
     except MarkersMissing as exc:
         raise UserError(str(exc)) from None
-    if args.check:
-        if current != text:
-            print(f"{display_path(README)} is stale: run `python -m tools readme`", file=sys.stderr)
-            return 1
-        print(f"ok: {display_path(README)} is fresh")
-        return 0
-    if current != text:
-        atomic_write(README, text)
-    print(f"wrote {display_path(README)}")
-    return 0
+    return write_or_check(README, text, check=args.check, command="python -m tools readme")

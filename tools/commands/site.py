@@ -9,7 +9,7 @@ from pathlib import Path
 from tools.paths import display_path
 from tools.taxonomy import load_taxonomy
 from tools.validate import load_catalogue
-from tools.yamlio import atomic_write
+from tools.generated import write_or_check
 
 NAME = "site"
 HELP = "generate the website (Markdown + mkdocs.yml); --build: build it strictly; --serve: build and serve it locally"
@@ -31,16 +31,10 @@ def run(args) -> int:
 
     taxonomy = load_taxonomy()
     config = render_mkdocs_config(taxonomy)
-    current = MKDOCS_YML.read_text(encoding="utf-8") if MKDOCS_YML.exists() else None
     if args.check_config:
-        if current != config:
-            print(f"{display_path(MKDOCS_YML)} is stale: run `python -m tools site`", file=sys.stderr)
-            return 1
-        print(f"ok: {display_path(MKDOCS_YML)} is fresh")
-        return 0
-    if current != config:
-        atomic_write(MKDOCS_YML, config)
-        print(f"wrote {display_path(MKDOCS_YML)}")
+        return write_or_check(MKDOCS_YML, config, check=True, command="python -m tools site")
+    if not MKDOCS_YML.exists() or MKDOCS_YML.read_text(encoding="utf-8") != config:
+        write_or_check(MKDOCS_YML, config, check=False, command="python -m tools site")
     t0 = time.perf_counter()
     papers = load_catalogue()
     try:
