@@ -996,14 +996,14 @@ class Importer:
         if unconfirmed:  # a list's link is not replaced by a repository nobody confirmed as the authors'
             csrc = v.code_source or v.sources.get("code_url") or verified_page or "verified"
             src, url = next(iter(code_values.items()))
-            data["code"], prov["code"] = [{"url": normalise_url(url), "official": False}], src
+            data["code"], prov["code"] = [{"url": normalise_url(url), "official": None}], src
             dis.append({"field": "code", "values": {**code_values, csrc: normalise_url(v.code_url)},
                         "kept": data["code"][0]["url"],
                         "why": "the repository found during verification is not confirmed as the authors'; the "
                                "list's link is kept (not confirmed either)"})
         elif v and v.code_url:
             csrc = v.code_source or v.sources.get("code_url") or verified_page or "verified"
-            data["code"] = [{"url": normalise_url(v.code_url), "official": bool(v.code_official)}]
+            data["code"] = [{"url": normalise_url(v.code_url), "official": v.code_official}]
             prov["code"] = csrc
             distinct = [u for u in code_values.values() if not _same_url(u, v.code_url)]
             if distinct:
@@ -1015,7 +1015,7 @@ class Importer:
                 })
         elif code_values:
             src, url = next(iter(code_values.items()))
-            data["code"] = [{"url": normalise_url(url), "official": False}]
+            data["code"] = [{"url": normalise_url(url), "official": None}]  # a list's link: not verified
             prov["code"] = src
             if len({normalise_url(u).lower() for u in code_values.values()}) > 1:
                 dis.append({"field": "code", "values": code_values, "kept": data["code"][0]["url"],

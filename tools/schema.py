@@ -49,7 +49,9 @@ class _Model(BaseModel):
 
 class CodeLink(_Model):
     url: Url
-    official: bool = Field(description="true when the paper or its authors link this repository")
+    official: bool | None = Field(
+        description="true: the paper or its authors link this repository; false: a third-party one; null: not verified"
+    )
 
 
 class Placement(_Model):

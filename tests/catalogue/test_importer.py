@@ -93,7 +93,7 @@ def test_a_conference_in_a_list_is_not_replaced_by_an_unconfirmed_preprint(impor
     venue = next(d for d in h2o["disagreements"] if d["field"] == "venue")
     assert set(venue["values"].values()) == {"NeurIPS 2023", "arXiv"} and venue["kept"] == "NeurIPS 2023"
     # an unofficial repository found by the verifier does not replace the list's link; both are reported
-    assert h2o["code"] == [{"url": "https://github.com/FMInference/H2O", "official": False}]
+    assert h2o["code"] == [{"url": "https://github.com/FMInference/H2O", "official": None}]  # the list's link: not verified either
     code = next(d for d in h2o["disagreements"] if d["field"] == "code")
     assert "https://github.com/someone-else/h2o-fork" in code["values"].values()
     # authors from the author list when the verified row has none

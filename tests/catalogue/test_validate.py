@@ -243,3 +243,9 @@ def test_reference_impl_objects_are_checked_without_importing(tmp_path):
     bad = entry(reference_impls=["reference_impls.prefill.fastv:NoSuchThing"])
     problem = only_problem(tmp_path, bad)
     assert problem.field == "reference_impls.0" and "defines no 'NoSuchThing'" in problem.message
+
+
+def test_code_official_may_be_unknown_but_must_be_stated(tmp_path):
+    assert problems_of(tmp_path, entry(code=[{"url": "https://github.com/x/y", "official": None}]))[1] == []
+    problem = only_problem(tmp_path, entry(code=[{"url": "https://github.com/x/y"}]))
+    assert problem.field == "code.0.official" and "missing" in problem.message

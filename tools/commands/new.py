@@ -27,7 +27,8 @@ def configure(parser) -> None:
     parser.add_argument("--doi")
     parser.add_argument("--paper-url")
     parser.add_argument("--code", help="code repository URL")
-    parser.add_argument("--code-official", action="store_true", help="the code link is the authors' own")
+    parser.add_argument("--code-official", action="store_true",
+                        help="the code link is the authors' own (otherwise it is recorded as not verified)")
     parser.add_argument("--technique", action="append", default=[], required=True, help="technique id (repeat)")
     parser.add_argument("--cell", action="append", default=[], required=True, help="cell, e.g. prefill.density")
     parser.add_argument("--modality", action="append", default=[], help="image, multi-image, video, audio, text")
@@ -50,7 +51,7 @@ def run(args) -> int:
         "authors_status": ("truncated" if args.authors_truncated else "complete") if args.author else "unknown",
         "year": args.year, "first_version": first_version, "venue": args.venue, "arxiv": args.arxiv,
         "doi": args.doi, "paper_url": args.paper_url,
-        "code": [{"url": args.code, "official": args.code_official}] if args.code else [],
+        "code": [{"url": args.code, "official": True if args.code_official else None}] if args.code else [],
         "placement": {"cells": args.cell, "techniques": args.technique, "method": "curated"},
         "modality": args.modality or ["image"], "training": args.training, "summary": args.summary,
         "provenance": provenance, "last_verified": dt.date.today(),
