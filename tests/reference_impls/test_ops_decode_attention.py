@@ -1,9 +1,4 @@
 """Decode attention over compressed / quantized / ring / chunk-sparse caches: naive spec vs Triton, identities."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -343,28 +338,14 @@ def test_split_combine_kernel_matches_torch_merge():
 
 
 # ------------------------------------------------------------------ ahead-of-time sm_90 compile (no GPU needed)
-SKIP_EXIT = 77
-
-
 def _compile_all():
     """Compile every kernel variant for sm_90 with triton's CUDA backend + bundled ptxas (run in a subprocess
     without TRITON_INTERPRET): catches what only the GPU compiler rejects, on machines without a GPU."""
-    try:
-        from triton.backends.compiler import GPUTarget  # noqa: F401
-    except Exception as exc:
-        print(f"triton compiler API not available: {exc}")
-        sys.exit(SKIP_EXIT)
+    from tests.reference_impls._utils import compile_for_sm90_or_exit, require_triton_compiler
+
+    require_triton_compiler()
     from reference_impls.ops.decode_attention import triton_kernel as tk
     from reference_impls.ops.quant import kv_quant as kq
-    from tests.reference_impls._utils import compile_triton_for_sm90
-
-    def run(name, *args, **kw):
-        try:
-            shared = compile_triton_for_sm90(*args, **kw)
-        except (ImportError, FileNotFoundError) as exc:
-            print(f"cannot compile for CUDA here: {exc}")
-            sys.exit(SKIP_EXIT)
-        print(name, "compiled, shared bytes", shared)
 
     ptr = {"Q": "*bf16", "KS": "*fp32", "VS": "*fp32", "LENS": "*i32", "KPOS": "*i64", "INV_FREQ": "*fp32",
            "CIDX": "*i32", "ROW0": "*i64", "OP": "*fp32", "MP": "*fp32", "LP": "*fp32"}
@@ -373,32 +354,28 @@ def _compile_all():
             ("*bf16", False, False, True, False), ("*i8", True, False, False, False),
             ("*fp8e4nv", True, False, False, False), ("*i8", True, False, True, False),
             ("*bf16", False, False, False, True), ("*fp8e4nv", True, False, True, True)]:
-        run(f"decode_split k={kdt} quant={quant} rope={rope} sparse={sparse} packed={packed}",
+        compile_for_sm90_or_exit(
+            f"decode_split k={kdt} quant={quant} rope={rope} sparse={sparse} packed={packed}",
             tk._decode_split_kernel.fn, {**ptr, "K": kdt, "V": kdt},
             {"G_PAD": 16, "BLOCK_N": 64, "BLOCK_D": 128, "HALF_D": 64, "CHUNKS_PER_SPLIT": 4, "QUANT": quant,
              "ROPE": rope, "SPARSE": sparse, "PACKED": packed}, float_args=("scale_log2",))
-    run("combine", tk._combine_kernel.fn, {"OP": "*fp32", "MP": "*fp32", "LP": "*fp32", "O": "*bf16", "LSE": "*fp32"},
-        {"BLOCK_S": 64, "BLOCK_D": 128})
-    run("chunk_scores", tk._chunk_score_kernel.fn,
-        {"Q": "*bf16", "KMIN": "*fp32", "KMAX": "*fp32", "NCH": "*i32", "OUT": "*fp32"},
-        {"MEAN": False, "G_PAD": 4, "BLOCK_C": 16, "BLOCK_D": 128})
+    compile_for_sm90_or_exit("combine", tk._combine_kernel.fn,
+                             {"OP": "*fp32", "MP": "*fp32", "LP": "*fp32", "O": "*bf16", "LSE": "*fp32"},
+                             {"BLOCK_S": 64, "BLOCK_D": 128})
+    compile_for_sm90_or_exit("chunk_scores", tk._chunk_score_kernel.fn,
+                             {"Q": "*bf16", "KMIN": "*fp32", "KMAX": "*fp32", "NCH": "*i32", "OUT": "*fp32"},
+                             {"MEAN": False, "G_PAD": 4, "BLOCK_C": 16, "BLOCK_D": 128})
     for odt, int8 in (("*i8", True), ("*fp8e4nv", False)):
-        run(f"kv_quant {odt}", kq._quant_append_kernel.fn,
-            {"X": "*bf16", "OUT": odt, "OSCALE": "*fp32", "START": "*i32"},
-            {"INT8": int8, "BLOCK_T": 16, "BLOCK_D": 128}, float_args=("qmax",))
+        compile_for_sm90_or_exit(f"kv_quant {odt}", kq._quant_append_kernel.fn,
+                                 {"X": "*bf16", "OUT": odt, "OSCALE": "*fp32", "START": "*i32"},
+                                 {"INT8": int8, "BLOCK_T": 16, "BLOCK_D": 128}, float_args=("qmax",))
 
 
 @pytest.mark.slow
 def test_kernels_compile_for_sm90():
-    root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve())], env=env, cwd=root, capture_output=True,
-                         text=True, timeout=600)
-    if out.returncode == SKIP_EXIT:
-        pytest.skip(out.stdout.strip())
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("compiled, shared bytes") == 12, out.stdout
+    from tests.reference_impls._utils import run_compile_script
+
+    run_compile_script(__file__, expected_kernels=12)
 
 
 if __name__ == "__main__":
