@@ -51,7 +51,7 @@ def test_tree_has_a_page_per_stage_axis_cell_technique_and_paper(built_site):
         assert (html_dir / "techniques" / f"{t.id}.html").is_file()
     for pid in built_site.papers:
         assert (html_dir / "papers" / f"{pid}.html").is_file()
-        assert (html_dir / "papers" / f"{pid}.bib").is_file()  # one .bib per paper, next to its page
+        assert (html_dir / "bib" / f"{pid}.bib").is_file()  # one .bib per paper
     for page in ("index", "explorer", "trends", "taxonomy", "reconciliation", "frontiers", "tags", "contributing",
                  "reference-implementations"):
         assert (html_dir / f"{page}.html").is_file(), page
@@ -110,7 +110,7 @@ def test_paper_page_shows_metadata_claims_code_bibtex_and_related(built_site):
     assert 'href="https://arxiv.org/abs/2403.06764">abstract</a>' in page  # where the claim is stated
     assert 'href="https://github.com/pkunlp-icler/FastV"' in page and "official" in text
     assert 'id="bibtex-fastv-2024"' in page and "@inproceedings{chen2024imageb," in text
-    assert 'data-copy-target="bibtex-fastv-2024"' in page and 'href="fastv-2024.bib" download=' in page
+    assert 'data-copy-target="bibtex-fastv-2024"' in page and 'href="../bib/fastv-2024.bib" download=' in page
     assert 'href="../atlas.bib"' in page
     assert "Placement" in text and "Claims" in text and "Related papers" in text
     related = page.split('id="related-papers"', 1)[1]
@@ -189,7 +189,7 @@ def test_real_catalogue_builds_strictly(tmp_path):
              results_dir=RESULTS_DIR)
     build_site(tmp_path / "docs", tmp_path / "html", papers, load_taxonomy(), strict=True)
     assert len(list((tmp_path / "html" / "papers").glob("*.html"))) == len(papers)
-    assert len(list((tmp_path / "html" / "papers").glob("*.bib"))) == len(papers)
+    assert len(list((tmp_path / "html" / "bib").glob("*.bib"))) == len(papers)
 
 
 def test_every_relative_link_in_the_built_site_resolves(built_site):

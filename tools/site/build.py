@@ -1,9 +1,12 @@
 """Build the generated docs tree with mkdocs (strict), and serve a built site on a local address."""
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import http.server
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -39,13 +42,15 @@ def mkdocs_build(docs_dir: Path, site_dir: Path, *, config_file: Path = MKDOCS_Y
         logger.setLevel(previous)
 
 
-def write_paper_bibs(site_dir: Path, papers, taxonomy) -> int:
-    """One ``papers/<id>.bib`` per paper, written straight into the built site (not copied through the docs tree:
-    that doubled the file work per paper). Keys are the catalogue's (tools.citekeys), as in atlas.bib."""
+BIB_FOLDER = "bib"  # the per-paper .bib files: <site>/bib/<id>.bib
+
+
+def write_paper_bibs(folder: Path, papers, taxonomy) -> int:
+    """One ``<id>.bib`` per paper in ``folder``. Keys are the catalogue's (tools.citekeys), as in atlas.bib."""
     from tools.bibtex import catalogue_keys, render_one
 
     keys = catalogue_keys(papers)
-    folder = Path(site_dir) / "papers"
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for pid, paper in papers.items():
         text = render_one(paper, keys[pid], taxonomy)
@@ -54,9 +59,25 @@ def write_paper_bibs(site_dir: Path, papers, taxonomy) -> int:
 
 
 def build_site(docs_dir: Path, site_dir: Path, papers, taxonomy, **options) -> None:
-    """The strict mkdocs build of a generated docs tree, then the per-paper .bib files."""
-    mkdocs_build(docs_dir, site_dir, **options)
-    write_paper_bibs(site_dir, papers, taxonomy)
+    """The strict mkdocs build of a generated docs tree, plus ``bib/<id>.bib`` for every paper.
+
+    The .bib files are not copied through the docs tree (that doubled the file work per paper): a second thread
+    writes them into a sibling folder while mkdocs builds (creating files is mostly kernel time, so it overlaps with
+    mkdocs' Python on another core), and the folder is moved into the built site in one rename. mkdocs cleans the
+    site folder when it starts, which is why they are not written there directly.
+    """
+    site_dir = Path(site_dir)
+    staging = site_dir.with_name(f".{site_dir.name}.bib-staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        bibs = pool.submit(write_paper_bibs, staging, papers, taxonomy)
+        try:
+            mkdocs_build(docs_dir, site_dir, **options)
+        finally:
+            bibs.result()  # re-raises a failure of the writer
+    target = site_dir / BIB_FOLDER
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
