@@ -83,7 +83,10 @@ _ASCII_SPECIALS = str.maketrans({ch: latex for ch, latex in _SPECIAL.items()})
 
 def latex_escape(text: str) -> str:
     """Plain text -> a BibTeX field value that shows the same text (braces balanced, specials escaped)."""
-    text = " ".join(unicodedata.normalize("NFC", text).split())
+    return _escape_normalised(" ".join(unicodedata.normalize("NFC", text).split()))
+
+
+def _escape_normalised(text: str) -> str:
     if text.isascii():  # fast path: only the specials change, and '--' must not become a dash
         escaped = text.translate(_ASCII_SPECIALS)
         return escaped.replace("--", "-{}-").replace("--", "-{}-") if "--" in escaped else escaped
@@ -115,7 +118,7 @@ def latex_title(title: str) -> str:
     for token in _TOKEN.split(title):
         if not token:
             continue
-        escaped = _join(_escape_char(ch) for ch in token)
+        escaped = _escape_normalised(token)
         out.append("{" + escaped + "}" if _needs_protection(token) else escaped)
     return _join(out)
 

@@ -30,7 +30,7 @@ def built_site(tmp_path_factory) -> BuiltSite:
 
     root = tmp_path_factory.mktemp("site")
     papers = fixture_papers()
-    generate(papers, load_taxonomy(), root / "docs", reconciliation=_reconciliation,
-             results_dir=Path(__file__).parent / "data")
-    build_site(root / "docs", root / "html", papers, load_taxonomy(), strict=True)
+    generated = generate(papers, load_taxonomy(), root / "docs", reconciliation=_reconciliation,
+                         results_dir=Path(__file__).parent / "data")
+    build_site(root / "docs", root / "html", generated.paper_bibs, strict=True)
     return BuiltSite(papers, root / "docs", root / "html")

@@ -43,8 +43,8 @@ def run(args) -> int:
         render_reconciliation = None
     from tools.site.refimpls import RESULTS_DIR
 
-    files = generate(papers, taxonomy, GENERATED, reconciliation=render_reconciliation, results_dir=RESULTS_DIR)
-    print(f"generated {files} files for {len(papers)} papers in {display_path(GENERATED)} "
+    generated = generate(papers, taxonomy, GENERATED, reconciliation=render_reconciliation, results_dir=RESULTS_DIR)
+    print(f"generated {generated.files} files for {len(papers)} papers in {display_path(GENERATED)} "
           f"({time.perf_counter() - t0:.1f} s)")
     if not (args.build or args.serve):
         return 0
@@ -52,7 +52,7 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     try:
-        build_site(GENERATED, args.output, papers, taxonomy, verbose=args.verbose)
+        build_site(GENERATED, args.output, generated.paper_bibs, verbose=args.verbose)
     except BuildError as exc:
         print(f"error: the site does not build: {exc}", file=sys.stderr)
         return 1

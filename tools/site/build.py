@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Mapping
 
 from tools.site.generate import MKDOCS_YML
 
@@ -45,21 +46,19 @@ def mkdocs_build(docs_dir: Path, site_dir: Path, *, config_file: Path = MKDOCS_Y
 BIB_FOLDER = "bib"  # the per-paper .bib files: <site>/bib/<id>.bib
 
 
-def write_paper_bibs(folder: Path, papers, taxonomy) -> int:
-    """One ``<id>.bib`` per paper in ``folder``. Keys are the catalogue's (tools.citekeys), as in atlas.bib."""
-    from tools.bibtex import catalogue_keys, render_one
-
-    keys = catalogue_keys(papers)
+def write_paper_bibs(folder: Path, paper_bibs: Mapping[str, str]) -> int:
+    """One ``<id>.bib`` per paper in ``folder``, from the entries the generator rendered (keys as in atlas.bib)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for pid, paper in papers.items():
-        text = render_one(paper, keys[pid], taxonomy)
-        (folder / f"{pid}.bib").write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    return len(papers)
+    for pid, text in paper_bibs.items():
+        with open(folder / f"{pid}.bib", "w", encoding="utf-8") as handle:
+            handle.write(text if text.endswith("\n") else text + "\n")
+    return len(paper_bibs)
 
 
-def build_site(docs_dir: Path, site_dir: Path, papers, taxonomy, **options) -> None:
-    """The strict mkdocs build of a generated docs tree, plus ``bib/<id>.bib`` for every paper.
+def build_site(docs_dir: Path, site_dir: Path, paper_bibs: Mapping[str, str], **options) -> None:
+    """The strict mkdocs build of a generated docs tree, plus ``bib/<id>.bib`` for every paper (``paper_bibs``:
+    :attr:`tools.site.generate.Generated.paper_bibs`).
 
     The .bib files are not copied through the docs tree (that doubled the file work per paper): a second thread
     writes them into a sibling folder while mkdocs builds (creating files is mostly kernel time, so it overlaps with
@@ -70,7 +69,7 @@ def build_site(docs_dir: Path, site_dir: Path, papers, taxonomy, **options) -> N
     staging = site_dir.with_name(f".{site_dir.name}.bib-staging")
     shutil.rmtree(staging, ignore_errors=True)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        bibs = pool.submit(write_paper_bibs, staging, papers, taxonomy)
+        bibs = pool.submit(write_paper_bibs, staging, paper_bibs)
         try:
             mkdocs_build(docs_dir, site_dir, **options)
         finally:

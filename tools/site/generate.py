@@ -17,6 +17,7 @@ paper page skips the tags plugin's work (about 0.2 ms of the 3 ms budget per pap
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 import shutil
@@ -283,16 +284,43 @@ class Generator:
         self.reconciliation = reconciliation
         self.bib_text = bib_text
         self.written = 0
+        self.paper_bibs: dict[str, str] = {}  # id -> its BibTeX entry, as on its page (build.py writes bib/<id>.bib)
         self._folders: set[str] = set()
+        self._paths: set[str] = set()
 
-    def write(self, path: str, text: str) -> None:
-        folder, _, name = path.rpartition("/")
+    def _folder(self, path: str) -> None:
+        folder = path.rpartition("/")[0]
         if folder not in self._folders:  # one mkdir per folder, not per file
             (self.out / folder).mkdir(parents=True, exist_ok=True)
             self._folders.add(folder)
+
+    def write(self, path: str, text: str) -> None:
+        self._folder(path)
         with open(self.out / path, "w", encoding="utf-8") as handle:
             handle.write(text)
+        self._paths.add(path)
         self.written += 1
+
+    def copy(self, source: Path, path: str) -> None:
+        self._folder(path)
+        shutil.copyfile(source, self.out / path)
+        self._paths.add(path)
+
+    def remove_stale(self, previous: set[str]) -> None:
+        """Delete what an earlier run wrote and this one did not (a paper that left the catalogue), then the
+        folders left empty."""
+        for path in sorted(previous - self._paths):
+            (self.out / path).unlink()
+        for root, _, _ in os.walk(self.out, topdown=False):
+            if Path(root) != self.out and not os.listdir(root):
+                os.rmdir(root)
+
+    def _files_on_disk(self) -> set[str]:
+        found = set()
+        for root, _, names in os.walk(self.out):
+            rel = os.path.relpath(root, self.out).replace(os.sep, "/")
+            found.update(name if rel == "." else f"{rel}/{name}" for name in names)
+        return found
 
     def technique_counts(self, pids: list[str]) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -310,13 +338,17 @@ class Generator:
         self.write(path, text)
 
     def run(self) -> int:
-        if self.out.exists():
-            shutil.rmtree(self.out)
-        self.out.mkdir(parents=True)
-        self._folders = {""}
-        shutil.copytree(ASSETS, self.out / "assets")
+        # Files are rewritten in place and stale ones deleted at the end, not the whole tree deleted first: on ext4,
+        # creating a file soon after thousands were deleted is slow (inode allocation skips recently deleted
+        # inodes), and rewriting an existing file allocates none. See benchmarks/README.md.
+        self.out.mkdir(parents=True, exist_ok=True)
+        previous = self._files_on_disk()
+        self._folders, self._paths = {""}, set()
+        for source in sorted(ASSETS.rglob("*")):
+            if source.is_file():
+                self.copy(source, "assets/" + source.relative_to(ASSETS).as_posix())
         for page in sorted(PAGES.glob("*.md")):
-            shutil.copy2(page, self.out / page.name)
+            self.copy(page, page.name)
         tax, model = self.ctx.tax, self.model
         self.render("index.md.j2", "index.md", newest=model.newest(), n_papers=len(model.papers),
                     n_code=sum(1 for p in model.papers.values() if p.code),
@@ -348,7 +380,7 @@ class Generator:
                         cells=list(technique.cells), techniques=[],
                         pids=model.by_technique.get(technique.id, []))
         paper_template = self.env.get_template("paper.md.j2")
-        bibs: dict[str, str] = {}
+        bibs = self.paper_bibs
         for pid in model.ordered_ids:
             paper = model.papers[pid]
             path = paper_page(pid)
@@ -379,6 +411,7 @@ class Generator:
         self.write("reconciliation.md", "---\ntitle: Reconciliation report\n---\n" + report)
         self.write("atlas.bib", self.bib_text if self.bib_text is not None
                    else render_bib(model.papers, tax, self.keys, rendered=bibs))
+        self.remove_stale(previous)
         return self.written
 
 
@@ -401,9 +434,16 @@ def markdown_safe_copies(papers: Mapping[str, Paper]) -> dict[str, Paper]:
     return out
 
 
-def generate(papers: Mapping[str, Paper], taxonomy: Taxonomy, out: Path = GENERATED, **options) -> int:
-    """Write the docs tree for these papers into ``out`` (replacing it); returns the number of files written."""
-    return Generator(papers, taxonomy, out, **options).run()
+@dataclass(frozen=True)
+class Generated:
+    files: int  # files written into the docs tree
+    paper_bibs: Mapping[str, str]  # paper id -> its BibTeX entry (for the site's bib/<id>.bib)
+
+
+def generate(papers: Mapping[str, Paper], taxonomy: Taxonomy, out: Path = GENERATED, **options) -> Generated:
+    """Write the docs tree for these papers into ``out`` (files rewritten in place, stale ones deleted)."""
+    generator = Generator(papers, taxonomy, out, **options)
+    return Generated(generator.run(), generator.paper_bibs)
 
 
 # ------------------------------------------------------------------------------------------------ mkdocs.yml
