@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 
 import pytest
@@ -185,9 +186,9 @@ def test_real_catalogue_builds_strictly(tmp_path):
     from tools.validate import load_catalogue
 
     papers = load_catalogue()
-    generate(papers, load_taxonomy(), tmp_path / "docs", reconciliation=render_reconciliation,
-             results_dir=RESULTS_DIR)
-    build_site(tmp_path / "docs", tmp_path / "html", papers, load_taxonomy(), strict=True)
+    generated = generate(papers, load_taxonomy(), tmp_path / "docs", reconciliation=render_reconciliation,
+                         results_dir=RESULTS_DIR)
+    build_site(tmp_path / "docs", tmp_path / "html", generated.paper_bibs, strict=True)
     assert len(list((tmp_path / "html" / "papers").glob("*.html"))) == len(papers)
     assert len(list((tmp_path / "html" / "bib").glob("*.bib"))) == len(papers)
 
@@ -223,6 +224,29 @@ def test_reference_implementation_is_described_from_its_source():
     assert ref.import_line == "from reference_impls.prefill import fastv"
     missing = describe("reference_impls.nowhere.nothing")
     assert missing.path is None and missing.summary == "" and missing.tests == []
+    adapter = describe("reference_impls.adapters:FastVAdapter")
+    assert adapter.help_command == ('PYTHONPATH=. python -c "from reference_impls.adapters import FastVAdapter; '
+                                    'help(FastVAdapter)"')
+
+
+def test_the_run_lines_on_paper_pages_name_what_they_import():
+    """Each paper page's `python -c "from ... import X; help(X)"` line, for every reference in the catalogue, run in
+    one interpreter (help() itself replaced by a no-op: its argument must still resolve)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    from tools.site.refimpls import describe
+    from tools.validate import load_catalogue
+
+    refs = sorted({r for p in load_catalogue().values() for r in p.reference_impls})
+    assert refs
+    lines = ["import builtins", "builtins.help = lambda thing: None  # the argument must still resolve"]
+    lines += [describe(ref).help_command.split('python -c "', 1)[1].removesuffix('"') for ref in refs]
+    script = "\n".join(lines)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_paper_and_technique_pages_show_the_reference_implementation(built_site):

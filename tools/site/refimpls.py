@@ -33,6 +33,11 @@ class RefImpl:
         return f"from {parent} import {name}" if not self.obj else f"from {self.module} import {self.obj}"
 
     @property
+    def help_command(self) -> str:
+        """A shell line that prints its documentation (the object's, when the entry names one)."""
+        return f'PYTHONPATH=. python -c "{self.import_line}; help({self.obj or self.module.rpartition(".")[2]})"'
+
+    @property
     def test_command(self) -> str:
         targets = " ".join(self.tests) if self.tests else "tests/reference_impls"
         return f"python -m pytest -q {targets}"
