@@ -303,3 +303,32 @@ def test_front_matter_round_trips_any_text_through_mkdocs():
     assert meta["atlas_html"] == html_block and meta["template"] == "paper.html" and meta["tags"] == ["prefill"]
     assert html.unescape(meta["title"]) == "Title: 😀 <b>x</b>" and "<b>" not in meta["title"]
     assert body.strip() == "# Body"
+
+
+def test_plot_ticks_are_round_and_cover_the_data():
+    from tools.site.plots import nice_ticks
+
+    assert nice_ticks(7.47) == [0, 2, 4, 6, 8]
+    assert nice_ticks(114, whole=True) == [0, 20, 40, 60, 80, 100, 120]
+    assert nice_ticks(1, whole=True) == [0, 1]  # counts: no 0.2 steps
+    assert nice_ticks(0.3) == [0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+    for top in (0.7, 3, 13, 99, 101, 2500):
+        ticks = nice_ticks(top)
+        assert ticks[0] == 0 and ticks[-1] >= top and len(ticks) <= 7
+
+
+def test_plots_draw_every_paper_and_point(built_site):
+    """Each stacked bar segment and each scatter point is drawn with its values in a <title>."""
+    from tools.site.model import SiteModel
+    from tools.site.plots import papers_per_quarter, speedup_vs_retained
+    from tools.bibtex import catalogue_keys
+
+    papers = built_site.papers
+    model = SiteModel(papers, load_taxonomy(), catalogue_keys(papers))
+    svg, facts = papers_per_quarter(model)
+    drawn = [int(n) for n in re.findall(r"<rect [^>]*><title>\d{4} Q\d, [^:<]+: (\d+)</title>", svg)]
+    assert sum(drawn) == sum(sum(row) for _, row in facts["rows"]) > 0
+    svg, points = speedup_vs_retained(model)
+    assert points and svg.count("<title>") >= len(points)
+    for p in points:
+        assert f"{p['id']}: " in svg
