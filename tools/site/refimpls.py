@@ -63,20 +63,33 @@ def _docstring(path: Path | None) -> str:
     return " ".join(doc.strip().split("\n\n", 1)[0].split())
 
 
+_DOTTED = re.compile(r"\breference_impls(?:\.\w+)+")
+_FROM_IMPORT = re.compile(r"from\s+(reference_impls(?:\.\w+)*)\s+import\s+([^\n]*)")
+
+
 @lru_cache(maxsize=1)
-def _test_sources(tests_dir: str) -> dict[str, str]:
+def _test_index(tests_dir: str) -> dict[str, set[str]]:
+    """Each test file (repository-relative) -> the reference_impls modules it names: dotted names and their
+    parents, and ``parent.name`` for each word of a ``from parent import ...`` line."""
     folder = Path(tests_dir)
     if not folder.is_dir():
         return {}
-    return {str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p): p.read_text(encoding="utf-8", errors="replace")
-            for p in sorted(folder.glob("test_*.py"))}
+    index = {}
+    for path in sorted(folder.glob("test_*.py")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        names = set()
+        for dotted in _DOTTED.findall(text):
+            parts = dotted.split(".")
+            names.update(".".join(parts[:i]) for i in range(2, len(parts) + 1))
+        for parent, imported in _FROM_IMPORT.findall(text):
+            names.update(f"{parent}.{word}" for word in re.findall(r"\w+", imported))
+        index[str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)] = names
+    return index
 
 
 def _tests_for(module: str, tests_dir: Path) -> list[str]:
-    parent, _, name = module.rpartition(".")
-    patterns = [re.compile(rf"\b{re.escape(module)}\b"),
-                re.compile(rf"from\s+{re.escape(parent)}\s+import\s+[^\n]*\b{re.escape(name)}\b")]
-    users = [path for path, text in _test_sources(str(tests_dir)).items() if any(p.search(text) for p in patterns)]
+    name = module.rpartition(".")[2]
+    users = [path for path, names in _test_index(str(tests_dir)).items() if module in names]
     own = [path for path in users if re.search(rf"test_(?:\w+_)?{re.escape(name)}\.py$", path)]
     return own or users  # the module's own test file when it has one, else every test that imports it
 
