@@ -1,4 +1,5 @@
-"""mkdocs hook (mkdocs.yml ``hooks:``): paper pages share one theme frame per build.
+"""mkdocs hook (mkdocs.yml ``hooks:``): paper pages share one theme frame per build, and the theme's compiled
+templates are cached between builds (jinja's bytecode cache; ``ATLAS_JINJA_CACHE=0`` turns it off).
 
 A paper page is built thousands of times, and most of its cost was the theme: material's base.html renders the
 header, nav, search, palette and scripts through dozens of includes and translation macros, and all of that comes
