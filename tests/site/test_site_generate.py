@@ -332,3 +332,25 @@ def test_plots_draw_every_paper_and_point(built_site):
     assert points and svg.count("<title>") >= len(points)
     for p in points:
         assert f"{p['id']}: " in svg
+
+
+def test_generating_again_rewrites_files_in_place_and_deletes_stale_ones(tmp_path):
+    """A second run reuses the files it rewrites (same inode: no mass delete and re-create, which is slow on ext4)
+    and removes what the catalogue no longer has."""
+    from tools.site.generate import generate
+
+    papers, tax = fixture_papers(), load_taxonomy()
+    docs = tmp_path / "docs"
+    first = generate(papers, tax, docs)
+    page = docs / "papers" / "fastv-2024.md"
+    inode, text = page.stat().st_ino, page.read_text(encoding="utf-8")
+    (docs / "papers" / "gone-2020.md").write_text("stale", encoding="utf-8")
+    (docs / "old" / "deep").mkdir(parents=True)
+    (docs / "old" / "deep" / "x.md").write_text("stale", encoding="utf-8")
+    second = generate(papers, tax, docs)
+    assert second.files == first.files and second.paper_bibs == first.paper_bibs
+    assert page.stat().st_ino == inode and page.read_text(encoding="utf-8") == text
+    assert not (docs / "papers" / "gone-2020.md").exists() and not (docs / "old").exists()
+    fewer = {pid: p for pid, p in papers.items() if pid != "fastv-2024"}
+    generate(fewer, tax, docs)
+    assert not page.exists() and (docs / "index.md").exists()
