@@ -329,8 +329,11 @@ class Generator:
                 counts[t] = counts.get(t, 0) + 1
         return counts
 
-    def render_group(self, path: str, pids: list[str], **values) -> None:
-        self.render("group.md.j2", path, pids=pids, technique_counts=self.technique_counts(pids), **values)
+    def render_group(self, path: str, pids: list[str], techniques: list[str] | None = None, **values) -> None:
+        """A stage, axis, cell or technique page; ``techniques`` defaults to those its papers use."""
+        counts = self.technique_counts(pids)
+        self.render("group.md.j2", path, pids=pids, technique_counts=counts,
+                    techniques=sorted(counts) if techniques is None else techniques, **values)
 
     def render(self, template: str, path: str, **values) -> None:
         page = Page(path, self.ctx)
@@ -359,15 +362,11 @@ class Generator:
             self.render_group(stage_page(stage.id), kind="stage", title=f"Stage: {stage.name}",
                         explanation=stage.bottleneck, tag=stage.id,
                         cells=[f"{stage.id}.{a}" for a in tax.axis_ids],
-                        techniques=sorted({t for pid in model.by_stage.get(stage.id, [])
-                                           for t in model.papers[pid].placement.techniques}),
                         pids=model.by_stage.get(stage.id, []))
         for axis in tax.axes:
             self.render_group(axis_page(axis.id), kind="axis", title=f"Axis: {axis.name}",
                         explanation=axis.description, tag=axis.id,
                         cells=[f"{s}.{axis.id}" for s in tax.stage_ids],
-                        techniques=sorted({t for pid in model.by_axis.get(axis.id, [])
-                                           for t in model.papers[pid].placement.techniques}),
                         pids=model.by_axis.get(axis.id, []))
         for cell in tax.cell_ids:
             self.render_group(cell_page(cell), kind="cell", title=self.ctx.cell_name(cell),
