@@ -7,18 +7,26 @@ Timers (all return median milliseconds; baselines are always measured in the sam
                        upstream protocol).
   ``wall_ms``          one timed call that returns its result too (end-to-end generation).
 Results go to ``benchmarks/results/<topic>_<device tag>[_smoke].json`` through ``write_result``; the keys
-``benchmark``, ``smoke``, ``device``, ``versions`` come first, ``note`` (if given) is what the website shows.
+``benchmark``, ``smoke``, ``device``, ``versions`` come first, then ``run`` (commit, date, the SDPA backends torch
+offers, the GPU's clocks, the autotune choices the run made), ``note`` (if given) is what the website shows.
+
+SDPA baselines go through ``sdpa_with_backend``: it forces one backend (flash, cuDNN, memory-efficient, in that
+order of preference) and says which one ran, so a baseline never falls back to the math backend silently.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import platform
 import re
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -146,13 +154,95 @@ def device_tag(device, smoke: bool) -> str:
     return f"{tag}_smoke" if smoke else tag
 
 
+SDPA_PREFERENCE = ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION")
+
+
+def sdpa_with_backend(q, k, v, backends=SDPA_PREFERENCE, **kwargs):
+    """``(fn, backend)``: ``fn()`` runs ``F.scaled_dot_product_attention(q, k, v, **kwargs)`` with exactly one
+    backend forced, the first of ``backends`` that accepts these inputs; ``backend`` names it. On CPU, or when none
+    accepts them, the math backend is forced and named ``"MATH"`` so the record says so."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    candidates = list(backends) if q.device.type == "cuda" else []
+    for name in candidates + ["MATH"]:
+        backend = getattr(SDPBackend, name)
+
+        def fn(backend=backend):
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k, v, **kwargs)
+
+        try:
+            fn()
+        except RuntimeError:
+            continue
+        return fn, name
+    raise RuntimeError("no SDPA backend accepts these inputs")
+
+
+def bandwidth_ceilings(device, n_bytes: int = 1 << 30) -> dict:
+    """Measured memory ceilings: a device-to-device copy (GB/s counting bytes read + written) and a read-only
+    pass (``torch.sum`` over the buffer in fp32 accumulation; GB/s of bytes read)."""
+    n = n_bytes // 2
+    src = torch.randn(n, device=device, dtype=torch.bfloat16)
+    dst = torch.empty_like(src)
+    ms_copy = do_bench_ms(lambda: dst.copy_(src), device, reps=5)
+    ms_read = do_bench_ms(lambda: src.sum(dtype=torch.float32), device, reps=5)
+    return {"bytes": 2 * n, "copy_ms": ms_copy, "copy_gb_s": 2 * 2 * n / ms_copy / 1e6,
+            "read_ms": ms_read, "read_gb_s": 2 * n / ms_read / 1e6}
+
+
+def git_commit() -> str | None:
+    """The commit the run measures: ``$ATLAS_COMMIT`` (the GPU machine gets a copy without ``.git``), else git."""
+    if os.environ.get("ATLAS_COMMIT"):
+        return os.environ["ATLAS_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def gpu_clocks() -> dict | None:
+    """SM and memory clocks, power and temperature from ``nvidia-smi`` at the time of the call (None without one)."""
+    fields = "clocks.sm,clocks.mem,clocks.max.sm,power.draw,temperature.gpu,driver_version"
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    values = [x.strip() for x in out.stdout.splitlines()[0].split(",")]
+    return dict(zip(fields.split(","), values))
+
+
+def sdpa_backends_enabled() -> dict:
+    """Which SDPA backends torch has switched on (a forced call still records the one that ran)."""
+    b = torch.backends.cuda
+    return {"flash": b.flash_sdp_enabled(), "cudnn": b.cudnn_sdp_enabled(),
+            "mem_efficient": b.mem_efficient_sdp_enabled(), "math": b.math_sdp_enabled()}
+
+
+def run_metadata(device) -> dict:
+    """What a result needs to be reproduced: commit, UTC time, SDPA backends, GPU clocks, autotune choices."""
+    from reference_impls.ops._triton import autotune_choices
+
+    return {"commit": git_commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "sdpa_backends_enabled": sdpa_backends_enabled() if device.type == "cuda" else None,
+            "gpu_clocks": gpu_clocks() if device.type == "cuda" else None,
+            "autotune_choices": autotune_choices()}
+
+
 def write_result(topic: str, device, smoke: bool, payload: dict, path=None, modules=("triton",)) -> Path:
-    """Write ``payload`` (with benchmark / smoke / device / versions in front) as JSON; default path
+    """Write ``payload`` (with benchmark / smoke / device / versions / run in front) as JSON; default path
     ``benchmarks/results/<topic>_<device_tag>.json``."""
     path = Path(path) if path else RESULTS / f"{topic}_{device_tag(device, smoke)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": topic, "smoke": bool(smoke), "device": device_name(device),
-               "versions": versions(device, modules), **payload}
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+               "versions": versions(device, modules), "run": run_metadata(device), **payload}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    tmp.replace(path)
     print(f"wrote {path}")
     return path

@@ -25,50 +25,20 @@ asserted; ratios are against baselines measured in the same process.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+
+from benchmarks._common import bandwidth_ceilings, do_bench_ms, sdpa_with_backend, write_result
 
 from reference_impls.ops.decode_attention import (chunk_scores, chunk_summaries, decode_attention,
                                                   select_chunks)
 from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
 from reference_impls.ops.quant.kv_quant import quantize_kv
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def device_label(device):
-    import re
-
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return name, re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
-def timed_ms(fn, device, iters=3, warmup=1) -> float:
-    if device.type == "cuda":
-        import triton.testing
-
-        return float(triton.testing.do_bench(fn, warmup=25, rep=100))
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times[len(times) // 4:])
-
-
-def copy_bandwidth(device, n_bytes) -> dict:
-    x = torch.empty(n_bytes, dtype=torch.uint8, device=device)
-    y = torch.empty_like(x)
-    ms = timed_ms(lambda: y.copy_(x), device)
-    return {"bytes": n_bytes, "ms": ms, "gb_s": 2 * n_bytes / ms / 1e6}
+def timed_ms(fn, device) -> float:
+    """Median ms: ``triton.testing.do_bench`` on CUDA, a perf_counter median of 3 calls on CPU (smoke only)."""
+    return do_bench_ms(fn, device, reps=3)
 
 
 def ragged_lengths(B, H, target, L, g):
@@ -100,8 +70,8 @@ def bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy_gb_s,
         return r
 
     full_bytes = 2 * B * Hkv * L * D * el
-    sdpa = lambda: F.scaled_dot_product_attention(q[:, :, None], k, v, enable_gqa=True)  # noqa: E731
-    base = row("sdpa_full", timed_ms(sdpa, device), full_bytes, full_bytes)
+    sdpa, backend = sdpa_with_backend(q[:, :, None], k, v, enable_gqa=True)
+    base = row("sdpa_full", timed_ms(sdpa, device), full_bytes, full_bytes, sdpa_backend=backend)
     row("full", timed_ms(lambda: triton_decode_attention(q, k, v, full_len), device), full_bytes, full_bytes)
     # sanity: the kernel agrees with the naive spec / SDPA (relative error recorded with the row)
     o_ref = sdpa()[:, :, 0]
@@ -133,8 +103,8 @@ def bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy_gb_s,
         row("compressed_packed", ms, read, read, budget=frac)
         mask = (torch.arange(cmax, device=device)[None, None, :] < lens[..., None])[:, :, None, :]
         mask = mask.repeat_interleave(Hq // Hkv, dim=1)
-        sd = lambda: F.scaled_dot_product_attention(q[:, :, None], kc, vc, attn_mask=mask, enable_gqa=True)  # noqa
-        row("sdpa_compressed", timed_ms(sd, device), read, alloc, budget=frac)
+        sd, backend = sdpa_with_backend(q[:, :, None], kc, vc, attn_mask=mask, enable_gqa=True)
+        row("sdpa_compressed", timed_ms(sd, device), read, alloc, budget=frac, sdpa_backend=backend)
 
         ring_len = torch.full((B, Hkv), C, device=device)
         pos = torch.arange(C, device=device).expand(B, Hkv, C).contiguous()
@@ -183,29 +153,23 @@ def main(argv=None):
         batches = [int(x) for x in args.batches.split(",")]
         Hq, Hkv, D, n_layers, dtype, chunk, copy_bytes = 32, 8, 128, 32, torch.bfloat16, 64, 1 << 30
     impl = "triton"
-    name, label = device_label(device)
-    copy = copy_bandwidth(device, copy_bytes)
+    copy = bandwidth_ceilings(device, copy_bytes)
     rows = []
     for B in batches:
         for L in contexts:
-            new = bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy["gb_s"], impl, chunk)
+            new = bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy["copy_gb_s"], impl, chunk)
             rows += new
             for r in new:
                 print(f"B={r['batch']:2d} L={r['L']:6d} {r['kind']:16s} budget={r.get('budget', 1.0):<5} "
                       f"{r['ms']:9.4f} ms/layer  {r['ms_per_token']:9.3f} ms/token  KV {r['kv_bytes'] / 2**20:9.1f} MiB"
                       f"  {r['gb_s']:8.1f} GB/s ({r['frac_copy']:.2f} of copy)  x{r['speedup_vs_sdpa_full']:.2f}")
     out = {
-        "benchmark": "decode_kv", "smoke": args.smoke, "device": name, "torch": torch.__version__,
-        "triton": triton.__version__, "python": platform.python_version(),
         "shape": {"Hq": Hq, "Hkv": Hkv, "D": D, "n_layers": n_layers, "dtype": str(dtype), "chunk": chunk},
-        "copy": copy, "rows": rows,
+        "bandwidth": copy, "rows": rows,
         "note": "CPU smoke numbers come from the Triton interpreter and say nothing about speed." if args.smoke else
         "ms per layer and per token (x n_layers); ratios vs SDPA over the full cache measured in the same process.",
     }
-    path = args.out or RESULTS / f"decode_kv_{label}{'_smoke' if args.smoke else ''}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
-    print(f"wrote {path}")
+    write_result("decode_kv", device, args.smoke, out, path=args.out)
 
 
 if __name__ == "__main__":

@@ -82,12 +82,13 @@ def run(args):
     write_result("gdn", device, smoke, dict(
         kernel=dict(shape=dict(B=1, H=H, K=K, V=V), rows=kernel_rows),
         model=dict(config={k: v for k, v in base.items()}, window=window, chunk=chunk, rows=model_rows),
-        note="decode step timing copies the state dict shell only (tensors are replaced, not mutated, per step)"))
+        note="decode step timing copies the state dict shell only (tensors are replaced, not mutated, per step)"), path=args.out)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<topic>_<device>.json)")
     p.add_argument("--device", default=None)
     p.add_argument("--contexts", default="1024,4096,16384,32768")
     p.add_argument("--chunk", type=int, default=1024)

@@ -67,12 +67,13 @@ def run(args):
         rows.append(row)
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
     write_result("litevlm", device, args.smoke, dict(model=cfg.name, dtype=str(dtype), new_tokens=new_tokens,
-                                                     reps=reps, views=6, rows=rows))
+                                                     reps=reps, views=6, rows=rows), path=args.out)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<topic>_<device>.json)")
     p.add_argument("--device", default=None)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--reps", type=int, default=5)

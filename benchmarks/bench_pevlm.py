@@ -78,12 +78,13 @@ def run(args):
     write_result("pevlm", device, args.smoke, dict(
         dtype=str(dtype), heads=dict(q=Hq, kv=Hkv, head_dim=D), layout="16 prefix + (1 sink frame) + blocks of "
         f"{args.frames_per_block} frames + 32 question tokens", baseline="SDPA is_causal (backend chosen by torch)",
-        paper_claim="up to 7.47x attention speedup", attention=rows, tiny_model_agreement=agree))
+        paper_claim="up to 7.47x attention speedup", attention=rows, tiny_model_agreement=agree), path=args.out)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<topic>_<device>.json)")
     p.add_argument("--device", default=None)
     p.add_argument("--frames-per-block", type=int, default=4)
     run(p.parse_args())

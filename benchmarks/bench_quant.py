@@ -101,12 +101,13 @@ def run(args):
         print(row)
         del model
     write_result("quant", device, smoke, dict(dtype=str(dtype), gemm=gemm_rows, decode=dict(
-        model=cfg.name, new_tokens=new_tokens, note="ms includes the 32-token prefill", rows=decode_rows)))
+        model=cfg.name, new_tokens=new_tokens, note="ms includes the 32-token prefill", rows=decode_rows)), path=args.out)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<topic>_<device>.json)")
     p.add_argument("--device", default=None)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=64)

@@ -117,12 +117,13 @@ def run(args):
         model=cfg.name, dtype=str(dtype), draft_layers=args.draft_layers, upper_scales=scales, mm_scale=args.mm_scale,
         target_layers=cfg.n_layers,
         new_tokens=new_tokens, batch=1, attention="SDPA (minimal LVLM); verification via ops.spec_verify",
-        note="random weights: acceptance not representative of trained draft/target pairs", results=results))
+        note="random weights: acceptance not representative of trained draft/target pairs", results=results), path=args.out)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny model on CPU (checks the script)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<topic>_<device>.json)")
     p.add_argument("--device", default=None)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--draft-layers", type=int, default=2)

@@ -23,6 +23,9 @@ IMPLS = ("auto", "naive", "torch", "triton")
 #: Number of launches per kernel name (tests use it to prove the Triton path really ran).
 launch_counts: Counter = Counter()
 
+#: Every kernel declared with :func:`kernel`, by name (benchmarks read the autotune choices from here).
+declared_kernels: dict = {}
+
 
 @functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
@@ -149,6 +152,18 @@ def kernel(configs_fn: Callable[[], list] | None = None, key: list[str] | None =
     """Decorator: declare a Triton kernel body (plain function using ``tl``) as a :class:`DualKernel`."""
 
     def wrap(fn: Callable) -> DualKernel:
-        return DualKernel(fn, configs_fn=configs_fn, key=key)
+        declared = DualKernel(fn, configs_fn=configs_fn, key=key)
+        declared_kernels[declared.name] = declared
+        return declared
 
     return wrap
+
+
+def autotune_choices() -> dict:
+    """``{kernel: {tuning key: chosen config}}`` for every autotuned kernel that has run in this process."""
+    choices = {}
+    for name, declared in declared_kernels.items():
+        tuned = declared._tuned
+        if tuned is not None and getattr(tuned, "cache", None):
+            choices[name] = {str(k): str(cfg) for k, cfg in tuned.cache.items()}
+    return choices
