@@ -4,8 +4,11 @@
   test server can stand in for arXiv).
 * **Rate:** at most one request every ``delay`` seconds (``--arxiv-delay`` > ``$ATLAS_ARXIV_DELAY`` > 3 s, arXiv's
   rule). A delay below 3 s is only honoured for endpoints that are not on arxiv.org (a mirror or a local server).
+* **Timeout:** ``--timeout`` bounds each request as a whole (connecting, waiting, and reading the feed), so a server
+  that trickles its answer cannot stall a run.
 * **Retries:** a 429, a 5xx, a connection error, a timeout or a malformed/truncated feed is retried with exponential
-  backoff (``delay * 2**attempt``, or the server's ``Retry-After`` when it is longer); any other HTTP status is not.
+  backoff (``delay * 2**attempt``, or the server's ``Retry-After`` when it is longer); any other HTTP status, an
+  error entry of the API, or an entry with a malformed date is not.
 * **Failures:** every failure becomes one ``ArxivSourceError`` whose lines each name the id (or query) and the cause;
   the commands print them and exit with code 1 (``reports_remote_failures``).
 
@@ -16,9 +19,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import os
 import re
 import sys
+import threading
 import time
 import unicodedata
 import xml.etree.ElementTree as ET
@@ -62,6 +67,15 @@ class ArxivSourceError(Exception):
 
 class MalformedFeed(requests.RequestException):
     """A 200 response whose body is not an arXiv Atom feed (empty, truncated, HTML, ...)."""
+
+    @property
+    def transient(self) -> bool:
+        """A cut-off or garbled answer may come right on a retry; what a complete feed says will not change."""
+        return not str(self).startswith(_PERMANENT_FEED_PROBLEMS)
+
+
+class DeadlineExceeded(requests.exceptions.Timeout):
+    """The whole request (connect, headers and body) took longer than the timeout."""
 
 
 def reports_remote_failures(run: Callable[[Any], int]) -> Callable[[Any], int]:
@@ -208,7 +222,7 @@ class _ApiSession(requests.Session):
     def request(self, method, url, *args, **kwargs):  # noqa: D401 - requests' signature
         kwargs.setdefault("timeout", self.timeout)
         self.last_retry_after = None
-        response = super().request(method, url, *args, **kwargs)
+        response = _within(self.timeout, lambda: super(_ApiSession, self).request(method, url, *args, **kwargs))
         if response.status_code != 200:
             self.last_retry_after = _retry_after(response.headers.get("Retry-After"))
             return response
@@ -216,6 +230,31 @@ class _ApiSession(requests.Session):
         if problem:
             raise MalformedFeed(problem)
         return response
+
+
+def _within(seconds: float, call: Callable[[], Any]) -> Any:
+    """``call()``, or DeadlineExceeded once ``seconds`` have passed.
+
+    requests' own timeout applies to each socket operation, so a server sending a byte every few seconds would
+    never trip it. The call runs in a daemon thread that is abandoned at the deadline; its socket still times out
+    on its own once the server goes quiet.
+    """
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="arxiv-request", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise DeadlineExceeded(f"no complete answer within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def new_session(timeout: float = DEFAULT_TIMEOUT) -> _ApiSession:
@@ -227,6 +266,20 @@ def _retry_after(value: str | None) -> float | None:
     if value and value.strip().isdigit():
         return min(float(value), MAX_RETRY_AFTER)
     return None
+
+
+_PERMANENT_FEED_PROBLEMS = ("the API reports an error", "the feed has a malformed date")
+
+
+def _atom_date_problem(text: str | None) -> bool:
+    """True when an Atom date is present but not an RFC 3339 timestamp (what the arxiv package parses)."""
+    if text is None:
+        return False
+    try:
+        dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    return False
 
 
 def feed_problem(content: bytes) -> str | None:
@@ -246,6 +299,11 @@ def feed_problem(content: bytes) -> str | None:
         if "/api/errors" in entry_id:
             message = " ".join((entry.findtext(f"{_ATOM}summary") or "unknown error").split())
             return f"the API reports an error: {message}"
+        for tag in ("published", "updated"):
+            value = entry.findtext(f"{_ATOM}{tag}")
+            if _atom_date_problem(value):
+                shown = entry_id.rsplit("/abs/", 1)[-1] or "without an id"
+                return f"the feed has a malformed date (entry {shown}: <{tag}> is {value.strip()[:40]!r})"
     return None
 
 
@@ -262,12 +320,11 @@ def _describe(exc: BaseException, timeout: float, host: str) -> tuple[str, bool]
             return f"arXiv server error (HTTP {status})", True
         return f"HTTP {status} from the API", False
     if isinstance(exc, MalformedFeed):
-        cause = str(exc)
-        return cause, not cause.startswith("the API reports")
+        return str(exc), exc.transient
     if isinstance(exc, arxiv.UnexpectedEmptyPageError):
         return "empty feed page in the middle of the results", True
     if isinstance(exc, requests.exceptions.Timeout):
-        return f"timed out (no answer within {timeout:g} s)", True
+        return f"timed out (no complete answer within {timeout:g} s)", True
     if isinstance(exc, requests.exceptions.ConnectionError):
         text = str(exc)
         errno = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
@@ -295,8 +352,12 @@ class ArxivSource:
                 delay = float(env) if env else ARXIV_MIN_DELAY
             except ValueError:
                 raise ValueError(f"${DELAY_ENV}={env!r} is not a number of seconds") from None
-        if delay < 0 or retries < 0 or timeout <= 0:
-            raise ValueError("the delay and retries must be >= 0 and the timeout > 0")
+        if not (math.isfinite(delay) and delay >= 0):
+            raise ValueError(f"the delay between requests must be a finite number of seconds >= 0, got {delay!r}")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ValueError(f"the timeout must be a finite number of seconds > 0, got {timeout!r}")
+        if retries < 0:
+            raise ValueError(f"the number of retries must be >= 0, got {retries}")
         host = (parsed.hostname or "").lower()
         if (host == "arxiv.org" or host.endswith(".arxiv.org")) and delay < ARXIV_MIN_DELAY:
             if warn:
@@ -395,7 +456,7 @@ def add_source_options(parser) -> None:
     group.add_argument("--arxiv-delay", type=float, metavar="SECONDS",
                        help=f"seconds between requests (default ${DELAY_ENV}, else 3; at least 3 on arxiv.org)")
     group.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                       help=f"per-request timeout (default {DEFAULT_TIMEOUT:g})")
+                       help=f"the most one request may take, all of it (default {DEFAULT_TIMEOUT:g})")
     group.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
                        help=f"retries of a failed request, with exponential backoff (default {DEFAULT_RETRIES})")
 

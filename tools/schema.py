@@ -119,7 +119,7 @@ class Paper(_Model):
     authors_status: Literal["complete", "truncated", "unknown"] = Field(
         description="unknown: no source gave the authors yet (then the list is empty)"
     )
-    year: Annotated[int, Field(ge=1990, le=2100)]
+    year: Annotated[int, Field(ge=1990)]
     first_version: Annotated[dt.date, Field(strict=False)] | None = Field(
         default=None, description="date of the first public version (arXiv v1)"
     )
@@ -151,16 +151,21 @@ class Paper(_Model):
     @classmethod
     def _arxiv_is_a_string(cls, value: Any) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            raise ValueError(
-                f"the arXiv id was read as the number {value!r}; quote it, e.g. arxiv: \"{value}\" "
-                "(an unquoted 2401.10 is the float 2401.1)"
-            )
+            raise ValueError(f"the arXiv id was read as the number {value!r}; quote it")
         if isinstance(value, str):
             if ARXIV_VERSIONED.match(value):
                 bare = re.sub(r"v\d+$", "", value)
                 raise ValueError(f"drop the version suffix: {value!r} -> {bare!r}")
             if not (ARXIV_NEW.match(value) or ARXIV_OLD.match(value)):
                 raise ValueError(f"{value!r} is not an arXiv id (2403.06764 or hep-th/9901001)")
+        return value
+
+    @field_validator("year")
+    @classmethod
+    def _not_in_the_future(cls, value: int) -> int:
+        latest = dt.date.today().year + 1  # a paper may already be listed for next year's venue
+        if value > latest:
+            raise ValueError(f"year {value} is in the future: the latest year allowed now is {latest}")
         return value
 
     @field_validator("summary")

@@ -10,6 +10,7 @@ import contextlib
 import difflib
 import gc
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from tools.paths import PAPERS_DIR, REFERENCE_IMPLS_DIR, display_path
 from tools.problems import Problem, ProblemError
 from tools.schema import Paper
 from tools.taxonomy import Taxonomy, load_taxonomy
-from tools.yamlio import line_of, load_yaml_with_lines
+from tools.yamlio import NodeLines, line_of, load_yaml_with_lines
 
 NEAR_DUPLICATE_SCORE = 90
 
@@ -34,8 +35,21 @@ class Catalogue:
     problems: list[Problem] = field(default_factory=list)
 
 
+PAPER_SUFFIX = ".yaml"
+YAML_SUFFIXES = (".yaml", ".yml")  # compared in lower case: a .yml or .YAML file is listed, then rejected by name
+
+
+def is_yaml_name(path: Path) -> bool:
+    return Path(path).suffix.lower() in YAML_SUFFIXES
+
+
 def paper_files(papers_dir: Path = PAPERS_DIR) -> list[Path]:
-    return sorted(p for p in Path(papers_dir).glob("*.yaml") if not p.name.startswith("."))
+    """Every YAML-named entry of ``papers_dir`` (hidden ones excepted), whatever it is: ``validate_file`` reports
+    a misnamed file, a symbolic link or a special file instead of reading it."""
+    folder = Path(papers_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if is_yaml_name(p) and not p.name.startswith("."))
 
 
 # ------------------------------------------------------------------------------------------------------ one file
@@ -78,18 +92,32 @@ def _data_path(data, loc: tuple) -> tuple:
     return tuple(path)
 
 
+def _as_written(lines, loc: tuple, err: dict) -> str:
+    """For a number where text was expected: how to quote it, from the scalar as written in the file (YAML reads
+    an unquoted 2403.10 as 2403.1, so the value alone cannot say)."""
+    value = err.get("input")
+    written = lines.scalar_text(loc) if isinstance(lines, NodeLines) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and written and loc:
+        return f' as written: {loc[-1]}: "{written}"'
+    return ""
+
+
 def problems_from_validation(shown: str, lines: dict, exc: ValidationError, data=None) -> list[Problem]:
     out = []
     for err in exc.errors():
         loc = tuple(err["loc"]) if data is None else _data_path(data, tuple(err["loc"]))
         field_name = ".".join(str(part) for part in loc)
-        out.append(Problem(shown, line_of(lines, loc), field_name, _message(err)))
+        hint = _as_written(lines, loc, err) if loc == ("arxiv",) else ""
+        out.append(Problem(shown, line_of(lines, loc), field_name, _message(err) + hint))
     return out
 
 
 def validate_file(path: Path, taxonomy: Taxonomy) -> tuple[Paper | None, dict, list[Problem]]:
     """Validate one paper file; returns (paper or None, node lines, problems). Never raises for bad input."""
     shown = display_path(path)
+    if Path(path).suffix != PAPER_SUFFIX:
+        return None, {}, [Problem(shown, 1, "", f"paper files end in {PAPER_SUFFIX}: rename it to "
+                                                f"{Path(path).stem}{PAPER_SUFFIX}")]
     try:
         data, lines = load_yaml_with_lines(path)
     except ProblemError as exc:
@@ -253,6 +281,15 @@ def _validate_files(files: list[Path], taxonomy: Taxonomy, cat: Catalogue) -> No
         cat.papers[paper.id] = paper
         cat.files[paper.id] = Path(path)
         cat.lines[paper.id] = lines
+
+
+def catalogue_for_update(papers_dir: Path, taxonomy: Taxonomy) -> Catalogue:
+    """The catalogue as the commands that extend or refresh it see it (add, enrich, discover, triage): each problem
+    is one warning line on stderr, an unreadable or invalid file is left out, and the run goes on."""
+    cat = validate_catalogue(paper_files(papers_dir), taxonomy)
+    for problem in cat.problems:
+        print(f"warning: {problem.as_text()}", file=sys.stderr)
+    return cat
 
 
 def load_catalogue() -> dict[str, Paper]:

@@ -28,6 +28,10 @@ import torch
 from torch import nn
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+SUPPORTED_MODELS = "a Hugging Face LLaVA, Qwen2-VL or Qwen2.5-VL model"
+# transformers hands the KV cache to the language model and its decoder layers as ``cache`` (5.25 does) or
+# ``past_key_values`` (5.17 does); model outputs carry it under the same names.
+CACHE_NAMES = ("cache", "past_key_values")
 
 
 class CompressionError(RuntimeError):
@@ -84,6 +88,32 @@ class HookAdapter:
 # --------------------------------------------------------------------------------------------------------------
 # model introspection (public module / class names; guards for older transformers layouts)
 # --------------------------------------------------------------------------------------------------------------
+def passed_cache(kwargs: dict, caller: str):
+    """The KV cache that transformers passed to ``caller`` (None when the forward runs without one).
+
+    transformers always passes the argument, even as None; a call with neither name means a release that hands the
+    cache over some other way, and the adapter would lose track of its pruned layout: that is an error.
+    """
+    for name in CACHE_NAMES:
+        if name in kwargs:
+            return kwargs[name]
+    raise CompressionError(f"{caller} was called with neither a 'cache' nor a 'past_key_values' argument: this "
+                           "transformers release passes the KV cache in a way the adapter does not support")
+
+
+def returned_cache(output):
+    """The KV cache a model output carries (attribute ``cache`` or ``past_key_values``), else None."""
+    for name in CACHE_NAMES:
+        cache = getattr(output, name, None)
+        if cache is not None:
+            return cache
+    return None
+
+
+def cached_length(cache, layer: int = 0) -> int:
+    return cache.get_seq_length(layer) if cache is not None and hasattr(cache, "get_seq_length") else 0
+
+
 def check_visionzip_counts(dominant, contextual) -> None:
     """VisionZip adapters: ``dominant`` and ``contextual`` must be non-negative ints (upper bounds are per model)."""
     for name, value in (("dominant", dominant), ("contextual", contextual)):
@@ -97,7 +127,7 @@ def find_submodule(model: nn.Module, attr: str) -> nn.Module:
         sub = getattr(holder, attr, None) if holder is not None else None
         if sub is not None:
             return sub
-    raise ValueError(f"{type(model).__name__} has no {attr}")
+    raise ValueError(f"{type(model).__name__} has no {attr} module: expected {SUPPORTED_MODELS}")
 
 
 def find_language_model(model: nn.Module) -> nn.Module:
@@ -112,7 +142,7 @@ def find_language_model(model: nn.Module) -> nn.Module:
     for cand in candidates:
         if cand is not None and isinstance(getattr(cand, "layers", None), nn.ModuleList):
             return cand
-    raise ValueError(f"cannot find the language model's decoder layers in {type(model).__name__}")
+    raise ValueError(f"{type(model).__name__} has no language model with decoder layers: expected {SUPPORTED_MODELS}")
 
 
 def attention_implementation(model: nn.Module, lm: nn.Module) -> str:
@@ -124,7 +154,9 @@ def attention_implementation(model: nn.Module, lm: nn.Module) -> str:
 
 
 def config_value(model: nn.Module, *names, default=None):
-    cfg = model.config
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        raise ValueError(f"{type(model).__name__} has no config: expected {SUPPORTED_MODELS}")
     for name in names:
         value = getattr(cfg, name, None)
         if value is not None:
@@ -288,20 +320,23 @@ class DecoderTokenPruner(HookAdapter):
             raise ValueError("position_mode='contiguous' needs 1-D RoPE (a Llama-style rotary_emb); multimodal "
                              "RoPE (Qwen2-VL) positions cannot be renumbered")
         self.position_mode = position_mode
+        self.visual_token_ids = [int(t) for t in visual_token_ids if t is not None]
+        if not self.visual_token_ids:
+            raise ValueError(f"{type(model).__name__}'s config has no image token id: expected {SUPPORTED_MODELS}")
         num_layers = len(self.lm.layers)
         if not stages:
             raise ValueError("at least one pruning stage is needed")
+        if num_layers < 2:
+            raise ValueError(f"the language model has {num_layers} decoder layer(s): pruning needs at least 2")
         previous = 0
         for stage in stages:
             if not 1 <= stage.layer < num_layers or not 0 <= stage.score_layer <= stage.layer:
-                raise ValueError(f"pruning layer must be in [1, {num_layers - 1}], got {stage.layer}")
+                raise ValueError(f"cannot prune before decoder layer {stage.layer}: the language model has "
+                                 f"{num_layers} decoder layers; prune before a layer from 1 to {num_layers - 1}")
             if stage.layer <= previous:
                 raise ValueError(f"pruning layers must be strictly increasing, got {[s.layer for s in stages]}")
             previous = stage.layer
         self.stages = stages
-        self.visual_token_ids = [int(t) for t in visual_token_ids if t is not None]
-        if not self.visual_token_ids:
-            raise ValueError("the model config has no image token id")
         self.attn_impl = attention_implementation(model, self.lm)
         if not any(self.attn_impl.startswith(s) for s in SUPPORTED_ATTENTION):
             raise ValueError(f"attention implementation {self.attn_impl!r} is not supported; use one of "
@@ -361,8 +396,7 @@ class DecoderTokenPruner(HookAdapter):
         if embeds is None:
             embeds = kwargs.get("input_ids", args[0] if args else None)
         length = embeds.shape[1]
-        cache = kwargs.get("past_key_values")
-        past = cache.get_seq_length(0) if cache is not None and hasattr(cache, "get_seq_length") else 0
+        past = cached_length(passed_cache(kwargs, "the language model"))
         ids = self._input_ids
         has_visual = isinstance(ids, torch.Tensor) and ids.dim() == 2 and ids.shape[1] == length and bool(
             torch.isin(ids, torch.tensor(self.visual_token_ids, device=ids.device)).any())
@@ -471,7 +505,7 @@ class DecoderTokenPruner(HookAdapter):
         seg = self._segments[seg_idx]
         if seg_idx not in self._extended:
             self._extended.add(seg_idx)
-            cache = kwargs.get("past_key_values")
+            cache = passed_cache(kwargs, f"decoder layer {layer_idx}")
             if cache is not None and hasattr(cache, "get_seq_length"):
                 stored = cache.get_seq_length(layer_idx)
                 if stored != seg.key_valid.shape[1]:
@@ -516,7 +550,8 @@ class DecoderTokenPruner(HookAdapter):
         hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
         if hidden.shape[1] >= self._segments[0].key_valid.shape[1]:
             raise CompressionError(f"the LLM output still has {hidden.shape[1]} tokens: no pruning happened")
-        cache = kwargs.get("past_key_values") or getattr(output, "past_key_values", None)
+        cache = passed_cache(kwargs, "the language model")
+        cache = cache if cache is not None else returned_cache(output)
         if cache is not None and hasattr(cache, "get_seq_length"):
             last = len(self.lm.layers) - 1
             if cache.get_seq_length(last) >= cache.get_seq_length(0):
@@ -549,7 +584,10 @@ def visual_token_ids(model: nn.Module) -> list[int]:
     video = config_value(model, "video_token_id")
     if video is not None:
         ids.append(video)
-    return [int(i) for i in ids if i is not None]
+    ids = [int(i) for i in ids if i is not None]
+    if not ids:
+        raise ValueError(f"{type(model).__name__}'s config has no image token id: expected {SUPPORTED_MODELS}")
+    return ids
 
 
 class FastVAdapter(DecoderTokenPruner):
@@ -591,14 +629,18 @@ class PyramidDropAdapter(DecoderTokenPruner):
                  position_mode: str = "auto", require_compression: bool = True, impl: str = "auto"):
         from reference_impls.prefill.pyramiddrop import check_schedule, default_layer_list, stage_keep_counts
 
+        ids = visual_token_ids(model)
         num_layers = len(find_language_model(model).layers)
         layers = list(layer_list) if layer_list is not None else default_layer_list(num_layers)
+        if layer_list is None and len(layers) != len(ratio_list):
+            raise ValueError(f"the default schedule prunes at 1/4, 1/2 and 3/4 of the depth, which needs at least 4 "
+                             f"decoder layers; this language model has {num_layers}: pass layer_list and ratio_list")
         check_schedule(layers, list(ratio_list), num_layers)
         stages = [PruneStage(layer, layer, (lambda r: lambda now, orig: stage_keep_counts(orig, r))(float(ratio)))
                   for layer, ratio in zip(layers, ratio_list)]
         if position_mode == "auto":
             lm = find_language_model(model)
             position_mode = "contiguous" if supports_contiguous_positions(model, lm) else "keep"
-        super().__init__(model, stages, visual_token_ids=visual_token_ids(model),
+        super().__init__(model, stages, visual_token_ids=ids,
                          require_compression=require_compression, impl=impl, position_mode=position_mode)
         self.layer_list, self.ratio_list = layers, [float(r) for r in ratio_list]

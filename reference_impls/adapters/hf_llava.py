@@ -57,7 +57,8 @@ class VisionZipAdapter(HookAdapter):
         if self.keeps_cls and dominant < 1:
             raise ValueError("with the 'full' feature strategy the CLS token is dominant: dominant must be >= 1")
         if dominant + contextual > available or dominant + contextual == 0:
-            raise ValueError(f"dominant + contextual must be in [1, {available}], got {dominant + contextual}")
+            raise ValueError(f"dominant + contextual must be between 1 and {available} (the visual tokens of one "
+                             f"image in this model), got {dominant + contextual}")
         self.dominant, self.contextual = dominant, contextual
         self.tokens_per_image = dominant + contextual
         self.full_tokens_per_image = available

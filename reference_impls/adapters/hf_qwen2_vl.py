@@ -19,8 +19,8 @@ import sys
 import torch
 from torch import nn
 
-from ._hooks import (CompressionError, FastVAdapter, HookAdapter, PyramidDropAdapter, check_visionzip_counts,
-                     config_value, find_submodule, gather_rows, gather_seq, left_pad_indices)
+from ._hooks import (CACHE_NAMES, CompressionError, FastVAdapter, HookAdapter, PyramidDropAdapter, cached_length,
+                     check_visionzip_counts, config_value, find_submodule, gather_rows, gather_seq, left_pad_indices)
 
 __all__ = ["FastVAdapter", "PyramidDropAdapter", "VisionZipAdapter", "is_qwen2_vl"]
 
@@ -141,8 +141,9 @@ class VisionZipAdapter(HookAdapter):
 
     # ---- prompt rewriting ----------------------------------------------------------------------------------------
     def _top_pre(self, module, args, kwargs):
-        cache = kwargs.get("past_key_values")
-        past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
+        # a direct forward call may pass no cache at all (a prefill); generate passes it as 'cache' or
+        # 'past_key_values' depending on the transformers release
+        past = cached_length(next((kwargs[name] for name in CACHE_NAMES if kwargs.get(name) is not None), None))
         ids = kwargs.get("input_ids", args[0] if args else None)
         encoded = kwargs.get("mm_encoder_outputs") or {}
         if (kwargs.get("pixel_values") is not None or encoded.get("image") is not None) and past == 0:

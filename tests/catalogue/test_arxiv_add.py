@@ -146,7 +146,7 @@ def test_bad_ids_are_usage_errors(papers, capsys):
 FAILURES = [
     ((429, b"Rate exceeded."), "rate limited (HTTP 429 Too Many Requests) (gave up after 2 tries)"),
     ((503, b"unavailable"), "arXiv server error (HTTP 503) (gave up after 2 tries)"),
-    (TIMEOUT, "timed out (no answer within 30 s) (gave up after 2 tries)"),
+    (TIMEOUT, "timed out (no complete answer within 30 s) (gave up after 2 tries)"),
     (REFUSED, "cannot connect to arxiv.test (Connection refused) (gave up after 2 tries)"),
     ("truncated.xml", "malformed feed (XML error: "),
     ((200, b""), "empty response (no feed) (gave up after 2 tries)"),
@@ -183,7 +183,7 @@ def test_a_slow_local_server_times_out_cleanly(papers, capsys):
         rc = main(["add", "2511.04321", "--papers-dir", str(papers), "--api-url", server.url, "--arxiv-delay", "0",
                    "--retries", "0", "--timeout", "0.2"])
     assert rc == 1
-    assert "error: arXiv 2511.04321: timed out (no answer within 0.2 s)" in capsys.readouterr().err
+    assert "error: arXiv 2511.04321: timed out (no complete answer within 0.2 s)" in capsys.readouterr().err
     assert snapshot(papers) == before
 
 

@@ -176,7 +176,7 @@ def test_a_client_error_is_not_retried(monkeypatch):
     ((429, b"Rate exceeded."), "rate limited (HTTP 429 Too Many Requests) (gave up after 3 tries)"),
     ((503, b"Service Unavailable"), "arXiv server error (HTTP 503) (gave up after 3 tries)"),
     ((500, b""), "arXiv server error (HTTP 500) (gave up after 3 tries)"),
-    (TIMEOUT, "timed out (no answer within 30 s) (gave up after 3 tries)"),
+    (TIMEOUT, "timed out (no complete answer within 30 s) (gave up after 3 tries)"),
     (REFUSED, "cannot connect to arxiv.test (Connection refused) (gave up after 3 tries)"),
     ("truncated.xml", "malformed feed (XML error: "),
     ("not_a_feed.html", "malformed feed (the document is <html>, not an Atom <feed>)"),
@@ -245,7 +245,8 @@ def test_no_network_on_a_real_local_port():
 def test_a_real_timeout_against_a_slow_local_server():
     with FeedServer([(200, "prunelens_v3.xml", {"_sleep": 1.0})]) as server:
         src = ArxivSource(api_url=server.url, delay=0, retries=0, timeout=0.2)
-        with pytest.raises(ArxivSourceError, match=r"^arXiv 2511\.04321: timed out \(no answer within 0\.2 s\)$"):
+        with pytest.raises(ArxivSourceError,
+                           match=r"^arXiv 2511\.04321: timed out \(no complete answer within 0\.2 s\)$"):
             src.lookup(["2511.04321"])
 
 

@@ -8,6 +8,7 @@ import yaml
 
 from tools.paths import SHARED_DIR, TAXONOMY_PATH
 from tools.taxonomy import load_taxonomy, read_taxonomy
+from tools.yamlio import dump_yaml
 
 SEED = SHARED_DIR / "literature" / "papers_seed.jsonl"
 needs_seed = pytest.mark.skipif(not SEED.exists(), reason="../shared/literature is not beside the checkout")
@@ -28,7 +29,7 @@ def _broken(tmp_path, mutate):
     data = yaml.safe_load(TAXONOMY_PATH.read_text(encoding="utf-8"))
     mutate(data)
     path = tmp_path / "taxonomy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    path.write_text(dump_yaml(data), encoding="utf-8")  # never aliases (the reader rejects them)
     return read_taxonomy(path)[1]
 
 

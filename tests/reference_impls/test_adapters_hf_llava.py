@@ -278,6 +278,68 @@ def test_pyramiddrop_bad_args():
         PyramidDropAdapter(tiny_llava(), layer_list=[1, 2], ratio_list=(0.5,))
 
 
+# ---------------------------------------------------------------------------------------------------- wrong models
+def tiny_llava_with_layers(num_layers):
+    from transformers import LlamaConfig
+
+    model = tiny_llava()
+    cfg = LlamaConfig(**{**model.config.text_config.to_dict(), "num_hidden_layers": num_layers})
+    return type(model)(type(model.config)(**{**model.config.to_dict(), "text_config": cfg.to_dict()})).eval()
+
+
+def text_only_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                                        num_attention_heads=4, vocab_size=128)).eval()
+
+
+SUPPORTED = "expected a Hugging Face LLaVA, Qwen2-VL or Qwen2.5-VL model"
+
+
+@pytest.mark.parametrize("make_model, make_adapter, message", [
+    (lambda: torch.nn.Linear(2, 2), FastVAdapter, f"Linear has no config: {SUPPORTED}"),
+    (lambda: torch.nn.Linear(2, 2), PyramidDropAdapter, f"Linear has no config: {SUPPORTED}"),
+    (lambda: torch.nn.Linear(2, 2), VisionZipAdapter, f"Linear has no vision_tower module: {SUPPORTED}"),
+    (text_only_llama, FastVAdapter, f"LlamaForCausalLM's config has no image token id: {SUPPORTED}"),
+    (text_only_llama, VisionZipAdapter, f"LlamaForCausalLM has no vision_tower module: {SUPPORTED}"),
+    (lambda: tiny_llava_with_layers(2), FastVAdapter,
+     "cannot prune before decoder layer 2: the language model has 2 decoder layers; prune before a layer from 1 to 1"),
+    (lambda: tiny_llava_with_layers(1), FastVAdapter,
+     "the language model has 1 decoder layer(s): pruning needs at least 2"),
+    (lambda: tiny_llava_with_layers(2), PyramidDropAdapter,
+     "the default schedule prunes at 1/4, 1/2 and 3/4 of the depth, which needs at least 4 decoder layers; this "
+     "language model has 2: pass layer_list and ratio_list"),
+])
+def test_a_wrong_model_gets_one_clear_sentence(make_model, make_adapter, message):
+    with pytest.raises(ValueError) as err:
+        make_adapter(make_model())
+    assert str(err.value) == message
+
+
+def test_a_cache_under_neither_name_is_an_error_not_a_silent_switch_off():
+    """A release that hands the KV cache over under a third name: the adapter says so instead of losing track."""
+    model = tiny_llava()
+    lm = find_language_model(model)
+
+    def rename_cache(module, args, kwargs):  # stands in for such a release; runs before the adapter's hook
+        kwargs = dict(kwargs)
+        for name in ("cache", "past_key_values"):
+            if name in kwargs:
+                kwargs["kv_store"] = kwargs.pop(name)
+        return args, kwargs
+
+    handle = lm.register_forward_pre_hook(rename_cache, with_kwargs=True)
+    try:
+        with pytest.raises(CompressionError) as err, torch.no_grad(), FastVAdapter(model, k=2, ratio=0.5):
+            model(input_ids=torch.tensor([prompt((5, 6), 1)]), pixel_values=images(1, seed=3))
+    finally:
+        handle.remove()
+    assert str(err.value) == ("the language model was called with neither a 'cache' nor a 'past_key_values' "
+                              "argument: this transformers release passes the KV cache in a way the adapter does "
+                              "not support")
+
+
 # ---------------------------------------------------------------------------------------------------------- VisionZip
 def _reference_visionzip_features(model, pix, dominant, contextual):
     """Eager CLIP with output_attentions: CLS row of the feature layer (upstream way) + keys of that layer."""

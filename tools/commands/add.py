@@ -17,7 +17,7 @@ from tools.cli import UserError
 from tools.entries import build_paper, conflicts_with, to_yaml_data, write_paper
 from tools.paths import PAPERS_DIR, display_path
 from tools.taxonomy import load_taxonomy
-from tools.validate import paper_files, validate_catalogue
+from tools.validate import catalogue_for_update, paper_files
 from tools.yamlio import dump_entry
 
 NAME = "add"
@@ -46,9 +46,8 @@ def parse_refs(refs: list[str]) -> list[str]:
 
 def existing_papers(papers_dir: Path, taxonomy):
     """The catalogue's valid entries and every id already used by a file (valid or not)."""
-    files = paper_files(papers_dir)
-    catalogue = validate_catalogue(files, taxonomy)
-    return catalogue.papers, {f.stem for f in files} | set(catalogue.papers)
+    catalogue = catalogue_for_update(papers_dir, taxonomy)
+    return catalogue.papers, {f.stem for f in paper_files(papers_dir)} | set(catalogue.papers)
 
 
 @reports_remote_failures

@@ -20,7 +20,7 @@ from tools.paths import PAPERS_DIR, display_path
 from tools.placement_suggest import suggest_placement
 from tools.taxonomy import load_taxonomy
 from tools.triage_state import Candidate, add_state_options, read_queue, read_rejected, write_queue
-from tools.validate import near_duplicate_pairs, paper_files, validate_catalogue
+from tools.validate import catalogue_for_update, near_duplicate_pairs
 
 NAME = "discover"
 HELP = "query arXiv with the taxonomy's keywords and queue new candidates for triage"
@@ -84,7 +84,7 @@ def run(args) -> int:
     techniques = [taxonomy.technique_by_id[t] for t in args.technique] or list(taxonomy.techniques)
     queue = read_queue(args.queue)
     rejected = {r.arxiv for r in read_rejected(args.rejected)}
-    catalogue = validate_catalogue(paper_files(args.papers_dir), taxonomy)
+    catalogue = catalogue_for_update(args.papers_dir, taxonomy)
     catalogued_ids = {p.arxiv for p in catalogue.papers.values() if p.arxiv}
     catalogued_dois = {p.doi.lower() for p in catalogue.papers.values() if p.doi}
 

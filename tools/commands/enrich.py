@@ -1,8 +1,10 @@
 """``python -m tools enrich [ID...]``: refresh entries from arXiv (authors, venue, year, DOI, v1 date, latest version).
 
 Fetches the entries' arXiv records in batches (one request per batch, a progress bar on a terminal), plans every
-change first and shows it as a diff, then writes the changed files atomically. Missing and machine-written facts are
-filled or updated; curated ones are only reported unless ``--force`` (rules: tools/arxiv_entries.py). A remote
+change first and shows it as a diff, then writes the changed files all or nothing (a Ctrl-C while writing either
+changes no file or, once the files are being renamed into place, lets all of them land first). Missing and
+machine-written facts are filled or updated; curated ones are only reported unless ``--force`` (rules:
+tools/arxiv_entries.py). A remote
 failure, or an id arXiv does not know or has withdrawn, writes nothing (``--keep-going`` writes the others and still
 exits 1). Running it twice changes nothing the second time.
 """
@@ -19,12 +21,12 @@ from tools.arxiv_source import (
     source_from_args,
 )
 from tools.cli import UserError
-from tools.entries import build_paper, to_yaml_data, write_paper
+from tools.entries import build_paper, paper_path, to_yaml_data
 from tools.paths import PAPERS_DIR, display_path
 from tools.problems import ProblemError
 from tools.taxonomy import load_taxonomy
-from tools.validate import paper_files, validate_catalogue
-from tools.yamlio import dump_entry
+from tools.validate import catalogue_for_update
+from tools.yamlio import dump_entry, write_all_or_nothing
 
 NAME = "enrich"
 HELP = "refresh entries from arXiv: missing or stale authors, venue (journal_ref), DOI, v1 date, latest version"
@@ -85,8 +87,7 @@ def run(args) -> int:
     if args.batch_size < 1 or args.batch_size > ID_BATCH:
         raise UserError(f"--batch-size must be between 1 and {ID_BATCH}")
     taxonomy = load_taxonomy()
-    files = paper_files(args.papers_dir)
-    catalogue = validate_catalogue(files, taxonomy)
+    catalogue = catalogue_for_update(args.papers_dir, taxonomy)
     selected = _select(args.targets, catalogue.papers)
     if not selected:
         print("no entry with an arXiv id: nothing to refresh")
@@ -141,13 +142,21 @@ def run(args) -> int:
                                                        _label("a", shown), _label("b", shown)))
     for line in problems:
         print(f"error: {line}", file=sys.stderr)
+    interrupted = False
     if not args.dry_run:
-        for _, new_paper, _ in changes:
-            write_paper(new_paper, args.papers_dir)
+        try:
+            interrupted = write_all_or_nothing([(paper_path(new.id, args.papers_dir), dump_entry(to_yaml_data(new)))
+                                                for _, new, _ in changes])
+        except KeyboardInterrupt:
+            print("interrupted while writing: no file was changed", file=sys.stderr)
+            return 130
     verb = "would change" if args.dry_run else "changed"
     print(f"checked {len(selected)} entr{'y' if len(selected) == 1 else 'ies'} against arXiv: {verb} {len(changes)}"
           + (f"; {kept_total} curated value(s) kept (--force replaces them)" if kept_total else "")
           + (f"; {len(failures)} failed" if failures else ""))
     for subject, cause in failures:
         print(f"error: {subject}: {cause}", file=sys.stderr)
+    if interrupted:
+        print(f"interrupted while writing: all {len(changes)} changed file(s) were written first", file=sys.stderr)
+        return 130
     return 1 if failures or problems else 0

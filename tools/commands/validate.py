@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tools.cli import print_problems
 from tools.taxonomy import read_taxonomy
-from tools.validate import paper_files, validate_catalogue
+from tools.validate import is_yaml_name, paper_files, validate_catalogue
 
 NAME = "validate"
 HELP = "validate taxonomy.yaml and the paper files (all of papers/ by default)"
@@ -23,11 +23,14 @@ def run(args) -> int:
         print_problems(problems)
         print(f"taxonomy.yaml: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    files = [f for f in args.files if f.suffix in (".yaml", ".yml")] if args.files else paper_files()
-    for f in files:
-        if not f.exists():
-            print(f"error: {f}: no such file", file=sys.stderr)
-            return 2
+    if args.files:
+        files = [f for f in args.files if is_yaml_name(f)]
+        for f in files:
+            if not f.exists() and not f.is_symlink():
+                print(f"error: {f}: no such file", file=sys.stderr)
+                return 2
+    else:
+        files = paper_files()
     cat = validate_catalogue(files, taxonomy)
     if cat.problems:
         print_problems(cat.problems)
