@@ -85,12 +85,16 @@ class Hook:
 
 
 class LayerContext:
-    """What a hook may use at layer ``layer``: the model, the cache, single-row score recomputation."""
+    """What a hook may use at layer ``layer`` of the minimal LVLM: the layer count, the cache, and scores, keys and
+    queries recomputed under this layer's own projections. Hugging Face hosts give hooks the same methods
+    (``reference_impls.hosts.hf.HFLayerContext``)."""
 
     def __init__(self, model, layer: int, cache):
         self.model = model
         self.layer = layer
         self.cache = cache
+        self.n_layers = len(model.layers)
+        self.renumber_positions = True   # 1-D RoPE: positions may be renumbered (position_mode="contiguous")
 
     def recompute_scores(self, state: TokenState, rows: Tensor) -> Tensor:
         """Attention probabilities of query ``rows`` ([B, T] bool) summed per key, ``[B, Hq, T]`` fp32,
@@ -104,6 +108,11 @@ class LayerContext:
         """Post-RoPE keys of the chunk under this layer's projections, ``[B, Hkv, T, D]``."""
         layer = self.model.layers[self.layer]
         return layer.attn.project_k(layer.input_norm(state.hidden), state.positions)
+
+    def queries(self, state: TokenState) -> Tensor:
+        """Post-RoPE queries of the chunk under this layer's projections, ``[B, Hq, T, D]``."""
+        layer = self.model.layers[self.layer]
+        return layer.attn.project_q(layer.input_norm(state.hidden), state.positions)
 
 
 # --------------------------------------------------------------------------- helpers for hooks
