@@ -190,18 +190,31 @@ def for_link(link: str) -> Entry | None:
     return None
 
 
+def _hosts_label(hosts: tuple) -> str:
+    if hosts == ALL_HOSTS:
+        return "all (minimal, HF VLMs, llama, qwen2)"
+    if hosts == VLM_HOSTS:
+        return "minimal, HF VLMs"
+    return ", ".join(hosts) or "- (functions)"
+
+
 def table(markdown: bool = False) -> str:
-    """The registry as a text (or Markdown) table: one row per entry."""
-    rows = [("name", "paper (arXiv)", "taxonomy", "hosts", "identity setting", "entry point")]
+    """The registry: one row per entry (Markdown: with entry points), then, as text, each entry's entry point and
+    note. "HF VLMs" = llava, llava_next, qwen2_vl, qwen2_5_vl."""
+    head = ("name", "paper (arXiv)", "taxonomy technique / cell", "hosts", "identity setting")
+    rows = []
     for e in ENTRIES:
-        identity = "none (lossy)" if e.identity is None else (
-            ", ".join(f"{k}={v}" for k, v in e.identity.items()) or "any (lossless)")
+        identity = "-" if not e.hosts else ("none (lossy)" if e.identity is None else (
+            ", ".join(f"{k}={v}" for k, v in e.identity.items()) or "any (lossless)"))
         rows.append((e.name, " ".join(e.arxiv) or "-", f"{e.technique} / {e.cell}",
-                     " ".join(e.hosts) or f"- ({e.note})" if not e.hosts else " ".join(e.hosts),
-                     identity if e.hosts else "-", e.entry))
+                     ", ".join(e.hosts) if markdown else _hosts_label(e.hosts), identity))
     if markdown:
-        out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-        out += ["| " + " | ".join(r.replace("|", "\\|") for r in row) + " |" for row in rows[1:]]
+        out = ["| " + " | ".join(head + ("entry point",)) + " |", "|" + "---|" * (len(head) + 1)]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in (*row, f"`{e.entry}`")) + " |"
+                for row, e in zip(rows, ENTRIES)]
         return "\n".join(out)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *rows]]
+    lines += ["", "HF VLMs = llava, llava_next, qwen2_vl, qwen2_5_vl. Entry points:"]
+    lines += [f"  {e.name:24} {e.entry}" + (f"  ({e.note})" if e.note else "") for e in ENTRIES]
+    return "\n".join(lines)
