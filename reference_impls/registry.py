@@ -207,7 +207,7 @@ def table(markdown: bool = False) -> str:
         identity = "-" if not e.hosts else ("none (lossy)" if e.identity is None else (
             ", ".join(f"{k}={v}" for k, v in e.identity.items()) or "any (lossless)"))
         rows.append((e.name, " ".join(e.arxiv) or "-", f"{e.technique} / {e.cell}",
-                     ", ".join(e.hosts) if markdown else _hosts_label(e.hosts), identity))
+                     (", ".join(e.hosts) or f"- ({e.note})") if markdown else _hosts_label(e.hosts), identity))
     if markdown:
         out = ["| " + " | ".join(head + ("entry point",)) + " |", "|" + "---|" * (len(head) + 1)]
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in (*row, f"`{e.entry}`")) + " |"

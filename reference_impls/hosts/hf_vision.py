@@ -170,8 +170,8 @@ def vision_window_order(visual: nn.Module, grid_thw: torch.Tensor) -> torch.Tens
 
 
 class QwenVisionZip:
-    """VisionZip on Qwen2-VL / Qwen2.5-VL, with the declared no-CLS deviation; pass the processor's FULL prompt. Per image: score = attention each patch receives in the last vision block (mean over
-    queries of its image and heads, ``reference_impls.ops.scored_attention`` column sums, memory O(N)), averaged over
+    """VisionZip on Qwen2-VL / Qwen2.5-VL, with the declared no-CLS deviation; pass the processor's FULL prompt.
+    Per image: score = attention each patch receives in the last vision block (mean over queries of its image and heads, ``reference_impls.ops.scored_attention`` column sums, memory O(N)), averaged over
     the spatial_merge_size**2 patches of each merged token (keys likewise for the metric); then
     ``visionzip(..., has_cls=False)`` on the merged tokens. The LLM input keeps the dominant tokens and the contextual
     tokens at the positions (and 3-D M-RoPE ids) of their own / their target's placeholder; the dropped placeholders

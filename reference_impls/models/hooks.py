@@ -1,7 +1,9 @@
-"""Explicit technique hooks for the minimal LVLM decoder (no monkeypatching).
+"""The hook protocol of token techniques (pruning / merging between decoder layers), no monkeypatching.
 
-A hook is an object passed to a forward call (``model.prefill(..., hooks=[FastVHook(...)])``). For
-every decoder layer ``l`` the decoder calls, in hook order:
+A hook is an object passed to a forward call (``model.prefill(..., hooks=[FastV(...)])``) or attached with
+``with FastV(...)(model):``; every token technique (``reference_impls.technique.TokenTechnique``) is one. The minimal
+LVLM's decoder calls these methods, and so does the Hugging Face host (``reference_impls.hosts.hf``), which gives
+hooks the same ``TokenState`` and a context with the same methods. For every decoder layer ``l``, in hook order:
 
 1. ``state = hook.before_layer(l, state, ctx)`` -- may prune/merge the chunk's tokens before layer ``l``
    (PyramidDrop). ``ctx.recompute_scores(state, rows)`` gives the attention probabilities of chosen

@@ -28,7 +28,8 @@ def test_model_trace_matches_closed_form():
         fv = model.prefill(ids, pix, hooks=[FastV(k=2, ratio=0.75)])
         pd = model.prefill(ids, pix, hooks=[PyramidDrop()])
     n_text = 30 - cfg.n_visual_tokens
-    assert fv.layer_tokens[:, 0].tolist() == A.fastv_tokens_per_layer(cfg.n_layers, n_text, cfg.n_visual_tokens, 2, 0.75)
+    assert fv.layer_tokens[:, 0].tolist() == A.fastv_tokens_per_layer(cfg.n_layers, n_text, cfg.n_visual_tokens, 2,
+                                                                       0.75)
     assert pd.layer_tokens[:, 0].tolist() == A.pyramiddrop_tokens_per_layer(
         cfg.n_layers, n_text, cfg.n_visual_tokens, [1, 2, 3], [0.5, 0.25, 0.125])
 

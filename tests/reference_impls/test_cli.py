@@ -125,13 +125,15 @@ def test_run_llava_with_an_image_and_its_processor(tmp_path, capsys):
     from tests.reference_impls._hosts import IMAGE, tiny_llava
 
     tiny_llava().save_pretrained(tmp_path)
-    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    LlavaProcessor(image_processor=images,
                    tokenizer=_tokenizer(IMAGE), patch_size=8, vision_feature_select_strategy="default",
                    image_token="<image>", num_additional_image_tokens=1).save_pretrained(tmp_path)
     image = tmp_path / "image.png"
     Image.fromarray((np.random.RandomState(0).rand(40, 48, 3) * 255).astype("uint8")).save(image)
     prompt_len = 16 + 3                                # 16 image tokens, 3 words (the tokenizer adds no BOS)
-    for technique, expect in ((["fastv", "--k", "1", "--ratio", "0.5"], f"[{prompt_len}" + f", {prompt_len - 8}" * 3 + "]"),
+    pruned = f"[{prompt_len}" + f", {prompt_len - 8}" * 3 + "]"          # FastV keeps 8 of 16 image tokens
+    for technique, expect in ((["fastv", "--k", "1", "--ratio", "0.5"], pruned),
                               (["visionzip", "--dominant", "4", "--contextual", "2"], f"{prompt_len - 10} x4")):
         code = main(["run", "--model", str(tmp_path), "--technique", *technique, "--image", str(image),
                      "--prompt", "w5 w6 w7", "--max-new-tokens", "4", "--warmup", "0"])
@@ -141,3 +143,11 @@ def test_run_llava_with_an_image_and_its_processor(tmp_path, capsys):
         assert rows["tokens per layer (row 0)"] == (f"{prompt_len} x4", expect)
         assert float(rows["vision encoder (ms)"][0]) > 0
         assert int(rows["KV bytes"][1]) < int(rows["KV bytes"][0])
+
+
+def test_readme_registry_table_is_fresh():
+    """reference_impls/README.md's generated section is what ``python -m reference_impls readme`` writes."""
+    from reference_impls.cli import _readme_path, readme_text
+
+    current = _readme_path().read_text(encoding="utf-8")
+    assert readme_text(current) == current, "run: python -m reference_impls readme"

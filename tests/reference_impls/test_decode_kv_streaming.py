@@ -143,3 +143,25 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="match"):
         cache.update(0, torch.zeros(1, 2, 1, 8), torch.zeros(1, 2, 1, 8), torch.zeros(1, 1, dtype=torch.long),
                      torch.ones(1, dtype=torch.long))
+
+
+def test_rolled_positions_follow_the_official_convention():
+    """Upstream's pos_shift attention (mit-han-lab/streaming-llm) rotates the kept keys at their index in the cache
+    (0 .. n - 1) and the query at its own index there (n - 1 for a decode step); the rolled ring gives the same
+    attention, whatever absolute positions the model used."""
+    L, n_sink, window = 19, 2, 4
+    q, k, v = _qkv(L, seed=23)
+    inv = _inv()
+    pos = torch.arange(L).expand(B, L)
+    qr, kr = rope_rotate(q, pos[:, None], inv), rope_rotate(k, pos[:, None], inv)
+    rolled = SinkWindowCache(1, B, HKV, D, n_sink=n_sink, window=window)        # the default mode: "rolled"
+    assert rolled.pos_mode == "rolled"
+    for t in range(L):
+        sl = slice(t, t + 1)
+        o = attention_step(rolled, 0, qr[:, :, sl], kr[:, :, sl], v[:, :, sl], pos[:, sl], _ones())[:, :, 0]
+        kept = [j for j in range(t + 1) if j < n_sink or j > t - window]          # upstream's start + recent
+        n = len(kept)
+        k_up = rope_rotate(k[:, :, kept], torch.arange(n), inv)                   # keys at their cache index
+        q_up = rope_rotate(q[:, :, t], torch.tensor(n - 1), inv)                   # query at the last index
+        ref, _ = naive_decode_attention(q_up, k_up, v[:, :, kept], torch.full((B,), n))
+        assert rel_rms_err(o, ref) < 1e-5, t

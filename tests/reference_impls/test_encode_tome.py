@@ -123,7 +123,8 @@ def test_r_is_clamped_as_upstream(impl):
 def test_proportional_attention_matches_spec():
     q, k, v = (randn(2, 3, 13, 8, seed=s) for s in (1, 2, 3))
     size = torch.randint(1, 5, (2, 13, 1)).float()
-    assert rel_rms_err(tome.proportional_attention(q, k, v, size), tome.naive_proportional_attention(q, k, v, size)) < 1e-5
+    assert rel_rms_err(tome.proportional_attention(q, k, v, size),
+                       tome.naive_proportional_attention(q, k, v, size)) < 1e-5
     # size 1 everywhere = plain attention
     ones = torch.ones_like(size)
     plain = torch.nn.functional.scaled_dot_product_attention(q, k, v)

@@ -253,6 +253,28 @@ def test_kv_policy_on_a_text_model_batch_equals_single_runs(kind):
     assert rows_kept.tolist() == [13 + 5, 9 + 5]          # ceil(0.5 * 25) and ceil(0.5 * 17) prompt rows + 5
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_per_head_budgets_mask_each_head(attn):
+    """HybridKV with one static (pruned) and one dynamic (retrieving) KV head: the heads of a layer hold different
+    numbers of rows and decode steps attend to per-head selections, so the driver masks per head; the batch still
+    equals its single runs."""
+    from reference_impls.decode.kv import HybridKV
+
+    model = tiny_llava(attn)
+    rows, pix_a, pix_b = _batch_inputs()
+    ids, mask = left_pad(rows)
+    technique = HybridKV(budget=6, chunk_size=4, n_sink=1, n_recent=2, force=torch.tensor([True, False]))
+    settings = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
+    with torch.no_grad(), technique(model) as run:
+        batch = model.generate(input_ids=ids, attention_mask=mask, pixel_values=torch.cat([pix_a, pix_b]),
+                               **settings)[:, ids.shape[1]:]
+        lengths = run.stats.cache_lengths
+        single = [model.generate(input_ids=torch.tensor([r]), pixel_values=p, **settings)[0, len(r):]
+                  for r, p in zip(rows, (pix_a, pix_b))]
+    assert all(bool((c[:, 0] < c[:, 1]).all()) for c in lengths)        # the static head holds fewer rows
+    assert torch.equal(batch, torch.stack(single))
+
+
 def test_token_and_kv_techniques_stack():
     model = tiny_llava()
     rows, pix_a, pix_b = _batch_inputs()

@@ -140,3 +140,11 @@ def test_gpu_triton_scores_give_same_kept_set():
         r2 = triton.prefill(ids, pix, lengths=lengths, hooks=[h2])
     assert torch.equal(h1.kept, h2.kept)
     torch.testing.assert_close(r1.logits, r2.logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("n,ratio,upstream", [(5, 0.5, 2), (7, 0.5, 4), (9, 0.5, 4), (576, 0.75, 144), (10, 0.25, 8),
+                                              (3, 0.5, 2), (16, 0.5, 8)])
+def test_keep_count_rounds_as_the_official_code(n, ratio, upstream):
+    """The official code keeps ``round(N * (1 - R))`` visual tokens with Python's round (half to even); ``upstream``
+    is that number for each case (e.g. 2.5 -> 2, 3.5 -> 4, 4.5 -> 4)."""
+    assert int(n_keep_visual(torch.tensor([n]), 1 - ratio)) == upstream == round(n * (1 - ratio))
