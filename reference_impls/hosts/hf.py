@@ -23,6 +23,10 @@ Positions: pruned tokens keep their RoPE positions; 1-D RoPE hosts can also renu
 "contiguous"``, then decoding continues each layer's numbering); M-RoPE hosts (Qwen2-VL, Qwen2.5-VL) take every
 kept token's tables from its original column (a merged token from its representative's).
 
+Score kernels: the recomputed scores use ``ops.scored_attention`` with ``host_for(model).impl`` (``"auto"``: Triton
+on CUDA, the naive path on CPU), as the minimal LVLM uses its ``score_impl``; a technique's own ``impl`` selects the
+kernels of its selection step.
+
 Supported attention implementations: ``sdpa`` and ``eager`` (tested on CPU); ``flash_attention_2/3`` receive a 2-D
 key mask, which cannot express per-head lengths (a clear error then), and are untested here. Not supported: beam
 search and cache reordering, continuing from a cache filled outside the technique.
@@ -379,7 +383,7 @@ class HFHost:
                          inv_freq, scaling)
 
     def attach(self, technique: Technique) -> None:
-        if technique in self.techniques or id(technique) in self._detach:
+        if any(t is technique for t in self.techniques) or id(technique) in self._detach:
             raise RuntimeError(f"{technique.name} is already attached to this model")
         if not self.techniques and not self._detach:
             self.stats = RunStats()

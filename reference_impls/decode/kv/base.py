@@ -190,11 +190,6 @@ class CompressedKVCache(KVCache):
         self.compactions = [0] * n_layers  # how many times each layer was really compacted
         self.peak_stored = [0] * n_layers  # max committed rows per layer (over heads and rows) after compaction
 
-    @classmethod
-    def for_model(cls, cfg, batch_size: int, policy: KVPolicy, **kw) -> "CompressedKVCache":
-        kw.setdefault("dtype", torch.float32)
-        return cls(policy, cfg.n_layers, batch_size, cfg.n_kv_heads, cfg.head_dim, **kw)
-
     # ------------------------------------------------------------------ storage helpers
     def _empty(self, cap: int, D: int, dtype) -> Tensor:
         return torch.zeros(self.batch_size, self.n_kv_heads, cap, D, dtype=dtype, device=self.device)
