@@ -22,7 +22,7 @@ UV_VERSION  := 0.13.9
 LOCK_FLAGS  := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --quiet $(LOCK_ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help serve site test test-catalogue test-impls test-adapters-gpu-transformers gpu-test validate schema bib \
+.PHONY: help serve site test test-catalogue test-impls test-hf-hosts-gpu-transformers gpu-test validate schema bib \
         readme generate fresh bench-catalogue browser-deps lock clean
 
 help:  ## list the tasks
@@ -75,14 +75,14 @@ site: validate  ## build the website into $(SITE_DIR)/
 serve: validate  ## the main job: build and serve the website on http://$(HOST):$(PORT)
 	$(PY) -m tools site --serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.dev $(GPU_OVERLAY)/.installed browser-deps  ## the whole suite, then the adapters on the GPU machines' transformers
+test: $(VENV)/.dev $(GPU_OVERLAY)/.installed browser-deps  ## the whole suite, then the Hugging Face hosts on the GPU machines' transformers
 	$(PY) -m pytest -q
-	$(MAKE) --no-print-directory test-adapters-gpu-transformers
+	$(MAKE) --no-print-directory test-hf-hosts-gpu-transformers
 
-test-adapters-gpu-transformers: $(GPU_OVERLAY)/.installed  ## the adapter tests on transformers $(GPU_TRANSFORMERS) (GPU machines)
+test-hf-hosts-gpu-transformers: $(GPU_OVERLAY)/.installed  ## the Hugging Face host tests on transformers $(GPU_TRANSFORMERS) (GPU machines)
 	PYTHONPATH=$(GPU_OVERLAY) $(PY) -c 'import sys, transformers as t; v = t.__version__; print("transformers", v); \
 	  sys.exit(v != "$(GPU_TRANSFORMERS)")'
-	PYTHONPATH=$(GPU_OVERLAY) $(PY) -m pytest -q -p no:cacheprovider tests/reference_impls/test_adapters_*.py
+	PYTHONPATH=$(GPU_OVERLAY) $(PY) -m pytest -q -p no:cacheprovider tests/reference_impls/test_hosts_hf.py tests/reference_impls/test_hosts_hf_vision.py tests/reference_impls/test_registry_sweep.py tests/reference_impls/test_cli.py
 
 test-catalogue: $(VENV)/.dev  ## catalogue tests only
 	$(PY) -m pytest -q tests/catalogue

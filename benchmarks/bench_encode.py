@@ -94,7 +94,7 @@ def tiny_or_7b_llava(smoke: bool, device, dtype, attn="sdpa"):
 
 
 def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
-    from reference_impls.adapters import VisionZipAdapter
+    from reference_impls.encode.visionzip import VisionZip
 
     model = tiny_or_7b_llava(smoke, device, dtype)
     vcfg = model.config.vision_config
@@ -135,13 +135,13 @@ def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
                      "peak_bytes": base_peak, "vit_speedup": 1.0, "ttft_speedup": 1.0})
         print(f"visionzip baseline: {patches} image tokens, ViT {base_vit:.2f} ms, TTFT {base_ttft:.2f} ms")
         for dominant, contextual in settings:
-            adapter = VisionZipAdapter(model, dominant=dominant, contextual=contextual)
-            ids = prompt(adapter.tokens_per_image)
-            with adapter:
+            technique = VisionZip(dominant=dominant, contextual=contextual)
+            n_image = technique.tokens_per_image(patches)
+            ids = prompt(n_image)
+            with technique(model):
                 vit_ms = trimmed_wall_ms(vit, device, iters, warmup)
                 ttft = trimmed_wall_ms(lambda: prefill(ids), device, iters, warmup)
                 peak = peak_extra_bytes(lambda: prefill(ids), device)
-            n_image = adapter.tokens_per_image
             row = {"method": f"visionzip({dominant},{contextual})", "image_tokens": n_image,
                    "llm_tokens": n_image + text_tokens, "llm_prefill_flops": llm_flops(n_image),
                    "llm_flops_ratio_vs_baseline": llm_flops(patches) / llm_flops(n_image),

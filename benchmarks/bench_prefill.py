@@ -23,8 +23,8 @@ import torch
 from benchmarks._common import pick_device, peak_extra_bytes, time_ms, write_result
 from reference_impls import accounting
 from reference_impls.models import LVLMConfig, MinimalLVLM
-from reference_impls.prefill.fastv import FastVHook
-from reference_impls.prefill.pyramiddrop import PyramidDropHook
+from reference_impls.prefill.fastv import FastV
+from reference_impls.prefill.pyramiddrop import PyramidDrop
 
 
 def make_prompt(cfg, batch, n_prefix, n_suffix, device, seed=0):
@@ -39,10 +39,10 @@ def make_prompt(cfg, batch, n_prefix, n_suffix, device, seed=0):
 def configs(ratios):
     out = [("baseline", lambda: [])]
     for r in ratios:
-        out.append((f"fastv_K2_R{r}", lambda r=r: [FastVHook(K=2, R=r)]))
+        out.append((f"fastv_K2_R{r}", lambda r=r: [FastV(k=2, ratio=r)]))
     for r in ratios:
         lam = 1.0 - r
-        out.append((f"pdrop_R{r}", lambda lam=lam: [PyramidDropHook(ratio_list=(lam, lam ** 2, lam ** 3))]))
+        out.append((f"pdrop_R{r}", lambda lam=lam: [PyramidDrop(ratio_list=(lam, lam ** 2, lam ** 3))]))
     return out
 
 

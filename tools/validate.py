@@ -2,7 +2,8 @@
 
 Cross-file rules: unique id, arXiv id, DOI and citation key; near-duplicate titles (normalised, rapidfuzz
 token-sort ratio >= 90) unless one entry lists the other in ``distinct_from``; the file name matches the id;
-``distinct_from`` and ``reference_impls`` point at things that exist.
+``distinct_from`` points at papers that exist and ``reference_impls`` at entries of the reference-implementation
+registry (``reference_impls/registry.py``: plain data, importable without torch) that follow this paper.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from pathlib import Path
 from pydantic import ValidationError
 from rapidfuzz import fuzz
 
-from tools.paths import PAPERS_DIR, REFERENCE_IMPLS_DIR, display_path
+from reference_impls import registry
+from tools.paths import PAPERS_DIR, display_path
 from tools.problems import Problem, ProblemError
 from tools.schema import Paper
 from tools.taxonomy import Taxonomy, load_taxonomy
@@ -135,28 +137,20 @@ def validate_file(path: Path, taxonomy: Taxonomy) -> tuple[Paper | None, dict, l
     if Path(path).stem != paper.id:
         problems.append(Problem(shown, line_of(lines, ("id",)), "id", f"the file must be named {paper.id}.yaml"))
     for i, ref in enumerate(paper.reference_impls):
-        message = reference_problem(ref)
+        message = reference_problem(ref, paper.arxiv)
         if message:
             problems.append(Problem(shown, line_of(lines, ("reference_impls", i)), f"reference_impls.{i}", message))
     return paper, lines, problems
 
 
-def reference_problem(ref: str) -> str | None:
-    """Why ``module[:object]`` is not a reference implementation in this checkout (None when it is).
-
-    Read as text, without importing (the catalogue tooling does not need torch): the module file must exist and,
-    when an object is named, the module must define or re-export it.
-    """
-    module, _, obj = ref.partition(":")
-    base = REFERENCE_IMPLS_DIR / Path(*module.split(".")[1:])
-    source = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
-    if not source.is_file():
-        return f"{module} does not exist under reference_impls/"
-    if obj:
-        text = source.read_text(encoding="utf-8")
-        pattern = rf"^\s*(class|def)\s+{obj}\b|^{obj}\s*=|^from\s+\S+\s+import\s+[^#\n]*\b{obj}\b"
-        if not re.search(pattern, text, re.M):
-            return f"{module} defines no {obj!r}"
+def reference_problem(ref: str, arxiv: str | None = None) -> str | None:
+    """Why ``ref`` (a module, ``module:object`` or spec function) is not a registered reference implementation of the
+    paper with ``arxiv`` (None when it is)."""
+    entry = registry.for_link(ref)
+    if entry is None:
+        return f"{ref} is not in the reference implementation registry (python -m reference_impls list)"
+    if arxiv and entry.arxiv and arxiv not in entry.arxiv:
+        return f"{ref} is registered as {entry.name}, which follows arXiv {', '.join(entry.arxiv)}, not {arxiv}"
     return None
 
 

@@ -7,16 +7,24 @@
   ``ops.quant.fp8_linear`` (``torch._scaled_mm`` on SM89+, dequantise fallback elsewhere).
 
 ``quantize_model(model, mode)`` swaps every ``nn.Linear`` (except names matching ``skip``, default the LM head)
-for a quantised module in place and returns a report. Memory: int8/fp8 weights are 1 byte per element (+4 bytes
+for a quantised module in place and returns a report (``report.restore()`` puts the original modules back);
+``WeightQuant`` is the technique form, for any host (the vision tower and projector are quantised too):
+
+    with WeightQuant(mode="int8")(model):
+        model.generate(...)
+
+No single paper: a generic technique (the catalogue's ``weight_quantization``), lossy, so no identity setting. Memory: int8/fp8 weights are 1 byte per element (+4 bytes
 per output channel). Deviations: no calibration / SmoothQuant-style activation smoothing; static per-tensor
 activation scales are not offered (dynamic per-token only); the KV cache side lives in ``decode/kv/quantized.py``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch.nn as nn
+
+from reference_impls.technique import Technique
 
 from reference_impls.ops.quant.weight_gemm import (fp8_linear, int8_weight_only_matmul, quantize_fp8_rowwise,
                                                    quantize_weight_int8)
@@ -65,6 +73,13 @@ class QuantReport:
     skipped: list = field(default_factory=list)
     bytes_before: int = 0
     bytes_after: int = 0
+    originals: list = field(default_factory=list, repr=False)   # (parent module, attribute, original nn.Linear)
+
+    def restore(self) -> None:
+        """Put the original full-precision modules back (undo ``quantize_model``)."""
+        for parent, attr, original in reversed(self.originals):
+            setattr(parent, attr, original)
+        self.originals.clear()
 
 
 def quantize_model(model: nn.Module, mode: str = "int8", *, skip: Sequence[str] = ("lm_head",),
@@ -84,7 +99,28 @@ def quantize_model(model: nn.Module, mode: str = "int8", *, skip: Sequence[str] 
         parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
         q = cls(lin, impl=impl)
         setattr(parent, name.rsplit(".", 1)[-1], q)
+        report.originals.append((parent, name.rsplit(".", 1)[-1], lin))
         report.quantized.append(name)
         report.bytes_before += lin.weight.numel() * lin.weight.element_size()
         report.bytes_after += q.weight_q.numel() * q.weight_q.element_size() + q.scale.numel() * 4
     return report
+
+
+@dataclass
+class WeightQuant(Technique):
+    """Post-training weight quantisation of a host's ``nn.Linear`` layers while attached (``mode`` int8 or fp8)."""
+
+    name: ClassVar[str] = "weight_quant"
+    stage: ClassVar[str] = "weights"
+    mode: str = "int8"
+    skip: Sequence[str] = ("lm_head",)
+    impl: str = "auto"
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+
+    def attach(self, host):
+        report = quantize_model(host.model, self.mode, skip=self.skip, impl=self.impl)
+        host.stats.extra["weight_quant"] = report
+        return report.restore

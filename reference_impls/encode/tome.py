@@ -5,7 +5,11 @@ token finds its most cosine-similar B token (metric = attention keys averaged ov
 the highest similarity are merged into their B partner by a size-weighted average; the attention of later
 blocks adds log(size) to the key logits ("proportional attention") so a merged token counts as many.
 
+    with ToMe(r=8)(model):       # MinimalLVLM or HF LLaVA-1.5: fewer visual tokens reach the LLM
+        model.generate(...)      # prompts hold ToMe(r=8).image_tokens(model) placeholders per image
+
 Functions
+- ``ToMe``: the technique, merging inside a host's CLS ViT (hooks for LLaVA in ``reference_impls.hosts.hf_vision``).
 - ``naive_tome_merge``: the readable specification (full similarity matrix, Python loops over the batch).
 - ``bipartite_soft_matching`` -> (merge, unmerge): the optimised path. The row-wise max/argmax over B comes from
   ``reference_impls.ops.cosine_max_argmax`` (Triton kernel on CUDA: the |A| x |B| matrix is never materialised;
@@ -14,7 +18,9 @@ Functions
 - ``tome_schedule(num_layers, r)``: r per layer from an int or an ``(r, inflect)`` pair.
 - ``ToMeViT``: a minimal pre-norm ViT encoder with ToMe in every block (tests and benchmarks).
 
-Defaults: r tokens merged per layer, ``protect_first=1`` (the class token never merges).
+Defaults: r tokens merged per layer, ``protect_first=1`` (the class token never merges). As upstream
+(``facebookresearch/ToMe``), an ``r`` above half of the mergeable tokens is clamped to ``(T - protect_first) // 2``
+and a schedule list shorter than the depth is padded with zeros.
 Deviations from the paper / upstream code:
 - The unmerged A tokens are always returned in their original order (upstream keeps them in similarity order
   unless a class token is protected); attention is permutation-equivariant, so the result is the same up to order.
@@ -22,19 +28,27 @@ Deviations from the paper / upstream code:
 - No distillation-token protection and no source tracking (visualisation) are provided.
 - The merge itself is one torch ``scatter_reduce`` (no fused Triton scatter-add merge kernel).
 - ``ToMeViT`` is a generic pre-norm ViT with random weights for tests and timing, not a pretrained timm model.
+- On LLaVA's CLIP tower the merge happens at block boundaries (before the next block, with the keys of the block
+  just run), not between attention and MLP: a block's residual stream cannot change length inside forward hooks;
+  the minimal LVLM's ViT merges between attention and MLP as the paper. Proportional attention is applied in every
+  later block. Qwen2-VL's windowed ViT and 2x2 merger are not hosts (merging breaks the windows and the merger).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..technique import Technique, UnsupportedModel
 from ._common import cosine_impl as _cosine_impl
 
 __all__ = [
+    "ToMe",
     "naive_tome_merge",
     "bipartite_soft_matching",
     "merge_wavg",
@@ -63,15 +77,6 @@ def max_merge_count(num_tokens: int, protect_first: int) -> int:
     return max(0, (num_tokens - protect_first) // 2)
 
 
-def _check_r(num_tokens: int, r: int, protect_first: int) -> None:
-    limit = max_merge_count(num_tokens, protect_first)
-    if r > limit:
-        raise ValueError(
-            f"r={r} is larger than (T - protect_first) // 2 = {limit} for T={num_tokens}; "
-            "clip r with tome_schedule or max_merge_count first"
-        )
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Specification
 # --------------------------------------------------------------------------------------------------------------
@@ -82,13 +87,14 @@ def naive_tome_merge(
     size: torch.Tensor | None = None,
     protect_first: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Readable ToMe merge of ``x`` [B,T,C] with sizes [B,T,1]; returns (x' [B,T-r,C], size' [B,T-r,1]).
+    """Readable ToMe merge of ``x`` [B,T,C] with sizes [B,T,1]; returns (x' [B,T-r',C], size' [B,T-r',1]) with
+    ``r' = min(r, (T - protect_first) // 2)`` (upstream's clamp).
 
     Output order: the unmerged A tokens (original order), then all B tokens (original order).
     """
     _check_metric(metric, r, protect_first)
     batch, num_tokens, _ = metric.shape
-    _check_r(num_tokens, r, protect_first)
+    r = min(r, max_merge_count(num_tokens, protect_first))
     if size is None:
         size = torch.ones(batch, num_tokens, 1, dtype=x.dtype, device=x.device)
     outputs, sizes = [], []
@@ -153,11 +159,11 @@ def bipartite_soft_matching(
 
     ``merge(x [B,T,C], mode="mean"|"sum") -> [B,T-r,C]``; ``unmerge(y [B,T-r,C]) -> [B,T,C]`` copies each merged
     token back to every position it absorbed. ``impl`` is passed to ``cosine_max_argmax`` ("naive" | "torch" |
-    "triton" | "auto"). r = 0 returns identity functions.
+    "triton" | "auto"). ``r`` is clamped to ``(T - protect_first) // 2`` as upstream; r = 0 returns identity functions.
     """
     _check_metric(metric, r, protect_first)
     num_tokens = metric.shape[1]
-    _check_r(num_tokens, r, protect_first)
+    r = min(r, max_merge_count(num_tokens, protect_first))
     if r == 0:
         return _identity, _identity
 
@@ -221,13 +227,14 @@ def proportional_attention(q, k, v, size=None, scale=None):
 
 def tome_schedule(num_layers: int, r: int | tuple[int, float] | Sequence[int]) -> list[int]:
     """Tokens merged per layer. ``r`` int: constant; ``(r, inflect)``: linear from ``int(r (1 - inflect))`` to
-    ``2 r - that`` over the layers (inflect > 0: increasing, < 0: decreasing, mean r); a list is used as is."""
+    ``2 r - that`` over the layers (inflect > 0: increasing, < 0: decreasing, mean r); a list is used as is, padded
+    with zeros to ``num_layers`` (upstream ``parse_r``; entries beyond the depth are never used)."""
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
     if isinstance(r, (list,)):
-        if len(r) != num_layers or any((not isinstance(v, int)) or v < 0 for v in r):
-            raise ValueError(f"an explicit schedule needs {num_layers} non-negative ints, got {r}")
-        return list(r)
+        if any((not isinstance(v, int)) or isinstance(v, bool) or v < 0 for v in r):
+            raise ValueError(f"an explicit schedule needs non-negative ints, got {r}")
+        return list(r[:num_layers]) + [0] * (num_layers - len(r))
     inflect = 0.0
     if isinstance(r, tuple):
         if len(r) != 2:
@@ -268,7 +275,6 @@ class _Block(nn.Module):
         naive = impl == "naive"
         attended, metric = self.attention(self.norm1(x), size, naive)
         x = x + attended
-        r = min(r, max_merge_count(x.shape[1], protect_first))
         if r > 0:
             if naive:
                 x, size = naive_tome_merge(x, metric, r, size, protect_first)
@@ -302,3 +308,64 @@ class ToMeViT(nn.Module):
         if size is None:
             size = torch.ones_like(x[..., :1])
         return self.norm(x), size
+
+
+def tokens_after(num_tokens: int, schedule: Sequence[int], protect_first: int = 1) -> int:
+    """Tokens left after merging ``schedule[i]`` tokens at each of its steps (each clamped as upstream)."""
+    for r in schedule:
+        num_tokens -= min(r, max_merge_count(num_tokens, protect_first))
+    return num_tokens
+
+
+@dataclass
+class ToMe(Technique):
+    """ToMe inside a host's CLS ViT: ``r`` tokens merged per block (an int, ``(r, inflect)`` or a list), the CLS
+    token protected; fewer visual tokens reach the LLM (prompts need ``image_tokens(model)`` placeholders)."""
+
+    name: ClassVar[str] = "tome"
+    stage: ClassVar[str] = "encoder"
+    r: object = 8
+    impl: str = "auto"
+
+    def __post_init__(self):
+        tome_schedule(4, self.r)          # validates the form of r
+
+    def check_host(self, host) -> None:
+        if host.name == "minimal":
+            cfg = host.model.cfg
+            if not cfg.vision.use_cls or cfg.projector != "mlp2x_gelu":
+                raise UnsupportedModel("tome: the minimal LVLM needs a CLS ViT and the MLP projector (LLaVA layout)")
+
+    def attach(self, host):
+        from ..hosts.hf_vision import LlavaToMe
+
+        return LlavaToMe(host, self).install()
+
+    def image_tokens(self, model) -> int:
+        """Visual tokens per image reaching the LLM of ``model`` (MinimalLVLM or HF LLaVA) with this technique."""
+        from ..hosts import host_for
+
+        host = host_for(model)
+        if host.name == "minimal":
+            vc = model.cfg.vision
+            return tokens_after(vc.n_encoder_tokens, tome_schedule(vc.n_layers_run, self.r)) - 1
+        from ..hosts.hf_vision import LlavaToMe
+
+        return LlavaToMe(host, self).image_tokens()
+
+    def minimal_image_features(self, model, pixel_values):
+        """The minimal LVLM's ViT with ToMe between attention and MLP of every block up to the feature layer (the
+        paper's placement) and proportional attention, then the projector on the patch tokens."""
+        vc = model.cfg.vision
+        x = model.vision.embed(pixel_values)
+        blocks = model.vision.blocks[:vc.n_layers_run]
+        size = None
+        for block, r in zip(blocks, tome_schedule(len(blocks), self.r)):
+            q, k, v = block.attn.project_qkv(block.norm1(x))
+            out = proportional_attention(q, k, v, size)
+            x = x + block.attn.proj(out.transpose(1, 2).reshape(x.shape))
+            if r > 0:
+                merge, _ = bipartite_soft_matching(k.mean(dim=1), r, protect_first=1, impl=self.impl)
+                x, size = merge_wavg(merge, x, size)
+            x = x + block.mlp(block.norm2(x))
+        return model.project(x[:, 1:])

@@ -8,7 +8,11 @@ At the ViT layer whose output the projector reads (CLIP: the penultimate one):
 Output: [B, d + c, C] = dominant tokens (original order) followed by contextual tokens (target order).
 Defaults (d, c): (54, 10), (108, 20), (162, 30) = 64 / 128 / 192 tokens.
 
+    with VisionZip(dominant=54, contextual=10)(model):     # MinimalLVLM, HF LLaVA-1.5, Qwen2-VL, Qwen2.5-VL
+        model.generate(...)          # LLaVA / minimal: prompts with dominant + contextual placeholders per image
+
 Functions
+- ``VisionZip``: the technique (host-specific hooks in ``reference_impls.hosts.hf_vision``).
 - ``naive_visionzip``: the readable specification (per-sample loops, full similarity matrix).
 - ``visionzip``: batched path; top-k via ``reference_impls.ops.select_topk``, assignment via
   ``reference_impls.ops.cosine_max_argmax`` (never materialises remaining x targets), sums via ``scatter_add``.
@@ -22,17 +26,25 @@ Deviations
   discussion in VisionZip-Qwen2VL #3: the dominance score is the attention each patch *receives*, averaged over
   all queries of its image and over heads, and the method is applied *after* the 2x2 patch merger, on merged tokens
   (scores and keys of the four patches of a merged token are averaged: ``group_mean``).
+- LLaVA (and the minimal LVLM, which reads patch features the same way): with LLaVA's default feature strategy the
+  CLS token is cropped before the projector, so the dominant set is the top-``dominant`` patches (the CLS token only
+  scores); with ``"full"`` the CLS token is kept and counted among the dominant tokens, as in the paper.
+- A budget ``dominant + contextual`` at least an image's token count leaves the image whole (the identity).
+- LLaVA-NeXT is not a host: its anyres crops are packed into a grid that the reduced tokens no longer fill.
 - Ties in top-k go to the lower index; ties in the assignment go to the lower target.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
+from ..technique import Technique, UnsupportedModel
 from ._common import cosine_impl as _cosine_impl
 
 __all__ = [
+    "VisionZip",
     "VisionZipResult",
     "naive_visionzip",
     "visionzip",
@@ -231,3 +243,83 @@ def group_mean(x: torch.Tensor, group: int, dim: int = 0) -> torch.Tensor:
         raise ValueError(f"length {length} along dim {dim} is not divisible by the group size {group}")
     dim = dim % x.dim()
     return x.unflatten(dim, (length // group, group)).mean(dim + 1)
+
+
+@dataclass
+class VisionZip(Technique):
+    """VisionZip: ``dominant + contextual`` visual tokens per image reach the LLM."""
+
+    name: ClassVar[str] = "visionzip"
+    stage: ClassVar[str] = "encoder"
+    dominant: int = 54
+    contextual: int = 10
+    impl: str = "auto"
+
+    def __post_init__(self):
+        for name, value in (("dominant", self.dominant), ("contextual", self.contextual)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if self.dominant + self.contextual == 0:
+            raise ValueError("dominant + contextual must be >= 1")
+
+    def tokens_per_image(self, n_tokens: int) -> int:
+        """Visual tokens an image of ``n_tokens`` keeps (all of them when the budget covers the image)."""
+        return min(n_tokens, self.dominant + self.contextual)
+
+    def check_host(self, host) -> None:
+        if host.name == "minimal":
+            cfg = host.model.cfg
+            if not cfg.vision.use_cls or cfg.projector != "mlp2x_gelu":
+                raise UnsupportedModel("visionzip: the minimal LVLM needs a CLS ViT and the MLP projector "
+                                       "(LLaVA layout)")
+
+    def attach(self, host):
+        from ..hosts.hf_vision import LlavaVisionZip, QwenVisionZip
+
+        return (LlavaVisionZip if host.name == "llava" else QwenVisionZip)(host, self).install()
+
+    def minimal_image_features(self, model, pixel_values):
+        """The minimal LVLM's visual tokens ``[N, tokens_per_image, hidden]``: the feature layer's CLS attention row
+        ranks the patches (``cls_attention_scores``), VisionZip keeps dominant + contextual patches."""
+        vc = model.cfg.vision
+        n_run = vc.n_layers_run
+        x = model.vision(pixel_values, n_blocks=n_run - 1)           # input of the feature-layer block
+        block = model.vision.blocks[n_run - 1]
+        q, k, _ = block.attn.project_qkv(block.norm1(x))
+        patches = block(x)[:, 1:]                                    # the feature layer without CLS
+        if self.dominant + self.contextual >= patches.shape[1]:
+            return model.project(patches)
+        scores = cls_attention_scores(q[:, :, :1], k, impl=self.impl)
+        result = visionzip(patches, scores[:, 1:], k.mean(dim=1)[:, 1:], self.dominant, self.contextual,
+                           has_cls=False, impl=self.impl)
+        return model.project(result.tokens)
+
+    @staticmethod
+    def shrink_image_placeholders(input_ids: torch.Tensor, full: int, short: int, image_token_id: int,
+                                  attention_mask: torch.Tensor | None = None, pad_token_id: int = 0):
+        """Rewrite prompts with ``full`` placeholders per image to ``short`` each (LLaVA prompts from a processor);
+        rows come back left-padded. Returns ``(input_ids, attention_mask)``."""
+        rows = []
+        for b in range(input_ids.shape[0]):
+            ids = input_ids[b]
+            valid = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask[b].bool()
+            out, run = [], 0
+            for token in ids[valid].tolist() + [None]:
+                if token == image_token_id:
+                    run += 1
+                    continue
+                if run:
+                    if run % full:
+                        raise ValueError(f"found a run of {run} image tokens, not a multiple of {full}")
+                    out += [image_token_id] * (short * (run // full))
+                    run = 0
+                if token is not None:
+                    out.append(token)
+            rows.append(out)
+        width = max(len(r) for r in rows)
+        new_ids = torch.full((len(rows), width), pad_token_id, dtype=input_ids.dtype, device=input_ids.device)
+        new_mask = torch.zeros(len(rows), width, dtype=torch.long, device=input_ids.device)
+        for b, r in enumerate(rows):
+            new_ids[b, width - len(r):] = torch.tensor(r, dtype=input_ids.dtype)
+            new_mask[b, width - len(r):] = 1
+        return new_ids, new_mask

@@ -1,7 +1,9 @@
-"""Explicit technique hooks for the minimal LVLM decoder (no monkeypatching).
+"""The hook protocol of token techniques (pruning / merging between decoder layers), no monkeypatching.
 
-A hook is an object passed to a forward call (``model.prefill(..., hooks=[FastVHook(...)])``). For
-every decoder layer ``l`` the decoder calls, in hook order:
+A hook is an object passed to a forward call (``model.prefill(..., hooks=[FastV(...)])``) or attached with
+``with FastV(...)(model):``; every token technique (``reference_impls.technique.TokenTechnique``) is one. The minimal
+LVLM's decoder calls these methods, and so does the Hugging Face host (``reference_impls.hosts.hf``), which gives
+hooks the same ``TokenState`` and a context with the same methods. For every decoder layer ``l``, in hook order:
 
 1. ``state = hook.before_layer(l, state, ctx)`` -- may prune/merge the chunk's tokens before layer ``l``
    (PyramidDrop). ``ctx.recompute_scores(state, rows)`` gives the attention probabilities of chosen
@@ -85,12 +87,16 @@ class Hook:
 
 
 class LayerContext:
-    """What a hook may use at layer ``layer``: the model, the cache, single-row score recomputation."""
+    """What a hook may use at layer ``layer`` of the minimal LVLM: the layer count, the cache, and scores, keys and
+    queries recomputed under this layer's own projections. Hugging Face hosts give hooks the same methods
+    (``reference_impls.hosts.hf.HFLayerContext``)."""
 
     def __init__(self, model, layer: int, cache):
         self.model = model
         self.layer = layer
         self.cache = cache
+        self.n_layers = len(model.layers)
+        self.renumber_positions = True   # 1-D RoPE: positions may be renumbered (position_mode="contiguous")
 
     def recompute_scores(self, state: TokenState, rows: Tensor) -> Tensor:
         """Attention probabilities of query ``rows`` ([B, T] bool) summed per key, ``[B, Hq, T]`` fp32,
@@ -104,6 +110,11 @@ class LayerContext:
         """Post-RoPE keys of the chunk under this layer's projections, ``[B, Hkv, T, D]``."""
         layer = self.model.layers[self.layer]
         return layer.attn.project_k(layer.input_norm(state.hidden), state.positions)
+
+    def queries(self, state: TokenState) -> Tensor:
+        """Post-RoPE queries of the chunk under this layer's projections, ``[B, Hq, T, D]``."""
+        layer = self.model.layers[self.layer]
+        return layer.attn.project_q(layer.input_norm(state.hidden), state.positions)
 
 
 # --------------------------------------------------------------------------- helpers for hooks

@@ -132,6 +132,12 @@ class StaticKVCache(KVCache):
     def max_length_bound(self, layer: int) -> int:
         return self._bound[layer]
 
+    def kv_bytes(self) -> int:
+        """Bytes of the committed K/V rows (not of the pre-allocated capacity)."""
+        rows = int(self._lengths.sum().item())
+        k = self.keys[0]
+        return rows * k.shape[1] * k.shape[3] * k.element_size() * 2
+
     def set_lengths(self, layer: int, lengths: Tensor) -> None:
         self._lengths[layer] = lengths
         self._bound[layer] = int(lengths.max().item()) if lengths.numel() else 0

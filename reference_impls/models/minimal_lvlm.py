@@ -12,6 +12,10 @@
   decoding, tree masks (``chunk_mask``) and cache rollback.
 
 Random weights, seeded (``MinimalLVLM(cfg, seed=0)``). Not a checkpoint loader.
+
+Techniques attach to it like to a Hugging Face model (``with FastV(k=2)(model): model.generate(...)``, see
+``reference_impls.technique``): ``model.techniques`` lists the attached ones, which ``prefill`` / ``generate`` /
+``new_cache`` / ``encode_images`` consult by kind; explicit ``hooks=`` / ``cache=`` arguments still work.
 """
 from __future__ import annotations
 
@@ -325,6 +329,8 @@ class MinimalLVLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.score_impl = score_impl
+        self.techniques: list = []   # attached techniques (reference_impls.technique), managed by hosts.MinimalHost
+        self.run_stats = None        # the attached host's RunStats, filled by prefill / generate
         with torch.device("meta"):          # no default init: 7B-shaped models materialise directly in `dtype`
             self.vision = VisionEncoder(cfg.vision)
             self.projector = Projector(cfg)
@@ -375,7 +381,10 @@ class MinimalLVLM(nn.Module):
         return self.projector(patch_features)
 
     def encode_images(self, pixel_values: Tensor) -> Tensor:
-        """``[N, 3, H, W]`` -> visual tokens ``[N, cfg.n_visual_tokens, hidden]``."""
+        """``[N, 3, H, W]`` -> visual tokens ``[N, n, hidden]`` (``n = cfg.n_visual_tokens`` unless an attached
+        encoder-side technique reduces them)."""
+        for technique in self._attached("encoder"):
+            return technique.minimal_image_features(self, pixel_values)
         feats = self.vision_features(pixel_values)
         if self.cfg.vision.use_cls:
             feats = feats[:, 1:]
@@ -412,13 +421,28 @@ class MinimalLVLM(nn.Module):
             raise ValueError(f"lengths must be [B]={B} with values in [1, {T}]")
         return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
 
-    def new_cache(self, batch_size: int, capacity: Optional[int] = None) -> StaticKVCache:
+    def _attached(self, stage: str) -> list:
+        return [t for t in self.techniques if t.stage == stage]
+
+    def cache_spec(self):
+        from ..technique import CacheSpec
+
+        cfg = self.cfg
+        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, device=self.device,
+                                                          dtype=torch.float32) / cfg.head_dim))
+        return CacheSpec(cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, self.dtype, self.device, inv_freq)
+
+    def new_cache(self, batch_size: int, capacity: Optional[int] = None) -> KVCache:
+        """The attached KV technique's cache, else a ``StaticKVCache`` of ``capacity`` rows."""
+        for technique in self._attached("kv"):
+            return technique.make_cache(self.cache_spec(), batch_size)
         return StaticKVCache.for_model(self.cfg, batch_size, capacity, dtype=self.dtype, device=self.device)
 
     def run_decoder(self, embeds: Tensor, *, positions: Optional[Tensor] = None, lengths: Optional[Tensor] = None,
                     cache: Optional[KVCache] = None, hooks: Sequence[Hook] = (), vis_mask: Optional[Tensor] = None,
                     chunk_mask: Optional[Tensor] = None) -> tuple[TokenState, KVCache]:
-        """Run all decoder layers on a chunk. Returns the final state (before the final norm) and the cache."""
+        """Run all decoder layers on a chunk. Returns the final state (before the final norm) and the cache.
+        Attached token techniques and the cache's own hooks (``cache.model_hooks()``) run after ``hooks``."""
         B, T, C = embeds.shape
         if C != self.cfg.hidden:
             raise ValueError(f"embeds last dim {C} != hidden {self.cfg.hidden}")
@@ -428,6 +452,7 @@ class MinimalLVLM(nn.Module):
             cache = self.new_cache(B, T)
         if cache.batch_size != B:
             raise ValueError(f"cache batch {cache.batch_size} != input batch {B}")
+        hooks = [*hooks, *self._attached("decoder"), *getattr(cache, "model_hooks", list)()]
         if positions is None:
             positions = cache.next_position[:, None] + torch.arange(T, device=embeds.device)
         elif positions.shape != (B, T):
@@ -504,7 +529,18 @@ class MinimalLVLM(nn.Module):
         if bool((src_last != n_orig - 1).any()):
             raise RuntimeError("a hook removed the last prompt token")
         h_last = torch.gather(state.hidden, 1, last[:, None, None].expand(B, 1, state.hidden.shape[-1]))[:, 0]
-        return PrefillResult(self.logits(h_last), cache, state, torch.stack(state.layer_tokens))
+        res = PrefillResult(self.logits(h_last), cache, state, torch.stack(state.layer_tokens))
+        if self.run_stats is not None:
+            self.run_stats.layer_tokens = res.layer_tokens
+            self.run_stats.kept_indices = torch.where(state.valid_mask(), state.source_index, -1)
+            self.run_stats.prefills += 1
+            self._record_cache(cache)
+        return res
+
+    def _record_cache(self, cache: KVCache) -> None:
+        stats = self.run_stats
+        stats.cache_lengths = [cache.lengths(l).clone() for l in range(self.cfg.n_layers)]
+        stats.kv_bytes = cache.kv_bytes() if hasattr(cache, "kv_bytes") else None
 
     def decode_step(self, tokens: Tensor, cache: KVCache) -> Tensor:
         """One token per row ``[B]`` at the cache's next positions -> logits ``[B, V]``."""
@@ -513,17 +549,28 @@ class MinimalLVLM(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: Tensor, pixel_values: Optional[Tensor] = None, *, max_new_tokens: int = 16,
                  lengths: Optional[Tensor] = None, image_features=None, hooks: Sequence[Hook] = (),
-                 cache: Optional[KVCache] = None) -> Tensor:
-        """Greedy generation: ``[B, max_new_tokens]`` token ids (no stop tokens)."""
+                 cache: Optional[KVCache] = None, on_step=None) -> Tensor:
+        """Greedy generation: ``[B, max_new_tokens]`` token ids (no stop tokens). ``on_step(step, cache)`` is called
+        after the prefill (step 0) and after every decode step. An attached decoding technique (speculative
+        decoding) takes over the whole generation."""
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
+        for technique in self._attached("decoding"):
+            return technique.minimal_generate(self, input_ids, pixel_values, max_new_tokens=max_new_tokens,
+                                              lengths=lengths, image_features=image_features)
         if cache is None:
             cache = self.new_cache(input_ids.shape[0], input_ids.shape[1] + max_new_tokens)
         res = self.prefill(input_ids, pixel_values, lengths=lengths, image_features=image_features,
                            cache=cache, hooks=hooks)
         tok = res.logits.argmax(-1)
         out = [tok]
-        for _ in range(max_new_tokens - 1):
+        if on_step is not None:
+            on_step(0, res.cache)
+        for step in range(1, max_new_tokens):
             tok = self.decode_step(tok, res.cache).argmax(-1)
             out.append(tok)
+            if on_step is not None:
+                on_step(step, res.cache)
+        if self.run_stats is not None:
+            self._record_cache(res.cache)
         return torch.stack(out, dim=1)

@@ -2,38 +2,44 @@
 least attention from the last token; layers >= K (and their KV cache) see only the kept tokens.
 
 Defaults K = 2, R = 0.5. Score = mean over heads of layer K-1's attention probabilities of the last
-(instruction) token to each visual token. Keep ``round_half_up(N_vis * (1 - R))`` visual tokens per row
-plus every non-visual token, in original order.
+(instruction) token to each visual token. Keep ``round(N_vis * (1 - R))`` visual tokens per row (Python /
+``torch.round`` rounding, half to even, as the official code's ``round``) plus every non-visual token, in order.
 
-* ``fastv_keep_naive`` -- the spec on plain tensors: eager softmax of the full ``L x L`` matrix, per-row
-  Python loop.
-* ``fastv_keep`` -- optimised: one query row per sample through ``ops.scored_attention`` (no ``L x L``),
-  ``ops.select_topk`` for the ragged selection.
-* ``FastVHook`` -- the minimal-LVLM hook (the scores are the model's layer-(K-1) attention row).
+    with FastV(k=2, ratio=0.5)(model):          # any host of the registry: MinimalLVLM, HF LLaVA / Qwen2-VL ...
+        model.generate(...)
 
-Deviations from the paper/upstream code: batch size > 1 with ragged image spans (upstream indexes
-``[0]``); ``position_mode="contiguous"`` is an extra option (upstream keeps the original position ids
-with gaps, our default "keep"); the KV-cache variant is used (layers >= K cache only the kept tokens),
-not the attention-mask simulation; keep counts round half up per row (upstream uses a fixed count).
+* ``fastv_keep_naive`` -- the readable specification on plain tensors: eager softmax of the full ``L x L``
+  matrix, per-row Python loop.
+* ``FastV`` -- the technique: ``FastV(...).keep_indices(q, k, vis_mask, lengths)`` is the optimised selection on
+  plain tensors (one query row per sample through ``ops.scored_attention``, ``ops.select_topk`` for the ragged
+  selection; tested against the spec); as a token technique the host gives it layer K-1's own attention row.
+
+Deviations from the paper / the official code (``pkunlp-icler/FastV``): the score is the last query row, head
+mean, as the official code computes it, while the paper's text ranks tokens by the average attention they receive
+from all other tokens; batch size > 1 with ragged image spans (upstream indexes ``[0]``); ``position_mode=
+"contiguous"`` is an extra option (upstream keeps the original position ids with gaps, our default ``"keep"``);
+the KV-cache variant is used (layers >= K cache only the kept tokens), not the attention-mask simulation; ties go to
+the lower index (upstream ``topk`` order is unspecified).
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
 
 import torch
 from torch import Tensor
 
-from ..models.hooks import (Hook, LayerContext, TokenState, check_layer, check_ratio, head_mean,
-                            keep_text_and_top_visual, last_token_rows, prune_state, POSITION_MODES)
-from ..models.minimal_lvlm import rows_colsum, slots_to_chunk
+from ..models.hooks import (LayerContext, TokenState, check_ratio, head_mean, keep_text_and_top_visual,
+                            last_token_rows, prune_state, POSITION_MODES)
+from ..technique import TokenTechnique, UnsupportedModel
 
-__all__ = ["n_keep_visual", "fastv_keep_naive", "fastv_keep", "FastVHook"]
+__all__ = ["n_keep_visual", "fastv_keep_naive", "FastV"]
 
 
 def n_keep_visual(n_visual: Tensor, keep_fraction: float) -> Tensor:
-    """``floor(n * keep_fraction + 0.5)`` per row (round half up), int64."""
-    return torch.floor(n_visual.double() * keep_fraction + 0.5).long()
+    """``round(n * keep_fraction)`` per row, half to even (Python's ``round``, as the official code), int64."""
+    return torch.round(n_visual.double() * keep_fraction).long()
 
 
 def _check_inputs(q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor, ratio: float) -> None:
@@ -63,7 +69,7 @@ def fastv_keep_naive(q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor, ra
         attn = logits.softmax(-1)                         # [Hq, n, n], the full matrix
         score = attn[:, n - 1].mean(0)                    # last token's row, head mean
         vis = [i for i in range(n) if bool(vis_mask[b, i])]
-        n_keep = int(math.floor(len(vis) * (1 - ratio) + 0.5))
+        n_keep = round(len(vis) * (1 - ratio))            # Python round: half to even
         ranked = sorted(vis, key=lambda i: (-float(score[i]), i))
         kept = sorted(set(range(n)) - set(vis) | set(ranked[:n_keep]))
         rows.append(kept)
@@ -71,49 +77,62 @@ def fastv_keep_naive(q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor, ra
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def fastv_keep(q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor, ratio: float, *,
-               v: Optional[Tensor] = None, impl: str = "auto") -> Tensor:
-    """Optimised FastV selection on plain tensors (same contract as ``fastv_keep_naive``)."""
-    _check_inputs(q, k, vis_mask, lengths, ratio)
-    B, _, L, _ = q.shape
-    rows = torch.zeros(B, L, dtype=torch.bool, device=q.device)
-    rows[torch.arange(B, device=q.device), lengths - 1] = True
-    full = torch.full((B,), L, dtype=torch.long, device=q.device)
-    colsum = slots_to_chunk(rows_colsum(q, k, k if v is None else v, full, rows, impl), full, L)
-    return fastv_select(head_mean(colsum), vis_mask, lengths, ratio, impl=impl)
+@dataclass
+class FastV(TokenTechnique):
+    """FastV: prune visual tokens after decoder layer ``k - 1`` (prefill only), ``k`` in ``[1, n_layers)``."""
 
+    name: ClassVar[str] = "fastv"
+    k: int = 2
+    ratio: float = 0.5
+    position_mode: str = "keep"
+    impl: str = "auto"
+    kept: Optional[Tensor] = field(default=None, init=False, repr=False, compare=False)  # last prefill's kept set
 
-def fastv_select(scores: Tensor, vis_mask: Tensor, lengths: Tensor, ratio: float, impl: str = "auto") -> Tensor:
-    """Keep all non-visual tokens and the top ``(1 - ratio)`` visual tokens by ``scores [B, L]``."""
-    valid = torch.arange(vis_mask.shape[1], device=vis_mask.device)[None, :] < lengths[:, None]
-    n_vis = (vis_mask & valid).sum(dim=1)
-    return keep_text_and_top_visual(scores, vis_mask, lengths, n_keep_visual(n_vis, 1.0 - ratio), impl)
+    def __post_init__(self):
+        check_ratio("ratio", self.ratio)
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+            raise ValueError(f"k must be an int >= 1, got {self.k!r}")
+        if self.position_mode not in POSITION_MODES:
+            raise ValueError(f"position_mode must be one of {POSITION_MODES}, got {self.position_mode!r}")
+        self.ratio = float(self.ratio)
 
+    def check_host(self, host) -> None:
+        if self.k >= host.n_layers:
+            raise UnsupportedModel(f"fastv: k={self.k} must be < the model's {host.n_layers} decoder layers")
+        if self.position_mode == "contiguous" and getattr(host, "mrope", False):
+            raise UnsupportedModel("fastv: position_mode='contiguous' needs 1-D RoPE; M-RoPE positions (Qwen2-VL) "
+                                   "cannot be renumbered")
 
-class FastVHook(Hook):
-    """Prune visual tokens after decoder layer ``K - 1`` (prefill only). ``K`` in ``[1, n_layers)``."""
+    # ---------------------------------------------------------------- the rule on plain tensors
+    def select(self, scores: Tensor, vis_mask: Tensor, lengths: Tensor) -> Tensor:
+        """Kept indices ``[B, K]``: all non-visual tokens and the top ``(1 - ratio)`` visual ones by ``scores``."""
+        valid = torch.arange(vis_mask.shape[1], device=vis_mask.device)[None, :] < lengths[:, None]
+        n_vis = (vis_mask & valid).sum(dim=1)
+        return keep_text_and_top_visual(scores, vis_mask, lengths, n_keep_visual(n_vis, 1.0 - self.ratio), self.impl)
 
-    def __init__(self, K: int = 2, R: float = 0.5, position_mode: str = "keep", impl: str = "auto"):
-        check_ratio("R", R)
-        if not isinstance(K, int) or K < 1:
-            raise ValueError(f"K must be an int >= 1, got {K!r}")
-        if position_mode not in POSITION_MODES:
-            raise ValueError(f"position_mode must be one of {POSITION_MODES}")
-        self.K, self.R, self.position_mode, self.impl = K, float(R), position_mode, impl
-        self.kept: Optional[Tensor] = None   # kept chunk indices of the last call (for inspection)
+    def keep_indices(self, q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor) -> Tensor:
+        """The optimised selection on plain tensors (same contract as ``fastv_keep_naive``)."""
+        from ..models.minimal_lvlm import rows_colsum, slots_to_chunk
 
-    def _active(self, layer: int, state: TokenState, ctx_n_layers: int) -> bool:
-        check_layer("K", self.K, ctx_n_layers, low=1)
-        return state.phase == "prefill" and layer == self.K - 1
+        _check_inputs(q, k, vis_mask, lengths, self.ratio)
+        B, _, L, _ = q.shape
+        rows = torch.zeros(B, L, dtype=torch.bool, device=q.device)
+        rows[torch.arange(B, device=q.device), lengths - 1] = True
+        full = torch.full((B,), L, dtype=torch.long, device=q.device)
+        colsum = slots_to_chunk(rows_colsum(q, k, k, full, rows, self.impl), full, L)
+        return self.select(head_mean(colsum), vis_mask, lengths)
 
+    # ---------------------------------------------------------------- the hook methods the hosts call
     def score_rows(self, layer: int, state: TokenState):
-        if state.phase == "prefill" and layer == self.K - 1:
+        if state.phase == "prefill" and layer == self.k - 1:
             return last_token_rows(state)
         return None
 
     def after_layer(self, layer: int, state: TokenState, ctx: LayerContext, colsum):
-        if not self._active(layer, state, len(ctx.model.layers)):
+        if state.phase != "prefill" or layer != self.k - 1:
             return state
-        keep = fastv_select(head_mean(colsum), state.vis_mask, state.lengths, self.R, impl=self.impl)
+        if self.k >= ctx.n_layers:
+            raise ValueError(f"k={self.k} out of range [1, {ctx.n_layers})")
+        keep = self.select(head_mean(colsum), state.vis_mask, state.lengths)
         self.kept = keep
         return prune_state(state, keep, self.position_mode)

@@ -23,13 +23,13 @@ target.
 
 * ``lightvlm_merge_naive`` -- spec on plain tensors (per-row loops, explicit cosine).
 * ``lightvlm_merge`` -- optimised (``ops.cosine_max_argmax`` + ``index_add``).
-* ``LightVLMHook`` -- the minimal-LVLM hook (``merge=False`` reduces to PyramidDrop-style pruning with
-  ``position_mode="keep"``).
+* ``LightVLM`` -- the technique (``with LightVLM()(model): ...``); ``merge=False`` reduces to PyramidDrop-style
+  pruning with ``position_mode="keep"``. The decoding half is ``decode.kv.lightvlm_kv.LightVLMKV``.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Optional, Sequence
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -37,9 +37,9 @@ from torch import Tensor
 from ..models.hooks import LayerContext, TokenState, head_mean, keep_text_and_top_visual, last_token_rows, \
     prune_state
 from ..ops import cosine_max_argmax
-from .pyramiddrop import PyramidScheduleHook
+from .pyramiddrop import PyramidSchedule
 
-__all__ = ["lightvlm_merge_naive", "lightvlm_merge", "LightVLMHook"]
+__all__ = ["lightvlm_merge_naive", "lightvlm_merge", "LightVLM"]
 
 
 def _check(hidden, metric, sizes, keep, vis_mask, lengths):
@@ -111,13 +111,19 @@ def lightvlm_merge(hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, 
     return out_h, out_s
 
 
-class LightVLMHook(PyramidScheduleHook):
-    """Pyramid token merging before each layer of ``layer_list`` (prefill only)."""
+@dataclass
+class LightVLM(PyramidSchedule):
+    """LightVLM's pyramid token merging before each layer of ``layer_list`` (prefill only)."""
 
-    def __init__(self, layer_list: Optional[Sequence[int]] = None, ratio_list: Sequence[float] = (0.5, 0.25, 0.1),
-                 merge: bool = True, impl: str = "auto"):
-        super().__init__(layer_list, ratio_list)
-        self.merge, self.impl = merge, impl
+    name: ClassVar[str] = "lightvlm"
+    layer_list: Optional[Sequence[int]] = None
+    ratio_list: Sequence[float] = (0.5, 0.25, 0.1)
+    merge: bool = True
+    impl: str = "auto"
+    _n_vis_orig: Optional[Tensor] = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self._check_schedule()
 
     def before_layer(self, layer: int, state: TokenState, ctx: LayerContext) -> TokenState:
         n_keep = self.stage_keep_count(layer, state, ctx)

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from ..models.hooks import Hook
-from .fastv import FastVHook
-from .pyramiddrop import PyramidDropHook
+from .fastv import FastV
+from .pyramiddrop import PyramidDrop
 
 __all__ = ["TokenSelection", "METHODS", "visionzip_split"]
 
@@ -93,9 +93,9 @@ class TokenSelection:
     # ------------------------------------------------------------------ LLM side
     def hooks(self) -> List[Hook]:
         if self.method == "fastv" and self.keep_ratio < 1.0:
-            return [FastVHook(K=self.fastv_layer, R=1.0 - self.keep_ratio, impl=self.impl)]
+            return [FastV(k=self.fastv_layer, ratio=1.0 - self.keep_ratio, impl=self.impl)]
         if self.method == "pyramiddrop":
-            return [PyramidDropHook(ratio_list=self.pdrop_ratios, impl=self.impl)]
+            return [PyramidDrop(ratio_list=self.pdrop_ratios, impl=self.impl)]
         return []
 
     def prefill(self, model, input_ids: Tensor, pixel_values: Optional[Tensor] = None, *,

@@ -5,9 +5,12 @@ At each stage boundary ``l`` (default ``[8, 16, 24]`` for 32 layers, scaled to o
 are recomputed with layer ``l``'s input RMSNorm, q/k projections and RoPE (a single-row attention --
 FlashAttention-compatible, upstream issue #17), softmax over all keys, mean over heads, and the
 ``int(N_vis_orig * ratio_list[stage])`` best visual tokens are kept (default ratios
-``0.5, 0.25, 0.125``, lambda = 0.5). Positions are then re-indexed contiguously; the decoder records a
+``0.5, 0.25, 0.125``, lambda = 0.5). Positions are then re-indexed contiguously; the host records a
 per-layer RoPE shift so decoding continues the contiguous numbering (upstream subtracts the dropped
 count from decode positions at each boundary -- the same thing).
+
+    with PyramidDrop(ratio_list=(0.5, 0.25, 0.125))(model):
+        model.generate(...)
 
 Checked against the upstream code (Cooperx521/PyramidDrop ``modeling_llama_pdrop.py``): ranking uses
 the *next* layer's projections on the hidden states after layer ``l - 1`` and keep counts are floors of
@@ -15,27 +18,29 @@ the original visual count times the stage ratio -- as here.
 
 * ``pyramiddrop_keep_naive(h_norm, wq, wk, ...)`` -- spec on plain tensors (eager single-row softmax,
   Python loops).
-* ``pyramiddrop_scores`` / ``pyramiddrop_select`` -- optimised path (``ops.scored_attention`` with one
-  score row, ``ops.select_topk``).
-* ``PyramidDropHook`` -- the minimal-LVLM hook.
+* ``pyramiddrop_select`` -- the optimised selection from ``ops.scored_attention``'s single-row column sums
+  (``ops.select_topk``); ``PyramidDrop`` -- the technique.
 
 Deviations: ragged batches with any image position (upstream: one contiguous image span per row,
 bs loop); ties go to the lower index (upstream ``torch.topk`` order is unspecified); scores in fp32
-(upstream casts the softmax to the model dtype); ``position_mode="keep"`` is offered as an option.
+(upstream casts the softmax to the model dtype); ``position_mode="auto"`` (the default) renumbers
+positions where the host's RoPE is 1-D and keeps them on M-RoPE hosts (Qwen2-VL / Qwen2.5-VL), whose
+3-D positions cannot be renumbered -- a deviation there; ``"keep"`` is offered everywhere.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from ..models.hooks import (Hook, LayerContext, TokenState, head_mean, keep_text_and_top_visual,
-                            last_token_rows, prune_state, POSITION_MODES)
+from ..models.hooks import (LayerContext, TokenState, head_mean, keep_text_and_top_visual, last_token_rows,
+                            prune_state, POSITION_MODES)
+from ..technique import TokenTechnique, UnsupportedModel
 
-__all__ = ["default_layer_list", "stage_keep_counts", "pyramiddrop_keep_naive", "pyramiddrop_select",
-           "PyramidDropHook"]
+__all__ = ["default_layer_list", "stage_keep_counts", "pyramiddrop_keep_naive", "pyramiddrop_select", "PyramidDrop"]
 
 
 def default_layer_list(n_layers: int) -> list[int]:
@@ -104,18 +109,23 @@ def pyramiddrop_select(colsum: Tensor, vis_mask: Tensor, lengths: Tensor, n_keep
     return keep_text_and_top_visual(head_mean(colsum), vis_mask, lengths, n_keep, impl)
 
 
-class PyramidScheduleHook(Hook):
-    """Base of the pyramid hooks (PyramidDrop, LightVLM): stage layers ``layer_list`` (None: the default for the
+class PyramidSchedule(TokenTechnique):
+    """Base of the pyramid techniques (PyramidDrop, LightVLM): stage layers ``layer_list`` (None: the default for the
     model's depth) with retain fractions ``ratio_list`` of the original visual tokens, validated here."""
 
-    def __init__(self, layer_list: Optional[Sequence[int]], ratio_list: Sequence[float]):
-        if layer_list is not None:
-            check_schedule(list(layer_list), list(ratio_list))
-        elif not all(0 <= float(r) <= 1 for r in ratio_list):
-            raise ValueError(f"ratio_list must be retain fractions in [0, 1], got {ratio_list}")
-        self.layer_list = None if layer_list is None else list(layer_list)
-        self.ratio_list = [float(r) for r in ratio_list]
-        self._n_vis_orig: Optional[Tensor] = None
+    def _check_schedule(self) -> None:
+        if self.layer_list is not None:
+            self.layer_list = list(self.layer_list)
+            check_schedule(self.layer_list, list(self.ratio_list))
+        elif not all(0 <= float(r) <= 1 for r in self.ratio_list):
+            raise ValueError(f"ratio_list must be retain fractions in [0, 1], got {self.ratio_list}")
+        self.ratio_list = tuple(float(r) for r in self.ratio_list)
+
+    def check_host(self, host) -> None:
+        try:
+            self.resolved_layers(host.n_layers)
+        except ValueError as exc:
+            raise UnsupportedModel(f"{self.name}: {exc}") from None
 
     def resolved_layers(self, n_layers: int) -> list[int]:
         layers = self.layer_list if self.layer_list is not None else default_layer_list(n_layers)
@@ -127,7 +137,7 @@ class PyramidScheduleHook(Hook):
         (nothing to do). Records the original visual counts at layer 0."""
         if state.phase != "prefill":
             return None
-        layers = self.resolved_layers(len(ctx.model.layers))
+        layers = self.resolved_layers(ctx.n_layers)
         if layer == 0:
             self._n_vis_orig = state.n_visual()
         if layer not in layers:
@@ -136,16 +146,27 @@ class PyramidScheduleHook(Hook):
         return torch.minimum(n_keep, state.n_visual())
 
 
-class PyramidDropHook(PyramidScheduleHook):
-    """Drop visual tokens before each layer of ``layer_list`` (prefill only)."""
+@dataclass
+class PyramidDrop(PyramidSchedule):
+    """PyramidDrop: drop visual tokens before each layer of ``layer_list`` (prefill only)."""
 
-    def __init__(self, layer_list: Optional[Sequence[int]] = None,
-                 ratio_list: Sequence[float] = (0.5, 0.25, 0.125), position_mode: str = "contiguous",
-                 impl: str = "auto"):
-        if position_mode not in POSITION_MODES:
-            raise ValueError(f"position_mode must be one of {POSITION_MODES}")
-        super().__init__(layer_list, ratio_list)
-        self.position_mode, self.impl = position_mode, impl
+    name: ClassVar[str] = "pyramiddrop"
+    layer_list: Optional[Sequence[int]] = None
+    ratio_list: Sequence[float] = (0.5, 0.25, 0.125)
+    position_mode: str = "auto"
+    impl: str = "auto"
+    _n_vis_orig: Optional[Tensor] = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.position_mode not in (*POSITION_MODES, "auto"):
+            raise ValueError(f"position_mode must be 'auto' or one of {POSITION_MODES}, got {self.position_mode!r}")
+        self._check_schedule()
+
+    def check_host(self, host) -> None:
+        super().check_host(host)
+        if self.position_mode == "contiguous" and getattr(host, "mrope", False):
+            raise UnsupportedModel("pyramiddrop: position_mode='contiguous' needs 1-D RoPE; use 'auto' or 'keep' on "
+                                   "M-RoPE models (Qwen2-VL)")
 
     def before_layer(self, layer: int, state: TokenState, ctx: LayerContext) -> TokenState:
         n_keep = self.stage_keep_count(layer, state, ctx)
@@ -153,4 +174,7 @@ class PyramidDropHook(PyramidScheduleHook):
             return state
         colsum = ctx.recompute_scores(state, last_token_rows(state))
         keep = pyramiddrop_select(colsum, state.vis_mask, state.lengths, n_keep, self.impl)
-        return prune_state(state, keep, self.position_mode)
+        mode = self.position_mode
+        if mode == "auto":
+            mode = "contiguous" if ctx.renumber_positions else "keep"
+        return prune_state(state, keep, mode)

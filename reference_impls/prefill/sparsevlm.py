@@ -3,10 +3,11 @@ optional recycling of pruned tokens by DPC-kNN clustering.
 
 1. **Raters** (once, on the decoder input embeddings): ``M = softmax_text(H_vis H_txt^T)``, ``r = mean_vis(M)``;
    raters are the question tokens (non-visual tokens after the last visual token) with ``r_j > mean(r)``.
-2. **Sparsify** after each layer in ``layers`` (default ``(2, 6, 15)``): score of visual token ``v`` =
-   mean over raters and heads of that layer's attention probability rater -> ``v`` (``ops.scored_attention``
-   with the rater rows only); keep the ``keep[stage]`` best visual tokens (``RETAIN_SCHEDULES``: 192 ->
-   300/200/110, 128 -> 303/110/36, 64 -> 66/30/17 for 576 visual tokens; scaled for other counts).
+2. **Sparsify** after each layer in ``layers`` (default ``(2, 6, 15)`` for 32 layers, scaled to other depths):
+   score of visual token ``v`` = mean over raters and heads of that layer's attention probability rater -> ``v``
+   (``ops.scored_attention`` with the rater rows only); keep the ``keep[stage]`` best visual tokens
+   (``RETAIN_SCHEDULES``: 192 -> 300/200/110, 128 -> 303/110/36, 64 -> 66/30/17 for 576 visual tokens;
+   ``SparseVLM.from_retain`` scales them to other counts; fractions of the original count are accepted too).
 3. **Recycle** (optional): among this stage's pruned visual tokens take the top ``int(0.3 n) + 1`` by score,
    cluster their hidden states with DPC-kNN into ``c = int(n_rec / 10) + 1`` clusters (density
    ``exp(-mean d^2 to the c nearest)``, ``d = ||x_i - x_j|| / sqrt(C)``; ``delta`` = distance to the nearest
@@ -18,7 +19,7 @@ Checked against Gumpest/SparseVLMs (``score.py``, ``utils.py``: ``cluster_and_me
 
 * ``select_raters_naive`` / ``select_raters`` -- per-row loop vs batched masked softmax.
 * ``dpc_knn_merge_naive`` / ``dpc_knn_merge`` -- per-token loops vs matrix form.
-* ``SparseVLMHook`` -- the minimal-LVLM hook.
+* ``SparseVLM`` -- the technique: ``with SparseVLM.from_retain(64)(model): model.generate(...)``.
 
 Deviations: ragged batches (upstream asserts batch size 1); score = attention *probabilities* of the rater
 rows from ``ops.scored_attention`` (fp32); DPC density ties are broken by index (upstream adds 1e-6
@@ -26,23 +27,27 @@ random noise); merged tokens get the **mean position** of their members with ``p
 (upstream truncates the position ids, i.e. ``"contiguous"``, also offered) -- slot order and RoPE order
 may then disagree inside the image span (masking follows slot order); if a row has no question token
 after its last visual token, the last token is the only rater, and if no question token exceeds the
-mean rating (e.g. a one-token question) all question tokens rate; a budget larger than the current
-visual count raises ValueError (upstream clamps to ``n_vis - 1``); no v2 options (RoPE-bias
+mean rating (e.g. a one-token question) all question tokens rate; a budget is clamped to the current
+visual count, so a budget covering it keeps every token (upstream clamps to ``n_vis - 1`` and therefore
+always drops at least one); on M-RoPE hosts (Qwen2-VL) a merged token takes the 3-D position of its
+cluster centre (positions there cannot be averaged into a new RoPE table); no v2 options (RoPE-bias
 normalisation, head selection).
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from ..models.hooks import (Hook, LayerContext, TokenState, head_mean, insert_tokens, keep_text_and_top_visual,
+from ..models.hooks import (LayerContext, TokenState, head_mean, insert_tokens, keep_text_and_top_visual,
                             prune_state, contiguous_positions, POSITION_MODES)
+from ..technique import TokenTechnique, UnsupportedModel
 
 __all__ = ["RETAIN_SCHEDULES", "select_raters_naive", "select_raters", "dpc_knn_merge_naive", "dpc_knn_merge",
-           "recycle_count", "SparseVLMHook"]
+           "recycle_count", "default_layers", "SparseVLM"]
 
 RETAIN_SCHEDULES = {192: (300, 200, 110), 128: (303, 110, 36), 64: (66, 30, 17)}   # for 576 visual tokens
 
@@ -157,22 +162,47 @@ def dpc_knn_merge(x: Tensor, n_clusters: int):
     return merged.to(x.dtype), assign, centers
 
 
-class SparseVLMHook(Hook):
-    """SparseVLM v1 on the minimal LVLM (prefill only)."""
+def default_layers(n_layers: int) -> list[int]:
+    """Upstream's stage layers ``(2, 6, 15)`` of 32-layer LLaVA, scaled to ``n_layers`` (rounded, deduplicated,
+    below ``n_layers - 1``)."""
+    layers = sorted({int(math.floor(l * n_layers / 32 + 0.5)) for l in (2, 6, 15)})
+    return [l for l in layers if l < n_layers - 1] or [0]
 
-    def __init__(self, layers: Sequence[int] = (2, 6, 15), keep: Sequence[int] = RETAIN_SCHEDULES[192],
-                 recycle: bool = True, position_mode: str = "keep", impl: str = "auto"):
-        if len(layers) != len(keep) or not layers:
-            raise ValueError("layers and keep must be non-empty and of equal length")
-        if list(layers) != sorted(set(layers)) or min(layers) < 0:
-            raise ValueError(f"layers must be strictly increasing and >= 0, got {layers}")
-        if any(int(k) < 0 for k in keep) or list(keep) != sorted(keep, reverse=True):
-            raise ValueError(f"keep must be non-negative and non-increasing, got {keep}")
-        if position_mode not in POSITION_MODES:
-            raise ValueError(f"position_mode must be one of {POSITION_MODES}")
-        self.layers, self.keep = list(layers), [int(k) for k in keep]
-        self.recycle, self.position_mode, self.impl = recycle, position_mode, impl
-        self._raters: Optional[Tensor] = None      # [B, T_orig] by original chunk index
+
+@dataclass
+class SparseVLM(TokenTechnique):
+    """SparseVLM v1 (prefill only). ``keep[s]`` visual tokens survive stage ``s``: an int is a count, a float in
+    ``(0, 1]`` a fraction of the row's original visual tokens; a budget at least the current visual count keeps
+    them all (the identity). ``layers=None``: upstream's ``(2, 6, 15)`` scaled to the model's depth."""
+
+    name: ClassVar[str] = "sparsevlm"
+    layers: Optional[Sequence[int]] = None
+    keep: Sequence = RETAIN_SCHEDULES[192]
+    recycle: bool = True
+    position_mode: str = "keep"
+    impl: str = "auto"
+    _raters: Optional[Tensor] = field(default=None, init=False, repr=False, compare=False)   # [B, T_orig]
+    _n_vis_orig: Optional[Tensor] = field(default=None, init=False, repr=False, compare=False)
+    _stages: list = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        keep = list(self.keep)
+        if not keep or any(isinstance(k, bool) or not isinstance(k, (int, float)) for k in keep):
+            raise ValueError(f"keep must be a non-empty list of counts (int) or fractions (float), got {self.keep}")
+        if any(isinstance(k, float) and not 0.0 < k <= 1.0 for k in keep) or any(k < 0 for k in keep):
+            raise ValueError(f"keep counts must be >= 0 and fractions in (0, 1], got {self.keep}")
+        if all(isinstance(k, int) for k in keep) and keep != sorted(keep, reverse=True):
+            raise ValueError(f"keep must be non-increasing, got {self.keep}")
+        if all(isinstance(k, float) for k in keep) and keep != sorted(keep, reverse=True):
+            raise ValueError(f"keep must be non-increasing, got {self.keep}")
+        self.keep = tuple(keep)
+        if self.layers is not None:
+            layers = list(self.layers)
+            if len(layers) != len(keep) or layers != sorted(set(layers)) or min(layers) < 0:
+                raise ValueError(f"layers must be strictly increasing, >= 0 and as many as keep, got {self.layers}")
+            self.layers = tuple(layers)
+        if self.position_mode not in POSITION_MODES:
+            raise ValueError(f"position_mode must be one of {POSITION_MODES}, got {self.position_mode!r}")
 
     @classmethod
     def from_retain(cls, retain: int, n_visual: int = 576, layers: Sequence[int] = (2, 6, 15), **kw):
@@ -182,30 +212,51 @@ class SparseVLMHook(Hook):
         keep = [min(n_visual, int(math.floor(k * n_visual / 576 + 0.5))) for k in RETAIN_SCHEDULES[retain]]
         return cls(layers=layers, keep=keep, **kw)
 
+    def stage_layers(self, n_layers: int) -> list[int]:
+        layers = list(self.layers) if self.layers is not None else default_layers(n_layers)
+        if self.layers is None and len(layers) < len(self.keep):
+            raise ValueError(f"{n_layers} layers are too few for {len(self.keep)} stages; pass layers=")
+        if layers[-1] >= n_layers - 1:
+            raise ValueError(f"layers must be < n_layers - 1 = {n_layers - 1}, got {layers}")
+        return layers[:len(self.keep)]
+
+    def check_host(self, host) -> None:
+        try:
+            self.stage_layers(host.n_layers)
+        except ValueError as exc:
+            raise UnsupportedModel(f"sparsevlm: {exc}") from None
+        if self.position_mode == "contiguous" and getattr(host, "mrope", False):
+            raise UnsupportedModel("sparsevlm: position_mode='contiguous' needs 1-D RoPE (not Qwen2-VL's M-RoPE)")
+
     def before_layer(self, layer: int, state: TokenState, ctx: LayerContext) -> TokenState:
         if state.phase == "prefill" and layer == 0:
-            if self.layers[-1] >= len(ctx.model.layers) - 1:
-                raise ValueError(f"layers must be < n_layers - 1 = {len(ctx.model.layers) - 1}")
+            self._stages = self.stage_layers(ctx.n_layers)
             self._raters = select_raters(state.hidden, state.vis_mask, state.lengths)
+            self._n_vis_orig = state.n_visual()
         return state
+
+    def stage_budget(self, stage: int, state: TokenState) -> Tensor:
+        """Visual tokens kept per row at ``stage``, clamped to the current visual count."""
+        k = self.keep[stage]
+        n_keep = torch.floor(self._n_vis_orig.double() * k + 1e-9).long() if isinstance(k, float) \
+            else torch.full_like(state.lengths, int(k))
+        return torch.minimum(n_keep, state.n_visual())
 
     def _rows(self, state: TokenState) -> Tensor:
         src = state.source_index.clamp(min=0)
         return torch.gather(self._raters, 1, src) & (state.source_index >= 0) & ~state.vis_mask
 
     def score_rows(self, layer: int, state: TokenState):
-        if state.phase == "prefill" and layer in self.layers:
+        if state.phase == "prefill" and layer in self._stages:
             return self._rows(state)
         return None
 
     def after_layer(self, layer: int, state: TokenState, ctx: LayerContext, colsum) -> TokenState:
-        if state.phase != "prefill" or layer not in self.layers:
+        if state.phase != "prefill" or layer not in self._stages:
             return state
         n_raters = self._rows(state).sum(dim=1).clamp(min=1)
         scores = head_mean(colsum) / n_raters[:, None]
-        n_keep = torch.full_like(state.lengths, self.keep[self.layers.index(layer)])
-        if bool((n_keep > state.n_visual()).any()):
-            raise ValueError(f"keep={self.keep[self.layers.index(layer)]} exceeds the current visual token count")
+        n_keep = self.stage_budget(self._stages.index(layer), state)
         keep = keep_text_and_top_visual(scores, state.vis_mask, state.lengths, n_keep, self.impl)
         kept_mask = torch.zeros_like(state.vis_mask).scatter_(1, keep.clamp(min=0), keep >= 0)
         pruned = state.vis_mask & ~kept_mask
@@ -222,6 +273,10 @@ class SparseVLMHook(Hook):
         for b in range(B):
             idx = pruned[b].nonzero().flatten()
             n_rec = recycle_count(len(idx))
+            if n_rec == 0:      # this row lost no token at this stage
+                empty = torch.zeros(0, dtype=torch.long, device=idx.device)
+                groups.append((old.hidden.new_zeros(0, C), empty, old.sizes.new_zeros(0), empty))
+                continue
             order = torch.sort(-scores[b, idx].float(), stable=True).indices[:n_rec]
             rec = idx[order].sort().values
             merged, assign, centers = dpc_knn_merge(old.hidden[b, rec], _cluster_count(n_rec))

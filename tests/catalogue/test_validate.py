@@ -81,7 +81,7 @@ def test_preprint_and_minimal_entry_are_accepted(tmp_path):
         ({"claims": [{"metric": "prefill_speedup", "value": 2, "unit": "x",
                       "source": "https://arxiv.org/abs/2403.06764"}]}, "claims.0.where", "missing"),
         ({"summary": "One. Two. Three. Four."}, "summary", "has 4"),
-        ({"reference_impls": ["reference_impls.prefill.no_such_module"]}, "reference_impls.0", "does not exist"),
+        ({"reference_impls": ["reference_impls.prefill.no_such_module"]}, "reference_impls.0", "not in the reference"),
         ({"reference_impls": ["numpy.linalg"]}, "reference_impls.0", "should match pattern"),
         ({"distinct_from": ["fastv-2024"]}, "", "own id"),
         ({"arxiv": None, "doi": None, "paper_url": None}, "", "at least one of arxiv"),
@@ -237,12 +237,18 @@ def test_complex_keys_are_reported_not_raised(tmp_path):
     assert paper is None and "keys must be strings" in problems[0].message and problems[0].line == 1
 
 
-def test_reference_impl_objects_are_checked_without_importing(tmp_path):
-    ok = entry(reference_impls=["reference_impls.prefill.fastv:FastVHook", "reference_impls.adapters:FastVAdapter"])
+def test_reference_impls_are_checked_against_the_registry(tmp_path):
+    """Links name a registry entry (its module, ``module:object`` or a spec function) that follows this paper; the
+    registry is plain data, so no torch is imported."""
+    ok = entry(reference_impls=["reference_impls.prefill.fastv", "reference_impls.prefill.fastv:FastV",
+                                "reference_impls.prefill.fastv:fastv_keep_naive"])
     assert problems_of(tmp_path, ok)[1] == []
     bad = entry(reference_impls=["reference_impls.prefill.fastv:NoSuchThing"])
     problem = only_problem(tmp_path, bad)
-    assert problem.field == "reference_impls.0" and "defines no 'NoSuchThing'" in problem.message
+    assert problem.field == "reference_impls.0" and "not in the reference implementation registry" in problem.message
+    other = entry(reference_impls=["reference_impls.decode.kv.snapkv"])         # SnapKV follows 2404.14469
+    problem = only_problem(tmp_path, other)
+    assert "registered as snapkv, which follows arXiv 2404.14469, not 2403.06764" in problem.message
 
 
 def test_code_official_may_be_unknown_but_must_be_stated(tmp_path):

@@ -5,8 +5,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from reference_impls import accounting as A
 from reference_impls.models import LVLMConfig
-from reference_impls.prefill.fastv import FastVHook
-from reference_impls.prefill.pyramiddrop import PyramidDropHook
+from reference_impls.prefill.fastv import FastV
+from reference_impls.prefill.pyramiddrop import PyramidDrop
 from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
 
 
@@ -25,10 +25,11 @@ def test_model_trace_matches_closed_form():
     cfg = model.cfg
     ids, lengths, pix = image_prompt(cfg, [2], [30])
     with torch.no_grad():
-        fv = model.prefill(ids, pix, hooks=[FastVHook(K=2, R=0.75)])
-        pd = model.prefill(ids, pix, hooks=[PyramidDropHook()])
+        fv = model.prefill(ids, pix, hooks=[FastV(k=2, ratio=0.75)])
+        pd = model.prefill(ids, pix, hooks=[PyramidDrop()])
     n_text = 30 - cfg.n_visual_tokens
-    assert fv.layer_tokens[:, 0].tolist() == A.fastv_tokens_per_layer(cfg.n_layers, n_text, cfg.n_visual_tokens, 2, 0.75)
+    assert fv.layer_tokens[:, 0].tolist() == A.fastv_tokens_per_layer(cfg.n_layers, n_text, cfg.n_visual_tokens, 2,
+                                                                       0.75)
     assert pd.layer_tokens[:, 0].tolist() == A.pyramiddrop_tokens_per_layer(
         cfg.n_layers, n_text, cfg.n_visual_tokens, [1, 2, 3], [0.5, 0.25, 0.125])
 
@@ -43,7 +44,7 @@ def test_prefill_flops_match_flop_counter(monkeypatch):
     cfg = model.cfg
     ids, lengths, pix = image_prompt(cfg, [2], [30])
     feats = model.encode_images(pix)
-    for hooks in ([], [FastVHook(K=2, R=0.5)]):
+    for hooks in ([], [FastV(k=2, ratio=0.5)]):
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             res = model.prefill(ids, image_features=feats, hooks=hooks)
         parts = A.prefill_flops(cfg, res.layer_tokens[:, 0], breakdown=True)

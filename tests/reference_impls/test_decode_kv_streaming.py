@@ -33,7 +33,7 @@ def test_token_by_token_equals_dense_sink_window_mask(n_sink, window):
     L = 29
     q, k, v = _qkv(L, seed=n_sink + window)
     ref = naive_sink_window_attention(q, k, v, n_sink, window)
-    cache = SinkWindowCache(1, B, HKV, D, n_sink=n_sink, window=window)
+    cache = SinkWindowCache(1, B, HKV, D, n_sink=n_sink, window=window, pos_mode="original")
     pos = torch.arange(L).expand(B, L)
     outs = []
     for t in range(L):
@@ -55,7 +55,7 @@ def test_ring_order_equals_concatenation_and_kernel():
     split-K kernel over the ring buffer (cache.attend) agrees."""
     L = 23
     q, k, v = _qkv(L, seed=7)
-    cache = SinkWindowCache(1, B, HKV, D, n_sink=2, window=6)
+    cache = SinkWindowCache(1, B, HKV, D, n_sink=2, window=6, pos_mode="original")
     pos = torch.arange(L).expand(B, L)
     for t in range(L):
         o = attention_step(cache, 0, q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], pos[:, t:t + 1],
@@ -76,7 +76,7 @@ def test_prefill_chunk_longer_than_ring_then_decode():
     L, P = 30, 20
     q, k, v = _qkv(L, seed=11)
     n_sink, window = 3, 8
-    cache = SinkWindowCache(1, B, HKV, D, n_sink=n_sink, window=window)
+    cache = SinkWindowCache(1, B, HKV, D, n_sink=n_sink, window=window, pos_mode="original")
     pos = torch.arange(L).expand(B, L)
     n_new = torch.tensor([P, 15])
     o = attention_step(cache, 0, q[:, :, :P], k[:, :, :P], v[:, :, :P], pos[:, :P], n_new)
@@ -117,7 +117,7 @@ def test_rolled_positions():
     pos = torch.arange(L).expand(B, L)
     qr, kr = rope_rotate(q, pos[:, None], inv), rope_rotate(k, pos[:, None], inv)  # what the model hands over
     rolled = SinkWindowCache(1, B, HKV, D, n_sink=n_sink, window=window, pos_mode="rolled")
-    orig = SinkWindowCache(1, B, HKV, D, n_sink=n_sink, window=window)
+    orig = SinkWindowCache(1, B, HKV, D, n_sink=n_sink, window=window, pos_mode="original")
     outs_r, outs_o = [], []
     for t in range(L):
         sl = slice(t, t + 1)
@@ -143,3 +143,25 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="match"):
         cache.update(0, torch.zeros(1, 2, 1, 8), torch.zeros(1, 2, 1, 8), torch.zeros(1, 1, dtype=torch.long),
                      torch.ones(1, dtype=torch.long))
+
+
+def test_rolled_positions_follow_the_official_convention():
+    """Upstream's pos_shift attention (mit-han-lab/streaming-llm) rotates the kept keys at their index in the cache
+    (0 .. n - 1) and the query at its own index there (n - 1 for a decode step); the rolled ring gives the same
+    attention, whatever absolute positions the model used."""
+    L, n_sink, window = 19, 2, 4
+    q, k, v = _qkv(L, seed=23)
+    inv = _inv()
+    pos = torch.arange(L).expand(B, L)
+    qr, kr = rope_rotate(q, pos[:, None], inv), rope_rotate(k, pos[:, None], inv)
+    rolled = SinkWindowCache(1, B, HKV, D, n_sink=n_sink, window=window)        # the default mode: "rolled"
+    assert rolled.pos_mode == "rolled"
+    for t in range(L):
+        sl = slice(t, t + 1)
+        o = attention_step(rolled, 0, qr[:, :, sl], kr[:, :, sl], v[:, :, sl], pos[:, sl], _ones())[:, :, 0]
+        kept = [j for j in range(t + 1) if j < n_sink or j > t - window]          # upstream's start + recent
+        n = len(kept)
+        k_up = rope_rotate(k[:, :, kept], torch.arange(n), inv)                   # keys at their cache index
+        q_up = rope_rotate(q[:, :, t], torch.tensor(n - 1), inv)                   # query at the last index
+        ref, _ = naive_decode_attention(q_up, k_up, v[:, :, kept], torch.full((B,), n))
+        assert rel_rms_err(o, ref) < 1e-5, t

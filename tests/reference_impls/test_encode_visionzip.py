@@ -109,3 +109,25 @@ def test_gpu_matches_spec(dtype):
     q = randn(4, 16, 1, 64, seed=1, device="cuda", dtype=dtype)
     k = randn(4, 16, 577, 64, seed=2, device="cuda", dtype=dtype)
     assert rel_rms_err(vz.cls_attention_scores(q, k, impl="triton"), vz.naive_cls_attention_scores(q, k)) < 1e-2
+
+
+def test_visionzip_on_the_minimal_lvlm_matches_the_spec():
+    """The technique's image features: the feature layer's CLS attention row ranks the patches (naive scores), the
+    naive VisionZip keeps dominant + contextual patches, the projector maps them; a budget covering the image is the
+    unmodified encoder exactly; generation runs with the shortened prompt."""
+    from tests.reference_impls._lvlm_prompts import tiny_model
+
+    model = tiny_model()
+    pix = randn(2, 3, 32, 32, seed=41)
+    with torch.no_grad():
+        assert torch.equal(vz.VisionZip(dominant=16, contextual=0).minimal_image_features(model, pix),
+                           model.encode_images(pix))
+        got = vz.VisionZip(dominant=5, contextual=2).minimal_image_features(model, pix)
+        vc = model.cfg.vision
+        x = model.vision(pix, n_blocks=vc.n_layers_run - 1)
+        block = model.vision.blocks[vc.n_layers_run - 1]
+        q, k, _ = block.attn.project_qkv(block.norm1(x))
+        scores = vz.naive_cls_attention_scores(q[:, :, :1], k)
+        ref = vz.naive_visionzip(block(x)[:, 1:], scores[:, 1:], k.mean(1)[:, 1:], 5, 2, has_cls=False)
+        want = model.project(ref.tokens)
+    assert rel_rms_err(got, want) < 1e-6 and got.shape[1] == 7

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from reference_impls.models import LVLMConfig, MinimalLVLM
-from reference_impls.prefill.fastv import FastVHook, fastv_keep, fastv_keep_naive, n_keep_visual
+from reference_impls.technique import UnsupportedModel
+from reference_impls.prefill.fastv import FastV, fastv_keep_naive, n_keep_visual
 from tests.reference_impls._lvlm_prompts import FixedPrune, image_prompt, tiny_model
 from tests.reference_impls._utils import randn
 
@@ -18,7 +19,7 @@ def test_naive_vs_optimised(L, n_vis, G, ratio):
     vis[:, start:start + n_vis] = True if L > 1 else False
     lengths = torch.tensor([L, max(1, L - 5), max(1, L // 2)]) if L > 1 else torch.ones(3, dtype=torch.long)
     vis &= torch.arange(L)[None] < (lengths[:, None] - 1)
-    got = fastv_keep(q, k, vis, lengths, ratio, impl="naive")
+    got = FastV(ratio=ratio, impl="naive").keep_indices(q, k, vis, lengths)
     want = fastv_keep_naive(q, k, vis, lengths, ratio)
     assert torch.equal(got, want)
     kept_vis = torch.stack([vis[b][got[b][got[b] >= 0]].sum() for b in range(B)])
@@ -30,10 +31,11 @@ def test_identity_at_ratio_zero():
     ids, lengths, pix = image_prompt(model.cfg, [2, 5], [30, 26])
     with torch.no_grad():
         base = model.prefill(ids, pix, lengths=lengths)
-        same = model.prefill(ids, pix, lengths=lengths, hooks=[FastVHook(K=2, R=0.0)])
+        same = model.prefill(ids, pix, lengths=lengths, hooks=[FastV(k=2, ratio=0.0)])
         assert torch.equal(base.logits, same.logits)
-        assert torch.equal(model.generate(ids, pix, lengths=lengths, max_new_tokens=4),
-                           model.generate(ids, pix, lengths=lengths, max_new_tokens=4, hooks=[FastVHook(R=0.0)]))
+        plain = model.generate(ids, pix, lengths=lengths, max_new_tokens=4)
+        with FastV(ratio=0.0)(model):
+            assert torch.equal(plain, model.generate(ids, pix, lengths=lengths, max_new_tokens=4))
 
 
 @pytest.mark.parametrize("mode", ["keep", "contiguous"])
@@ -41,7 +43,7 @@ def test_prunes_cache_and_matches_single_runs(mode):
     model = tiny_model()
     cfg = model.cfg
     ids, lengths, pix = image_prompt(cfg, [2, 7], [30, 26], seed=1)
-    hook = FastVHook(K=2, R=0.5, position_mode=mode)
+    hook = FastV(k=2, ratio=0.5, position_mode=mode)
     with torch.no_grad():
         res = model.prefill(ids, pix, lengths=lengths, hooks=[hook])
         n_drop = cfg.n_visual_tokens // 2
@@ -54,21 +56,21 @@ def test_prunes_cache_and_matches_single_runs(mode):
             assert torch.equal(pos, res.state.source_index[0, : len(pos)])   # original ids, with gaps
         else:
             assert torch.equal(pos, torch.arange(len(pos)))
-        gen = model.generate(ids, pix, lengths=lengths, max_new_tokens=4, hooks=[FastVHook(K=2, R=0.5, position_mode=mode)])
-        for b in range(2):
-            n = int(lengths[b])
-            single = model.prefill(ids[b:b + 1, :n], pix[b:b + 1], hooks=[FastVHook(K=2, R=0.5, position_mode=mode)])
-            torch.testing.assert_close(res.logits[b], single.logits[0], rtol=1e-4, atol=1e-5)
-            g1 = model.generate(ids[b:b + 1, :n], pix[b:b + 1], max_new_tokens=4,
-                                hooks=[FastVHook(K=2, R=0.5, position_mode=mode)])
-            assert torch.equal(gen[b], g1[0])
+        with FastV(k=2, ratio=0.5, position_mode=mode)(model):
+            gen = model.generate(ids, pix, lengths=lengths, max_new_tokens=4)
+            for b in range(2):
+                n = int(lengths[b])
+                single = model.prefill(ids[b:b + 1, :n], pix[b:b + 1])
+                torch.testing.assert_close(res.logits[b], single.logits[0], rtol=1e-4, atol=1e-5)
+                g1 = model.generate(ids[b:b + 1, :n], pix[b:b + 1], max_new_tokens=4)
+                assert torch.equal(gen[b], g1[0])
 
 
 def test_hook_equals_pruned_model_spec():
     """The hook's kept set equals fastv_keep_naive on the layer-(K-1) queries/keys of the same model."""
     model = tiny_model()
     ids, lengths, pix = image_prompt(model.cfg, [1, 4], [28, 25], seed=2)
-    hook = FastVHook(K=2, R=0.5)
+    hook = FastV(k=2, ratio=0.5)
     captured = {}
     layer = model.layers[1]
     orig = layer.attn.project_qkv
@@ -90,23 +92,25 @@ def test_hook_equals_pruned_model_spec():
     assert res.state.lengths.tolist() == (lengths - 8).tolist()
 
 
-@pytest.mark.parametrize("kw", [dict(R=1.0), dict(R=-0.1), dict(K=0), dict(position_mode="shift")])
+@pytest.mark.parametrize("kw", [dict(ratio=1.0), dict(ratio=-0.1), dict(k=0), dict(k=1.5), dict(position_mode="shift")])
 def test_bad_arguments(kw):
     with pytest.raises(ValueError):
-        FastVHook(**kw)
+        FastV(**kw)
 
 
 def test_bad_shapes_and_layer_out_of_range():
     q, k = randn(1, 4, 9, 8), randn(1, 2, 9, 8)
     vis = torch.zeros(1, 9, dtype=torch.bool)
     with pytest.raises(ValueError):
-        fastv_keep(q, k[:, :, :5], vis, torch.tensor([9]), 0.5)
+        FastV().keep_indices(q, k[:, :, :5], vis, torch.tensor([9]))
     with pytest.raises(ValueError):
-        fastv_keep(q, k, vis[:, :5], torch.tensor([9]), 0.5)
+        FastV().keep_indices(q, k, vis[:, :5], torch.tensor([9]))
     model = tiny_model()
     ids, lengths, pix = image_prompt(model.cfg, [1], [24])
     with pytest.raises(ValueError):
-        model.prefill(ids, pix, hooks=[FastVHook(K=model.cfg.n_layers)])
+        model.prefill(ids, pix, hooks=[FastV(k=model.cfg.n_layers)])
+    with pytest.raises(UnsupportedModel, match="k=4 must be < the model's 4"):
+        FastV(k=model.cfg.n_layers)(model)
 
 
 def test_decode_after_pruning_equals_recompute():
@@ -114,7 +118,7 @@ def test_decode_after_pruning_equals_recompute():
     model = tiny_model()
     ids, lengths, pix = image_prompt(model.cfg, [3], [27], seed=6)
     with torch.no_grad():
-        res = model.prefill(ids, pix, hooks=[FastVHook(K=2, R=0.5)])
+        res = model.prefill(ids, pix, hooks=[FastV(k=2, ratio=0.5)])
         tok = res.logits.argmax(-1)
         step = model.decode_step(tok, res.cache)
         n = int(res.state.lengths[0])
@@ -130,9 +134,17 @@ def test_gpu_triton_scores_give_same_kept_set():
     triton = MinimalLVLM(cfg, seed=0, device="cuda", score_impl="triton")
     ids, lengths, pix = image_prompt(cfg, [2, 7], [30, 26], seed=1)
     ids, lengths, pix = ids.cuda(), lengths.cuda(), pix.cuda()
-    h1, h2 = FastVHook(K=2, R=0.5), FastVHook(K=2, R=0.5)
+    h1, h2 = FastV(k=2, ratio=0.5), FastV(k=2, ratio=0.5)
     with torch.no_grad():
         r1 = naive.prefill(ids, pix, lengths=lengths, hooks=[h1])
         r2 = triton.prefill(ids, pix, lengths=lengths, hooks=[h2])
     assert torch.equal(h1.kept, h2.kept)
     torch.testing.assert_close(r1.logits, r2.logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("n,ratio,upstream", [(5, 0.5, 2), (7, 0.5, 4), (9, 0.5, 4), (576, 0.75, 144), (10, 0.25, 8),
+                                              (3, 0.5, 2), (16, 0.5, 8)])
+def test_keep_count_rounds_as_the_official_code(n, ratio, upstream):
+    """The official code keeps ``round(N * (1 - R))`` visual tokens with Python's round (half to even); ``upstream``
+    is that number for each case (e.g. 2.5 -> 2, 3.5 -> 4, 4.5 -> 4)."""
+    assert int(n_keep_visual(torch.tensor([n]), 1 - ratio)) == upstream == round(n * (1 - ratio))

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from reference_impls.prefill.lightvlm import LightVLMHook, lightvlm_merge, lightvlm_merge_naive
-from reference_impls.prefill.pyramiddrop import PyramidDropHook
+from reference_impls.prefill.lightvlm import LightVLM, lightvlm_merge, lightvlm_merge_naive
+from reference_impls.prefill.pyramiddrop import PyramidDrop
 from reference_impls.models.hooks import keep_text_and_top_visual
 from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
 from tests.reference_impls._utils import randn
@@ -48,11 +48,11 @@ def test_identity_and_no_merge_equals_pruning():
     ids, lengths, pix = image_prompt(model.cfg, [2, 5], [30, 26])
     with torch.no_grad():
         base = model.prefill(ids, pix, lengths=lengths)
-        same = model.prefill(ids, pix, lengths=lengths, hooks=[LightVLMHook(ratio_list=(1.0, 1.0, 1.0))])
+        same = model.prefill(ids, pix, lengths=lengths, hooks=[LightVLM(ratio_list=(1.0, 1.0, 1.0))])
         assert torch.equal(base.logits, same.logits)
-        plain = model.prefill(ids, pix, lengths=lengths, hooks=[LightVLMHook(merge=False)])
+        plain = model.prefill(ids, pix, lengths=lengths, hooks=[LightVLM(merge=False)])
         pdrop = model.prefill(ids, pix, lengths=lengths,
-                              hooks=[PyramidDropHook(ratio_list=(0.5, 0.25, 0.1), position_mode="keep")])
+                              hooks=[PyramidDrop(ratio_list=(0.5, 0.25, 0.1), position_mode="keep")])
         assert torch.equal(plain.logits, pdrop.logits)
 
 
@@ -61,7 +61,7 @@ def test_merging_shortens_and_matches_single_runs():
     cfg = model.cfg
     ids, lengths, pix = image_prompt(cfg, [1, 6], [30, 27], seed=3)
     with torch.no_grad():
-        res = model.prefill(ids, pix, lengths=lengths, hooks=[LightVLMHook()])
+        res = model.prefill(ids, pix, lengths=lengths, hooks=[LightVLM()])
         kept = [16, 8, 4, 1]
         for l in range(cfg.n_layers):
             assert torch.equal(res.cache.lengths(l), lengths - 16 + kept[l])
@@ -71,7 +71,7 @@ def test_merging_shortens_and_matches_single_runs():
             assert float(st.sizes[b, :n].sum()) == float(lengths[b])            # every token represented once
             pos = st.positions[b, :n]
             assert torch.equal(pos, st.source_index[b, :n])                    # dominant tokens keep their ids
-            single = model.prefill(ids[b:b + 1, : int(lengths[b])], pix[b:b + 1], hooks=[LightVLMHook()])
+            single = model.prefill(ids[b:b + 1, : int(lengths[b])], pix[b:b + 1], hooks=[LightVLM()])
             torch.testing.assert_close(res.logits[b], single.logits[0], rtol=1e-4, atol=1e-5)
 
 
@@ -79,7 +79,7 @@ def test_merging_shortens_and_matches_single_runs():
                                 dict(layer_list=[0], ratio_list=(0.5,))])
 def test_bad_arguments(kw):
     with pytest.raises(ValueError):
-        LightVLMHook(**kw)
+        LightVLM(**kw)
 
 
 def test_bad_shapes():

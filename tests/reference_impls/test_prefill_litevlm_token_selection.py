@@ -4,9 +4,9 @@ import torch
 
 from reference_impls.encode.visionzip import naive_cls_attention_scores, naive_visionzip
 from reference_impls.models import LVLMConfig, MinimalLVLM, VisionConfig
-from reference_impls.prefill.fastv import FastVHook
+from reference_impls.prefill.fastv import FastV
 from reference_impls.prefill.litevlm_token_selection import TokenSelection, visionzip_split
-from reference_impls.prefill.pyramiddrop import PyramidDropHook
+from reference_impls.prefill.pyramiddrop import PyramidDrop
 from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
 
 
@@ -24,10 +24,10 @@ def test_llm_side_methods_reuse_hooks():
     ids, lengths, pix = image_prompt(model.cfg, [2, 5], [30, 26], seed=1)
     with torch.no_grad():
         fv = TokenSelection("fastv", keep_ratio=0.25, fastv_layer=1).prefill(model, ids, pix, lengths=lengths)
-        ref = model.prefill(ids, pix, lengths=lengths, hooks=[FastVHook(K=1, R=0.75)])
+        ref = model.prefill(ids, pix, lengths=lengths, hooks=[FastV(k=1, ratio=0.75)])
         assert torch.equal(fv.logits, ref.logits) and fv.layer_tokens[1].tolist() == (lengths - 12).tolist()
         pd = TokenSelection("pyramiddrop").prefill(model, ids, pix, lengths=lengths)
-        ref = model.prefill(ids, pix, lengths=lengths, hooks=[PyramidDropHook()])
+        ref = model.prefill(ids, pix, lengths=lengths, hooks=[PyramidDrop()])
         assert torch.equal(pd.logits, ref.logits)
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from reference_impls.prefill.pyramiddrop import (PyramidDropHook, default_layer_list, pyramiddrop_keep_naive,
+from reference_impls.prefill.pyramiddrop import (PyramidDrop, default_layer_list, pyramiddrop_keep_naive,
                                                  pyramiddrop_select, stage_keep_counts)
 from tests.reference_impls._lvlm_prompts import FixedPrune, image_prompt, tiny_model
 from tests.reference_impls._utils import randn
@@ -42,7 +42,7 @@ def test_stage_counts_cache_lengths_and_positions():
     cfg = model.cfg
     ids, lengths, pix = image_prompt(cfg, [2, 6], [30, 27], seed=3)
     with torch.no_grad():
-        res = model.prefill(ids, pix, lengths=lengths, hooks=[PyramidDropHook()])
+        res = model.prefill(ids, pix, lengths=lengths, hooks=[PyramidDrop()])
     n_vis = cfg.n_visual_tokens
     kept = [n_vis, n_vis // 2, n_vis // 4, n_vis // 8]                   # 16, 8, 4, 2
     for l in range(cfg.n_layers):
@@ -57,12 +57,12 @@ def test_identity_and_batch_equals_single():
     ids, lengths, pix = image_prompt(model.cfg, [1, 8], [30, 28], seed=4)
     with torch.no_grad():
         base = model.prefill(ids, pix, lengths=lengths)
-        same = model.prefill(ids, pix, lengths=lengths, hooks=[PyramidDropHook(ratio_list=(1.0, 1.0, 1.0))])
+        same = model.prefill(ids, pix, lengths=lengths, hooks=[PyramidDrop(ratio_list=(1.0, 1.0, 1.0))])
         assert torch.equal(base.logits, same.logits)
-        gen = model.generate(ids, pix, lengths=lengths, max_new_tokens=4, hooks=[PyramidDropHook()])
+        gen = model.generate(ids, pix, lengths=lengths, max_new_tokens=4, hooks=[PyramidDrop()])
         for b in range(2):
             n = int(lengths[b])
-            g1 = model.generate(ids[b:b + 1, :n], pix[b:b + 1], max_new_tokens=4, hooks=[PyramidDropHook()])
+            g1 = model.generate(ids[b:b + 1, :n], pix[b:b + 1], max_new_tokens=4, hooks=[PyramidDrop()])
             assert torch.equal(gen[b], g1[0])
 
 
@@ -71,7 +71,7 @@ def test_decode_continues_contiguous_numbering():
     model = tiny_model()
     ids, lengths, pix = image_prompt(model.cfg, [3], [26], seed=5)
     with torch.no_grad():
-        res = model.prefill(ids, pix, hooks=[PyramidDropHook(layer_list=[2], ratio_list=[0.5])])
+        res = model.prefill(ids, pix, hooks=[PyramidDrop(layer_list=[2], ratio_list=[0.5])])
         tok = res.logits.argmax(-1)
         step = model.decode_step(tok, res.cache)
         n = int(res.state.lengths[0])
@@ -86,14 +86,14 @@ def test_decode_continues_contiguous_numbering():
                                 dict(layer_list=[0], ratio_list=(0.5,)), dict(position_mode="x")])
 def test_bad_arguments(kw):
     with pytest.raises(ValueError):
-        PyramidDropHook(**kw)
+        PyramidDrop(**kw)
 
 
 def test_layer_out_of_range_raises_at_run():
     model = tiny_model()
     ids, lengths, pix = image_prompt(model.cfg, [1], [24])
     with pytest.raises(ValueError):
-        model.prefill(ids, pix, hooks=[PyramidDropHook(layer_list=[2, 4], ratio_list=(0.5, 0.25))])
+        model.prefill(ids, pix, hooks=[PyramidDrop(layer_list=[2, 4], ratio_list=(0.5, 0.25))])
 
 
 class _BothScores:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from reference_impls.prefill.sparsevlm import (SparseVLMHook, dpc_knn_merge, dpc_knn_merge_naive, recycle_count,
+from reference_impls.prefill.sparsevlm import (SparseVLM, dpc_knn_merge, dpc_knn_merge_naive, recycle_count,
                                                select_raters, select_raters_naive)
 from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
 from tests.reference_impls._utils import randn
@@ -43,7 +43,7 @@ def test_identity_when_keeping_all():
     ids, lengths, pix = image_prompt(model.cfg, [2, 5], [30, 26])
     with torch.no_grad():
         base = model.prefill(ids, pix, lengths=lengths)
-        same = model.prefill(ids, pix, lengths=lengths, hooks=[SparseVLMHook(layers=[1, 3], keep=[16, 16])])
+        same = model.prefill(ids, pix, lengths=lengths, hooks=[SparseVLM(layers=[1, 3], keep=[16, 16])])
     assert torch.equal(base.logits, same.logits)
 
 
@@ -52,7 +52,7 @@ def test_schedule_recycling_and_single_runs(mode):
     model = tiny_model(n_layers=5)
     cfg = model.cfg
     ids, lengths, pix = image_prompt(cfg, [2, 6], [30, 27], seed=2)
-    make = lambda: SparseVLMHook(layers=[1, 2, 3], keep=[10, 6, 3], position_mode=mode)
+    make = lambda: SparseVLM(layers=[1, 2, 3], keep=[10, 6, 3], position_mode=mode)
     with torch.no_grad():
         res = model.prefill(ids, pix, lengths=lengths, hooks=[make()])
         # stage 1: 16 -> 10 kept + 1 cluster (6 pruned -> 2 recycled -> 1 cluster)
@@ -77,14 +77,14 @@ def test_no_recycling_is_plain_pruning():
     model = tiny_model(n_layers=5)
     ids, lengths, pix = image_prompt(model.cfg, [3], [28], seed=3)
     with torch.no_grad():
-        res = model.prefill(ids, pix, hooks=[SparseVLMHook(layers=[1, 2], keep=[8, 4], recycle=False)])
+        res = model.prefill(ids, pix, hooks=[SparseVLM(layers=[1, 2], keep=[8, 4], recycle=False)])
     assert res.layer_tokens[:, 0].tolist() == [28, 28, 20, 16, 16]
     assert float(res.state.sizes.max()) == 1.0
 
 
 def test_from_retain_scales_schedule():
-    assert SparseVLMHook.from_retain(192).keep == [300, 200, 110]
-    assert SparseVLMHook.from_retain(64, n_visual=16, layers=(1, 2, 3)).keep == [2, 1, 0]
+    assert SparseVLM.from_retain(192).keep == (300, 200, 110)
+    assert SparseVLM.from_retain(64, n_visual=16, layers=(1, 2, 3)).keep == (2, 1, 0)
 
 
 @pytest.mark.parametrize("kw", [dict(layers=[2, 1], keep=[3, 2]), dict(layers=[1], keep=[3, 2]),
@@ -92,17 +92,25 @@ def test_from_retain_scales_schedule():
                                 dict(position_mode="x")])
 def test_bad_arguments(kw):
     with pytest.raises(ValueError):
-        SparseVLMHook(**kw)
+        SparseVLM(**kw)
 
 
-def test_budget_larger_than_input_raises():
+def test_budget_is_clamped_and_layers_are_checked():
+    """A budget above the visual count keeps every token (our clamp; upstream clamps to n_vis - 1 and always drops
+    one), so it reproduces the unmodified prefill; stage layers must leave one layer after the last stage."""
+    from reference_impls.technique import UnsupportedModel
+
     model = tiny_model(n_layers=5)
     ids, lengths, pix = image_prompt(model.cfg, [1], [24])
+    with torch.no_grad():
+        base = model.prefill(ids, pix)
+        same = model.prefill(ids, pix, hooks=[SparseVLM(layers=[1], keep=[17])])      # 16 visual tokens
+    assert torch.equal(same.logits, base.logits) and same.layer_tokens[:, 0].tolist() == [24] * 5
     with pytest.raises(ValueError):
-        model.prefill(ids, pix, hooks=[SparseVLMHook(layers=[1], keep=[17])])
+        model.prefill(ids, pix, hooks=[SparseVLM(layers=[1, 4], keep=[8, 4])])     # 4 >= n_layers - 1
+    with pytest.raises(UnsupportedModel, match="n_layers - 1"):
+        SparseVLM(layers=[1, 4], keep=[8, 4])(model)
     with pytest.raises(ValueError):
-        model.prefill(ids, pix, hooks=[SparseVLMHook(layers=[1, 4], keep=[8, 4])])     # 4 >= n_layers - 1
-    with pytest.raises(ValueError):
-        SparseVLMHook.from_retain(100)
+        SparseVLM.from_retain(100)
     with pytest.raises(ValueError):
         dpc_knn_merge(randn(5, 4), 6)

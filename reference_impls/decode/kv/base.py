@@ -25,8 +25,11 @@
   receives a dequantised copy, the serving paths (``attend``) dequantise inside the decode kernel.
 
 A :class:`KVPolicy` is a tiny object with two decisions: which rows to score for a chunk, and which slots to keep
-after that chunk's attention. H2O, SnapKV, PyramidKV, LightVLM-KV and HybridKV's static heads are policies;
-StreamingLLM (a ring buffer) and the quantised cache are separate cache classes implementing the same protocol.
+after that chunk's attention. H2O, SnapKV, PyramidKV and LightVLM-KV are :class:`PolicyTechnique` s -- a dataclass
+that is both the policy and the technique applied to a model (``with SnapKV(budget=0.25)(model): ...``), whose
+``make_cache`` builds a :class:`CompressedKVCache` around a fresh copy of itself. HybridKV extends the cache;
+StreamingLLM (a ring buffer) is a separate cache class implementing the same protocol; the INT8 / FP8 cache is the
+compressed cache with a ``kv_format`` and no eviction (``quantized.KVQuant``).
 """
 from __future__ import annotations
 
@@ -37,12 +40,13 @@ import torch
 from torch import Tensor
 
 from ...models.kv_cache import AttendKV, KVCache
+from ...technique import CacheTechnique
 from ...ops import colsum_to_kv_heads, kv_compact, scored_attention, select_topk
 from ...ops.decode_attention import decode_attention, dequantize_kv, packed_decode_attention, unpack_rows
 from ...ops.quant.kv_quant import KV_FORMATS, quantize_kv
 
-__all__ = ["LayerView", "KVPolicy", "CompressedKVCache", "last_rows", "per_head", "keep_scored_plus_recent",
-           "VisualMaskHook", "attention_step", "generate_with_cache"]
+__all__ = ["LayerView", "KVPolicy", "PolicyTechnique", "CompressedKVCache", "last_rows", "per_head",
+           "keep_scored_plus_recent", "VisualMaskHook", "attention_step"]
 
 
 @dataclass
@@ -89,7 +93,7 @@ class KVPolicy:
         that evicts must ask for at least one row per chunk it evicts on)."""
         return None
 
-    def budget(self, layer: int, prompt_len: Tensor) -> Optional[Tensor]:
+    def budget_rows(self, layer: int, prompt_len: Tensor) -> Optional[Tensor]:
         """Per-row budget of ``layer`` (``[B]`` or ``[B, Hkv]``) for accounting / tests, None when unbounded."""
         return None
 
@@ -128,6 +132,15 @@ def keep_scored_plus_recent(scores: Tensor, lengths: Tensor, budget, recent,
         prot = prot | (protect & live)
     k = torch.maximum(torch.minimum(budget, lengths), prot.sum(-1))
     return select_topk(scores.float(), k, lengths=lengths, protect_mask=prot)
+
+
+class PolicyTechnique(KVPolicy, CacheTechnique):
+    """A KV technique whose rule is a :class:`KVPolicy` (subclasses are dataclasses with ``score_reduce`` and
+    ``impl`` fields): ``make_cache`` wraps a fresh copy of it (per-generation state) in a :class:`CompressedKVCache`."""
+
+    def make_cache(self, spec, batch_size: int) -> "CompressedKVCache":
+        return CompressedKVCache(self.fresh(), spec.n_layers, batch_size, spec.n_kv_heads, spec.head_dim,
+                                 dtype=spec.dtype, device=spec.device, score_reduce=self.score_reduce, impl=self.impl)
 
 
 class CompressedKVCache(KVCache):
@@ -176,11 +189,6 @@ class CompressedKVCache(KVCache):
         self._visual_mask: Optional[Tensor] = None
         self.compactions = [0] * n_layers  # how many times each layer was really compacted
         self.peak_stored = [0] * n_layers  # max committed rows per layer (over heads and rows) after compaction
-
-    @classmethod
-    def for_model(cls, cfg, batch_size: int, policy: KVPolicy, **kw) -> "CompressedKVCache":
-        kw.setdefault("dtype", torch.float32)
-        return cls(policy, cfg.n_layers, batch_size, cfg.n_kv_heads, cfg.head_dim, **kw)
 
     # ------------------------------------------------------------------ storage helpers
     def _empty(self, cap: int, D: int, dtype) -> Tensor:
@@ -242,9 +250,9 @@ class CompressedKVCache(KVCache):
         image_token_id``). Policies that treat image tokens differently (HybridKV, LightVLM) need it."""
         self._visual_mask = vis_mask.to(self.device, torch.bool)
 
-    def visual_mask_hook(self) -> "VisualMaskHook":
-        """A model hook that hands the prefill chunk's ``vis_mask`` to this cache (pass it in ``hooks=``)."""
-        return VisualMaskHook(self)
+    def model_hooks(self) -> list:
+        """Hooks the host runs with this cache (``models.hooks`` protocol): the prefill's visual-token mask."""
+        return [VisualMaskHook(self)]
 
     # ------------------------------------------------------------------ protocol
     def lengths(self, layer: int) -> Tensor:
@@ -481,29 +489,3 @@ def attention_step(cache: KVCache, layer: int, q: Tensor, k_new: Tensor, v_new: 
     if rows is not None:
         cache.observe_scores(layer, colsum, rows)
     return o
-
-
-@torch.no_grad()
-def generate_with_cache(model, input_ids: Tensor, pixel_values: Optional[Tensor] = None, *, cache: KVCache,
-                        max_new_tokens: int = 8, lengths: Optional[Tensor] = None, prefill_hooks=(),
-                        decode_hooks=(), on_step=None) -> Tensor:
-    """Greedy generation with any protocol cache (``MinimalLVLM``): prefill (a :class:`VisualMaskHook` is added
-    when the cache takes a visual mask), then one ``forward_tokens`` call per token with ``decode_hooks`` (e.g.
-    HybridKV's query hook). ``on_step(step, cache)`` is called after prefill (step 0) and after every decode step.
-    Returns ``[B, max_new_tokens]`` token ids."""
-    if max_new_tokens < 1:
-        raise ValueError("max_new_tokens must be >= 1")
-    hooks = list(prefill_hooks)
-    if hasattr(cache, "set_visual_mask"):
-        hooks.insert(0, VisualMaskHook(cache))
-    res = model.prefill(input_ids, pixel_values, lengths=lengths, cache=cache, hooks=hooks)
-    tok = res.logits.argmax(-1)
-    out = [tok]
-    if on_step is not None:
-        on_step(0, cache)
-    for step in range(1, max_new_tokens):
-        tok = model.forward_tokens(input_ids=tok[:, None], cache=cache, hooks=list(decode_hooks))[:, 0].argmax(-1)
-        out.append(tok)
-        if on_step is not None:
-            on_step(step, cache)
-    return torch.stack(out, dim=1)

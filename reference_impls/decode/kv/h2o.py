@@ -10,37 +10,50 @@ row's prompt length (upstream defaults ``heavy_ratio = recent_ratio = 0.1``).
 The "prefill variant" (KVCache-Factory's H2O: colsum over all prompt queries, keep top-(C - w) plus the last
 w) is the same rule applied once at the end of prefill; ``evict_during_decode=False`` stops there.
 
+    with H2O(heavy=64, recent=64)(model):      # or ratios of each prompt: H2O(heavy_ratio=0.1, recent_ratio=0.1)
+        model.generate(...)
+
 Deviations: scores come from ``ops.scored_attention`` (no eager attention); GQA scores are reduced to KV heads
 (upstream keeps per-query-head caches); ratios are rounded down, with at least one recent row.
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
 
 import torch
 from torch import Tensor
 
-from .base import CompressedKVCache, KVPolicy, LayerView, keep_scored_plus_recent
+from .base import LayerView, PolicyTechnique, keep_scored_plus_recent
 
-__all__ = ["H2OPolicy", "h2o_cache", "naive_h2o_attention"]
+__all__ = ["H2O", "naive_h2o_attention"]
 
 
-class H2OPolicy(KVPolicy):
-    def __init__(self, heavy: Optional[int] = None, recent: Optional[int] = None, *, heavy_ratio: float = 0.1,
-                 recent_ratio: float = 0.1, evict_during_decode: bool = True):
+@dataclass
+class H2O(PolicyTechnique):
+    """H2O: keep ``recent`` latest rows plus ``heavy`` heavy hitters per (row, KV head); sizes absolute or ratios."""
+
+    name: ClassVar[str] = "h2o"
+    heavy: Optional[int] = None
+    recent: Optional[int] = None
+    heavy_ratio: float = 0.1
+    recent_ratio: float = 0.1
+    evict_during_decode: bool = True
+    score_reduce: str = "mean"
+    impl: str = "auto"
+    _prompt_len: Optional[Tensor] = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        heavy, recent = self.heavy, self.recent
         for name, val in (("heavy", heavy), ("recent", recent)):
-            if val is not None and (not isinstance(val, int) or val < 0):
+            if val is not None and (not isinstance(val, int) or isinstance(val, bool) or val < 0):
                 raise ValueError(f"{name} must be a non-negative int, got {val!r}")
-        for name, val in (("heavy_ratio", heavy_ratio), ("recent_ratio", recent_ratio)):
+        for name, val in (("heavy_ratio", self.heavy_ratio), ("recent_ratio", self.recent_ratio)):
             if not 0.0 <= val < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {val}")
         if (heavy if heavy is not None else 1) + (recent if recent is not None else 1) <= 0:
             raise ValueError("heavy + recent must be positive")
-        self.heavy, self.recent = heavy, recent
-        self.heavy_ratio, self.recent_ratio = heavy_ratio, recent_ratio
-        self.evict_during_decode = evict_during_decode
-        self.evicts_during_decode = evict_during_decode   # the prefill variant alone may use the packed layout
-        self._prompt_len: Optional[Tensor] = None
+        self.evicts_during_decode = self.evict_during_decode   # the prefill variant alone may use the packed layout
 
     def sizes(self, prompt_len: Tensor) -> tuple[Tensor, Tensor]:
         """``(heavy [B], recent [B])`` for rows with ``prompt_len`` prompt tokens."""
@@ -50,7 +63,7 @@ class H2OPolicy(KVPolicy):
             (prompt_len.double() * self.recent_ratio).floor().long().clamp(min=1)
         return heavy, recent
 
-    def budget(self, layer: int, prompt_len: Tensor) -> Tensor:
+    def budget_rows(self, layer: int, prompt_len: Tensor) -> Tensor:
         heavy, recent = self.sizes(prompt_len)
         return heavy + recent
 
@@ -65,12 +78,6 @@ class H2OPolicy(KVPolicy):
             return None
         heavy, recent = self.sizes(self._prompt_len)
         return keep_scored_plus_recent(view.scores, view.lengths, heavy + recent, recent)
-
-
-def h2o_cache(cfg, batch_size: int, heavy: Optional[int] = None, recent: Optional[int] = None, **kw):
-    """A :class:`CompressedKVCache` with an :class:`H2OPolicy` for the minimal LVLM config ``cfg``."""
-    pol_kw = {k: kw.pop(k) for k in ("heavy_ratio", "recent_ratio", "evict_during_decode") if k in kw}
-    return CompressedKVCache.for_model(cfg, batch_size, H2OPolicy(heavy, recent, **pol_kw), **kw)
 
 
 def naive_h2o_attention(q: Tensor, k: Tensor, v: Tensor, prompt_len: int, heavy: int, recent: int,

@@ -32,6 +32,9 @@ static with budget >= prompt length == full attention. ``retrieval_steps`` count
 chunk retrieval. Serving path: ``ops.decode_attention.sparse_decode_attention`` runs the block-sparse split-K
 kernel over the selected chunk list (benchmarks); the model path gathers the selected rows for SDPA.
 
+    with HybridKV(budget_ratio=0.1)(model):     # a VLM: the text prior ranks visual keys
+        model.generate(...)
+
 Deviations / unverified: the classification statistic, ``tau``, the text-query definition, uniform layer
 budgets and the AdaKV head split are our choices (the paper's exact formulas were not available); dynamic heads
 keep their full KV on the device (no offloading), so KV memory is saved on static heads only -- use
@@ -41,18 +44,21 @@ recomputes the layer's q projection (one extra small GEMM per layer and step).
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import ClassVar, Optional, Union
 
 import torch
 from torch import Tensor
 
 from ...models.kv_cache import AttendKV
 from ...ops import select_topk
+from ...technique import CacheTechnique
 from ...ops.decode_attention import (chunk_scores, chunk_summaries, dequantize_kv, select_chunks,
                                      sparse_decode_attention, unpack_rows)
 from .base import CompressedKVCache, KVPolicy, LayerView
 
-__all__ = ["HybridKVCache", "HybridQueryHook", "classify_heads", "allocate_head_budgets", "text_query_rows"]
+__all__ = ["HybridKV", "HybridKVCache", "HybridQueryHook", "classify_heads", "allocate_head_budgets",
+           "text_query_rows"]
 
 
 def text_query_rows(vis: Optional[Tensor], n_new: Tensor, chunk_len: int) -> Tensor:
@@ -120,6 +126,8 @@ class _HybridPolicy(KVPolicy):
 
 
 class HybridKVCache(CompressedKVCache):
+    per_head_selection = True   # decode steps attend to a per-head selection of rows (hosts mask per head)
+
     def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, head_dim: int, *,
                  budget: Optional[int] = None, budget_ratio: float = 0.1, tau: float = 0.5, top_frac: float = 0.1,
                  alpha: float = 0.2, chunk_size: int = 16, n_sink: int = 4, n_recent: int = 8,
@@ -150,12 +158,9 @@ class HybridKVCache(CompressedKVCache):
         self.retrieval_steps = 0
         self.last_selection = [None] * L  # selected chunk ids of the last decode step
 
-    @classmethod
-    def for_model(cls, cfg, batch_size: int, **kw) -> "HybridKVCache":
-        return cls(cfg.n_layers, batch_size, cfg.n_kv_heads, cfg.head_dim, **kw)
-
-    def query_hook(self) -> "HybridQueryHook":
-        return HybridQueryHook(self)
+    def model_hooks(self) -> list:
+        """The prefill's visual mask and, at every decode step, each layer's real query."""
+        return [*super().model_hooks(), HybridQueryHook(self)]
 
     def set_query(self, layer: int, q: Tensor) -> None:
         self._query[layer] = q
@@ -284,9 +289,7 @@ class HybridQueryHook:
 
     def before_layer(self, layer, state, ctx):
         if state.phase != "prefill" and state.width == 1:
-            blk = ctx.model.layers[layer]
-            q = blk.attn.project_q(blk.input_norm(state.hidden), state.positions)
-            self.cache.set_query(layer, q[:, :, 0])
+            self.cache.set_query(layer, ctx.queries(state)[:, :, 0])
         return state
 
     def score_rows(self, layer, state):
@@ -295,3 +298,36 @@ class HybridQueryHook:
     def after_layer(self, layer, state, ctx, colsum):
         return state
 
+
+@dataclass
+class HybridKV(CacheTechnique):
+    """HybridKV on a model: the parameters of :class:`HybridKVCache` (see the module docstring)."""
+
+    name: ClassVar[str] = "hybridkv"
+    budget: Optional[int] = None
+    budget_ratio: float = 0.1
+    tau: float = 0.5
+    top_frac: float = 0.1
+    alpha: float = 0.2
+    chunk_size: int = 16
+    n_sink: int = 4
+    n_recent: int = 8
+    n_recent_chunks: int = 1
+    force: Union[None, str, Tensor] = None
+    layout: str = "padded"
+    impl: str = "auto"
+
+    def __post_init__(self):
+        self.make_cache_args(check_only=True)
+
+    def make_cache_args(self, check_only: bool = False) -> dict:
+        kw = dict(budget=self.budget, budget_ratio=self.budget_ratio, tau=self.tau, top_frac=self.top_frac,
+                  alpha=self.alpha, chunk_size=self.chunk_size, n_sink=self.n_sink, n_recent=self.n_recent,
+                  n_recent_chunks=self.n_recent_chunks, force=self.force, layout=self.layout, impl=self.impl)
+        if check_only:          # the cache validates its arguments: build a one-layer one-row instance
+            HybridKVCache(1, 1, 1, 1, **kw)
+        return kw
+
+    def make_cache(self, spec, batch_size: int) -> HybridKVCache:
+        return HybridKVCache(spec.n_layers, batch_size, spec.n_kv_heads, spec.head_dim, dtype=spec.dtype,
+                             device=spec.device, **self.make_cache_args())

@@ -12,31 +12,43 @@ generated tokens plus the ``gen_heavy`` older generated tokens with the largest 
 decode query's probabilities, GQA-group mean). Eviction compacts the real cache in place, so decode cost and
 memory stop growing with the output length.
 
+    with LightVLMKV(gen_heavy=64, gen_recent=64)(model):
+        model.generate(...)
+
 Deviations / unverified: everything beyond "remove unnecessary caches during decoding" (the score, the split
 between prompt and generated rows, the budgets) is our choice, not checked against the paper.
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
 
 import torch
 
-from .base import CompressedKVCache, KVPolicy, LayerView, keep_scored_plus_recent, last_rows
+from .base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
 
-__all__ = ["LightVLMKVPolicy", "lightvlm_kv_cache"]
+__all__ = ["LightVLMKV"]
 
 
-class LightVLMKVPolicy(KVPolicy):
-    def __init__(self, gen_heavy: int = 64, gen_recent: int = 64):
-        for name, val in (("gen_heavy", gen_heavy), ("gen_recent", gen_recent)):
-            if not isinstance(val, int) or val < 0:
+@dataclass
+class LightVLMKV(PolicyTechnique):
+    """LightVLM's decoding KV compression: the prompt rows stay, generated rows are bounded per (row, KV head)."""
+
+    name: ClassVar[str] = "lightvlm_kv"
+    gen_heavy: int = 64
+    gen_recent: int = 64
+    score_reduce: str = "mean"
+    impl: str = "auto"
+    _prompt_rows: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        for name, val in (("gen_heavy", self.gen_heavy), ("gen_recent", self.gen_recent)):
+            if not isinstance(val, int) or isinstance(val, bool) or val < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {val!r}")
-        if gen_heavy + gen_recent < 1:
+        if self.gen_heavy + self.gen_recent < 1:
             raise ValueError("gen_heavy + gen_recent must be >= 1")
-        self.gen_heavy, self.gen_recent = gen_heavy, gen_recent
-        self._prompt_rows: dict = {}
 
-    def budget(self, layer: int, prompt_len) -> Optional[torch.Tensor]:
+    def budget_rows(self, layer: int, prompt_len) -> Optional[torch.Tensor]:
         rows = self._prompt_rows.get(layer)
         return None if rows is None else rows + self.gen_heavy + self.gen_recent
 
@@ -55,8 +67,3 @@ class LightVLMKVPolicy(KVPolicy):
         is_prompt = torch.arange(cap, device=view.scores.device)[None, None, :] < prompt[..., None]
         return keep_scored_plus_recent(view.scores, view.lengths, prompt + self.gen_heavy + self.gen_recent,
                                        self.gen_recent, protect=is_prompt)
-
-
-def lightvlm_kv_cache(cfg, batch_size: int, gen_heavy: int = 64, gen_recent: int = 64, **kw) -> CompressedKVCache:
-    """A :class:`CompressedKVCache` with a :class:`LightVLMKVPolicy` for the minimal LVLM config ``cfg``."""
-    return CompressedKVCache.for_model(cfg, batch_size, LightVLMKVPolicy(gen_heavy, gen_recent), **kw)

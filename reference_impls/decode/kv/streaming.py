@@ -6,11 +6,18 @@ ring for the most recent tokens: token number ``c`` (0-based count per row) goes
 ``n_sink + window`` rows per layer whatever the stream length.
 
 ``pos_mode``:
-  * ``"original"``: keys keep the RoPE of their original position (what the model wrote).
-  * ``"rolled"`` (upstream ``pos_shift``): keys are stored *before* RoPE (un-rotated on write by ``-position``)
-    and rotated when read at their rank inside the cache, so the cache always looks like a contiguous sequence
-    ending at the query: a key of rank ``r`` among ``n`` cached rows is read at ``P_q - (n - 1 - r)``.
-    Only relative positions matter, so the model's query (rotated at its original position) needs no change.
+  * ``"rolled"`` (as upstream's ``pos_shift`` attention): keys are stored *before* RoPE (un-rotated on
+    write by ``-position``) and rotated when read at their rank inside the cache, so the cache always looks like a
+    contiguous sequence ending at the query: a key of rank ``r`` among ``n`` cached rows is read at
+    ``P_q - (n - 1 - r)``. Only relative positions matter, so the model's query (rotated at its original position)
+    needs no change (upstream rotates the query at the cache length: the same relative distances). Needs 1-D RoPE
+    (not Qwen2-VL's M-RoPE) with unit attention scaling.
+  * ``"original"``: keys keep the RoPE of their original position (what the model wrote) -- our option.
+  * ``"auto"`` (what ``StreamingLLM`` uses by default): ``"rolled"`` where the model allows it, else
+    ``"original"`` (M-RoPE models: a deviation there).
+
+    with StreamingLLM(n_sink=4, window=2000)(model):     # upstream's start_size / recent_size defaults
+        model.generate(...)
 
 Decode (one token per row, the common case) attends over the ring *in slot order* -- softmax attention is
 permutation invariant, so no reordering is needed (the test checks ring == concatenation). A multi-token chunk
@@ -23,17 +30,22 @@ sinks and the last ``window``) are written.
 registers) -- the Triton path for serving; the model protocol path (``update``) materialises the rolled keys.
 
 Deviations: per-row counts (ragged batches) instead of batch size 1; prefill attends fully (upstream feeds the
-prompt in one pass too, its eviction precedes generation); rolled mode's re-rotation is done in fp32.
+prompt in one pass too, its eviction precedes generation); eviction happens at every step (the ring), where
+upstream's example evicts before each new prompt for the room it needs; rolled mode's re-rotation is in fp32.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from ...models.kv_cache import AttendKV, KVCache
 from ...ops.decode_attention import decode_attention, ring_decode_attention, rope_rotate
+from ...technique import CacheTechnique, UnsupportedModel
 
-__all__ = ["SinkWindowCache", "sink_window_mask", "naive_sink_window_attention"]
+__all__ = ["StreamingLLM", "SinkWindowCache", "sink_window_mask", "naive_sink_window_attention"]
 
 
 def sink_window_mask(L: int, n_sink: int, window: int, device=None) -> Tensor:
@@ -54,11 +66,42 @@ def naive_sink_window_attention(q: Tensor, k: Tensor, v: Tensor, n_sink: int, wi
     return torch.softmax(s, -1) @ v.double().repeat_interleave(G, 1)
 
 
+@dataclass
+class StreamingLLM(CacheTechnique):
+    """StreamingLLM: ``n_sink`` attention sinks plus the ``window`` most recent tokens per layer."""
+
+    name: ClassVar[str] = "streamingllm"
+    n_sink: int = 4
+    window: int = 2000
+    pos_mode: str = "auto"
+
+    def __post_init__(self):
+        if self.pos_mode not in ("auto", "original", "rolled"):
+            raise ValueError(f"pos_mode must be 'auto', 'original' or 'rolled', got {self.pos_mode!r}")
+        if not isinstance(self.n_sink, int) or self.n_sink < 0 or not isinstance(self.window, int) \
+                or self.window < 1:
+            raise ValueError(f"need n_sink >= 0 and window >= 1 (ints), got {self.n_sink!r}, {self.window!r}")
+
+    def check_host(self, host) -> None:
+        spec = host.cache_spec()
+        if self.pos_mode == "rolled" and (spec.inv_freq is None or spec.rope_scaling != 1.0):
+            raise UnsupportedModel("streamingllm: pos_mode='rolled' re-rotates keys with 1-D RoPE of unit scaling; "
+                                   "use pos_mode='original' (or 'auto') on this model")
+
+    def make_cache(self, spec, batch_size: int) -> "SinkWindowCache":
+        mode = self.pos_mode
+        if mode == "auto":
+            mode = "rolled" if spec.inv_freq is not None and spec.rope_scaling == 1.0 else "original"
+        return SinkWindowCache(spec.n_layers, batch_size, spec.n_kv_heads, spec.head_dim, n_sink=self.n_sink,
+                               window=self.window, pos_mode=mode, inv_freq=spec.inv_freq, dtype=spec.dtype,
+                               device=spec.device)
+
+
 class SinkWindowCache(KVCache):
     """Ring-buffer KV cache implementing the protocol of ``reference_impls/models/kv_cache.py``."""
 
     def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, head_dim: int, *, n_sink: int = 4,
-                 window: int = 256, pos_mode: str = "original", rope_theta: float = 10000.0,
+                 window: int = 2000, pos_mode: str = "rolled", rope_theta: float = 10000.0, inv_freq=None,
                  dtype=torch.float32, device=None):
         super().__init__(n_layers, batch_size, device)
         if pos_mode not in ("original", "rolled"):
@@ -76,13 +119,9 @@ class SinkWindowCache(KVCache):
         self.slot_pos = [torch.full((batch_size, S), -1, dtype=torch.long, device=self.device) for _ in range(n_layers)]
         self.slot_tok = [torch.full((batch_size, S), -1, dtype=torch.long, device=self.device) for _ in range(n_layers)]
         self.count = [torch.zeros(batch_size, dtype=torch.long, device=self.device) for _ in range(n_layers)]
-        self.inv_freq = 1.0 / (rope_theta ** (torch.arange(0, head_dim, 2, device=self.device,
-                                                           dtype=torch.float32) / head_dim))
+        self.inv_freq = inv_freq.to(self.device, torch.float32) if inv_freq is not None else \
+            1.0 / (rope_theta ** (torch.arange(0, head_dim, 2, device=self.device, dtype=torch.float32) / head_dim))
 
-    @classmethod
-    def for_model(cls, cfg, batch_size: int, **kw) -> "SinkWindowCache":
-        kw.setdefault("rope_theta", cfg.rope_theta)
-        return cls(cfg.n_layers, batch_size, cfg.n_kv_heads, cfg.head_dim, **kw)
 
     # ------------------------------------------------------------------ helpers
     def slot_of(self, tok: Tensor) -> Tensor:

@@ -11,19 +11,24 @@ the target distribution exactly.
 Adaptive k (``adaptive=True``): the Hugging Face assisted-generation heuristic -- ``k += 2`` after a step
 where every draft token was accepted, else ``k = max(k_min, k - 1)``; clipped to ``[k_min, k_max]``.
 
+    with SpeculativeDecoding(k=4)(model):     # MinimalLVLM; draft=None: the target's first layer as a self-draft
+        model.generate(input_ids, pixel_values, max_new_tokens=32)
+
 Deviations / choices: batch size 1; temperature is the only sampling transform (no top-k/top-p); when the
 whole chain is accepted the draft has not yet seen ``d_k``, so ``d_k`` is fed to it together with the new
 token at the start of the next step (gpt-fast does an extra draft forward instead).
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import ClassVar, Optional
 
 import torch
 
 from reference_impls.ops.spec_verify import verify_paths
 
 from .base import SpecLM, SpecStats, check_prompt, logits_to_probs, sample, start_pair, uniform
+from .lvlm_adapter import SpeculativeTechnique
 
 
 def draft_chain(draft: SpecLM, pending: torch.Tensor, k: int, *, greedy: bool, temperature: float,
@@ -111,3 +116,20 @@ def speculative_generate(target: SpecLM, draft: SpecLM, prompt_ids: torch.Tensor
         if adaptive:
             k = min(k_max, k + 2) if n_acc == k else max(k_min, k - 1)
     return torch.tensor(out[:max_new_tokens], dtype=torch.long), stats
+
+
+@dataclass
+class SpeculativeDecoding(SpeculativeTechnique):
+    """Chain speculative decoding (greedy) on the minimal LVLM."""
+
+    name: ClassVar[str] = "speculative"
+    draft: object = None
+    draft_layers: int = 1
+    k: int = 4
+    adaptive: bool = False
+    impl: str = "auto"
+
+    def run(self, target, draft, prompt_ids, max_new_tokens, prefill_kwargs):
+        return speculative_generate(target, draft, prompt_ids, max_new_tokens, k=self.k, adaptive=self.adaptive,
+                                    impl=self.impl, target_prefill_kwargs=prefill_kwargs,
+                                    draft_prefill_kwargs=prefill_kwargs)

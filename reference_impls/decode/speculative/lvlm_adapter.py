@@ -1,4 +1,5 @@
-"""``SpecLM`` adapter for ``reference_impls.models.MinimalLVLM`` (batch size 1, static KV cache).
+"""``SpecLM`` adapter for ``reference_impls.models.MinimalLVLM`` (batch size 1, static KV cache), and the base of
+the speculative-decoding techniques applied to it (``with SpeculativeDecoding(k=4)(model): model.generate(...)``).
 
 Implements the protocol of ``base.py`` on top of ``MinimalLVLM.forward_tokens`` / ``prefill`` and the
 ``StaticKVCache`` (rollback = ``cache.rollback``; accepted-path compaction = ``ops.kv_compact`` on every layer's
@@ -6,11 +7,12 @@ buffers). ``hooks`` passed to ``forward`` reach the decoder (LVSpec uses one to 
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
 from reference_impls.ops import kv_compact
+from reference_impls.technique import Technique
 
 
 class LVLMSpecLM:
@@ -87,3 +89,31 @@ def truncated_draft(target_model, n_layers: int = 1):
     own = draft.state_dict()
     draft.load_state_dict({k: v for k, v in target_model.state_dict().items() if k in own})
     return draft
+
+
+class SpeculativeTechnique(Technique):
+    """Base of the speculative-decoding techniques: while attached, ``MinimalLVLM.generate`` (batch size 1) runs
+    ``run(target, draft, prompt_ids, max_new_tokens, prefill_kwargs)`` instead of plain greedy decoding. Subclasses
+    are dataclasses with ``draft`` (a ``MinimalLVLM``, or None for the target's first ``draft_layers`` layers as a
+    self-draft) and ``draft_layers`` fields. Greedy speculative decoding reproduces ``generate`` token for token."""
+
+    stage: ClassVar[str] = "decoding"
+
+    def run(self, target: LVLMSpecLM, draft: LVLMSpecLM, prompt_ids, max_new_tokens: int, prefill_kwargs: dict):
+        raise NotImplementedError
+
+    def minimal_generate(self, model, input_ids, pixel_values=None, *, max_new_tokens: int, lengths=None,
+                         image_features=None):
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"{self.name}: the speculative-decoding references run batch size 1, got "
+                             f"{input_ids.shape[0]} rows")
+        if lengths is not None:
+            input_ids = input_ids[:, :int(lengths[0])]
+        capacity = input_ids.shape[1] + max_new_tokens + 64          # room for the drafted tokens of a step
+        draft_model = self.draft if self.draft is not None else truncated_draft(model, self.draft_layers)
+        target, draft = LVLMSpecLM(model, capacity), LVLMSpecLM(draft_model, capacity)
+        kw = {"pixel_values": pixel_values} if image_features is None else {"image_features": image_features}
+        tokens, stats = self.run(target, draft, input_ids, max_new_tokens, kw)
+        if model.run_stats is not None:
+            model.run_stats.extra["spec_stats"] = stats
+        return tokens[None].to(input_ids.device)

@@ -26,7 +26,7 @@ chain verifier. The loose flags feed the fused verification kernel's ``force_acc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import torch
 
@@ -35,6 +35,7 @@ from reference_impls.ops import scored_attention
 
 from .base import logits_to_probs, sample
 from .chain import chain_verify, speculative_generate
+from .lvlm_adapter import SpeculativeTechnique
 
 
 @dataclass
@@ -71,9 +72,7 @@ class VisualMassProbe(Hook):
     def before_layer(self, layer, state, ctx):
         if layer not in self.layers:
             return state
-        attn_layer = ctx.model.layers[layer]
-        h = attn_layer.input_norm(state.hidden)
-        q = attn_layer.attn.project_q(h, state.positions)                     # [1, Hq, n, D]
+        q = ctx.queries(state)                                                 # [1, Hq, n, D]
         k_new = ctx.keys(state)                                                # [1, Hkv, n, D]
         L = int(ctx.cache.lengths(layer)[0])
         k_all = torch.cat([ctx.cache.keys[layer][:, :, :L].to(k_new.dtype), k_new], 2)
@@ -175,3 +174,34 @@ def lvspec_generate(target, draft, prompt_ids, max_new_tokens: int, cfg: LVSpecC
     finally:
         del target.forward
     return tokens, stats, trace
+
+
+@dataclass
+class LVSpec(SpeculativeTechnique):
+    """LVSpec on the minimal LVLM: chain speculative decoding with the loose verification of ``LVSpecConfig``."""
+
+    name: ClassVar[str] = "lvspec"
+    draft: object = None
+    draft_layers: int = 1
+    k: int = 4
+    tau_v: float = 0.1
+    top_frac: float = 0.0
+    beta: float = 0.3
+    top_k: int = 3
+    max_shift: int = 1
+    strict: bool = False
+    probe_layers: Optional[Sequence[int]] = None
+    impl: str = "auto"
+
+    def __post_init__(self):
+        self.config().validate()
+
+    def config(self) -> LVSpecConfig:
+        return LVSpecConfig(tau_v=self.tau_v, top_frac=self.top_frac, beta=self.beta, top_k=self.top_k,
+                            max_shift=self.max_shift, strict=self.strict, probe_layers=self.probe_layers)
+
+    def run(self, target, draft, prompt_ids, max_new_tokens, prefill_kwargs):
+        tokens, stats, _ = lvspec_generate(target, draft, prompt_ids, max_new_tokens, self.config(), k=self.k,
+                                           impl=self.impl, target_prefill_kwargs=prefill_kwargs,
+                                           draft_prefill_kwargs=prefill_kwargs)
+        return tokens, stats

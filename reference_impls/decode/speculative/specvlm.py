@@ -20,7 +20,8 @@ position handling for Qwen2.5-VL is not reproduced); the default tree is ``tree.
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import ClassVar, Optional
 
 import torch
 
@@ -28,6 +29,7 @@ from reference_impls.models.kv_cache import StaticKVCache
 from reference_impls.ops import select_topk
 
 from .chain import speculative_generate
+from .lvlm_adapter import SpeculativeTechnique
 from .tree import speculative_generate_tree
 
 
@@ -157,3 +159,28 @@ def specvlm_generate(target, draft, prompt_ids: torch.Tensor, max_new_tokens: in
     else:
         out, stats = speculative_generate(target, draft, prompt_ids, max_new_tokens, k=k, **common)
     return out, stats, kept
+
+
+@dataclass
+class SpecVLM(SpeculativeTechnique):
+    """SpecVLM on the minimal LVLM: verifier-guided pruning of the draft's visual tokens, then tree (or chain) SD."""
+
+    name: ClassVar[str] = "specvlm"
+    draft: object = None
+    draft_layers: int = 1
+    drop_rate: float = 0.9
+    threshold: Optional[float] = 0.05
+    percentage: Optional[float] = None
+    tree: bool = True
+    k: int = 4
+    impl: str = "auto"
+
+    def run(self, target, draft, prompt_ids, max_new_tokens, prefill_kwargs):
+        if "pixel_values" not in prefill_kwargs:
+            raise ValueError("specvlm: pass pixel_values (the draft encodes its own visual tokens)")
+        tokens, stats, kept = specvlm_generate(target, draft, prompt_ids, max_new_tokens,
+                                               pixel_values=prefill_kwargs["pixel_values"], drop_rate=self.drop_rate,
+                                               threshold=self.threshold, percentage=self.percentage, tree=self.tree,
+                                               k=self.k, impl=self.impl)
+        stats.draft_visual_tokens = int(kept.numel())      # what the pruned draft saw (the target sees them all)
+        return tokens, stats

@@ -25,13 +25,14 @@ accepted-path entries are recomputed rather than compacted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import torch
 
 from reference_impls.ops.spec_verify import verify_paths
 
 from .base import SpecLM, SpecStats, check_prompt, logits_to_probs, sample, start_pair, uniform
+from .lvlm_adapter import SpeculativeTechnique
 
 DEFAULT_CHOICES = ((0,), (1,), (2,), (0, 0), (0, 1), (1, 0), (0, 0, 0), (0, 0, 1), (0, 0, 0, 0))
 
@@ -255,3 +256,19 @@ def _sampling_tree_accept(tree: TreeBuffers, tokens, t_logits, dprobs, temperatu
             return path, int(sample(residual, generator))
         node = kids[idx]
         path.append(node)
+
+
+@dataclass
+class TreeSpeculativeDecoding(SpeculativeTechnique):
+    """Static-tree speculative decoding (greedy) on the minimal LVLM; ``choices`` in EAGLE's notation."""
+
+    name: ClassVar[str] = "eagle_tree"
+    draft: object = None
+    draft_layers: int = 1
+    choices: Sequence[Sequence[int]] = DEFAULT_CHOICES
+    impl: str = "auto"
+
+    def run(self, target, draft, prompt_ids, max_new_tokens, prefill_kwargs):
+        return speculative_generate_tree(target, draft, prompt_ids, max_new_tokens, choices=self.choices,
+                                         impl=self.impl, target_prefill_kwargs=prefill_kwargs,
+                                         draft_prefill_kwargs=prefill_kwargs)
