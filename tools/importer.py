@@ -52,9 +52,11 @@ from tools.citekeys import STOPWORDS, ascii_fold
 from tools.entries import build_paper, paper_path, to_yaml_data
 from tools.paths import PAPERS_DIR, ROOT, display_path
 from tools.problems import Problem, ProblemError
+from tools import provenance as sources
 from tools.schema import ARXIV_NEW, ARXIV_OLD, PREPRINT, PROVENANCE_FIELDS, Claim, Paper
 from tools.taxonomy import CategoryMapping, Taxonomy, load_taxonomy
-from tools.validate import normalise_title, paper_files, validate_file
+from tools.titles import normalise_title
+from tools.validate import paper_files, validate_file
 from tools.yamlio import atomic_write, dump_entry, line_of, load_yaml_with_lines
 
 CURATED_PLACEMENTS = ROOT / "tools" / "data" / "curated_placements.yaml"
@@ -791,7 +793,7 @@ class Importer:
         for s in rec.seeds:
             title_values.setdefault(s.row.source, s.row.title)
             if s.row.source in title_values and title_values[s.row.source] != s.row.title:
-                title_values[f"{s.row.source} ({s.where})"] = s.row.title
+                title_values[f"{s.row.source} (another row)"] = s.row.title
         if a and a.title_in_source:
             title_values.setdefault(a.source, a.title_in_source)
         if v and "title" in v._superseded:
@@ -1167,6 +1169,121 @@ class Importer:
             data["short_name"], prov["short_name"] = decision.short_name, f"curated ({CURATED_SOURCE})"
 
 
+# ------------------------------------------------------------------------------------------------ sources
+TITLE_ONLY_NOTE = "placed from the title only: read the abstract"
+LIST_ONLY_NOTE = "placed from a list's category only ({category}, {repo}): read the abstract"
+_LIST_POINTER = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+:[^@()]*?@[0-9a-f]{7,40}")
+_CATEGORY = re.compile(r"^(?:mapped from the (?:ambiguous )?category '(?P<category>.*)'|the survey's placement "
+                       r"(?P<survey>.+?)) \(")
+_SEED_LISTING = re.compile(r"^seed document \S+ \(an arXiv listing of (?P<arxiv>\S+) ")
+
+
+def entry_sources(data: dict[str, Any], paper_lists: frozenset[str]) -> list[str]:
+    """Turn the importer's bookkeeping into an entry's sources, in place; returns what was dropped, one line each.
+
+    The importer tracks where each value came from, paper lists included ("owner/list:README.md@abc1234",
+    "mapped from the category 'X' (owner/list:...)", "curated from the title only (tools/data/...)"). An entry
+    keeps only public addresses (tools/provenance.py): a pointer into a paper list (``paper_lists``) goes to
+    ``listed_in``; "curated from the abstract (URL)" and "URL (note)" keep the URL; a copy of the arXiv page (also
+    as a claim's source) becomes its canonical address with ``read_via``; anything else is dropped (the fact stays,
+    unsourced). A placement whose
+    only basis was the title or a list's category is flagged ``needs_review`` with a note saying so. Disagreement
+    sources that are not addresses (local files, notes) are dropped, and a disagreement left with one source goes.
+    Running it twice changes nothing.
+    """
+    dropped: list[str] = []
+    listed = list(data.get("listed_in") or [])
+    read_via = dict(data.get("read_via") or {})
+
+    def list_pointers(text: str) -> list[str]:
+        return [m.group(0) for m in _LIST_POINTER.finditer(text)
+                if sources.repository_of(m.group(0)) in paper_lists]
+
+    def note_list(text: str) -> None:
+        for pointer in list_pointers(text):
+            if pointer not in listed:
+                listed.append(pointer)
+
+    def address(text: str) -> str | None:
+        """The public address a provenance text names, or None."""
+        text = text.strip()
+        if text.startswith("http://"):
+            text = "https://" + text[len("http://"):]
+        if sources.is_address(text):
+            return text
+        seed = _SEED_LISTING.match(text)
+        if seed and is_arxiv_id(seed["arxiv"]):
+            return arxiv_url(seed["arxiv"])
+        inner = re.match(r"^curated from the (?:title and )?abstract \((.*)\)$", text)
+        if inner:
+            return address(inner.group(1))
+        head = re.match(r"^(https?://\S+?|[A-Za-z0-9][\w.-]*/[\w.-]+:[^@()]*?@[0-9a-f]{7,40}) \(", text)
+        return address(head.group(1)) if head else None
+
+    provenance = {}
+    flagged = None
+    for name, value in (data.get("provenance") or {}).items():
+        note_list(value)
+        found = address(value)
+        if found and sources.POINTER.match(found) and sources.repository_of(found) in paper_lists:
+            found = None  # a list is not a source
+        if found:
+            canonical = sources.canonical_arxiv_address(found, data.get("arxiv"))
+            if canonical:
+                read_via.setdefault(canonical, found)
+                found = canonical
+            provenance[name] = found
+            continue
+        dropped.append(f"provenance.{name}: {value}")
+        if name == "placement":
+            category = _CATEGORY.match(value)
+            if "from the title only" in value:
+                flagged = TITLE_ONLY_NOTE
+            elif category:
+                repos = sorted({sources.LISTING.match(p)["repo"] for p in list_pointers(value)})
+                flagged = LIST_ONLY_NOTE.format(category=category["category"] or category["survey"],
+                                                repo=", ".join(repos) or "a paper list")
+    data["provenance"] = provenance
+    for claim in data.get("claims") or []:
+        found = address(claim["source"]) if isinstance(claim, dict) and claim.get("source") else None
+        if found:
+            canonical = sources.canonical_arxiv_address(found, data.get("arxiv"))
+            if canonical:
+                read_via.setdefault(canonical, found)
+                found = canonical
+            claim["source"] = found
+    placement = data.get("placement")
+    if flagged and placement is not None:
+        placement = dict(placement)
+        note = placement.get("note") or ""
+        if not note.startswith(("placed from the title only", "placed from a list's category")):
+            placement["note"] = f"{flagged}. {note}".strip() if note else flagged
+        placement["needs_review"] = True
+        data["placement"] = placement
+    kept_disagreements = []
+    for d in data.get("disagreements") or []:
+        values = {}
+        for key, value in d["values"].items():
+            head = key
+            if sources.disagreement_source_problem(key):
+                head = address(key) or (list_pointers(key) or [None])[0]
+                if head and sources.disagreement_source_problem(head):
+                    head = None
+            if head is None:
+                dropped.append(f"disagreements ({d['field']}): source {key}")
+                continue
+            values.setdefault(head, value)
+        if len(values) >= 2 and len(set(values.values())) >= 2:
+            kept_disagreements.append({**d, "values": values})
+        else:
+            dropped.append(f"disagreements ({d['field']}): fewer than two sources left")
+    data["disagreements"] = kept_disagreements
+    data["listed_in"] = listed
+    cited = set(provenance.values()) | {c["source"] for c in data.get("claims") or [] if isinstance(c, dict)}
+    data["read_via"] = {k: v for k, v in read_via.items() if k in cited and k != v}
+    return dropped
+
+
 def _union(lists: Iterable[Iterable[str]]) -> list[str]:
     out: list[str] = []
     for items in lists:
@@ -1410,6 +1527,9 @@ def plan_import(
         data.setdefault("last_verified", today)
         # provenance in the schema's field order, so a fresh import and a re-import write the same bytes
         data["provenance"] = {k: data["provenance"][k] for k in PROVENANCE_FIELDS if k in data["provenance"]}
+        lists = {sources.repository_of(x) for s in rec.seeds for x in (s.row.source, *(s.row.also_in or []),
+                                                                       s.row.arxiv_id_from, s.row.code_url_from) if x}
+        entry_sources(data, tax.paper_list_repos | (lists - {None}))
         try:
             paper = _build_dropping_bad_summary(data, tax, path, report, rec)
         except ProblemError as exc:

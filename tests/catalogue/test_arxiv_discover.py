@@ -11,7 +11,8 @@ from tests.catalogue.arxiv_support import (
 from tools.cli import main
 from tools.commands.discover import build_query, keyword_clause
 from tools.taxonomy import load_taxonomy
-from tools.triage_state import Rejection, read_queue, read_rejected, write_rejected
+from tools.rejected import Rejection, RejectedList, read_rejected
+from tools.triage_state import read_queue
 from tools.validate import paper_files, validate_catalogue
 from tools.yamlio import load_yaml_with_lines
 
@@ -22,8 +23,8 @@ FAST = ["--arxiv-delay", "0", "--retries", "0", "--no-progress"]
 def state(tmp_path):
     papers = make_catalogue(tmp_path / "papers", seed_entry(), other_entry())
     queue, rejected = tmp_path / "queue.yaml", tmp_path / "rejected.yaml"
-    write_rejected([Rejection("2511.09090", "Token Dropping for Multimodal Transformers at Scale",
-                              dt.date(2025, 12, 1), "trains the model; not inference")], rejected)
+    RejectedList([Rejection("2511.09090", "Token Dropping for Multimodal Transformers at Scale",
+                            dt.date(2025, 12, 1), "trains the model; not inference")], rejected).write()
     return papers, queue, rejected
 
 
@@ -104,7 +105,7 @@ def test_triage_accept_creates_a_valid_entry_and_reject_is_remembered(state, mon
     assert entry["provenance"]["title"] == "https://arxiv.org/abs/2511.06060v1"
     assert validate_catalogue(paper_files(papers)).problems == []
     assert [c.arxiv for c in read_queue(queue)] == ["2511.04321"]
-    remembered = {r.arxiv: r for r in read_rejected(rejected)}
+    remembered = {r.arxiv: r for r in read_rejected(rejected).rejections}
     assert remembered["2511.07070"].reason == "video-only KV work: out of scope"
 
     # The rejected paper and the accepted one are never proposed again.
@@ -128,7 +129,7 @@ def test_triage_refuses_what_is_not_queued_or_already_catalogued(state, monkeypa
     make_catalogue(papers, entry)
     before = snapshot(papers.parent)
     assert triage(state, "--accept", "2511.04321") == 2
-    assert "arXiv 2511.04321 is already catalogued as papers/prunelens-by-hand-2026.yaml" in capsys.readouterr().err
+    assert "the same arXiv id 2511.04321: already catalogued as papers/prunelens-by-hand-2026.yaml" in capsys.readouterr().err
     assert snapshot(papers.parent) == before
     # ... and the next discover run drops it from the queue.
     assert discover(state) == 0
@@ -163,7 +164,7 @@ def test_interactive_triage_asks_about_each_candidate(state, monkeypatch, capsys
     monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
     assert triage(state, "--interactive") == 0
     assert [c.arxiv for c in read_queue(queue)] == [order[2]]  # skipped: still queued
-    assert order[1] in {r.arxiv for r in read_rejected(rejected)}
+    assert order[1] in read_rejected(rejected).arxiv_ids
     created = [p.stem for p in paper_files(papers)]
     assert len(created) == 3 and validate_catalogue(paper_files(papers)).problems == []
     shown = capsys.readouterr().out

@@ -2,7 +2,7 @@
 
 One arXiv query per technique (cs.CV, cs.CL, cs.LG, cs.AI by default), made of the keywords taxonomy.yaml attaches to
 it (every content word of a keyword must occur in the abstract) and the submission-date window. Papers the catalogue
-already has (arXiv id, DOI or a near-duplicate title), rejected ones (tools/data/triage_rejected.yaml) and queued ones
+already has (arXiv id, DOI or a near-duplicate title), rejected ones (tools/data/rejected.yaml) and queued ones
 are dropped; the rest are ranked by relevance (tools/placement_suggest.py) and added to the triage queue
 (tools/data/triage_queue.yaml) with a suggested placement. Review them with ``python -m tools triage``.
 """
@@ -19,8 +19,10 @@ from tools.cli import UserError
 from tools.paths import PAPERS_DIR, display_path
 from tools.placement_suggest import suggest_placement
 from tools.taxonomy import load_taxonomy
-from tools.triage_state import Candidate, add_state_options, read_queue, read_rejected, write_queue
-from tools.validate import near_duplicate_pairs, paper_files, validate_catalogue
+from tools.rejected import read_rejected
+from tools.triage_state import Candidate, add_state_options, read_queue, write_queue
+from tools.same_paper import Described, duplicate_pairs
+from tools.validate import paper_files, validate_catalogue
 
 NAME = "discover"
 HELP = "query arXiv with the taxonomy's keywords and queue new candidates for triage"
@@ -83,7 +85,7 @@ def run(args) -> int:
         raise UserError(f"unknown technique(s) {', '.join(unknown)} (see techniques in taxonomy.yaml)")
     techniques = [taxonomy.technique_by_id[t] for t in args.technique] or list(taxonomy.techniques)
     queue = read_queue(args.queue)
-    rejected = {r.arxiv for r in read_rejected(args.rejected)}
+    rejected = read_rejected(args.rejected).arxiv_ids
     catalogue = validate_catalogue(paper_files(args.papers_dir), taxonomy)
     catalogued_ids = {p.arxiv for p in catalogue.papers.values() if p.arxiv}
     catalogued_dois = {p.doi.lower() for p in catalogue.papers.values() if p.doi}
@@ -152,12 +154,12 @@ def run(args) -> int:
 
 
 def _near_duplicates(records, papers) -> set[str]:
-    """arXiv ids of records whose titles are near-duplicates of catalogued titles."""
-    titles = {pid: p.title for pid, p in papers.items()}
-    keys = {f"\0{r.arxiv}": r.arxiv for r in records}
-    titles.update({key: r.title for key, r in zip(keys, records)})
+    """arXiv ids of records that describe a catalogued paper under another id (tools/same_paper.py)."""
+    new = {f"\0{r.arxiv}": r for r in records}
+    pool = [Described.of(p) for p in papers.values()]
+    pool += [Described(key, r.title, tuple(r.authors), None, r.doi) for key, r in new.items()]
     out = set()
-    for a, b, _ in near_duplicate_pairs(titles):
-        if (a in keys) != (b in keys):
-            out.add(keys[a] if a in keys else keys[b])
+    for match in duplicate_pairs(pool, involving=set(new)):
+        if (match.a in new) != (match.b in new):
+            out.add(new[match.a if match.a in new else match.b].arxiv)
     return out
