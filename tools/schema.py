@@ -55,6 +55,7 @@ def _checked(problem_of):
 # A public address: an https URL, or owner/repo:path@commit (tools/provenance.py).
 Source = Annotated[str, Field(min_length=1, max_length=500), _checked(sources.source_problem)]
 SecureUrl = Annotated[str, Field(pattern=sources.URL.pattern, max_length=500)]
+CopyUrl = Annotated[str, Field(pattern=URL_PATTERN, max_length=1000)]  # a copy read over http is recorded as it was
 Listing = Annotated[str, Field(max_length=300), _checked(sources.listing_problem)]
 DisagreementSource = Annotated[str, Field(min_length=1, max_length=500), _checked(sources.disagreement_source_problem)]
 
@@ -111,6 +112,10 @@ class Claim(_Model):
     unit: NonEmpty
     qualifier: Literal["up to", "about", "more than", "at least"] | None = None
     setting: ClaimSetting = Field(default_factory=ClaimSetting)
+    note: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="what the number measures, when the metric and setting do not say it all "
+                                  "(e.g. decode throughput, time to first token)"
+    )
     where: NonEmpty = Field(description="where the paper states it: abstract, Table 2, Section 4.1 ...")
     source: Source = Field(description="the page the number was read from (a public address)")
 
@@ -186,7 +191,7 @@ class Paper(_Model):
         description="field -> the public address of the page it was read on (an https URL, or "
                     "owner/repo:path@commit for a repository file); a fact without one is unsourced",
     )
-    read_via: dict[SecureUrl, SecureUrl] = Field(
+    read_via: dict[SecureUrl, CopyUrl] = Field(
         default_factory=dict,
         description="canonical address cited above -> the copy actually read (a mirror of the arXiv page, say)",
     )

@@ -230,6 +230,25 @@ def _validate_files(files: list[Path], taxonomy: Taxonomy, cat: Catalogue) -> No
         cat.lines[paper.id] = lines
 
 
+CHECKED_FACTS = ("title", "authors", "venue", "placement", "summary")
+
+
+def coverage(papers: dict[str, Paper]) -> dict[str, int]:
+    """How much of the catalogue is verified and sourced (printed by ``validate``)."""
+    items = list(papers.values())
+    return {
+        "papers": len(items),
+        "venue checked": sum(p.venue_checked for p in items),
+        "summary": sum(p.summary is not None for p in items),
+        "claims": sum(bool(p.claims) for p in items),
+        "placement to review": sum(p.placement.needs_review for p in items),
+        "facts with a source": sum(name in p.provenance for p in items for name in CHECKED_FACTS
+                                   if name != "summary" or p.summary),
+        "facts": sum(1 for p in items for name in CHECKED_FACTS if name != "summary" or p.summary),
+        "sources read on a copy": sum(1 for p in items for v in p.provenance.values() if v in p.read_via),
+    }
+
+
 def load_catalogue() -> dict[str, Paper]:
     """All papers, for the output tools; raises ProblemError when the catalogue does not validate."""
     cat = validate_catalogue()

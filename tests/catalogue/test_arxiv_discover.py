@@ -131,6 +131,14 @@ def test_triage_refuses_what_is_not_queued_or_already_catalogued(state, monkeypa
     assert triage(state, "--accept", "2511.04321") == 2
     assert "the same arXiv id 2511.04321: already catalogued as papers/prunelens-by-hand-2026.yaml" in capsys.readouterr().err
     assert snapshot(papers.parent) == before
+    # A queued paper rejected meanwhile (say by `add --from` with an exclude record) is refused too.
+    listing = read_rejected(rejected)
+    listing.add(Rejection("2511.06060", "HoloMerge", dt.date(2026, 12, 4), "out_of_scope: no language model"))
+    listing.write()
+    before = snapshot(papers.parent)
+    assert triage(state, "--accept", "2511.06060") == 2
+    assert "rejected on 2026-12-04 (out_of_scope: no language model)" in capsys.readouterr().err
+    assert snapshot(papers.parent) == before
     # ... and the next discover run drops it from the queue.
     assert discover(state) == 0
     assert "2511.04321" not in [c.arxiv for c in read_queue(queue)]
