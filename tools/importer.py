@@ -1109,6 +1109,9 @@ class Importer:
         elif survey_placement:
             placement = {**survey_placement, "method": "survey"}
             prov["placement"] = mapping_source
+            doubts = [m.note or "curate" for m in survey_maps if m.ambiguous]
+            if doubts:
+                placement.update(needs_review=True, note=f"ambiguous survey category ({'; '.join(doubts)})")
         elif source_map and not source_map.ambiguous:
             placement = {"cells": list(source_map.cells), "techniques": list(source_map.techniques), "method": "mapped"}
             prov["placement"] = mapping_source

@@ -31,7 +31,8 @@ def state(tmp_path):
 def discover(state, *args, api="http://arxiv.test/api/query"):
     papers, queue, rejected = state
     return main(["discover", "--since", "2025-11-01", "--until", "2025-11-30", "--papers-dir", str(papers),
-                 "--queue", str(queue), "--rejected", str(rejected), "--api-url", api, *FAST, *args])
+                 "--queue", str(queue), "--rejected", str(rejected), "--log", str(queue.parent / "discovery_log.yaml"),
+                 "--api-url", api, *FAST, *args])
 
 
 def triage(state, *args):
@@ -191,3 +192,46 @@ def test_interactive_triage_without_a_terminal_is_a_usage_error(state, monkeypat
     assert triage(state, "--interactive") == 2
     assert "--interactive needs a terminal" in capsys.readouterr().err
     assert snapshot(state[0].parent) == before
+
+
+# ------------------------------------------------------------------------------------------------ discovery log
+def test_each_run_records_the_dates_it_covered(state, monkeypatch, capsys):
+    from tools.discovery_log import covered, read_log
+
+    log = state[1].parent / "discovery_log.yaml"
+    patch_session(monkeypatch, ["discover_feed.xml"])
+    assert discover(state, "--dry-run") == 0 and not log.exists()  # a dry run queues nothing: not recorded
+    assert discover(state) == 0
+    [run] = read_log(log)
+    assert (run.since, run.until) == (dt.date(2025, 11, 1), dt.date(2025, 11, 30))
+    assert run.techniques == "all" and run.truncated == [] and run.results > 0
+    assert covered(read_log(log)) == (dt.date(2025, 11, 1), dt.date(2025, 11, 30))
+    # a query cut at its result limit may have missed papers: recorded, but not as complete
+    patch_session(monkeypatch, ["discover_feed.xml"])
+    main(["discover", "--since", "2025-12-01", "--until", "2025-12-31", "--papers-dir", str(state[0]),
+          "--queue", str(state[1]), "--rejected", str(state[2]), "--log", str(log),
+          "--api-url", "http://arxiv.test/api/query", *FAST, "--max-per-technique", "1"])
+    assert "not recorded as complete" in capsys.readouterr().out
+    runs = read_log(log)
+    assert len(runs) == 2 and runs[1].truncated
+    assert covered(runs) == (dt.date(2025, 11, 1), dt.date(2025, 11, 30))
+
+
+def test_covered_through_follows_contiguous_complete_windows():
+    from tools.discovery_log import DiscoveryRun, covered
+
+    def run(since, until, techniques="all", categories=("cs.CV", "cs.CL", "cs.LG", "cs.AI"), truncated=()):
+        return DiscoveryRun(dt.date.fromisoformat(since), dt.date.fromisoformat(until), dt.date(2026, 12, 4),
+                            list(categories), techniques, 10, list(truncated))
+
+    assert covered([]) is None
+    assert covered([run("2026-01-01", "2026-01-31"), run("2026-02-01", "2026-02-28")]) == (
+        dt.date(2026, 1, 1), dt.date(2026, 2, 28))
+    # a gap ends a stretch; the stretch that reaches furthest is the one shown
+    assert covered([run("2026-01-01", "2026-01-31"), run("2026-03-01", "2026-03-31")]) == (
+        dt.date(2026, 3, 1), dt.date(2026, 3, 31))
+    # a run of some techniques, some categories, or a cut query covers nothing for the record
+    partial = [run("2026-04-01", "2026-04-30", techniques=["token_pruning"]),
+               run("2026-04-01", "2026-04-30", categories=("cs.CV",)),
+               run("2026-04-01", "2026-04-30", truncated=["kv_eviction"])]
+    assert covered([run("2026-03-01", "2026-03-31"), *partial]) == (dt.date(2026, 3, 1), dt.date(2026, 3, 31))

@@ -385,3 +385,18 @@ def test_papers_that_would_share_an_id_both_get_a_longer_one(tmp_path):
     papers = tmp_path / "papers"
     run_import(papers, rows=[rows], authors=(), verified=())
     assert sorted(p.stem for p in papers.glob("*.yaml")) == ["specx-enhancing-2025", "specx-fast-2025"]
+
+
+def test_an_ambiguous_survey_category_gives_a_flagged_proposal_with_its_doubt(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({
+        "arxiv_id": "2506.20066", "title": "ToSA: Token Merging with Spatial Awareness", "year": 2025,
+        "source": "SuDIS-ZJU/Efficient-LVLMs-Inference:README.md@bd2bf45",
+        "survey_placement": ["Encoding/Encoding-Oriented Token Compression/Attention-Aware"],
+    }) + "\n", encoding="utf-8")
+    papers = tmp_path / "papers"
+    run_import(papers, rows=[rows], authors=(), verified=())
+    placement = load(papers, "tosa-2025")["placement"]
+    assert placement["method"] == "survey" and placement["needs_review"] is True
+    assert placement["techniques"] == ["token_pruning"]  # the category's proposal, not a decision
+    assert "pruning or merging (ToSA merges): read the abstract" in placement["note"]

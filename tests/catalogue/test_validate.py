@@ -291,3 +291,20 @@ def test_code_official_may_be_unknown_but_must_be_stated(tmp_path):
     assert problems_of(tmp_path, entry(code=[{"url": "https://github.com/x/y", "official": None}]))[1] == []
     problem = only_problem(tmp_path, entry(code=[{"url": "https://github.com/x/y"}]))
     assert problem.field == "code.0.official" and "missing" in problem.message
+
+
+def test_coverage_counts_checked_venues_reviews_and_sourced_facts():
+    from tools.schema import Paper
+    from tools.validate import coverage
+
+    checked = entry(venue_checked=True, provenance={"title": "https://arxiv.org/abs/2403.06764",
+                                                    "venue": "https://www.ecva.net/x", "summary": "https://x.org/a"},
+                    read_via={"https://x.org/a": "https://mirror.example/a"})
+    bare = entry(id="bare-2024", arxiv="2401.00001", summary=None, claims=[], provenance={},
+                 placement={"cells": ["prefill.density"], "techniques": ["token_pruning"], "method": "survey",
+                            "needs_review": True, "note": "placed from the title only: read the abstract"})
+    papers = {d["id"]: Paper.model_validate(d, context={"taxonomy": TAX}) for d in (checked, bare)}
+    c = coverage(papers)
+    assert (c["papers"], c["venue checked"], c["summary"], c["claims"], c["placement to review"]) == (2, 1, 1, 1, 1)
+    # title, authors, venue, placement (+ summary when there is one): 5 + 4 facts, 3 of them with a page
+    assert (c["facts with a source"], c["facts"], c["sources read on a copy"]) == (3, 9, 1)

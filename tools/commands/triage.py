@@ -2,7 +2,8 @@
 
 Without options it lists the queue. ``--accept ID`` creates the entry from the facts arXiv gave when the candidate was
 found (no network; placement suggested, ``needs_review: true``); ``--reject ID [--reason TEXT]`` records the id in
-the rejected list (tools/data/rejected.yaml) so ``discover`` never proposes it again; ``--interactive`` asks about each candidate.
+the rejected list (tools/data/rejected.yaml) so ``discover`` never proposes it again; ``--interactive`` asks about
+each candidate. A candidate on the rejected list is never accepted.
 Every entry is validated and checked against the catalogue before anything is written; then the entries, the rejected
 list and the queue are written, each atomically.
 """
