@@ -85,15 +85,19 @@ def method_name(title: str) -> str | None:
     """The short head before the first colon ("FastV", "LLaVA-PruMerge", "LLM.int8()"), or None.
 
     A head of more than three words or 32 characters is a phrase, not a name ("Prolonged Reasoning Is Not All You
-    Need: ..."), and so is a head of several words without a capital letter or a digit after its first character
-    ("Prompt caching: ...")."""
+    Need: ..."), and so is a head of two words without a capital letter or a digit after its first character
+    ("Prompt caching: ...") and a head of three words none of which has a capital or a digit inside it
+    ("Similarity-Aware Token Pruning: ..."; "Video-XL Pro" and "LLaVA Next Interleave" are names)."""
+    title = unicodedata.normalize("NFKC", title)  # a full-width colon is a colon
     if ":" not in title:
         return None
     head = title.split(":", 1)[0].strip()
     words = head.split()
     if not head or len(head) > _NAME_MAX_CHARS or len(words) > _NAME_MAX_WORDS or not re.search("[A-Za-z]", head):
         return None
-    if len(head.split()) > 1 and not re.search(r"[A-Z0-9]", head[1:]):
+    if len(words) == 2 and not re.search(r"[A-Z0-9]", head[1:]):
+        return None
+    if len(words) == 3 and not any(re.search(r"(?<=[A-Za-z0-9])[A-Z0-9]", w) for w in words):
         return None
     return head
 
@@ -125,7 +129,7 @@ class TitleParts:
         """The words after the method name (the whole title when it has none)."""
         if method_name(self.title) is None:
             return self.words
-        return tuple(title_words(self.title.split(":", 1)[1]))
+        return tuple(title_words(unicodedata.normalize("NFKC", self.title).split(":", 1)[1]))
 
     @cached_property
     def body(self) -> str:

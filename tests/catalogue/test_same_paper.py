@@ -1,11 +1,13 @@
 """Duplicate detection (tools/same_paper.py): the rules one by one, and its recall and false positives measured on
 real data.
 
-* ``fixtures/title_variants.tsv``: real title variants of catalogued papers, the same paper under different titles
-  (the spelling of paper lists in ../shared/literature/papers_seed.jsonl, of author sources in papers_authors.jsonl,
-  and the catalogue's own titles before verification against the paper's arXiv page, which gives ``canonical``).
-  Built from those sources for the arXiv ids they share with the catalogue; ``kind`` is ``case`` when only case,
-  spacing or punctuation differ, else ``wording``.
+* ``fixtures/title_variants.tsv``: real title variants, the same paper under different titles: the spelling of
+  paper lists (../shared/literature/papers_seed.jsonl, candidates.tsv), of author sources (papers_authors.jsonl), and
+  the catalogue's own titles before verification, against ``canonical``, the title on the paper's arXiv page (from
+  the verification records of December 2026; else the catalogue's title). ``id`` is the catalogue id, or
+  ``arxiv:<id>`` for a candidate not catalogued then. ``kind``: ``case`` when only case, spacing or punctuation
+  differ, ``wording`` otherwise, ``not_a_title`` for list entries reviewed by hand as descriptions (a sentence, a news
+  line, a name followed by keywords), which the recall leaves out.
 * ``fixtures/similar_distinct_pairs.tsv``: the 100 most similar pairs of distinct catalogued papers (fuzzy ratio of
   the normalised titles), a snapshot of the catalogue when it held 637 papers.
 """
@@ -105,17 +107,29 @@ def test_duplicate_pairs_does_not_depend_on_keys_or_order():
 # ------------------------------------------------------------------------------------------------ measured on real data
 def test_recall_on_real_title_variants(catalogue_papers):
     """Each variant, checked title-only (no id, no authors) against the catalogue, finds its paper."""
-    variants = rows("title_variants.tsv")
+    variants = [r for r in rows("title_variants.tsv") if r["kind"] != "not_a_title"]
     canonical = {r["id"]: r["canonical"] for r in variants}
     pool = [Described(pid, canonical.get(pid, p.title), tuple(p.authors), p.arxiv, p.doi)
             for pid, p in catalogue_papers.items()]
-    present = [r for r in variants if r["id"] in catalogue_papers]
-    assert len(present) >= 0.9 * len(variants)  # the labelled papers are still catalogued
-    found = [r for r in present if any(m.b == r["id"] for m in matches_for(Described("\0new", r["variant"]), pool))]
+    # candidates verified on their own pages, not catalogued when the data was built: their official titles join
+    # the catalogue (once catalogued under their own id, their arXiv id says so and the pseudo-id is left out)
+    catalogued = {p.arxiv for p in catalogue_papers.values() if p.arxiv}
+    pool += [Described(pid, title) for pid, title in canonical.items()
+             if pid.startswith("arxiv:") and pid[len("arxiv:"):] not in catalogued]
+    keys = {d.key for d in pool}
+    by_arxiv = {p.arxiv: pid for pid, p in catalogue_papers.items() if p.arxiv}
+    present = []
+    for r in variants:
+        target = r["id"] if r["id"] in keys else by_arxiv.get(r["arxiv"])
+        if target:
+            present.append((r, target))
+    assert len(present) >= 0.9 * len(variants)  # the labelled papers are still in the pool
+    found = [(r, t) for r, t in present
+             if any(m.b == t for m in matches_for(Described("\0new", r["variant"]), pool))]
     recall = len(found) / len(present)
-    wording = [r for r in present if r["kind"] == "wording"]
+    wording = [(r, t) for r, t in present if r["kind"] == "wording"]
     print(f"recall {len(found)}/{len(present)} = {recall:.1%}; variants that differ in wording: "
-          f"{sum(r in found for r in wording)}/{len(wording)}")
+          f"{sum(x in found for x in wording)}/{len(wording)}")
     assert recall >= RECALL_FLOOR
 
 
