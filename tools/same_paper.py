@@ -8,8 +8,9 @@ when
 * their titles agree (below) and nothing rules it out.
 
 Ruled out: different method names ("FastV: ..." vs "SparseVLM: ...", "EAGLE" vs "EAGLE-2", "SmoothQuant" vs
-"SmoothQuant+"), different version numbers ("Qwen2.5-VL Technical Report" vs "Qwen3-VL Technical Report"), or author
-lists with no family name in common (when both are known).
+"SmoothQuant+"), different version numbers ("Qwen2.5-VL Technical Report" vs "Qwen3-VL Technical Report"), or, when
+both author lists are known and the titles are not word for word the same, lists that share no person (initial and
+family name: a shared "Liu" or "Li" alone proves nothing).
 
 Titles agree (words from :mod:`tools.titles`, so case, punctuation, plurals and abbreviations do not count) when
 
@@ -69,13 +70,17 @@ class Match:
     why: str
 
 
-def _families(authors: Iterable[str]) -> set[str]:
-    return {re.sub(r"[^a-z]", "", ascii_fold(family_name(a)).lower()) for a in authors} - {""}
-
-
 def _people(authors: Iterable[str]) -> set[str]:
-    """Full names, folded ("Huan Li" and "Dong Li" are two people; a shared family name proves little)."""
-    return {re.sub(r"[^a-z]", "", ascii_fold(a).lower()) for a in authors} - {""}
+    """People as first initial + family name ("Hana Kobayashi" and "H. Kobayashi" are one person; "Huan Li" and
+    "Dong Li" are two: a shared family name proves little)."""
+    out = set()
+    for author in authors:
+        family = re.sub(r"[^a-z]", "", ascii_fold(family_name(author)).lower())
+        given = ascii_fold(author.split(",", 1)[1] if "," in author else author).strip()
+        initial = given[:1].lower() if given else ""
+        if family:
+            out.add(f"{initial} {family}")
+    return out
 
 
 def _names_differ(a: TitleParts, b: TitleParts) -> bool:
@@ -184,9 +189,9 @@ def same_paper(a: Described, b: Described, vocabulary: Vocabulary | None = None)
         return None
     shared = None
     if a.authors and b.authors:
-        if not _families(a.authors) & _families(b.authors) and sorted(pa.words) != sorted(pb.words):
-            return None
         shared = len(_people(a.authors) & _people(b.authors))
+        if not shared and sorted(pa.words) != sorted(pb.words):
+            return None
     return titles_agree(pa, pb, shared, vocabulary)
 
 

@@ -78,6 +78,10 @@ def test_authors_decide_between_reused_method_names():
     renamed = "SpecVLM: Verifier-Guided Token Pruning for Video Speculative Decoding"
     people = ("Yicheng Ji", "Jun Zhang", "Huan Li")
     assert judge(b, renamed, a={"authors": people}, b={"authors": people})
+    # initials match the full name; a shared family name alone does not make the same people
+    close = ("Token pruning for video LLMs with attention", "Token pruning for video LLMs via attention")
+    assert judge(*close, a={"authors": ("H. Kobayashi", "L. Brandt")}, b={"authors": ("Hana Kobayashi",)})
+    assert judge(*close, a={"authors": ("Wei Liu", "Jian Li")}, b={"authors": ("Yexin Liu", "Dong Li")}) is None
     # author lists with no family name in common rule out even a close title
     assert judge("Token pruning for video LLMs with attention", "Token pruning for video LLMs via attention",
                  a={"authors": ("Ada Lovelace",)}, b={"authors": ("Alan Turing",)}) is None
