@@ -1548,7 +1548,8 @@ def plan_import(
             if _without_date(text) == _without_date(old_text):
                 report.changes.append(Change(paper, path, "unchanged", old_text, rec.where, kept))
                 continue
-            paper = paper.model_copy(update={"last_verified": prop.verified_on or today})
+            if _facts_of(paper) != _facts_of(existing.papers[match]):  # not for a list or a review note only
+                paper = paper.model_copy(update={"last_verified": prop.verified_on or today})
             text = dump_entry(to_yaml_data(paper))
             report.changes.append(Change(paper, path, "update", text, rec.where, kept))
         else:
@@ -1573,6 +1574,13 @@ def _build_dropping_bad_summary(data: dict, tax: Taxonomy, path: Path, report: I
             data["provenance"] = {k: v for k, v in data["provenance"].items() if k != "summary"}
             return build_paper(_clean(data), tax, label=display_path(path))
         raise
+
+
+def _facts_of(paper: Paper) -> dict[str, Any]:
+    """An entry without its bookkeeping (the lists that carry it, the review state of its placement, the date)."""
+    data = paper.model_dump(mode="json", exclude={"last_verified", "listed_in"})
+    data["placement"] = {k: v for k, v in data["placement"].items() if k not in ("note", "needs_review")}
+    return data
 
 
 def _without_date(text: str) -> str:
