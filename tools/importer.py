@@ -1178,6 +1178,9 @@ LIST_ONLY_NOTE = "placed from a list's category only ({category}, {repo}): read 
 _LIST_POINTER = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+:[^@()]*?@[0-9a-f]{7,40}")
 _CATEGORY = re.compile(r"^(?:mapped from the (?:ambiguous )?category '(?P<category>.*)'|the survey's placement "
                        r"(?P<survey>.+?)) \(")
+# List commits that the list's public history does not have (checked on a clone of the repository, 2026-12-04: the
+# survey repository's public head is bd2bf45 of 2026-04-08): a row citing one cannot be checked, so it is not recorded.
+UNPUBLISHED_LIST_COMMITS = frozenset({("sudis-zju/efficient-lvlms-inference", "1ab1451")})
 _SEED_LISTING = re.compile(r"^seed document \S+ \(an arXiv listing of (?P<arxiv>\S+) ")
 
 
@@ -1200,7 +1203,11 @@ def entry_sources(data: dict[str, Any], paper_lists: frozenset[str]) -> list[str
 
     def list_pointers(text: str) -> list[str]:
         return [m.group(0) for m in _LIST_POINTER.finditer(text)
-                if sources.repository_of(m.group(0)) in paper_lists]
+                if sources.repository_of(m.group(0)) in paper_lists and not unpublished(m.group(0))]
+
+    def unpublished(pointer: str) -> bool:
+        match = sources.LISTING.match(pointer.split(" (", 1)[0])
+        return bool(match) and (match["repo"].lower(), match["commit"][:7]) in UNPUBLISHED_LIST_COMMITS
 
     def note_list(text: str) -> None:
         for pointer in list_pointers(text):
@@ -1243,7 +1250,8 @@ def entry_sources(data: dict[str, Any], paper_lists: frozenset[str]) -> list[str
             if "from the title only" in value:
                 flagged = TITLE_ONLY_NOTE
             elif category:
-                repos = sorted({sources.LISTING.match(p)["repo"] for p in list_pointers(value)})
+                repos = sorted({sources.LISTING.match(m.group(0))["repo"] for m in _LIST_POINTER.finditer(value)
+                                if sources.repository_of(m.group(0)) in paper_lists})
                 flagged = LIST_ONLY_NOTE.format(category=category["category"] or category["survey"],
                                                 repo=", ".join(repos) or "a paper list")
     data["provenance"] = provenance
@@ -1267,6 +1275,9 @@ def entry_sources(data: dict[str, Any], paper_lists: frozenset[str]) -> list[str
     for d in data.get("disagreements") or []:
         values = {}
         for key, value in d["values"].items():
+            if unpublished(key):
+                dropped.append(f"disagreements ({d['field']}): source at an unpublished commit {key}")
+                continue
             head = key
             if sources.disagreement_source_problem(key):
                 head = address(key) or (list_pointers(key) or [None])[0]
@@ -1281,7 +1292,7 @@ def entry_sources(data: dict[str, Any], paper_lists: frozenset[str]) -> list[str
         else:
             dropped.append(f"disagreements ({d['field']}): fewer than two sources left")
     data["disagreements"] = kept_disagreements
-    data["listed_in"] = listed
+    data["listed_in"] = [x for x in listed if not unpublished(x)]
     cited = set(provenance.values()) | {c["source"] for c in data.get("claims") or [] if isinstance(c, dict)}
     data["read_via"] = {k: v for k, v in read_via.items() if k in cited and k != v}
     return dropped
