@@ -23,7 +23,9 @@ Re-import rules (the importer is idempotent and never overwrites curated work):
 * A matching entry is found by arXiv id, then DOI, then normalised title (its recorded title variants included).
   Its id and file name never change.
 * A fact (title, authors, venue, code, modality, ...) is replaced only when its provenance names one of this paper's
-  inputs (or a paper list) and the new value comes from a source of at least the same authority. A value whose
+  inputs (or a paper list) and the new value comes from a source of at least the same authority; an unsourced fact
+  only by one read on a page (a list is never a source), and a fact re-read after a verified input's date is kept.
+* A paper on the rejected list (tools/data/rejected.yaml) is left out. A value whose
   provenance names no input (set by hand, or read from a verified file not passed this time) is kept, and a
   different proposal is only reported. (Edit a field by hand -> put the page you read in its provenance.)
 * ``summary`` and ``claims`` are only filled when empty. ``placement`` is recomputed when its method is survey or
@@ -61,7 +63,6 @@ from tools.yamlio import atomic_write, dump_entry, line_of, load_yaml_with_lines
 
 CURATED_PLACEMENTS = ROOT / "tools" / "data" / "curated_placements.yaml"
 CURATED_SOURCE = "tools/data/curated_placements.yaml"
-LIST_SOURCE = re.compile(r"(?:^|\()[\w.-]+/[\w.-]+:[^@\s]+@[0-9a-f]{7,40}\b")  # owner/repo:path@commit
 
 
 # ============================================================================================ input rows
@@ -484,7 +485,9 @@ class Record:
             return 3
         if cites(authors):
             return 2
-        if cites(lists) or LIST_SOURCE.search(provenance):
+        list_repos = _list_repos(self)
+        if cites(lists) or any(sources.repository_of(m.group(0)) in list_repos
+                               for m in _LIST_POINTER.finditer(provenance)):
             return 1
         return None
 
@@ -1184,6 +1187,24 @@ UNPUBLISHED_LIST_COMMITS = frozenset({("sudis-zju/efficient-lvlms-inference", "1
 _SEED_LISTING = re.compile(r"^seed document \S+ \(an arXiv listing of (?P<arxiv>\S+) ")
 
 
+def _address_in(text: str) -> str | None:
+    """The public address a provenance text of the importer names ("curated from the abstract (URL)", "URL (note)",
+    an http address, the seed document of an arXiv listing), or None."""
+    text = text.strip()
+    if text.startswith("http://"):
+        text = "https://" + text[len("http://"):]
+    if sources.is_address(text):
+        return text
+    seed = _SEED_LISTING.match(text)
+    if seed and is_arxiv_id(seed["arxiv"]):
+        return arxiv_url(seed["arxiv"])
+    inner = re.match(r"^curated from the (?:title and )?abstract \((.*)\)$", text)
+    if inner:
+        return _address_in(inner.group(1))
+    head = re.match(r"^(https?://\S+?|[A-Za-z0-9][\w.-]*/[\w.-]+:[^@()]*?@[0-9a-f]{7,40}) \(", text)
+    return _address_in(head.group(1)) if head else None
+
+
 def entry_sources(data: dict[str, Any], paper_lists: frozenset[str]) -> list[str]:
     """Turn the importer's bookkeeping into an entry's sources, in place; returns what was dropped, one line each.
 
@@ -1214,27 +1235,11 @@ def entry_sources(data: dict[str, Any], paper_lists: frozenset[str]) -> list[str
             if pointer not in listed:
                 listed.append(pointer)
 
-    def address(text: str) -> str | None:
-        """The public address a provenance text names, or None."""
-        text = text.strip()
-        if text.startswith("http://"):
-            text = "https://" + text[len("http://"):]
-        if sources.is_address(text):
-            return text
-        seed = _SEED_LISTING.match(text)
-        if seed and is_arxiv_id(seed["arxiv"]):
-            return arxiv_url(seed["arxiv"])
-        inner = re.match(r"^curated from the (?:title and )?abstract \((.*)\)$", text)
-        if inner:
-            return address(inner.group(1))
-        head = re.match(r"^(https?://\S+?|[A-Za-z0-9][\w.-]*/[\w.-]+:[^@()]*?@[0-9a-f]{7,40}) \(", text)
-        return address(head.group(1)) if head else None
-
     provenance = {}
     flagged = None
     for name, value in (data.get("provenance") or {}).items():
         note_list(value)
-        found = address(value)
+        found = _address_in(value)
         if found and sources.POINTER.match(found) and sources.repository_of(found) in paper_lists:
             found = None  # a list is not a source
         if found:
@@ -1256,7 +1261,7 @@ def entry_sources(data: dict[str, Any], paper_lists: frozenset[str]) -> list[str
                                                 repo=", ".join(repos) or "a paper list")
     data["provenance"] = provenance
     for claim in data.get("claims") or []:
-        found = address(claim["source"]) if isinstance(claim, dict) and claim.get("source") else None
+        found = _address_in(claim["source"]) if isinstance(claim, dict) and claim.get("source") else None
         if found:
             canonical = sources.canonical_arxiv_address(found, data.get("arxiv"))
             if canonical:
@@ -1280,7 +1285,7 @@ def entry_sources(data: dict[str, Any], paper_lists: frozenset[str]) -> list[str
                 continue
             head = key
             if sources.disagreement_source_problem(key):
-                head = address(key) or (list_pointers(key) or [None])[0]
+                head = _address_in(key) or (list_pointers(key) or [None])[0]
                 if head and sources.disagreement_source_problem(head):
                     head = None
             if head is None:
@@ -1350,15 +1355,19 @@ FILL_ONLY_FIELDS = ("summary", "claims")
 PRESERVED_FIELDS = ("reference_impls", "frontiers", "distinct_from", "bibtex_key")
 
 
-def merge_with_existing(old: Paper, prop: Proposal, rec: Record) -> tuple[dict[str, Any], list[str]]:
+def merge_with_existing(old: Paper, prop: Proposal, rec: Record,
+                        paper_lists: frozenset[str] = frozenset()) -> tuple[dict[str, Any], list[str]]:
     """The entry data after re-import, and a line per value that was kept against a different proposal.
 
     A value is replaced only when the importer can tell where it came from (its provenance names one of this
     paper's inputs, or a paper list) and the proposal comes from a source of at least the same authority:
     verified page > author list > paper list. A value whose source is not among the inputs (set by hand, or read
-    from a verified file not passed this time) is kept.
+    from a verified file not passed this time) is kept. An unsourced value (one a list gave) is replaced only by a
+    value read on a page, never by another list's; and a value read on the same page as a verified input, but in a
+    verification later than that input's (``add --from``), is kept.
     """
     data = old.model_dump(mode="python")
+    reread_later = prop.verified_on is not None and old.last_verified > prop.verified_on
     prov = dict(old.provenance)
     kept: list[str] = []
     kept_fields: set[str] = set()
@@ -1368,6 +1377,10 @@ def merge_with_existing(old: Paper, prop: Proposal, rec: Record) -> tuple[dict[s
             continue
         value, current = new[name], data.get(name)
         old_rank, new_rank = rec.rank(prov.get(name), existing=True), rec.rank(prop.provenance.get(name))
+        if prov.get(name) is None and not _is_page(prop.provenance.get(name), rec, paper_lists):
+            old_rank = None  # a list is no source: it fills a gap but replaces nothing
+        elif old_rank == 3 and reread_later:
+            old_rank = None
         if _comparable(current) == _comparable(value):
             if name in prop.provenance and old_rank is not None and new_rank is not None and new_rank >= old_rank:
                 prov[name] = prop.provenance[name]
@@ -1400,6 +1413,21 @@ def merge_with_existing(old: Paper, prop: Proposal, rec: Record) -> tuple[dict[s
                                                  {"code" if f == "code" else f for f in kept_fields})
     data["provenance"] = prov
     return data, kept
+
+
+def _is_page(source: str | None, rec: Record, paper_lists: frozenset[str]) -> bool:
+    """A public address that is not a paper list (``paper_lists``, or a list this paper's rows come from)."""
+    source = _address_in(source) if source else None
+    if not source:
+        return False
+    repo = sources.repository_of(source) if sources.POINTER.match(source) else None
+    return repo is None or repo not in paper_lists | _list_repos(rec)
+
+
+def _list_repos(rec: Record) -> set[str]:
+    found = {sources.repository_of(x) for s in rec.seeds
+             for x in (s.row.source, *(s.row.also_in or []), s.row.arxiv_id_from, s.row.code_url_from) if x}
+    return found - {None}
 
 
 def _merge_disagreements(existing: list[dict], own: list[dict], rec: Record, kept_fields: set[str]) -> list[dict]:
@@ -1451,8 +1479,13 @@ def plan_import(
     papers_dir: Path = PAPERS_DIR,
     taxonomy: Taxonomy | None = None,
     today: dt.date | None = None,
+    rejected_path: Path | None = None,
 ) -> ImportReport:
-    """Read and check every input, join the rows per paper, and compute each entry; writes nothing."""
+    """Read and check every input, join the rows per paper, and compute each entry; writes nothing. A paper on the
+    rejected list (tools/rejected.py; by arXiv id, or the id its entry had) is left out and reported."""
+    from tools.rejected import REJECTED_PATH, read_rejected
+
+    rejected = read_rejected(rejected_path or REJECTED_PATH)
     tax = taxonomy or load_taxonomy()
     today = today or dt.date.today()
     problems: list[Problem] = []
@@ -1491,6 +1524,10 @@ def plan_import(
     planned: list[tuple[Record, Proposal, str | None]] = []
     claimed: dict[str, str] = {}
     for rec in records:
+        refusal = next((rejected.refusal(a) for a in rec.arxiv_ids() if rejected.refusal(a)), None)
+        if refusal:
+            report.notes.append(f"{rec.where}: arXiv {rec.arxiv_ids()[0]} left out: {refusal}")
+            continue
         try:
             prop = importer.propose(rec)
         except ProblemError as exc:
@@ -1519,6 +1556,9 @@ def plan_import(
     new_ids = _assign_ids([(rec, prop) for rec, prop, match in planned if match is None], taken_ids, importer)
     for rec, prop, match in planned:
         pid = match or new_ids[id(rec)]
+        if match is None and rejected.refusal(paper_id=pid):
+            report.notes.append(f"{rec.where}: {pid} left out: {rejected.refusal(paper_id=pid)}")
+            continue
         try:
             importer.place(rec, prop, pid, existing.papers.get(match) if match else None)
         except ProblemError as exc:
@@ -1526,7 +1566,7 @@ def plan_import(
             continue
         if match:
             old = existing.papers[match]
-            data, kept = merge_with_existing(old, prop, rec)
+            data, kept = merge_with_existing(old, prop, rec, tax.paper_list_repos)
             path = existing.files[match]
         else:
             data, kept = dict(prop.data), []
@@ -1541,9 +1581,7 @@ def plan_import(
         data.setdefault("last_verified", today)
         # provenance in the schema's field order, so a fresh import and a re-import write the same bytes
         data["provenance"] = {k: data["provenance"][k] for k in PROVENANCE_FIELDS if k in data["provenance"]}
-        lists = {sources.repository_of(x) for s in rec.seeds for x in (s.row.source, *(s.row.also_in or []),
-                                                                       s.row.arxiv_id_from, s.row.code_url_from) if x}
-        entry_sources(data, tax.paper_list_repos | (lists - {None}))
+        entry_sources(data, tax.paper_list_repos | _list_repos(rec))
         try:
             paper = _build_dropping_bad_summary(data, tax, path, report, rec)
         except ProblemError as exc:

@@ -27,7 +27,7 @@ TODAY = dt.date(2026, 11, 21)
 
 def run_import(papers: Path, rows=(ROWS,), authors=(AUTHORS,), verified=(VERIFIED,), placements=PLACEMENTS):
     report = plan_import(list(rows), authors=list(authors), verified=list(verified), curated_path=placements,
-                         papers_dir=papers, today=TODAY)
+                         papers_dir=papers, today=TODAY, rejected_path=papers.parent / "rejected.yaml")
     apply_import(report)
     return report
 
@@ -400,3 +400,15 @@ def test_an_ambiguous_survey_category_gives_a_flagged_proposal_with_its_doubt(tm
     assert placement["method"] == "survey" and placement["needs_review"] is True
     assert placement["techniques"] == ["token_pruning"]  # the category's proposal, not a decision
     assert "pruning or merging (ToSA merges): read the abstract" in placement["note"]
+
+
+def test_a_rejected_paper_is_not_imported_again(tmp_path):
+    from tools.rejected import RejectedList, Rejection
+
+    rejected = tmp_path / "rejected.yaml"
+    RejectedList([Rejection("2403.06764", "FastV", dt.date(2026, 12, 4), "duplicate_of: test")], rejected).write()
+    papers = tmp_path / "papers"
+    report = plan_import([ROWS], authors=[AUTHORS], verified=[VERIFIED], curated_path=PLACEMENTS, papers_dir=papers,
+                         today=TODAY, rejected_path=rejected)
+    assert "fastv-2024" not in {c.paper.id for c in report.changes}
+    assert any("arXiv 2403.06764 left out: rejected on 2026-12-04" in n for n in report.notes)
