@@ -25,9 +25,9 @@ Re-import rules (the importer is idempotent and never overwrites curated work):
 * A fact (title, authors, venue, code, modality, ...) is replaced only when its provenance names one of this paper's
   inputs (or a paper list) and the new value comes from a source of at least the same authority; an unsourced fact
   only by one read on a page (a list is never a source), and a fact re-read after a verified input's date is kept.
-* A paper on the rejected list (tools/data/rejected.yaml) is left out. A value whose
-  provenance names no input (set by hand, or read from a verified file not passed this time) is kept, and a
-  different proposal is only reported. (Edit a field by hand -> put the page you read in its provenance.)
+  A value whose provenance names no input (set by hand, or read from a verified file not passed this time) is
+  kept, and a different proposal is only reported. (Edit a field by hand -> put the page you read in its provenance.)
+* A paper on the rejected list (tools/data/rejected.yaml) is left out.
 * ``summary`` and ``claims`` are only filled when empty. ``placement`` is recomputed when its method is survey or
   mapped, or when it came from the curated-placements file; a placement curated in the entry itself is kept.
 * Disagreements a re-import cannot reproduce (added by hand, or from inputs not passed this time) are kept.
