@@ -4,14 +4,15 @@ New entry (``entry_from_record``): title, all authors, ``first_version`` = the v
 the journal reference (or an "accepted at" comment) names a venue and its year, ``venue`` normalised to the taxonomy's
 venue ids (``tools.importer.normalise_venue``, else the venue named in the reference) else "arXiv", DOI, primary class, the abstract page as
 ``paper_url``; every fact's provenance is the abstract page it was read from (the latest version, v1 for the date);
-the placement is a keyword suggestion flagged ``needs_review`` (tools/placement_suggest.py).
+the placement, modality and training regime are a keyword suggestion flagged ``needs_review``
+(tools/placement_suggest.py), without provenance: nobody has read them on a page yet.
 
 Refresh (``plan_enrichment``), field by field (authors, venue, year, DOI, first_version, primary_class, paper_url,
 and the latest version in the provenance of ``arxiv``). A field is
 
 * **missing** when empty (authors unknown or truncated, venue still "arXiv"): it is filled;
-* **machine-written** when its provenance is this paper's arXiv abstract page (any version), a paper list
-  (``owner/repo:path@commit``) or the importer's "no source ... names a venue" note: it is updated when arXiv differs;
+* **machine-written** when its provenance is this paper's arXiv abstract page (any version), or when it has no
+  provenance (an unsourced fact): it is updated when arXiv differs;
 * **curated** otherwise (a person read another page): it is kept, and the difference is reported; ``force`` replaces it.
 
 A venue is never turned back into "arXiv", a DOI never removed, and ``last_verified`` changes only with the content,
@@ -26,7 +27,7 @@ from typing import Any
 
 from tools.arxiv_source import ArxivRecord, abs_url
 from tools.entries import to_yaml_data
-from tools.importer import LIST_SOURCE, id_candidates, normalise_venue, short_name_of
+from tools.importer import id_candidates, normalise_venue, short_name_of
 from tools.placement_suggest import Suggestion, suggest_placement
 from tools.schema import PREPRINT, Paper
 from tools.taxonomy import Taxonomy
@@ -34,7 +35,6 @@ from tools.taxonomy import Taxonomy
 _ACCEPTED = re.compile(r"(?i)\b(accepted|to appear|appear(s|ed)? (in|at)|published|camera[- ]ready|oral|spotlight|"
                        r"poster|proceedings)\b")
 _NOT_YET = re.compile(r"(?i)\b(submitted|under review|in submission|preprint)\b")
-SUGGESTED = "suggested from the title and abstract by tools/placement_suggest.py (needs review)"
 
 
 # ============================================================================================ venue and year
@@ -152,17 +152,13 @@ def entry_from_record(record: ArxivRecord, taxonomy: Taxonomy, taken: set[str], 
     provenance = {
         "title": url, "authors": url, "first_version": record.v1_url,
         "year": url if found else record.v1_url, "arxiv": url, "paper_url": url,
-        "placement": SUGGESTED, "modality": SUGGESTED,
     }
     if found:
-        provenance["venue"] = f"{url} ({found[1]})"
-        provenance["year"] = provenance["venue"]
+        provenance["venue"] = provenance["year"] = url
     if record.doi:
         provenance["doi"] = url
     if record.primary_class:
         provenance["primary_class"] = url
-    if suggestion.training:
-        provenance["training"] = SUGGESTED
     data = {
         "id": choose_id(record.title, year, taken),
         "title": record.title,
@@ -172,6 +168,7 @@ def entry_from_record(record: ArxivRecord, taxonomy: Taxonomy, taken: set[str], 
         "year": year,
         "first_version": record.first_version,
         "venue": venue,
+        "venue_checked": bool(found),  # the authors' own statement on the arXiv page (journal_ref or comment)
         "arxiv": record.arxiv,
         "doi": record.doi,
         "primary_class": record.primary_class,
@@ -188,9 +185,6 @@ def entry_from_record(record: ArxivRecord, taxonomy: Taxonomy, taken: set[str], 
 
 
 # ============================================================================================ enrichment
-_NO_VENUE_NOTE = "no source read so far names a venue"
-
-
 def field_state(paper: Paper, name: str) -> str:
     """"missing", "machine" (written by a tool from arXiv or a paper list) or "curated" (see the module docstring)."""
     value = getattr(paper, name)
@@ -202,11 +196,8 @@ def field_state(paper: Paper, name: str) -> str:
         return "missing"
     source = paper.provenance.get(name)
     if source is None:
-        return "curated"
-    if paper.arxiv and re.fullmatch(rf"https?://(export\.)?arxiv\.org/abs/{re.escape(paper.arxiv)}(v\d+)?"
-                                    r"( \((journal_ref|comment)\))?", source):
-        return "machine"
-    if LIST_SOURCE.match(source) or source.startswith(_NO_VENUE_NOTE):
+        return "machine"  # unsourced: a page (arXiv's) may fill it in
+    if paper.arxiv and re.fullmatch(rf"https://arxiv\.org/abs/{re.escape(paper.arxiv)}(v\d+)?", source):
         return "machine"
     return "curated"
 
@@ -229,7 +220,7 @@ def plan_enrichment(paper: Paper, record: ArxivRecord, taxonomy: Taxonomy, today
                     force: bool = False) -> Enrichment:
     """The entry refreshed from ``record`` (the rules are in the module docstring)."""
     data = to_yaml_data(paper)
-    provenance = dict(data["provenance"])
+    provenance = dict(data.get("provenance", {}))
     result = Enrichment(paper.id, data)
     url = record.url
 
@@ -258,8 +249,8 @@ def plan_enrichment(paper: Paper, record: ArxivRecord, taxonomy: Taxonomy, today
     if paper.paper_url is None:
         propose("paper_url", abs_url(record.arxiv), url)
     found = venue_from_record(record, taxonomy)
-    if found:
-        propose("venue", found[0], f"{url} ({found[1]})")
+    if found:  # the authors' own statement on the arXiv page: the venue is checked
+        propose("venue", found[0], url, {"venue_checked": True})
     venue = data.get("venue", paper.venue)  # the venue after this refresh (a kept curated one included)
     year_source = provenance.get("venue", record.v1_url) if venue != PREPRINT else record.v1_url
     propose("year", year_for(venue, record.first_version, taxonomy), year_source)

@@ -27,6 +27,7 @@ from bibtexparser.model import Entry, Field
 from tools.citekeys import assign_keys
 from tools.schema import Paper
 from tools.taxonomy import Taxonomy
+from tools.titles import normalise_title
 
 FIELD_ORDER = ("author", "title", "booktitle", "journal", "year", "doi", "eprint", "archiveprefix", "primaryclass",
                "url")
@@ -276,11 +277,6 @@ def render_one(paper: Paper, key: str, taxonomy: Taxonomy) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ reading users' .bib
-def normalise_title(text: str) -> str:
-    folded = unicodedata.normalize("NFKD", text).lower()
-    return " ".join(re.findall(r"[a-z0-9]+", folded))
-
-
 @dataclass
 class BibCheck:
     found: dict[str, str] = field(default_factory=dict)  # user's key -> catalogue id

@@ -8,9 +8,10 @@ from pydantic import ValidationError
 
 from tools.paths import PAPERS_DIR, display_path
 from tools.problems import Problem, ProblemError
+from tools.provenance import citation_problems
+from tools.same_paper import Described, duplicate_pairs
 from tools.schema import FIELD_ORDER, Paper
 from tools.taxonomy import Taxonomy, load_taxonomy
-from tools.validate import near_duplicate_pairs
 from tools.yamlio import atomic_write, dump_entry
 
 
@@ -26,39 +27,57 @@ def to_yaml_data(paper: Paper) -> dict[str, Any]:
     return {key: data[key] for key in FIELD_ORDER if key in data}
 
 
-def build_paper(data: dict[str, Any], taxonomy: Taxonomy | None = None, label: str = "<new entry>") -> Paper:
-    """Validate plain data as a paper; raises ProblemError naming each bad field."""
+def build_paper(data: dict[str, Any], taxonomy: Taxonomy | None = None, label: str = "<new entry>",
+                line: int = 1) -> Paper:
+    """Validate plain data as a paper (the schema, then how its sources are cited); raises ProblemError naming each
+    bad field at ``label:line``."""
+    taxonomy = taxonomy or load_taxonomy()
     try:
-        return Paper.model_validate(data, context={"taxonomy": taxonomy or load_taxonomy()})
+        paper = Paper.model_validate(data, context={"taxonomy": taxonomy})
     except ValidationError as exc:
         raise ProblemError(
             [
-                Problem(label, 1, ".".join(map(str, err["loc"])), err["msg"].removeprefix("Value error, "))
+                Problem(label, line, ".".join(map(str, err["loc"])), err["msg"].removeprefix("Value error, "))
                 for err in exc.errors()
             ]
         ) from None
+    problems = [Problem(label, line, ".".join(map(str, loc)), message)
+                for loc, message in citation_problems(paper, taxonomy.paper_list_repos)]
+    if problems:
+        raise ProblemError(problems)
+    return paper
 
 
 def conflicts_with(paper: Paper, existing: dict[str, Paper]) -> list[str]:
-    """Why ``paper`` must not be added next to ``existing``: same id, arXiv id or DOI, or a near-duplicate title."""
-    reasons = []
-    for other in existing.values():
-        if other.id == paper.id:
-            reasons.append(f"the id {paper.id!r} is taken by papers/{other.id}.yaml")
-        if paper.arxiv and other.arxiv == paper.arxiv:
-            reasons.append(f"arXiv {paper.arxiv} is already catalogued as papers/{other.id}.yaml")
-        if paper.doi and other.doi and other.doi.lower() == paper.doi.lower():
-            reasons.append(f"DOI {paper.doi} is already catalogued as papers/{other.id}.yaml")
-    titles = {pid: p.title for pid, p in existing.items() if pid not in paper.distinct_from}
-    titles["\0new"] = paper.title
-    for a, b, score in near_duplicate_pairs(titles):
-        if "\0new" in (a, b):
-            other = b if a == "\0new" else a
-            reasons.append(
-                f"the title is a near-duplicate (similarity {score:.0f}) of papers/{other}.yaml: "
-                f"{existing[other].title!r}"
-            )
-    return reasons
+    """Why ``paper`` must not be added next to ``existing``: the same id, or the same paper (tools/same_paper.py:
+    arXiv id, DOI, a variant of the title; entries it lists in ``distinct_from`` excepted)."""
+    return [reason for _, reasons in find_conflicts([paper], existing).items() for reason in reasons]
+
+
+def find_conflicts(papers: list[Paper], existing: dict[str, Paper]) -> dict[str, list[str]]:
+    """For several new papers at once (one duplicate search): id -> why it must not be added next to ``existing``
+    (nor next to another of ``papers``)."""
+    out: dict[str, list[str]] = {p.id: [] for p in papers}
+    new_keys = {f"\0{p.id}": p for p in papers}
+    for p in papers:
+        if p.id in existing:
+            out[p.id].append(f"the id {p.id!r} is taken by papers/{p.id}.yaml")
+    pool = [Described.of(p) for pid, p in existing.items()] + [Described.of(p, key) for key, p in new_keys.items()]
+    for match in duplicate_pairs(pool, involving=set(new_keys)):
+        for mine, other in ((match.a, match.b), (match.b, match.a)):
+            if mine not in new_keys:
+                continue
+            paper = new_keys[mine]
+            other_id = other[1:] if other in new_keys else other
+            if other_id in paper.distinct_from or other_id == paper.id:
+                continue
+            if other in new_keys:
+                if mine < other:
+                    out[paper.id].append(f"{match.why}: the same paper as the new entry {other_id}")
+            else:
+                out[paper.id].append(f"{match.why}: already catalogued as papers/{other_id}.yaml "
+                                     f"({existing[other_id].title!r})")
+    return out
 
 
 def write_paper(paper: Paper, papers_dir: Path = PAPERS_DIR) -> Path:

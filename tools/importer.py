@@ -23,9 +23,11 @@ Re-import rules (the importer is idempotent and never overwrites curated work):
 * A matching entry is found by arXiv id, then DOI, then normalised title (its recorded title variants included).
   Its id and file name never change.
 * A fact (title, authors, venue, code, modality, ...) is replaced only when its provenance names one of this paper's
-  inputs (or a paper list) and the new value comes from a source of at least the same authority. A value whose
-  provenance names no input (set by hand, or read from a verified file not passed this time) is kept, and a
-  different proposal is only reported. (Edit a field by hand -> put the page you read in its provenance.)
+  inputs (or a paper list) and the new value comes from a source of at least the same authority; an unsourced fact
+  only by one read on a page (a list is never a source), and a fact re-read after a verified input's date is kept.
+  A value whose provenance names no input (set by hand, or read from a verified file not passed this time) is
+  kept, and a different proposal is only reported. (Edit a field by hand -> put the page you read in its provenance.)
+* A paper on the rejected list (tools/data/rejected.yaml) is left out.
 * ``summary`` and ``claims`` are only filled when empty. ``placement`` is recomputed when its method is survey or
   mapped, or when it came from the curated-placements file; a placement curated in the entry itself is kept.
 * Disagreements a re-import cannot reproduce (added by hand, or from inputs not passed this time) are kept.
@@ -52,14 +54,15 @@ from tools.citekeys import STOPWORDS, ascii_fold
 from tools.entries import build_paper, paper_path, to_yaml_data
 from tools.paths import PAPERS_DIR, ROOT, display_path
 from tools.problems import Problem, ProblemError
+from tools import provenance as sources
 from tools.schema import ARXIV_NEW, ARXIV_OLD, PREPRINT, PROVENANCE_FIELDS, Claim, Paper
 from tools.taxonomy import CategoryMapping, Taxonomy, load_taxonomy
-from tools.validate import normalise_title, paper_files, validate_file
+from tools.titles import normalise_title
+from tools.validate import paper_files, validate_file
 from tools.yamlio import atomic_write, dump_entry, line_of, load_yaml_with_lines
 
 CURATED_PLACEMENTS = ROOT / "tools" / "data" / "curated_placements.yaml"
 CURATED_SOURCE = "tools/data/curated_placements.yaml"
-LIST_SOURCE = re.compile(r"(?:^|\()[\w.-]+/[\w.-]+:[^@\s]+@[0-9a-f]{7,40}\b")  # owner/repo:path@commit
 
 
 # ============================================================================================ input rows
@@ -482,7 +485,9 @@ class Record:
             return 3
         if cites(authors):
             return 2
-        if cites(lists) or LIST_SOURCE.search(provenance):
+        list_repos = _list_repos(self)
+        if cites(lists) or any(sources.repository_of(m.group(0)) in list_repos
+                               for m in _LIST_POINTER.finditer(provenance)):
             return 1
         return None
 
@@ -791,7 +796,7 @@ class Importer:
         for s in rec.seeds:
             title_values.setdefault(s.row.source, s.row.title)
             if s.row.source in title_values and title_values[s.row.source] != s.row.title:
-                title_values[f"{s.row.source} ({s.where})"] = s.row.title
+                title_values[f"{s.row.source} (another row)"] = s.row.title
         if a and a.title_in_source:
             title_values.setdefault(a.source, a.title_in_source)
         if v and "title" in v._superseded:
@@ -1107,6 +1112,9 @@ class Importer:
         elif survey_placement:
             placement = {**survey_placement, "method": "survey"}
             prov["placement"] = mapping_source
+            doubts = [m.note or "curate" for m in survey_maps if m.ambiguous]
+            if doubts:
+                placement.update(needs_review=True, note=f"ambiguous survey category ({'; '.join(doubts)})")
         elif source_map and not source_map.ambiguous:
             placement = {"cells": list(source_map.cells), "techniques": list(source_map.techniques), "method": "mapped"}
             prov["placement"] = mapping_source
@@ -1167,6 +1175,134 @@ class Importer:
             data["short_name"], prov["short_name"] = decision.short_name, f"curated ({CURATED_SOURCE})"
 
 
+# ------------------------------------------------------------------------------------------------ sources
+TITLE_ONLY_NOTE = "placed from the title only: read the abstract"
+LIST_ONLY_NOTE = "placed from a list's category only ({category}, {repo}): read the abstract"
+_LIST_POINTER = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+:[^@()]*?@[0-9a-f]{7,40}")
+_CATEGORY = re.compile(r"^(?:mapped from the (?:ambiguous )?category '(?P<category>.*)'|the survey's placement "
+                       r"(?P<survey>.+?)) \(")
+# List commits that the list's public history does not have (checked on a clone of the repository, 2026-12-04: the
+# survey repository's public head is bd2bf45 of 2026-04-08): a row citing one cannot be checked, so it is not recorded.
+UNPUBLISHED_LIST_COMMITS = frozenset({("sudis-zju/efficient-lvlms-inference", "1ab1451")})
+_SEED_LISTING = re.compile(r"^seed document \S+ \(an arXiv listing of (?P<arxiv>\S+) ")
+
+
+def _address_in(text: str) -> str | None:
+    """The public address a provenance text of the importer names ("curated from the abstract (URL)", "URL (note)",
+    an http address, the seed document of an arXiv listing), or None."""
+    text = text.strip()
+    if text.startswith("http://"):
+        text = "https://" + text[len("http://"):]
+    if sources.is_address(text):
+        return text
+    seed = _SEED_LISTING.match(text)
+    if seed and is_arxiv_id(seed["arxiv"]):
+        return arxiv_url(seed["arxiv"])
+    inner = re.match(r"^curated from the (?:title and )?abstract \((.*)\)$", text)
+    if inner:
+        return _address_in(inner.group(1))
+    head = re.match(r"^(https?://\S+?|[A-Za-z0-9][\w.-]*/[\w.-]+:[^@()]*?@[0-9a-f]{7,40}) \(", text)
+    return _address_in(head.group(1)) if head else None
+
+
+def entry_sources(data: dict[str, Any], paper_lists: frozenset[str]) -> list[str]:
+    """Turn the importer's bookkeeping into an entry's sources, in place; returns what was dropped, one line each.
+
+    The importer tracks where each value came from, paper lists included ("owner/list:README.md@abc1234",
+    "mapped from the category 'X' (owner/list:...)", "curated from the title only (tools/data/...)"). An entry
+    keeps only public addresses (tools/provenance.py): a pointer into a paper list (``paper_lists``) goes to
+    ``listed_in``; "curated from the abstract (URL)" and "URL (note)" keep the URL; a copy of the arXiv page (also
+    as a claim's source) becomes its canonical address with ``read_via``; anything else is dropped (the fact stays,
+    unsourced). A placement whose
+    only basis was the title or a list's category is flagged ``needs_review`` with a note saying so. Disagreement
+    sources that are not addresses (local files, notes) are dropped, and a disagreement left with one source goes.
+    Running it twice changes nothing.
+    """
+    dropped: list[str] = []
+    listed = list(data.get("listed_in") or [])
+    read_via = dict(data.get("read_via") or {})
+
+    def list_pointers(text: str) -> list[str]:
+        return [m.group(0) for m in _LIST_POINTER.finditer(text)
+                if sources.repository_of(m.group(0)) in paper_lists and not unpublished(m.group(0))]
+
+    def unpublished(pointer: str) -> bool:
+        match = sources.LISTING.match(pointer.split(" (", 1)[0])
+        return bool(match) and (match["repo"].lower(), match["commit"][:7]) in UNPUBLISHED_LIST_COMMITS
+
+    def note_list(text: str) -> None:
+        for pointer in list_pointers(text):
+            if pointer not in listed:
+                listed.append(pointer)
+
+    provenance = {}
+    flagged = None
+    for name, value in (data.get("provenance") or {}).items():
+        note_list(value)
+        found = _address_in(value)
+        if found and sources.POINTER.match(found) and sources.repository_of(found) in paper_lists:
+            found = None  # a list is not a source
+        if found:
+            canonical = sources.canonical_arxiv_address(found, data.get("arxiv"))
+            if canonical:
+                read_via.setdefault(canonical, found)
+                found = canonical
+            provenance[name] = found
+            continue
+        dropped.append(f"provenance.{name}: {value}")
+        if name == "placement":
+            category = _CATEGORY.match(value)
+            if "from the title only" in value:
+                flagged = TITLE_ONLY_NOTE
+            elif category:
+                repos = sorted({sources.LISTING.match(m.group(0))["repo"] for m in _LIST_POINTER.finditer(value)
+                                if sources.repository_of(m.group(0)) in paper_lists})
+                flagged = LIST_ONLY_NOTE.format(category=category["category"] or category["survey"],
+                                                repo=", ".join(repos) or "a paper list")
+    data["provenance"] = provenance
+    for claim in data.get("claims") or []:
+        found = _address_in(claim["source"]) if isinstance(claim, dict) and claim.get("source") else None
+        if found:
+            canonical = sources.canonical_arxiv_address(found, data.get("arxiv"))
+            if canonical:
+                read_via.setdefault(canonical, found)
+                found = canonical
+            claim["source"] = found
+    placement = data.get("placement")
+    if flagged and placement is not None:
+        placement = dict(placement)
+        note = placement.get("note") or ""
+        if not note.startswith(("placed from the title only", "placed from a list's category")):
+            placement["note"] = f"{flagged}. {note}".strip() if note else flagged
+        placement["needs_review"] = True
+        data["placement"] = placement
+    kept_disagreements = []
+    for d in data.get("disagreements") or []:
+        values = {}
+        for key, value in d["values"].items():
+            if unpublished(key):
+                dropped.append(f"disagreements ({d['field']}): source at an unpublished commit {key}")
+                continue
+            head = key
+            if sources.disagreement_source_problem(key):
+                head = _address_in(key) or (list_pointers(key) or [None])[0]
+                if head and sources.disagreement_source_problem(head):
+                    head = None
+            if head is None:
+                dropped.append(f"disagreements ({d['field']}): source {key}")
+                continue
+            values.setdefault(head, value)
+        if len(values) >= 2 and len(set(values.values())) >= 2:
+            kept_disagreements.append({**d, "values": values})
+        else:
+            dropped.append(f"disagreements ({d['field']}): fewer than two sources left")
+    data["disagreements"] = kept_disagreements
+    data["listed_in"] = [x for x in listed if not unpublished(x)]
+    cited = set(provenance.values()) | {c["source"] for c in data.get("claims") or [] if isinstance(c, dict)}
+    data["read_via"] = {k: v for k, v in read_via.items() if k in cited and k != v}
+    return dropped
+
+
 def _union(lists: Iterable[Iterable[str]]) -> list[str]:
     out: list[str] = []
     for items in lists:
@@ -1219,15 +1355,19 @@ FILL_ONLY_FIELDS = ("summary", "claims")
 PRESERVED_FIELDS = ("reference_impls", "frontiers", "distinct_from", "bibtex_key")
 
 
-def merge_with_existing(old: Paper, prop: Proposal, rec: Record) -> tuple[dict[str, Any], list[str]]:
+def merge_with_existing(old: Paper, prop: Proposal, rec: Record,
+                        paper_lists: frozenset[str] = frozenset()) -> tuple[dict[str, Any], list[str]]:
     """The entry data after re-import, and a line per value that was kept against a different proposal.
 
     A value is replaced only when the importer can tell where it came from (its provenance names one of this
     paper's inputs, or a paper list) and the proposal comes from a source of at least the same authority:
     verified page > author list > paper list. A value whose source is not among the inputs (set by hand, or read
-    from a verified file not passed this time) is kept.
+    from a verified file not passed this time) is kept. An unsourced value (one a list gave) is replaced only by a
+    value read on a page, never by another list's; and a value read on the same page as a verified input, but in a
+    verification later than that input's (``add --from``), is kept.
     """
     data = old.model_dump(mode="python")
+    reread_later = prop.verified_on is not None and old.last_verified > prop.verified_on
     prov = dict(old.provenance)
     kept: list[str] = []
     kept_fields: set[str] = set()
@@ -1237,6 +1377,10 @@ def merge_with_existing(old: Paper, prop: Proposal, rec: Record) -> tuple[dict[s
             continue
         value, current = new[name], data.get(name)
         old_rank, new_rank = rec.rank(prov.get(name), existing=True), rec.rank(prop.provenance.get(name))
+        if prov.get(name) is None and not _is_page(prop.provenance.get(name), rec, paper_lists):
+            old_rank = None  # a list is no source: it fills a gap but replaces nothing
+        elif old_rank == 3 and reread_later:
+            old_rank = None
         if _comparable(current) == _comparable(value):
             if name in prop.provenance and old_rank is not None and new_rank is not None and new_rank >= old_rank:
                 prov[name] = prop.provenance[name]
@@ -1269,6 +1413,21 @@ def merge_with_existing(old: Paper, prop: Proposal, rec: Record) -> tuple[dict[s
                                                  {"code" if f == "code" else f for f in kept_fields})
     data["provenance"] = prov
     return data, kept
+
+
+def _is_page(source: str | None, rec: Record, paper_lists: frozenset[str]) -> bool:
+    """A public address that is not a paper list (``paper_lists``, or a list this paper's rows come from)."""
+    source = _address_in(source) if source else None
+    if not source:
+        return False
+    repo = sources.repository_of(source) if sources.POINTER.match(source) else None
+    return repo is None or repo not in paper_lists | _list_repos(rec)
+
+
+def _list_repos(rec: Record) -> set[str]:
+    found = {sources.repository_of(x) for s in rec.seeds
+             for x in (s.row.source, *(s.row.also_in or []), s.row.arxiv_id_from, s.row.code_url_from) if x}
+    return found - {None}
 
 
 def _merge_disagreements(existing: list[dict], own: list[dict], rec: Record, kept_fields: set[str]) -> list[dict]:
@@ -1320,8 +1479,13 @@ def plan_import(
     papers_dir: Path = PAPERS_DIR,
     taxonomy: Taxonomy | None = None,
     today: dt.date | None = None,
+    rejected_path: Path | None = None,
 ) -> ImportReport:
-    """Read and check every input, join the rows per paper, and compute each entry; writes nothing."""
+    """Read and check every input, join the rows per paper, and compute each entry; writes nothing. A paper on the
+    rejected list (tools/rejected.py; by arXiv id, or the id its entry had) is left out and reported."""
+    from tools.rejected import REJECTED_PATH, read_rejected
+
+    rejected = read_rejected(rejected_path or REJECTED_PATH)
     tax = taxonomy or load_taxonomy()
     today = today or dt.date.today()
     problems: list[Problem] = []
@@ -1360,6 +1524,10 @@ def plan_import(
     planned: list[tuple[Record, Proposal, str | None]] = []
     claimed: dict[str, str] = {}
     for rec in records:
+        refusal = next((rejected.refusal(a) for a in rec.arxiv_ids() if rejected.refusal(a)), None)
+        if refusal:
+            report.notes.append(f"{rec.where}: arXiv {rec.arxiv_ids()[0]} left out: {refusal}")
+            continue
         try:
             prop = importer.propose(rec)
         except ProblemError as exc:
@@ -1388,6 +1556,9 @@ def plan_import(
     new_ids = _assign_ids([(rec, prop) for rec, prop, match in planned if match is None], taken_ids, importer)
     for rec, prop, match in planned:
         pid = match or new_ids[id(rec)]
+        if match is None and rejected.refusal(paper_id=pid):
+            report.notes.append(f"{rec.where}: {pid} left out: {rejected.refusal(paper_id=pid)}")
+            continue
         try:
             importer.place(rec, prop, pid, existing.papers.get(match) if match else None)
         except ProblemError as exc:
@@ -1395,7 +1566,7 @@ def plan_import(
             continue
         if match:
             old = existing.papers[match]
-            data, kept = merge_with_existing(old, prop, rec)
+            data, kept = merge_with_existing(old, prop, rec, tax.paper_list_repos)
             path = existing.files[match]
         else:
             data, kept = dict(prop.data), []
@@ -1410,6 +1581,7 @@ def plan_import(
         data.setdefault("last_verified", today)
         # provenance in the schema's field order, so a fresh import and a re-import write the same bytes
         data["provenance"] = {k: data["provenance"][k] for k in PROVENANCE_FIELDS if k in data["provenance"]}
+        entry_sources(data, tax.paper_list_repos | _list_repos(rec))
         try:
             paper = _build_dropping_bad_summary(data, tax, path, report, rec)
         except ProblemError as exc:
@@ -1425,7 +1597,8 @@ def plan_import(
             if _without_date(text) == _without_date(old_text):
                 report.changes.append(Change(paper, path, "unchanged", old_text, rec.where, kept))
                 continue
-            paper = paper.model_copy(update={"last_verified": prop.verified_on or today})
+            if _facts_of(paper) != _facts_of(existing.papers[match]):  # not for a list or a review note only
+                paper = paper.model_copy(update={"last_verified": prop.verified_on or today})
             text = dump_entry(to_yaml_data(paper))
             report.changes.append(Change(paper, path, "update", text, rec.where, kept))
         else:
@@ -1450,6 +1623,13 @@ def _build_dropping_bad_summary(data: dict, tax: Taxonomy, path: Path, report: I
             data["provenance"] = {k: v for k, v in data["provenance"].items() if k != "summary"}
             return build_paper(_clean(data), tax, label=display_path(path))
         raise
+
+
+def _facts_of(paper: Paper) -> dict[str, Any]:
+    """An entry without its bookkeeping (the lists that carry it, the review state of its placement, the date)."""
+    data = paper.model_dump(mode="json", exclude={"last_verified", "listed_in"})
+    data["placement"] = {k: v for k, v in data["placement"].items() if k not in ("note", "needs_review")}
+    return data
 
 
 def _without_date(text: str) -> str:

@@ -11,6 +11,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from tools import provenance as sources
 from tools.taxonomy import Taxonomy
 
 ID_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
@@ -37,6 +39,25 @@ PROVENANCE_FIELDS = (
 
 Url = Annotated[str, Field(pattern=URL_PATTERN, max_length=500)]
 NonEmpty = Annotated[str, Field(min_length=1)]
+IMPL_PATTERN = r"^reference_impls(\.[a-z_][a-z0-9_]*)+(:[A-Za-z_]\w*)?$"
+ImplRef = Annotated[str, Field(pattern=IMPL_PATTERN)]
+
+
+def _checked(problem_of):
+    def check(value: str) -> str:
+        problem = problem_of(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+    return AfterValidator(check)
+
+
+# A public address: an https URL, or owner/repo:path@commit (tools/provenance.py).
+Source = Annotated[str, Field(min_length=1, max_length=500), _checked(sources.source_problem)]
+SecureUrl = Annotated[str, Field(pattern=sources.URL.pattern, max_length=500)]
+CopyUrl = Annotated[str, Field(pattern=URL_PATTERN, max_length=1000)]  # a copy read over http is recorded as it was
+Listing = Annotated[str, Field(max_length=300), _checked(sources.listing_problem)]
+DisagreementSource = Annotated[str, Field(min_length=1, max_length=500), _checked(sources.disagreement_source_problem)]
 
 
 def _taxonomy(info: ValidationInfo) -> Taxonomy | None:
@@ -58,8 +79,12 @@ class Placement(_Model):
     cells: list[str] = Field(min_length=1, description="(stage, axis) cells, e.g. prefill.density")
     techniques: list[str] = Field(min_length=1, description="technique ids from taxonomy.yaml")
     method: Literal["survey", "mapped", "curated"] = Field(description="how the placement was decided")
-    needs_review: bool = Field(default=False, description="a suggested placement nobody has reviewed yet")
-    note: str | None = Field(default=None, description="why the placement differs from the survey's, or doubts")
+    needs_review: bool = Field(
+        default=False,
+        description="a human judgement is still owed (e.g. decided from the title or a list's category only)",
+    )
+    note: str | None = Field(default=None, description="why the placement needs review, differs from the survey's, "
+                                                      "or is unusual")
 
     @model_validator(mode="after")
     def _check_against_taxonomy(self, info: ValidationInfo) -> "Placement":
@@ -87,8 +112,12 @@ class Claim(_Model):
     unit: NonEmpty
     qualifier: Literal["up to", "about", "more than", "at least"] | None = None
     setting: ClaimSetting = Field(default_factory=ClaimSetting)
+    note: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="what the number measures, when the metric and setting do not say it all "
+                                  "(e.g. decode throughput, time to first token)"
+    )
     where: NonEmpty = Field(description="where the paper states it: abstract, Table 2, Section 4.1 ...")
-    source: Url = Field(description="the page the number was read from")
+    source: Source = Field(description="the page the number was read from (a public address)")
 
     @model_validator(mode="after")
     def _metric_and_unit(self, info: ValidationInfo) -> "Claim":
@@ -106,7 +135,9 @@ class Disagreement(_Model):
     """Sources that disagree on a fact, the value the catalogue keeps, and why (feeds the reconciliation report)."""
 
     field: Literal["title", "venue", "code", "arxiv", "year", "authors"]
-    values: dict[str, str] = Field(min_length=2, description="source -> the value it gives")
+    values: dict[DisagreementSource, str] = Field(
+        min_length=2, description="source (a public address or a list at a commit) -> the value it gives"
+    )
     kept: str
     why: NonEmpty
 
@@ -124,6 +155,11 @@ class Paper(_Model):
         default=None, description="date of the first public version (arXiv v1)"
     )
     venue: str = Field(description='"CVPR 2025", "EMNLP 2025 Findings", or "arXiv" for a preprint')
+    venue_checked: bool = Field(
+        default=False,
+        description="the venue was checked against the proceedings (or the authors' own statement) in a "
+                    "verification pass; a published venue then names that page in provenance.venue",
+    )
     arxiv: str | None = Field(default=None, description='arXiv id without version, quoted: "2403.06764"')
     doi: Annotated[str, Field(pattern=DOI_PATTERN)] | None = None
     primary_class: Annotated[str, Field(pattern=r"^[a-z-]+(\.[A-Za-z-]+)?$")] | None = None
@@ -135,15 +171,35 @@ class Paper(_Model):
     frontiers: list[str] = Field(default_factory=list)
     summary: Annotated[str, Field(min_length=20, max_length=900)] | None = None
     claims: list[Claim] = Field(default_factory=list)
-    reference_impls: list[Annotated[str, Field(pattern=r"^reference_impls(\.[a-z_][a-z0-9_]*)+(:[A-Za-z_]\w*)?$")]] = (
-        Field(default_factory=list, description="modules (optionally :object) that implement the paper")
+    reference_impls: list[ImplRef] = Field(
+        default_factory=list, description="modules (optionally :object) that implement the paper"
+    )
+    closest_impl: list[ImplRef] = Field(
+        default_factory=list,
+        description="modules that implement a close variant of the paper's method (not the method itself)",
+    )
+    closest_impl_note: Annotated[str, Field(min_length=10, max_length=300)] | None = Field(
+        default=None, description="how the paper's method differs from its closest implementation"
     )
     bibtex_key: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_:-]*$")] | None = None
     distinct_from: list[Annotated[str, Field(pattern=ID_PATTERN)]] = Field(
         default_factory=list, description="ids of papers whose titles are near-duplicates but which are different"
     )
     disagreements: list[Disagreement] = Field(default_factory=list)
-    provenance: dict[str, NonEmpty] = Field(description="field -> the source it was read from")
+    provenance: dict[str, Source] = Field(
+        default_factory=dict,
+        description="field -> the public address of the page it was read on (an https URL, or "
+                    "owner/repo:path@commit for a repository file); a fact without one is unsourced",
+    )
+    read_via: dict[SecureUrl, CopyUrl] = Field(
+        default_factory=dict,
+        description="canonical address cited above -> the copy actually read (a mirror of the arXiv page, say)",
+    )
+    listed_in: list[Listing] = Field(
+        default_factory=list,
+        description="paper lists that carry the paper (owner/repo@commit or owner/repo:path@commit); never a "
+                    "source of facts",
+    )
     last_verified: Annotated[dt.date, Field(strict=False)]
 
     # ------------------------------------------------------------------ single-field rules
@@ -184,8 +240,6 @@ class Paper(_Model):
         unknown = sorted(set(value) - set(PROVENANCE_FIELDS))
         if unknown:
             raise ValueError(f"unknown provenance field(s) {unknown}; allowed: {', '.join(PROVENANCE_FIELDS)}")
-        if "title" not in value:
-            raise ValueError("provenance must name the source of the title")
         return value
 
     # ------------------------------------------------------------------ whole-entry rules
@@ -197,14 +251,25 @@ class Paper(_Model):
             raise ValueError("authors is empty: list them, or set authors_status: unknown")
         if len(set(self.authors)) != len(self.authors):
             raise ValueError("an author is listed twice")
-        if self.authors and "authors" not in self.provenance:
-            raise ValueError("provenance must name the source of the authors")
         if self.first_version is not None and self.first_version.year > self.year + 1:
             raise ValueError(f"first_version {self.first_version} is later than the year {self.year}")
         if self.arxiv is None and self.doi is None and self.paper_url is None:
             raise ValueError("give at least one of arxiv, doi or paper_url")
         if self.id in self.distinct_from:
             raise ValueError("distinct_from lists the entry's own id")
+        if len(set(self.listed_in)) != len(self.listed_in):
+            raise ValueError("listed_in lists a value twice")
+        if self.closest_impl and not self.closest_impl_note:
+            raise ValueError("closest_impl needs closest_impl_note: how the paper's method differs")
+        if self.closest_impl_note and not self.closest_impl:
+            raise ValueError("closest_impl_note without closest_impl")
+        both = sorted(set(self.closest_impl) & set(self.reference_impls))
+        if both:
+            raise ValueError(f"{both} is in reference_impls and closest_impl: a module implements the paper or a "
+                             "variant of it, not both")
+        if self.venue_checked and self.venue != PREPRINT and "venue" not in self.provenance:
+            raise ValueError("venue_checked: name the proceedings page (or the authors' statement) in "
+                             "provenance.venue")
         tax = _taxonomy(info)
         if tax is not None:
             self._check_vocabularies(tax)

@@ -76,6 +76,7 @@ class CategoryMapping(_Strict):
 class Taxonomy(_Strict):
     version: int
     survey_repository: str
+    paper_lists: list[str] = Field(default_factory=list)
     stages: list[Stage]
     axes: list[Axis]
     cells: dict[str, str]
@@ -92,6 +93,11 @@ class Taxonomy(_Strict):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, ignored_types=(cached_property,))
 
     # ------------------------------------------------------------------ look-ups
+    @cached_property
+    def paper_list_repos(self) -> frozenset[str]:
+        """The paper lists' ``owner/repo``, lower case (never a source of facts)."""
+        return frozenset(r.lower() for r in [self.survey_repository, *self.paper_lists])
+
     @cached_property
     def technique_by_id(self) -> dict[str, Technique]:
         return {t.id: t for t in self.techniques}

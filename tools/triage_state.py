@@ -1,8 +1,7 @@
-"""The triage state shared by ``discover`` and ``triage``: a queue of candidates and a list of rejected papers.
+"""The triage queue shared by ``discover`` and ``triage`` (the rejected list is tools/rejected.py).
 
 ``tools/data/triage_queue.yaml`` holds the candidates ``discover`` found, best first, each with what arXiv said about
-it (so ``triage --accept`` creates the entry offline) and the suggested placement. ``tools/data/triage_rejected.yaml``
-remembers every rejected arXiv id, so ``discover`` never proposes it again. Both are written atomically.
+it (so ``triage --accept`` creates the entry offline) and the suggested placement. Written atomically.
 """
 from __future__ import annotations
 
@@ -14,18 +13,15 @@ from typing import Any
 from tools.arxiv_source import ArxivRecord
 from tools.paths import ROOT, display_path
 from tools.problems import Problem, ProblemError
+from tools.rejected import REJECTED_PATH
 from tools.schema import ARXIV_NEW, ARXIV_OLD
 from tools.yamlio import atomic_write, dump_yaml, line_of, load_yaml_with_lines
 
 QUEUE_PATH = ROOT / "tools" / "data" / "triage_queue.yaml"
-REJECTED_PATH = ROOT / "tools" / "data" / "triage_rejected.yaml"
 
 QUEUE_HEADER = (
     "# Candidates for the catalogue found on arXiv by `python -m tools discover`, most relevant first.\n"
     "# Review them with `python -m tools triage` (--accept ID / --reject ID --reason TEXT).\n"
-)
-REJECTED_HEADER = (
-    "# arXiv papers rejected in triage (`python -m tools triage --reject`): `discover` never proposes them again.\n"
 )
 
 
@@ -54,18 +50,6 @@ class Candidate:
             "matched_keywords": self.matched,
             "record": self.record.to_data(),
         }
-
-
-@dataclass
-class Rejection:
-    arxiv: str
-    title: str
-    date: dt.date
-    reason: str | None = None
-
-    def to_data(self) -> dict[str, Any]:
-        data = {"arxiv": self.arxiv, "title": self.title, "date": _fresh(self.date), "reason": self.reason}
-        return {k: v for k, v in data.items() if v is not None}
 
 
 def _fresh(day: dt.date) -> dt.date:
@@ -115,22 +99,6 @@ def read_queue(path: Path = QUEUE_PATH) -> list[Candidate]:
 def write_queue(candidates: list[Candidate], path: Path = QUEUE_PATH) -> None:
     ordered = sorted(candidates, key=lambda c: (-c.relevance, c.arxiv))
     atomic_write(path, QUEUE_HEADER + dump_yaml({"candidates": [c.to_data() for c in ordered]}))
-
-
-def read_rejected(path: Path = REJECTED_PATH) -> list[Rejection]:
-    items, lines, shown = _load_list(path, "rejected")
-    out = []
-    for i, item in enumerate(items):
-        line = line_of(lines, ("rejected", i))
-        if not isinstance(item, dict):
-            raise ProblemError([Problem(shown, line, f"rejected.{i}", "each rejection is a mapping")])
-        out.append(Rejection(arxiv=_arxiv_id(item.get("arxiv"), shown, line), title=str(item.get("title", "")),
-                             date=item.get("date") or dt.date.today(), reason=item.get("reason")))
-    return out
-
-
-def write_rejected(rejections: list[Rejection], path: Path = REJECTED_PATH) -> None:
-    atomic_write(path, REJECTED_HEADER + dump_yaml({"rejected": [r.to_data() for r in rejections]}))
 
 
 def add_state_options(parser) -> None:

@@ -1,9 +1,12 @@
 """Validate the catalogue: every paper file against the schema and taxonomy, then the cross-file rules.
 
-Cross-file rules: unique id, arXiv id, DOI and citation key; near-duplicate titles (normalised, rapidfuzz
-token-sort ratio >= 90) unless one entry lists the other in ``distinct_from``; the file name matches the id;
-``distinct_from`` points at papers that exist and ``reference_impls`` at entries of the reference-implementation
-registry (``reference_impls/registry.py``: plain data, importable without torch) that follow this paper.
+Per file, beyond the schema: the file name matches the id; ``reference_impls`` and ``closest_impl`` name entries of
+the reference-implementation registry (``reference_impls/registry.py``: plain data, importable without torch), and a
+``reference_impls`` entry follows this paper's arXiv id; sources are canonical (tools/provenance.py: a copy of the
+arXiv page is cited through its canonical address with ``read_via``, a paper list is never a source).
+
+Cross-file rules: unique id, arXiv id, DOI and citation key; no two entries describe the same paper
+(tools/same_paper.py) unless one lists the other in ``distinct_from``; ``distinct_from`` points at existing ids.
 """
 from __future__ import annotations
 
@@ -12,21 +15,19 @@ import difflib
 import gc
 import re
 import sys
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
-from rapidfuzz import fuzz
 
 from reference_impls import registry
 from tools.paths import PAPERS_DIR, display_path
 from tools.problems import Problem, ProblemError
+from tools.provenance import citation_problems
+from tools.same_paper import Described, duplicate_pairs
 from tools.schema import Paper
 from tools.taxonomy import Taxonomy, load_taxonomy
 from tools.yamlio import NodeLines, line_of, load_yaml_with_lines
-
-NEAR_DUPLICATE_SCORE = 90
 
 
 @dataclass
@@ -136,10 +137,13 @@ def validate_file(path: Path, taxonomy: Taxonomy) -> tuple[Paper | None, dict, l
     problems = []
     if Path(path).stem != paper.id:
         problems.append(Problem(shown, line_of(lines, ("id",)), "id", f"the file must be named {paper.id}.yaml"))
-    for i, ref in enumerate(paper.reference_impls):
-        message = reference_problem(ref, paper.arxiv)
-        if message:
-            problems.append(Problem(shown, line_of(lines, ("reference_impls", i)), f"reference_impls.{i}", message))
+    for name in ("reference_impls", "closest_impl"):
+        for i, ref in enumerate(getattr(paper, name)):
+            message = reference_problem(ref, paper.arxiv if name == "reference_impls" else None)
+            if message:
+                problems.append(Problem(shown, line_of(lines, (name, i)), f"{name}.{i}", message))
+    for loc, message in citation_problems(paper, taxonomy.paper_list_repos):
+        problems.append(Problem(shown, line_of(lines, loc), ".".join(map(str, loc)), message))
     return paper, lines, problems
 
 
@@ -155,36 +159,6 @@ def reference_problem(ref: str, arxiv: str | None = None) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------------ all files
-def normalise_title(title: str) -> str:
-    """NFKD, lowercase, alphanumeric tokens, sorted (so a reordered title compares equal)."""
-    text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii").lower()
-    return " ".join(sorted(re.findall(r"[a-z0-9]+", text)))
-
-
-def near_duplicate_pairs(titles: dict[str, str], cutoff: int = NEAR_DUPLICATE_SCORE) -> list[tuple[str, str, float]]:
-    """Pairs of ids whose normalised titles score >= cutoff (rapidfuzz ratio of the token-sorted titles).
-
-    Blocking keeps 10,000 titles fast: two titles are compared only when one contains one of the other's three
-    rarest tokens (by document frequency in the catalogue). Titles that similar share nearly all their tokens, so a
-    pair is missed only if all three rarest words of one are changed in the other.
-    """
-    norms = {pid: normalise_title(title) for pid, title in titles.items()}
-    tokens = {pid: set(norm.split()) for pid, norm in norms.items()}
-    postings: dict[str, list[str]] = {}
-    for pid in sorted(tokens):
-        for token in tokens[pid]:
-            postings.setdefault(token, []).append(pid)
-    pairs = []
-    for pid in sorted(tokens):
-        rare = sorted(tokens[pid], key=lambda t: (len(postings[t]), t))[:3]
-        candidates = {other for t in rare for other in postings[t] if other > pid}
-        for other in sorted(candidates):
-            score = fuzz.ratio(norms[pid], norms[other], score_cutoff=cutoff)
-            if score:
-                pairs.append((pid, other, score))
-    return pairs
-
-
 def cross_file_problems(cat: Catalogue) -> list[Problem]:
     problems: list[Problem] = []
 
@@ -213,18 +187,19 @@ def cross_file_problems(cat: Catalogue) -> list[Problem]:
             if other not in cat.papers:
                 shown, line = where(pid, ("distinct_from", i))
                 problems.append(Problem(shown, line, f"distinct_from.{i}", f"no paper has the id {other!r}"))
-    titles = {pid: p.title for pid, p in cat.papers.items()}
-    for a, b, score in near_duplicate_pairs(titles):
+    for match in duplicate_pairs(Described.of(p) for p in cat.papers.values()):
+        a, b = match.a, match.b
         pa, pb = cat.papers[a], cat.papers[b]
         if b in pa.distinct_from or a in pb.distinct_from:
             continue
-        first, second = sorted((a, b))
-        shown, line = where(second, ("title",))
+        if pa.arxiv and pa.arxiv == pb.arxiv or pa.doi and pb.doi and pa.doi.lower() == pb.doi.lower():
+            continue  # reported above as a shared arXiv id or DOI
+        shown, line = where(b, ("title",))
         problems.append(
             Problem(
                 shown, line, "title",
-                f"near-duplicate of {display_path(cat.files[first])} (similarity {score:.0f}); merge them, or add "
-                f"'distinct_from: [{first}]' if they are different papers",
+                f"the same paper as {display_path(cat.files[a])}? ({match.why}); merge them, or add "
+                f"'distinct_from: [{a}]' if they are different papers",
             )
         )
     return problems
@@ -284,6 +259,25 @@ def catalogue_for_update(papers_dir: Path, taxonomy: Taxonomy) -> Catalogue:
     for problem in cat.problems:
         print(f"warning: {problem.as_text()}", file=sys.stderr)
     return cat
+
+
+CHECKED_FACTS = ("title", "authors", "venue", "placement", "summary")
+
+
+def coverage(papers: dict[str, Paper]) -> dict[str, int]:
+    """How much of the catalogue is verified and sourced (printed by ``validate``)."""
+    items = list(papers.values())
+    return {
+        "papers": len(items),
+        "venue checked": sum(p.venue_checked for p in items),
+        "summary": sum(p.summary is not None for p in items),
+        "claims": sum(bool(p.claims) for p in items),
+        "placement to review": sum(p.placement.needs_review for p in items),
+        "facts with a source": sum(name in p.provenance for p in items for name in CHECKED_FACTS
+                                   if name != "summary" or p.summary),
+        "facts": sum(1 for p in items for name in CHECKED_FACTS if name != "summary" or p.summary),
+        "sources read on a copy": sum(1 for p in items for v in p.provenance.values() if v in p.read_via),
+    }
 
 
 def load_catalogue() -> dict[str, Paper]:

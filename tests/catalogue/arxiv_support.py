@@ -187,7 +187,8 @@ def patch_session(monkeypatch, replies) -> FixtureAdapter:
 
 # ------------------------------------------------------------------------------------------------ a tiny catalogue
 def seed_entry(**overrides) -> dict:
-    """A catalogued paper whose facts came from a paper list (machine-written), as the importer writes them."""
+    """A catalogued paper whose facts came from a paper list: unsourced (a list is never a source), the list named
+    in listed_in, as the importer writes them."""
     src = "someone/Awesome-List:README.md@abc1234"
     data = {
         "id": "streamkv-2025",
@@ -201,8 +202,7 @@ def seed_entry(**overrides) -> dict:
         "placement": {"cells": ["decode.memory"], "techniques": ["kv_eviction"], "method": "curated"},
         "modality": ["video"],
         "training": "training-free",
-        "provenance": {"title": src, "authors": src, "year": src, "arxiv": src, "paper_url": src,
-                       "venue": f"no source read so far names a venue ({src})", "placement": "curated by hand"},
+        "listed_in": [src],
         "last_verified": dt.date(2026, 1, 2),
     }
     data.update(overrides)

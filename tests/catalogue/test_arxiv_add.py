@@ -62,8 +62,9 @@ def test_add_against_a_local_server_writes_a_valid_entry_with_provenance(papers,
     prov = data["provenance"]
     assert prov["title"] == prov["authors"] == prov["doi"] == "https://arxiv.org/abs/2511.04321v3"
     assert prov["first_version"] == "https://arxiv.org/abs/2511.04321v1"
-    assert prov["venue"] == "https://arxiv.org/abs/2511.04321v3 (journal_ref)"
-    assert "needs review" in prov["placement"]
+    assert prov["venue"] == "https://arxiv.org/abs/2511.04321v3" and data["venue_checked"] is True
+    # the placement is a keyword suggestion nobody has read on a page: flagged, and no source is claimed for it
+    assert "placement" not in prov and "modality" not in prov and "training" not in prov
     assert data["last_verified"] == dt.date.today()
     assert "prunelens-2026" in assert_valid(papers).papers
     out = capsys.readouterr().out
@@ -78,7 +79,7 @@ def test_add_several_ids_in_one_request_through_the_patched_session(papers, monk
     spec = load(papers / "relaxed-verification-speculative-2026.yaml")
     # "Accepted at the ICLR 2026 Workshop ..." in the comment: a workshop venue.
     assert spec["venue"] == "ICLR 2026 Workshop" and spec["year"] == 2026
-    assert spec["provenance"]["venue"].endswith("(comment)")
+    assert spec["provenance"]["venue"] == "https://arxiv.org/abs/2601.01234v2" and spec["venue_checked"] is True
     assert spec["placement"]["techniques"] == ["speculative_decoding"]
     stream = load(papers / "streamkv-2025.yaml")
     # "Submitted to ICML 2026" is not a venue: a preprint, dated by version 1.
@@ -115,7 +116,7 @@ def test_same_doi_is_refused(tmp_path, monkeypatch, capsys):
     patch_session(monkeypatch, ["prunelens_v3.xml"])
     before = snapshot(papers)
     assert add(papers, "2511.04321") == 2
-    assert "DOI 10.1109/CVPR52734.2026.01234 is already catalogued as papers/cvpr-copy-2026.yaml" in \
+    assert "the same DOI 10.1109/CVPR52734.2026.01234: already catalogued as papers/cvpr-copy-2026.yaml" in \
         capsys.readouterr().err
     assert snapshot(papers) == before
 
@@ -130,8 +131,8 @@ def test_near_duplicate_title_is_shown_beside_the_entry_it_matches(tmp_path, mon
     assert add(papers, "2511.04321") == 2
     err = capsys.readouterr().err
     assert ("arXiv 2511.04321 'PruneLens: Attention-Guided Visual Token Pruning for Fast Large Vision-Language "
-            "Models': the title is a near-duplicate") in err
-    assert "papers/prunelens-old-2025.yaml: 'PruneLens: attention-guided visual token pruning" in err
+            "Models': the same title: already catalogued as papers/prunelens-old-2025.yaml ('PruneLens: "
+            "attention-guided visual token pruning") in err
     assert snapshot(papers) == before
 
 

@@ -11,7 +11,8 @@ from tests.catalogue.arxiv_support import (
 from tools.cli import main
 from tools.commands.discover import build_query, keyword_clause
 from tools.taxonomy import load_taxonomy
-from tools.triage_state import Rejection, read_queue, read_rejected, write_rejected
+from tools.rejected import Rejection, RejectedList, read_rejected
+from tools.triage_state import read_queue
 from tools.validate import paper_files, validate_catalogue
 from tools.yamlio import load_yaml_with_lines
 
@@ -22,15 +23,16 @@ FAST = ["--arxiv-delay", "0", "--retries", "0", "--no-progress"]
 def state(tmp_path):
     papers = make_catalogue(tmp_path / "papers", seed_entry(), other_entry())
     queue, rejected = tmp_path / "queue.yaml", tmp_path / "rejected.yaml"
-    write_rejected([Rejection("2511.09090", "Token Dropping for Multimodal Transformers at Scale",
-                              dt.date(2025, 12, 1), "trains the model; not inference")], rejected)
+    RejectedList([Rejection("2511.09090", "Token Dropping for Multimodal Transformers at Scale",
+                            dt.date(2025, 12, 1), "trains the model; not inference")], rejected).write()
     return papers, queue, rejected
 
 
 def discover(state, *args, api="http://arxiv.test/api/query"):
     papers, queue, rejected = state
     return main(["discover", "--since", "2025-11-01", "--until", "2025-11-30", "--papers-dir", str(papers),
-                 "--queue", str(queue), "--rejected", str(rejected), "--api-url", api, *FAST, *args])
+                 "--queue", str(queue), "--rejected", str(rejected), "--log", str(queue.parent / "discovery_log.yaml"),
+                 "--api-url", api, *FAST, *args])
 
 
 def triage(state, *args):
@@ -104,7 +106,7 @@ def test_triage_accept_creates_a_valid_entry_and_reject_is_remembered(state, mon
     assert entry["provenance"]["title"] == "https://arxiv.org/abs/2511.06060v1"
     assert validate_catalogue(paper_files(papers)).problems == []
     assert [c.arxiv for c in read_queue(queue)] == ["2511.04321"]
-    remembered = {r.arxiv: r for r in read_rejected(rejected)}
+    remembered = {r.arxiv: r for r in read_rejected(rejected).rejections}
     assert remembered["2511.07070"].reason == "video-only KV work: out of scope"
 
     # The rejected paper and the accepted one are never proposed again.
@@ -128,7 +130,15 @@ def test_triage_refuses_what_is_not_queued_or_already_catalogued(state, monkeypa
     make_catalogue(papers, entry)
     before = snapshot(papers.parent)
     assert triage(state, "--accept", "2511.04321") == 2
-    assert "arXiv 2511.04321 is already catalogued as papers/prunelens-by-hand-2026.yaml" in capsys.readouterr().err
+    assert "the same arXiv id 2511.04321: already catalogued as papers/prunelens-by-hand-2026.yaml" in capsys.readouterr().err
+    assert snapshot(papers.parent) == before
+    # A queued paper rejected meanwhile (say by `add --from` with an exclude record) is refused too.
+    listing = read_rejected(rejected)
+    listing.add(Rejection("2511.06060", "HoloMerge", dt.date(2026, 12, 4), "out_of_scope: no language model"))
+    listing.write()
+    before = snapshot(papers.parent)
+    assert triage(state, "--accept", "2511.06060") == 2
+    assert "rejected on 2026-12-04 (out_of_scope: no language model)" in capsys.readouterr().err
     assert snapshot(papers.parent) == before
     # ... and the next discover run drops it from the queue.
     assert discover(state) == 0
@@ -163,7 +173,7 @@ def test_interactive_triage_asks_about_each_candidate(state, monkeypatch, capsys
     monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
     assert triage(state, "--interactive") == 0
     assert [c.arxiv for c in read_queue(queue)] == [order[2]]  # skipped: still queued
-    assert order[1] in {r.arxiv for r in read_rejected(rejected)}
+    assert order[1] in read_rejected(rejected).arxiv_ids
     created = [p.stem for p in paper_files(papers)]
     assert len(created) == 3 and validate_catalogue(paper_files(papers)).problems == []
     shown = capsys.readouterr().out
@@ -182,3 +192,46 @@ def test_interactive_triage_without_a_terminal_is_a_usage_error(state, monkeypat
     assert triage(state, "--interactive") == 2
     assert "--interactive needs a terminal" in capsys.readouterr().err
     assert snapshot(state[0].parent) == before
+
+
+# ------------------------------------------------------------------------------------------------ discovery log
+def test_each_run_records_the_dates_it_covered(state, monkeypatch, capsys):
+    from tools.discovery_log import covered, read_log
+
+    log = state[1].parent / "discovery_log.yaml"
+    patch_session(monkeypatch, ["discover_feed.xml"])
+    assert discover(state, "--dry-run") == 0 and not log.exists()  # a dry run queues nothing: not recorded
+    assert discover(state) == 0
+    [run] = read_log(log)
+    assert (run.since, run.until) == (dt.date(2025, 11, 1), dt.date(2025, 11, 30))
+    assert run.techniques == "all" and run.truncated == [] and run.results > 0
+    assert covered(read_log(log)) == (dt.date(2025, 11, 1), dt.date(2025, 11, 30))
+    # a query cut at its result limit may have missed papers: recorded, but not as complete
+    patch_session(monkeypatch, ["discover_feed.xml"])
+    main(["discover", "--since", "2025-12-01", "--until", "2025-12-31", "--papers-dir", str(state[0]),
+          "--queue", str(state[1]), "--rejected", str(state[2]), "--log", str(log),
+          "--api-url", "http://arxiv.test/api/query", *FAST, "--max-per-technique", "1"])
+    assert "not recorded as complete" in capsys.readouterr().out
+    runs = read_log(log)
+    assert len(runs) == 2 and runs[1].truncated
+    assert covered(runs) == (dt.date(2025, 11, 1), dt.date(2025, 11, 30))
+
+
+def test_covered_through_follows_contiguous_complete_windows():
+    from tools.discovery_log import DiscoveryRun, covered
+
+    def run(since, until, techniques="all", categories=("cs.CV", "cs.CL", "cs.LG", "cs.AI"), truncated=()):
+        return DiscoveryRun(dt.date.fromisoformat(since), dt.date.fromisoformat(until), dt.date(2026, 12, 4),
+                            list(categories), techniques, 10, list(truncated))
+
+    assert covered([]) is None
+    assert covered([run("2026-01-01", "2026-01-31"), run("2026-02-01", "2026-02-28")]) == (
+        dt.date(2026, 1, 1), dt.date(2026, 2, 28))
+    # a gap ends a stretch; the stretch that reaches furthest is the one shown
+    assert covered([run("2026-01-01", "2026-01-31"), run("2026-03-01", "2026-03-31")]) == (
+        dt.date(2026, 3, 1), dt.date(2026, 3, 31))
+    # a run of some techniques, some categories, or a cut query covers nothing for the record
+    partial = [run("2026-04-01", "2026-04-30", techniques=["token_pruning"]),
+               run("2026-04-01", "2026-04-30", categories=("cs.CV",)),
+               run("2026-04-01", "2026-04-30", truncated=["kv_eviction"])]
+    assert covered([run("2026-03-01", "2026-03-31"), *partial]) == (dt.date(2026, 3, 1), dt.date(2026, 3, 31))

@@ -46,9 +46,10 @@ def test_enrich_against_a_local_server_fills_and_updates_and_shows_a_diff(papers
     assert data["first_version"] == dt.date(2025, 12, 1) and data["primary_class"] == "cs.CV"
     prov = data["provenance"]
     assert prov["authors"] == prov["arxiv"] == prov["doi"] == "https://arxiv.org/abs/2512.00077v2"
-    assert prov["venue"] == "https://arxiv.org/abs/2512.00077v2 (journal_ref)"
+    assert prov["venue"] == "https://arxiv.org/abs/2512.00077v2" and data["venue_checked"] is True
     assert prov["first_version"] == "https://arxiv.org/abs/2512.00077v1"
-    assert prov["title"].startswith("someone/")  # not refreshed: the title is the importer's choice
+    assert "title" not in prov  # enrich never touches the title
+    assert data["listed_in"] == seed_entry()["listed_in"]
     assert data["placement"] == seed_entry()["placement"] and data["training"] == "training-free"
     assert data["last_verified"] == dt.date.today()
     assert validate_catalogue(paper_files(papers)).problems == []
@@ -82,7 +83,7 @@ def test_a_new_version_is_recorded_in_the_provenance(papers, monkeypatch, capsys
 def test_curated_fields_are_kept_unless_forced(tmp_path, monkeypatch, capsys):
     entry = seed_entry(authors=["H. Kobayashi", "L. Brandt", "I. Béranger", "D. V. Lam"], authors_status="complete",
                        venue="ICML 2026 Workshop", year=2026)
-    entry["provenance"] = {**entry["provenance"], "authors": CURATED, "venue": CURATED, "year": CURATED}
+    entry["provenance"] = {"authors": CURATED, "venue": CURATED, "year": CURATED}
     papers = make_catalogue(tmp_path / "papers", entry)
     patch_session(monkeypatch, ["streamkv_v2_icml.xml"])
     assert enrich(papers, "--dry-run") == 0
@@ -153,12 +154,10 @@ def test_a_doi_another_entry_has_is_not_copied(tmp_path, monkeypatch, capsys):
 
 def test_field_states():
     paper = build_paper(seed_entry(doi="10.1234/x", primary_class="cs.LG",
-                                   provenance={**seed_entry()["provenance"], "doi": CURATED,
-                                               "primary_class": "https://arxiv.org/abs/2512.00077v1"}))
+                                   provenance={"doi": CURATED, "primary_class": "https://arxiv.org/abs/2512.00077v1"}))
     assert field_state(paper, "authors") == "missing"  # truncated
     assert field_state(paper, "venue") == "missing"  # "arXiv"
     assert field_state(paper, "first_version") == "missing"
-    assert field_state(paper, "year") == "machine"  # a paper list
+    assert field_state(paper, "year") == "machine"  # unsourced (a list carries the paper, but is no source)
     assert field_state(paper, "primary_class") == "machine"  # this paper's abstract page
-    assert field_state(paper, "doi") == "curated"
-    assert field_state(paper, "training") == "curated"  # a value without provenance was set by a person
+    assert field_state(paper, "doi") == "curated"  # a person read another page

@@ -93,7 +93,16 @@ def test_new_writes_atomically_and_refuses_duplicates(tmp_path, monkeypatch, cap
     dup[dup.index("demo-2025")] = "other-2025"
     dup[dup.index("2501.00001")] = "2403.06764"
     assert cli.main(dup) == 2
-    assert "arXiv 2403.06764 is already catalogued" in capsys.readouterr().err
+    assert "the same arXiv id 2403.06764: already catalogued as papers/fastv-2024.yaml" in capsys.readouterr().err
+    # --dry-run runs every check: a variant of a catalogued title is refused too, and nothing is written
+    variant = args.copy()
+    variant[variant.index("demo-2025")] = "fastv-copy-2024"
+    variant[variant.index("2501.00001")] = "2501.00002"
+    variant[variant.index("A demo method for pruning visual tokens")] = (
+        "An image is worth 1/2 tokens after layer 2: plug-and-play inference acceleration for LVLMs")
+    assert cli.main([*variant, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "dry run: would refuse" in err and "already catalogued as papers/fastv-2024.yaml" in err
     assert sorted(p.name for p in papers.iterdir()) == ["demo-2025.yaml", "fastv-2024.yaml"]
 
 

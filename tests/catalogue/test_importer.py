@@ -27,7 +27,7 @@ TODAY = dt.date(2026, 11, 21)
 
 def run_import(papers: Path, rows=(ROWS,), authors=(AUTHORS,), verified=(VERIFIED,), placements=PLACEMENTS):
     report = plan_import(list(rows), authors=list(authors), verified=list(verified), curated_path=placements,
-                         papers_dir=papers, today=TODAY)
+                         papers_dir=papers, today=TODAY, rejected_path=papers.parent / "rejected.yaml")
     apply_import(report)
     return report
 
@@ -100,14 +100,15 @@ def test_a_conference_in_a_list_is_not_replaced_by_an_unconfirmed_preprint(impor
     assert h2o["authors"] == ["Zhenyu Zhang", "Ying Sheng"]
     assert h2o["provenance"]["authors"] == "https://arxiv.org/html/2306.14048v1"
     assert h2o["placement"] == {"cells": ["decode.memory"], "techniques": ["kv_eviction"], "method": "curated"}
-    assert h2o["provenance"]["placement"].startswith("curated from the title and abstract")
+    # decided from the abstract by a person, but no page is named for it: the placement is unsourced, not flagged
+    assert "placement" not in h2o["provenance"]
 
 
 def test_authors_no_source_gives_are_left_empty_and_marked_unknown(imported):
     papers, report = imported
     entry = load(papers, "query-based-projector-paper-2023")
     assert entry["authors"] == [] and entry["authors_status"] == "unknown"
-    assert "authors" not in entry["provenance"]
+    assert "authors" not in entry.get("provenance", {})
     authors_line = next(line for line in report.summary_lines() if line.startswith("authors:"))
     assert authors_line.endswith("3 unknown")  # this row, and the two rows (one paper) with no author list
 
@@ -175,10 +176,10 @@ def test_curated_fields_are_never_overwritten(imported):
     entry["provenance"]["title"] = "https://openreview.net/forum?id=hand"
     entry["summary"] = "A summary written by a curator, different from the verified one."
     entry["code"] = [{"url": "https://github.com/pkunlp-icler/FastV", "official": False}]
-    entry["provenance"]["code"] = "checked by hand: the README does not name the authors"
+    entry["provenance"]["code"] = "https://github.com/pkunlp-icler/FastV"
     entry["placement"] = {"cells": ["prefill.density"], "techniques": ["token_pruning", "token_merging"],
                           "method": "curated", "note": "merges as well"}
-    entry["provenance"]["placement"] = "curated by a person from the full text"
+    entry["provenance"]["placement"] = "https://arxiv.org/pdf/2403.06764v3"
     entry["claims"] = entry["claims"][:0]
     from tools.yamlio import dump_entry
 
@@ -263,8 +264,23 @@ def test_the_title_spelling_that_carries_the_method_name_is_kept(tmp_path):
     papers = tmp_path / "papers"
     run_import(papers, rows=[rows], authors=(), verified=())
     entry = load(papers, "flashattention-2022")
-    assert entry["title"].startswith("FlashAttention: ") and entry["provenance"]["title"] == f"{LIST}:other.md@89abcde"
+    assert entry["title"].startswith("FlashAttention: ") and "provenance" not in entry  # a list is no source
+    assert set(entry["listed_in"]) == {f"{LIST}:README.md@1234567", f"{LIST}:other.md@89abcde"}
     assert "method's name" in entry["disagreements"][0]["why"]
+
+
+def test_list_sources_become_listed_in_and_a_placement_from_a_category_is_flagged(imported):
+    papers, _ = imported
+    for path in paper_files(papers):
+        entry = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert all(not v.startswith("owner/list") for v in entry.get("provenance", {}).values()), path.name
+        if entry["placement"]["method"] in ("survey", "mapped"):
+            assert entry["placement"]["needs_review"] is True, path.name
+            assert entry["placement"]["note"].startswith("placed from a list's category only"), path.name
+    fastv = load(papers, "fastv-2024")
+    assert "owner/list-a:README.md@abc1234" in fastv["listed_in"]
+    # the list that disagrees on the title is still named in the disagreement (who said what)
+    assert "owner/list-a:README.md@abc1234" in fastv["disagreements"][0]["values"]
 
 
 SEED = ROOT.parent / "shared" / "literature"
@@ -369,3 +385,30 @@ def test_papers_that_would_share_an_id_both_get_a_longer_one(tmp_path):
     papers = tmp_path / "papers"
     run_import(papers, rows=[rows], authors=(), verified=())
     assert sorted(p.stem for p in papers.glob("*.yaml")) == ["specx-enhancing-2025", "specx-fast-2025"]
+
+
+def test_an_ambiguous_survey_category_gives_a_flagged_proposal_with_its_doubt(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({
+        "arxiv_id": "2506.20066", "title": "ToSA: Token Merging with Spatial Awareness", "year": 2025,
+        "source": "SuDIS-ZJU/Efficient-LVLMs-Inference:README.md@bd2bf45",
+        "survey_placement": ["Encoding/Encoding-Oriented Token Compression/Attention-Aware"],
+    }) + "\n", encoding="utf-8")
+    papers = tmp_path / "papers"
+    run_import(papers, rows=[rows], authors=(), verified=())
+    placement = load(papers, "tosa-2025")["placement"]
+    assert placement["method"] == "survey" and placement["needs_review"] is True
+    assert placement["techniques"] == ["token_pruning"]  # the category's proposal, not a decision
+    assert "pruning or merging (ToSA merges): read the abstract" in placement["note"]
+
+
+def test_a_rejected_paper_is_not_imported_again(tmp_path):
+    from tools.rejected import RejectedList, Rejection
+
+    rejected = tmp_path / "rejected.yaml"
+    RejectedList([Rejection("2403.06764", "FastV", dt.date(2026, 12, 4), "duplicate_of: test")], rejected).write()
+    papers = tmp_path / "papers"
+    report = plan_import([ROWS], authors=[AUTHORS], verified=[VERIFIED], curated_path=PLACEMENTS, papers_dir=papers,
+                         today=TODAY, rejected_path=rejected)
+    assert "fastv-2024" not in {c.paper.id for c in report.changes}
+    assert any("arXiv 2403.06764 left out: rejected on 2026-12-04" in n for n in report.notes)

@@ -69,7 +69,8 @@ def test_standalone_report_escapes_hostile_titles():
     from tools.taxonomy import load_taxonomy
 
     data = entry(title="[x](javascript:alert(1)) <img src=x onerror=alert(1)>", disagreements=[
-        {"field": "title", "values": {"a": "[y](javascript:alert(2))", "b": "Plain"}, "kept": "Plain",
+        {"field": "title", "values": {"https://a.org/p": "[y](javascript:alert(2))", "o/list:README.md@abcdef1": "Plain"},
+         "kept": "Plain",
          "why": "the arXiv page"}], last_verified=dt.date(2026, 11, 21))
     paper = Paper.model_validate(data, context={"taxonomy": load_taxonomy()})
     text = render_reconciliation([paper])

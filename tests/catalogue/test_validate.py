@@ -44,9 +44,34 @@ def test_preprint_and_minimal_entry_are_accepted(tmp_path):
         ({"authors": [], "authors_status": "complete"}, "", "authors is empty"),
         ({"authors_status": "unknown"}, "", "authors_status is 'unknown' but authors are listed"),
         ({"authors": ["A B", "A B"]}, "", "listed twice"),
-        ({"provenance": {"title": "https://arxiv.org/abs/2403.06764"}}, "", "source of the authors"),
-        ({"provenance": {"authors": "x"}}, "provenance", "source of the title"),
-        ({"provenance": {"title": "x", "authors": "y", "colour": "z"}}, "provenance", "unknown provenance field"),
+        ({"provenance": {"title": "https://x.org/a", "authors": "https://x.org/a", "colour": "https://x.org/a"}},
+         "provenance", "unknown provenance field"),
+        ({"provenance": {"title": "/work/scratch/verified_B.jsonl:34"}}, "provenance.title", "a local path"),
+        ({"provenance": {"authors": "../shared/seeds/002_5ffb40e2ad3d5c53.txt"}}, "provenance.authors",
+         "a local path"),
+        ({"provenance": {"placement": "curated from the title only (tools/data/curated_placements.yaml)"}},
+         "provenance.placement", "not a public address"),
+        ({"provenance": {"venue": "http://arxiv.org/abs/2403.06764"}}, "provenance.venue", "write https://"),
+        ({"provenance": {"title": "https://www.alphaxiv.org/abs/2403.06764"}}, "provenance.title",
+         "give https://arxiv.org/abs/2403.06764 and record the copy in read_via"),
+        ({"provenance": {"title": "https://web3.arxiv.org/abs/2403.06764?context=cs"}}, "provenance.title",
+         "a copy of the arXiv page"),
+        ({"provenance": {"title": "cokeshao/Awesome-Multimodal-Token-Compression:image-llm.md@c500934"}},
+         "provenance.title", "a paper list"),
+        ({"read_via": {"https://arxiv.org/abs/2401.99999": "https://www.alphaxiv.org/abs/2401.99999"}},
+         "read_via.https://arxiv.org/abs/2401.99999", "no fact cites"),
+        ({"listed_in": ["ZLKong/Awesome-Collection-Token-Reduction"]}, "listed_in.0", "not a list at a commit"),
+        ({"listed_in": ["a/b@abcdef1", "a/b@abcdef1"]}, "", "listed_in lists a value twice"),
+        ({"disagreements": [{"field": "title", "values": {"/work/scratch/verified_B.jsonl:30": "Old",
+                                                          "https://arxiv.org/abs/2403.06764": "New"},
+                             "kept": "New", "why": "the paper's page"}]},
+         "disagreements.0.values./work/scratch/verified_B.jsonl:30", "a local path"),
+        ({"venue": "ECCV 2024", "venue_checked": True}, "", "name the proceedings page"),
+        ({"closest_impl": ["reference_impls.prefill.fastv"]}, "", "closest_impl needs closest_impl_note"),
+        ({"closest_impl": ["reference_impls.prefill.no_such_module"], "closest_impl_note": "a variant of FastV"},
+         "closest_impl.0", "not in the reference implementation registry"),
+        ({"closest_impl": ["reference_impls.prefill.fastv"], "reference_impls": ["reference_impls.prefill.fastv"],
+          "closest_impl_note": "a variant of FastV"}, "", "not both"),
         ({"arxiv": 2403.06764}, "arxiv", "quote it"),
         ({"arxiv": "2403.06764v2"}, "arxiv", "drop the version suffix"),
         ({"arxiv": "arXiv:2403.06764"}, "arxiv", "is not an arXiv id"),
@@ -200,10 +225,27 @@ def test_near_duplicate_titles_are_errors_unless_declared_distinct(tmp_path):
                            "Worth 1/2 Tokens After Layer 2")
     b = write_entry(folder, reworded)
     cat = validate_catalogue([a, b], TAX)
-    assert len(cat.problems) == 1 and "near-duplicate" in cat.problems[0].message
+    assert len(cat.problems) == 1 and "the same paper as" in cat.problems[0].message
+    assert "fastv-2024.yaml? (the same title)" in cat.problems[0].message
     assert cat.problems[0].field == "title"
     b = write_entry(folder, dict(reworded, distinct_from=["fastv-2024"]))
     assert validate_catalogue([a, b], TAX).problems == []
+
+
+@pytest.mark.parametrize("copy_id", ["aaa-first-2024", "zzz-last-2024"])
+def test_a_copy_is_caught_whatever_its_file_name(tmp_path, copy_id):
+    """The duplicate search looks at both titles' rare words: which file sorts first does not matter."""
+    folder = tmp_path / "papers"
+    files = [write_entry(folder, entry())]
+    for i, title in enumerate(["Sparse attention kernels for long video understanding",
+                               "Speculative decoding with tree drafts for multimodal models",
+                               "KV cache quantization to two bits for vision-language models"]):
+        files.append(write_entry(folder, entry(id=f"other-{i}-2024", arxiv=f"2401.0001{i}", title=title)))
+    files.append(write_entry(folder, entry(id=copy_id, arxiv="2401.00020",
+                                           title="FastV: An image is worth 1/2 tokens after layer 2")))
+    cat = validate_catalogue(files, TAX)
+    assert [(p.file.rsplit("/", 1)[1], p.field) for p in cat.problems] == [(f"{max(copy_id, 'fastv-2024')}.yaml",
+                                                                            "title")]
 
 
 def test_same_id_in_two_files_and_dangling_distinct_from(tmp_path):
@@ -255,3 +297,20 @@ def test_code_official_may_be_unknown_but_must_be_stated(tmp_path):
     assert problems_of(tmp_path, entry(code=[{"url": "https://github.com/x/y", "official": None}]))[1] == []
     problem = only_problem(tmp_path, entry(code=[{"url": "https://github.com/x/y"}]))
     assert problem.field == "code.0.official" and "missing" in problem.message
+
+
+def test_coverage_counts_checked_venues_reviews_and_sourced_facts():
+    from tools.schema import Paper
+    from tools.validate import coverage
+
+    checked = entry(venue_checked=True, provenance={"title": "https://arxiv.org/abs/2403.06764",
+                                                    "venue": "https://www.ecva.net/x", "summary": "https://x.org/a"},
+                    read_via={"https://x.org/a": "https://mirror.example/a"})
+    bare = entry(id="bare-2024", arxiv="2401.00001", summary=None, claims=[], provenance={},
+                 placement={"cells": ["prefill.density"], "techniques": ["token_pruning"], "method": "survey",
+                            "needs_review": True, "note": "placed from the title only: read the abstract"})
+    papers = {d["id"]: Paper.model_validate(d, context={"taxonomy": TAX}) for d in (checked, bare)}
+    c = coverage(papers)
+    assert (c["papers"], c["venue checked"], c["summary"], c["claims"], c["placement to review"]) == (2, 1, 1, 1, 1)
+    # title, authors, venue, placement (+ summary when there is one): 5 + 4 facts, 3 of them with a page
+    assert (c["facts with a source"], c["facts"], c["sources read on a copy"]) == (3, 9, 1)

@@ -2,9 +2,11 @@
 
 One arXiv query per technique (cs.CV, cs.CL, cs.LG, cs.AI by default), made of the keywords taxonomy.yaml attaches to
 it (every content word of a keyword must occur in the abstract) and the submission-date window. Papers the catalogue
-already has (arXiv id, DOI or a near-duplicate title), rejected ones (tools/data/triage_rejected.yaml) and queued ones
+already has (arXiv id, DOI or a near-duplicate title), rejected ones (tools/data/rejected.yaml) and queued ones
 are dropped; the rest are ranked by relevance (tools/placement_suggest.py) and added to the triage queue
-(tools/data/triage_queue.yaml) with a suggested placement. Review them with ``python -m tools triage``.
+(tools/data/triage_queue.yaml) with a suggested placement. Review them with ``python -m tools triage``. Every run that
+updates the queue is recorded in tools/data/discovery_log.yaml (the dates, categories and techniques searched, and
+any query cut at its result limit), from which the website says how far discovery has covered (tools/discovery_log.py).
 """
 from __future__ import annotations
 
@@ -16,15 +18,17 @@ from pathlib import Path
 from tools.arxiv_source import add_source_options, reports_remote_failures, source_from_args
 from tools.citekeys import STOPWORDS
 from tools.cli import UserError
+from tools.discovery_log import DEFAULT_CATEGORIES, LOG_PATH, DiscoveryRun, record_run
 from tools.paths import PAPERS_DIR, display_path
 from tools.placement_suggest import suggest_placement
 from tools.taxonomy import load_taxonomy
-from tools.triage_state import Candidate, add_state_options, read_queue, read_rejected, write_queue
-from tools.validate import catalogue_for_update, near_duplicate_pairs
+from tools.rejected import read_rejected
+from tools.same_paper import Described, duplicate_pairs
+from tools.triage_state import Candidate, add_state_options, read_queue, write_queue
+from tools.validate import catalogue_for_update
 
 NAME = "discover"
 HELP = "query arXiv with the taxonomy's keywords and queue new candidates for triage"
-DEFAULT_CATEGORIES = ["cs.CV", "cs.CL", "cs.LG", "cs.AI"]
 
 
 def configure(parser) -> None:
@@ -41,6 +45,8 @@ def configure(parser) -> None:
     parser.add_argument("--papers-dir", type=Path, default=PAPERS_DIR, help="where the entries live (default papers/)")
     parser.add_argument("--dry-run", action="store_true", help="list the candidates, leave the queue alone")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--log", type=Path, default=LOG_PATH,
+                        help=f"where runs are recorded (default {display_path(LOG_PATH)})")
     add_state_options(parser)
     add_source_options(parser)
 
@@ -83,7 +89,7 @@ def run(args) -> int:
         raise UserError(f"unknown technique(s) {', '.join(unknown)} (see techniques in taxonomy.yaml)")
     techniques = [taxonomy.technique_by_id[t] for t in args.technique] or list(taxonomy.techniques)
     queue = read_queue(args.queue)
-    rejected = {r.arxiv for r in read_rejected(args.rejected)}
+    rejected = read_rejected(args.rejected).arxiv_ids
     catalogue = catalogue_for_update(args.papers_dir, taxonomy)
     catalogued_ids = {p.arxiv for p in catalogue.papers.values() if p.arxiv}
     catalogued_dois = {p.doi.lower() for p in catalogue.papers.values() if p.doi}
@@ -95,11 +101,13 @@ def run(args) -> int:
         from tqdm import tqdm
 
         iterator = tqdm(techniques, unit="query", desc="arXiv", file=sys.stderr, disable=None, leave=False)
-    results = 0
+    results, truncated = 0, []
     for technique in iterator:
         query = build_query(list(technique.keywords), categories, since, until)
         records = source.search(query, args.max_per_technique, label=f"{technique.id} since {since}")
         results += len(records)
+        if len(records) >= args.max_per_technique:
+            truncated.append(technique.id)
         for record in records:
             found.setdefault(record.arxiv, record)
 
@@ -141,6 +149,9 @@ def run(args) -> int:
           + (f"; {pruned} queued candidate(s) now catalogued or rejected, removed" if pruned else ""))
     for cand in sorted(new, key=lambda c: (-c.relevance, c.arxiv))[:20]:
         print(f"  {cand.relevance:5.2f}  {cand.arxiv}  {cand.record.title}  -> {'+'.join(cand.techniques)}")
+    if truncated:
+        print(f"{len(truncated)} quer{'y' if len(truncated) == 1 else 'ies'} returned the --max-per-technique limit "
+              f"and may have missed papers ({', '.join(truncated)}): this window is not recorded as complete")
     if args.dry_run:
         print("dry run: the queue is unchanged")
         return 0
@@ -148,16 +159,19 @@ def run(args) -> int:
         write_queue(kept + new, args.queue)
         print(f"queue: {display_path(args.queue)} ({len(kept) + len(new)} candidate(s)); "
               "review with `python -m tools triage`")
+    record_run(DiscoveryRun(since=since, until=until, ran_on=today, categories=list(categories),
+                            techniques="all" if not args.technique else sorted(set(args.technique)),
+                            results=results, truncated=truncated), args.log)
     return 0
 
 
 def _near_duplicates(records, papers) -> set[str]:
-    """arXiv ids of records whose titles are near-duplicates of catalogued titles."""
-    titles = {pid: p.title for pid, p in papers.items()}
-    keys = {f"\0{r.arxiv}": r.arxiv for r in records}
-    titles.update({key: r.title for key, r in zip(keys, records)})
+    """arXiv ids of records that describe a catalogued paper under another id (tools/same_paper.py)."""
+    new = {f"\0{r.arxiv}": r for r in records}
+    pool = [Described.of(p) for p in papers.values()]
+    pool += [Described(key, r.title, tuple(r.authors), None, r.doi) for key, r in new.items()]
     out = set()
-    for a, b, _ in near_duplicate_pairs(titles):
-        if (a in keys) != (b in keys):
-            out.add(keys[a] if a in keys else keys[b])
+    for match in duplicate_pairs(pool, involving=set(new)):
+        if (match.a in new) != (match.b in new):
+            out.add(new[match.a if match.a in new else match.b].arxiv)
     return out

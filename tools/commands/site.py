@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from tools.discovery_log import LOG_PATH
 from tools.paths import display_path
 from tools.taxonomy import load_taxonomy
 from tools.validate import load_catalogue
@@ -43,7 +44,8 @@ def run(args) -> int:
         render_reconciliation = None
     from tools.site.refimpls import RESULTS_DIR
 
-    generated = generate(papers, taxonomy, GENERATED, reconciliation=render_reconciliation, results_dir=RESULTS_DIR)
+    generated = generate(papers, taxonomy, GENERATED, reconciliation=render_reconciliation, results_dir=RESULTS_DIR,
+                         discovery_log=LOG_PATH)
     print(f"generated {generated.files} files for {len(papers)} papers in {display_path(GENERATED)} "
           f"({time.perf_counter() - t0:.1f} s)")
     if not (args.build or args.serve):

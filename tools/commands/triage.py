@@ -2,7 +2,8 @@
 
 Without options it lists the queue. ``--accept ID`` creates the entry from the facts arXiv gave when the candidate was
 found (no network; placement suggested, ``needs_review: true``); ``--reject ID [--reason TEXT]`` records the id in
-tools/data/triage_rejected.yaml so ``discover`` never proposes it again; ``--interactive`` asks about each candidate.
+the rejected list (tools/data/rejected.yaml) so ``discover`` never proposes it again; ``--interactive`` asks about
+each candidate. A candidate on the rejected list is never accepted.
 Every entry is validated and checked against the catalogue before anything is written; then the entries, the rejected
 list and the queue are written, each atomically.
 """
@@ -18,9 +19,8 @@ from tools.commands.add import existing_papers
 from tools.entries import build_paper, conflicts_with, write_paper
 from tools.paths import PAPERS_DIR, display_path
 from tools.taxonomy import load_taxonomy
-from tools.triage_state import (
-    Rejection, add_state_options, read_queue, read_rejected, write_queue, write_rejected,
-)
+from tools.rejected import Rejection, read_rejected
+from tools.triage_state import add_state_options, read_queue, write_queue
 
 NAME = "triage"
 HELP = "list, accept (creating entries) or reject (remembered) the candidates queued by discover"
@@ -100,6 +100,10 @@ def run(args) -> int:
     today = dt.date.today()
     new, refusals = [], []
     for arxiv_id in accept:
+        refusal = rejections.refusal(arxiv_id)
+        if refusal:
+            refusals.append(f"arXiv {arxiv_id} {by_id[arxiv_id].record.title!r}: {refusal}")
+            continue
         record = by_id[arxiv_id].record
         paper = build_paper(entry_from_record(record, taxonomy, taken, today), taxonomy, label=f"arXiv {arxiv_id}")
         reasons = conflicts_with(paper, {**existing, **{p.id: p for p in new}})
@@ -116,12 +120,10 @@ def run(args) -> int:
         print(f"accepted {paper.arxiv}: wrote {display_path(path)} "
               f"({'+'.join(paper.placement.techniques)} in {'+'.join(paper.placement.cells)}, needs review)")
     if reject:
-        known = {r.arxiv for r in rejections}
         for arxiv_id in reject:
-            if arxiv_id not in known:
-                rejections.append(Rejection(arxiv_id, by_id[arxiv_id].record.title, today, args.reason))
+            rejections.add(Rejection(arxiv_id, by_id[arxiv_id].record.title, today, args.reason))
             print(f"rejected {arxiv_id}: {by_id[arxiv_id].record.title}")
-        write_rejected(rejections, args.rejected)
+        rejections.write()
     handled = set(accept) | set(reject)
     write_queue([c for c in queue if c.arxiv not in handled], args.queue)
     print(f"{len(queue) - len(handled)} candidate(s) left in {display_path(args.queue)}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tools.cli import print_problems
 from tools.taxonomy import read_taxonomy
-from tools.validate import is_yaml_name, paper_files, validate_catalogue
+from tools.validate import coverage, is_yaml_name, paper_files, validate_catalogue
 
 NAME = "validate"
 HELP = "validate taxonomy.yaml and the paper files (all of papers/ by default)"
@@ -39,4 +39,9 @@ def run(args) -> int:
         return 1
     if not args.quiet:
         print(f"ok: {len(cat.papers)} paper(s) and the taxonomy are valid")
+        c = coverage(cat.papers)
+        print(f"venue checked on the proceedings: {c['venue checked']}/{c['papers']}; summaries {c['summary']}, "
+              f"claims in {c['claims']}; placements to review {c['placement to review']}; "
+              f"{c['facts with a source']}/{c['facts']} title, author, venue, placement and summary facts name their "
+              f"page ({c['sources read on a copy']} sources read on a copy)")
     return 0

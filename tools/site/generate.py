@@ -29,6 +29,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from tools.bibtex import catalogue_keys, render_bib, render_one
+from tools.discovery_log import covered, read_log
 from tools.paths import ROOT
 from tools.schema import Paper
 from tools.site import plots
@@ -266,7 +267,7 @@ class Generator:
     def __init__(self, papers: Mapping[str, Paper], taxonomy: Taxonomy, out: Path, *,
                  refimpl: Callable[[str], RefImpl] = describe, results_dir: Path | None = None,
                  reconciliation: Callable[[Mapping[str, Paper]], str] | None = None,
-                 bib_text: str | None = None):
+                 bib_text: str | None = None, discovery_log: Path | None = None):
         self.keys = catalogue_keys(papers)
         self.model = SiteModel(papers, taxonomy, self.keys)
         self.ctx = Context(self.model, refimpl)
@@ -283,6 +284,7 @@ class Generator:
         self.results_dir = results_dir
         self.reconciliation = reconciliation
         self.bib_text = bib_text
+        self.covered = covered(read_log(discovery_log)) if discovery_log else None  # (first day, last day) or None
         self.written = 0
         self.paper_bibs: dict[str, str] = {}  # id -> its BibTeX entry, as on its page (build.py writes bib/<id>.bib)
         self._folders: set[str] = set()
@@ -356,7 +358,7 @@ class Generator:
         self.render("index.md.j2", "index.md", newest=model.newest(), n_papers=len(model.papers),
                     n_code=sum(1 for p in model.papers.values() if p.code),
                     n_claims=sum(len(p.claims) for p in model.papers.values()),
-                    n_refimpl=sum(1 for p in model.papers.values() if p.reference_impls))
+                    n_refimpl=sum(1 for p in model.papers.values() if p.reference_impls), covered=self.covered)
         self.render("taxonomy.md.j2", "taxonomy.md")
         for stage in tax.stages:
             self.render_group(stage_page(stage.id), kind="stage", title=f"Stage: {stage.name}",
@@ -389,7 +391,8 @@ class Generator:
                 page=page, c=self.ctx, tax=tax, p=paper, key=self.keys[pid], bib=bib,
                 authors=short_authors(paper, 1000),
                 date=first_version_date(paper), related=model.related(pid),
-                refimpls=[self.ctx.refimpl(r) for r in paper.reference_impls]))
+                refimpls=[self.ctx.refimpl(r) for r in paper.reference_impls],
+                closest=[self.ctx.refimpl(r) for r in paper.closest_impl]))
         quarter_svg, quarter_facts = plots.papers_per_quarter(model)
         speed_svg, points = plots.speedup_vs_retained(model)
         self.render("trends.md.j2", "trends.md", quarter_svg=Markup(quarter_svg), quarter_facts=quarter_facts,
@@ -397,13 +400,15 @@ class Generator:
         self.render("explorer.md.j2", "explorer.md")
         self.write("data/papers.json", explorer_json(model))
         self.render("frontiers.md.j2", "frontiers.md")
-        all_refs = sorted({r for p in model.papers.values() for r in p.reference_impls})
+        all_refs = sorted({r for p in model.papers.values() for r in [*p.reference_impls, *p.closest_impl]})
         results = benchmark_results(self.results_dir) if self.results_dir else []
         for result in results:
             self.write(f"data/results/{result.name}", result.text)
         self.render("refimpls.md.j2", "reference-implementations.md",
                     refs=[(self.ctx.refimpl(r), [pid for pid in model.ordered_ids
-                                                 if r in model.papers[pid].reference_impls]) for r in all_refs],
+                                                 if r in model.papers[pid].reference_impls],
+                           [pid for pid in model.ordered_ids if r in model.papers[pid].closest_impl])
+                          for r in all_refs],
                     results=results)
         report = (self.reconciliation(markdown_safe_copies(model.papers)) if self.reconciliation
                   else "# Reconciliation report\n")
