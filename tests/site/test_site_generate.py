@@ -89,7 +89,7 @@ def test_hostile_text_is_inert_everywhere_in_the_built_site(built_site):
     assert " ".join(HOSTILE_SUMMARY.split()) in visible
     assert "{{ 7*7 }}" in visible and "<iframe src=javascript:alert(5)>" in visible
     title = re.search(r"<title>(.*?)</title>", hostile, re.S).group(1)
-    assert "<" not in title and html.unescape(title).startswith(HOSTILE_TITLE)
+    assert "<" not in title and html.unescape(title).startswith("<b>Bold</b>{{x}}: " + HOSTILE_TITLE)
     index = json.loads((built_site.site / "search" / "search_index.json").read_text(encoding="utf-8"))
     for doc in index["docs"]:
         for field in ("title", "text"):
@@ -262,8 +262,9 @@ def test_paper_and_technique_pages_show_the_reference_implementation(built_site)
 
 
 def test_related_papers_match_the_plain_definition():
-    """The early-stopping walk gives exactly the plain score-everything-then-sort list (fixture and real catalogue,
-    whose papers have one to several techniques and cells), and never lists the paper itself."""
+    """The bounded search (papers sharing a distinctive word, then groups of papers with the same techniques and
+    modalities) gives exactly the plain score-every-paper-then-sort list, on the fixture and the real catalogue,
+    and never lists the paper itself."""
     from tools.bibtex import catalogue_keys
     from tools.site.model import SiteModel
     from tools.validate import load_catalogue
@@ -274,10 +275,47 @@ def test_related_papers_match_the_plain_definition():
         for pid in papers:
             for limit in (1, 3, 10):
                 got = model.related(pid, limit)
-                assert got == model._related_by_sorting(pid, limit), (pid, limit)
+                assert got == model._related_by_scoring_all(pid, limit), (pid, limit)
                 assert pid not in got
-    fixture = SiteModel(fixture_papers(), tax, catalogue_keys(fixture_papers()))
-    assert fixture.related("fastv-2024")[0] == "hostile-2025" and "snapkv-2024" not in fixture.related("fastv-2024")
+
+
+def test_related_papers_are_the_most_similar_not_the_newest():
+    """An old paper with the same technique, modality and wording outranks newer papers that only share the
+    technique; a paper sharing only wording (no technique) is found too; nothing unrelated is listed."""
+    import datetime as dt
+
+    from tests.catalogue.helpers import entry
+    from tools.bibtex import catalogue_keys
+    from tools.schema import Paper
+    from tools.site.model import SiteModel
+
+    tax = load_taxonomy()
+
+    def paper(pid, year, title, summary, techniques, cells, modality):
+        return Paper.model_validate(entry(
+            id=pid, title=title, short_name=None, summary=summary, arxiv=None, first_version=dt.date(year, 1, 1),
+            year=year, venue="arXiv", paper_url=f"https://example.org/{pid}", claims=[], code=[],
+            modality=modality, placement={"cells": cells, "techniques": techniques, "method": "curated"}),
+            context={"taxonomy": tax})
+
+    papers = [
+        paper("target-2025", 2025, "Saliency-guided visual token pruning for video LLMs",
+              "Prunes video tokens by temporal saliency scores.", ["token_pruning"], ["prefill.density"], ["video"]),
+        paper("twin-2022", 2022, "Temporal saliency pruning of video tokens",
+              "Saliency scores decide which video tokens to prune.", ["token_pruning"], ["prefill.density"], ["video"]),
+        paper("wording-only-2023", 2023, "Temporal saliency for video retrieval",
+              "Temporal saliency scores rank video clips.", ["efficient_reasoning"], ["decode.density"], ["video"]),
+        paper("unrelated-2026", 2026, "Quantised weights for chat models", "Stores the weights in four bits per value.",
+              ["weight_quantization"], ["decode.memory"], ["text"]),
+    ] + [paper(f"newer-{i}-2026", 2026, f"Generic method number {i}", "Something else entirely, with other words.",
+               ["token_pruning"], ["prefill.density"], ["image"]) for i in range(12)]
+    model = SiteModel({p.id: p for p in papers}, tax, catalogue_keys(papers))
+    related = model.related("target-2025")
+    assert related[0] == "twin-2022"  # the oldest paper, and the most similar
+    assert "wording-only-2023" in related and "unrelated-2026" not in related
+    assert len(related) == 10 and related == model._related_by_scoring_all("target-2025")
+    scores = [model.similarity("target-2025", o, model.text_similarity("target-2025").get(o, 0.0)) for o in related]
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_tags_index_the_taxonomy_pages_not_the_papers(built_site):
