@@ -1,33 +1,7 @@
-/* The Atlas: the BibTeX copy button, sortable result tables, and the search query shim. Vanilla JavaScript, no
-   external library (each paper's .bib is a static file next to its page, written by `python -m tools site --build`). */
+/* The Atlas: the BibTeX copy button and sortable tables. Vanilla JavaScript, no external library (each paper's .bib
+   is a static file next to its page, written by `python -m tools site --build`). */
 (function () {
   "use strict";
-
-  /* Search: every word must match (as a prefix, so results come while typing), and a word that matches exactly
-     counts ten times more. The theme's own query makes every word an optional prefix, so "FastV" ranked FastViT
-     and FastVLM above FastV, and an author's full name ranked any title starting with "Li" above the author's
-     paper. The theme's search worker (mkdocs-material 9.8, pinned) receives the typed text in a {type: 2, data}
-     message; a query that already uses the search syntax (quotes, +, -, *, ^, ~, :) is passed on unchanged. */
-  var SEARCH_QUERY = 2;
-  var PLAIN_WORD = /^[\p{L}\p{N}][\p{L}\p{N}.'_]*$/u;
-
-  function atlasQuery(text) {
-    var words = text.trim().toLowerCase().split(/\s+/).filter(Boolean);
-    if (!words.length || !words.every(function (w) { return PLAIN_WORD.test(w); })) { return text; }
-    return words.map(function (w) { return "+" + w + "* " + w + "^10"; }).join(" ");
-  }
-  window.atlasQuery = atlasQuery;
-
-  if (window.Worker && !Worker.prototype.atlasPatched) {
-    var postMessage = Worker.prototype.postMessage;
-    Worker.prototype.postMessage = function (message) {
-      if (message && message.type === SEARCH_QUERY && typeof message.data === "string") {
-        message = { type: SEARCH_QUERY, data: atlasQuery(message.data) };
-      }
-      return postMessage.apply(this, [message].concat(Array.prototype.slice.call(arguments, 1)));
-    };
-    Worker.prototype.atlasPatched = true;
-  }
 
   function copyText(text) {
     if (navigator.clipboard && window.isSecureContext) {

@@ -6,7 +6,7 @@
 (function () {
   "use strict";
 
-  var PAGE_SIZE = 50;
+  var PAGE_SIZE = 50, PAGE_SIZES = [25, 50, 100, 200];
   // [key, label, the values a paper has, the vocabulary that names them]
   var FILTERS = [
     ["stage", "Stage", function (p) { return p.stages; }, "stages"],
@@ -77,7 +77,7 @@
     /* ------------------------------------------------------------------ state <-> address */
     function readState() {
       var params = new URLSearchParams(window.location.search);
-      var s = { q: params.get("q") || "", chosen: {}, flags: {}, sort: DEFAULT_SORT, dir: -1, page: 1 };
+      var s = { q: params.get("q") || "", chosen: {}, flags: {}, sort: DEFAULT_SORT, dir: -1, page: 1, per: PAGE_SIZE };
       FILTERS.concat([["group"]]).forEach(function (f) {
         s.chosen[f[0]] = new Set((params.get(f[0]) || "").split(",").filter(Boolean));
       });
@@ -87,6 +87,7 @@
       if (col) { s.sort = sort; s.dir = col[3] ? 1 : -1; }
       if (params.get("dir") === "asc") { s.dir = 1; } else if (params.get("dir") === "desc") { s.dir = -1; }
       s.page = Math.max(1, parseInt(params.get("page"), 10) || 1);
+      s.per = Math.min(1000, Math.max(1, parseInt(params.get("per"), 10) || PAGE_SIZE));
       return s;
     }
 
@@ -103,6 +104,7 @@
         params.set("dir", state.dir > 0 ? "asc" : "desc");
       }
       if (state.page > 1) { params.set("page", String(state.page)); }
+      if (state.per !== PAGE_SIZE) { params.set("per", String(state.per)); }
       var query = params.toString();
       window.history.replaceState(null, "", window.location.pathname + (query ? "?" + query : ""));
     }
@@ -214,9 +216,17 @@
     var next = el("button", { type: "button", "class": "md-button", "data-page": "next" }, "Next ›");
     prev.addEventListener("click", function () { state.page -= 1; update(); window.scrollTo(0, root.offsetTop); });
     next.addEventListener("click", function () { state.page += 1; update(); window.scrollTo(0, root.offsetTop); });
+    var perLabel = el("label", {}, "Per page ");
+    var perSelect = el("select", { name: "per" });
+    PAGE_SIZES.concat(PAGE_SIZES.indexOf(state.per) < 0 ? [state.per] : []).sort(function (a, b) { return a - b; })
+      .forEach(function (n) { perSelect.appendChild(el("option", { value: String(n) }, n)); });
+    perSelect.value = String(state.per);
+    perSelect.addEventListener("change", function () { state.per = parseInt(perSelect.value, 10); changed(); });
+    perLabel.appendChild(perSelect);
     pager.appendChild(prev);
     pager.appendChild(where);
     pager.appendChild(next);
+    pager.appendChild(perLabel);
 
     root.appendChild(bar);
     root.appendChild(toolbar);
@@ -280,9 +290,9 @@
 
     function update() {
       current = selected();
-      var pages = Math.max(1, Math.ceil(current.length / PAGE_SIZE));
+      var pages = Math.max(1, Math.ceil(current.length / state.per));
       state.page = Math.min(Math.max(1, state.page), pages);
-      var start = (state.page - 1) * PAGE_SIZE, end = Math.min(start + PAGE_SIZE, current.length);
+      var start = (state.page - 1) * state.per, end = Math.min(start + state.per, current.length);
       var fragment = document.createDocumentFragment();
       current.slice(start, end).forEach(function (p) { fragment.appendChild(row(p)); });
       tbody.replaceChildren(fragment);
@@ -302,7 +312,7 @@
       where.textContent = "Page " + state.page + " of " + pages;
       prev.disabled = state.page <= 1;
       next.disabled = state.page >= pages;
-      pager.hidden = pages <= 1;
+      prev.hidden = next.hidden = where.hidden = pages <= 1;
       writeState();
     }
 

@@ -27,23 +27,29 @@ class BuildError(Exception):
     """mkdocs refused the site (in strict mode, any warning)."""
 
 
+def https_address(remote: str) -> str | None:
+    """A repository's web address from a git remote (``git@host:owner/name.git`` or ``https://host/owner/name``);
+    None for anything else."""
+    remote = remote.strip()
+    ssh = re.fullmatch(r"git@([\w.-]+):([\w.-]+/[\w.-]+?)(?:\.git)?/?", remote)
+    url = f"https://{ssh[1]}/{ssh[2]}" if ssh else re.sub(r"(?:\.git)?/?$", "", remote)
+    return url if re.fullmatch(r"https://[\w.-]+(?::\d+)?/[\w.-]+/[\w.-]+", url) else None
+
+
 def repository_url(explicit: str | None = None) -> str | None:
     """The repository's web address for the site's links: ``explicit`` (``--repo-url``), else ``$ATLAS_REPO_URL``,
     else GitHub Actions' ``$GITHUB_SERVER_URL/$GITHUB_REPOSITORY`` (the site workflow), else the clone's ``origin``
-    remote as an https address; None when none is known (the site then names no repository)."""
+    remote; None when none is known (the site then names no repository)."""
     url = explicit or os.environ.get("ATLAS_REPO_URL")
     if not url and os.environ.get("GITHUB_SERVER_URL") and os.environ.get("GITHUB_REPOSITORY"):
         url = f"{os.environ['GITHUB_SERVER_URL']}/{os.environ['GITHUB_REPOSITORY']}"
     if not url:
         try:
             url = subprocess.run(["git", "-C", str(ROOT), "remote", "get-url", "origin"], capture_output=True,
-                                 text=True, timeout=5).stdout.strip()
+                                 text=True, timeout=5).stdout
         except (OSError, subprocess.SubprocessError):
             url = ""
-        ssh = re.fullmatch(r"git@([\w.-]+):([\w.-]+/[\w.-]+?)(?:\.git)?", url)
-        url = f"https://{ssh[1]}/{ssh[2]}" if ssh else re.sub(r"\.git$", "", url)
-    url = (url or "").rstrip("/")
-    return url if re.fullmatch(r"https://[\w.-]+(?::\d+)?/[\w.-]+/[\w.-]+", url) else None
+    return https_address(url or "")
 
 
 def mkdocs_build(docs_dir: Path, site_dir: Path, *, config_file: Path = MKDOCS_YML, strict: bool = True,

@@ -75,20 +75,38 @@ def docstring_text(doc: str) -> str:
     return " ".join(text.replace(" -- ", " – ").split())
 
 
-def _docstring(path: Path | None, obj: str | None = None) -> str:
-    """The first paragraph of the docstring of ``obj`` (a class or function of the module) when it has one, else of
-    the module, as plain text."""
+def _parse(path: Path | None) -> ast.Module | None:
     if path is None:
-        return ""
+        return None
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        return ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, SyntaxError, UnicodeDecodeError):
-        return ""
-    doc = None
-    if obj:
-        node = next((n for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name == obj), None)
-        doc = ast.get_docstring(node) if node is not None else None
-    return docstring_text(doc or ast.get_docstring(tree) or "")
+        return None
+
+
+def _object_docstring(module: str, obj: str, root: Path, hops: int = 3) -> str | None:
+    """The docstring of class or function ``obj`` of ``module``, following ``from .x import obj`` re-exports."""
+    tree = _parse(_source_path(module, root))
+    if tree is None:
+        return None
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == obj:
+            return ast.get_docstring(node)
+    for node in tree.body:
+        if hops and isinstance(node, ast.ImportFrom) and any(a.name == obj for a in node.names):
+            package = module if (_source_path(module, root) or Path()).name == "__init__.py" else module.rpartition(".")[0]
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            source = f"{base}.{node.module}" if node.level else node.module
+            return _object_docstring(source or base, obj, root, hops - 1)
+    return None
+
+
+def _docstring(module: str, obj: str | None, root: Path) -> str:
+    """The first paragraph of the docstring of ``obj`` (a class or function the module defines or re-exports) when
+    it has one, else of the module, as plain text."""
+    doc = _object_docstring(module, obj, root) if obj else None
+    tree = _parse(_source_path(module, root))
+    return docstring_text(doc or (ast.get_docstring(tree) if tree else None) or "")
 
 
 _DOTTED = re.compile(r"\breference_impls(?:\.\w+)+")
@@ -128,7 +146,7 @@ def describe(ref: str, root: Path = REFERENCE_IMPLS_DIR, tests_dir: Path = TESTS
     shown = None
     if path is not None:
         shown = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-    return RefImpl(module, obj or None, shown, _docstring(path, obj or None), _tests_for(module, tests_dir))
+    return RefImpl(module, obj or None, shown, _docstring(module, obj or None, root), _tests_for(module, tests_dir))
 
 
 @dataclass

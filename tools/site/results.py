@@ -164,7 +164,8 @@ def comparable_settings(papers: Mapping[str, Paper], ordered_ids: list[str]) -> 
     for setting in groups.values():
         if setting.papers < MIN_PAPERS:
             continue
-        setting.model_name = spellings[setting.model].most_common(1)[0][0]
+        counts = spellings[setting.model]  # the most common spelling; on a tie the shorter, then the first by name
+        setting.model_name = min(counts, key=lambda name: (-counts[name], len(name), name))
         setting.rows.sort(key=lambda r: (r.budget, r.paper))
         out.append(setting)
     _flag_baselines(papers, out)
