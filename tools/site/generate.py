@@ -1,15 +1,17 @@
-"""Render the docs tree (Markdown pages, atlas.bib, explorer JSON, assets) and ``mkdocs.yml``.
+"""Render the docs tree (Markdown pages, atlas.bib, explorer JSON, exports, assets) and ``mkdocs.yml``.
 
 Page layout (paths inside the docs folder; mkdocs turns ``x.md`` into ``x.html``)::
 
-    index.md  explorer.md  trends.md  taxonomy.md  reference-implementations.md  reconciliation.md  frontiers.md
-    contributing.md  tags.md  atlas.bib  data/papers.json  assets/...
+    index.md  explorer.md  trends.md  results.md  taxonomy.md  reference-implementations.md  reconciliation.md
+    frontiers.md  contributing.md  tags.md  atlas.bib  assets/...
+    data/papers.json  data/bibtex.json  data/catalogue.csv  data/catalogue.json  data/results/...
     stages/<stage>.md  axes/<axis>.md  cells/<stage>-<axis>.md  techniques/<technique>.md
     papers/<id>.md
 
 Only the top-level pages are in the nav; the rest are reached through links (``not_in_nav`` in mkdocs.yml). A paper
-page's BibTeX is in the page (copy and download buttons: site/assets/atlas.js) and in atlas.bib; there is no
-file per paper: at thousands of papers each extra file costs more to write and copy than the page itself. Tags
+page's BibTeX is in the page (copy and download buttons: site/assets/atlas.js), in atlas.bib, and in bib/<id>.bib,
+which tools/site/build.py writes beside the build (not through the docs tree, where each extra file per paper
+would cost more to write and copy than the page itself). Tags
 (front matter ``tags:``, checked against the taxonomy by the tags plugin) are on the stage, axis and technique pages,
 not on paper pages: the tags page is then an index of the taxonomy rather than every paper three times over, and each
 paper page skips the tags plugin's work (about 0.2 ms of the 3 ms budget per paper page).
