@@ -331,7 +331,7 @@
           columns.forEach(function (c) { out[c[0]] = p[c[1]]; });
           return out;
         });
-        download("atlas-selection.json", "application/json", JSON.stringify(records, null, 1) + "\n");
+        download("atlas-selection.json", "application/json", JSON.stringify(records) + "\n");
       } else {
         var write = function (entries) {
           var text = "% " + chosen.length + " papers selected in the Efficient LVLM Inference Atlas explorer\n% " +

@@ -124,6 +124,6 @@ def export_csv(records: list[dict]) -> str:
 
 
 def export_json(records: list[dict]) -> str:
-    """A JSON array of objects with the export columns (laid out as JavaScript's ``JSON.stringify(x, null, 1)``)."""
+    """A JSON array of objects with the export columns, compact (as JavaScript's ``JSON.stringify`` writes it)."""
     return json.dumps([dict(zip((name for name, _ in EXPORT_COLUMNS), export_values(r))) for r in records],
-                      ensure_ascii=False, indent=1) + "\n"
+                      ensure_ascii=False, separators=(",", ":")) + "\n"

@@ -164,6 +164,7 @@ class Context:
         self._refimpl_cache: dict[str, RefImpl] = {}
         self._html_links: dict[tuple[str, str, str], Markup] = {}
         self._related_items: dict[tuple[str, str], str] = {}
+        self._external_links: dict[str, Markup] = {}
 
     def refimpl(self, ref: str) -> RefImpl:
         if ref not in self._refimpl_cache:
@@ -215,9 +216,16 @@ class Context:
         out.append("</tbody></table>")
         return Markup("\n".join(out) + "\n")
 
+    def external_links(self, p: Paper) -> Markup:
+        """The paper's own page and its code (the official repository when known), as short links; built once per
+        paper (it is listed on several pages)."""
+        links = self._external_links.get(p.id)
+        if links is None:
+            links = self._external_links[p.id] = self._external_links_of(p)
+        return links
+
     @staticmethod
-    def external_links(p: Paper) -> Markup:
-        """The paper's own page and its code (the official repository when known), as short links."""
+    def _external_links_of(p: Paper) -> Markup:
         links = []
         if paper_link(p):
             links.append(f'<a href="{href(paper_link(p))}">paper</a>')

@@ -19,6 +19,7 @@ NEWEST_LIMIT = 12
 # Related papers: how much shared techniques, shared modalities and similar wording (each 0..1) count.
 SIMILARITY_WEIGHTS = {"techniques": 1.0, "modality": 0.5, "text": 2.0}
 COMMON_WORD_PAPERS = 50  # a word in more papers than this is not used to find related papers
+WORDS_PER_PAPER = 12  # a paper's most distinctive words, the ones compared
 _WORD = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]|[a-z0-9]{2,}")
 _STOP_WORDS = frozenset("""a an and are as at be by can for from in into is it its of on or our over than that the their
 this to via we which while with without""".split())
@@ -133,9 +134,10 @@ class SiteModel:
     # ------------------------------------------------------------------ related papers
     @cached_property
     def _words(self) -> dict[str, dict[str, float]]:
-        """Each paper's distinctive words (short name, title, summary) as a unit-length tf-idf vector. A word used
-        by more than ``COMMON_WORD_PAPERS`` papers says little about what a paper is about and is left out, which
-        also bounds the work per paper (each word's list of papers is at most that long)."""
+        """Each paper's most distinctive words (short name, title, summary; at most ``WORDS_PER_PAPER``, by tf-idf)
+        as a unit-length vector. A word used by more than ``COMMON_WORD_PAPERS`` papers says little about what a
+        paper is about and is left out; both limits bound the work per paper (each word's list of papers is at most
+        that long)."""
         counts = {pid: Counter(w for w in _WORD.findall(_paper_text(p).lower()) if w not in _STOP_WORDS)
                   for pid, p in self.papers.items()}
         df = Counter(w for c in counts.values() for w in c)
@@ -143,6 +145,8 @@ class SiteModel:
         vectors = {}
         for pid, c in counts.items():
             v = {w: tf * math.log(1 + n / df[w]) for w, tf in c.items() if df[w] <= COMMON_WORD_PAPERS}
+            if len(v) > WORDS_PER_PAPER:
+                v = dict(heapq.nlargest(WORDS_PER_PAPER, v.items(), key=lambda item: (item[1], item[0])))
             norm = math.sqrt(sum(x * x for x in v.values())) or 1.0
             vectors[pid] = {w: x / norm for w, x in v.items()}
         return vectors
@@ -168,7 +172,9 @@ class SiteModel:
     @cached_property
     def _signatures(self) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
         """Each paper's (techniques, modalities), the part of :meth:`similarity` that is not wording."""
-        return {pid: (frozenset(p.placement.techniques), frozenset(p.modality)) for pid, p in self.papers.items()}
+        shared: dict = {}  # one object per distinct signature (the memo of _placement_score keys on identity)
+        return {pid: shared.setdefault(s, s) for pid, s in (
+            (pid, (frozenset(p.placement.techniques), frozenset(p.modality))) for pid, p in self.papers.items())}
 
     @cached_property
     def _papers_by_signature(self) -> dict[tuple[frozenset[str], frozenset[str]], list[str]]:
@@ -192,7 +198,7 @@ class SiteModel:
     def _placement_score(self, a: tuple[frozenset, frozenset], b: tuple[frozenset, frozenset]) -> float:
         """The techniques-and-modalities part of :meth:`similarity`, memoised per pair of signatures (far fewer
         than pairs of papers)."""
-        key = (a, b)
+        key = (id(a), id(b))  # signatures are shared objects (one per distinct pair, see _signatures)
         score = self._placement_scores.get(key)
         if score is None:
             score = self._placement_scores[key] = (SIMILARITY_WEIGHTS["techniques"] * _jaccard(a[0], b[0])
@@ -214,10 +220,12 @@ class SiteModel:
         (papers with the same techniques and modalities score the same), best group first, each group newest first,
         until ``limit`` are found: the work per paper does not grow with the catalogue."""
         text = self.text_similarity(pid)
-        scores = {o: self.similarity(pid, o, x) for o, x in text.items()}
+        signatures, placement, weight = self._signatures, self._placement_score, SIMILARITY_WEIGHTS["text"]
+        mine = signatures[pid]
+        scores = {o: placement(mine, signatures[o]) + weight * x for o, x in text.items()}  # = similarity()
         scores.update(self._best_by_placement(pid, text, limit))
         rank = self.rank
-        return sorted((o for o in scores if scores[o] > 0), key=lambda o: (-scores[o], rank[o]))[:limit]
+        return heapq.nsmallest(limit, (o for o in scores if scores[o] > 0), key=lambda o: (-scores[o], rank[o]))
 
     def _best_by_placement(self, pid: str, skip, limit: int) -> dict[str, float]:
         """The ``limit`` best papers sharing a technique and not in ``skip``, scored by placement alone."""
