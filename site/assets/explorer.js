@@ -166,6 +166,10 @@
       label.appendChild(document.createTextNode(" " + f[1]));
       bar.appendChild(label);
     });
+    // an address naming a value no paper has (an old link, a typo) filters on the rest
+    Object.keys(state.chosen).forEach(function (k) {
+      state.chosen[k].forEach(function (v) { if (!boxes[k] || !boxes[k][v]) { state.chosen[k].delete(v); } });
+    });
     var clear = el("button", { type: "button", "class": "md-button atlas-clear" }, "Clear filters");
     clear.addEventListener("click", function () {
       state.q = "";

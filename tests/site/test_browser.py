@@ -326,6 +326,8 @@ def test_explorer_pages_through_the_selection(watched, server):
     page.reload(wait_until="networkidle")
     page.wait_for_selector("#atlas-explorer[data-ready]")
     assert _ids(rows) == second and "Showing 5–8 of 9 papers" in page.locator(".atlas-count").inner_text()
+    rows = _explorer(page, server + "explorer.html?stage=nowhere,decode")  # an old or mistyped link
+    assert sorted(_ids(rows)) == ["bidi-2025", "snapkv-2024"] and "nowhere" not in page.url
     assert watched.clean()
 
 

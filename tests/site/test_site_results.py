@@ -11,7 +11,7 @@ import pytest
 from tests.site.site_fixtures import fixture_papers
 from tools.paths import ROOT
 from tools.problems import ProblemError
-from tools.site.measured import REPRODUCTIONS, RESULTS_DIR, load_measurements
+from tools.site.measured import RESULTS_DIR, load_measurements
 from tools.site.model import SiteModel
 from tools.site.results import budget_share, comparable_settings, model_key
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
-import itertools
 import math
 import re
 from collections import Counter, defaultdict
@@ -123,10 +122,6 @@ class SiteModel:
     @cached_property
     def rank(self) -> dict[str, int]:
         return {pid: i for i, pid in enumerate(self.ordered_ids)}
-
-    @cached_property
-    def cell_sets(self) -> dict[str, frozenset[str]]:
-        return {pid: frozenset(paper.placement.cells) for pid, paper in self.papers.items()}
 
     def newest(self, limit: int = NEWEST_LIMIT) -> list[str]:
         return self.ordered_ids[:limit]
