@@ -17,8 +17,8 @@ RELATED_LIMIT = 10
 NEWEST_LIMIT = 12
 # Related papers: how much shared techniques, shared modalities and similar wording (each 0..1) count.
 SIMILARITY_WEIGHTS = {"techniques": 1.0, "modality": 0.5, "text": 2.0}
-COMMON_WORD_PAPERS = 50  # a word in more papers than this is not used to find related papers
-WORDS_PER_PAPER = 12  # a paper's most distinctive words, the ones compared
+COMMON_WORD_PAPERS = 30  # a word in more papers than this is not used to find related papers
+WORDS_PER_PAPER = 10  # a paper's most distinctive words, the ones compared
 _WORD = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]|[a-z0-9]{2,}")
 _STOP_WORDS = frozenset("""a an and are as at be by can for from in into is it its of on or our over than that the their
 this to via we which while with without""".split())
