@@ -7,8 +7,11 @@
   ``archivePrefix`` and ``primaryClass``.
 * Authors as ``Last, First and ...`` (``and others`` when the list is truncated; no author field when unknown).
 * LaTeX specials and non-ASCII letters are escaped (``{\\"u}``, ``{\\l}``, ``\\&`` ...); characters with no LaTeX
-  spelling here (CJK, most symbols) are kept as UTF-8, which biber and modern BibTeX read.
+  spelling here (CJK, most symbols) are kept as UTF-8, which biber and modern BibTeX read. Bidirectional-text controls
+  are dropped (:func:`tools.site.text.plain`).
 * Words with capitals after their first letter (acronyms, CamelCase names: LLaVA, KV, FastV) are protected by braces.
+* ``url`` and ``doi`` are verbatim fields (biblatex and the url package read them as they are): written unescaped,
+  with only what cannot stand in a braced value percent-encoded (braces, backslashes, whitespace).
 
 ``python -m tools bib`` writes ``atlas.bib``; ``python -m tools bib --check FILE`` compares a user's .bib with the
 catalogue (:func:`check_bib`).
@@ -26,6 +29,7 @@ from bibtexparser.model import Entry, Field
 
 from tools.citekeys import assign_keys
 from tools.schema import Paper
+from tools.site.text import plain
 from tools.taxonomy import Taxonomy
 from tools.titles import normalise_title
 
@@ -57,6 +61,15 @@ _SYMBOLS = {
 _ACCENT_LETTER = {v: k for k, v in _ACCENTS.items()}
 
 
+_NOT_VERBATIM = re.compile(r"[{}\\\s]")
+
+
+def verbatim(value: str) -> str:
+    """A url or doi field's value: as it is, except braces, backslashes and whitespace, which are percent-encoded
+    (none is valid in a URL or DOI, and each could end or break the braced value)."""
+    return _NOT_VERBATIM.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), value)
+
+
 def _escape_char(ch: str) -> str:
     if ch in _SPECIAL:
         return _SPECIAL[ch]
@@ -84,7 +97,7 @@ _ASCII_SPECIALS = str.maketrans({ch: latex for ch, latex in _SPECIAL.items()})
 
 def latex_escape(text: str) -> str:
     """Plain text -> a BibTeX field value that shows the same text (braces balanced, specials escaped)."""
-    return _escape_normalised(" ".join(unicodedata.normalize("NFC", text).split()))
+    return _escape_normalised(" ".join(unicodedata.normalize("NFC", plain(text)).split()))
 
 
 def _escape_normalised(text: str) -> str:
@@ -114,7 +127,7 @@ def _needs_protection(word: str) -> bool:
 
 def latex_title(title: str) -> str:
     """A title as a field value: escaped, with acronyms and CamelCase words protected by braces."""
-    title = " ".join(unicodedata.normalize("NFC", title).split())
+    title = " ".join(unicodedata.normalize("NFC", plain(title)).split())
     out = []
     for token in _TOKEN.split(title):
         if not token:
@@ -220,7 +233,7 @@ def paper_entry(paper: Paper, key: str, taxonomy: Taxonomy) -> Entry:
     fields["title"] = latex_title(paper.title)
     fields["year"] = str(paper.year)
     if paper.doi:
-        fields["doi"] = latex_escape(paper.doi)
+        fields["doi"] = verbatim(paper.doi)
     if paper.arxiv:
         fields["eprint"] = paper.arxiv
         fields["archiveprefix"] = "arXiv"
@@ -228,7 +241,7 @@ def paper_entry(paper: Paper, key: str, taxonomy: Taxonomy) -> Entry:
             fields["primaryclass"] = paper.primary_class
     url = paper.paper_url or (f"https://arxiv.org/abs/{paper.arxiv}" if paper.arxiv else None)
     if url:
-        fields["url"] = latex_escape(url)
+        fields["url"] = verbatim(url)
     ordered = [Field(FIELD_NAMES.get(name, name), fields[name]) for name in FIELD_ORDER if name in fields]
     return Entry(kind, key, ordered)
 

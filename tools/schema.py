@@ -104,6 +104,9 @@ class ClaimSetting(_Model):
     budget: str | None = None
     benchmark: str | None = None
     baseline: str | None = None
+    baseline_score: float | int | None = Field(
+        None, description="the unmodified model's score on this benchmark as the paper reports it (the results page "
+                          "flags papers that report different baseline scores for the same model and benchmark)")
 
 
 class Claim(_Model):

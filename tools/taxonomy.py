@@ -44,6 +44,13 @@ class Technique(_Strict):
     keywords: list[str] = Field(min_length=1)
 
 
+class TechniqueGroup(_Strict):
+    """Related techniques offered together when browsing (e.g. every KV-cache compression technique)."""
+    id: Id
+    name: str
+    techniques: list[Id] = Field(min_length=2)
+
+
 class Named(_Strict):
     id: Id
     name: str
@@ -81,6 +88,7 @@ class Taxonomy(_Strict):
     axes: list[Axis]
     cells: dict[str, str]
     techniques: list[Technique]
+    technique_groups: list[TechniqueGroup] = []
     frontiers: list[Named]
     modalities: list[Named]
     training_regimes: list[Named]
@@ -176,7 +184,7 @@ class Taxonomy(_Strict):
 
         for kind, items in [
             ("stages", self.stages), ("axes", self.axes), ("techniques", self.techniques),
-            ("frontiers", self.frontiers), ("modalities", self.modalities),
+            ("technique_groups", self.technique_groups), ("frontiers", self.frontiers), ("modalities", self.modalities),
             ("training_regimes", self.training_regimes), ("placement_methods", self.placement_methods),
             ("metrics", self.metrics), ("venues", self.venues),
         ]:
@@ -205,6 +213,11 @@ class Taxonomy(_Strict):
                 bad(("techniques", i, "description"), "techniques.description", f"{t.id}: empty description")
         for cell in sorted(expected - covered):
             bad(("cells", cell), "cells", f"no technique may occupy cell {cell!r}")
+        for i, group in enumerate(self.technique_groups):
+            for technique in group.techniques:
+                if technique not in self.technique_by_id:
+                    bad(("technique_groups", i, "techniques"), "technique_groups.techniques",
+                        f"{group.id}: unknown technique {technique!r}")
         modality_ids = {m.id for m in self.modalities}
         regime_ids = {r.id for r in self.training_regimes}
         for kind, maps in [("survey_categories", self.survey_categories), ("source_categories", self.source_categories)]:

@@ -1,5 +1,5 @@
-/* The Atlas: the BibTeX copy button. Vanilla JavaScript, no external library (each paper's .bib is a static file
-   next to its page, written by `python -m tools site --build`). */
+/* The Atlas: the BibTeX copy button and sortable tables. Vanilla JavaScript, no external library (each paper's .bib
+   is a static file next to its page, written by `python -m tools site --build`). */
 (function () {
   "use strict";
 
@@ -46,7 +46,40 @@
     return source.textContent;
   }
 
-  function setup() { setupCopyButtons(); }
+  /* Tables with class atlas-sortable sort by a column when its header is clicked (again: reverse); a cell's
+     data-sort-value, when present, is what sorts (numbers compare as numbers). */
+  function sortKey(cell) {
+    var raw = cell.hasAttribute("data-sort-value") ? cell.getAttribute("data-sort-value") : cell.textContent.trim();
+    var number = /^-?\d+(?:\.\d+)?/.exec(raw);
+    return number ? { num: parseFloat(number[0]), text: raw } : { text: raw.toLowerCase() };
+  }
+
+  function setupSortableTables() {
+    document.querySelectorAll("table.atlas-sortable").forEach(function (table) {
+      var body = table.tBodies[0];
+      if (!body) { return; }
+      table.querySelectorAll("thead th").forEach(function (th, column) {
+        th.setAttribute("tabindex", "0");
+        th.classList.add("atlas-sort-header");
+        function sort() {
+          var ascending = th.getAttribute("aria-sort") !== "ascending";
+          table.querySelectorAll("thead th").forEach(function (other) { other.removeAttribute("aria-sort"); });
+          th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+          var rows = Array.prototype.slice.call(body.rows);
+          rows.sort(function (a, b) {
+            var x = sortKey(a.cells[column]), y = sortKey(b.cells[column]);
+            var order = x.num !== undefined && y.num !== undefined ? x.num - y.num : x.text.localeCompare(y.text);
+            return ascending ? order : -order;
+          });
+          rows.forEach(function (row) { body.appendChild(row); });
+        }
+        th.addEventListener("click", sort);
+        th.addEventListener("keydown", function (e) { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sort(); } });
+      });
+    });
+  }
+
+  function setup() { setupCopyButtons(); setupSortableTables(); }
 
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", setup); } else { setup(); }
 })();

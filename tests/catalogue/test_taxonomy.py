@@ -23,6 +23,8 @@ def test_repository_taxonomy_is_consistent():
     assert len(tax.frontiers) == 4
     for t in tax.techniques:
         assert t.keywords and t.description and set(t.cells) <= set(tax.cell_ids)
+    kv = next(g for g in tax.technique_groups if g.id == "kv_cache_compression")
+    assert len(kv.techniques) == 7 and all(t.startswith(("kv_", "low_rank_kv", "cross_layer_kv")) for t in kv.techniques)
 
 
 def _broken(tmp_path, mutate):
@@ -45,6 +47,9 @@ def _broken(tmp_path, mutate):
         (lambda d: d["survey_categories"].append(dict(d["survey_categories"][0])), "is mapped twice"),
         (lambda d: d["survey_categories"][0].update({"modality": ["smell"]}), "unknown modality 'smell'"),
         (lambda d: d["cells"].update({"decode.memory": " "}), "empty description"),
+        (lambda d: d["technique_groups"][0]["techniques"].append("teleport"),
+         "visual_token_reduction: unknown technique 'teleport'"),
+        (lambda d: d["technique_groups"].append(dict(d["technique_groups"][0])), "duplicate id 'visual_token_reduction'"),
     ],
 )
 def test_taxonomy_rejects_dangling_references(tmp_path, mutate, fragment):

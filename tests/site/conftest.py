@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.site.site_fixtures import fixture_papers
+from tests.site.site_fixtures import REPO_URL, fixture_papers
 from tools.taxonomy import load_taxonomy
+
+
+DATA = Path(__file__).parent / "data"
 
 
 @dataclass
@@ -27,10 +30,12 @@ def _reconciliation(papers):
 def built_site(tmp_path_factory) -> BuiltSite:
     from tools.site.build import build_site
     from tools.site.generate import generate
+    from tools.site.measured import load_measurements
 
     root = tmp_path_factory.mktemp("site")
     papers = fixture_papers()
-    generated = generate(papers, load_taxonomy(), root / "docs", reconciliation=_reconciliation,
-                         results_dir=Path(__file__).parent / "data")
-    build_site(root / "docs", root / "html", generated.paper_bibs, strict=True)
+    measurements = load_measurements(papers, DATA / "reproductions.yaml", DATA)
+    generated = generate(papers, load_taxonomy(), root / "docs", reconciliation=_reconciliation, results_dir=DATA,
+                         measurements=measurements, repo_url=REPO_URL)
+    build_site(root / "docs", root / "html", generated.paper_bibs, strict=True, repo_url=REPO_URL)
     return BuiltSite(papers, root / "docs", root / "html")

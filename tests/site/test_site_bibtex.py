@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.site.site_fixtures import HOSTILE_TITLE, fixture_papers
+from tests.site.site_fixtures import HOSTILE_TITLE, UNDERSCORE_DOI, UNDERSCORE_URL, fixture_papers
 from tools import cli
 from tools.bibtex import (
-    bib_author, catalogue_keys, check_bib, latex_decode, latex_escape, latex_title, render_bib, render_one,
+    bib_author, catalogue_keys, check_bib, latex_decode, latex_escape, latex_title, render_bib, render_one, verbatim,
 )
+from tools.site.text import BIDI_CONTROLS, plain
 from tools.paths import ROOT
 from tools.taxonomy import load_taxonomy
 
@@ -95,7 +96,7 @@ def test_whole_bib_parses_back_one_entry_per_paper(papers, parsed):
     by_key = {e.key: e for e in library.entries}
     for pid, paper in papers.items():
         entry = by_key[keys[pid]]
-        assert latex_decode(entry.fields_dict["title"].value) == " ".join(paper.title.split())
+        assert latex_decode(entry.fields_dict["title"].value) == " ".join(plain(paper.title).split())
         assert entry.fields_dict["year"].value == str(paper.year)
 
 
@@ -119,6 +120,24 @@ def test_entry_types_and_fields(papers, parsed):
     for entry in library.entries:
         names = [f.key for f in entry.fields]
         assert names == sorted(names, key=order.index)
+
+
+def test_url_and_doi_are_verbatim(papers, parsed):
+    """biblatex and the url package read url and doi as they are: an escaped underscore (\\_) would end up in the
+    link. Only what cannot stand in a braced value is percent-encoded."""
+    text, library = parsed
+    keys = catalogue_keys(papers)
+    entry = {e.key: e for e in library.entries}[keys["fast-variant-2025"]]
+    assert entry.fields_dict["url"].value == UNDERSCORE_URL and entry.fields_dict["doi"].value == UNDERSCORE_DOI
+    assert "\\_" not in "".join(line for line in text.splitlines() if line.lstrip().startswith(("url", "doi")))
+    assert verbatim("https://x.org/a_b%20c?d={e}\\f g") == "https://x.org/a_b%20c?d=%7Be%7D%5Cf%20g"
+    assert verbatim("10.1000/a_b#c~d") == "10.1000/a_b#c~d"
+
+
+def test_bidi_controls_never_reach_the_bib(papers, parsed):
+    text, _ = parsed
+    assert not any(ch in text for ch in BIDI_CONTROLS)
+    assert "Righttoleft overrides stay out of the page" in text
 
 
 def test_hostile_title_is_inert_in_bibtex(papers):

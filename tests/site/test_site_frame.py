@@ -5,6 +5,7 @@ from __future__ import annotations
 import jinja2
 import pytest
 
+from tests.site.site_fixtures import REPO_URL
 from tools.site import mkdocs_hooks
 from tools.site.mkdocs_hooks import CONTENT_SLOT, TITLE_SLOT, FrameError
 
@@ -13,7 +14,7 @@ def test_paper_pages_from_the_frame_equal_the_full_theme_render(built_site, tmp_
     from tools.site.build import mkdocs_build
 
     monkeypatch.setenv("ATLAS_FULL_THEME", "1")
-    mkdocs_build(built_site.docs, tmp_path / "full", strict=True)
+    mkdocs_build(built_site.docs, tmp_path / "full", strict=True, repo_url=REPO_URL)
     framed = sorted((built_site.site / "papers").glob("*.html"))
     assert len(framed) == len(built_site.papers)
     for page in framed:

@@ -89,7 +89,7 @@ def test_hostile_text_is_inert_everywhere_in_the_built_site(built_site):
     assert " ".join(HOSTILE_SUMMARY.split()) in visible
     assert "{{ 7*7 }}" in visible and "<iframe src=javascript:alert(5)>" in visible
     title = re.search(r"<title>(.*?)</title>", hostile, re.S).group(1)
-    assert "<" not in title and html.unescape(title).startswith(HOSTILE_TITLE)
+    assert "<" not in title and html.unescape(title).startswith("<b>Bold</b>{{x}}: " + HOSTILE_TITLE)
     index = json.loads((built_site.site / "search" / "search_index.json").read_text(encoding="utf-8"))
     for doc in index["docs"]:
         for field in ("title", "text"):
@@ -262,8 +262,9 @@ def test_paper_and_technique_pages_show_the_reference_implementation(built_site)
 
 
 def test_related_papers_match_the_plain_definition():
-    """The early-stopping walk gives exactly the plain score-everything-then-sort list (fixture and real catalogue,
-    whose papers have one to several techniques and cells), and never lists the paper itself."""
+    """The bounded search (papers sharing a distinctive word, then groups of papers with the same techniques and
+    modalities) gives exactly the plain score-every-paper-then-sort list, on the fixture and the real catalogue,
+    and never lists the paper itself."""
     from tools.bibtex import catalogue_keys
     from tools.site.model import SiteModel
     from tools.validate import load_catalogue
@@ -274,10 +275,47 @@ def test_related_papers_match_the_plain_definition():
         for pid in papers:
             for limit in (1, 3, 10):
                 got = model.related(pid, limit)
-                assert got == model._related_by_sorting(pid, limit), (pid, limit)
+                assert got == model._related_by_scoring_all(pid, limit), (pid, limit)
                 assert pid not in got
-    fixture = SiteModel(fixture_papers(), tax, catalogue_keys(fixture_papers()))
-    assert fixture.related("fastv-2024")[0] == "hostile-2025" and "snapkv-2024" not in fixture.related("fastv-2024")
+
+
+def test_related_papers_are_the_most_similar_not_the_newest():
+    """An old paper with the same technique, modality and wording outranks newer papers that only share the
+    technique; a paper sharing only wording (no technique) is found too; nothing unrelated is listed."""
+    import datetime as dt
+
+    from tests.catalogue.helpers import entry
+    from tools.bibtex import catalogue_keys
+    from tools.schema import Paper
+    from tools.site.model import SiteModel
+
+    tax = load_taxonomy()
+
+    def paper(pid, year, title, summary, techniques, cells, modality):
+        return Paper.model_validate(entry(
+            id=pid, title=title, short_name=None, summary=summary, arxiv=None, first_version=dt.date(year, 1, 1),
+            year=year, venue="arXiv", paper_url=f"https://example.org/{pid}", claims=[], code=[],
+            modality=modality, placement={"cells": cells, "techniques": techniques, "method": "curated"}),
+            context={"taxonomy": tax})
+
+    papers = [
+        paper("target-2025", 2025, "Saliency-guided visual token pruning for video LLMs",
+              "Prunes video tokens by temporal saliency scores.", ["token_pruning"], ["prefill.density"], ["video"]),
+        paper("twin-2022", 2022, "Temporal saliency pruning of video tokens",
+              "Saliency scores decide which video tokens to prune.", ["token_pruning"], ["prefill.density"], ["video"]),
+        paper("wording-only-2023", 2023, "Temporal saliency for video retrieval",
+              "Temporal saliency scores rank video clips.", ["efficient_reasoning"], ["decode.density"], ["video"]),
+        paper("unrelated-2026", 2026, "Quantised weights for chat models", "Stores the weights in four bits per value.",
+              ["weight_quantization"], ["decode.memory"], ["text"]),
+    ] + [paper(f"newer-{i}-2026", 2026, f"Generic method number {i}", "Something else entirely, with other words.",
+               ["token_pruning"], ["prefill.density"], ["image"]) for i in range(12)]
+    model = SiteModel({p.id: p for p in papers}, tax, catalogue_keys(papers))
+    related = model.related("target-2025")
+    assert related[0] == "twin-2022"  # the oldest paper, and the most similar
+    assert "wording-only-2023" in related and "unrelated-2026" not in related
+    assert len(related) == 10 and related == model._related_by_scoring_all("target-2025")
+    scores = [model.similarity("target-2025", o, model.text_similarity("target-2025").get(o, 0.0)) for o in related]
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_tags_index_the_taxonomy_pages_not_the_papers(built_site):
@@ -354,3 +392,111 @@ def test_generating_again_rewrites_files_in_place_and_deletes_stale_ones(tmp_pat
     fewer = {pid: p for pid, p in papers.items() if pid != "fastv-2024"}
     generate(fewer, tax, docs)
     assert not page.exists() and (docs / "index.md").exists()
+
+
+DOUBLE_ESCAPED = re.compile(r"&(?:amp;|#38;|#x26;)(?:#\d+|#x[0-9a-f]+|[a-z]+);|&#38;&#35;", re.I)
+
+
+def test_no_entity_is_escaped_twice_in_markdown_html_or_the_search_index(built_site):
+    """The reconciliation report escaped text that was already escaped (``AirCache&#38;&#35;58;``), and search
+    snippets and titles carried entities. Every generated Markdown and HTML file is escaped once; the search index
+    holds text (HTML specials escaped once, no numeric entity)."""
+    files = list(built_site.docs.rglob("*.md")) + list(built_site.site.rglob("*.html"))
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert not DOUBLE_ESCAPED.search(text), (path.name, DOUBLE_ESCAPED.search(text).group())
+    report = _text((built_site.site / "reconciliation.html").read_text(encoding="utf-8"))
+    assert "[x](javascript:alert(6))" in report and HOSTILE_TITLE in " ".join(report.split())
+    assert not re.search(r"&#?\w+;", report)  # shown as text, not as entity codes
+    index = (built_site.site / "search" / "search_index.json").read_text(encoding="utf-8")
+    assert not DOUBLE_ESCAPED.search(index) and not re.search(r"&#\d+;", index)
+    docs = json.loads(index)["docs"]
+    fastv = next(d for d in docs if d["location"] == "papers/fastv-2024.html")
+    assert fastv["title"].startswith("FastV: An Image is Worth 1/2 Tokens After Layer 2: Plug-and-Play")
+
+
+def test_the_real_reconciliation_report_is_escaped_once():
+    from tools.reconcile import render_reconciliation
+    from tools.validate import load_catalogue
+
+    from tools.schema import Disagreement
+
+    papers = load_catalogue()
+    aircache = next(p for p in papers.values() if p.title.startswith("AirCache: Activating Inter-modal"))
+    # the real catalogue plus one disputed title with the characters that were escaped twice (':', '-', '&')
+    disputed = aircache.model_copy(update={"disagreements": [Disagreement(
+        field="title", values={"https://arxiv.org/abs/2503.23956": aircache.title,
+                               "https://example.org/a": "AirCache & Friends: Inter-modal"},
+        kept=aircache.title, why="the paper's own page")]})
+    report = render_reconciliation({**papers, aircache.id: disputed})
+    assert not DOUBLE_ESCAPED.search(report)
+    rendered = _text(__import__("markdown").markdown(report, extensions=["tables"]))
+    assert aircache.title in rendered and "AirCache & Friends: Inter-modal" in rendered
+
+
+def test_search_leaves_out_the_reconciliation_report_and_splits_words_at_punctuation(built_site):
+    index = json.loads((built_site.site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    assert not any(d["location"].startswith("reconciliation.html") for d in index["docs"])
+    assert re.split(index["config"]["separator"], "fastv: plug-and-play (1.5x)") == [
+        "fastv", "plug", "and", "play", "1.5x", ""]
+
+
+def test_bidi_controls_are_stripped_wherever_a_title_is_shown(built_site):
+    from tools.site.text import BIDI_CONTROLS
+
+    for path in list(built_site.site.rglob("*.html")) + list(built_site.site.rglob("*.json")) + \
+            list(built_site.site.rglob("*.bib")) + list(built_site.site.rglob("*.csv")):
+        text = path.read_text(encoding="utf-8")
+        assert not any(ch in text for ch in BIDI_CONTROLS), path
+        assert "\\u202e" not in text.lower() and "\\u2066" not in text.lower(), path  # nor escaped in JSON
+    page = _text((built_site.site / "papers" / "bidi-2025.html").read_text(encoding="utf-8"))
+    assert "Righttoleft overrides stay out of the page" in page
+
+
+def test_docstrings_are_shown_as_text():
+    from tools.site.refimpls import describe, docstring_text
+
+    assert docstring_text("HybridKV (arXiv 2604.05887) [paper-abs]: pruning -- on a ``ragged`` cache.\n\nMore.") == (
+        "HybridKV (arXiv 2604.05887): pruning – on a ragged cache.")
+    assert docstring_text("Uses :func:`~reference_impls.ops.x`, :class:`a.B` and `y` [code] [design-note].") == (
+        "Uses x, a.B and y.")
+    for ref in ("reference_impls.decode.kv.hybridkv", "reference_impls.decode.kv.streaming",
+                "reference_impls.ops.gated_delta"):
+        summary = describe(ref).summary
+        assert summary and "``" not in summary and "[paper" not in summary and " -- " not in summary, summary
+    fastv = describe("reference_impls.prefill.fastv:FastV").summary
+    assert "FastV" in fastv and fastv != describe("reference_impls.encode.visionzip:VisionZip").summary
+
+
+def test_paper_lists_label_their_cells_and_link_the_paper_and_its_code(built_site):
+    page = (built_site.site / "techniques" / "token_pruning.html").read_text(encoding="utf-8")
+    table = page.split('class="atlas-papers atlas-cards"', 1)[1].split("</table>", 1)[0]
+    row = table.split('<td data-label="Paper"><a href="../papers/fastv-2024.html"', 1)[1].split("</tr>", 1)[0]
+    assert '<td data-label="Year">2024</td>' in row and '<td data-label="Venue">ECCV 2024</td>' in row
+    assert '<a href="https://arxiv.org/abs/2403.06764">paper</a>' in row
+    assert '<a href="https://github.com/pkunlp-icler/FastV" title="official code">code</a>' in row
+    css = (built_site.site / "assets" / "atlas.css").read_text(encoding="utf-8")
+    assert "overflow-wrap: anywhere" not in css and "@media screen and (max-width: 700px)" in css
+
+
+def test_the_contributor_path(built_site):
+    """The contributing page gives `tools add <arXiv id>` first, `tools new` for papers without one, and ends the
+    steps with `make generate`; home and contributing link the issue form; the header links the repository
+    without asking GitHub's API for its stars."""
+    text = _text((built_site.site / "contributing.html").read_text(encoding="utf-8"))
+    add, new, generate = (text.index(s) for s in ("python -m tools add 2403.06764", "python -m tools new",
+                                                  "make generate"))
+    assert add < new < generate and "new (it asks for the arXiv id" not in text  # what it never did
+    form = "https://github.com/example-org/lvlm-atlas/issues/new?template=add-paper.yml"
+    assert (ROOT / ".github" / "ISSUE_TEMPLATE" / "add-paper.yml").is_file()
+    for page in ("contributing.html", "index.html"):
+        html_text = (built_site.site / page).read_text(encoding="utf-8")
+        assert f'href="{form}"' in html_text and "Submit a paper" in html_text, page
+        assert 'href="https://github.com/example-org/lvlm-atlas" title="Go to repository" class="md-source"' in html_text
+        assert 'data-md-component="source"' not in html_text
+    home = _text((built_site.site / "index.html").read_text(encoding="utf-8"))
+    assert "python -m tools add <arXiv id>" in home and "python -m tools new" in home and "make generate" in home
+    steps = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8").split("## Add a paper in three steps", 1)[1]
+    steps = steps.split("\n## ", 1)[0]
+    assert re.findall(r"^(\d)\. ", steps, re.M) == ["1", "2", "3"]
+    assert "make generate" in steps.split("\n3. ", 1)[1].split("\n\n", 1)[0]

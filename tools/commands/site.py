@@ -22,6 +22,10 @@ def configure(parser) -> None:
     parser.add_argument("--output", type=Path, default=Path("_site"), help="where to build the site (default: _site)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to serve on (default: 8000)")
+    parser.add_argument("--no-watch", action="store_true",
+                        help="with --serve: do not rebuild when papers/, taxonomy.yaml or site/ change")
+    parser.add_argument("--repo-url", help="the repository the site links to (default: $ATLAS_REPO_URL, GitHub "
+                                           "Actions' repository, or the clone's origin remote)")
     parser.add_argument("--check-config", action="store_true",
                         help="only check that mkdocs.yml is up to date with the taxonomy (exit 1 if stale)")
     parser.add_argument("--verbose", action="store_true", help="show mkdocs' progress messages")
@@ -42,10 +46,20 @@ def run(args) -> int:
         from tools.reconcile import render_reconciliation
     except ImportError:  # pragma: no cover - the report module is optional for the site
         render_reconciliation = None
+    from tools.problems import ProblemError
+    from tools.site.build import repository_url
+    from tools.site.measured import load_measurements
     from tools.site.refimpls import RESULTS_DIR
 
+    try:
+        measurements = load_measurements(papers)
+    except ProblemError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem.as_text()}", file=sys.stderr)
+        return 1
+    repo_url = repository_url(args.repo_url)
     generated = generate(papers, taxonomy, GENERATED, reconciliation=render_reconciliation, results_dir=RESULTS_DIR,
-                         discovery_log=LOG_PATH)
+                         measurements=measurements, repo_url=repo_url, discovery_log=LOG_PATH)
     print(f"generated {generated.files} files for {len(papers)} papers in {display_path(GENERATED)} "
           f"({time.perf_counter() - t0:.1f} s)")
     if not (args.build or args.serve):
@@ -54,14 +68,14 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     try:
-        build_site(GENERATED, args.output, generated.paper_bibs, verbose=args.verbose)
+        build_site(GENERATED, args.output, generated.paper_bibs, verbose=args.verbose, repo_url=repo_url)
     except BuildError as exc:
         print(f"error: the site does not build: {exc}", file=sys.stderr)
         return 1
     print(f"built the site into {display_path(args.output)} ({time.perf_counter() - t0:.1f} s)")
     if args.serve:
         try:
-            serve(args.output, args.host, args.port)
+            serve(args.output, args.host, args.port, watch=not args.no_watch, repo_url=args.repo_url)
         except KeyboardInterrupt:
             print("stopped")
     return 0

@@ -2,6 +2,8 @@
 built by mkdocs-material into a static folder (``python -m tools site``).
 
 Modules: ``text`` (escaping paper text for Markdown + HTML), ``model`` (the catalogue indexed by stage, axis, cell,
-technique), ``refimpls`` (the reference implementations a paper links), ``plots`` (SVG figures), ``explorer`` (the
-explorer's JSON), ``generate`` (the docs tree and mkdocs.yml), ``build`` (mkdocs build and the local server).
+technique; related papers), ``refimpls`` (the reference implementations a paper links; benchmark result files),
+``measured`` (claims a GPU benchmark measured, from benchmarks/reproductions.yaml), ``results`` (claims grouped by a
+comparable setting), ``plots`` (SVG figures), ``explorer`` (the explorer's JSON and the catalogue's CSV / JSON
+exports), ``generate`` (the docs tree and mkdocs.yml), ``build`` (mkdocs build, the local server and its rebuilds).
 """

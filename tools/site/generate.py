@@ -1,15 +1,17 @@
-"""Render the docs tree (Markdown pages, atlas.bib, explorer JSON, assets) and ``mkdocs.yml``.
+"""Render the docs tree (Markdown pages, atlas.bib, explorer JSON, exports, assets) and ``mkdocs.yml``.
 
 Page layout (paths inside the docs folder; mkdocs turns ``x.md`` into ``x.html``)::
 
-    index.md  explorer.md  trends.md  taxonomy.md  reference-implementations.md  reconciliation.md  frontiers.md
-    contributing.md  tags.md  atlas.bib  data/papers.json  assets/...
+    index.md  explorer.md  trends.md  results.md  taxonomy.md  reference-implementations.md  reconciliation.md
+    frontiers.md  contributing.md  tags.md  atlas.bib  assets/...
+    data/papers.json  data/bibtex.json  data/catalogue.csv  data/catalogue.json  data/results/...
     stages/<stage>.md  axes/<axis>.md  cells/<stage>-<axis>.md  techniques/<technique>.md
     papers/<id>.md
 
 Only the top-level pages are in the nav; the rest are reached through links (``not_in_nav`` in mkdocs.yml). A paper
-page's BibTeX is in the page (copy and download buttons: site/assets/atlas.js) and in atlas.bib; there is no
-file per paper: at thousands of papers each extra file costs more to write and copy than the page itself. Tags
+page's BibTeX is in the page (copy and download buttons: site/assets/atlas.js), in atlas.bib, and in bib/<id>.bib,
+which tools/site/build.py writes beside the build (not through the docs tree, where each extra file per paper
+would cost more to write and copy than the page itself). Tags
 (front matter ``tags:``, checked against the taxonomy by the tags plugin) are on the stage, axis and technique pages,
 not on paper pages: the tags page is then an index of the taxonomy rather than every paper three times over, and each
 paper page skips the tags plugin's work (about 0.2 ms of the 3 ms budget per paper page).
@@ -33,13 +35,15 @@ from tools.discovery_log import covered, read_log
 from tools.paths import ROOT
 from tools.schema import Paper
 from tools.site import plots
-from tools.site.explorer import explorer_json
+from tools.site.explorer import bibtex_json, explorer_json, explorer_records, export_csv, export_json, paper_link
+from tools.site.measured import Measurement
 from tools.site.model import (
     SiteModel, axis_page, cell_page, display_name, first_version_date, paper_page, short_authors, stage_page,
     technique_page,
 )
-from tools.site.refimpls import RefImpl, benchmark_results, describe
-from tools.site.text import html_text, md_text, template_environment
+from tools.site.refimpls import RefImpl, benchmark_results, describe, implementations
+from tools.site.results import comparable_settings
+from tools.site.text import html_text, md_text, plain, template_environment, title_text
 from tools.taxonomy import Taxonomy
 
 SITE_SOURCE = ROOT / "site"
@@ -50,10 +54,14 @@ GENERATED = SITE_SOURCE / "_generated"
 MKDOCS_YML = ROOT / "mkdocs.yml"
 NAV = [  # (title, page): the whole nav; every other page is reached through links
     ("Home", "index.md"), ("Explorer", "explorer.md"), ("Taxonomy", "taxonomy.md"), ("Trends", "trends.md"),
-    ("Reference implementations", "reference-implementations.md"), ("Frontiers", "frontiers.md"),
+    ("Results", "results.md"), ("Reference implementations", "reference-implementations.md"),
+    ("Frontiers", "frontiers.md"),
     ("Reconciliation report", "reconciliation.md"), ("Tags", "tags.md"), ("Contributing", "contributing.md"),
 ]
 NOT_IN_NAV = ["/papers/", "/cells/", "/stages/", "/axes/", "/techniques/"]
+CATALOGUE_CSV = "data/catalogue.csv"  # the whole catalogue, as the explorer exports a selection
+CATALOGUE_JSON = "data/catalogue.json"
+ISSUE_FORM = "add-paper.yml"  # .github/ISSUE_TEMPLATE/: the "Submit a paper" form
 
 
 # ------------------------------------------------------------------------------------------------ small helpers
@@ -114,8 +122,9 @@ def yaml_string(value: str) -> str:
 
 
 def front_matter(title: str, tags: list[str] | None = None, extra: dict | None = None) -> Markup:
-    """YAML front matter. The title is stored HTML-escaped: mkdocs and the theme print page titles as HTML."""
-    lines = ["---", "title: " + yaml_string(md_text(title))]
+    """YAML front matter. The title is stored HTML-escaped (:func:`title_text`): mkdocs and the theme print page
+    titles as HTML, and the search index keeps them as they are."""
+    lines = ["---", "title: " + yaml_string(title_text(title))]
     if tags:
         lines.append("tags: " + json.dumps(tags))
     for key, value in (extra or {}).items():
@@ -156,6 +165,7 @@ class Context:
         self._refimpl_cache: dict[str, RefImpl] = {}
         self._html_links: dict[tuple[str, str, str], Markup] = {}
         self._related_items: dict[tuple[str, str], str] = {}
+        self._external_links: dict[str, Markup] = {}
 
     def refimpl(self, ref: str) -> RefImpl:
         if ref not in self._refimpl_cache:
@@ -179,17 +189,18 @@ class Context:
         """Reference implementations linked by any of these papers, with the papers that link each."""
         found: dict[str, list[str]] = {}
         for pid in pids:
-            for ref in self.papers[pid].reference_impls:
+            for ref in implementations(self.papers[pid]):
                 found.setdefault(ref, []).append(pid)
         return [(self.refimpl(ref), found[ref]) for ref in sorted(found)]
 
     def paper_table(self, page: Page, pids: list[str]) -> Markup:
         """A table of papers (newest first), as a raw HTML block: Markdown leaves it alone (fast, and nothing in it
-        is read as Markdown), and search skips it (every row repeats a paper page)."""
+        is read as Markdown), and search skips it (every row repeats a paper page). Below 700 px wide the rows become
+        cards (site/assets/atlas.css), each cell labelled by its ``data-label``."""
         if not pids:
             return Markup("<p><em>No paper in the catalogue yet.</em></p>\n")
-        out = ['<table class="atlas-papers" data-search-exclude>',
-               "<thead><tr><th>Paper</th><th>Year</th><th>Venue</th><th>Techniques</th><th>Code</th>"
+        out = ['<table class="atlas-papers atlas-cards" data-search-exclude>',
+               "<thead><tr><th>Paper</th><th>Year</th><th>Venue</th><th>Techniques</th><th>Links</th>"
                "<th>Ref. impl.</th></tr></thead><tbody>"]
         names = self.technique_name
         for pid in pids:
@@ -199,11 +210,31 @@ class Context:
                 cell += f"<br><small>{html_text(_clip(p.title, 110))}</small>"
             techniques = ", ".join(f'<a href="{page.href(technique_page(t))}">{html_text(names.get(t, t))}</a>'
                                    for t in p.placement.techniques)
-            code = "official" if p.official_code else ("yes" if p.code else "")
-            out.append(f"<tr><td>{cell}</td><td>{p.year}</td><td>{html_text(p.venue)}</td><td>{techniques}</td>"
-                       f"<td>{code}</td><td>{'yes' if p.reference_impls else ''}</td></tr>")
+            out.append(f'<tr><td data-label="Paper">{cell}</td><td data-label="Year">{p.year}</td>'
+                       f'<td data-label="Venue">{html_text(p.venue)}</td><td data-label="Techniques">{techniques}</td>'
+                       f'<td data-label="Links">{self.external_links(p)}</td>'
+                       f'<td data-label="Ref. impl.">{"yes" if implementations(p) else ""}</td></tr>')
         out.append("</tbody></table>")
         return Markup("\n".join(out) + "\n")
+
+    def external_links(self, p: Paper) -> Markup:
+        """The paper's own page and its code (the official repository when known), as short links; built once per
+        paper (it is listed on several pages)."""
+        links = self._external_links.get(p.id)
+        if links is None:
+            links = self._external_links[p.id] = self._external_links_of(p)
+        return links
+
+    @staticmethod
+    def _external_links_of(p: Paper) -> Markup:
+        links = []
+        if paper_link(p):
+            links.append(f'<a href="{href(paper_link(p))}">paper</a>')
+        code = next((c for c in p.code if c.official), p.code[0] if p.code else None)
+        if code is not None:
+            official = "official code" if code.official else "code (not verified as official)"
+            links.append(f'<a href="{href(code.url)}" title="{official}">code</a>')
+        return Markup(" · ".join(links))
 
     def html_link(self, page: Page, target: str, text: str) -> Markup:
         """An HTML link; memoised by folder, target and text (paper pages repeat the same cell, stage, axis and
@@ -246,6 +277,28 @@ class Context:
         return Markup("\n".join(rows) + "\n")
 
 
+def page_title(p: Paper) -> str:
+    """A paper page's title (browser tab, header, search): the short name first when the title lacks it, so that
+    searching "FastV" finds the FastV page by its title."""
+    name = p.short_name
+    return f"{name}: {p.title}" if name and name.lower() not in p.title.lower() else p.title
+
+
+@dataclass(frozen=True)
+class Repository:
+    """The repository the site links to (mkdocs ``repo_url``), when known: its "Submit a paper" issue form and its
+    files."""
+    url: str | None
+
+    @property
+    def submit_paper(self) -> str | None:
+        return f"{self.url}/issues/new?template={ISSUE_FORM}" if self.url else None
+
+    def file(self, path: str) -> str | None:
+        """A file of the repository on GitHub (the default branch)."""
+        return f"{self.url}/blob/HEAD/{path}" if self.url else None
+
+
 def number(value) -> str:
     """45.0 -> '45', 2.50 -> '2.5'."""
     if isinstance(value, float) and value.is_integer():
@@ -253,8 +306,16 @@ def number(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def claim_value(claim) -> str:
+    """'up to 2.5x', '45%', '576 tokens'."""
+    unit = claim.unit if claim.unit in ("x", "%") else " " + claim.unit
+    return f"{claim.qualifier + ' ' if claim.qualifier else ''}{number(claim.value)}{unit}"
+
+
 def setting(s) -> str:
     parts = [f"{name}: {getattr(s, name)}" for name in ("model", "budget", "benchmark", "baseline") if getattr(s, name)]
+    if s.baseline_score is not None:
+        parts.append(f"baseline score: {number(s.baseline_score)}")
     return "; ".join(parts)
 
 
@@ -267,7 +328,8 @@ class Generator:
     def __init__(self, papers: Mapping[str, Paper], taxonomy: Taxonomy, out: Path, *,
                  refimpl: Callable[[str], RefImpl] = describe, results_dir: Path | None = None,
                  reconciliation: Callable[[Mapping[str, Paper]], str] | None = None,
-                 bib_text: str | None = None, discovery_log: Path | None = None):
+                 bib_text: str | None = None, discovery_log: Path | None = None,
+                 measurements: list[Measurement] = (), repo_url: str | None = None):
         self.keys = catalogue_keys(papers)
         self.model = SiteModel(papers, taxonomy, self.keys)
         self.ctx = Context(self.model, refimpl)
@@ -279,9 +341,13 @@ class Generator:
         self.env.globals.update(
             href=href, raw=Markup, ident=ident, number=number, setting=setting, front_matter=front_matter,
             tax_method=lambda m: methods.get(m, m), frontier_name=lambda f: frontiers.get(f, f),
+            page_title=page_title, repo=Repository(repo_url), claim_value=claim_value,
         )
         self.env.filters["extract_name"] = lambda value, names: names.get(value, value)
         self.results_dir = results_dir
+        self.measured: dict[str, list[Measurement]] = {}
+        for m in measurements:
+            self.measured.setdefault(m.paper, []).append(m)
         self.reconciliation = reconciliation
         self.bib_text = bib_text
         self.covered = covered(read_log(discovery_log)) if discovery_log else None  # (first day, last day) or None
@@ -337,6 +403,21 @@ class Generator:
         self.render("group.md.j2", path, pids=pids, technique_counts=counts,
                     techniques=sorted(counts) if techniques is None else techniques, **values)
 
+    def render_results(self, results) -> None:
+        """results.md: claimed vs measured (every paper a GPU benchmark measured) and the comparable settings, each
+        with its figure and a sortable table."""
+        model = self.model
+        settings = comparable_settings(model.papers, model.ordered_ids)
+        figures = {}
+        for s in settings:
+            points = [{"x": r.budget, "y": float(r.claim.value), "name": plain(display_name(model.papers[r.paper]))}
+                      for r in s.rows]
+            figures[s.id] = Markup(plots.setting_scatter(points, s.kind.x_label, s.kind.y_label, s.title))
+        measured = [m for pid in model.ordered_ids for m in self.measured.get(pid, [])]
+        published = {r.name for r in results}
+        self.render("results.md.j2", "results.md", settings=settings, figures=figures, measured=measured,
+                    published=published)
+
     def render(self, template: str, path: str, **values) -> None:
         page = Page(path, self.ctx)
         text = self.env.get_template(template).render(page=page, c=self.ctx, tax=self.ctx.tax, **values)
@@ -358,7 +439,9 @@ class Generator:
         self.render("index.md.j2", "index.md", newest=model.newest(), n_papers=len(model.papers),
                     n_code=sum(1 for p in model.papers.values() if p.code),
                     n_claims=sum(len(p.claims) for p in model.papers.values()),
-                    n_refimpl=sum(1 for p in model.papers.values() if p.reference_impls), covered=self.covered)
+                    n_refimpl=sum(1 for p in model.papers.values() if implementations(p)),
+                    n_measured=len(self.measured), covered=self.covered)
+        self.render("contributing.md.j2", "contributing.md")
         self.render("taxonomy.md.j2", "taxonomy.md")
         for stage in tax.stages:
             self.render_group(stage_page(stage.id), kind="stage", title=f"Stage: {stage.name}",
@@ -380,6 +463,8 @@ class Generator:
                         title=f"Technique: {technique.name}", explanation=technique.description, tag=technique.id,
                         cells=list(technique.cells), techniques=[],
                         pids=model.by_technique.get(technique.id, []))
+        results = benchmark_results(self.results_dir) if self.results_dir else []
+        published = {r.name for r in results}
         paper_template = self.env.get_template("paper.md.j2")
         bibs = self.paper_bibs
         for pid in model.ordered_ids:
@@ -391,51 +476,37 @@ class Generator:
                 page=page, c=self.ctx, tax=tax, p=paper, key=self.keys[pid], bib=bib,
                 authors=short_authors(paper, 1000),
                 date=first_version_date(paper), related=model.related(pid),
-                refimpls=[self.ctx.refimpl(r) for r in paper.reference_impls],
-                closest=[self.ctx.refimpl(r) for r in paper.closest_impl]))
+                refimpls=[self.ctx.refimpl(r) for r in implementations(paper)],
+                closest=[self.ctx.refimpl(r) for r in paper.closest_impl],
+                measured=self.measured.get(pid, []), published=published))
         quarter_svg, quarter_facts = plots.papers_per_quarter(model)
         speed_svg, points = plots.speedup_vs_retained(model)
         self.render("trends.md.j2", "trends.md", quarter_svg=Markup(quarter_svg), quarter_facts=quarter_facts,
                     speed_svg=Markup(speed_svg), points=points)
         self.render("explorer.md.j2", "explorer.md")
-        self.write("data/papers.json", explorer_json(model))
+        records = explorer_records(model)
+        self.write("data/papers.json", explorer_json(model, records))
+        self.write("data/bibtex.json", bibtex_json({pid: bibs[pid] for pid in model.ordered_ids}))
+        self.write(CATALOGUE_CSV, export_csv(records))
+        self.write(CATALOGUE_JSON, export_json(records))
         self.render("frontiers.md.j2", "frontiers.md")
-        all_refs = sorted({r for p in model.papers.values() for r in [*p.reference_impls, *p.closest_impl]})
-        results = benchmark_results(self.results_dir) if self.results_dir else []
+        all_refs = sorted({r for p in model.papers.values() for r in [*implementations(p), *p.closest_impl]})
         for result in results:
             self.write(f"data/results/{result.name}", result.text)
         self.render("refimpls.md.j2", "reference-implementations.md",
                     refs=[(self.ctx.refimpl(r), [pid for pid in model.ordered_ids
-                                                 if r in model.papers[pid].reference_impls],
+                                                 if r in implementations(model.papers[pid])],
                            [pid for pid in model.ordered_ids if r in model.papers[pid].closest_impl])
                           for r in all_refs],
                     results=results)
-        report = (self.reconciliation(markdown_safe_copies(model.papers)) if self.reconciliation
-                  else "# Reconciliation report\n")
-        self.write("reconciliation.md", "---\ntitle: Reconciliation report\n---\n" + report)
+        self.render_results(results)
+        report = self.reconciliation(model.papers) if self.reconciliation else "# Reconciliation report\n"
+        # out of the search index: it repeats every disputed title and author list, and outranked the papers
+        self.write("reconciliation.md", "---\ntitle: Reconciliation report\nsearch:\n  exclude: true\n---\n" + report)
         self.write("atlas.bib", self.bib_text if self.bib_text is not None
                    else render_bib(model.papers, tax, self.keys, rendered=bibs))
         self.remove_stale(previous)
         return self.written
-
-
-_PLAIN_SOURCE = re.compile(r"^(https?://\S+|[\w.-]+/[\w.-]+:[^@\s]+@[0-9a-f]{7,40})$")
-
-
-def markdown_safe_copies(papers: Mapping[str, Paper]) -> dict[str, Paper]:
-    """Copies whose free text is already escaped for Markdown (md_text), for renderers that only escape HTML and
-    table pipes (the reconciliation report): a title like ``[x](javascript:...)`` must not become a link there."""
-    out = {}
-    for pid, p in papers.items():
-        disagreements = [
-            d.model_copy(update={
-                "values": {(k if _PLAIN_SOURCE.match(k) else md_text(k)): md_text(v) for k, v in d.values.items()},
-                "kept": md_text(d.kept), "why": md_text(d.why)})
-            for d in p.disagreements
-        ]
-        out[pid] = p.model_copy(update={"title": md_text(p.title), "short_name": md_text(p.short_name) or None,
-                                        "disagreements": disagreements})
-    return out
 
 
 @dataclass(frozen=True)

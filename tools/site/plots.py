@@ -205,3 +205,45 @@ def speedup_vs_retained(model: SiteModel) -> tuple[str, list[dict]]:
     else:
         body.append(_text((left + right) / 2, (top + bottom) / 2, "no paper claims both figures yet"))
     return _document(width, height, "Claimed speedup against visual tokens retained, by technique", body), points
+
+
+def _range_ticks(low: float, high: float, most: int = 6) -> list[float]:
+    """Round ticks covering [low, high], starting at a multiple of the step at or below ``low`` (not always at 0:
+    shares retained sit between 90 and 100)."""
+    span = nice_ticks(max(high - low, 1e-9), most)
+    step = span[1] - span[0] if len(span) > 1 else 1.0
+    start = math.floor(low / step + 1e-9) * step
+    ticks = [round(start + i * step, 10) for i in range(int(math.ceil((high - start) / step - 1e-9)) + 1)]
+    return ticks if len(ticks) > 1 else [ticks[0], ticks[0] + step]
+
+
+def setting_scatter(points: list[dict], x_label: str, y_label: str, label: str) -> str:
+    """One comparable setting: each point is a claim (``x``: the budget kept, in %; ``y``: the claimed value;
+    ``name``: the paper), one colour and marker per paper, a legend of the papers."""
+    names = list(dict.fromkeys(p["name"] for p in points))
+    style = {n: (PALETTE[i % len(PALETTE)], MARKERS[i % len(MARKERS)]) for i, n in enumerate(names)}
+    ys = [p["y"] for p in points] or [0.0, 1.0]
+    low = min(ys) if min(ys) > 0.5 * max(ys) else 0.0  # zoom in only when every value is far from zero
+    y_ticks = _range_ticks(low, max(ys))
+    width, height, left, right, top, bottom = 760, max(300, 40 + 18 * len(names)), 60, 520, 20, 250
+    x_ticks = _range_ticks(0, max([p["x"] for p in points] + [10.0]))
+
+    def x_of(value: float) -> float:
+        return left + (right - left) * (value - x_ticks[0]) / (x_ticks[-1] - x_ticks[0])
+
+    def y_of(value: float) -> float:
+        return bottom - (bottom - top) * (value - y_ticks[0]) / (y_ticks[-1] - y_ticks[0])
+
+    body = _y_axis(y_ticks, left, right, y_of, y_label, bottom, top)
+    for tick in x_ticks:
+        x = x_of(tick)
+        body.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="currentColor" '
+                    f'stroke-opacity="0.15"/>')
+        body.append(_text(x, bottom + 16, _num(tick)))
+    body.append(_text((left + right) / 2, bottom + 38, x_label))
+    for p in points:
+        colour, shape = style[p["name"]]
+        body.append(_marker(shape, x_of(p["x"]), y_of(p["y"]), colour,
+                            f"{p['name']}: {_num(round(p['y'], 2))} at {_num(round(p['x'], 1))}%"))
+    body += _legend([(n, *style[n]) for n in names], right + 24, top + 10)
+    return _document(width, height, label, body)

@@ -1,5 +1,8 @@
 """The reference implementations the catalogue links (``reference_impls: [reference_impls.prefill.fastv, ...]``):
-their docstrings and tests, read from the source without importing torch."""
+their docstrings (as plain text) and tests, read from the source without importing torch; and the benchmark result
+files the site publishes.
+
+:func:`implementations` is the one place the site asks which implementations a paper has."""
 from __future__ import annotations
 
 import ast
@@ -13,6 +16,11 @@ from tools.paths import REFERENCE_IMPLS_DIR, ROOT
 
 TESTS_DIR = ROOT / "tests" / "reference_impls"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
+
+
+def implementations(paper) -> list[str]:
+    """The reference implementations of a paper, as ``module[:object]`` references."""
+    return list(paper.reference_impls)
 
 
 @dataclass
@@ -52,15 +60,53 @@ def _source_path(module: str, root: Path) -> Path | None:
     return None
 
 
-def _docstring(path: Path | None) -> str:
+_ROLE = re.compile(r":(?:[a-z]+:)?[a-z]+:`~?([^`]+)`")  # :func:`x`, :py:class:`~a.B`
+_LITERAL = re.compile(r"``(.+?)``|`([^`]+)`")
+_SOURCE_TAG = re.compile(r"\s*\[(?:paper|code|design|impl)(?:-[a-z]+)*\]")  # [paper-abs], [code]: source markers
+
+
+def docstring_text(doc: str) -> str:
+    """A docstring's first paragraph as plain text: reST roles and literals lose their markup (``x`` -> x), source
+    markers such as ``[paper-abs]`` go, `` -- `` becomes a dash, whitespace collapses."""
+    first = doc.strip().split("\n\n", 1)[0]
+    text = _ROLE.sub(lambda m: m.group(1).rpartition(".")[2] if m.group(0).find("~") >= 0 else m.group(1), first)
+    text = _LITERAL.sub(lambda m: m.group(1) or m.group(2), text)
+    text = _SOURCE_TAG.sub("", text)
+    return " ".join(text.replace(" -- ", " – ").split())
+
+
+def _parse(path: Path | None) -> ast.Module | None:
     if path is None:
-        return ""
+        return None
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        return ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, SyntaxError, UnicodeDecodeError):
-        return ""
-    doc = ast.get_docstring(tree) or ""
-    return " ".join(doc.strip().split("\n\n", 1)[0].split())
+        return None
+
+
+def _object_docstring(module: str, obj: str, root: Path, hops: int = 3) -> str | None:
+    """The docstring of class or function ``obj`` of ``module``, following ``from .x import obj`` re-exports."""
+    tree = _parse(_source_path(module, root))
+    if tree is None:
+        return None
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == obj:
+            return ast.get_docstring(node)
+    for node in tree.body:
+        if hops and isinstance(node, ast.ImportFrom) and any(a.name == obj for a in node.names):
+            package = module if (_source_path(module, root) or Path()).name == "__init__.py" else module.rpartition(".")[0]
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            source = f"{base}.{node.module}" if node.level else node.module
+            return _object_docstring(source or base, obj, root, hops - 1)
+    return None
+
+
+def _docstring(module: str, obj: str | None, root: Path) -> str:
+    """The first paragraph of the docstring of ``obj`` (a class or function the module defines or re-exports) when
+    it has one, else of the module, as plain text."""
+    doc = _object_docstring(module, obj, root) if obj else None
+    tree = _parse(_source_path(module, root))
+    return docstring_text(doc or (ast.get_docstring(tree) if tree else None) or "")
 
 
 _DOTTED = re.compile(r"\breference_impls(?:\.\w+)+")
@@ -100,22 +146,27 @@ def describe(ref: str, root: Path = REFERENCE_IMPLS_DIR, tests_dir: Path = TESTS
     shown = None
     if path is not None:
         shown = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-    return RefImpl(module, obj or None, shown, _docstring(path), _tests_for(module, tests_dir))
+    return RefImpl(module, obj or None, shown, _docstring(module, obj or None, root), _tests_for(module, tests_dir))
 
 
 @dataclass
 class BenchmarkResult:
-    name: str  # file name
+    name: str  # path under benchmarks/results/ ("prefill_cpu_smoke.json", "campaign_h200/prefill.json")
     device: str
     note: str
+    smoke: bool  # a smoke run (tiny shapes, usually on a CPU): it checks that the script runs, it measures nothing
+    date: str
     text: str  # the JSON as it is (copied to the site)
 
 
 def benchmark_results(folder: Path = RESULTS_DIR) -> list[BenchmarkResult]:
-    """Every JSON result under benchmarks/results/ (CPU smoke runs and GPU runs alike), for the site to publish."""
+    """Every JSON result under benchmarks/results/ and its sub-folders (one per GPU campaign), for the site to
+    publish: GPU runs first, then smoke runs."""
+    folder = Path(folder)
     out = []
-    for path in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", path.name):
+    for path in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
+        name = path.relative_to(folder).as_posix()
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?", name):
             continue  # a name the site would have to escape in a link
         text = path.read_text(encoding="utf-8", errors="replace")
         try:
@@ -125,5 +176,8 @@ def benchmark_results(folder: Path = RESULTS_DIR) -> list[BenchmarkResult]:
         info = data if isinstance(data, dict) else {}
         device = str(info.get("device") or info.get("gpu") or info.get("machine") or "")
         note = str(info.get("note") or info.get("benchmark") or "")
-        out.append(BenchmarkResult(path.name, device, note, text))
-    return out
+        run = info.get("run") if isinstance(info.get("run"), dict) else {}
+        date = str(run.get("date") or info.get("date") or "")[:10]
+        smoke = info.get("smoke") is True
+        out.append(BenchmarkResult(name, device, note, smoke, date, text))
+    return sorted(out, key=lambda r: (r.smoke, r.name))

@@ -5,6 +5,10 @@ and every character Markdown or its extensions could read as syntax become numer
 whitespace (newlines included) collapses to single spaces, so a hostile title can neither open an HTML tag, nor start
 a Markdown list, link, emphasis or attribute list, nor break a table row. The browser shows the original characters.
 Templates are compiled from ``site/templates`` only; paper text is passed as values and is never compiled.
+
+Bidirectional-text controls (U+202A-U+202E, U+2066-U+2069, U+200E/U+200F, U+061C) are removed from every string a
+page shows (:func:`plain`): one stray U+202E in a title would otherwise reverse the text after it on every page that
+lists the paper.
 """
 from __future__ import annotations
 
@@ -14,7 +18,16 @@ from markupsafe import Markup
 # HTML specials, Markdown syntax (emphasis, links, code, headings, lists, tables, attribute lists, escapes), and the
 # characters that form entities or Jinja/mkdocs-macros delimiters.
 _ESCAPED = "&<>\"'\\`*_{}[]()#+-.!|~:=$%^@"
-_TABLE = {ord(ch): f"&#{ord(ch)};" for ch in _ESCAPED}
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_NO_BIDI = {ord(ch): None for ch in BIDI_CONTROLS}
+_TABLE = {**{ord(ch): f"&#{ord(ch)};" for ch in _ESCAPED}, **_NO_BIDI}
+
+
+def plain(value) -> str:
+    """Text as the site shows it: bidirectional controls removed (the one clean-up every displayed string gets)."""
+    if value is None:
+        return ""
+    return str(value).translate(_NO_BIDI)
 
 
 def md_text(value) -> str:
@@ -28,8 +41,15 @@ def html_text(value) -> str:
     """Plain text -> HTML text or attribute value (keeps line breaks; for <pre> blocks)."""
     if value is None:
         return ""
-    return (str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    return (plain(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
             .replace("'", "&#39;"))
+
+
+def title_text(value) -> str:
+    """A page title for the front matter: one line, HTML specials escaped (``&amp; &lt; &gt;``) and nothing else.
+    The theme prints it as HTML and the search index stores it as is, so a numeric entity here would be searched
+    as the literal ``&#58;``."""
+    return " ".join(plain(value).split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _finalize(value):
