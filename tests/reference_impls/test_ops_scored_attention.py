@@ -243,9 +243,26 @@ def test_gpu_triton_vs_reference(dtype):
         torch.testing.assert_close(o.float(), o_ref, rtol=tol, atol=tol)
 
 
+@needs_triton
+def test_unchecked_out_of_range_lengths_are_clamped():
+    """validate=False: kv_lengths outside [0, Lk] are not checked; the kernels clamp them to the buffer."""
+    q, k, v = make_qkv(2, 4, 2, 5, 40, 16, seed=12)
+    bad = torch.tensor([[40 + 30, 7], [-2, 40]])
+    sel = torch.ones(2, 5, dtype=torch.bool)
+    o, lse, c = scored_attention(q, k, v, kv_lengths=bad, score_q_mask=sel, impl="triton", validate=False)
+    o_n, lse_n, c_n = scored_attention(q, k, v, kv_lengths=bad.clamp(0, 40), score_q_mask=sel, impl="naive")
+    torch.testing.assert_close(o, o_n, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(c, c_n, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="kv_lengths"):
+        scored_attention(q, k, v, kv_lengths=bad, impl="triton", validate=True)
+
+
 @pytest.mark.gpu
-def test_gpu_every_autotune_config():
+def test_gpu_autotune_configs():
+    """Each config of ``autotune_configs_under_test`` (the first and the last by default, every one with
+    ATLAS_FULL_AUTOTUNE_SWEEP=1) forced in turn, against the naive path."""
     from reference_impls.ops.scored_attention import triton_kernel as tk
+    from tests.reference_impls._utils import autotune_configs_under_test
 
     q, k, v = make_qkv(2, 8, 2, 300, 1000, 128, seed=4, dtype=torch.float16, device="cuda")
     kv_lengths = torch.tensor([1000, 777], device="cuda")
@@ -253,15 +270,16 @@ def test_gpu_every_autotune_config():
     sel[:, -37:] = True
     o_n, lse_n, c_n = scored_attention(q, k, v, kv_lengths=kv_lengths, score_q_mask=sel, impl="naive")
     kv2 = kv_lengths[:, None].expand(2, 2)
-    for cfg in tk._attn_fwd_configs():
+    for cfg in autotune_configs_under_test(tk._attn_fwd_configs()):
         meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         o, lse, c = tk.scored_attention_triton(q, k, v, causal=True, scale=128 ** -0.5, kv_lengths=kv2,
                                                score_q_mask=sel, meta_fwd=meta, meta_colsum={"BLOCK_M": 16,
                                                                                               "BLOCK_N": 64})
         torch.testing.assert_close(o.float(), o_n.float(), rtol=2e-3, atol=2e-3)
         torch.testing.assert_close(c, c_n, rtol=1e-3, atol=1e-5)
-    for cfg in tk._colsum_configs():
+    for cfg in autotune_configs_under_test(tk._colsum_configs()):
         meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         _, _, c = tk.scored_attention_triton(q, k, v, causal=True, scale=128 ** -0.5, kv_lengths=kv2,
-                                             score_q_mask=sel, meta_colsum=meta)
+                                             score_q_mask=sel, meta_fwd={"BLOCK_M": 64, "BLOCK_N": 64},
+                                             meta_colsum=meta)  # a forced pass 1: no autotuning of it here
         torch.testing.assert_close(c, c_n, rtol=1e-3, atol=1e-5)

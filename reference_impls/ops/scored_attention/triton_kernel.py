@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._triton import kernel, next_power_of_2
+from .._triton import kernel, next_power_of_2, sm_count
 
 LOG2E = 1.4426950408889634
 
@@ -35,13 +35,14 @@ def _colsum_configs():
 
 
 @triton.jit
-def _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb):
-    """Program axis ``batch x query head`` -> (batch, query head, its KV head (GQA), that row's valid key count)."""
+def _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb, Lk):
+    """Program axis ``batch x query head`` -> (batch, query head, its KV head (GQA), that row's valid key count,
+    clamped to ``[0, Lk]`` so unchecked lengths stay inside the buffers)."""
     b = (pid_bh // Hq).to(tl.int64)
     h = pid_bh % Hq
     hk = (h // G).to(tl.int64)
     h = h.to(tl.int64)
-    kv_len = tl.load(KV_LEN + b * stride_lenb + hk)
+    kv_len = tl.minimum(tl.maximum(tl.load(KV_LEN + b * stride_lenb + hk), 0), Lk)
     return b, h, hk, kv_len
 
 
@@ -89,13 +90,13 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, KV_LEN,
                      stride_vb, stride_vh, stride_vn, stride_vd,
                      stride_os, stride_ob, stride_oh, stride_om, stride_od,
                      stride_lses, stride_lseb, stride_lseh, stride_lenb,
-                     Hq, G, Lq, D, qk_scale_log2, SPLIT_LEN, LQ_BUCKET, LK_BUCKET,
+                     Hq, G, Lq, Lk, D, qk_scale_log2, SPLIT_LEN, LQ_BUCKET, LK_BUCKET,
                      CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     split = tl.program_id(2)  # key range [split * SPLIT_LEN, (split + 1) * SPLIT_LEN) (split-K for few queries)
-    b, h, hk, kv_len = _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb)
+    b, h, hk, kv_len = _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb, Lk)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -147,7 +148,7 @@ def _colsum_kernel(Q, K, LSE, COLSUM, KV_LEN, SEL_IDX, SEL_CNT,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b, h, hk, kv_len = _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb)
+    b, h, hk, kv_len = _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb, Lk)
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -203,8 +204,7 @@ def choose_num_splits(B: int, Hq: int, Lq: int, Lk: int, device: torch.device) -
     if device.type != "cuda":
         return 1
     programs = B * Hq * triton.cdiv(Lq, 64)
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    want = triton.cdiv(2 * sms, programs)
+    want = triton.cdiv(2 * sm_count(device), programs)
     return max(1, min(want, Lk // 512, 64))
 
 
@@ -274,7 +274,7 @@ def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask,
     lse_strides = lse_out.stride()[-3:-1]
     launch(_attn_fwd_kernel, lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq, splits),
            (q, k, v, o_out, lse_out, kv_len, *q.stride(), *k.stride(), *v.stride(), split_strides[0], *o_strides,
-            split_strides[1], *lse_strides, kv_len.stride(0), Hq, Hq // Hkv, Lq, D, qk_scale_log2, split_len,
+            split_strides[1], *lse_strides, kv_len.stride(0), Hq, Hq // Hkv, Lq, Lk, D, qk_scale_log2, split_len,
             *buckets, causal, block_d, block_d == D, prec), meta_fwd, 1)
     if splits > 1:
         o_comb, lse_comb = combine_splits(o_out, lse_out, q.dtype)
