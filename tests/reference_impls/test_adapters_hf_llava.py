@@ -75,15 +75,16 @@ def call_layer(layer, hidden, **kwargs):
     return out[0] if isinstance(out, tuple) else out
 
 
-def causal_float_mask(length, dtype):
-    mask = torch.full((length, length), torch.finfo(dtype).min).triu(1)
+def causal_float_mask(length, dtype, device="cpu"):
+    mask = torch.full((length, length), torch.finfo(dtype).min, device=device).triu(1)
     return mask[None, None].to(dtype)
 
 
 def reference_pruned_logits(model, ids, stages, visual_ids=(IMAGE,), contiguous=False, **inputs):
     """Manual eager forward of one unpadded sample; stages = [(layer, score_layer, keep_fn(now, orig))].
     ``contiguous``: after a pruning the kept tokens are renumbered 0..n-1 (PyramidDrop upstream).
-    Returns (logits of the kept tokens, kept original positions)."""
+    Returns (logits of the kept tokens, kept original positions). Every tensor lives on ``ids``' device."""
+    dev = ids.device
     model = copy.deepcopy(model)
     set_attention(model, "eager")
     lm = find_language_model(model)
@@ -99,15 +100,15 @@ def reference_pruned_logits(model, ids, stages, visual_ids=(IMAGE,), contiguous=
     handle.remove()
     hidden = captured["hidden"]
     cos, sin = captured["rope"]
-    visual = torch.isin(ids[0], torch.tensor(list(visual_ids)))
-    kept = torch.arange(ids.shape[1])
+    visual = torch.isin(ids[0], torch.tensor(list(visual_ids), device=dev))
+    kept = torch.arange(ids.shape[1], device=dev)
     n_orig = int(visual.sum())
     pending = {}
     pruned = False
 
     def rope_for(kept):
         if contiguous and pruned:
-            return lm.rotary_emb(hidden, torch.arange(len(kept))[None])
+            return lm.rotary_emb(hidden, torch.arange(len(kept), device=dev)[None])
         return cos[:, kept], sin[:, kept]
 
     with torch.no_grad():
@@ -115,7 +116,7 @@ def reference_pruned_logits(model, ids, stages, visual_ids=(IMAGE,), contiguous=
             for s, (stage_layer, score_layer, keep_fn) in enumerate(stages):
                 if score_layer == i:
                     rope = rope_for(kept)
-                    mask = causal_float_mask(len(kept), hidden.dtype)
+                    mask = causal_float_mask(len(kept), hidden.dtype, dev)
                     _, weights = layer.self_attn(hidden_states=layer.input_layernorm(hidden), attention_mask=mask,
                                                  position_embeddings=rope)
                     score = weights[0, :, -1].mean(0)
@@ -124,10 +125,10 @@ def reference_pruned_logits(model, ids, stages, visual_ids=(IMAGE,), contiguous=
                     ranked = sorted(vis_now, key=lambda j: (-float(score[j]), j))[:n_keep]
                     pending[s] = sorted(set(range(len(kept))) - set(vis_now) | set(ranked))
                 if stage_layer == i and s in pending:
-                    rows = torch.tensor(pending.pop(s))
+                    rows = torch.tensor(pending.pop(s), device=dev)
                     hidden, kept = hidden[:, rows], kept[rows]
                     pruned = True
-            hidden = call_layer(layer, hidden, attention_mask=causal_float_mask(len(kept), hidden.dtype),
+            hidden = call_layer(layer, hidden, attention_mask=causal_float_mask(len(kept), hidden.dtype, dev),
                                 position_embeddings=rope_for(kept), position_ids=kept[None])
         logits = model.lm_head(lm.norm(hidden))
     return logits, kept
