@@ -28,6 +28,8 @@ def _compile_all():
                   "SEL_CNT": "*i32"},
                  {"CAUSAL": True, "BLOCK_D": 128, "DOT_PREC": "tf32", "BLOCK_M": 16, "BLOCK_N": 64},
                  float_args=("qk_scale_log2",))
+    compile_sm90(attn_tk._combine_kernel, {"OP": "*fp32", "LSEP": "*fp32", "O": bf, "LSE": "*fp32"},
+                 {"BLOCK_S": 16, "BLOCK_D": 128})
     compile_sm90(select_tk._gather_rows_kernel, {"SRC0": bf, "DST0": bf, "SRC1": "*i8", "DST1": "*i8", "IDX": "*i64"},
                  {"BLOCK_K": 64, "BLOCK_D": 128})
     compile_sm90(select_tk._compact_rows_inplace_kernel, {"X0": bf, "X1": "*i8", "IDX": "*i64", "FLAGS": "*i32"},
@@ -40,7 +42,7 @@ def _compile_all():
 
 @pytest.mark.slow
 def test_kernels_compile_for_sm90_bf16():
-    run_compile_script(__file__, expected_kernels=5)
+    run_compile_script(__file__, expected_kernels=6)
 
 
 if __name__ == "__main__":

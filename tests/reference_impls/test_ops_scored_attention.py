@@ -127,6 +127,29 @@ def test_triton_split_k_matches_naive(num_splits, Lq, causal, dtype):
 
 
 @needs_triton
+def test_split_combine_kernel_matches_torch_merge():
+    """The Triton merge of split partials equals the PyTorch one, with empty splits and a row no split saw; more
+    splits than one tile of the kernel."""
+    from reference_impls.ops.scored_attention import triton_kernel as tk
+
+    g = torch.Generator().manual_seed(4)
+    S, B, Hq, Lq, D = 37, 2, 3, 5, 24
+    o_part = torch.randn(S, B, Hq, Lq, D, generator=g)
+    lse_part = torch.randn(S, B, Hq, Lq, generator=g) * 5
+    lse_part[3:, 0, 1] = float("-inf")    # only the first three splits saw keys
+    lse_part[:, 1, 2, 4] = float("-inf")  # this row saw none
+    o_ref, lse_ref = tk.combine_splits(o_part, lse_part, torch.float32)
+    o = torch.empty(B, Hq, Lq, D)
+    lse = torch.empty(B, Hq, Lq)
+    R = B * Hq * Lq
+    tk._combine_kernel.launch((R,), o_part, lse_part, o, lse, S, R, Hq, Lq, D, *o.stride(), lse.stride(0),
+                              lse.stride(1), device=o.device, meta=dict(BLOCK_S=16, BLOCK_D=32))
+    torch.testing.assert_close(o, o_ref.nan_to_num(0.0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lse, lse_ref, rtol=1e-5, atol=1e-6)
+    assert (o[1, 2, 4] == 0).all() and torch.isneginf(lse[1, 2, 4])
+
+
+@needs_triton
 def test_triton_deterministic_and_agrees_with_naive_topk():
     q, k, v = make_qkv(2, 4, 2, 40, 200, 64, seed=21)
     outs = [scored_attention(q, k, v, score_q_range=(30, 40), impl="triton")[2] for _ in range(2)]

@@ -218,7 +218,8 @@ def fp8_linear(x, w_q, w_scale, bias=None, *, impl: str = "auto"):
         try:
             y = torch._scaled_mm(x_q, w_q.t(), scale_a=x_scale[:, None].contiguous(),
                                  scale_b=w_scale.float()[None, :].contiguous(), out_dtype=torch.bfloat16)
-            y = y.float() + (bias.float() if bias is not None else 0.0)
+            if bias is not None:  # (no bias: no extra elementwise launches on the decode path)
+                y = y.float() + bias.float()
         except (RuntimeError, TypeError):   # row-wise scaling unsupported on this build/arch: fall back
             y = None
     if y is None:

@@ -54,7 +54,8 @@ def scored_attention(q, k, v, *, causal=True, scale=None, kv_lengths=None, score
                                       score_q_mask=sel, attn_mask=attn_mask)
     from .triton_kernel import scored_attention_triton
 
-    return scored_attention_triton(q, k, v, causal=causal, scale=scale, kv_lengths=kv_len, score_q_mask=sel)
+    return scored_attention_triton(q, k, v, causal=causal, scale=scale, kv_lengths=kv_len, score_q_mask=sel,
+                                   score_q_range=None if score_q_range is None else tuple(int(x) for x in score_q_range))
 
 
 def colsum_to_kv_heads(colsum: torch.Tensor, n_kv_heads: int, reduce: str = "mean") -> torch.Tensor:
