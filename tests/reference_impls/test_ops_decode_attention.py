@@ -536,7 +536,7 @@ def _compile_all():
             tk._decode_split_kernel.fn, {**ptr, "K": kdt, "V": kdt},
             {**base, "BLOCK_N": 64, "QUANT": quant, "ROPE": rope, "SPARSE": sparse, "PACKED": packed},
             float_args=("scale_log2",))
-    # autotune configs: each key block at its most demanding warps / stages (bf16), the largest tile for int8
+    # autotune configs: one per key block (the last listed with it; bf16), and the largest tile for int8
     configs = {}
     for cfg in tk.decode_configs():
         configs[cfg.kwargs["BLOCK_N"]] = cfg
