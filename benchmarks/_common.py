@@ -11,10 +11,19 @@ Results go to ``benchmarks/results/<topic>_<device tag>[_smoke].json`` through `
 offers, the GPU's clocks, the autotune choices the run made), ``note`` (if given) is what the website shows.
 
 SDPA baselines go through ``sdpa_with_backend``: it forces one backend (flash, cuDNN, memory-efficient, in that
-order of preference) and says which one ran, so a baseline never falls back to the math backend silently.
+order of preference) and says which one ran, so a baseline never falls back to the math backend silently. SDPA
+calls made inside a model are audited: ``sdpa_backends_of(fn)`` runs ``fn`` once untimed and counts, per backend, the
+calls torch dispatches (``torch._fused_sdp_choice``, the function torch itself asks); ``sdpa_math_off(counts)`` then
+switches the math backend off for the timed calls when the audit found none needs it (a call that later would
+raise instead of running math), and the counts go into the record.
+
+Targets: ``target(...)`` builds the entry of a record's ``targets`` list: what is measured, the bound, whether it is
+met and by how much it is missed, and a ``why`` that is left empty for a person to fill in after a GPU run (the
+campaign summary prints every entry).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -23,6 +32,7 @@ import re
 import statistics
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -177,6 +187,141 @@ def sdpa_with_backend(q, k, v, backends=SDPA_PREFERENCE, **kwargs):
             continue
         return fn, name
     raise RuntimeError("no SDPA backend accepts these inputs")
+
+
+def _backend_name(choice: int) -> str:
+    from torch.nn.attention import SDPBackend
+
+    return SDPBackend(choice).name
+
+
+@contextlib.contextmanager
+def _counting_sdpa(counts: Counter):
+    """While active, every ``F.scaled_dot_product_attention`` call is counted under the backend torch picks for it."""
+    original = F.scaled_dot_product_attention
+
+    def counted(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
+                **kwargs):
+        choice = torch._fused_sdp_choice(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
+                                         enable_gqa=enable_gqa)
+        counts[_backend_name(choice)] += 1
+        return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                        scale=scale, enable_gqa=enable_gqa, **kwargs)
+
+    F.scaled_dot_product_attention = counted
+    try:
+        yield counts
+    finally:
+        F.scaled_dot_product_attention = original
+
+
+def sdpa_backends_of(fn) -> dict:
+    """Run ``fn()`` once (untimed) and return ``{backend name: number of SDPA calls}`` (empty when it makes none)."""
+    counts: Counter = Counter()
+    with _counting_sdpa(counts):
+        fn()
+    return dict(counts)
+
+
+@contextlib.contextmanager
+def sdpa_math_off(counts: dict):
+    """The math backend switched off (CUDA) unless ``counts`` (from :func:`sdpa_backends_of`) shows it is needed."""
+    if not torch.cuda.is_available() or counts.get("MATH"):
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
+        yield
+
+
+def audited(timer, fn, *args, **kwargs):
+    """``(timer(fn, *args, **kwargs), sdpa counts)``: the SDPA audit of one untimed call, then the timing with the
+    math backend off unless the audit needs it."""
+    counts = sdpa_backends_of(fn)
+    with sdpa_math_off(counts):
+        return timer(fn, *args, **kwargs), counts
+
+
+def cuda_graph_replay(fn):
+    """``fn`` captured in a CUDA graph (after two eager calls: compilation, autotuning) and returned as a replay
+    callable: timing it shows the kernels without the host's launch overhead. None off CUDA, or when ``fn`` cannot be
+    captured (the error is printed: e.g. a host synchronisation inside)."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            fn()
+            fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+    except Exception as exc:  # noqa: BLE001 - reported, and the row is left out
+        print(f"CUDA graph capture failed: {type(exc).__name__}: {exc}")
+        return None
+    return graph.replay
+
+
+def target(name: str, measured, bound: float, *, at_most: bool = False, unit: str = "", smoke: bool = False,
+           note: str | None = None) -> dict:
+    """One entry of a record's ``targets``: ``measured`` against ``bound`` (``>= bound``, or ``<= bound`` with
+    ``at_most``). ``met`` is None when nothing was measured or on a smoke run (tiny shapes, interpreter timings:
+    not judged). ``missed_by`` is how far the measurement is from the bound (same unit) and ``ratio`` measured /
+    bound. ``why`` stays None: the reason for a miss is written by a person after looking at a GPU run."""
+    entry = {"name": name, "target": f"{'<=' if at_most else '>='} {bound:g}{unit}", "bound": bound,
+             "measured": measured, "met": None, "missed_by": None, "ratio": None, "why": None}
+    if note:
+        entry["note"] = note
+    if isinstance(measured, (int, float)) and measured == measured:  # a number, not NaN
+        entry["ratio"] = measured / bound if bound else None
+        if not smoke:
+            entry["met"] = measured <= bound if at_most else measured >= bound
+            entry["missed_by"] = 0.0 if entry["met"] else abs(measured - bound)
+    return entry
+
+
+def random_llava(smoke: bool, device, dtype, attn: str = "sdpa"):
+    """HF ``LlavaForConditionalGeneration`` with random weights: LLaVA-1.5-7B shapes (CLIP ViT-L/14-336, Llama
+    32 x 4096, 32/32 heads), or a tiny one with ``smoke``. Built without transformers' weight initialisation
+    (``no_init_weights``: parameters are allocated on ``device`` but not filled) and then filled here, on the device,
+    from a seeded generator: matrices N(0, 0.02), norm weights 1, biases 0. Buffers (rotary tables, position ids)
+    are computed by the modules themselves."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers.initialization import no_init_weights
+
+    if smoke:
+        vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                                  image_size=56, patch_size=8, projection_dim=64)
+        text = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                           num_key_value_heads=4, vocab_size=256, max_position_embeddings=1024)
+    else:
+        vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                  num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
+        text = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                           num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_id=text.vocab_size - 1,
+                      vision_feature_layer=-2, vision_feature_select_strategy="default")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device), no_init_weights():
+            model = LlavaForConditionalGeneration(cfg).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, 0.02, generator=gen)
+            elif name.endswith("bias"):
+                param.zero_()
+            else:
+                param.fill_(1.0)
+    model.set_attn_implementation(attn)
+    return model
 
 
 def bandwidth_ceilings(device, n_bytes: int = 1 << 30) -> dict:

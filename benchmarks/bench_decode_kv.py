@@ -8,19 +8,22 @@ Shapes (default): one decode query per row, batch 1 and 8, Llama-2-7B-like atten
 (GQA 4), head dim 128, bf16), 32 layers for the per-token totals. Rows:
   copy           torch ``copy_`` of a 1 GiB buffer: bandwidth = 2 x bytes / time (read + write), the roofline proxy.
   sdpa_full      ``F.scaled_dot_product_attention(enable_gqa=True)`` over the full cache (the baseline).
-  full           our split-K kernel over the full cache (``ops.decode_attention``).
+  full           our split-K kernel over the full cache (``ops.decode_attention``, the public call).
+  full_cuda_graph the same call captured in a CUDA graph and replayed (the kernels without the launch overhead).
   compressed     our kernel over a compressed cache with per-KV-head ragged lengths around ``budget x L`` (what
                  H2O / SnapKV / PyramidKV / HybridKV-static leave), padded per layer (``compressed``) and packed
-                 per head (``compressed_packed``, only kept rows stored), and SDPA over the padded cache + mask.
+                 per head (``compressed_packed``, only kept rows stored), and SDPA over the padded cache + mask
+                 (``sdpa_compressed``; ``sdpa_compressed_expanded_kv`` with K/V repeated per query head, which
+                 backends without GQA support accept).
   int8 / fp8     full cache quantised per (token, head); dequantisation inside the kernel.
   ring_rolled    StreamingLLM ring of ``budget x L`` slots with RoPE-on-read.
   retrieval      HybridKV dynamic heads: Quest chunk scoring (chunk 64) + top-chunk selection + block-sparse
                  attention over the full cache (the cache keeps every row; only the selected chunks are read).
-Kernel rows time the kernel wrapper directly (argument validation, which syncs the host, stays outside the timed
-region). Per row: ``ms`` per layer (median of ``triton.testing.do_bench`` on GPU, perf_counter on CPU), ``ms_per_token``
-= ms x n_layers, ``kv_bytes`` for n_layers, ``gb_s`` = K/V bytes read / time and ``frac_copy`` = gb_s / copy
-bandwidth (target >= 0.7 for the full-cache kernel at long context), ``speedup_vs_sdpa_full``. Nothing is
-asserted; ratios are against baselines measured in the same process.
+Kernel rows time the public calls (on CUDA they read no value back to the host: see
+``reference_impls.ops._triton.check_values``). Per row: ``ms`` per layer (median of ``triton.testing.do_bench`` on
+GPU, perf_counter on CPU), ``ms_per_token`` = ms x n_layers, ``kv_bytes`` for n_layers, ``gb_s`` = K/V bytes read /
+time and ``frac_copy`` = gb_s / copy bandwidth (target >= 0.7 for the full-cache kernel, listed in ``targets``),
+``speedup_vs_sdpa_full``. Nothing is asserted; ratios are against baselines measured in the same process.
 """
 from __future__ import annotations
 
@@ -29,11 +32,12 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._common import bandwidth_ceilings, do_bench_ms, sdpa_with_backend, write_result
+from benchmarks._common import (bandwidth_ceilings, cuda_graph_replay, do_bench_ms, sdpa_with_backend, target,
+                                write_result)
 
 from reference_impls.ops.decode_attention import (chunk_scores, chunk_summaries, decode_attention,
-                                                  select_chunks)
-from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
+                                                  packed_decode_attention, ring_decode_attention, select_chunks,
+                                                  sparse_decode_attention)
 from reference_impls.ops.quant.kv_quant import quantize_kv
 
 def timed_ms(fn, device) -> float:
@@ -72,11 +76,17 @@ def bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy_gb_s,
     full_bytes = 2 * B * Hkv * L * D * el
     sdpa, backend = sdpa_with_backend(q[:, :, None], k, v, enable_gqa=True)
     base = row("sdpa_full", timed_ms(sdpa, device), full_bytes, full_bytes, sdpa_backend=backend)
-    row("full", timed_ms(lambda: triton_decode_attention(q, k, v, full_len), device), full_bytes, full_bytes)
+    def full():
+        return decode_attention(q, k, v, full_len, impl=impl)
+
+    row("full", timed_ms(full, device), full_bytes, full_bytes)
     # sanity: the kernel agrees with the naive spec / SDPA (relative error recorded with the row)
     o_ref = sdpa()[:, :, 0]
-    err = (triton_decode_attention(q, k, v, full_len)[0].float() - o_ref.float()).norm() / o_ref.float().norm()
+    err = (full()[0].float() - o_ref.float()).norm() / o_ref.float().norm()
     rows[-1]["rel_err_vs_sdpa"] = float(err)
+    replay = cuda_graph_replay(full)
+    if replay is not None:
+        row("full_cuda_graph", timed_ms(replay, device), full_bytes, full_bytes)
 
     for fmt in ("int8", "fp8_e4m3"):
         if fmt == "fp8_e4m3" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
@@ -84,7 +94,7 @@ def bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy_gb_s,
         kq, ks = quantize_kv(k, fmt, impl=impl)
         vq, vs = quantize_kv(v, fmt, impl=impl)
         qbytes = 2 * (kq.numel() + ks.numel() * 4)
-        ms = timed_ms(lambda: triton_decode_attention(q, kq, vq, full_len, k_scale=ks, v_scale=vs), device)
+        ms = timed_ms(lambda: decode_attention(q, kq, vq, full_len, k_scale=ks, v_scale=vs, impl=impl), device)
         row(fmt, ms, qbytes, qbytes)
 
     for frac in budgets:
@@ -94,24 +104,29 @@ def bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy_gb_s,
         kc, vc = k[:, :, :cmax].contiguous(), v[:, :, :cmax].contiguous()
         read = int(lens.sum()) * D * el * 2
         alloc = 2 * B * Hkv * cmax * D * el
-        ms = timed_ms(lambda: triton_decode_attention(q, kc, vc, lens), device)
+        ms = timed_ms(lambda: decode_attention(q, kc, vc, lens, impl=impl), device)
         row("compressed", ms, read, alloc, budget=frac)
         # the same kept rows in the packed per-head layout (no padding: bytes = kept rows only)
         row0 = (torch.cumsum(lens.reshape(-1), 0) - lens.reshape(-1)).view_as(lens)
         kp, vp = unpack_to_packed(kc, lens, row0), unpack_to_packed(vc, lens, row0)
-        ms = timed_ms(lambda: triton_decode_attention(q, kp, vp, lens, row0=row0), device)
+        ms = timed_ms(lambda: packed_decode_attention(q, kp, vp, row0, lens, impl=impl), device)
         row("compressed_packed", ms, read, read, budget=frac)
         mask = (torch.arange(cmax, device=device)[None, None, :] < lens[..., None])[:, :, None, :]
         mask = mask.repeat_interleave(Hq // Hkv, dim=1)
         sd, backend = sdpa_with_backend(q[:, :, None], kc, vc, attn_mask=mask, enable_gqa=True)
         row("sdpa_compressed", timed_ms(sd, device), read, alloc, budget=frac, sdpa_backend=backend)
+        # masked SDPA with GQA may only be accepted by the math backend: the same with K/V repeated per query head
+        G = Hq // Hkv
+        sd, backend = sdpa_with_backend(q[:, :, None], kc.repeat_interleave(G, 1), vc.repeat_interleave(G, 1),
+                                        attn_mask=mask)
+        row("sdpa_compressed_expanded_kv", timed_ms(sd, device), G * read, G * alloc, budget=frac,
+            sdpa_backend=backend)
 
         ring_len = torch.full((B, Hkv), C, device=device)
         pos = torch.arange(C, device=device).expand(B, Hkv, C).contiguous()
         inv = 1.0 / (10000 ** (torch.arange(0, D, 2, device=device).float() / D))
         kr, vr = k[:, :, :C].contiguous(), v[:, :, :C].contiguous()
-        ms = timed_ms(lambda: triton_decode_attention(q, kr, vr, ring_len, key_positions=pos, rope_inv_freq=inv),
-                      device)
+        ms = timed_ms(lambda: ring_decode_attention(q, kr, vr, ring_len, pos, inv, impl=impl), device)
         row("ring_rolled", ms, 2 * B * Hkv * C * D * el, 2 * B * Hkv * C * D * el, budget=frac)
 
         kmin, kmax, nch = chunk_summaries(k, full_len, chunk)
@@ -120,7 +135,7 @@ def bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy_gb_s,
         def retrieval():
             s = chunk_scores(q, kmin, kmax, nch, impl=impl)
             sel = select_chunks(s, n_sel, n_chunks=nch, n_first=1, n_last=1)
-            return triton_decode_attention(q, k, v, full_len, chunk_idx=sel, chunk_size=chunk)
+            return sparse_decode_attention(q, k, v, full_len, sel, chunk, impl=impl)
 
         summ_bytes = 2 * kmin.numel() * 4
         row("retrieval", timed_ms(retrieval, device), 2 * B * Hkv * n_sel * chunk * D * el + summ_bytes,
@@ -166,6 +181,10 @@ def main(argv=None):
     out = {
         "shape": {"Hq": Hq, "Hkv": Hkv, "D": D, "n_layers": n_layers, "dtype": str(dtype), "chunk": chunk},
         "bandwidth": copy, "rows": rows,
+        "targets": [target(f"decode attention over the full cache, B={r['batch']} L={r['L']}"
+                           f"{' (CUDA graph replay)' if r['kind'] == 'full_cuda_graph' else ''}: fraction of copy "
+                           "bandwidth", r["frac_copy"], 0.7, smoke=args.smoke)
+                    for r in rows if r["kind"] in ("full", "full_cuda_graph")],
         "note": "CPU smoke numbers come from the Triton interpreter and say nothing about speed." if args.smoke else
         "ms per layer and per token (x n_layers); ratios vs SDPA over the full cache measured in the same process.",
     }

@@ -16,7 +16,9 @@ Sections
              (162,30); also the upstream way of getting the CLS attention (eager ViT with ``output_attentions``)
              to show the cost of forcing eager attention (VisionZip issues #24/#25/#29). Peak memory per row.
 Each row also carries the layer-averaged token count (ToMe) or the LLM token count and theoretical prefill FLOPs
-(VisionZip, ``reference_impls.accounting``). Nothing is asserted; ratios are against the baseline of the same run.
+(VisionZip, ``reference_impls.accounting``), and ``sdpa_calls``: the SDPA backend of every attention call of the timed
+function (audited once untimed; the math backend is off for the timing unless the audit needs it). Nothing is
+asserted; ratios are against the baseline of the same run.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from types import SimpleNamespace
 
 import torch
 
-from benchmarks._common import pick_device, peak_extra_bytes, trimmed_wall_ms, write_result
+from benchmarks._common import audited, pick_device, peak_extra_bytes, random_llava, trimmed_wall_ms, write_result
 from benchmarks.bench_ops import bench_cosine
 from reference_impls import accounting
 from reference_impls.encode.tome import ToMeViT, max_merge_count, tome_schedule
@@ -52,9 +54,10 @@ def bench_tome(device, dtype, dim, depth, heads, tokens, batch, rs, impls, iters
             for impl in impls:
                 if r == 0 and impl != impls[0]:
                     continue  # r = 0 runs no matching
-                ms = trimmed_wall_ms(lambda: model(x, r=r, impl=impl), device, iters, warmup)
+                ms, sdpa_calls = audited(trimmed_wall_ms, lambda: model(x, r=r, impl=impl), device, iters, warmup)
                 out_tokens = model(x, r=r, impl=impl)[0].shape[1]
                 row = {"r": r, "impl": impl if r else "none", "ms": ms, "img_per_s": batch / ms * 1e3,
+                       "sdpa_calls": sdpa_calls,
                        "tokens_out": out_tokens, "schedule": tome_schedule(depth, r),
                        "layer_averaged_tokens": tome_layer_averaged_tokens(tokens, depth, r)}
                 if r == 0:
@@ -67,36 +70,10 @@ def bench_tome(device, dtype, dim, depth, heads, tokens, batch, rs, impls, iters
 
 
 # ------------------------------------------------------------------------------------------------------- VisionZip
-def tiny_or_7b_llava(smoke: bool, device, dtype, attn="sdpa"):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    if smoke:
-        vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                                  image_size=56, patch_size=8, projection_dim=64)
-        text = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                           num_key_value_heads=4, vocab_size=256, max_position_embeddings=1024)
-    else:
-        vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                  num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
-        text = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                           num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096)
-    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_id=text.vocab_size - 1,
-                      vision_feature_layer=-2, vision_feature_select_strategy="default")
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = LlavaForConditionalGeneration(cfg).eval()
-    finally:
-        torch.set_default_dtype(previous)
-    model.set_attn_implementation(attn)
-    return model
-
-
 def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
     from reference_impls.encode.visionzip import VisionZip
 
-    model = tiny_or_7b_llava(smoke, device, dtype)
+    model = random_llava(smoke, device, dtype)
     vcfg = model.config.vision_config
     side = vcfg.image_size
     patches = (side // vcfg.patch_size) ** 2
@@ -127,26 +104,26 @@ def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
     rows = []
     with torch.no_grad():
         ids_full = prompt(patches)
-        base_vit = trimmed_wall_ms(vit, device, iters, warmup)
-        base_ttft = trimmed_wall_ms(lambda: prefill(ids_full), device, iters, warmup)
+        base_vit, _ = audited(trimmed_wall_ms, vit, device, iters, warmup)
+        base_ttft, sdpa_calls = audited(trimmed_wall_ms, lambda: prefill(ids_full), device, iters, warmup)
         base_peak = peak_extra_bytes(lambda: prefill(ids_full), device)
         rows.append({"method": "baseline", "image_tokens": patches, "llm_tokens": patches + text_tokens,
                      "llm_prefill_flops": llm_flops(patches), "vit_ms": base_vit, "ttft_ms": base_ttft,
-                     "peak_bytes": base_peak, "vit_speedup": 1.0, "ttft_speedup": 1.0})
+                     "peak_bytes": base_peak, "vit_speedup": 1.0, "ttft_speedup": 1.0, "sdpa_calls": sdpa_calls})
         print(f"visionzip baseline: {patches} image tokens, ViT {base_vit:.2f} ms, TTFT {base_ttft:.2f} ms")
         for dominant, contextual in settings:
             technique = VisionZip(dominant=dominant, contextual=contextual)
             n_image = technique.tokens_per_image(patches)
             ids = prompt(n_image)
             with technique(model):
-                vit_ms = trimmed_wall_ms(vit, device, iters, warmup)
-                ttft = trimmed_wall_ms(lambda: prefill(ids), device, iters, warmup)
+                vit_ms, _ = audited(trimmed_wall_ms, vit, device, iters, warmup)
+                ttft, sdpa_calls = audited(trimmed_wall_ms, lambda: prefill(ids), device, iters, warmup)
                 peak = peak_extra_bytes(lambda: prefill(ids), device)
             row = {"method": f"visionzip({dominant},{contextual})", "image_tokens": n_image,
                    "llm_tokens": n_image + text_tokens, "llm_prefill_flops": llm_flops(n_image),
                    "llm_flops_ratio_vs_baseline": llm_flops(patches) / llm_flops(n_image),
                    "vit_ms": vit_ms, "ttft_ms": ttft, "peak_bytes": peak, "vit_speedup": base_vit / vit_ms,
-                   "ttft_speedup": base_ttft / ttft}
+                   "ttft_speedup": base_ttft / ttft, "sdpa_calls": sdpa_calls}
             rows.append(row)
             print(f"visionzip ({dominant},{contextual}): ViT {vit_ms:.2f} ms (x{row['vit_speedup']:.2f}), "
                   f"TTFT {ttft:.2f} ms (x{row['ttft_speedup']:.2f}), peak {peak}")
@@ -160,9 +137,11 @@ def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
         eager_ms = trimmed_wall_ms(eager_scores, device, iters, warmup)
         eager_peak = peak_extra_bytes(eager_scores, device)
         model.model.vision_tower.set_attn_implementation("sdpa")
-        sdpa_ms = trimmed_wall_ms(lambda: tower(pix, output_hidden_states=True), device, iters, warmup)
+        sdpa_ms, sdpa_calls = audited(trimmed_wall_ms, lambda: tower(pix, output_hidden_states=True), device, iters,
+                                      warmup)
         rows.append({"method": "vit_eager_output_attentions (upstream scoring)", "vit_ms": eager_ms,
-                     "peak_bytes": eager_peak, "vit_sdpa_ms": sdpa_ms, "eager_over_sdpa": eager_ms / sdpa_ms})
+                     "peak_bytes": eager_peak, "vit_sdpa_ms": sdpa_ms, "eager_over_sdpa": eager_ms / sdpa_ms,
+                     "sdpa_calls": sdpa_calls})
         print(f"ViT eager + output_attentions {eager_ms:.2f} ms vs SDPA {sdpa_ms:.2f} ms "
               f"(x{eager_ms / sdpa_ms:.2f} slower)")
     del model

@@ -17,7 +17,7 @@ import statistics
 
 import torch
 
-from benchmarks._common import pick_device, write_result
+from benchmarks._common import pick_device, sdpa_backends_of, sdpa_math_off, write_result
 from reference_impls.encode.litevlm_view_selection import ViewSelector
 from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
@@ -53,13 +53,15 @@ def run(args):
     for name, pc in steps:
         pc.max_new_tokens = new_tokens
         pipe = LiteVLMPipeline(model, pc, selector)
-        pipe.run(question, q, views)                                   # warm-up
-        runs = [pipe.run(question, q, views) for _ in range(reps)]
+        calls = sdpa_backends_of(lambda: pipe.run(question, q, views))  # warm-up + SDPA audit
+        with sdpa_math_off(calls):
+            runs = [pipe.run(question, q, views) for _ in range(reps)]
         lat = {k: statistics.median(r.latency_ms[k] for r in runs) for k in runs[0].latency_ms}
         res = runs[0]
         base_total = base_total or lat["total"]
         base_tokens = res.tokens if base_tokens is None else base_tokens
         row = dict(config=name, **{f"{k}_ms": v for k, v in lat.items()}, speedup_vs_baseline=base_total / lat["total"],
+                   sdpa_calls=calls,
                    visual_tokens=res.visual_tokens, kept_views=res.kept_views.tolist(),
                    agreement_with_baseline=float((res.tokens.cpu() == base_tokens.cpu()).float().mean()))
         if res.spec_stats is not None:

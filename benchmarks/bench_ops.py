@@ -12,7 +12,11 @@ Sections (targets from shared/design/reference_impls.md, specs 1, 2, 7):
                     bytes (target >= 0.8); also torch.gather (the naive path) and gather_tokens.
   cosine_max_argmax Triton running max/argmax vs normalise + bmm + max in torch (time, peak memory).
 Kernel timings use triton.testing.do_bench (median) on CUDA; on CPU a perf_counter median (smoke only:
-interpreter timings are not performance figures).
+interpreter timings are not performance figures). Public-API rows call the ops as a user would (argument checks
+included: none of them reads a value back to the host on CUDA any more); ``*_kernel_only`` rows launch the Triton
+kernels directly; ``*_cuda_graph`` rows replay the public calls captured in a CUDA graph (no launch overhead);
+``*_stacked_layers`` rows compact all layers in one call. ``targets`` lists the issue's targets with the figure each
+is judged by.
 """
 from __future__ import annotations
 
@@ -22,8 +26,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks._common import (bandwidth_ceilings, do_bench_ms, oom_as_string, peak_extra_bytes, pick_device,
-                               sdpa_with_backend, write_result)
+import math
+
+from benchmarks._common import (bandwidth_ceilings, cuda_graph_replay, do_bench_ms, oom_as_string, peak_extra_bytes,
+                               pick_device, sdpa_with_backend, target, write_result)
 from reference_impls.ops import cosine_max_argmax, gather_tokens, kv_compact, scored_attention, select_topk
 
 
@@ -120,11 +126,9 @@ def bench_compaction(device, dtype, layers, heads, L, D, hidden_dim, reps):
         def f():
             for (k, v), i in zip(caches, idx):
                 if inplace:
-                    compact_rows_inplace_triton(k, i)
-                    compact_rows_inplace_triton(v, i)
+                    compact_rows_inplace_triton((k, v), i)
                 else:
-                    gather_rows_triton(k, i)
-                    gather_rows_triton(v, i)
+                    gather_rows_triton((k, v), i)
         return f
 
     results = {"layers": layers, "heads": heads, "L": L, "D": D, "kept": keep, "useful_bytes": useful,
@@ -133,8 +137,9 @@ def bench_compaction(device, dtype, layers, heads, L, D, hidden_dim, reps):
         from reference_impls.ops.select.triton_kernel import gather_rows_triton
 
         for (k, v), i in zip(caches, idx):
-            k[:, :, :keep].copy_(gather_rows_triton(k, i))
-            v[:, :, :keep].copy_(gather_rows_triton(v, i))
+            k_kept, v_kept = gather_rows_triton((k, v), i)
+            k[:, :, :keep].copy_(k_kept)
+            v[:, :, :keep].copy_(v_kept)
 
     stacked_k = torch.cat([k for k, _ in caches], 0)  # [layers, H, L, D]: one launch for all layers
     stacked_v = torch.cat([v for _, v in caches], 0)
@@ -143,11 +148,17 @@ def bench_compaction(device, dtype, layers, heads, L, D, hidden_dim, reps):
     def stacked(inplace):
         return lambda: kv_compact(stacked_k, stacked_v, stacked_idx, inplace=inplace, impl="triton")
 
-    for name, fn in [("triton_out_of_place", run_all("triton")), ("triton_out_of_place_kernel_only", kernels_only(False)),
-                     ("triton_out_of_place_stacked_layers", stacked(False)),
-                     ("torch_gather", run_all("naive")), ("triton_in_place", run_all("triton", inplace=True)),
-                     ("triton_in_place_kernel_only", kernels_only(True)), ("two_phase_in_place", two_phase_in_place),
-                     ("triton_in_place_stacked_layers", stacked(True))]:
+    timed = [("triton_out_of_place", run_all("triton")), ("triton_out_of_place_kernel_only", kernels_only(False)),
+             ("triton_out_of_place_stacked_layers", stacked(False)),
+             ("torch_gather", run_all("naive")), ("triton_in_place", run_all("triton", inplace=True)),
+             ("triton_in_place_kernel_only", kernels_only(True)), ("two_phase_in_place", two_phase_in_place),
+             ("triton_in_place_stacked_layers", stacked(True))]
+    for name, fn in [("triton_out_of_place_cuda_graph", run_all("triton")),
+                     ("triton_in_place_cuda_graph", run_all("triton", inplace=True))]:
+        replay = cuda_graph_replay(fn)
+        if replay is not None:
+            timed.append((name, replay))
+    for name, fn in timed:
         t = do_bench_ms(fn, device, reps)  # in place re-compacts the already compacted prefix: same traffic
         gbs = useful / t / 1e6
         results[name] = {"ms": t, "GBps": gbs, "fraction_of_copy": gbs / copy_gbs}
@@ -228,7 +239,33 @@ def main(argv=None):
         out["kv_compact"] = bench_compaction(device, dtype, **comp)
     if "cosine" in sections:
         out["cosine_max_argmax"] = bench_cosine(device, dtype, cos_shapes, reps=cfg["reps"])
+    out["targets"] = targets(out, smoke=args.smoke, eager_len=max(cfg["lengths"]) if args.smoke else 16384)
     write_result("ops", device, args.smoke, out, path=args.out)
+
+
+def targets(out: dict, *, smoke: bool, eager_len: int) -> list:
+    """The issue's targets for these ops, judged on this record (``benchmarks._common.target``)."""
+    found = []
+    rows = [r for r in out.get("scored_attention", []) if r["n_score_rows"] <= 64]
+    for r in rows:
+        found.append(target(f"scored attention L={r['L']} with {r['n_score_rows']} score rows: time / SDPA "
+                            f"({r['sdpa_backend']})", r["ratio_ours_over_sdpa"], 1.2, at_most=True, unit="x",
+                            smoke=smoke))
+        if r["L"] == eager_len and r.get("speedup_vs_eager") is not None:
+            found.append(target(f"scored attention L={r['L']} with {r['n_score_rows']} score rows: speedup over "
+                                "eager attention with weights", r["speedup_vs_eager"], 10.0, unit="x", smoke=smoke))
+    peaks = sorted((r["L"], r["peak_extra_bytes_ours"]) for r in rows if r.get("peak_extra_bytes_ours"))
+    if len(peaks) >= 2 and peaks[-1][0] > peaks[0][0]:
+        (l0, b0), (l1, b1) = peaks[0], peaks[-1]
+        found.append(target(f"scored attention peak extra memory: growth exponent from L={l0} to L={l1} "
+                            "(1 = linear, 2 = quadratic)", math.log(b1 / b0) / math.log(l1 / l0), 1.2, at_most=True,
+                            smoke=smoke))
+    compact = out.get("kv_compact") or {}
+    for name in ("triton_out_of_place", "triton_in_place"):
+        if name in compact:
+            found.append(target(f"kv_compact {name} (public API, one call per layer): fraction of copy bandwidth",
+                                compact[name]["fraction_of_copy"], 0.8, smoke=smoke))
+    return found
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from benchmarks._common import pick_device, time_ms, write_result
+from benchmarks._common import audited, pick_device, time_ms, write_result
 from reference_impls.decode.quantization import quantize_model
 from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
@@ -88,12 +88,14 @@ def run(args):
         lin_bytes = sum(m.weight.numel() * m.weight.element_size() for n, m in base.named_modules()
                         if isinstance(m, torch.nn.Linear) and n.startswith("layers"))
         toks = {}
-        ms = time_ms(lambda: toks.__setitem__("t", model.generate(ids, max_new_tokens=new_tokens)), device,
-                     reps=3 if smoke else 5, warmup=1)
+        def generate():
+            toks["t"] = model.generate(ids, max_new_tokens=new_tokens)
+
+        ms, sdpa_calls = audited(time_ms, generate, device, reps=3 if smoke else 5, warmup=1)
         out = toks["t"][0]
         if ref_tokens is None:
             ref_tokens = out
-        row = dict(weights=mode, ms=ms, tokens_per_s=new_tokens / ms * 1e3,
+        row = dict(weights=mode, ms=ms, tokens_per_s=new_tokens / ms * 1e3, sdpa_calls=sdpa_calls,
                    decoder_linear_bytes=qbytes if qbytes is not None else lin_bytes,
                    token_agreement_with_unquantised=float((out == ref_tokens).float().mean()))
         row["achieved_weight_gbps"] = row["decoder_linear_bytes"] * row["tokens_per_s"] / 1e9

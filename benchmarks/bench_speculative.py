@@ -18,7 +18,7 @@ import argparse
 
 import torch
 
-from benchmarks._common import pick_device, wall_ms, write_result
+from benchmarks._common import pick_device, sdpa_backends_of, sdpa_math_off, wall_ms, write_result
 from reference_impls.decode.speculative import autoregressive_generate, speculative_generate, \
     speculative_generate_tree
 from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM, truncated_draft
@@ -68,10 +68,11 @@ def run(args):
     D = lambda: LVLMSpecLM(draft_model, cap)
 
     def record(name, fn, ar_tokens, ar_ms, lossless=True):
-        fn()                                   # warm-up (allocations, kernel compilation)
-        (out, stats), ms = wall_ms(fn, device)
+        calls = sdpa_backends_of(fn)           # warm-up (allocations, kernel compilation) + SDPA audit
+        with sdpa_math_off(calls):
+            (out, stats), ms = wall_ms(fn, device)
         out = out[0] if isinstance(out, tuple) else out
-        row = dict(name=name, ms=ms, tokens_per_s=new_tokens / ms * 1e3, speedup_vs_ar=ar_ms / ms,
+        row = dict(name=name, ms=ms, tokens_per_s=new_tokens / ms * 1e3, speedup_vs_ar=ar_ms / ms, sdpa_calls=calls,
                    equal_to_ar=bool(torch.equal(out.cpu(), ar_tokens.cpu())),
                    agreement_with_ar=float((out.cpu() == ar_tokens.cpu()).float().mean()), lossless_method=lossless)
         if stats is not None:
@@ -83,10 +84,11 @@ def run(args):
 
     def run_prompt(prompt_name, ids, pkw, multimodal):
         ar_fn = lambda: (autoregressive_generate(T(), ids, new_tokens, prefill_kwargs=pkw), None)
-        ar_fn()
-        (ar_tokens, _), ar_ms = wall_ms(ar_fn, device)
+        ar_calls = sdpa_backends_of(ar_fn)
+        with sdpa_math_off(ar_calls):
+            (ar_tokens, _), ar_ms = wall_ms(ar_fn, device)
         results.append(dict(name=f"{prompt_name}/AR", ms=ar_ms, tokens_per_s=new_tokens / ar_ms * 1e3,
-                            speedup_vs_ar=1.0))
+                            speedup_vs_ar=1.0, sdpa_calls=ar_calls))
         print(results[-1])
         common = dict(target_prefill_kwargs=pkw, draft_prefill_kwargs=pkw)
         record(f"{prompt_name}/chain_k4", lambda: speculative_generate(T(), D(), ids, new_tokens, k=4, **common),

@@ -237,8 +237,53 @@ def junit_counts(path: Path) -> dict | None:
     return counts
 
 
+def _target_line(t: dict) -> str:
+    """One entry of a record's ``targets`` (``benchmarks._common.target``) as a summary line."""
+    line = f"{t['name']}: {_fmt(t['measured'])} (target {t['target']})"
+    if t.get("met") is True:
+        line += ": met"
+    elif t.get("met") is False:
+        line += f": missed by {_fmt(t['missed_by'])} (measured / bound = {_fmt(t['ratio'])})"
+        line += f"; why: {t['why']}" if t.get("why") else "; why: to be written after reviewing this run"
+    else:
+        line += ": not judged (smoke run or not measured)"
+    if t.get("note"):
+        line += f" [{t['note']}]"
+    return line
+
+
+def _math_calls(data) -> int:
+    """SDPA calls the audit saw on the math backend, anywhere in a record (``sdpa_calls*`` / ``*sdpa_backend``)."""
+    if isinstance(data, dict):
+        total = 0
+        for key, value in data.items():
+            if key.startswith("sdpa_calls") and isinstance(value, dict):
+                total += int(value.get("MATH", 0))
+            elif key.endswith("sdpa_backend") and value == "MATH":
+                total += 1
+            else:
+                total += _math_calls(value)
+        return total
+    if isinstance(data, list):
+        return sum(_math_calls(x) for x in data)
+    return 0
+
+
 def headline(step: str, data: dict) -> list[str]:
-    """The figures that answer the issue's targets, read from a benchmark's JSON record."""
+    """The figures that answer the issue's targets: the record's ``targets`` list, plus a warning when any SDPA call
+    or baseline ran on the math backend. Records written before targets existed give the older summary lines."""
+    lines = [_target_line(t) for t in data.get("targets", [])]
+    if data.get("targets") is None:
+        lines = legacy_headline(step, data)
+    math_calls = _math_calls(data)
+    if math_calls:
+        lines.append(f"SDPA on the math backend: {math_calls} call(s) or baseline(s) in this record (see sdpa_calls / "
+                     "sdpa_backend)")
+    return lines
+
+
+def legacy_headline(step: str, data: dict) -> list[str]:
+    """Summary lines for records without ``targets`` (the first H200 run, commit e18e201)."""
     lines = []
     if step == "ops":
         for row in data.get("scored_attention", []):

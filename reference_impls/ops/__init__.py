@@ -2,8 +2,10 @@
 
 Public API (see ``REF_LAYOUT``): :func:`scored_attention`, :func:`colsum_to_kv_heads`,
 :func:`select_topk`, :func:`gather_tokens`, :func:`kv_compact`, :func:`cosine_max_argmax`.
-Every optimised op takes ``impl="auto" | "naive" | "triton" | "torch"``; see ``_triton.resolve_impl``.
-Importing this package does not import triton.
+Every optimised op takes ``impl="auto" | "naive" | "triton" | "torch"``; see ``_triton.resolve_impl``. The ops that
+check argument values (lengths, indices) take ``validate``: by default those checks run only on CPU tensors, so on
+CUDA no op reads a value back to the host and a decode step can be captured in a CUDA graph (see
+``_triton.check_values``). Importing this package does not import triton.
 """
 from .cosine_match import cosine_max_argmax
 from .scored_attention import colsum_to_kv_heads, scored_attention

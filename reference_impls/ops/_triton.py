@@ -6,6 +6,13 @@ on CPU tensors the Triton interpreter (``InterpretedFunction``) — so ``impl="t
 CPU tensors whether or not ``TRITON_INTERPRET=1`` was set before triton was imported.
 ``impl="auto"`` picks Triton on CUDA tensors, or on CPU tensors when ``TRITON_INTERPRET=1`` is set
 and triton imports; otherwise the naive PyTorch path.
+
+Argument checks that read tensor *values* (lengths, indices, offsets) need the values on the host: on a CUDA
+tensor that is a device synchronisation, which stalls the launch queue and rules out CUDA-graph capture. Every op
+therefore takes ``validate``: ``None`` (default) runs those checks only where they cost no synchronisation (CPU
+tensors), ``True`` everywhere, ``False`` nowhere (see :func:`check_values`). Shape / dtype checks always run. The
+kernels clamp or mask out-of-range values, so unchecked bad input never reads or writes outside its buffers; the
+result for such input is unspecified.
 """
 from __future__ import annotations
 
@@ -67,6 +74,27 @@ def resolve_impl(impl: str, device: torch.device, *, optimized: str = "triton") 
     if not triton_available():
         raise RuntimeError(f"impl={impl!r} needs triton, which is not importable")
     return "triton"
+
+
+def check_values(validate: bool | None, *tensors) -> bool:
+    """Whether to run the argument checks that read tensor values (see the module docstring): ``validate`` when
+    given, else True only when every tensor given lives on the CPU."""
+    if validate is not None:
+        return bool(validate)
+    return all(t.device.type == "cpu" for t in tensors if isinstance(t, torch.Tensor))
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (read from the device once, then cached); 4 elsewhere (the
+    interpreter), so CPU tests exercise several programs per row."""
+    if device.type != "cuda":
+        return 4
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def next_power_of_2(n: int) -> int:
@@ -136,15 +164,14 @@ class DualKernel:
 
     def launch(self, grid, *args: Any, device: torch.device, meta: dict, autotune: bool = False,
                **kwargs: Any):
-        """Launch on ``grid``; ``meta`` holds the block-size constexprs (dropped when autotuning)."""
+        """Launch on ``grid`` with the constexprs ``meta``. With ``autotune`` on CUDA the tuned parameters come
+        from the chosen config, so ``meta`` must not name them (nor ``num_warps`` / ``num_stages``)."""
         use_tune = autotune and device.type == "cuda" and self._configs_fn is not None
         fn = self._get(device, use_tune)
         launch_counts[self.name] += 1
         if device.type == "cpu":
             with _nested_jit_interpreted():
                 return fn[grid](*args, **kwargs, **meta)
-        if use_tune:
-            return fn[grid](*args, **kwargs)
         return fn[grid](*args, **kwargs, **meta)
 
 

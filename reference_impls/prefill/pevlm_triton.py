@@ -1,7 +1,8 @@
 """Triton kernel for PEVLM context-block rows (arXiv 2506.19651): FlashAttention-style online softmax over the
 sink keys ``[0, S)`` and then over the row's own block ``[block_start(row), row]`` only -- never touching other
 blocks' keys, so the work is O(rows * (S + block)). Sink and query rows stay on SDPA (``pevlm.py``).
-Plain pointer arithmetic (triton 3.6 and 3.9); contiguous ``[B, H, L, D]`` inputs; fp32 accumulation.
+Plain pointer arithmetic (triton 3.6 and 3.9); contiguous ``[B, H, L, D]`` inputs; fp32 accumulation. Autotuned on
+CUDA over the row / key tile sizes, warps and stages (key: the bucketed row count, sink length and head dim).
 """
 from __future__ import annotations
 
@@ -12,8 +13,15 @@ import triton.language as tl
 from reference_impls.ops._triton import kernel, next_power_of_2
 
 
-@kernel()
-def _pevlm_context_kernel(q_ptr, k_ptr, v_ptr, o_ptr, row_lo_ptr, L, S, Q0, Hq, G, D, scale,
+def pevlm_configs():
+    """Autotuning space (BLOCK_M x BLOCK_N, warps, stages)."""
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
+            for bm, bn, w, st in [(32, 32, 4, 2), (64, 32, 4, 3), (64, 64, 4, 3), (128, 32, 4, 3), (128, 64, 8, 3),
+                                  (128, 128, 8, 2)]]
+
+
+@kernel(configs_fn=pevlm_configs, key=["ROWS_BUCKET", "S_BUCKET", "BLOCK_D", "DOT_FP32"])
+def _pevlm_context_kernel(q_ptr, k_ptr, v_ptr, o_ptr, row_lo_ptr, L, S, Q0, Hq, G, D, scale, ROWS_BUCKET, S_BUCKET,
                           DOT_FP32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_D: tl.constexpr):
     pid_m = tl.program_id(0)
@@ -79,8 +87,9 @@ def _pevlm_context_kernel(q_ptr, k_ptr, v_ptr, o_ptr, row_lo_ptr, L, S, Q0, Hq, 
 
 
 def triton_pevlm_context_rows(q, k, v, out, row_lo: torch.Tensor, sink_len: int, query_start: int, scale: float,
-                              block_m: int = 32, block_n: int = 32):
-    """Write ``out[:, :, S:Q0]`` (context-block rows). ``row_lo [L]`` int32: first key of each row's own block."""
+                              block_m: int | None = None, block_n: int | None = None):
+    """Write ``out[:, :, S:Q0]`` (context-block rows). ``row_lo [L]`` int32: first key of each row's own block.
+    Autotuned on CUDA unless ``block_m`` / ``block_n`` are given; the interpreter uses them (default 32 x 32)."""
     B, Hq, L, D = q.shape
     G = Hq // k.shape[1]
     n_rows = query_start - sink_len
@@ -88,9 +97,15 @@ def triton_pevlm_context_rows(q, k, v, out, row_lo: torch.Tensor, sink_len: int,
         return out
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     dot_fp32 = q.dtype == torch.float32 or q.device.type == "cpu"
-    grid = (triton.cdiv(n_rows, block_m), B * Hq)
+    autotune = q.device.type == "cuda" and block_m is None and block_n is None
+    meta = dict(DOT_FP32=dot_fp32, BLOCK_D=max(16, next_power_of_2(D)))
+    if autotune:
+        def grid(META):
+            return (triton.cdiv(n_rows, META["BLOCK_M"]), B * Hq)
+    else:
+        meta.update(BLOCK_M=block_m or 32, BLOCK_N=block_n or 32)
+        grid = (triton.cdiv(n_rows, meta["BLOCK_M"]), B * Hq)
     _pevlm_context_kernel.launch(grid, q, k, v, out, row_lo.to(torch.int32).contiguous(), L, sink_len, query_start,
-                                 Hq, G, D, float(scale), device=q.device,
-                                 meta=dict(DOT_FP32=dot_fp32, BLOCK_M=block_m, BLOCK_N=block_n,
-                                           BLOCK_D=max(16, next_power_of_2(D))))
+                                 Hq, G, D, float(scale), min(next_power_of_2(n_rows), 1 << 16),
+                                 next_power_of_2(max(sink_len, 1)), device=q.device, meta=meta, autotune=autotune)
     return out

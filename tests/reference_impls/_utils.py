@@ -120,10 +120,12 @@ def torch_threads(n: int):
         torch.set_num_threads(old)
 
 
-def compile_triton_for_sm90(fn, pointer_types: dict, constexprs: dict, float_args=(), shared_limit=227 * 1024):
+def compile_triton_for_sm90(fn, pointer_types: dict, constexprs: dict, float_args=(), shared_limit=227 * 1024,
+                            options: dict | None = None):
     """Ahead-of-time compile a Triton kernel body (plain function, e.g. ``DualKernel.fn``) for sm_90 without a GPU
-    (triton's CUDA backend + bundled ptxas). Scalars default to i32, ``float_args`` to fp32. Must run in a process
-    where TRITON_INTERPRET was not set before triton's import. Returns the shared-memory bytes."""
+    (triton's CUDA backend + bundled ptxas). Scalars default to i32, ``float_args`` to fp32; ``options`` e.g.
+    ``{"num_warps": 8, "num_stages": 3}`` (an autotune config). Must run in a process where TRITON_INTERPRET was not
+    set before triton's import. Returns the shared-memory bytes."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     from triton.compiler import compile as triton_compile
@@ -133,7 +135,7 @@ def compile_triton_for_sm90(fn, pointer_types: dict, constexprs: dict, float_arg
     signature = {name: "constexpr" if name in constexprs else pointer_types.get(
         name, "fp32" if name in float_args else "i32") for name in jit_fn.arg_names}
     compiled = triton_compile(ASTSource(fn=jit_fn, signature=signature, constexprs=constexprs),
-                              target=GPUTarget("cuda", 90, 32))
+                              target=GPUTarget("cuda", 90, 32), options=options)
     if compiled.metadata.shared > shared_limit:
         raise AssertionError(f"{fn.__name__}: {compiled.metadata.shared} shared bytes > {shared_limit}")
     return compiled.metadata.shared
@@ -162,11 +164,12 @@ def require_triton_compiler() -> None:
         sys.exit(COMPILE_SKIP_EXIT)
 
 
-def compile_for_sm90_or_exit(name: str, fn, pointer_types: dict, constexprs: dict, float_args=()) -> int:
+def compile_for_sm90_or_exit(name: str, fn, pointer_types: dict, constexprs: dict, float_args=(),
+                             options: dict | None = None) -> int:
     """``compile_triton_for_sm90`` in a compile subprocess: prints ``<name> compiled, shared bytes N``, or exits
     with COMPILE_SKIP_EXIT when this install has no CUDA backend / ptxas."""
     try:
-        shared = compile_triton_for_sm90(fn, pointer_types, constexprs, float_args=float_args)
+        shared = compile_triton_for_sm90(fn, pointer_types, constexprs, float_args=float_args, options=options)
     except (ImportError, FileNotFoundError) as exc:
         print(f"cannot compile for CUDA here: {exc}")
         sys.exit(COMPILE_SKIP_EXIT)
@@ -187,3 +190,62 @@ def run_compile_script(script, expected_kernels: int) -> None:
         pytest.skip(out.stdout.strip())
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("compiled, shared bytes") == expected_kernels, out.stdout
+
+
+#: The tensor methods that hand a value to the host (on a CUDA tensor: a device synchronisation).
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__")
+
+
+@contextlib.contextmanager
+def forbid_host_reads():
+    """Inside: reading a tensor's value on the host (``HOST_READS``: ``.item()``, ``.tolist()``, ``bool(t)``,
+    ``int(t)``, ``if t:``, ...) or building a tensor from Python data (``torch.tensor`` / ``torch.as_tensor``: a
+    host-to-device copy on CUDA) raises AssertionError, except when the caller is triton itself (its interpreter
+    stands in for the GPU on CPU tensors). On CPU tensors this proves structurally what a CUDA run could only show
+    by timing: the code under test never waits for the device."""
+    import triton
+
+    triton_dir = str(Path(triton.__file__).resolve().parent)
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+    factories = {name: getattr(torch, name) for name in ("tensor", "as_tensor")}
+
+    def caller_is_triton() -> bool:
+        frame = sys._getframe(2)
+        return str(Path(frame.f_code.co_filename).resolve()).startswith(triton_dir)
+
+    def guard(name, original):
+        def method(self, *args, **kwargs):
+            if not caller_is_triton():
+                raise AssertionError(f"host read: Tensor.{name} called from {sys._getframe(1).f_code.co_filename}:"
+                                     f"{sys._getframe(1).f_lineno}")
+            return original(self, *args, **kwargs)
+        return method
+
+    def guard_factory(name, original):
+        def factory(data, *args, **kwargs):
+            if not isinstance(data, torch.Tensor) and not caller_is_triton():
+                raise AssertionError(f"host data copied to a tensor: torch.{name} called from "
+                                     f"{sys._getframe(1).f_code.co_filename}:{sys._getframe(1).f_lineno}")
+            return original(data, *args, **kwargs)
+        return factory
+
+    try:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, guard(name, original))
+        for name, original in factories.items():
+            setattr(torch, name, guard_factory(name, original))
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+        for name, original in factories.items():
+            setattr(torch, name, original)
+
+
+def autotune_configs_under_test(configs: list) -> list:
+    """The autotune configs a GPU test compiles and checks: all of them with ``ATLAS_FULL_AUTOTUNE_SWEEP=1``, else
+    a representative pair, the first and the last of the list (the spaces here go from the smallest tile to the
+    largest, so the pair covers both ends of register / shared-memory use). Each compile costs seconds on a GPU."""
+    if os.environ.get("ATLAS_FULL_AUTOTUNE_SWEEP", "0") not in ("", "0"):
+        return list(configs)
+    return list(configs) if len(configs) <= 2 else [configs[0], configs[-1]]

@@ -1,4 +1,5 @@
-"""Ahead-of-time sm_90 compile of the DECODE-B Triton kernels (GDN step, spec verify, int8 GEMM, PEVLM rows).
+"""Ahead-of-time sm_90 compile of the DECODE-B Triton kernels (GDN step, spec verify, int8 GEMM, fp8 activation
+quantisation, PEVLM rows).
 
 The interpreter tests check numerics; this catches what only the GPU compiler rejects. Runs in a subprocess
 without TRITON_INTERPRET (same approach as test_ops_compile.py)."""
@@ -27,14 +28,23 @@ def _compile_all():
         run(f"int8_gemm_fp32dot={dot_fp32}", wg._int8_gemm_kernel.fn,
             {"x_ptr": bf, "w_ptr": "*i8", "s_ptr": f32, "b_ptr": bf, "y_ptr": bf},
             {"HAS_BIAS": True, "DOT_FP32": dot_fp32, "BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64})
-    run("pevlm_context", pe._pevlm_context_kernel.fn,
-        {"q_ptr": bf, "k_ptr": bf, "v_ptr": bf, "o_ptr": bf, "row_lo_ptr": "*i32"},
-        {"DOT_FP32": False, "BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_D": 128}, float_args=("scale",))
+    largest = wg.int8_gemm_configs()[-1]  # the autotune config with the largest tile (shared memory, registers)
+    run(f"int8_gemm autotune {largest.kwargs}", wg._int8_gemm_kernel.fn,
+        {"x_ptr": bf, "w_ptr": "*i8", "s_ptr": f32, "b_ptr": bf, "y_ptr": bf},
+        {"HAS_BIAS": True, "DOT_FP32": False, **largest.kwargs},
+        options={"num_warps": largest.num_warps, "num_stages": largest.num_stages})
+    run("fp8_quantize_rows", wg._quantize_rows_fp8_kernel.fn, {"X": bf, "XQ": "*fp8e4nv", "SCALE": f32},
+        {"BLOCK_C": 4096}, float_args=("fp8_max", "tiny"))
+    for cfg in (pe.pevlm_configs()[0], pe.pevlm_configs()[-1]):
+        run(f"pevlm_context {cfg.kwargs}", pe._pevlm_context_kernel.fn,
+            {"q_ptr": bf, "k_ptr": bf, "v_ptr": bf, "o_ptr": bf, "row_lo_ptr": "*i32"},
+            {"DOT_FP32": False, "BLOCK_D": 128, **cfg.kwargs}, float_args=("scale",),
+            options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
 
 
 @pytest.mark.slow
 def test_decode_b_kernels_compile_for_sm90_bf16():
-    run_compile_script(__file__, expected_kernels=6)
+    run_compile_script(__file__, expected_kernels=9)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,12 @@ def _compile_all():
                   "SEL_CNT": "*i32"},
                  {"CAUSAL": True, "BLOCK_D": 128, "DOT_PREC": "tf32", "BLOCK_M": 16, "BLOCK_N": 64},
                  float_args=("qk_scale_log2",))
-    compile_sm90(select_tk._gather_rows_kernel, {"SRC": bf, "DST": bf, "IDX": "*i64"}, {"BLOCK_K": 64, "BLOCK_D": 128})
-    compile_sm90(select_tk._compact_rows_inplace_kernel, {"X": bf, "IDX": "*i64"}, {"BLOCK_K": 128, "BLOCK_D": 32})
+    compile_sm90(attn_tk._combine_kernel, {"OP": "*fp32", "LSEP": "*fp32", "O": bf, "LSE": "*fp32"},
+                 {"BLOCK_S": 16, "BLOCK_D": 128})
+    compile_sm90(select_tk._gather_rows_kernel, {"SRC0": bf, "DST0": bf, "SRC1": "*i8", "DST1": "*i8", "IDX": "*i64"},
+                 {"BLOCK_K": 64, "BLOCK_D": 128})
+    compile_sm90(select_tk._compact_rows_inplace_kernel, {"X0": bf, "X1": "*i8", "IDX": "*i64", "FLAGS": "*i32"},
+                 {"BLOCK_K": 64, "BLOCK_D": 128, "BLOCK_F": 128})
     compile_sm90(cosine_tk._cosine_max_argmax_kernel,
                  {"A": bf, "B": bf, "B_MASK": "*i8", "OUT_MAX": "*fp32", "OUT_ARG": "*i64"},
                  {"HAS_MASK": True, "DOT_PREC": "tf32", "BLOCK_A": 64, "BLOCK_B": 64, "BLOCK_C": 32},
@@ -38,7 +42,7 @@ def _compile_all():
 
 @pytest.mark.slow
 def test_kernels_compile_for_sm90_bf16():
-    run_compile_script(__file__, expected_kernels=5)
+    run_compile_script(__file__, expected_kernels=6)
 
 
 if __name__ == "__main__":

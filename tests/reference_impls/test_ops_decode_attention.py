@@ -315,6 +315,60 @@ def test_gpu_bf16_fp8_ring_sparse_paths():
     assert rel_rms_err(o_t.float(), o_n.float()) < 2e-2
 
 
+@pytest.mark.gpu
+def test_gpu_decode_step_captured_in_a_cuda_graph():
+    """A decode step of the public ops (append to an int8 cache, attend, score one row, compact in place) captured
+    in a CUDA graph after one eager warm-up call (which runs the autotuner) and replayed: capture fails on any host
+    synchronisation, and the replay equals the eager result."""
+    from reference_impls.ops import kv_compact, scored_attention
+
+    B, Hkv, G, L, D = 2, 8, 4, 4096, 128
+    dev = "cuda"
+    q = randn(B, Hkv * G, D, seed=101, device=dev, dtype=torch.bfloat16)
+    k_new = randn(B, Hkv, 1, D, seed=102, device=dev, dtype=torch.bfloat16)
+    kf = randn(B, Hkv, L, D, seed=103, device=dev, dtype=torch.bfloat16)
+    lens = randint(L // 2, L - 1, (B, Hkv), seed=104, device=dev)
+    k8, ks = quantize_kv(kf, "int8")
+    v8, vs = quantize_kv(randn(B, Hkv, L, D, seed=105, device=dev, dtype=torch.bfloat16), "int8")
+    vf = randn(B, Hkv, L, D, seed=106, device=dev, dtype=torch.bfloat16)
+    keep = torch.arange(0, L, 2, device=dev).expand(B, Hkv, L // 2).contiguous()
+    kc, vc = torch.empty_like(kf), torch.empty_like(vf)
+
+    def step():
+        quantize_kv(k_new, "int8", out=k8, out_scale=ks, start=lens, validate=False)
+        o, _ = decode_attention(q, k8, v8, lens + 1, k_scale=ks, v_scale=vs, validate=False)
+        _, _, colsum = scored_attention(q[:, :, None], kf, vf, kv_lengths=lens + 1, score_q_range=(0, 1),
+                                        validate=False)
+        kc.copy_(kf)
+        vc.copy_(vf)
+        kv_compact(kc, vc, keep, inplace=True, validate=False)
+        return o, colsum
+
+    eager_o, eager_c = step()
+    eager_k = kc.clone()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        graph_o, graph_c = step()
+    kc.zero_()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(graph_o, eager_o) and torch.allclose(graph_c, eager_c)
+    assert torch.equal(kc, eager_k) and torch.equal(kc[:, :, :L // 2], kf[:, :, ::2])
+
+
+@pytest.mark.gpu
+def test_gpu_validate_true_raises_and_far_rope_positions():
+    q, k, v, lens = _inputs(1, 8, 4, 1000, 128, seed=111, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="kv_lengths"):
+        decode_attention(q, k, v, lens + 5000, validate=True)
+    pos = randint(100_000, 200_000, (1, 8, 1000), seed=112, device="cuda")
+    inv = 1.0 / (10000 ** (torch.arange(0, 128, 2, device="cuda").float() / 128))
+    o_t, _ = ring_decode_attention(q, k, v, lens, pos, inv, impl="triton")  # fast sin/cos after the reduction
+    o_n, _ = ring_decode_attention(q, k, v, lens, pos, inv, impl="naive")
+    assert rel_rms_err(o_t.float(), o_n.float()) < 2e-2
+
+
 def test_split_combine_kernel_matches_torch_merge():
     from reference_impls.ops.decode_attention.triton_kernel import _combine_splits, _combine_splits_torch
     g = torch.Generator().manual_seed(3)
@@ -337,6 +391,127 @@ def test_split_combine_kernel_matches_torch_merge():
     assert (o_t.view(6, D)[4] == 0).all() and torch.isinf(lse_t.view(6)[4])
 
 
+def _dense_block_sizes():
+    from reference_impls.ops.decode_attention.triton_kernel import decode_configs
+    return sorted({16} | {cfg.kwargs["BLOCK_N"] for cfg in decode_configs()})
+
+
+@pytest.mark.parametrize("block_n", _dense_block_sizes())
+def test_per_head_split_ranges_every_tile(block_n):
+    """Each program takes its share of *its own* head's length (no length read on the host): any split count, with
+    ragged heads (empty, one key, full), GQA 3, an odd head dim, at every key block of the autotune space."""
+    from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
+
+    q, k, v, lens = _inputs(2, 2, 3, 150, 24, seed=block_n)
+    lens[0, 1] = 0
+    ref, lse_ref = decode_attention(q, k, v, lens, impl="naive")
+    visible = (lens > 0).repeat_interleave(3, dim=1)
+    for n_splits in (1, 3, 11):
+        o, lse = triton_decode_attention(q, k, v, lens, n_splits=n_splits, block_n=block_n)
+        assert rel_rms_err(o.cpu(), ref.cpu()) < 1e-5, n_splits
+        assert torch.allclose(lse[visible], lse_ref[visible], atol=1e-4)
+        assert (o[~visible] == 0).all() and torch.isinf(lse[~visible]).all()
+
+
+def test_split_count_two_waves_from_the_sm_count():
+    from reference_impls.ops.decode_attention.triton_kernel import MIN_KEYS_PER_SPLIT, WAVES, choose_num_splits
+
+    cpu = torch.device("cpu")  # sm_count is 4 off CUDA
+    assert choose_num_splits(1, 1 << 20, cpu) == WAVES * 4
+    assert choose_num_splits(3, 1 << 20, cpu) == -(-WAVES * 4 // 3)
+    assert choose_num_splits(64, 1 << 20, cpu) == 1
+    assert choose_num_splits(1, 2 * MIN_KEYS_PER_SPLIT, cpu) == 2  # no split below MIN_KEYS_PER_SPLIT keys
+
+
+def test_packed_many_splits_and_ragged_segments():
+    from reference_impls.ops.decode_attention import packed_decode_attention, unpack_rows
+    from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
+
+    lens = torch.tensor([[70, 0, 3], [129, 1, 44]], device=DEV)
+    row0 = torch.cumsum(lens.reshape(-1), 0).sub(lens.reshape(-1)).view_as(lens)
+    kf, vf = randn(300, 16, seed=5, device=DEV), randn(300, 16, seed=6, device=DEV)
+    q = randn(2, 6, 16, seed=7, device=DEV)
+    ref, _ = decode_attention(q, unpack_rows(kf, row0, lens), unpack_rows(vf, row0, lens), lens, impl="naive")
+    for n_splits in (1, 5, 13):
+        o, _ = triton_decode_attention(q, kf, vf, lens, row0=row0, n_splits=n_splits)
+        assert rel_rms_err(o.cpu(), ref.cpu()) < 1e-5
+    o, _ = packed_decode_attention(q, kf, vf, row0, lens, impl="triton")
+    assert rel_rms_err(o.cpu(), ref.cpu()) < 1e-5
+
+
+def test_unchecked_out_of_range_lengths_are_clamped():
+    """validate=False: no value check, and the kernel clamps lengths / segments to the buffers (memory safety);
+    the result is then that of the clamped lengths."""
+    from reference_impls.ops.decode_attention import packed_decode_attention, unpack_rows
+
+    q, k, v, lens = _inputs(2, 2, 2, 40, 16, seed=81)
+    bad = lens.clone()
+    bad[0, 0], bad[1, 1] = 40 + 25, -3
+    o, _ = decode_attention(q, k, v, bad, impl="triton", validate=False)
+    ref, _ = decode_attention(q, k, v, bad.clamp(0, 40), impl="naive")
+    assert rel_rms_err(o.cpu(), ref.cpu()) < 1e-5
+    with pytest.raises(ValueError, match="kv_lengths"):
+        decode_attention(q, k, v, bad, impl="triton", validate=True)
+    kf, vf = randn(50, 16, seed=1, device=DEV), randn(50, 16, seed=2, device=DEV)
+    row0 = torch.tensor([[0, 30], [45, 60]], device=DEV)        # the last segment starts beyond the 50 rows
+    seg = torch.tensor([[30, 15], [20, 4]], device=DEV)         # 45 + 20 > 50: cut to 5 rows
+    o, _ = packed_decode_attention(q, kf, vf, row0, seg, impl="triton", validate=False)
+    cut = torch.tensor([[30, 15], [5, 0]], device=DEV)
+    ref, _ = decode_attention(q, unpack_rows(kf, row0.clamp(max=50), cut), unpack_rows(vf, row0.clamp(max=50), cut),
+                              cut, impl="naive")
+    assert rel_rms_err(o.cpu(), ref.cpu()) < 1e-5
+    with pytest.raises(ValueError, match="segments"):
+        packed_decode_attention(q, kf, vf, row0, seg, impl="triton")
+
+
+def test_combine_kernel_many_splits_bounded_tile():
+    """More splits than one tile of the combine kernel (the merge walks them in tiles with a running max)."""
+    from reference_impls.ops.decode_attention.triton_kernel import (COMBINE_TILE, _combine_splits,
+                                                                     _combine_splits_torch)
+    g = torch.Generator().manual_seed(5)
+    BH, S, D = 3, 5 * COMBINE_TILE + 7, 16
+    o_part = torch.randn(BH, S, D, generator=g)
+    m_part = torch.randn(BH, S, generator=g) * 20
+    l_part = torch.rand(BH, S, generator=g) + 0.1
+    m_part[2, : S - 1] = -1.0e30   # only the last split of this row saw keys
+    l_part[2, : S - 1] = 0.0
+    o_t, lse_t = _combine_splits(o_part.to(DEV), m_part.to(DEV), l_part.to(DEV), 1, 3, D, torch.float32)
+    o_n, lse_n = _combine_splits_torch(o_part, m_part, l_part, 1, 3, D, torch.float32)
+    assert torch.allclose(o_t.cpu(), o_n, atol=1e-5) and torch.allclose(lse_t.cpu(), lse_n, atol=1e-4)
+
+
+def test_rope_on_read_far_positions():
+    """The angle reduction before sin/cos holds at positions up to 2e5 (angles up to 2e5 rad)."""
+    B, Hkv, G, L, D = 1, 2, 2, 37, 32
+    q, k, v, lens = _inputs(B, Hkv, G, L, D, seed=91)
+    pos = randint(100_000, 200_000, (B, Hkv, L), seed=92, device=DEV)
+    inv = 1.0 / (10000 ** (torch.arange(0, D, 2, device=DEV).float() / D))
+    o_n, _ = ring_decode_attention(q, k, v, lens, pos, inv, impl="naive")
+    o_t, _ = ring_decode_attention(q, k, v, lens, pos, inv, impl="triton")
+    assert rel_rms_err(o_t.cpu(), o_n.cpu()) < 1e-4
+
+
+def test_sparse_many_chunks_forced_and_chosen_splits():
+    from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
+
+    q, k, v, lens = _inputs(1, 2, 2, 200, 16, seed=95)
+    cidx = torch.tensor([[[0, 2, 3, 5, 6, 8, 9, 11, 12, -1], [1, 4, 7, 10, -1, -1, -1, -1, -1, -1]]], device=DEV)
+    ref, _ = sparse_decode_attention(q, k, v, lens, cidx, 16, impl="naive")
+    for n_splits in (None, 1, 4, 10):
+        o, _ = triton_decode_attention(q, k, v, lens, chunk_idx=cidx, chunk_size=16, n_splits=n_splits)
+        assert rel_rms_err(o.cpu(), ref.cpu()) < 1e-5
+
+
+def test_select_chunks_width():
+    scores = torch.tensor([[[5.0, 1.0, 3.0, 3.0, 0.0, 2.0]], [[0.0, 9.0, 1.0, 2.0, 3.0, 4.0]]])
+    nch = torch.tensor([[3], [6]])
+    ids = select_chunks(scores, 4, n_chunks=nch)  # int budget: width min(4, C) = 4, the short row -1 padded
+    assert ids.tolist() == [[[0, 1, 2, -1]], [[1, 3, 4, 5]]]
+    assert select_chunks(scores, torch.tensor([[2], [3]]), n_chunks=nch).shape[-1] == 3  # tensor: largest count
+    assert select_chunks(scores, torch.tensor([[2], [3]]), n_chunks=nch, width=5).tolist() == \
+        [[[0, 2, -1, -1, -1]], [[1, 4, 5, -1, -1]]]
+
+
 # ------------------------------------------------------------------ ahead-of-time sm_90 compile (no GPU needed)
 def _compile_all():
     """Compile every kernel variant for sm_90 with triton's CUDA backend + bundled ptxas (run in a subprocess
@@ -349,19 +524,32 @@ def _compile_all():
 
     ptr = {"Q": "*bf16", "KS": "*fp32", "VS": "*fp32", "LENS": "*i32", "KPOS": "*i64", "INV_FREQ": "*fp32",
            "CIDX": "*i32", "ROW0": "*i64", "OP": "*fp32", "MP": "*fp32", "LP": "*fp32"}
+    base = {"G_PAD": 16, "BLOCK_D": 128, "HALF_D": 64, "FAST_TRIG": True}
     for kdt, quant, rope, sparse, packed in [
             ("*bf16", False, False, False, False), ("*bf16", False, True, False, False),
             ("*bf16", False, False, True, False), ("*i8", True, False, False, False),
             ("*fp8e4nv", True, False, False, False), ("*i8", True, False, True, False),
-            ("*bf16", False, False, False, True), ("*fp8e4nv", True, False, True, True)]:
+            ("*bf16", False, False, False, True), ("*fp8e4nv", True, False, True, True),
+            ("*bf16", False, True, False, True)]:
         compile_for_sm90_or_exit(
             f"decode_split k={kdt} quant={quant} rope={rope} sparse={sparse} packed={packed}",
             tk._decode_split_kernel.fn, {**ptr, "K": kdt, "V": kdt},
-            {"G_PAD": 16, "BLOCK_N": 64, "BLOCK_D": 128, "HALF_D": 64, "CHUNKS_PER_SPLIT": 4, "QUANT": quant,
-             "ROPE": rope, "SPARSE": sparse, "PACKED": packed}, float_args=("scale_log2",))
+            {**base, "BLOCK_N": 64, "QUANT": quant, "ROPE": rope, "SPARSE": sparse, "PACKED": packed},
+            float_args=("scale_log2",))
+    # autotune configs: one per key block (the last listed with it; bf16), and the largest tile for int8
+    configs = {}
+    for cfg in tk.decode_configs():
+        configs[cfg.kwargs["BLOCK_N"]] = cfg
+    variants = [(cfg, "*bf16", False) for cfg in configs.values()] + [(configs[max(configs)], "*i8", True)]
+    for cfg, kdt, quant in variants:
+        compile_for_sm90_or_exit(
+            f"decode_split autotune {cfg.kwargs} warps={cfg.num_warps} stages={cfg.num_stages} k={kdt}",
+            tk._decode_split_kernel.fn, {**ptr, "K": kdt, "V": kdt},
+            {**base, **cfg.kwargs, "QUANT": quant, "ROPE": False, "SPARSE": False, "PACKED": False},
+            float_args=("scale_log2",), options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
     compile_for_sm90_or_exit("combine", tk._combine_kernel.fn,
                              {"OP": "*fp32", "MP": "*fp32", "LP": "*fp32", "O": "*bf16", "LSE": "*fp32"},
-                             {"BLOCK_S": 64, "BLOCK_D": 128})
+                             {"BLOCK_S": 32, "BLOCK_D": 128})
     compile_for_sm90_or_exit("chunk_scores", tk._chunk_score_kernel.fn,
                              {"Q": "*bf16", "KMIN": "*fp32", "KMAX": "*fp32", "NCH": "*i32", "OUT": "*fp32"},
                              {"MEAN": False, "G_PAD": 4, "BLOCK_C": 16, "BLOCK_D": 128})
@@ -375,7 +563,7 @@ def _compile_all():
 def test_kernels_compile_for_sm90():
     from tests.reference_impls._utils import run_compile_script
 
-    run_compile_script(__file__, expected_kernels=12)
+    run_compile_script(__file__, expected_kernels=13 + 4)
 
 
 if __name__ == "__main__":

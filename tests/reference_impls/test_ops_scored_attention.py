@@ -127,6 +127,29 @@ def test_triton_split_k_matches_naive(num_splits, Lq, causal, dtype):
 
 
 @needs_triton
+def test_split_combine_kernel_matches_torch_merge():
+    """The Triton merge of split partials equals the PyTorch one, with empty splits and a row no split saw; more
+    splits than one tile of the kernel."""
+    from reference_impls.ops.scored_attention import triton_kernel as tk
+
+    g = torch.Generator().manual_seed(4)
+    S, B, Hq, Lq, D = 37, 2, 3, 5, 24
+    o_part = torch.randn(S, B, Hq, Lq, D, generator=g)
+    lse_part = torch.randn(S, B, Hq, Lq, generator=g) * 5
+    lse_part[3:, 0, 1] = float("-inf")    # only the first three splits saw keys
+    lse_part[:, 1, 2, 4] = float("-inf")  # this row saw none
+    o_ref, lse_ref = tk.combine_splits(o_part, lse_part, torch.float32)
+    o = torch.empty(B, Hq, Lq, D)
+    lse = torch.empty(B, Hq, Lq)
+    R = B * Hq * Lq
+    tk._combine_kernel.launch((R,), o_part, lse_part, o, lse, S, R, Hq, Lq, D, *o.stride(), lse.stride(0),
+                              lse.stride(1), device=o.device, meta=dict(BLOCK_S=16, BLOCK_D=32))
+    torch.testing.assert_close(o, o_ref.nan_to_num(0.0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lse, lse_ref, rtol=1e-5, atol=1e-6)
+    assert (o[1, 2, 4] == 0).all() and torch.isneginf(lse[1, 2, 4])
+
+
+@needs_triton
 def test_triton_deterministic_and_agrees_with_naive_topk():
     q, k, v = make_qkv(2, 4, 2, 40, 200, 64, seed=21)
     outs = [scored_attention(q, k, v, score_q_range=(30, 40), impl="triton")[2] for _ in range(2)]
@@ -243,9 +266,26 @@ def test_gpu_triton_vs_reference(dtype):
         torch.testing.assert_close(o.float(), o_ref, rtol=tol, atol=tol)
 
 
+@needs_triton
+def test_unchecked_out_of_range_lengths_are_clamped():
+    """validate=False: kv_lengths outside [0, Lk] are not checked; the kernels clamp them to the buffer."""
+    q, k, v = make_qkv(2, 4, 2, 5, 40, 16, seed=12)
+    bad = torch.tensor([[40 + 30, 7], [-2, 40]])
+    sel = torch.ones(2, 5, dtype=torch.bool)
+    o, lse, c = scored_attention(q, k, v, kv_lengths=bad, score_q_mask=sel, impl="triton", validate=False)
+    o_n, lse_n, c_n = scored_attention(q, k, v, kv_lengths=bad.clamp(0, 40), score_q_mask=sel, impl="naive")
+    torch.testing.assert_close(o, o_n, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(c, c_n, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="kv_lengths"):
+        scored_attention(q, k, v, kv_lengths=bad, impl="triton", validate=True)
+
+
 @pytest.mark.gpu
-def test_gpu_every_autotune_config():
+def test_gpu_autotune_configs():
+    """Each config of ``autotune_configs_under_test`` (the first and the last by default, every one with
+    ATLAS_FULL_AUTOTUNE_SWEEP=1) forced in turn, against the naive path."""
     from reference_impls.ops.scored_attention import triton_kernel as tk
+    from tests.reference_impls._utils import autotune_configs_under_test
 
     q, k, v = make_qkv(2, 8, 2, 300, 1000, 128, seed=4, dtype=torch.float16, device="cuda")
     kv_lengths = torch.tensor([1000, 777], device="cuda")
@@ -253,15 +293,16 @@ def test_gpu_every_autotune_config():
     sel[:, -37:] = True
     o_n, lse_n, c_n = scored_attention(q, k, v, kv_lengths=kv_lengths, score_q_mask=sel, impl="naive")
     kv2 = kv_lengths[:, None].expand(2, 2)
-    for cfg in tk._attn_fwd_configs():
+    for cfg in autotune_configs_under_test(tk._attn_fwd_configs()):
         meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         o, lse, c = tk.scored_attention_triton(q, k, v, causal=True, scale=128 ** -0.5, kv_lengths=kv2,
                                                score_q_mask=sel, meta_fwd=meta, meta_colsum={"BLOCK_M": 16,
                                                                                               "BLOCK_N": 64})
         torch.testing.assert_close(o.float(), o_n.float(), rtol=2e-3, atol=2e-3)
         torch.testing.assert_close(c, c_n, rtol=1e-3, atol=1e-5)
-    for cfg in tk._colsum_configs():
+    for cfg in autotune_configs_under_test(tk._colsum_configs()):
         meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
         _, _, c = tk.scored_attention_triton(q, k, v, causal=True, scale=128 ** -0.5, kv_lengths=kv2,
-                                             score_q_mask=sel, meta_colsum=meta)
+                                             score_q_mask=sel, meta_fwd={"BLOCK_M": 64, "BLOCK_N": 64},
+                                             meta_colsum=meta)  # a forced pass 1: no autotuning of it here
         torch.testing.assert_close(c, c_n, rtol=1e-3, atol=1e-5)

@@ -174,6 +174,48 @@ def test_kv_compact_bad_arguments():
             kv_compact(*args)
 
 
+def _far_and_near_idx(B, H, L, K):
+    """Kept rows far above their destinations (the last K rows) and next to them (every other row), ragged by head."""
+    idx = torch.full((B, H, K), -1, dtype=torch.int64)
+    for b in range(B):
+        for h in range(H):
+            n = K - (b + h) % 3 * 5
+            rows = torch.arange(L - n, L) if (b + h) % 2 == 0 else torch.arange(0, 2 * n, 2)
+            idx[b, h, :n] = rows
+    return idx
+
+
+@needs_triton
+def test_kv_compact_in_place_blocks_read_before_overwritten():
+    """In place with many row blocks per head: each block's sources lie in later blocks' destinations (the last K
+    rows kept, shifted down by L - K) or right next to them; K and V of different dtypes and widths in one launch."""
+    B, H, L, K = 2, 3, 300, 137
+    k, v = randn(B, H, L, 48, seed=21), randn(B, H, L, 20, seed=22, dtype=torch.float16)
+    idx = _far_and_near_idx(B, H, L, K)
+    k_ref, v_ref, n_ref = kv_compact(k, v, idx, impl="naive")
+    before = launch_counts["_compact_rows_inplace_kernel"]
+    k_in, v_in, n_in = kv_compact(k.clone(), v.clone(), idx, inplace=True, impl="triton")
+    assert launch_counts["_compact_rows_inplace_kernel"] == before + 1  # K and V in one launch
+    assert torch.equal(k_in[:, :, :K], k_ref) and torch.equal(v_in[:, :, :K], v_ref) and torch.equal(n_in, n_ref)
+    assert torch.equal(k_in[:, :, K:], k[:, :, K:]) and torch.equal(v_in[:, :, K:], v[:, :, K:])
+    k_out, v_out, _ = kv_compact(k, v, idx, impl="triton")
+    assert torch.equal(k_out, k_ref) and torch.equal(v_out, v_ref)
+
+
+@needs_triton
+def test_unchecked_out_of_range_indices_stay_in_bounds():
+    """validate=False: indices >= L are not checked and read as zero rows (the kernels mask them)."""
+    k, v = randn(1, 2, 10, 8, seed=1), randn(1, 2, 10, 8, seed=2)
+    idx = torch.tensor([[[1, 4, 12], [0, 30, -1]]])
+    k_out, v_out, n = kv_compact(k, v, idx, impl="triton", validate=False)
+    assert torch.equal(k_out[0, 0, :2], k[0, 0, [1, 4]]) and (k_out[0, 0, 2] == 0).all()
+    assert (v_out[0, 1, 1:] == 0).all() and n.tolist() == [[3, 2]]
+    with pytest.raises(ValueError, match="entries"):
+        kv_compact(k, v, idx, impl="triton", validate=True)
+    out, pos = gather_tokens(randn(1, 10, 4, seed=3), torch.tensor([[2, 11]]), impl="triton", validate=False)
+    assert (out[0, 1] == 0).all() and pos[0, 0] == 2
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_gpu_kv_compact_large_in_place(dtype):
@@ -188,6 +230,15 @@ def test_gpu_kv_compact_large_in_place(dtype):
     kv_compact(k, v, idx, inplace=True, impl="triton")
     K = idx.shape[-1]
     assert torch.equal(k[:, :, :K], k_ref) and torch.equal(v[:, :, :K], v_ref)
+    # blocks whose sources are all far above (last K rows) or interleaved, repeated: a write that overtook an
+    # earlier block's read would show up as a mismatch
+    for rep in range(4):
+        k = torch.randn(B, H, L, D, device="cuda", dtype=dtype)
+        v = torch.randn(B, H, L, D, device="cuda", dtype=dtype)
+        idx = _far_and_near_idx(B, H, L, 5000 + 700 * rep).cuda()
+        k_ref, v_ref, _ = kv_compact(k, v, idx, impl="naive")
+        kv_compact(k, v, idx, inplace=True, impl="triton")
+        assert torch.equal(k[:, :, :idx.shape[-1]], k_ref) and torch.equal(v[:, :, :idx.shape[-1]], v_ref), rep
     hidden = torch.randn(B, L, 4096, device="cuda", dtype=dtype)
     tok_idx = select_topk(torch.randn(B, L, device="cuda"), 3000, impl="auto")
     out, _ = gather_tokens(hidden, tok_idx, impl="auto")

@@ -55,6 +55,26 @@ def test_triton_context_rows_equal_dense(kw, heads):
     assert rel_rms_err(out, naive_pevlm_attention(q, k, v, lay)) <= 1e-5
 
 
+def test_triton_context_rows_every_autotune_tile():
+    """Every (BLOCK_M, BLOCK_N) of the autotune space, forced through the interpreter (CUDA picks among these)."""
+    pytest.importorskip("triton")
+    from reference_impls.prefill.pevlm import naive_pevlm_attention
+    from reference_impls.prefill.pevlm_triton import pevlm_configs, triton_pevlm_context_rows
+
+    lay = PEVLMLayout.from_frames(5, 9, 13, 4, sink_frames=1, frames_per_block=3)
+    L, S, Q0 = lay.total_len, lay.sink_len, lay.query_start
+    q, k, v = randn(1, 4, L, 16, seed=11), randn(1, 2, L, 16, seed=12), randn(1, 2, L, 16, seed=13)
+    ref = naive_pevlm_attention(q, k, v, lay)
+    starts = torch.zeros(L, dtype=torch.int32)  # first key of each context row's own block
+    for s0, n in zip(lay.block_starts, lay.block_lens):
+        starts[s0: s0 + n] = s0
+    for cfg in pevlm_configs():
+        out = torch.zeros_like(q)
+        triton_pevlm_context_rows(q, k, v, out, starts, S, Q0, 16 ** -0.5, block_m=cfg.kwargs["BLOCK_M"],
+                                  block_n=cfg.kwargs["BLOCK_N"])
+        assert rel_rms_err(out[:, :, S:Q0], ref[:, :, S:Q0]) <= 1e-5, cfg.kwargs
+
+
 def test_one_block_equals_full_causal_attention():
     lay = PEVLMLayout.from_frames(4, 6, 5, 3, sink_frames=1, frames_per_block=5)
     assert lay.n_blocks == 1

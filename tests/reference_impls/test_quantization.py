@@ -55,6 +55,34 @@ def test_int8_gemm_naive_and_triton(M):
     assert tri16.dtype == torch.float16 and _rel(tri16, ref) <= 1e-2
 
 
+def test_int8_gemm_every_autotune_tile_in_the_interpreter():
+    """Every tile of the autotune space, forced, on a GEMM that none of them divides (CUDA picks among these)."""
+    pytest.importorskip("triton")
+    from reference_impls.ops.quant.weight_gemm import int8_gemm_configs, triton_int8_weight_only_matmul
+
+    x, w, b = randn(19, 150, seed=31), randn(70, 150, seed=32), randn(70, seed=33)
+    w_q, s = quantize_weight_int8(w)
+    naive = naive_int8_weight_only_matmul(x, w_q, s, b)
+    for cfg in int8_gemm_configs():
+        tri = triton_int8_weight_only_matmul(x, w_q, s, b, block_m=cfg.kwargs["BLOCK_M"],
+                                             block_n=cfg.kwargs["BLOCK_N"], block_k=cfg.kwargs["BLOCK_K"])
+        assert _rel(tri, naive) <= 1e-5, cfg.kwargs
+
+
+@pytest.mark.parametrize("C", [77, 5000])
+def test_fp8_activation_quantiser_kernel_matches_torch(C):
+    """The fused kernel gives the same scales and fp8 codes as the PyTorch ops, bit for bit (rows of very different
+    ranges, an all-zero row, a row longer than one tile)."""
+    pytest.importorskip("triton")
+    x = randn(9, C, seed=C) * torch.logspace(-4, 4, 9)[:, None]
+    x[4] = 0
+    before = launch_counts["_quantize_rows_fp8_kernel"]
+    xq, sx = quantize_fp8_rowwise(x, impl="triton")
+    assert launch_counts["_quantize_rows_fp8_kernel"] == before + 1
+    xq_n, sx_n = quantize_fp8_rowwise(x, impl="naive")
+    assert torch.equal(sx, sx_n) and torch.equal(xq.view(torch.uint8), xq_n.view(torch.uint8))
+
+
 def test_fp8_gemm_accuracy():
     x, w = randn(3, 7, 128, seed=4), randn(96, 128, seed=5)
     w_q, s = quantize_fp8_rowwise(w)
@@ -110,6 +138,17 @@ def test_modules_and_bad_arguments():
         int8_weight_only_matmul(x, w_q.float(), s)
     with pytest.raises(ValueError, match=r"\[N, K\]"):
         quantize_weight_int8(torch.ones(3))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gpu_fp8_activation_quantiser_bit_exact(dtype):
+    """On CUDA the kernel casts to fp8 itself: codes and scales equal the PyTorch ops bit for bit."""
+    rows = torch.logspace(-3, 3, 64, device="cuda")[:, None].to(dtype)
+    x = randn(64, 4096, seed=5, device="cuda", dtype=dtype) * rows
+    xq, sx = quantize_fp8_rowwise(x, impl="triton")
+    xq_n, sx_n = quantize_fp8_rowwise(x, impl="naive")
+    assert torch.equal(sx, sx_n) and torch.equal(xq.view(torch.uint8), xq_n.view(torch.uint8))
 
 
 @pytest.mark.gpu

@@ -224,9 +224,9 @@ def test_reference_implementation_is_described_from_its_source():
     assert ref.import_line == "from reference_impls.prefill import fastv"
     missing = describe("reference_impls.nowhere.nothing")
     assert missing.path is None and missing.summary == "" and missing.tests == []
-    adapter = describe("reference_impls.adapters:FastVAdapter")
-    assert adapter.help_command == ('PYTHONPATH=. python -c "from reference_impls.adapters import FastVAdapter; '
-                                    'help(FastVAdapter)"')
+    technique = describe("reference_impls.prefill.fastv:FastV")
+    assert technique.path and technique.help_command == (
+        'PYTHONPATH=. python -c "from reference_impls.prefill.fastv import FastV; help(FastV)"')
 
 
 def test_the_run_lines_on_paper_pages_name_what_they_import():

@@ -7,6 +7,11 @@ arXiv 2406.10774, + block-sparse attention over the selected chunks).
 ``impl = "auto" | "naive" | "triton"`` (``"torch"`` = ``"triton"``): "auto" uses Triton on CUDA tensors, or on CPU
 tensors when TRITON_INTERPRET=1 and triton imports; otherwise the naive path.
 
+Host synchronisation: nothing here reads a tensor value back to the host on the Triton path unless asked to
+(``validate=True``), so a decode step built from these calls can be captured in a CUDA graph (after one eager call
+has run the autotuner). ``validate=None`` (default) checks lengths / offsets / chunk ids only on CPU tensors, where it
+is free; on CUDA the kernel clamps them to the buffers (see ``reference_impls.ops._triton.check_values``).
+
 Deviations from FlashDecoding / Quest: the Quest bound is reduced over the GQA group (max), so a KV head selects
 one chunk set for all its query heads (Quest selects per query head on MHA models); the chunk size equals the
 kernel's key block (a power of two >= 16).
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from .._triton import resolve_impl
+from .._triton import check_values, resolve_impl
 from .naive import (dequantize_kv, naive_chunk_scores, naive_chunk_summaries, naive_decode_attention,
                     rope_rotate, unpack_rows)
 
@@ -55,7 +60,7 @@ def _as_3d(q):
     return q, False
 
 
-def _validate(q, k, v, kv_lengths, k_scale, v_scale):
+def _validate(q, k, v, kv_lengths, k_scale, v_scale, values: bool):
     if k.dim() != 4 or v.shape != k.shape:
         raise ValueError(f"k and v must both be [B, Hkv, L, D]; got {tuple(k.shape)} and {tuple(v.shape)}")
     B, Hq, D = q.shape
@@ -69,7 +74,7 @@ def _validate(q, k, v, kv_lengths, k_scale, v_scale):
     if kv_lengths.dtype.is_floating_point or kv_lengths.shape not in ((B,), (B, Hkv)):
         raise ValueError(f"kv_lengths must be an integer tensor of shape [B] or [B, Hkv]; got "
                          f"{kv_lengths.dtype} {tuple(kv_lengths.shape)}")
-    if bool((kv_lengths < 0).any()) or bool((kv_lengths > k.shape[2]).any()):
+    if values and (bool((kv_lengths < 0).any()) or bool((kv_lengths > k.shape[2]).any())):
         raise ValueError(f"kv_lengths must lie in [0, {k.shape[2]}]")
     quant = k.dtype in _QUANT_DTYPES
     if quant != (k_scale is not None) or (k_scale is None) != (v_scale is None):
@@ -80,13 +85,15 @@ def _validate(q, k, v, kv_lengths, k_scale, v_scale):
         raise ValueError(f"K/V must be floating point, int8 or float8_e4m3fn, got {k.dtype}")
 
 
-def decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_scale=None, impl: str = "auto"):
+def decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_scale=None, impl: str = "auto",
+                     validate: bool | None = None):
     """Attention of one query per row over per-KV-head ragged (optionally int8/fp8-quantised) caches.
 
     q [B, Hq, D] or [B, Hq, 1, D]; k, v [B, Hkv, L, D]; kv_lengths [B] or [B, Hkv]. Returns ``(o, lse)``.
+    ``validate``: check the lengths' values (default: on CPU tensors only; see the module docstring).
     """
     q3, was4 = _as_3d(q)
-    _validate(q3, k, v, kv_lengths, k_scale, v_scale)
+    _validate(q3, k, v, kv_lengths, k_scale, v_scale, check_values(validate, kv_lengths))
     kw = dict(scale=scale, k_scale=k_scale, v_scale=v_scale)
     if use_triton(q3, impl):
         from .triton_kernel import triton_decode_attention
@@ -97,12 +104,13 @@ def decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_scale=N
 
 
 def packed_decode_attention(q, k, v, row0, kv_lengths, *, scale=None, k_scale=None, v_scale=None,
-                            impl: str = "auto"):
+                            impl: str = "auto", validate: bool | None = None):
     """Decode attention over a *packed* per-head cache (only kept rows are stored, no padding): ``k, v [N, D]``
     (int8/fp8 with ``k_scale, v_scale [N]``), head (b, h) owns rows ``row0[b, h] .. row0[b, h] +
-    kv_lengths[b, h] - 1``. The Triton kernel reads each head's segment in place; the naive path unpacks."""
+    kv_lengths[b, h] - 1``. The Triton kernel reads each head's segment in place; the naive path unpacks (and
+    reads the longest length on the host)."""
     q3, was4 = _as_3d(q)
-    _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale)
+    _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale, check_values(validate, row0, kv_lengths))
     quant = k.dtype in _QUANT_DTYPES
     if use_triton(q3, impl):
         from .triton_kernel import triton_decode_attention
@@ -117,7 +125,7 @@ def packed_decode_attention(q, k, v, row0, kv_lengths, *, scale=None, k_scale=No
     return (o[:, :, None] if was4 else o), lse
 
 
-def _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale):
+def _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale, values: bool):
     if k.dim() != 2 or v.shape != k.shape or k.shape[1] != q3.shape[2]:
         raise ValueError(f"packed k, v must be [N, D] with D = {q3.shape[2]}; got {tuple(k.shape)}, {tuple(v.shape)}")
     B = q3.shape[0]
@@ -126,7 +134,8 @@ def _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale):
         raise ValueError("row0 and kv_lengths must be integer tensors [B, Hkv]")
     if q3.shape[1] % row0.shape[1] != 0:
         raise ValueError(f"query heads ({q3.shape[1]}) must be a multiple of KV heads ({row0.shape[1]})")
-    if bool((row0 < 0).any()) or bool((kv_lengths < 0).any()) or bool((row0 + kv_lengths > k.shape[0]).any()):
+    if values and (bool((row0 < 0).any()) or bool((kv_lengths < 0).any())
+                   or bool((row0 + kv_lengths > k.shape[0]).any())):
         raise ValueError(f"segments row0 .. row0 + kv_lengths must lie inside the {k.shape[0]} stored rows")
     quant = k.dtype in _QUANT_DTYPES
     if quant != (k_scale is not None) or (k_scale is None) != (v_scale is None):
@@ -134,12 +143,12 @@ def _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale):
 
 
 def ring_decode_attention(q, k, v, kv_lengths, key_positions, rope_inv_freq, *, scale=None, k_scale=None,
-                          v_scale=None, impl: str = "auto"):
+                          v_scale=None, impl: str = "auto", validate: bool | None = None):
     """Decode attention with RoPE-on-read: keys are stored *pre-RoPE* in (ring-buffer) slots and rotated at
     ``key_positions [B, Hkv, L]`` when read (StreamingLLM "rolled" positions). q is already rotated. Slot order
     does not matter (softmax is permutation invariant), so a ring buffer needs no reordering."""
     q3, was4 = _as_3d(q)
-    _validate(q3, k, v, kv_lengths, k_scale, v_scale)
+    _validate(q3, k, v, kv_lengths, k_scale, v_scale, check_values(validate, kv_lengths))
     if key_positions.shape != k.shape[:3] or key_positions.dtype.is_floating_point:
         raise ValueError(f"key_positions must be an integer tensor [B, Hkv, L] = {tuple(k.shape[:3])}")
     if rope_inv_freq.shape != (k.shape[3] // 2,):
@@ -159,13 +168,14 @@ def _triton_chunk_ok(chunk_size: int) -> bool:
 
 
 def sparse_decode_attention(q, k, v, kv_lengths, chunk_idx, chunk_size: int, *, scale=None, k_scale=None,
-                            v_scale=None, row0=None, impl: str = "auto"):
+                            v_scale=None, row0=None, impl: str = "auto", validate: bool | None = None):
     """Block-sparse decode attention: only keys in the chunks listed in ``chunk_idx [B, Hkv, S]`` (-1 padded)
     are visible. The Triton path needs a power-of-two chunk_size >= 16 ("auto" falls back to naive otherwise).
     ``row0 [B, Hkv]``: packed store (``k, v [N, D]``, scales ``[N]``), as in :func:`packed_decode_attention`."""
     q3, was4 = _as_3d(q)
+    values = check_values(validate, kv_lengths, chunk_idx)
     if row0 is not None:
-        _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale)
+        _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale, values)
         if not use_triton(q3, impl) or not _triton_chunk_ok(chunk_size):
             kp, vp = unpack_rows(k, row0, kv_lengths), unpack_rows(v, row0, kv_lengths)
             ks = vs = None
@@ -178,14 +188,14 @@ def sparse_decode_attention(q, k, v, kv_lengths, chunk_idx, chunk_size: int, *, 
         o, lse = triton_decode_attention(q3, k, v, kv_lengths, scale=scale, k_scale=k_scale, v_scale=v_scale,
                                          chunk_idx=chunk_idx, chunk_size=chunk_size, row0=row0)
         return (o[:, :, None] if was4 else o), lse
-    _validate(q3, k, v, kv_lengths, k_scale, v_scale)
+    _validate(q3, k, v, kv_lengths, k_scale, v_scale, values)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     B, Hkv = k.shape[0], k.shape[1]
     if chunk_idx.dim() != 3 or chunk_idx.shape[:2] != (B, Hkv) or chunk_idx.dtype.is_floating_point:
         raise ValueError(f"chunk_idx must be an integer tensor [B, Hkv, S]; got {tuple(chunk_idx.shape)}")
     n_chunks = -(-k.shape[2] // chunk_size)
-    if bool((chunk_idx >= n_chunks).any()) or bool((chunk_idx < -1).any()):
+    if values and (bool((chunk_idx >= n_chunks).any()) or bool((chunk_idx < -1).any())):
         raise ValueError(f"chunk ids must lie in [-1, {n_chunks - 1}]")
     kw = dict(scale=scale, k_scale=k_scale, v_scale=v_scale, chunk_idx=chunk_idx, chunk_size=chunk_size)
     tri = use_triton(q3, impl)
@@ -226,16 +236,21 @@ def chunk_scores(q, kmin, kmax, n_chunks, *, reduce: str = "max", impl: str = "a
 
 
 def select_chunks(scores: torch.Tensor, n_select: torch.Tensor | int, *, n_chunks: torch.Tensor,
-                  n_first: int = 0, n_last: torch.Tensor | int = 0) -> torch.Tensor:
+                  n_first: int = 0, n_last: torch.Tensor | int = 0, width: int | None = None) -> torch.Tensor:
     """Top-``n_select`` chunks per (b, kv head) by score, always including the first ``n_first`` and last
     ``n_last`` (int or [B, Hkv]) live chunks (sinks / recent tokens); counted inside ``n_select``. Returns ids
-    [B, Hkv, S] sorted ascending, -1 padded (S = max count). Ties -> lower chunk id."""
+    [B, Hkv, S] sorted ascending, -1 padded. Ties -> lower chunk id.
+
+    ``S`` is ``width`` when given (rows with more selected chunks are cut, so give at least the largest count),
+    else ``min(n_select, C)`` for an int ``n_select`` (no host synchronisation), else the largest count over the
+    rows (a tensor ``n_select``: read back to the host, one synchronisation on CUDA)."""
     B, Hkv, C = scores.shape
     idx = torch.arange(C, device=scores.device)
     nch = n_chunks.to(torch.long)
     live = idx[None, None, :] < nch[..., None]
-    n_last = torch.as_tensor(n_last, device=scores.device).to(torch.long)
+    n_last = n_last.to(torch.long) if isinstance(n_last, torch.Tensor) else int(n_last)
     forced = live & ((idx[None, None, :] < n_first) | (idx[None, None, :] >= (nch - n_last)[..., None]))
+    n_select_int = n_select if isinstance(n_select, int) else None
     if isinstance(n_select, int):
         n_select = torch.full((B, Hkv), n_select, dtype=torch.long, device=scores.device)
     count = torch.minimum(n_select.to(torch.long), nch)
@@ -246,6 +261,11 @@ def select_chunks(scores: torch.Tensor, n_select: torch.Tensor | int, *, n_chunk
     rank_ok = torch.arange(C, device=scores.device)[None, None, :] < count[..., None]
     chosen = torch.where(rank_ok, order, torch.full_like(order, C))
     chosen = torch.sort(chosen, dim=-1).values
-    S = int(count.max().item()) if count.numel() else 0
+    if width is not None:
+        S = min(int(width), C)
+    elif n_select_int is not None:
+        S = min(n_select_int, C)
+    else:
+        S = int(count.max().item()) if count.numel() else 0
     chosen = chosen[..., :S]
     return torch.where(chosen >= C, torch.full_like(chosen, -1), chosen)

@@ -5,8 +5,10 @@
 ``x ~= x_q * scale``. INT8 rounds half away from zero, so ``|x - deq(x_q)| <= scale / 2`` elementwise; FP8 rounds to
 nearest-even (relative error <= 2^-4 for normal values). ``quantize_kv(..., out=, out_scale=, start=)`` writes the
 new tokens straight into a pre-allocated cache at per-row offsets (the append path); the Triton kernel fuses the
-row amax, the scaling, the cast and the scatter into one pass. Dequantisation happens inside the decode attention
-kernel (``ops.decode_attention``), never as a separate dequantised copy.
+row amax, the scaling, the cast and the scatter into one pass; it reads no tensor value on the host (``validate``
+as in ``reference_impls.ops._triton.check_values``: the capacity check runs on CPU tensors by default, and the kernel
+drops writes outside the cache). Dequantisation happens inside the decode attention kernel
+(``ops.decode_attention``), never as a separate dequantised copy.
 
 Deviation: per-(token, head) dynamic scales only (no calibrated static per-head scales).
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
-from .._triton import kernel, next_power_of_2, resolve_impl
+from .._triton import check_values, kernel, next_power_of_2, resolve_impl
 
 __all__ = ["KV_FORMATS", "quantize_kv", "quantize_kv_naive", "dequantize_kv_naive"]
 
@@ -52,7 +54,7 @@ def dequantize_kv_naive(x_q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 @kernel()
 def _quant_append_kernel(X, OUT, OSCALE, START,
                          stride_xb, stride_xh, stride_xt, stride_ob, stride_oh, stride_ot, stride_sb, stride_sh,
-                         H, T, D, qmax, INT8: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+                         H, T, D, CAP, qmax, INT8: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     pid_bh = tl.program_id(0)
     tb = tl.program_id(1)
     b = pid_bh // H
@@ -66,7 +68,10 @@ def _quant_append_kernel(X, OUT, OSCALE, START,
     amax = tl.max(tl.abs(x), axis=1)
     scale = tl.where(amax > 0, amax / qmax, 1.0)
     y = x / scale[:, None]
-    dst = OUT + b * stride_ob + h * stride_oh + (start + t)[:, None] * stride_ot + d[None, :]
+    slot = start + t
+    inside = (slot >= 0) & (slot < CAP)  # an unchecked start never writes outside the cache
+    mask = mask & inside[:, None]
+    dst = OUT + b * stride_ob + h * stride_oh + slot[:, None] * stride_ot + d[None, :]
     if INT8:
         r = tl.floor(tl.abs(y) + 0.5)
         r = tl.where(y < 0, -r, r)
@@ -75,12 +80,12 @@ def _quant_append_kernel(X, OUT, OSCALE, START,
     else:
         y = tl.minimum(tl.maximum(y, -qmax), qmax)
         tl.store(dst, y.to(OUT.dtype.element_ty), mask=mask)
-    tl.store(OSCALE + b * stride_sb + h * stride_sh + start + t, scale, mask=t < T)
+    tl.store(OSCALE + b * stride_sb + h * stride_sh + slot, scale, mask=(t < T) & inside)
 
 
 def quantize_kv(x: torch.Tensor, fmt: str = "int8", *, out: torch.Tensor | None = None,
                 out_scale: torch.Tensor | None = None, start: torch.Tensor | int | None = None,
-                impl: str = "auto"):
+                impl: str = "auto", validate: bool | None = None):
     """Quantise ``x [B, H, T, D]``; with ``out [B, H, Cap, D]`` / ``out_scale [B, H, Cap]`` write the T tokens of
     row (b, h) at slots ``start[b, h] .. start[b, h] + T - 1`` (``start``: int, [B] or [B, H]) and return
     ``(out, out_scale)``; otherwise return new ``(x_q, scale)``."""
@@ -95,10 +100,13 @@ def quantize_kv(x: torch.Tensor, fmt: str = "int8", *, out: torch.Tensor | None 
         raise ValueError(f"out must be {dtype} [B, H, Cap, D] matching x; got {out.dtype} {tuple(out.shape)}")
     if out_scale is None or out_scale.shape != out.shape[:3]:
         raise ValueError("out_scale must be [B, H, Cap] alongside out")
-    start_t = torch.as_tensor(0 if start is None else start, device=x.device).to(torch.long)
-    start_t = start_t.reshape(B, 1) if start_t.dim() == 1 else start_t
-    start_t = start_t.expand(B, H).contiguous()
-    if bool((start_t < 0).any()) or bool((start_t + T > out.shape[2]).any()):
+    if start is None or isinstance(start, int):  # torch.full, not a host-to-device copy (that would synchronise)
+        start_t = torch.full((B, H), 0 if start is None else start, dtype=torch.long, device=x.device)
+    else:
+        start_t = start.to(device=x.device, dtype=torch.long)
+        start_t = start_t.reshape(B, 1) if start_t.dim() == 1 else start_t
+        start_t = start_t.expand(B, H).contiguous()
+    if check_values(validate, start_t) and (bool((start_t < 0).any()) or bool((start_t + T > out.shape[2]).any())):
         raise ValueError(f"appending {T} tokens at {start_t.tolist()} overflows the cache capacity {out.shape[2]}")
     if T == 0:
         return out, out_scale
@@ -118,7 +126,7 @@ def quantize_kv(x: torch.Tensor, fmt: str = "int8", *, out: torch.Tensor | None 
         (B * H, -(-T // BLOCK_T)),
         x, out, out_scale, start_t.to(torch.int32),
         x.stride(0), x.stride(1), x.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        out_scale.stride(0), out_scale.stride(1), H, T, D, qmax,
+        out_scale.stride(0), out_scale.stride(1), H, T, D, out.shape[2], qmax,
         device=x.device, meta=dict(INT8=(fmt == "int8"), BLOCK_T=BLOCK_T, BLOCK_D=next_power_of_2(D)),
     )
     return out, out_scale

@@ -9,14 +9,16 @@ without materialising the ``Lq x Lk`` attention matrix.
 Paths: ``naive`` (eager fp32, the spec), ``triton`` (pass 1: FlashAttention-2 style forward writing
 ``o`` and ``lse``; pass 2: a score kernel over (key block, query head) tiles that loops only over
 the selected query rows, recomputes ``p = exp(s - lse)`` and sums columns in registers — one writer
-per key block, deterministic, no atomics). ``attn_mask`` always runs the naive path.
+per key block, deterministic, no atomics). ``attn_mask`` always runs the naive path. The Triton path reads no
+tensor value on the host unless ``validate`` asks for the ``kv_lengths`` range check (default: on CPU tensors
+only, see ``reference_impls.ops._triton.check_values``); the kernels clamp lengths to ``[0, Lk]``.
 Deviation from the design note: no ``score_k_range`` argument (slice ``colsum`` instead).
 """
 from __future__ import annotations
 
 import torch
 
-from .._triton import resolve_impl
+from .._triton import check_values, resolve_impl
 from ._checks import check_scored_attention_args
 from .naive import allowed_keys, scored_attention_naive
 
@@ -24,7 +26,7 @@ __all__ = ["scored_attention", "colsum_to_kv_heads", "scored_attention_naive", "
 
 
 def scored_attention(q, k, v, *, causal=True, scale=None, kv_lengths=None, score_q_mask=None,
-                     score_q_range=None, attn_mask=None, impl="auto"):
+                     score_q_range=None, attn_mask=None, impl="auto", validate=None):
     """Attention ``o``, its log-sum-exp ``lse`` and the column sums of the selected rows' probabilities.
 
     Args:
@@ -37,6 +39,7 @@ def scored_attention(q, k, v, *, causal=True, scale=None, kv_lengths=None, score
             probabilities are summed into ``colsum``. Neither -> ``colsum`` is None.
         attn_mask: optional dense bool ``[B, 1|Hq, Lq, Lk]`` (True = may attend); forces the naive path.
         impl: ``"auto" | "naive" | "triton"``.
+        validate: check the ``kv_lengths`` values (default: on CPU tensors only).
 
     Returns:
         ``(o [B,Hq,Lq,D] in q.dtype, lse [B,Hq,Lq] fp32, colsum [B,Hq,Lk] fp32 or None)``. Query rows that
@@ -44,14 +47,15 @@ def scored_attention(q, k, v, *, causal=True, scale=None, kv_lengths=None, score
     """
     scale, kv_len, sel = check_scored_attention_args(
         q, k, v, scale=scale, kv_lengths=kv_lengths, score_q_mask=score_q_mask,
-        score_q_range=score_q_range, attn_mask=attn_mask)
+        score_q_range=score_q_range, attn_mask=attn_mask, values=check_values(validate, kv_lengths))
     path = resolve_impl(impl, q.device)
     if path == "naive" or attn_mask is not None:
         return scored_attention_naive(q, k, v, causal=causal, scale=scale, kv_lengths=kv_len,
                                       score_q_mask=sel, attn_mask=attn_mask)
     from .triton_kernel import scored_attention_triton
 
-    return scored_attention_triton(q, k, v, causal=causal, scale=scale, kv_lengths=kv_len, score_q_mask=sel)
+    return scored_attention_triton(q, k, v, causal=causal, scale=scale, kv_lengths=kv_len, score_q_mask=sel,
+                                   score_q_range=None if score_q_range is None else tuple(int(x) for x in score_q_range))
 
 
 def colsum_to_kv_heads(colsum: torch.Tensor, n_kv_heads: int, reduce: str = "mean") -> torch.Tensor:

@@ -8,10 +8,12 @@ import torch
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def check_scored_attention_args(q, k, v, *, scale, kv_lengths, score_q_mask, score_q_range, attn_mask):
+def check_scored_attention_args(q, k, v, *, scale, kv_lengths, score_q_mask, score_q_range, attn_mask,
+                                values: bool = True):
     """Validate arguments; return ``(scale, kv_lengths [B,Hkv] int64 or None, score_q_mask [B,Lq] or None)``.
 
-    ``score_q_range`` is turned into an equivalent ``score_q_mask``.
+    ``score_q_range`` is turned into an equivalent ``score_q_mask``. The range of the ``kv_lengths`` values is
+    checked only when ``values`` (reading them is a host synchronisation on CUDA).
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4:
@@ -44,7 +46,7 @@ def check_scored_attention_args(q, k, v, *, scale, kv_lengths, score_q_mask, sco
         elif kv_lengths.shape != (B, Hkv):
             raise ValueError(f"kv_lengths must have shape [B]=({B},) or [B, Hkv]=({B}, {Hkv}), got {tuple(kv_lengths.shape)}")
         kv_lengths = kv_lengths.to(device=q.device, dtype=torch.int64)
-        if kv_lengths.numel() and (int(kv_lengths.min()) < 0 or int(kv_lengths.max()) > Lk):
+        if values and kv_lengths.numel() and (int(kv_lengths.min()) < 0 or int(kv_lengths.max()) > Lk):
             raise ValueError(f"kv_lengths must lie in [0, Lk={Lk}]")
 
     if score_q_mask is not None and score_q_range is not None:

@@ -4,7 +4,8 @@ Pass 1 (``_attn_fwd_kernel``): FlashAttention-2 style forward, one program per (
 query head[, key split]); online softmax in base 2; key blocks visible to every row of the query block
 skip the masks, only the causal diagonal / ragged tail blocks are masked; writes ``o`` and the natural-log
 ``lse``. With few queries (decode) on CUDA the keys are split across programs (split-K, as in
-flash-decoding) and the partial results merged with a log-sum-exp combine.
+flash-decoding) and the partial results merged by a log-sum-exp combine kernel (``_combine_kernel``; the PyTorch
+``combine_splits`` is its reference).
 Pass 2 (``_colsum_kernel``): one program per (key block, batch x query head); loads its key block once,
 loops over the *selected* query rows only (a compact per-batch row list), recomputes
 ``p = exp(s - lse)`` and sums over rows in registers; a single writer per key block, so no atomics and
@@ -18,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._triton import kernel, next_power_of_2
+from .._triton import kernel, next_power_of_2, sm_count
 
 LOG2E = 1.4426950408889634
 
@@ -35,13 +36,14 @@ def _colsum_configs():
 
 
 @triton.jit
-def _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb):
-    """Program axis ``batch x query head`` -> (batch, query head, its KV head (GQA), that row's valid key count)."""
+def _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb, Lk):
+    """Program axis ``batch x query head`` -> (batch, query head, its KV head (GQA), that row's valid key count,
+    clamped to ``[0, Lk]`` so unchecked lengths stay inside the buffers)."""
     b = (pid_bh // Hq).to(tl.int64)
     h = pid_bh % Hq
     hk = (h // G).to(tl.int64)
     h = h.to(tl.int64)
-    kv_len = tl.load(KV_LEN + b * stride_lenb + hk)
+    kv_len = tl.minimum(tl.maximum(tl.load(KV_LEN + b * stride_lenb + hk), 0), Lk)
     return b, h, hk, kv_len
 
 
@@ -89,13 +91,13 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, KV_LEN,
                      stride_vb, stride_vh, stride_vn, stride_vd,
                      stride_os, stride_ob, stride_oh, stride_om, stride_od,
                      stride_lses, stride_lseb, stride_lseh, stride_lenb,
-                     Hq, G, Lq, D, qk_scale_log2, SPLIT_LEN, LQ_BUCKET, LK_BUCKET,
+                     Hq, G, Lq, Lk, D, qk_scale_log2, SPLIT_LEN, LQ_BUCKET, LK_BUCKET,
                      CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     split = tl.program_id(2)  # key range [split * SPLIT_LEN, (split + 1) * SPLIT_LEN) (split-K for few queries)
-    b, h, hk, kv_len = _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb)
+    b, h, hk, kv_len = _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb, Lk)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -147,7 +149,7 @@ def _colsum_kernel(Q, K, LSE, COLSUM, KV_LEN, SEL_IDX, SEL_CNT,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b, h, hk, kv_len = _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb)
+    b, h, hk, kv_len = _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb, Lk)
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -203,9 +205,45 @@ def choose_num_splits(B: int, Hq: int, Lq: int, Lk: int, device: torch.device) -
     if device.type != "cuda":
         return 1
     programs = B * Hq * triton.cdiv(Lq, 64)
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    want = triton.cdiv(2 * sms, programs)
+    want = triton.cdiv(2 * sm_count(device), programs)
     return max(1, min(want, Lk // 512, 64))
+
+
+@kernel()
+def _combine_kernel(OP, LSEP, O, LSE, n_splits, R, Hq, Lq, D,
+                    stride_ob, stride_oh, stride_om, stride_od, stride_lb, stride_lh,
+                    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One program per query row r of ``[B, Hq, Lq]``: ``lse = logsumexp_s lse_s``, ``o = sum_s exp(lse_s - lse) o_s``
+    over the split partials ``OP [n_splits, R, D]`` (normalised per split), ``LSEP [n_splits, R]`` (-inf: empty
+    split), ``BLOCK_S`` splits at a time with a running max. Rows no split saw: o = 0, lse = -inf."""
+    r = tl.program_id(0)
+    b = r // (Hq * Lq)
+    h = (r // Lq) % Hq
+    m_row = r % Lq
+    dd = tl.arange(0, BLOCK_D)
+    d_ok = dd < D
+    m_run = float("-inf")
+    w_sum = 0.0
+    acc = tl.zeros([BLOCK_D], tl.float32)
+    for s0 in range(0, n_splits, BLOCK_S):
+        sp = s0 + tl.arange(0, BLOCK_S)
+        s_ok = sp < n_splits
+        lse_s = tl.load(LSEP + sp.to(tl.int64) * R + r, mask=s_ok, other=float("-inf"))
+        m_new = tl.maximum(m_run, tl.max(lse_s, axis=0))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m_run - m_safe)
+        w = tl.exp(lse_s - m_safe)  # 0 for empty splits
+        o_s = tl.load(OP + (sp.to(tl.int64) * R + r)[:, None] * D + dd[None, :], mask=s_ok[:, None] & d_ok[None, :],
+                      other=0.0)
+        w_sum = w_sum * alpha + tl.sum(w, axis=0)
+        acc = acc * alpha + tl.sum(o_s * w[:, None], axis=0)
+        m_run = m_new
+    seen = w_sum > 0.0
+    out = tl.where(seen, acc / tl.where(seen, w_sum, 1.0), 0.0)
+    tl.store(O + b * stride_ob + h * stride_oh + m_row * stride_om + dd * stride_od, out.to(O.dtype.element_ty),
+             mask=d_ok)
+    lse = tl.where(seen, m_run + tl.log(tl.where(seen, w_sum, 1.0)), float("-inf"))
+    tl.store(LSE + b * stride_lb + h * stride_lh + m_row, lse)
 
 
 def combine_splits(o_part, lse_part, out_dtype):
@@ -217,8 +255,10 @@ def combine_splits(o_part, lse_part, out_dtype):
 
 
 def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask, autotune=True,
-                            meta_fwd=None, meta_colsum=None, num_splits=None):
+                            meta_fwd=None, meta_colsum=None, num_splits=None, score_q_range=None):
     """Validated arguments in, ``(o, lse, colsum)`` out (see the public :func:`scored_attention`).
+    ``score_q_range (start, stop)``, when the selection is one (``score_q_mask`` must then be its mask), builds the
+    row list without a sort.
 
     ``meta_fwd`` / ``meta_colsum`` force block sizes (``{"BLOCK_M", "BLOCK_N"}`` + optional ``num_warps``,
     ``num_stages``) and disable autotuning for that pass. ``num_splits`` forces the pass-1 split-K factor
@@ -230,7 +270,7 @@ def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask,
         o, lse, colsum = scored_attention_triton(q.float(), k.float(), v.float(), causal=causal, scale=scale,
                                                  kv_lengths=kv_lengths, score_q_mask=score_q_mask,
                                                  autotune=autotune, meta_fwd=meta_fwd, meta_colsum=meta_colsum,
-                                                 num_splits=num_splits)
+                                                 num_splits=num_splits, score_q_range=score_q_range)
         return o.to(q.dtype), lse, colsum
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
@@ -274,18 +314,24 @@ def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask,
     lse_strides = lse_out.stride()[-3:-1]
     launch(_attn_fwd_kernel, lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq, splits),
            (q, k, v, o_out, lse_out, kv_len, *q.stride(), *k.stride(), *v.stride(), split_strides[0], *o_strides,
-            split_strides[1], *lse_strides, kv_len.stride(0), Hq, Hq // Hkv, Lq, D, qk_scale_log2, split_len,
+            split_strides[1], *lse_strides, kv_len.stride(0), Hq, Hq // Hkv, Lq, Lk, D, qk_scale_log2, split_len,
             *buckets, causal, block_d, block_d == D, prec), meta_fwd, 1)
     if splits > 1:
-        o_comb, lse_comb = combine_splits(o_out, lse_out, q.dtype)
-        o.copy_(o_comb)
-        lse.copy_(lse_comb)
+        R = B * Hq * Lq
+        _combine_kernel.launch((R,), o_out, lse_out, o, lse, splits, R, Hq, Lq, D, *o.stride(), lse.stride(0),
+                               lse.stride(1), device=dev,
+                               meta=dict(BLOCK_S=min(16, next_power_of_2(splits)), BLOCK_D=block_d))
     if colsum is None:
         return o, lse, colsum
     # compact per-batch list of selected rows (ascending), padded; counts per batch
-    sel = score_q_mask.to(dev)
-    sel_idx = torch.argsort((~sel).to(torch.int8), dim=1, stable=True).to(torch.int32).contiguous()
-    sel_cnt = sel.sum(dim=1, dtype=torch.int32).contiguous()
+    if score_q_range is not None:  # a range needs no sort
+        sel_idx = torch.arange(score_q_range[0], score_q_range[1], device=dev, dtype=torch.int32)
+        sel_idx = sel_idx.expand(B, -1).contiguous()
+        sel_cnt = torch.full((B,), score_q_range[1] - score_q_range[0], device=dev, dtype=torch.int32)
+    else:
+        sel = score_q_mask.to(dev)
+        sel_idx = torch.argsort((~sel).to(torch.int8), dim=1, stable=True).to(torch.int32).contiguous()
+        sel_cnt = sel.sum(dim=1, dtype=torch.int32).contiguous()
     launch(_colsum_kernel, lambda META: (triton.cdiv(Lk, META["BLOCK_N"]), B * Hq),
            (q, k, lse, colsum, kv_len, sel_idx, sel_cnt, *q.stride(), *k.stride(), lse.stride(0), lse.stride(1),
             colsum.stride(0), colsum.stride(1), kv_len.stride(0), sel_idx.stride(0), Hq, Hq // Hkv, Lq, Lk, D,

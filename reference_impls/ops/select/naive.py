@@ -4,14 +4,14 @@ from __future__ import annotations
 import torch
 
 
-def select_topk_naive(scores, k, lengths, protect):
+def select_topk_naive(scores, k, lengths, protect, k_max: int):
     """Per row: keep protected positions, fill up to ``k`` with the best-scoring valid positions
     (ties -> lower index), return indices ascending, ``-1`` padded to ``max k``.
 
-    ``scores [*, L]``; ``k``, ``lengths`` int64 ``[*]``; ``protect`` bool ``[*, L]`` (validated).
+    ``scores [*, L]``; ``k``, ``lengths`` int64 ``[*]``; ``protect`` bool ``[*, L]`` (validated); ``k_max`` the
+    largest ``k``.
     """
     lead, L = scores.shape[:-1], scores.shape[-1]
-    k_max = int(k.max()) if k.numel() else 0
     out = torch.full((*lead, k_max), -1, dtype=torch.int64, device=scores.device)
     flat_s, flat_k = scores.reshape(-1, L), k.reshape(-1)
     flat_len, flat_p, flat_out = lengths.reshape(-1), protect.reshape(-1, L), out.view(-1, k_max)

@@ -4,14 +4,13 @@ from __future__ import annotations
 import torch
 
 
-def select_topk_torch(scores, k, lengths, protect):
-    """Same contract as :func:`.naive.select_topk_naive`.
+def select_topk_torch(scores, k, lengths, protect, k_max: int):
+    """Same contract as :func:`.naive.select_topk_naive` (``k_max``: the output width, known on the host).
 
     Rank key: class (protected > valid > padding) first, then score descending, then index ascending —
     done as a stable descending sort by score followed by a stable sort by class.
     """
     lead, L = scores.shape[:-1], scores.shape[-1]
-    k_max = int(k.max()) if k.numel() else 0
     pos = torch.arange(L, device=scores.device)
     valid = pos < lengths[..., None]
     s = scores.float().masked_fill(~valid, float("-inf"))
