@@ -80,5 +80,5 @@ def test_pipeline_respects_the_budget():
 def test_pipeline_falls_back_to_spatial_compression():
     grid, dino, text = randn(40, 256, 8, seed=8), randn(40, 4, 8, seed=9), randn(5, 8, seed=10)   # no redundancy
     tokens, frames, high = LongVU().compress(dino, grid, text, budget=1000)
-    assert len(frames) == 40 and high == [] and tokens.shape[0] == 1000
+    assert len(frames) == 40 and high == [] and 1000 - 5 < tokens.shape[0] <= 1000      # ceil cut per chunk of 8
     assert torch.equal(tokens, longvu.spatial_token_compression(longvu.resize_grid(grid, 8), 1000))
