@@ -1,6 +1,6 @@
 """Triton paged decode attention: one program per (sequence, KV head) walks the sequence's block table and reads
 each physical block in place (no gathered copy), all G query heads of the KV head packed as rows of one tile
-(``G_PAD >= 16`` rows for ``tl.dot``), online softmax in base 2. No split-K: one program per (sequence, KV head)
+(``G_PAD >= 16`` rows for ``tl.dot``), online softmax in base 2; dot operands in the cache dtype, fp32 accumulation. No split-K: one program per (sequence, KV head)
 is enough for the batched serving regime PagedAttention targets (the split-K kernel is ``ops.decode_attention``).
 Plain pointer arithmetic (triton 3.6 / 3.9); runs on CPU tensors through the interpreter.
 """
@@ -30,7 +30,7 @@ def _paged_decode_kernel(Q, KP, VP, BT, LENS, O, LSE,
     dcol = tl.arange(0, BLOCK_D)
     d_ok = dcol < D
     q = tl.load(Q + b * stride_qb + (hk * G + rows)[:, None] * stride_qh + dcol[None, :],
-                mask=row_ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
     m_i = tl.full([G_PAD], -1.0e30, tl.float32)
     l_i = tl.zeros([G_PAD], tl.float32)
     acc = tl.zeros([G_PAD, BLOCK_D], tl.float32)
@@ -40,15 +40,15 @@ def _paged_decode_kernel(Q, KP, VP, BT, LENS, O, LSE,
         phys = tl.load(BT + b * stride_btb + blk).to(tl.int64)
         kmask = blk * BLOCK_SIZE + offs < length
         base = phys * stride_pb + hk * stride_ph + offs[:, None] * stride_pl + dcol[None, :]
-        k = tl.load(KP + base, mask=kmask[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
-        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale_log2
+        k = tl.load(KP + base, mask=kmask[:, None] & d_ok[None, :], other=0.0)
+        s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision="ieee") * scale_log2
         s = tl.where(kmask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(VP + base, mask=kmask[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
-        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
+        v = tl.load(VP + base, mask=kmask[:, None] & d_ok[None, :], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
         m_i = m_new
     empty = l_i == 0.0
     out = tl.where(empty[:, None], 0.0, acc / tl.where(empty, 1.0, l_i)[:, None])
