@@ -25,7 +25,6 @@ Random weights throughout: quality columns measure agreement with the unmodified
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 import torch

@@ -71,8 +71,8 @@ STEPS = (
          module="benchmarks.bench_speculative"),
     Step("litevlm", "the LiteVLM pipeline ablation", 150, 300, module="benchmarks.bench_litevlm"),
     Step("techniques", "issue 15's techniques (KV quantisation/merging/sharing/low rank, paged attention, serving, "
-         "lookahead, SparseGPT, LLMLingua, Shared Attention, FastViTHD, FOCUS, LongVU) beside their baselines", 180, 420,
-         module="benchmarks.bench_techniques"),
+         "lookahead, SparseGPT, LLMLingua, Shared Attention, FastViTHD, FOCUS, LongVU) beside their baselines",
+         180, 420, module="benchmarks.bench_techniques"),
 )
 DONE = ("ok",)
 _now = time.monotonic  # the budget's clock (tests replace it)

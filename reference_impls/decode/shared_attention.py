@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..models.minimal_lvlm import chunk_attention_mask, sdpa_attend
@@ -58,7 +57,7 @@ def _check(share_layers, n_layers):
 
 def _eager_weights(q: Tensor, k: Tensor, kv_lengths: Tensor) -> Tensor:
     """Softmax weights ``[B, Hq, T, Lk]`` (fp32) of the chunk queries under the model's chunk mask."""
-    B, Hq, T, D = q.shape
+    Hq, T, D = q.shape[1:]
     Hkv, Lk = k.shape[1], k.shape[2]
     scores = q.float() @ k.float().repeat_interleave(Hq // Hkv, 1).transpose(-1, -2) * D ** -0.5
     mask = chunk_attention_mask(kv_lengths, T, Lk)                                   # [B, h, T, Lk]
@@ -74,7 +73,7 @@ def _apply(weights: Tensor, v: Tensor) -> Tensor:
 def _layer(model, l, x, positions, n_new, cache, share, reuse, need_weights, eager):
     """One decoder layer; returns (x, weights for the next shared layer or None)."""
     layer = model.layers[l]
-    B, T, C = x.shape
+    B, T = x.shape[:2]
     h = layer.input_norm(x)
     weights = None
     if l in share:

@@ -3,6 +3,8 @@
 Public API (see ``REF_LAYOUT``): :func:`scored_attention`, :func:`colsum_to_kv_heads`,
 :func:`select_topk`, :func:`gather_tokens`, :func:`kv_compact`, :func:`cosine_max_argmax`.
 Every optimised op takes ``impl="auto" | "naive" | "triton" | "torch"``; see ``_triton.resolve_impl``.
+Subpackages imported directly: ``decode_attention`` (split-K decoding), ``paged_attention`` (PagedAttention's
+kernel), ``rope`` (RoFormer's rotary embedding), ``quant``, ``gated_delta``, ``spec_verify``.
 Importing this package does not import triton.
 """
 from .cosine_match import cosine_max_argmax

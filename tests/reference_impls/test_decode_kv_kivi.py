@@ -57,7 +57,7 @@ def test_pack_unpack():
 
 
 def _fill(cache, layer, k, v, n_new):
-    B, H, T, _ = k.shape
+    T = k.shape[2]
     pos = cache.next_position[:, None] + torch.arange(T)
     out = cache.update(layer, k, v, pos, n_new)
     cache.next_position = cache.next_position + n_new

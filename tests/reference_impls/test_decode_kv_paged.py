@@ -44,7 +44,7 @@ def test_fork_and_copy_on_write():
     paged.fork("a", "b")
     assert paged.allocator.ref_count[:2] == [2, 2]
     assert paged.blocks_needed("b", 1) == 1                  # the shared half-full block must be copied
-    kb, vb = _store(paged, "b", 6, 1, seed=5)
+    kb, _ = _store(paged, "b", 6, 1, seed=5)
     assert paged.seqs["b"].blocks == [0, 2] and paged.copies == 1
     assert paged.allocator.ref_count[:3] == [2, 1, 1]
     k_a, v_a = paged.gather(0, "a")

@@ -15,6 +15,10 @@ All caches implement the protocol of ``reference_impls/models/kv_cache.py`` and 
     # ragged per-head budgets without padding: HybridKVCache.for_model(cfg, B, ..., layout="packed")
 
 Plain tensors (one attention layer, no model): ``attention_step(cache, layer, q, k, v, positions, n_new)``.
+
+Standalone methods over ``[B, H, L, D]`` tensors, each with its own protocol cache (import the modules directly):
+``kivi.py`` (KIVI 2-bit quantisation), ``cam.py`` (CaM merging), ``minicache.py`` (cross-layer merging), ``palu.py``
+(low-rank latent KV), ``paged.py`` (PagedAttention's block tables, used by ``reference_impls.serving``).
 """
 from .base import CompressedKVCache, KVPolicy, LayerView, VisualMaskHook, attention_step, generate_with_cache
 from .h2o import H2OPolicy, h2o_cache

@@ -126,7 +126,7 @@ def naive_dequantize(codes: Tensor, scale: Tensor, minimum: Tensor, group_size: 
     """``code * scale + minimum`` with the group's scale/minimum; ``along="tokens"`` for keys, ``"channels"`` for
     values. Returns fp32 ``[B, H, T, D]``."""
     out = torch.zeros(codes.shape, device=codes.device)
-    B, H, T, D = codes.shape
+    T, D = codes.shape[2:]
     for t in range(T):
         for d in range(D):
             g_scale = scale[:, :, t // group_size, d] if along == "tokens" else scale[:, :, t, d // group_size]
@@ -173,7 +173,6 @@ def dequantize(codes: Tensor, scale: Tensor, minimum: Tensor, group_size: int, a
     """Vectorised ``naive_dequantize``."""
     if along not in ("tokens", "channels"):
         raise ValueError(f"along must be 'tokens' (keys) or 'channels' (values), got {along!r}")
-    B, H, T, D = codes.shape
     if along == "tokens":
         s, m = scale.repeat_interleave(group_size, dim=2), minimum.repeat_interleave(group_size, dim=2)
     else:
@@ -320,8 +319,8 @@ class KIVICache(KVCache):
                 codes, scale, minimum = qv(rows, self.bits, G)
                 self.value_store[layer][b].append((pack_codes(codes, self.bits), scale.to(self.dtype),
                                                    minimum.to(self.dtype)))
-                self.values[layer][b:b + 1, :, vq:length - R] = deq(codes, scale.to(self.dtype),
-                                                                    minimum.to(self.dtype), G, "channels").to(self.dtype)
+                restored = deq(codes, scale.to(self.dtype), minimum.to(self.dtype), G, "channels")
+                self.values[layer][b:b + 1, :, vq:length - R] = restored.to(self.dtype)
                 self.value_quantised[layer][b] = length - R
 
     def kv_bytes(self) -> int:
