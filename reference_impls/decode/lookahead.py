@@ -1,9 +1,8 @@
 """Lookahead decoding: parallel decoding without a draft model (Fu et al., "Break the Sequential Dependency of LLM
 Inference Using Lookahead Decoding", arXiv 2402.02057).
 
-Why this paper: lookahead decoding is the most used training-free parallel decoder (merged into Hugging Face
-``generate`` as ``prompt_lookup``'s sibling and supported by TensorRT-LLM); the catalogue's other parallel decoders
-need extra heads, training or a diffusion LM.
+Why this paper: lookahead decoding is the most used training-free parallel decoder (TensorRT-LLM ships it); the
+catalogue's other parallel decoders need extra heads, training or a diffusion LM.
 
 The method (greedy), with window ``W``, n-gram size ``N`` and at most ``G`` candidate n-grams per key. Let ``y`` be the
 newest token (not yet in the KV cache) at position ``p``. Each step runs **one** forward over

@@ -1,7 +1,7 @@
 """SparseGPT: one-shot pruning of large language models (Frantar & Alistarh, arXiv 2301.00774).
 
 Why this paper: SparseGPT is the reference one-shot pruning method of the catalogue's weight-pruning technique (and
-the baseline of every later post-training pruning method, Wanda included); it prunes to unstructured or N:M
+the standard baseline of later post-training pruning methods, Wanda among them); it prunes to unstructured or N:M
 sparsity from a few calibration samples, with no retraining.
 
 The method (checked against the official code, github.com/IST-DASLab/sparsegpt), per linear layer ``W [rows, cols]``

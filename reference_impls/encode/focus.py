@@ -1,9 +1,9 @@
 """FOCUS: training-free keyframe selection as combinatorial pure exploration (Zhu et al., "FOCUS: Efficient Keyframe
 Selection for Long Video Understanding", arXiv 2510.27280).
 
-Why this paper: FOCUS is the catalogue's training-free, model-agnostic keyframe selector with public code; it scores
-frames against the query with an image-text matcher like AKS and BOLT (which it extends and which are not in the
-catalogue) while scoring fewer than 2% of the frames.
+Why this paper: FOCUS is the catalogue's training-free, model-agnostic keyframe selector with public code; like AKS
+and BOLT (query-frame similarity samplers that are not in the catalogue; FOCUS reuses AKS's evaluation setup) it
+scores frames against the query with an image-text matcher, but it scores only a small fraction of them.
 
 The method (checked against the official code, github.com/NUS-HPC-AI-Lab/FOCUS, ``focus.py``): the video is cut
 into arms (temporal regions of about ``coarse_every_sec`` seconds, at least ``min_coarse_segments``).

@@ -2,7 +2,7 @@
 "LongVU: Spatiotemporal Adaptive Compression for Long Video-Language Understanding", arXiv 2410.17434).
 
 Why this paper: of the catalogue's adaptive-resolution papers LongVU is the one whose resolution choice is
-training-free and budget-driven (ViCO and VisionThink learn it; Q-Frame publishes no code): each frame gets high or
+training-free and budget-driven (ViCO and VisionThink learn it; the catalogue lists no code for Q-Frame): each frame gets high or
 low resolution according to its relevance to the query, so as many frames as possible fit the LLM's context.
 
 The method (checked against the official code, github.com/Vision-CAIR/LongVU, ``cambrian_arch.py``), per video:

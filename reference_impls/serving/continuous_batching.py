@@ -2,8 +2,8 @@
 leaves the running batch at any forward) with SARATHI's decode-maximal batches (Agrawal et al., "SARATHI: Efficient
 LLM Inference by Piggybacking Decodes with Chunked Prefills", arXiv 2308.16369), reporting TTFT and TPOT.
 
-Why this paper: chunked prefill with piggybacked decodes is how vLLM and SGLang schedule by default today
-(``enable_chunked_prefill`` / ``--chunked-prefill-size``); SARATHI is the catalogue's paper for it. Iteration-level
+Why this paper: chunked prefill with piggybacked decodes is implemented by both vLLM and SGLang
+(``--enable-chunked-prefill`` / ``--chunked-prefill-size``); SARATHI is the catalogue's paper for it. Iteration-level
 scheduling itself comes from Orca (OSDI 2022, not in the catalogue).
 
 The schedule of one iteration (one forward of the model), ``token_budget`` tokens at most:

@@ -2,8 +2,8 @@
 paper has no arXiv version).
 
 Why this paper: CaM is the merge-instead-of-evict method that mainstream KV-compression tooling ships (kvpress's
-``CAMPress``) and the first to merge evicted values into the cache rather than drop them; D2O and KeepKV, the
-catalogue's other training-free merging methods, build on the same idea.
+``CAMPress``), with public code whose rule is simple to state; D2O and KeepKV, the catalogue's other training-free
+merging methods, also merge evicted entries into kept ones.
 
 The method, as in the official generation code (github.com/zyxxmu/cam, ``kv_cache_cam.py``), on top of a
 StreamingLLM cache of ``n_sink`` first tokens plus the ``window`` most recent ones:

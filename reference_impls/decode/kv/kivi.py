@@ -1,8 +1,8 @@
 """KIVI: tuning-free asymmetric 2-bit KV-cache quantisation (Liu et al., arXiv 2402.02750).
 
-Why this paper: KIVI is the most used KV-quantisation method (the baseline of nearly every later KV-quantisation
-paper in the catalogue, and the scheme Hugging Face's quantised cache follows): no calibration, 2-bit keys and
-values with a small full-precision window of recent tokens.
+Why this paper: KIVI is the most used KV-quantisation method -- a standard baseline of the later KV-quantisation
+papers and the scheme Hugging Face's quantised cache cites -- with no calibration: 2-bit keys and values and a small
+full-precision window of recent tokens.
 
 The method (checked against the official code, github.com/jy-yuan/KIVI):
 * asymmetric min/max quantisation of a group g: ``scale = (max g - min g) / (2^bits - 1)``,

@@ -1,7 +1,7 @@
 """MiniCache: KV-cache compression in the depth dimension (Liu et al., arXiv 2405.14366).
 
-Why this paper: MiniCache is the training-free cross-layer KV-sharing method of the catalogue (the others --
-layer-condensed caches, CLA, MLKV, YOCO, SwiftKV -- need training or a new architecture), and the most cited one.
+Why this paper: MiniCache is the training-free cross-layer KV-sharing method of the catalogue that works on an
+existing model's cache (layer-condensed caches, CLA, MLKV, YOCO and SwiftKV need training or a new architecture).
 
 The method: KV states of adjacent layers in the middle-to-deep part of an LLM point in similar directions. For a
 pair of layers (l, l+1) and each token (per KV head), decompose ``x = |x| * x / |x|``, store one shared direction

@@ -2,8 +2,8 @@
 copy-on-write, and shared prefixes (Kwon et al., "Efficient Memory Management for Large Language Model Serving with
 PagedAttention", arXiv 2309.06180 -- vLLM).
 
-Why this paper: PagedAttention is the KV-cache manager of vLLM and, through it, of most open serving stacks; the
-catalogue's other KV-management papers (prefix caching, offloading, recomputation) are built on paged blocks.
+Why this paper: PagedAttention is the KV-cache manager of vLLM, and paged KV blocks are what the catalogue's other
+KV-management papers (prefix caching, offloading, recomputation) manage.
 
 The method: the KV cache of every layer is one pool of fixed-size physical blocks (``block_size`` tokens each).
 A sequence owns a *block table* mapping its logical blocks (token ``j`` lives in logical block

@@ -1,8 +1,8 @@
 """Palu: KV-cache compression with low-rank projection (Chang et al., arXiv 2407.21118).
 
 Why this paper: Palu is the post-training low-rank KV method of the catalogue with public code, applicable to any
-existing checkpoint (DeepSeek-V2's latent attention needs pre-training; Eigen Attention, LoRC and MatryoshkaKV are
-variants of the same factorisation).
+existing checkpoint (DeepSeek-V2's latent attention needs pre-training; Eigen Attention, LoRC and MatryoshkaKV use
+related low-rank projections).
 
 The method (checked against the official code, github.com/shadowpa0327/Palu): factor the key and value projections
 ``W [Hkv * D, C]`` group by group -- a group is ``group_size`` consecutive KV heads ("G-LRD"; 1 head = M-LRD, all
