@@ -70,6 +70,9 @@ STEPS = (
     Step("speculative", "chain / tree SD, LVSpec, SpecVLM on the minimal model", 90, 240,
          module="benchmarks.bench_speculative"),
     Step("litevlm", "the LiteVLM pipeline ablation", 150, 300, module="benchmarks.bench_litevlm"),
+    Step("techniques", "issue 15's techniques (KV quantisation/merging/sharing/low rank, paged attention, serving, "
+         "lookahead, SparseGPT, LLMLingua, Shared Attention, FastViTHD, FOCUS, LongVU) beside their baselines",
+         180, 420, module="benchmarks.bench_techniques"),
 )
 DONE = ("ok",)
 _now = time.monotonic  # the budget's clock (tests replace it)

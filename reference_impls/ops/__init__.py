@@ -5,7 +5,9 @@ Public API (see ``REF_LAYOUT``): :func:`scored_attention`, :func:`colsum_to_kv_h
 Every optimised op takes ``impl="auto" | "naive" | "triton" | "torch"``; see ``_triton.resolve_impl``. The ops that
 check argument values (lengths, indices) take ``validate``: by default those checks run only on CPU tensors, so on
 CUDA no op reads a value back to the host and a decode step can be captured in a CUDA graph (see
-``_triton.check_values``). Importing this package does not import triton.
+``_triton.check_values``). Subpackages imported directly: ``decode_attention`` (split-K decoding),
+``paged_attention`` (PagedAttention's kernel), ``rope`` (RoFormer's rotary embedding), ``quant``, ``gated_delta``,
+``spec_verify``. Importing this package does not import triton.
 """
 from .cosine_match import cosine_max_argmax
 from .scored_attention import colsum_to_kv_heads, scored_attention

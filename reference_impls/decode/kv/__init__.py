@@ -10,6 +10,10 @@ hosts use it directly (minimal LVLM) or through a ``transformers`` Cache (``refe
 attention kernels live in ``reference_impls.ops.decode_attention``; KV quantise-on-append in
 ``reference_impls.ops.quant.kv_quant``. Plain tensors, one attention layer, no model:
 ``base.attention_step(cache, layer, q, k, v, positions, n_new)``.
+
+Standalone methods over ``[B, H, L, D]`` tensors, each with its own protocol cache (import the modules directly):
+``kivi.py`` (KIVI 2-bit quantisation), ``cam.py`` (CaM merging), ``minicache.py`` (cross-layer merging), ``palu.py``
+(low-rank latent KV), ``paged.py`` (PagedAttention's block tables, used by ``reference_impls.serving``).
 """
 from .h2o import H2O
 from .hybridkv import HybridKV

@@ -7,6 +7,13 @@ arXiv 2406.10774, + block-sparse attention over the selected chunks).
 ``impl = "auto" | "naive" | "triton"`` (``"torch"`` = ``"triton"``): "auto" uses Triton on CUDA tensors, or on CPU
 tensors when TRITON_INTERPRET=1 and triton imports; otherwise the naive path.
 
+IO-aware decoding: the Triton kernel is split-K ("Flash-Decoding", Dao, Haziza, Massa and Sizov, 2023 -- a
+technical blog post without an arXiv paper, so not in the catalogue): the keys of one (row, KV head) are split
+across programs that each run FlashAttention's online softmax over their share, and a second kernel merges the
+partial (max, sum, output) triples with a log-sum-exp rescaling -- the decode step then uses the whole GPU even at
+batch size 1. The catalogue's FlashDecoding++ (arXiv 2311.01282) is a different method (a unified maximum instead of
+the merge); it is not what this kernel implements.
+
 Host synchronisation: nothing here reads a tensor value back to the host on the Triton path unless asked to
 (``validate=True``), so a decode step built from these calls can be captured in a CUDA graph (after one eager call
 has run the autotuner). ``validate=None`` (default) checks lengths / offsets / chunk ids only on CPU tensors, where it
@@ -39,7 +46,18 @@ __all__ = [
     "naive_chunk_scores",
     "naive_chunk_summaries",
     "use_triton",
+    "REGISTRY_ENTRY",
 ]
+
+REGISTRY_ENTRY = dict(
+    name="flash_decoding", title="Split-K decode attention (Flash-Decoding)", arxiv=(),
+    technique="io_aware_attention", cell="decode.attention",
+    entry="reference_impls.ops.decode_attention:decode_attention",
+    spec=("reference_impls.ops.decode_attention:naive_decode_attention",),
+    hosts=(), identity={}, compress={},
+    note="Flash-Decoding has no arXiv paper; ragged GQA caches, int8/fp8, RoPE-on-read, block-sparse (Quest)",
+    papers=(),
+)
 
 _QUANT_DTYPES = (torch.int8, torch.float8_e4m3fn)
 

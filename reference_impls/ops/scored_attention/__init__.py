@@ -13,6 +13,15 @@ per key block, deterministic, no atomics). ``attn_mask`` always runs the naive p
 tensor value on the host unless ``validate`` asks for the ``kv_lengths`` range check (default: on CPU tensors
 only, see ``reference_impls.ops._triton.check_values``); the kernels clamp lengths to ``[0, Lk]``.
 Deviation from the design note: no ``score_k_range`` argument (slice ``colsum`` instead).
+
+IO-aware attention: pass 1 is FlashAttention-2's forward (Dao, arXiv 2307.08691; FlashAttention, Dao et al.,
+arXiv 2205.14135): the output is computed tile by tile with an online softmax (running max and sum, base 2), the
+``Lq x Lk`` matrix never leaves on-chip memory, the loop runs over key blocks inside one program per query block
+(FlashAttention-2's work partitioning: parallel over batch, heads and query blocks), the accumulator is rescaled
+once at the end, and ``lse`` is stored for the backward / score pass. Deviations from FlashAttention-2: forward
+only (no backward pass); scores are exposed through the separate column-sum pass; plain pointer arithmetic instead
+of the CUDA kernel's warp-level tiling. The naive path is the specification it is tested against
+(``tests/reference_impls/test_ops_scored_attention.py``).
 """
 from __future__ import annotations
 
@@ -22,7 +31,17 @@ from .._triton import check_values, resolve_impl
 from ._checks import check_scored_attention_args
 from .naive import allowed_keys, scored_attention_naive
 
-__all__ = ["scored_attention", "colsum_to_kv_heads", "scored_attention_naive", "allowed_keys"]
+__all__ = ["scored_attention", "colsum_to_kv_heads", "scored_attention_naive", "allowed_keys", "REGISTRY_ENTRY"]
+
+REGISTRY_ENTRY = dict(
+    name="flash_attention", title="FlashAttention-2 forward (tiled, online softmax)", arxiv=("2307.08691", "2205.14135"),
+    technique="io_aware_attention", cell="prefill.attention",
+    entry="reference_impls.ops.scored_attention:scored_attention",
+    spec=("reference_impls.ops.scored_attention:scored_attention_naive",),
+    hosts=(), identity={}, compress={},
+    note="exact attention kernel (Triton) behind the score-based techniques; used by the minimal LVLM",
+    papers=("flashattention-2-2023", "flashattention-2022"),
+)
 
 
 def scored_attention(q, k, v, *, causal=True, scale=None, kv_lengths=None, score_q_mask=None,
