@@ -38,16 +38,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["naive_answer_perplexity", "answer_perplexity", "GaussianRouter", "CAR", "CARResult", "REGISTRY_ENTRY"]
+__all__ = ["naive_answer_perplexity", "answer_perplexity", "GaussianRouter", "CAR", "CARResult"]
 
-REGISTRY_ENTRY = dict(
-    name="car", title="CAR (certainty-based adaptive reasoning)", arxiv=("2505.15154",),
-    technique="efficient_reasoning", cell="decode.density", entry="reference_impls.decode.car:CAR",
-    spec=("reference_impls.decode.car:naive_answer_perplexity",),
-    hosts=("minimal",), identity={"mode": "long"}, compress={"mode": "adaptive"},
-    note="routes between a short answer and long reasoning by the short answer's perplexity",
-    papers=("prolonged-reasoning-all-2025",),
-)
 
 
 @torch.no_grad()

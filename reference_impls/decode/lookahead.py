@@ -46,16 +46,8 @@ from typing import Optional
 
 import torch
 
-__all__ = ["LookaheadStats", "lookahead_mask", "lookahead_generate", "REGISTRY_ENTRY"]
+__all__ = ["LookaheadStats", "lookahead_mask", "lookahead_generate"]
 
-REGISTRY_ENTRY = dict(
-    name="lookahead", title="Lookahead decoding", arxiv=("2402.02057",), technique="parallel_decoding",
-    cell="decode.memory", entry="reference_impls.decode.lookahead:lookahead_generate",
-    spec=("reference_impls.decode.lookahead:lookahead_generate",),
-    hosts=("minimal",), identity={"ngram": 1}, compress={"window": 3, "ngram": 3, "max_candidates": 3},
-    note="batch size 1, greedy; lossless: every setting emits the autoregressive tokens",
-    papers=("break-sequential-dependency-2024",),
-)
 
 
 @dataclass

@@ -35,16 +35,8 @@ from torch import Tensor
 
 from ..models.minimal_lvlm import chunk_attention_mask, sdpa_attend
 
-__all__ = ["naive_shared_attention_forward", "SharedAttention", "REGISTRY_ENTRY"]
+__all__ = ["naive_shared_attention_forward", "SharedAttention"]
 
-REGISTRY_ENTRY = dict(
-    name="shared_attention", title="Shared Attention", arxiv=("2407.12866",), technique="attention_reuse",
-    cell="decode.attention", entry="reference_impls.decode.shared_attention:SharedAttention",
-    spec=("reference_impls.decode.shared_attention:naive_shared_attention_forward",),
-    hosts=("minimal",), identity={"share_layers": ()}, compress={"share_layers": (2, 3)},
-    note="shared layers reuse the previous layer's softmax weights with their own values; no key cache there",
-    papers=("beyond-kv-caching-2024",),
-)
 
 
 def _check(share_layers, n_layers):

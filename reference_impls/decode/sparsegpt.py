@@ -41,15 +41,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["hessian", "naive_sparsegpt", "sparsegpt", "SparseGPT", "REGISTRY_ENTRY"]
+__all__ = ["hessian", "naive_sparsegpt", "sparsegpt", "SparseGPT"]
 
-REGISTRY_ENTRY = dict(
-    name="sparsegpt", title="SparseGPT", arxiv=("2301.00774",), technique="weight_pruning", cell="decode.memory",
-    entry="reference_impls.decode.sparsegpt:SparseGPT", spec=("reference_impls.decode.sparsegpt:naive_sparsegpt",),
-    hosts=("minimal",), identity={"sparsity": 0.0}, compress={"sparsity": 0.5},
-    note="one-shot pruning of the decoder's linear layers from calibration ids; zeros stored densely",
-    papers=("sparsegpt-2023",),
-)
 
 
 def hessian(x: Tensor) -> Tensor:

@@ -26,16 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["candidate_grids", "closest_grid", "dynamic_tiles", "REGISTRY_ENTRY"]
+__all__ = ["candidate_grids", "closest_grid", "dynamic_tiles"]
 
-REGISTRY_ENTRY = dict(
-    name="dynamic_tiling", title="Dynamic high-resolution tiling (InternVL 1.5)", arxiv=("2404.16821",),
-    technique="adaptive_resolution", cell="encode.density", entry="reference_impls.encode.dynamic_tiling:dynamic_tiles",
-    spec=("reference_impls.encode.dynamic_tiling:closest_grid",),
-    hosts=(), identity={"max_tiles": 1}, compress={"max_tiles": 6},
-    note="functions on images: the tile grid, and so the visual token count, follows the aspect ratio",
-    papers=("far-gpt-4v-closing-2024",),
-)
 
 
 def candidate_grids(min_tiles: int, max_tiles: int) -> list:

@@ -42,17 +42,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["MobileOneBlock", "ReparamLargeKernelConv", "RepMixer", "RepCPE", "ConvFFN", "MHSA", "LayerNormChannel",
-           "RepMixerBlock", "AttentionBlock", "PatchEmbed", "FastViTConfig", "FastViT", "reparameterize",
-           "REGISTRY_ENTRY"]
+           "RepMixerBlock", "AttentionBlock", "PatchEmbed", "FastViTConfig", "FastViT", "reparameterize"]
 
-REGISTRY_ENTRY = dict(
-    name="fastvit", title="FastViT / FastViTHD (FastVLM's encoder)", arxiv=("2303.14189", "2412.13303"),
-    technique="efficient_vision_encoder", cell="encode.attention", entry="reference_impls.encode.fastvit:FastViT",
-    spec=("reference_impls.encode.fastvit:FastViT",),
-    hosts=(), identity={}, compress={},
-    note="an encoder of its own (random weights): stride 64, reparameterised convolutions, attention at low resolution",
-    papers=("fastvit-2023", "fastvlm-efficient-2025"),
-)
 
 
 def _fuse(conv_weight: Tensor, bn: nn.BatchNorm2d, conv_bias=None) -> tuple[Tensor, Tensor]:

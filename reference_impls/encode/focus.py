@@ -43,15 +43,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["Arm", "focus_score", "FOCUS", "FocusResult", "REGISTRY_ENTRY"]
+__all__ = ["Arm", "focus_score", "FOCUS", "FocusResult"]
 
-REGISTRY_ENTRY = dict(
-    name="focus", title="FOCUS (keyframe selection)", arxiv=("2510.27280",), technique="keyframe_selection",
-    cell="encode.density", entry="reference_impls.encode.focus:FOCUS", spec=("reference_impls.encode.focus:FOCUS",),
-    hosts=(), identity={"k": 65536}, compress={"k": 8},
-    note="functions: selects frame indices from a query-relevance function before the vision encoder",
-    papers=("focus-2026",),
-)
 
 
 @dataclass

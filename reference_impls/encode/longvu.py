@@ -41,17 +41,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["resize_grid", "naive_temporal_reduction", "temporal_reduction", "naive_query_guided_resolution",
-           "query_guided_resolution", "spatial_token_compression", "LongVU", "REGISTRY_ENTRY"]
+           "query_guided_resolution", "spatial_token_compression", "LongVU"]
 
-REGISTRY_ENTRY = dict(
-    name="longvu", title="LongVU (spatiotemporal adaptive compression)", arxiv=("2410.17434",),
-    technique="adaptive_resolution", cell="encode.density", entry="reference_impls.encode.longvu:LongVU",
-    spec=("reference_impls.encode.longvu:naive_query_guided_resolution",
-          "reference_impls.encode.longvu:naive_temporal_reduction"),
-    hosts=(), identity={"budget": 65536}, compress={"budget": 256},
-    note="functions on frame features: picks each frame's resolution (and frames) under a token budget",
-    papers=("longvu-2025",),
-)
 
 
 def resize_grid(tokens: Tensor, side: int) -> Tensor:

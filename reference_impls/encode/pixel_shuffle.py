@@ -34,16 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-__all__ = ["naive_pixel_shuffle", "pixel_shuffle", "PixelShuffleProjector", "PixelShuffle", "REGISTRY_ENTRY"]
+__all__ = ["naive_pixel_shuffle", "pixel_shuffle", "PixelShuffleProjector", "PixelShuffle"]
 
-REGISTRY_ENTRY = dict(
-    name="pixel_shuffle", title="Pixel-shuffle projector (InternVL 1.5)", arxiv=("2404.16821",),
-    technique="adapter_compression", cell="encode.density", entry="reference_impls.encode.pixel_shuffle:PixelShuffle",
-    spec=("reference_impls.encode.pixel_shuffle:naive_pixel_shuffle",),
-    hosts=("minimal",), identity={"downsample_ratio": 1.0}, compress={"downsample_ratio": 0.5},
-    note="a trained adapter in InternVL: here freshly initialised, for shapes and token counts",
-    papers=("far-gpt-4v-closing-2024",),
-)
 
 
 def _factor(downsample_ratio: float) -> int:

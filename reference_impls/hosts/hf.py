@@ -606,7 +606,10 @@ class HFHost:
 
         kv = plan.attended
         colsum = rows_colsum(plan.queries, kv.k, kv.v, kv.kv_lengths, plan.rows, self.impl)
-        fwd.cache.kv.observe_scores(idx, colsum, plan.rows)
+        if getattr(fwd.cache.kv, "wants_queries", False):
+            fwd.cache.kv.observe_scores(idx, colsum, plan.rows, queries=plan.queries)
+        else:
+            fwd.cache.kv.observe_scores(idx, colsum, plan.rows)
 
     def _lm_post(self, module, args, kwargs, output):
         fwd = self.fwd

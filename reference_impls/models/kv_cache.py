@@ -29,7 +29,9 @@ Layout and terms
 ``observe_scores(layer, colsum, score_rows)`` after the layer's attention, with
     ``colsum [B, Hq, Lk]`` fp32 in the cache's slot space (the same ``Lk`` as returned by ``update``;
     use ``ops.colsum_to_kv_heads`` for per-KV-head scores). The cache may compress that layer right
-    there (e.g. SnapKV after prefill) -- the chunk's attention is already done.
+    there (e.g. SnapKV after prefill) -- the chunk's attention is already done. A cache whose
+    ``wants_queries`` is true also receives the chunk's post-RoPE queries ``[B, Hq, T, D]`` as
+    ``observe_scores(..., queries=q)`` (Expected Attention, ThinK, Q-Filters read them).
 ``rope_shift(layer) -> LongTensor [B]`` and ``set_rope_shift(layer, shift)``
     Offset between the *logical* position of future tokens (their index in the unpruned prompt +
     generated text; what ``forward_tokens`` receives) and the RoPE position used at ``layer``. It is 0

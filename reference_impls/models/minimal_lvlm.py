@@ -196,7 +196,7 @@ class DecoderLayer(nn.Module):
                    for r in score_rows]
         x = x + self.attn.o_proj(o.transpose(1, 2).reshape(B, T, -1))
         x = x + self.mlp(self.post_norm(x))
-        return x, colsums, kv
+        return x, colsums, kv, q
 
     def attn_scores_before(self, h_norm: Tensor, positions: Tensor, rows: Tensor, score_impl="auto") -> Tensor:
         """Single-row recomputation (PyramidDrop): ``[B, Hq, T]`` colsum of ``rows`` over the chunk's keys."""
@@ -476,11 +476,14 @@ class MinimalLVLM(nn.Module):
             state.layer_tokens.append(state.lengths.clone())
             rows = [h.score_rows(l, state) for h in hooks]
             cache_rows = cache.wants_scores(l, state.lengths, state.width)
-            hidden, colsums, kv = layer(state.hidden, state.positions, state.lengths, cache, l,
+            hidden, colsums, kv, queries = layer(state.hidden, state.positions, state.lengths, cache, l,
                                         rows + [cache_rows], chunk_mask, self.score_impl)
             state.hidden = hidden
             if cache_rows is not None:
-                cache.observe_scores(l, colsums[-1], cache_rows)
+                if getattr(cache, "wants_queries", False):
+                    cache.observe_scores(l, colsums[-1], cache_rows, queries=queries)
+                else:
+                    cache.observe_scores(l, colsums[-1], cache_rows)
             # RoPE frame of this layer for future tokens
             last_pos = torch.gather(state.positions, 1, (state.lengths - 1)[:, None])[:, 0]
             cache.set_rope_shift(l, last_pos + 1 - logical_next)

@@ -42,16 +42,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["naive_llmlingua_keep", "llmlingua_keep", "LLMLingua", "REGISTRY_ENTRY"]
+__all__ = ["naive_llmlingua_keep", "llmlingua_keep", "LLMLingua"]
 
-REGISTRY_ENTRY = dict(
-    name="llmlingua", title="LLMLingua (token-level)", arxiv=("2310.05736",), technique="prompt_compression",
-    cell="prefill.density", entry="reference_impls.prefill.llmlingua:LLMLingua",
-    spec=("reference_impls.prefill.llmlingua:naive_llmlingua_keep",),
-    hosts=(), identity={"rate": 1.0}, compress={"rate": 0.5, "segment_size": 8},
-    note="functions: a small LM (any SpecLM, e.g. the minimal LVLM) scores the prompt; the target model is not touched",
-    papers=("llmlingua-2023",),
-)
 
 
 def _check(ids, rate, segment_size):

@@ -34,16 +34,8 @@ import torch
 
 from ..decode.kv.paged import OutOfBlocks, PagedKVCache
 
-__all__ = ["Request", "RequestOutput", "ContinuousBatchingEngine", "REGISTRY_ENTRY"]
+__all__ = ["Request", "RequestOutput", "ContinuousBatchingEngine"]
 
-REGISTRY_ENTRY = dict(
-    name="continuous_batching", title="Continuous batching with chunked prefill (SARATHI)", arxiv=("2308.16369",),
-    technique="serving_systems", cell="prefill.memory",
-    entry="reference_impls.serving.continuous_batching:ContinuousBatchingEngine", spec=(),
-    hosts=("minimal",), identity={}, compress={"token_budget": 8},
-    note="an engine over the minimal LVLM and the paged cache; greedy outputs equal per-request generation",
-    papers=("sarathi-2023",),
-)
 
 
 @dataclass

@@ -75,6 +75,8 @@ class LayerView:
     n_new: Tensor               # [B] tokens committed by this chunk
     visual: Optional[Tensor]    # [B, Hkv, cap] bool: slot holds a visual (image) token, when known
     n_layers: int
+    values: Optional[Tensor] = None   # [B, Hkv, cap, D] as stored
+    queries: Optional[Tensor] = None  # [B, Hq, T, D] this chunk's post-RoPE queries, when the policy wants them
 
 
 class KVPolicy:
@@ -82,6 +84,8 @@ class KVPolicy:
 
     #: whether ``keep`` may evict rows after prefill (the packed layout needs False)
     evicts_during_decode: bool = True
+    #: whether the host must hand the chunk's queries to ``observe_scores`` (``LayerView.queries``)
+    wants_queries: bool = False
 
     def wants_scores(self, layer: int, phase: str, n_new: Tensor, chunk_len: int) -> Optional[Tensor]:
         """Bool ``[B, chunk_len]``: chunk rows whose attention probabilities should be summed, or None."""
@@ -95,6 +99,10 @@ class KVPolicy:
 
     def budget_rows(self, layer: int, prompt_len: Tensor) -> Optional[Tensor]:
         """Per-row budget of ``layer`` (``[B]`` or ``[B, Hkv]``) for accounting / tests, None when unbounded."""
+        return None
+
+    def pruned_channels(self, view: LayerView) -> Optional[Tensor]:
+        """Bool ``[B, Hkv, D]``: key channels to zero in the rows this chunk committed (ThinK), or None."""
         return None
 
 
@@ -187,6 +195,8 @@ class CompressedKVCache(KVCache):
         self._packed: list = [None] * n_layers   # PackedLayer once a packed-layout layer finished its prefill
         self._chunk = [None] * n_layers   # (phase, n_new, T) of the chunk in flight, for observe_scores
         self._visual_mask: Optional[Tensor] = None
+        self.zeroed_key_channels = None    # per layer [B, Hkv, D] bool once a policy pruned key channels (ThinK)
+        self._pruned_rows = [torch.zeros(B, H, dtype=torch.long, device=self.device) for _ in range(n_layers)]
         self.compactions = [0] * n_layers  # how many times each layer was really compacted
         self.peak_stored = [0] * n_layers  # max committed rows per layer (over heads and rows) after compaction
 
@@ -241,8 +251,15 @@ class CompressedKVCache(KVCache):
                 total += rows * (self.head_dim * torch.empty(0, dtype=self.store_dtype).element_size() * 2
                                  + scale_bytes)
             return int(total)
-        per_row = self.head_dim * torch.empty(0, dtype=self.store_dtype).element_size() * 2 + scale_bytes
-        return self.stored_tokens() * per_row
+        elem = torch.empty(0, dtype=self.store_dtype).element_size()
+        per_row = self.head_dim * elem * 2 + scale_bytes
+        total = self.stored_tokens() * per_row
+        if self.zeroed_key_channels is not None:     # ThinK: channels a channel-pruned layout would not store
+            for l, ch in enumerate(self.zeroed_key_channels):
+                if ch.numel():
+                    rows = torch.minimum(self._len[l], self._pruned_rows[l])
+                    total -= int((rows * ch.sum(-1)).sum()) * elem
+        return total
 
     # ------------------------------------------------------------------ modality
     def set_visual_mask(self, vis_mask: Tensor) -> None:
@@ -309,23 +326,37 @@ class CompressedKVCache(KVCache):
         phase = "prefill" if self._bound[layer] == 0 else "decode"
         return self.policy.wants_scores(layer, phase, n_new, chunk_len)
 
-    def observe_scores(self, layer: int, colsum: Tensor, score_rows: Tensor) -> None:
+    @property
+    def wants_queries(self) -> bool:
+        """Whether the host must pass the chunk's queries to ``observe_scores`` (the policy reads them)."""
+        return self.policy.wants_queries
+
+    def observe_scores(self, layer: int, colsum: Tensor, score_rows: Tensor,
+                       queries: Optional[Tensor] = None) -> None:
         if self._packed[layer] is not None:
             return None           # packed layers no longer evict (scores are not tracked there)
+        if self.policy.wants_queries and queries is None:
+            raise ValueError(f"{type(self.policy).__name__} needs the chunk's queries: the host must pass "
+                             f"observe_scores(..., queries=q)")
         kv_scores = colsum_to_kv_heads(colsum.float(), self.n_kv_heads, self.score_reduce)   # [B, Hkv, Lk]
         Lk = kv_scores.shape[-1]
         self.scores[layer][:, :, :Lk] += kv_scores
         cap = self.scores[layer].shape[2]
         pad = (0, cap - Lk)
         self._after_chunk(layer, torch.nn.functional.pad(kv_scores, pad),
-                          torch.nn.functional.pad(colsum.float(), pad))
+                          torch.nn.functional.pad(colsum.float(), pad), queries)
 
-    def _after_chunk(self, layer: int, last_scores: Optional[Tensor], last_colsum: Optional[Tensor]) -> None:
+    def _after_chunk(self, layer: int, last_scores: Optional[Tensor], last_colsum: Optional[Tensor],
+                     queries: Optional[Tensor] = None) -> None:
         phase, n_new, _ = self._chunk[layer]
         view = LayerView(layer=layer, phase=phase, lengths=self._len[layer], scores=self.scores[layer],
                          last_scores=last_scores, last_colsum=last_colsum, positions=self.positions[layer],
                          keys=self.keys[layer],
-                         n_new=n_new, visual=self.visual[layer], n_layers=self.n_layers)
+                         n_new=n_new, visual=self.visual[layer], n_layers=self.n_layers,
+                         values=self.values[layer], queries=queries)
+        channels = self.policy.pruned_channels(view)
+        if channels is not None:
+            self._zero_key_channels(layer, channels, n_new)
         idx = self.policy.keep(view)
         if idx is not None:
             self.compact(layer, idx)
@@ -334,6 +365,21 @@ class CompressedKVCache(KVCache):
         self._fit(layer)
         if self.layout == "packed" and phase == "prefill":
             self._pack(layer)
+
+    def _zero_key_channels(self, layer: int, channels: Tensor, n_new: Tensor) -> None:
+        """Zero the key channels ``channels [B, Hkv, D]`` of the rows the last chunk committed (the storage keeps
+        its width; ``kv_bytes`` counts only the channels left)."""
+        keys = self.keys[layer]
+        end = self._len[layer]                                                    # [B, Hkv]
+        ar = torch.arange(keys.shape[2], device=self.device)[None, None, :]
+        rows = (ar >= (end - n_new[:, None])[..., None]) & (ar < end[..., None])  # [B, Hkv, cap]
+        zero = rows[..., None] & channels[:, :, None, :]
+        keys.masked_fill_(zero, 0)
+        if self.zeroed_key_channels is None:
+            self.zeroed_key_channels = [torch.zeros(self.batch_size, self.n_kv_heads, 0, dtype=torch.bool,
+                                                    device=self.device) for _ in range(self.n_layers)]
+        self.zeroed_key_channels[layer] = channels.clone()
+        self._pruned_rows[layer] = end.clone()
 
     def compact(self, layer: int, idx: Tensor) -> None:
         """Keep slots ``idx [B, Hkv, K]`` (ascending, -1 padded) of ``layer``: K/V via ``ops.kv_compact`` in
@@ -487,5 +533,8 @@ def attention_step(cache: KVCache, layer: int, q: Tensor, k_new: Tensor, v_new: 
     o, _, colsum = scored_attention(q, kv.k, kv.v, causal=True, kv_lengths=kv.kv_lengths, score_q_mask=rows,
                                     impl=impl)
     if rows is not None:
-        cache.observe_scores(layer, colsum, rows)
+        if getattr(cache, "wants_queries", False):
+            cache.observe_scores(layer, colsum, rows, queries=q)
+        else:
+            cache.observe_scores(layer, colsum, rows)
     return o

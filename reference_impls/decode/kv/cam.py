@@ -41,15 +41,8 @@ from torch import Tensor
 
 from ...models.kv_cache import AttendKV, KVCache
 
-__all__ = ["merge_probability", "naive_cam_merge", "cam_merge", "CaMCache", "REGISTRY_ENTRY"]
+__all__ = ["merge_probability", "naive_cam_merge", "cam_merge", "CaMCache"]
 
-REGISTRY_ENTRY = dict(
-    name="cam", title="CaM (cache merging)", arxiv=(), technique="kv_merging", cell="decode.memory",
-    entry="reference_impls.decode.kv.cam:CaMCache", spec=("reference_impls.decode.kv.cam:naive_cam_merge",),
-    hosts=("minimal",), identity={"window": 65536}, compress={"n_sink": 2, "window": 8, "merge_size": 4},
-    note="ICML 2024, no arXiv version; values merged into the following tokens before StreamingLLM eviction",
-    papers=("cam-2024",),
-)
 
 
 def merge_probability(evicted_attention: Tensor, next_attention: Tensor) -> Tensor:

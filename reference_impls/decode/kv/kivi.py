@@ -47,16 +47,8 @@ from ...models.kv_cache import AttendKV, KVCache
 from ...ops._triton import IMPLS
 
 __all__ = ["naive_quantize_keys", "naive_quantize_values", "naive_dequantize", "quantize_keys", "quantize_values",
-           "dequantize", "pack_codes", "unpack_codes", "KIVICache", "REGISTRY_ENTRY"]
+           "dequantize", "pack_codes", "unpack_codes", "KIVICache"]
 
-REGISTRY_ENTRY = dict(
-    name="kivi", title="KIVI", arxiv=("2402.02750",), technique="kv_quantization", cell="decode.memory",
-    entry="reference_impls.decode.kv.kivi:KIVICache",
-    spec=("reference_impls.decode.kv.kivi:naive_quantize_keys", "reference_impls.decode.kv.kivi:naive_quantize_values"),
-    hosts=("minimal",), identity={"bits": 16}, compress={"bits": 2, "group_size": 4, "residual_length": 4},
-    note="dequantised copy for SDPA: kv_bytes() is the quantised layout's size",
-    papers=("kivi-2024",),
-)
 
 BITS = (2, 4, 8, 16)
 

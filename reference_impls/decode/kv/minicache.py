@@ -45,16 +45,8 @@ from torch import Tensor
 from ...models.kv_cache import AttendKV, KVCache
 
 __all__ = ["MergedPair", "naive_minicache_merge", "naive_minicache_restore", "minicache_merge", "minicache_restore",
-           "MiniCacheKV", "REGISTRY_ENTRY"]
+           "MiniCacheKV"]
 
-REGISTRY_ENTRY = dict(
-    name="minicache", title="MiniCache", arxiv=("2405.14366",), technique="cross_layer_kv_sharing",
-    cell="decode.memory", entry="reference_impls.decode.kv.minicache:MiniCacheKV",
-    spec=("reference_impls.decode.kv.minicache:naive_minicache_merge",),
-    hosts=("minimal",), identity={"retain_ratio": 1.0}, compress={"start_layer": 1, "retain_ratio": 0.05},
-    note="prompt KV of adjacent layer pairs merged once after prefill",
-    papers=("minicache-2024",),
-)
 
 PARALLEL_EPS = 1e-6
 

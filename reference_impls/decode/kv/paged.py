@@ -42,16 +42,8 @@ from torch import Tensor
 from ...models.kv_cache import AttendKV, KVCache
 from ...ops.paged_attention import gather_blocks, paged_decode_attention
 
-__all__ = ["BlockAllocator", "PagedKVCache", "PagedBatch", "OutOfBlocks", "REGISTRY_ENTRY"]
+__all__ = ["BlockAllocator", "PagedKVCache", "PagedBatch", "OutOfBlocks"]
 
-REGISTRY_ENTRY = dict(
-    name="paged_kv", title="PagedAttention (paged KV cache)", arxiv=("2309.06180",), technique="kv_cache_management",
-    cell="decode.memory", entry="reference_impls.decode.kv.paged:PagedKVCache",
-    spec=("reference_impls.ops.paged_attention:naive_paged_decode_attention",),
-    hosts=("minimal",), identity={}, compress={"block_size": 16},
-    note="lossless: memory follows the tokens held; used by serving.continuous_batching",
-    papers=("efficient-memory-management-2023",),
-)
 
 
 class OutOfBlocks(RuntimeError):

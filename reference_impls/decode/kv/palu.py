@@ -46,16 +46,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["naive_low_rank_factors", "GroupLowRank", "group_low_rank", "naive_palu_attention", "palu_attention",
-           "gram_of_projection_inputs", "Palu", "REGISTRY_ENTRY"]
+           "gram_of_projection_inputs", "Palu"]
 
-REGISTRY_ENTRY = dict(
-    name="palu", title="Palu", arxiv=("2407.21118",), technique="low_rank_kv", cell="decode.memory",
-    entry="reference_impls.decode.kv.palu:Palu", spec=("reference_impls.decode.kv.palu:naive_low_rank_factors",
-                                                       "reference_impls.decode.kv.palu:naive_palu_attention"),
-    hosts=("minimal",), identity={"rank_ratio": 1.0}, compress={"rank_ratio": 0.5, "group_size": 1},
-    note="factored K/V projections; palu_attention is the latent-cache attention",
-    papers=("palu-2025",),
-)
 
 
 def _whitening(gram: Tensor) -> Tensor:

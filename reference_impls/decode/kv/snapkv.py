@@ -145,6 +145,16 @@ class SnapKV(PolicyTechnique):
         budget = torch.maximum(budget, torch.full_like(budget, self.window))
         return keep_scored_plus_recent(scores, lengths, budget[:, None].expand(B, Hkv), w)
 
+    def score(self, view: LayerView) -> Tensor:
+        """SnapKV's pooled observation-window scores ``[B, Hkv, cap]``, the window itself scored ``+inf`` (always
+        kept): what AdaKV and ChunkKV allocate with when they wrap SnapKV."""
+        lengths = view.lengths
+        w = torch.clamp(lengths, max=self.window)
+        scores = colsum_to_kv_heads(view.last_colsum, lengths.shape[1], self.score_reduce)
+        scores = pool_scores(scores, lengths - w, self.kernel, self.pool)
+        ar = torch.arange(scores.shape[-1], device=scores.device)[None, None, :]
+        return torch.where(ar >= (lengths - w)[..., None], torch.full_like(scores, float("inf")), scores)
+
     def budget_rows(self, layer: int, prompt_len: Tensor) -> Tensor:
         """Rows of each prompt kept at ``layer`` (for accounting and tests)."""
         return torch.minimum(torch.maximum(self.layer_budget(layer, prompt_len),

@@ -46,18 +46,8 @@ __all__ = [
     "naive_chunk_scores",
     "naive_chunk_summaries",
     "use_triton",
-    "REGISTRY_ENTRY",
 ]
 
-REGISTRY_ENTRY = dict(
-    name="flash_decoding", title="Split-K decode attention (Flash-Decoding)", arxiv=(),
-    technique="io_aware_attention", cell="decode.attention",
-    entry="reference_impls.ops.decode_attention:decode_attention",
-    spec=("reference_impls.ops.decode_attention:naive_decode_attention",),
-    hosts=(), identity={}, compress={},
-    note="Flash-Decoding has no arXiv paper; ragged GQA caches, int8/fp8, RoPE-on-read, block-sparse (Quest)",
-    papers=(),
-)
 
 _QUANT_DTYPES = (torch.int8, torch.float8_e4m3fn)
 

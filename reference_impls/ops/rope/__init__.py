@@ -28,15 +28,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["rope_inv_freq", "naive_rope", "rope", "interleaved_to_half", "REGISTRY_ENTRY"]
+__all__ = ["rope_inv_freq", "naive_rope", "rope", "interleaved_to_half"]
 
-REGISTRY_ENTRY = dict(
-    name="rope", title="RoPE (RoFormer)", arxiv=("2104.09864",), technique="position_encoding",
-    cell="prefill.attention", entry="reference_impls.ops.rope:rope", spec=("reference_impls.ops.rope:naive_rope",),
-    hosts=(), identity={"positions": 0}, compress={},
-    note="functions: the rotation every decoder here applies (minimal LVLM: half layout)",
-    papers=("roformer-2021",),
-)
 
 LAYOUTS = ("interleaved", "half")
 

@@ -31,17 +31,8 @@ from .._triton import check_values, resolve_impl
 from ._checks import check_scored_attention_args
 from .naive import allowed_keys, scored_attention_naive
 
-__all__ = ["scored_attention", "colsum_to_kv_heads", "scored_attention_naive", "allowed_keys", "REGISTRY_ENTRY"]
+__all__ = ["scored_attention", "colsum_to_kv_heads", "scored_attention_naive", "allowed_keys"]
 
-REGISTRY_ENTRY = dict(
-    name="flash_attention", title="FlashAttention-2 forward (tiled, online softmax)", arxiv=("2307.08691", "2205.14135"),
-    technique="io_aware_attention", cell="prefill.attention",
-    entry="reference_impls.ops.scored_attention:scored_attention",
-    spec=("reference_impls.ops.scored_attention:scored_attention_naive",),
-    hosts=(), identity={}, compress={},
-    note="exact attention kernel (Triton) behind the score-based techniques; used by the minimal LVLM",
-    papers=("flashattention-2-2023", "flashattention-2022"),
-)
 
 
 def scored_attention(q, k, v, *, causal=True, scale=None, kv_lengths=None, score_q_mask=None,
