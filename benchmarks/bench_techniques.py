@@ -7,6 +7,9 @@ Sections (``--only a,b`` runs a subset):
   kv          KIVI (2/4-bit), CaM, MiniCache vs the full cache (and CaM vs plain StreamingLLM eviction) on the
               minimal LVLM: decode ms per token, KV bytes, greedy-token agreement with the full cache. KIVI and
               MiniCache attend over a dequantised / restored copy (no fused kernel): their times are not the papers'.
+  kv_policies Knorm, TOVA, AdaKV, ChunkKV, ThinK, DuoAttention, Expected Attention, Q-Filters (and SnapKV) on the
+              compressed cache vs the full cache, minimal LVLM, half the prompt kept: prefill ms (scoring cost
+              included), decode ms per token, KV bytes, greedy-token agreement with the full cache.
   palu        latent-cache decode attention (values attended in latent space) vs SDPA over full keys; cache bytes.
   paged       paged decode kernel vs gather + SDPA vs contiguous split-K decode attention, same lengths.
   serving     continuous batching with chunked prefill vs one request at a time: wall time, mean TTFT / TPOT.
@@ -34,7 +37,7 @@ from benchmarks._common import pick_device, sync, time_ms, wall_ms, write_result
 from reference_impls.models.config import LVLMConfig, VisionConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
 
-SECTIONS = ("kv", "palu", "paged", "serving", "lookahead", "sparsegpt", "llmlingua", "shared", "encoders", "frames")
+SECTIONS = ("kv", "kv_policies", "palu", "paged", "serving", "lookahead", "sparsegpt", "llmlingua", "shared", "encoders", "frames")
 
 
 def _decoder_cfg(smoke: bool, **kw) -> LVLMConfig:
@@ -93,6 +96,54 @@ def bench_kv(device, smoke, dtype):
             2 * cap * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * model.dtype.itemsize
         rows.append(dict(cache=name, prompt=prompt, decode_ms_per_token=ms, kv_bytes=kv_bytes,
                          token_agreement_with_full=float((toks == ref).float().mean())))
+    return dict(model=cfg.name, rows=rows)
+
+
+def bench_kv_policies(device, smoke, dtype):
+    from reference_impls.decode.kv import (AdaKV, ChunkKV, DuoAttention, ExpectedAttention, Knorm, QFilters,
+                                           SnapKV, ThinK, TOVA)
+
+    cfg = _decoder_cfg(smoke)
+    model = MinimalLVLM(cfg, seed=0, dtype=dtype, device=device)
+    prompt, n_new = (48, 6) if smoke else (4096, 32)
+    window = 4 if smoke else 32
+    ids = _ids(prompt, cfg.vocab_size, device=device)
+    spec = model.cache_spec()
+    half = prompt // 2
+    policies = {
+        "full": None,
+        "snapkv": SnapKV(budget=half, window=window),
+        "knorm": Knorm(compression_ratio=0.5),
+        "tova": TOVA(budget=half),
+        "adakv_snapkv": AdaKV(scorer=SnapKV(window=window), compression_ratio=0.5),
+        "chunkkv_snapkv": ChunkKV(scorer=SnapKV(window=window), compression_ratio=0.5),
+        "think_half_channels": ThinK(key_channel_ratio=0.5, window=window),
+        "duo_all_streaming": DuoAttention(head_compression_ratio=1.0, sink=window, recent=half - window),
+        "expected_attention": ExpectedAttention(compression_ratio=0.5),
+        "qfilters_self_calibrated": QFilters(compression_ratio=0.5),
+    }
+    rows, ref = [], None
+    for name, policy in policies.items():
+        cache = model.new_cache(1, prompt + n_new) if policy is None else policy.make_cache(spec, 1)
+        sync(model.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            logits = model.prefill(ids, cache=cache).logits
+        sync(model.device)
+        prefill_ms = (time.perf_counter() - t0) * 1e3
+        toks = [logits.argmax(-1)]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(n_new - 1):
+                toks.append(model.decode_step(toks[-1], cache).argmax(-1))
+        sync(model.device)
+        ms = (time.perf_counter() - t0) * 1e3 / max(n_new - 1, 1)
+        toks = torch.stack(toks, 1)
+        ref = toks if ref is None else ref
+        kv_bytes = cache.kv_bytes() if hasattr(cache, "kv_bytes") else \
+            2 * (prompt + n_new) * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * model.dtype.itemsize
+        rows.append(dict(policy=name, prompt=prompt, prefill_ms=prefill_ms, decode_ms_per_token=ms,
+                         kv_bytes=kv_bytes, token_agreement_with_full=float((toks == ref).float().mean())))
     return dict(model=cfg.name, rows=rows)
 
 
@@ -361,7 +412,7 @@ def bench_frames(device, smoke, dtype):
     return dict(video_frames=n, rows=rows)
 
 
-BENCHES = dict(kv=bench_kv, palu=bench_palu, paged=bench_paged, serving=bench_serving, lookahead=bench_lookahead,
+BENCHES = dict(kv=bench_kv, kv_policies=bench_kv_policies, palu=bench_palu, paged=bench_paged, serving=bench_serving, lookahead=bench_lookahead,
                sparsegpt=bench_sparsegpt, llmlingua=bench_llmlingua, shared=bench_shared, encoders=bench_encoders,
                frames=bench_frames)
 
