@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlparse
 import requests
 from requests.adapters import BaseAdapter
 
-from tools.entries import build_paper, write_paper
+from tools.catalogue.entries import build_paper, write_paper
 
 FIXTURES = Path(__file__).parent / "fixtures" / "arxiv"
 ATOM = "application/atom+xml; charset=utf-8"
@@ -170,7 +170,7 @@ class FixtureAdapter(BaseAdapter):
 
 def patch_session(monkeypatch, replies) -> FixtureAdapter:
     """Make every ArxivSource's session answer from ``replies`` (returns the adapter, to inspect its requests)."""
-    import tools.arxiv_source as source_module
+    import tools.arxiv.source as source_module
 
     adapter = FixtureAdapter(replies)
     original = source_module.new_session

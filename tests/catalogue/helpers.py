@@ -5,7 +5,7 @@ import copy
 import datetime as dt
 from pathlib import Path
 
-from tools.yamlio import dump_entry
+from tools.catalogue.yamlio import dump_entry
 
 VALID = {
     "id": "fastv-2024",

@@ -11,12 +11,12 @@ import pytest
 from tests.catalogue.arxiv_support import (
     REFUSED, TIMEOUT, FeedServer, make_catalogue, other_entry, patch_session, seed_entry, snapshot,
 )
-from tools.arxiv_entries import venue_from_record
-from tools.arxiv_source import ArxivRecord
+from tools.arxiv.entries import venue_from_record
+from tools.arxiv.source import ArxivRecord
 from tools.cli import main
-from tools.taxonomy import load_taxonomy
-from tools.validate import paper_files, validate_catalogue
-from tools.yamlio import load_yaml_with_lines
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.validate import paper_files, validate_catalogue
+from tools.catalogue.yamlio import load_yaml_with_lines
 
 FAST = ["--arxiv-delay", "0", "--retries", "1"]
 

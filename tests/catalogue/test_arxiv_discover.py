@@ -10,11 +10,11 @@ from tests.catalogue.arxiv_support import (
 )
 from tools.cli import main
 from tools.commands.discover import build_query, keyword_clause
-from tools.taxonomy import load_taxonomy
-from tools.rejected import Rejection, RejectedList, read_rejected
-from tools.triage_state import read_queue
-from tools.validate import paper_files, validate_catalogue
-from tools.yamlio import load_yaml_with_lines
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.rejected import Rejection, RejectedList, read_rejected
+from tools.arxiv.triage_state import read_queue
+from tools.catalogue.validate import paper_files, validate_catalogue
+from tools.catalogue.yamlio import load_yaml_with_lines
 
 FAST = ["--arxiv-delay", "0", "--retries", "0", "--no-progress"]
 
@@ -196,7 +196,7 @@ def test_interactive_triage_without_a_terminal_is_a_usage_error(state, monkeypat
 
 # ------------------------------------------------------------------------------------------------ discovery log
 def test_each_run_records_the_dates_it_covered(state, monkeypatch, capsys):
-    from tools.discovery_log import covered, read_log
+    from tools.catalogue.discovery_log import covered, read_log
 
     log = state[1].parent / "discovery_log.yaml"
     patch_session(monkeypatch, ["discover_feed.xml"])
@@ -218,7 +218,7 @@ def test_each_run_records_the_dates_it_covered(state, monkeypatch, capsys):
 
 
 def test_covered_through_follows_contiguous_complete_windows():
-    from tools.discovery_log import DiscoveryRun, covered
+    from tools.catalogue.discovery_log import DiscoveryRun, covered
 
     def run(since, until, techniques="all", categories=("cs.CV", "cs.CL", "cs.LG", "cs.AI"), truncated=()):
         return DiscoveryRun(dt.date.fromisoformat(since), dt.date.fromisoformat(until), dt.date(2026, 12, 4),

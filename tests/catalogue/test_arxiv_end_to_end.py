@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tests.catalogue.arxiv_support import FeedServer, feed_for, make_catalogue, other_entry, snapshot
 from tools.cli import main
-from tools.triage_state import read_queue
-from tools.validate import paper_files, validate_catalogue
+from tools.arxiv.triage_state import read_queue
+from tools.catalogue.validate import paper_files, validate_catalogue
 
 
 def route(params: dict):

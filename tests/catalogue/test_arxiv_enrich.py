@@ -8,11 +8,11 @@ import pytest
 from tests.catalogue.arxiv_support import (
     FeedServer, make_catalogue, other_entry, patch_session, seed_entry, snapshot,
 )
-from tools.arxiv_entries import field_state
+from tools.arxiv.entries import field_state
 from tools.cli import main
-from tools.entries import build_paper
-from tools.validate import paper_files, validate_catalogue
-from tools.yamlio import load_yaml_with_lines
+from tools.catalogue.entries import build_paper
+from tools.catalogue.validate import paper_files, validate_catalogue
+from tools.catalogue.yamlio import load_yaml_with_lines
 
 FAST = ["--arxiv-delay", "0", "--retries", "0", "--no-progress"]
 CURATED = "https://icml.cc/virtual/2026/poster/777"

@@ -1,10 +1,10 @@
-"""tools/placement_suggest.py: keyword suggestions are valid placements, flagged for review, and sensible."""
+"""tools/arxiv/placement.py: keyword suggestions are valid placements, flagged for review, and sensible."""
 from __future__ import annotations
 
 import pytest
 
-from tools.placement_suggest import suggest_placement
-from tools.taxonomy import load_taxonomy
+from tools.arxiv.placement import suggest_placement
+from tools.catalogue.taxonomy import load_taxonomy
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""tools/arxiv_source.py: ids, records parsed from handwritten feeds, endpoint and rate settings, retries, failures.
+"""tools/arxiv/source.py: ids, records parsed from handwritten feeds, endpoint and rate settings, retries, failures.
 
 Feeds are served by a requests adapter mounted on the client's session, or by a local HTTP server on 127.0.0.1
 reached through the configurable endpoint. No test touches the network.
@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.catalogue.arxiv_support import REFUSED, TIMEOUT, FeedServer, body_of, patch_session
-from tools.arxiv_source import (
+from tools.arxiv.source import (
     API_URL_ENV, ARXIV_MIN_DELAY, DEFAULT_API_URL, DELAY_ENV, ArxivSource, ArxivSourceError, feed_problem,
     parse_arxiv_ref,
 )

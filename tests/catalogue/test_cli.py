@@ -9,7 +9,7 @@ import pytest
 
 from tests.catalogue.helpers import entry, write_entry
 from tools import cli
-from tools.paths import ROOT, SCHEMA_PATH
+from tools.catalogue.paths import ROOT, SCHEMA_PATH
 
 
 def run_cli(*args, env=None):
@@ -54,8 +54,8 @@ def test_schema_is_fresh():
 
 
 def test_repository_paper_files_start_with_the_schema_comment():
-    from tools.paths import SCHEMA_COMMENT
-    from tools.validate import paper_files
+    from tools.catalogue.paths import SCHEMA_COMMENT
+    from tools.catalogue.validate import paper_files
 
     for path in paper_files():
         assert path.read_text(encoding="utf-8").split("\n", 1)[0] == SCHEMA_COMMENT, path
@@ -71,7 +71,7 @@ def test_new_dry_run_prints_a_valid_entry(capsys):
 
 
 def test_new_writes_atomically_and_refuses_duplicates(tmp_path, monkeypatch, capsys):
-    from tools import entries, validate
+    from tools.catalogue import entries, validate
 
     papers = tmp_path / "papers"
     write_entry(papers, entry())
@@ -122,7 +122,7 @@ def test_new_rejects_bad_options_clearly(extra, message, capsys, tmp_path):
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    from tools import yamlio
+    from tools.catalogue import yamlio
 
     target = tmp_path / "x.yaml"
     target.write_text("old", encoding="utf-8")
@@ -138,7 +138,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 
 def _paper_sample(n=40):
-    from tools.validate import paper_files
+    from tools.catalogue.validate import paper_files
 
     files = paper_files()
     return [str(p) for p in files[:: max(1, len(files) // n)]]

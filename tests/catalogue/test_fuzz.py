@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.catalogue.helpers import VALID
-from tools.problems import Problem
-from tools.schema import FIELD_ORDER
-from tools.taxonomy import load_taxonomy
-from tools.validate import paper_files, validate_catalogue, validate_file
-from tools.yamlio import dump_entry
+from tools.catalogue.problems import Problem
+from tools.catalogue.schema import FIELD_ORDER
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.validate import paper_files, validate_catalogue, validate_file
+from tools.catalogue.yamlio import dump_entry
 
 TAX = load_taxonomy()
 FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

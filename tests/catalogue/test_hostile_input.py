@@ -21,11 +21,11 @@ from tests.catalogue.arxiv_support import (
     FeedServer, body_of, make_catalogue, patch_session, seed_entry, snapshot,
 )
 from tests.catalogue.helpers import entry, write_entry, write_text
-from tools.arxiv_source import ArxivSource, ArxivSourceError
+from tools.arxiv.source import ArxivSource, ArxivSourceError
 from tools.cli import main
-from tools.paths import ROOT
-from tools.taxonomy import load_taxonomy
-from tools.validate import paper_files, validate_catalogue, validate_file
+from tools.catalogue.paths import ROOT
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.validate import paper_files, validate_catalogue, validate_file
 
 TAX = load_taxonomy()
 LIMIT_S = 10  # every case must answer well within this
@@ -82,7 +82,7 @@ def test_stars_and_ampersands_inside_strings_are_fine(tmp_path):
 
 
 def test_the_writer_never_emits_aliases():
-    from tools.yamlio import dump_yaml
+    from tools.catalogue.yamlio import dump_yaml
 
     shared = ["A B", "C D"]
     text = dump_yaml({"first": shared, "second": shared, "day": dt.date(2026, 1, 1), "again": dt.date(2026, 1, 1)})
@@ -149,7 +149,7 @@ def test_inside_the_repository_a_link_out_of_it_is_named_so(tmp_path):
 
 
 def test_an_oversized_file_is_refused_by_its_size(tmp_path, monkeypatch):
-    from tools import yamlio
+    from tools.catalogue import yamlio
 
     path = write_text(tmp_path, "big.yaml", "title: " + "x" * 2000 + "\n")
     monkeypatch.setattr(yamlio, "MAX_FILE_BYTES", 1000)
@@ -159,7 +159,7 @@ def test_an_oversized_file_is_refused_by_its_size(tmp_path, monkeypatch):
 
 def test_a_file_that_understates_its_size_is_read_to_the_limit_plus_one_byte(tmp_path, monkeypatch):
     """Like /proc files (size 0) or a file that grows while it is read: at most limit + 1 bytes are read."""
-    from tools import yamlio
+    from tools.catalogue import yamlio
 
     path = write_text(tmp_path, "big.yaml", "title: " + "x" * 5000 + "\n")
     real_fstat, real_read, asked = os.fstat, os.read, []
@@ -389,7 +389,7 @@ def _enrich(papers):
 
 
 def test_ctrl_c_while_staging_changes_no_file(tmp_path, monkeypatch, capsys):
-    from tools import yamlio
+    from tools.catalogue import yamlio
 
     papers = _two_entries_to_refresh(tmp_path)
     before = snapshot(papers)
@@ -409,7 +409,7 @@ def test_ctrl_c_while_staging_changes_no_file(tmp_path, monkeypatch, capsys):
 
 
 def test_ctrl_c_during_the_renames_lets_every_file_land(tmp_path, monkeypatch, capsys):
-    from tools import yamlio
+    from tools.catalogue import yamlio
 
     papers = _two_entries_to_refresh(tmp_path)
     before = snapshot(papers)

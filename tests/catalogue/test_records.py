@@ -1,4 +1,4 @@
-"""``python -m tools add --from FILE`` (tools/records.py): verification records create, update and reject entries;
+"""``python -m tools add --from FILE`` (tools/arxiv/records.py): verification records create, update and reject entries;
 bad records are one line each and nothing is written; the rejected list is honoured by every way in."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import yaml
 from tests.catalogue.arxiv_support import make_catalogue, other_entry, patch_session, seed_entry, snapshot
 from tests.catalogue.helpers import entry
 from tools.cli import main
-from tools.rejected import read_rejected
-from tools.validate import paper_files, validate_catalogue
-from tools.yamlio import load_yaml_with_lines
+from tools.catalogue.rejected import read_rejected
+from tools.catalogue.validate import paper_files, validate_catalogue
+from tools.catalogue.yamlio import load_yaml_with_lines
 
 CHECKED = "2026-12-04"
 ABS = "https://arxiv.org/abs/2509.00001"
@@ -213,7 +213,7 @@ def test_a_record_that_duplicates_another_entry_is_refused(state, tmp_path, caps
 def test_a_failure_while_staging_writes_nothing(state, tmp_path, monkeypatch):
     import os
 
-    from tools import records
+    from tools.arxiv import records
 
     papers, rejected = state
     before = snapshot(papers)
@@ -258,7 +258,7 @@ def test_a_rejected_paper_is_never_added_again(state, tmp_path, monkeypatch, cap
 
 
 def test_the_rejected_list_names_file_line_and_field_for_bad_items(tmp_path):
-    from tools.problems import ProblemError
+    from tools.catalogue.problems import ProblemError
 
     bad = tmp_path / "rejected.yaml"
     bad.write_text('rejected:\n- {arxiv: "2401.00001", title: x, date: 2026-01-01}\n- {title: y, date: 2026-01-01}\n',

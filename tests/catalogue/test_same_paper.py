@@ -1,4 +1,4 @@
-"""Duplicate detection (tools/same_paper.py): the rules one by one, and its recall and false positives measured on
+"""Duplicate detection (tools/catalogue/same_paper.py): the rules one by one, and its recall and false positives measured on
 real data.
 
 * ``fixtures/title_variants.tsv``: real title variants, the same paper under different titles: the spelling of
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tools.same_paper import Described, Vocabulary, duplicate_pairs, matches_for, same_paper
-from tools.titles import TitleParts
-from tools.validate import validate_catalogue
+from tools.catalogue.same_paper import Described, Vocabulary, duplicate_pairs, matches_for, same_paper
+from tools.catalogue.titles import TitleParts
+from tools.catalogue.validate import validate_catalogue
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECALL_FLOOR = 0.85

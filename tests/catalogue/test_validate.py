@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from tests.catalogue.helpers import entry, write_entry, write_text
-from tools.taxonomy import load_taxonomy
-from tools.validate import validate_catalogue, validate_file
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.validate import validate_catalogue, validate_file
 
 TAX = load_taxonomy()
 
@@ -300,8 +300,8 @@ def test_code_official_may_be_unknown_but_must_be_stated(tmp_path):
 
 
 def test_coverage_counts_checked_venues_reviews_and_sourced_facts():
-    from tools.schema import Paper
-    from tools.validate import coverage
+    from tools.catalogue.schema import Paper
+    from tools.catalogue.validate import coverage
 
     checked = entry(venue_checked=True, provenance={"title": "https://arxiv.org/abs/2403.06764",
                                                     "venue": "https://www.ecva.net/x", "summary": "https://x.org/a"},

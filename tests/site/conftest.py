@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.site.site_fixtures import REPO_URL, fixture_papers
-from tools.taxonomy import load_taxonomy
+from tools.catalogue.taxonomy import load_taxonomy
 
 
 DATA = Path(__file__).parent / "data"
@@ -21,16 +21,16 @@ class BuiltSite:
 
 
 def _reconciliation(papers):
-    from tools.reconcile import render_reconciliation
+    from tools.outputs.reconcile import render_reconciliation
 
     return render_reconciliation(papers)
 
 
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory) -> BuiltSite:
-    from tools.site.build import build_site
-    from tools.site.generate import generate
-    from tools.site.measured import load_measurements
+    from tools.outputs.site.build import build_site
+    from tools.outputs.site.generate import generate
+    from tools.outputs.site.measured import load_measurements
 
     root = tmp_path_factory.mktemp("site")
     papers = fixture_papers()

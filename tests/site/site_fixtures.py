@@ -8,8 +8,8 @@ from __future__ import annotations
 import datetime as dt
 
 from tests.catalogue.helpers import entry
-from tools.schema import Paper
-from tools.taxonomy import load_taxonomy
+from tools.catalogue.schema import Paper
+from tools.catalogue.taxonomy import load_taxonomy
 
 XSS_IMG = "<img src=x onerror=alert(1)>"
 HOSTILE_TITLE = f"{XSS_IMG} </script> {{{{ 7*7 }}}} {{% raw %}} [click](javascript:alert(2)) *em* _u_ | 100% $x$ #1 ~y^"

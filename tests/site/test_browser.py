@@ -29,8 +29,8 @@ import bibtexparser
 import pytest
 
 from tests.site.site_fixtures import HOSTILE_TITLE, REPO_URL, UNIQUE_AUTHOR, XSS_IMG
-from tools.bibtex import latex_decode
-from tools.site.build import make_server
+from tools.outputs.bibtex import latex_decode
+from tools.outputs.site.build import make_server
 
 pytestmark = pytest.mark.browser
 
@@ -64,13 +64,13 @@ def server(built_site):
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory):
     """The real catalogue's site (search ranking is checked on it too: FastV ranked sixth there)."""
-    from tools.reconcile import render_reconciliation
-    from tools.site.build import build_site
-    from tools.site.generate import generate
-    from tools.site.measured import load_measurements
-    from tools.site.refimpls import RESULTS_DIR
-    from tools.taxonomy import load_taxonomy
-    from tools.validate import load_catalogue
+    from tools.outputs.reconcile import render_reconciliation
+    from tools.outputs.site.build import build_site
+    from tools.outputs.site.generate import generate
+    from tools.outputs.site.measured import load_measurements
+    from tools.outputs.site.refimpls import RESULTS_DIR
+    from tools.catalogue.taxonomy import load_taxonomy
+    from tools.catalogue.validate import load_catalogue
 
     root = tmp_path_factory.mktemp("real-site")
     papers = load_catalogue()

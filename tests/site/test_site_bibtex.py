@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 
 from tests.site.site_fixtures import HOSTILE_TITLE, UNDERSCORE_DOI, UNDERSCORE_URL, fixture_papers
 from tools import cli
-from tools.bibtex import (
+from tools.outputs.bibtex import (
     bib_author, catalogue_keys, check_bib, latex_decode, latex_escape, latex_title, render_bib, render_one, verbatim,
 )
-from tools.site.text import BIDI_CONTROLS, plain
-from tools.paths import ROOT
-from tools.taxonomy import load_taxonomy
+from tools.outputs.text import BIDI_CONTROLS, plain
+from tools.catalogue.paths import ROOT
+from tools.catalogue.taxonomy import load_taxonomy
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def test_bib_check_cli(tmp_path, capsys):
 
 def test_atlas_bib_is_fresh_and_complete():
     assert cli.main(["bib", "--check-fresh"]) == 0, "atlas.bib is stale: run `python -m tools bib`"
-    from tools.validate import load_catalogue
+    from tools.catalogue.validate import load_catalogue
 
     library = bibtexparser.parse_file(str(ROOT / "atlas.bib"))
     assert library.failed_blocks == []

@@ -10,8 +10,8 @@ import json
 import bibtexparser
 
 from tests.site.site_fixtures import HOSTILE_TITLE, UNDERSCORE_URL
-from tools.site.explorer import EXPORT_COLUMNS
-from tools.taxonomy import load_taxonomy
+from tools.outputs.site.explorer import EXPORT_COLUMNS
+from tools.catalogue.taxonomy import load_taxonomy
 
 
 def _data(built_site) -> dict:

@@ -1,4 +1,4 @@
-"""Paper pages built from the shared theme frame (tools/site/mkdocs_hooks.py) are the pages the theme renders in
+"""Paper pages built from the shared theme frame (tools/outputs/site/mkdocs_hooks.py) are the pages the theme renders in
 full: the fixture catalogue (hostile and 10 kB titles included) built both ways gives the same bytes."""
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import jinja2
 import pytest
 
 from tests.site.site_fixtures import REPO_URL
-from tools.site import mkdocs_hooks
-from tools.site.mkdocs_hooks import CONTENT_SLOT, TITLE_SLOT, FrameError
+from tools.outputs.site import mkdocs_hooks
+from tools.outputs.site.mkdocs_hooks import CONTENT_SLOT, TITLE_SLOT, FrameError
 
 
 def test_paper_pages_from_the_frame_equal_the_full_theme_render(built_site, tmp_path, monkeypatch):
-    from tools.site.build import mkdocs_build
+    from tools.outputs.site.build import mkdocs_build
 
     monkeypatch.setenv("ATLAS_FULL_THEME", "1")
     mkdocs_build(built_site.docs, tmp_path / "full", strict=True, repo_url=REPO_URL)

@@ -12,10 +12,11 @@ import yaml
 
 from tests.site.site_fixtures import HOSTILE_SUMMARY, HOSTILE_TITLE, LONG_TITLE_BYTES, fixture_papers
 from tools import cli
-from tools.paths import ROOT
-from tools.readme import BEGIN, END, MarkersMissing, render_matrix, update_readme
-from tools.site.generate import NAV, render_mkdocs_config, rel, tags_allowed
-from tools.taxonomy import load_taxonomy
+from tools.catalogue.paths import ROOT
+from tools.outputs.readme import BEGIN, END, MarkersMissing, render_matrix, update_readme
+from tools.outputs.site.generate import NAV, render_mkdocs_config
+from tools.outputs.site.markup import rel, tags_allowed
+from tools.catalogue.taxonomy import load_taxonomy
 
 LIVE_MARKUP = re.compile(r"<(img|script|svg|iframe|b|i)[\s>](?![^<]*atlas-plot)", re.I)
 
@@ -179,11 +180,11 @@ def test_repository_readme_section_is_fresh():
 
 @pytest.mark.slow
 def test_real_catalogue_builds_strictly(tmp_path):
-    from tools.reconcile import render_reconciliation
-    from tools.site.build import build_site
-    from tools.site.generate import generate
-    from tools.site.refimpls import RESULTS_DIR
-    from tools.validate import load_catalogue
+    from tools.outputs.reconcile import render_reconciliation
+    from tools.outputs.site.build import build_site
+    from tools.outputs.site.generate import generate
+    from tools.outputs.site.refimpls import RESULTS_DIR
+    from tools.catalogue.validate import load_catalogue
 
     papers = load_catalogue()
     generated = generate(papers, load_taxonomy(), tmp_path / "docs", reconciliation=render_reconciliation,
@@ -215,7 +216,7 @@ def test_every_relative_link_in_the_built_site_resolves(built_site):
 
 
 def test_reference_implementation_is_described_from_its_source():
-    from tools.site.refimpls import describe
+    from tools.outputs.site.refimpls import describe
 
     ref = describe("reference_impls.prefill.fastv")
     assert ref.path == "reference_impls/prefill/fastv.py"
@@ -236,8 +237,8 @@ def test_the_run_lines_on_paper_pages_name_what_they_import():
     import sys
 
     pytest.importorskip("torch")
-    from tools.site.refimpls import describe
-    from tools.validate import load_catalogue
+    from tools.outputs.site.refimpls import describe
+    from tools.catalogue.validate import load_catalogue
 
     refs = sorted({r for p in load_catalogue().values() for r in p.reference_impls})
     assert refs
@@ -265,9 +266,9 @@ def test_related_papers_match_the_plain_definition():
     """The bounded search (papers sharing a distinctive word, then groups of papers with the same techniques and
     modalities) gives exactly the plain score-every-paper-then-sort list, on the fixture and the real catalogue,
     and never lists the paper itself."""
-    from tools.bibtex import catalogue_keys
-    from tools.site.model import SiteModel
-    from tools.validate import load_catalogue
+    from tools.outputs.bibtex import catalogue_keys
+    from tools.outputs.site.model import SiteModel
+    from tools.catalogue.validate import load_catalogue
 
     tax = load_taxonomy()
     for papers in (fixture_papers(), load_catalogue()):
@@ -285,9 +286,9 @@ def test_related_papers_are_the_most_similar_not_the_newest():
     import datetime as dt
 
     from tests.catalogue.helpers import entry
-    from tools.bibtex import catalogue_keys
-    from tools.schema import Paper
-    from tools.site.model import SiteModel
+    from tools.outputs.bibtex import catalogue_keys
+    from tools.catalogue.schema import Paper
+    from tools.outputs.site.model import SiteModel
 
     tax = load_taxonomy()
 
@@ -332,7 +333,7 @@ def test_front_matter_round_trips_any_text_through_mkdocs():
     beyond the BMP, which JSON would write as surrogate escapes that YAML rejects, included."""
     from mkdocs.utils.meta import get_data
 
-    from tools.site.generate import front_matter
+    from tools.outputs.site.markup import front_matter
 
     nasty = 'Emoji 😀, 𝒪(n) math, "quotes" \\ back\\slash, tab\tand\nnewline, NEL\x85 LS\u2028 PS\u2029 \ufeff\ufffe end'
     html_block = f"<p>{nasty}</p>\n---\n<p>after a line of dashes</p>"
@@ -344,7 +345,7 @@ def test_front_matter_round_trips_any_text_through_mkdocs():
 
 
 def test_plot_ticks_are_round_and_cover_the_data():
-    from tools.site.plots import nice_ticks
+    from tools.outputs.site.plots import nice_ticks
 
     assert nice_ticks(7.47) == [0, 2, 4, 6, 8]
     assert nice_ticks(114, whole=True) == [0, 20, 40, 60, 80, 100, 120]
@@ -357,9 +358,9 @@ def test_plot_ticks_are_round_and_cover_the_data():
 
 def test_plots_draw_every_paper_and_point(built_site):
     """Each stacked bar segment and each scatter point is drawn with its values in a <title>."""
-    from tools.site.model import SiteModel
-    from tools.site.plots import papers_per_quarter, speedup_vs_retained
-    from tools.bibtex import catalogue_keys
+    from tools.outputs.site.model import SiteModel
+    from tools.outputs.site.plots import papers_per_quarter, speedup_vs_retained
+    from tools.outputs.bibtex import catalogue_keys
 
     papers = built_site.papers
     model = SiteModel(papers, load_taxonomy(), catalogue_keys(papers))
@@ -375,7 +376,7 @@ def test_plots_draw_every_paper_and_point(built_site):
 def test_generating_again_rewrites_files_in_place_and_deletes_stale_ones(tmp_path):
     """A second run reuses the files it rewrites (same inode: no mass delete and re-create, which is slow on ext4)
     and removes what the catalogue no longer has."""
-    from tools.site.generate import generate
+    from tools.outputs.site.generate import generate
 
     papers, tax = fixture_papers(), load_taxonomy()
     docs = tmp_path / "docs"
@@ -416,10 +417,10 @@ def test_no_entity_is_escaped_twice_in_markdown_html_or_the_search_index(built_s
 
 
 def test_the_real_reconciliation_report_is_escaped_once():
-    from tools.reconcile import render_reconciliation
-    from tools.validate import load_catalogue
+    from tools.outputs.reconcile import render_reconciliation
+    from tools.catalogue.validate import load_catalogue
 
-    from tools.schema import Disagreement
+    from tools.catalogue.schema import Disagreement
 
     papers = load_catalogue()
     aircache = next(p for p in papers.values() if p.title.startswith("AirCache: Activating Inter-modal"))
@@ -442,7 +443,7 @@ def test_search_leaves_out_the_reconciliation_report_and_splits_words_at_punctua
 
 
 def test_bidi_controls_are_stripped_wherever_a_title_is_shown(built_site):
-    from tools.site.text import BIDI_CONTROLS
+    from tools.outputs.text import BIDI_CONTROLS
 
     for path in list(built_site.site.rglob("*.html")) + list(built_site.site.rglob("*.json")) + \
             list(built_site.site.rglob("*.bib")) + list(built_site.site.rglob("*.csv")):
@@ -454,7 +455,7 @@ def test_bidi_controls_are_stripped_wherever_a_title_is_shown(built_site):
 
 
 def test_docstrings_are_shown_as_text():
-    from tools.site.refimpls import describe, docstring_text
+    from tools.outputs.site.refimpls import describe, docstring_text
 
     assert docstring_text("HybridKV (arXiv 2604.05887) [paper-abs]: pruning -- on a ``ragged`` cache.\n\nMore.") == (
         "HybridKV (arXiv 2604.05887): pruning – on a ragged cache.")

@@ -9,11 +9,11 @@ import re
 import pytest
 
 from tests.site.site_fixtures import fixture_papers
-from tools.paths import ROOT
-from tools.problems import ProblemError
-from tools.site.measured import RESULTS_DIR, load_measurements
-from tools.site.model import SiteModel
-from tools.site.results import budget_share, comparable_settings, model_key
+from tools.catalogue.paths import ROOT
+from tools.catalogue.problems import ProblemError
+from tools.outputs.site.measured import RESULTS_DIR, load_measurements
+from tools.outputs.site.model import SiteModel
+from tools.outputs.site.results import budget_share, comparable_settings, model_key
 
 DATA = ROOT / "tests" / "site" / "data"
 
@@ -26,7 +26,7 @@ def _text(page_html: str) -> str:
 def test_the_repository_table_resolves_against_the_gpu_campaign():
     """Every entry of benchmarks/reproductions.yaml names a claimed metric of its paper and exactly one row of a GPU
     result; the figures are the row's numbers (FastV: FLOPs saved from the FLOP-predicted speedup)."""
-    from tools.validate import load_catalogue
+    from tools.catalogue.validate import load_catalogue
 
     papers = load_catalogue()
     found = load_measurements(papers)
@@ -158,8 +158,8 @@ def test_budgets_and_models_are_read_from_the_claim_settings():
 
 
 def test_settings_group_claims_on_one_model_and_flag_different_baselines():
-    from tools.bibtex import catalogue_keys
-    from tools.taxonomy import load_taxonomy
+    from tools.outputs.bibtex import catalogue_keys
+    from tools.catalogue.taxonomy import load_taxonomy
 
     papers = fixture_papers()
     model = SiteModel(papers, load_taxonomy(), catalogue_keys(papers))

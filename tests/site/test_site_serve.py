@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.paths import ROOT
-from tools.site.build import (
+from tools.catalogue.paths import ROOT
+from tools.outputs.site.build import (
     WATCHED, Watcher, https_address, make_server, rebuild_command, rebuild_into, repository_url,
 )
 

@@ -8,8 +8,8 @@ import markdown
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tools.site.text import md_text, template_environment
-from tools.site.generate import TEMPLATES
+from tools.outputs.text import md_text, template_environment
+from tools.outputs.site.generate import TEMPLATES
 
 EXTENSIONS = ["toc", "tables", "admonition"]  # as in mkdocs.yml
 HOSTILE = ["<img src=x onerror=alert(1)>", "</script><script>alert(1)</script>", "{{ 7*7 }}", "{% raw %}",

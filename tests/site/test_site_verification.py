@@ -7,10 +7,10 @@ import html
 import json
 
 from tests.catalogue.helpers import entry
-from tools.discovery_log import DiscoveryRun, record_run
-from tools.schema import Paper
-from tools.site.generate import generate
-from tools.taxonomy import load_taxonomy
+from tools.catalogue.discovery_log import DiscoveryRun, record_run
+from tools.catalogue.schema import Paper
+from tools.outputs.site.generate import generate
+from tools.catalogue.taxonomy import load_taxonomy
 
 
 def page(path) -> str:

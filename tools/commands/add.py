@@ -2,12 +2,12 @@
 
 ``add <arXiv id or URL>...`` creates entries from arXiv, with a placement suggested for review: it fetches title, all
 authors, the v1 date and year, categories, DOI, journal reference and comment (one request for all ids); refuses a
-paper the catalogue already has (tools/same_paper.py: the same arXiv id or DOI, or a variant of its title, shown
+paper the catalogue already has (tools/catalogue/same_paper.py: the same arXiv id or DOI, or a variant of its title, shown
 beside the entry it matches) or that the rejected list holds; validates every entry before anything is written, and
-writes each file atomically. See tools/arxiv_entries.py for how the facts become an entry.
+writes each file atomically. See tools/arxiv/entries.py for how the facts become an entry.
 
 ``add --from FILE`` reads verification records (the format is in CONTRIBUTING.md; JSON Lines, or a YAML list) and
-creates, updates or rejects entries (tools/records.py): every record is checked (schema, taxonomy, sources, the
+creates, updates or rejects entries (tools/arxiv/records.py): every record is checked (schema, taxonomy, sources, the
 rejected list, duplicates) before anything is written; a bad record is one line ``file:line: field: message``.
 
 With several ids or records it is all or nothing; ``--dry-run`` runs every check and writes nothing.
@@ -20,17 +20,18 @@ from pathlib import Path
 
 from collections import Counter
 
-from tools.arxiv_entries import entry_from_record
-from tools.arxiv_source import add_source_options, parse_arxiv_ref, reports_remote_failures, source_from_args
-from tools.cli import UserError
-from tools.entries import build_paper, conflicts_with, to_yaml_data, write_paper
-from tools.paths import PAPERS_DIR, display_path
-from tools.problems import ProblemError
-from tools.records import apply_plan, plan_records, read_records
-from tools.rejected import REJECTED_PATH, read_rejected
-from tools.taxonomy import load_taxonomy
-from tools.validate import catalogue_for_update, paper_files
-from tools.yamlio import dump_entry
+from tools.arxiv.entries import entry_from_record
+from tools.arxiv.source import add_source_options, parse_arxiv_ref, reports_remote_failures, source_from_args
+from tools.catalogue.problems import UserError
+from tools.catalogue.entries import build_paper, conflicts_with, to_yaml_data, write_paper
+from tools.catalogue.paths import PAPERS_DIR, display_path
+from tools.catalogue.problems import ProblemError
+from tools.arxiv.record_format import read_records
+from tools.arxiv.records import apply_plan, plan_records
+from tools.catalogue.rejected import REJECTED_PATH, read_rejected
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.validate import catalogue_for_update, existing_papers, paper_files
+from tools.catalogue.yamlio import dump_entry
 
 NAME = "add"
 HELP = ("add papers: from arXiv ids or URLs (facts fetched from arXiv; placement suggested for review), or from "
@@ -60,11 +61,6 @@ def parse_refs(refs: list[str]) -> list[str]:
         raise UserError("; ".join(bad))
     return list(dict.fromkeys(ids))
 
-
-def existing_papers(papers_dir: Path, taxonomy):
-    """The catalogue's valid entries and every id already used by a file (valid or not)."""
-    catalogue = catalogue_for_update(papers_dir, taxonomy)
-    return catalogue.papers, {f.stem for f in paper_files(papers_dir)} | set(catalogue.papers)
 
 
 @reports_remote_failures

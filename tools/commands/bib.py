@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tools.paths import ROOT
-from tools.taxonomy import load_taxonomy
-from tools.validate import load_catalogue
-from tools.generated import write_or_check
+from tools.catalogue.paths import ROOT
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.validate import load_catalogue
+from tools.outputs.generated import write_or_check
 
 NAME = "bib"
 HELP = "write atlas.bib from the catalogue (--check FILE: compare your .bib with the catalogue)"
@@ -23,8 +23,8 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from tools.bibtex import check_bib, render_bib
-    from tools.cli import UserError
+    from tools.outputs.bibtex import check_bib, render_bib
+    from tools.catalogue.problems import UserError
 
     papers = load_catalogue()
     if args.check is not None:

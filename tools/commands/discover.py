@@ -3,10 +3,10 @@
 One arXiv query per technique (cs.CV, cs.CL, cs.LG, cs.AI by default), made of the keywords taxonomy.yaml attaches to
 it (every content word of a keyword must occur in the abstract) and the submission-date window. Papers the catalogue
 already has (arXiv id, DOI or a near-duplicate title), rejected ones (tools/data/rejected.yaml) and queued ones
-are dropped; the rest are ranked by relevance (tools/placement_suggest.py) and added to the triage queue
+are dropped; the rest are ranked by relevance (tools/arxiv/placement.py) and added to the triage queue
 (tools/data/triage_queue.yaml) with a suggested placement. Review them with ``python -m tools triage``. Every run that
 updates the queue is recorded in tools/data/discovery_log.yaml (the dates, categories and techniques searched, and
-any query cut at its result limit), from which the website says how far discovery has covered (tools/discovery_log.py).
+any query cut at its result limit), from which the website says how far discovery has covered (tools/catalogue/discovery_log.py).
 """
 from __future__ import annotations
 
@@ -15,17 +15,17 @@ import re
 import sys
 from pathlib import Path
 
-from tools.arxiv_source import add_source_options, reports_remote_failures, source_from_args
-from tools.citekeys import STOPWORDS
-from tools.cli import UserError
-from tools.discovery_log import DEFAULT_CATEGORIES, LOG_PATH, DiscoveryRun, record_run
-from tools.paths import PAPERS_DIR, display_path
-from tools.placement_suggest import suggest_placement
-from tools.taxonomy import load_taxonomy
-from tools.rejected import read_rejected
-from tools.same_paper import Described, duplicate_pairs
-from tools.triage_state import Candidate, add_state_options, read_queue, write_queue
-from tools.validate import catalogue_for_update
+from tools.arxiv.source import add_source_options, reports_remote_failures, source_from_args
+from tools.catalogue.citekeys import STOPWORDS
+from tools.catalogue.problems import UserError
+from tools.catalogue.discovery_log import DEFAULT_CATEGORIES, LOG_PATH, DiscoveryRun, record_run
+from tools.catalogue.paths import PAPERS_DIR, display_path
+from tools.arxiv.placement import suggest_placement
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.rejected import read_rejected
+from tools.catalogue.same_paper import Described, duplicate_pairs
+from tools.arxiv.triage_state import Candidate, add_state_options, read_queue, write_queue
+from tools.catalogue.validate import catalogue_for_update
 
 NAME = "discover"
 HELP = "query arXiv with the taxonomy's keywords and queue new candidates for triage"
@@ -73,7 +73,8 @@ def build_query(keywords: list[str], categories: list[str], since: dt.date, unti
 
 
 @reports_remote_failures
-def run(args) -> int:
+def _checked_arguments(args, taxonomy):
+    """``(since, until, categories, techniques)`` from the command line; UserError for a bad value."""
     since, until = _date(args.since, "--since"), _date(args.until, "--until")
     if since > until:
         raise UserError(f"--since {since} is after --until {until}")
@@ -83,18 +84,15 @@ def run(args) -> int:
     bad = [c for c in categories if not re.fullmatch(r"[a-z-]+(\.[A-Za-z-]+)?", c)]
     if bad:
         raise UserError(f"not arXiv categories: {', '.join(bad)} (e.g. cs.CV)")
-    taxonomy = load_taxonomy()
     unknown = [t for t in args.technique if t not in taxonomy.technique_by_id]
     if unknown:
         raise UserError(f"unknown technique(s) {', '.join(unknown)} (see techniques in taxonomy.yaml)")
     techniques = [taxonomy.technique_by_id[t] for t in args.technique] or list(taxonomy.techniques)
-    queue = read_queue(args.queue)
-    rejected = read_rejected(args.rejected).arxiv_ids
-    catalogue = catalogue_for_update(args.papers_dir, taxonomy)
-    catalogued_ids = {p.arxiv for p in catalogue.papers.values() if p.arxiv}
-    catalogued_dois = {p.doi.lower() for p in catalogue.papers.values() if p.doi}
+    return since, until, categories, techniques
 
-    source = source_from_args(args)
+
+def _search(args, source, techniques, categories, since, until):
+    """One arXiv query per technique: ``(papers by arXiv id, result count, techniques whose query hit the limit)``."""
     found: dict = {}
     iterator = techniques
     if not args.no_progress:
@@ -110,6 +108,19 @@ def run(args) -> int:
             truncated.append(technique.id)
         for record in records:
             found.setdefault(record.arxiv, record)
+    return found, results, truncated
+
+
+def run(args) -> int:
+    taxonomy = load_taxonomy()
+    since, until, categories, techniques = _checked_arguments(args, taxonomy)
+    queue = read_queue(args.queue)
+    rejected = read_rejected(args.rejected).arxiv_ids
+    catalogue = catalogue_for_update(args.papers_dir, taxonomy)
+    catalogued_ids = {p.arxiv for p in catalogue.papers.values() if p.arxiv}
+    catalogued_dois = {p.doi.lower() for p in catalogue.papers.values() if p.doi}
+
+    found, results, truncated = _search(args, source_from_args(args), techniques, categories, since, until)
 
     dropped = {"catalogued": 0, "rejected": 0, "queued": 0, "outside the dates or categories": 0,
                "below the relevance threshold": 0}
@@ -166,7 +177,7 @@ def run(args) -> int:
 
 
 def _near_duplicates(records, papers) -> set[str]:
-    """arXiv ids of records that describe a catalogued paper under another id (tools/same_paper.py)."""
+    """arXiv ids of records that describe a catalogued paper under another id (tools/catalogue/same_paper.py)."""
     new = {f"\0{r.arxiv}": r for r in records}
     pool = [Described.of(p) for p in papers.values()]
     pool += [Described(key, r.title, tuple(r.authors), None, r.doi) for key, r in new.items()]

@@ -4,7 +4,7 @@ Fetches the entries' arXiv records in batches (one request per batch, a progress
 change first and shows it as a diff, then writes the changed files all or nothing (a Ctrl-C while writing either
 changes no file or, once the files are being renamed into place, lets all of them land first). Missing and
 machine-written facts are filled or updated; curated ones are only reported unless ``--force`` (rules:
-tools/arxiv_entries.py). A remote
+tools/arxiv/entries.py). A remote
 failure, or an id arXiv does not know or has withdrawn, writes nothing (``--keep-going`` writes the others and still
 exits 1). Running it twice changes nothing the second time.
 """
@@ -15,18 +15,18 @@ import difflib
 import sys
 from pathlib import Path
 
-from tools.arxiv_entries import plan_enrichment
-from tools.arxiv_source import (
+from tools.arxiv.entries import plan_enrichment
+from tools.arxiv.source import (
     ID_BATCH, ArxivSourceError, add_source_options, lookup_failures, parse_arxiv_ref, reports_remote_failures,
     source_from_args,
 )
-from tools.cli import UserError
-from tools.entries import build_paper, paper_path, to_yaml_data
-from tools.paths import PAPERS_DIR, display_path
-from tools.problems import ProblemError
-from tools.taxonomy import load_taxonomy
-from tools.validate import catalogue_for_update
-from tools.yamlio import dump_entry, write_all_or_nothing
+from tools.catalogue.problems import UserError
+from tools.catalogue.entries import build_paper, paper_path, to_yaml_data
+from tools.catalogue.paths import PAPERS_DIR, display_path
+from tools.catalogue.problems import ProblemError
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.validate import catalogue_for_update
+from tools.catalogue.yamlio import dump_entry, write_all_or_nothing
 
 NAME = "enrich"
 HELP = "refresh entries from arXiv: missing or stale authors, venue (journal_ref), DOI, v1 date, latest version"

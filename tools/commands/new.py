@@ -1,18 +1,18 @@
 """``python -m tools new``: scaffold a valid paper entry from command-line options, written atomically.
 
 Every check runs before anything is written, ``--dry-run`` included: the schema and taxonomy, the sources (public
-addresses), the rejected list, and the duplicate check against the catalogue (tools/same_paper.py)."""
+addresses), the rejected list, and the duplicate check against the catalogue (tools/catalogue/same_paper.py)."""
 from __future__ import annotations
 
 import datetime as dt
 import sys
 
-from tools.cli import UserError
-from tools.entries import build_paper, conflicts_with, paper_path, to_yaml_data, write_paper
-from tools.problems import ProblemError
-from tools.rejected import read_rejected
-from tools.validate import validate_catalogue
-from tools.yamlio import dump_entry
+from tools.catalogue.problems import UserError
+from tools.catalogue.entries import build_paper, conflicts_with, paper_path, to_yaml_data, write_paper
+from tools.catalogue.problems import ProblemError
+from tools.catalogue.rejected import read_rejected
+from tools.catalogue.validate import validate_catalogue
+from tools.catalogue.yamlio import dump_entry
 
 NAME = "new"
 HELP = "create papers/<id>.yaml from options (validated before it is written)"

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 
-from tools.paths import ROOT, display_path
-from tools.taxonomy import load_taxonomy
-from tools.validate import load_catalogue
-from tools.generated import write_or_check
+from tools.catalogue.paths import ROOT, display_path
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.validate import load_catalogue
+from tools.outputs.generated import write_or_check
 
 NAME = "readme"
 HELP = "rewrite the README's generated section (the stage x axis matrix); --check: exit 1 if it is stale"
@@ -17,8 +17,8 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from tools.cli import UserError
-    from tools.readme import MarkersMissing, update_readme
+    from tools.catalogue.problems import UserError
+    from tools.outputs.readme import MarkersMissing, update_readme
 
     if not README.exists():
         raise UserError(f"{display_path(README)} does not exist")

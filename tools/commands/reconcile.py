@@ -4,10 +4,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tools.paths import display_path
-from tools.reconcile import render_reconciliation
-from tools.validate import load_catalogue
-from tools.yamlio import atomic_write
+from tools.catalogue.paths import display_path
+from tools.outputs.reconcile import render_reconciliation
+from tools.catalogue.validate import load_catalogue
+from tools.catalogue.yamlio import atomic_write
 
 NAME = "reconcile"
 HELP = "render the reconciliation report (where sources disagree, what the catalogue keeps and why) as Markdown"

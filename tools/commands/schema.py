@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 
-from tools.json_schema import render_schema
-from tools.paths import SCHEMA_PATH
-from tools.taxonomy import load_taxonomy
-from tools.generated import write_or_check
+from tools.outputs.json_schema import render_schema
+from tools.catalogue.paths import SCHEMA_PATH
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.outputs.generated import write_or_check
 
 NAME = "schema"
 HELP = "generate the JSON Schema of paper files (--check: fail if the committed one is stale)"

@@ -6,11 +6,11 @@ import sys
 import time
 from pathlib import Path
 
-from tools.discovery_log import LOG_PATH
-from tools.paths import display_path
-from tools.taxonomy import load_taxonomy
-from tools.validate import load_catalogue
-from tools.generated import write_or_check
+from tools.catalogue.discovery_log import LOG_PATH
+from tools.catalogue.paths import display_path
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.validate import load_catalogue
+from tools.outputs.generated import write_or_check
 
 NAME = "site"
 HELP = "generate the website (Markdown + mkdocs.yml); --build: build it strictly; --serve: build and serve it locally"
@@ -32,7 +32,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    from tools.site.generate import GENERATED, MKDOCS_YML, generate, render_mkdocs_config
+    from tools.outputs.site.generate import GENERATED, MKDOCS_YML, generate, render_mkdocs_config
 
     taxonomy = load_taxonomy()
     config = render_mkdocs_config(taxonomy)
@@ -43,13 +43,13 @@ def run(args) -> int:
     t0 = time.perf_counter()
     papers = load_catalogue()
     try:
-        from tools.reconcile import render_reconciliation
+        from tools.outputs.reconcile import render_reconciliation
     except ImportError:  # pragma: no cover - the report module is optional for the site
         render_reconciliation = None
-    from tools.problems import ProblemError
-    from tools.site.build import repository_url
-    from tools.site.measured import load_measurements
-    from tools.site.refimpls import RESULTS_DIR
+    from tools.catalogue.problems import ProblemError
+    from tools.outputs.site.build import repository_url
+    from tools.outputs.site.measured import load_measurements
+    from tools.outputs.site.refimpls import RESULTS_DIR
 
     try:
         measurements = load_measurements(papers)
@@ -64,7 +64,7 @@ def run(args) -> int:
           f"({time.perf_counter() - t0:.1f} s)")
     if not (args.build or args.serve):
         return 0
-    from tools.site.build import BuildError, build_site, serve
+    from tools.outputs.site.build import BuildError, build_site, serve
 
     t0 = time.perf_counter()
     try:

@@ -12,15 +12,15 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from tools.arxiv_entries import entry_from_record
-from tools.arxiv_source import parse_arxiv_ref
-from tools.cli import UserError
-from tools.commands.add import existing_papers
-from tools.entries import build_paper, conflicts_with, write_paper
-from tools.paths import PAPERS_DIR, display_path
-from tools.taxonomy import load_taxonomy
-from tools.rejected import Rejection, read_rejected
-from tools.triage_state import add_state_options, read_queue, write_queue
+from tools.arxiv.entries import entry_from_record
+from tools.arxiv.source import parse_arxiv_ref
+from tools.catalogue.problems import UserError
+from tools.catalogue.entries import build_paper, conflicts_with, write_paper
+from tools.catalogue.paths import PAPERS_DIR, display_path
+from tools.catalogue.validate import existing_papers
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.rejected import Rejection, read_rejected
+from tools.arxiv.triage_state import add_state_options, read_queue, write_queue
 
 NAME = "triage"
 HELP = "list, accept (creating entries) or reject (remembered) the candidates queued by discover"

@@ -4,9 +4,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tools.cli import print_problems
-from tools.taxonomy import read_taxonomy
-from tools.validate import coverage, is_yaml_name, paper_files, validate_catalogue
+from tools.catalogue.problems import print_problems
+from tools.catalogue.taxonomy import read_taxonomy
+from tools.catalogue.validate import coverage, is_yaml_name, paper_files, validate_catalogue
 
 NAME = "validate"
 HELP = "validate taxonomy.yaml and the paper files (all of papers/ by default)"
