@@ -5,6 +5,7 @@ Each command lives in its own module under ``tools/commands/`` with ``NAME``, ``
 problems (or a remote source failed), 2 a usage error. Bad input is reported as ``file:line: field: message``, never
 as a traceback.
 """
+
 from __future__ import annotations
 
 import argparse

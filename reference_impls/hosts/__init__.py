@@ -3,6 +3,7 @@ techniques attached to the same model share it): :class:`MinimalHost` for ``Mini
 Hugging Face classes of ``registry.HF_CLASSES``. A host attaches techniques of each kind (see
 ``reference_impls.technique``) and records :class:`~reference_impls.technique.RunStats`.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -28,14 +29,15 @@ def host_for(model):
     """The host of ``model``; :class:`UnsupportedModel` for any other model class."""
     try:
         host = _HOSTS.get(model)
-    except TypeError:   # not weak-referenceable: certainly not a supported model
+    except TypeError:  # not weak-referenceable: certainly not a supported model
         host = None
     if host is not None:
         return host
     name = host_name(model)
     if name is None:
-        raise UnsupportedModel(f"{type(model).__name__} is not a supported model; supported: MinimalLVLM, "
-                               f"{', '.join(HF_CLASSES)}")
+        raise UnsupportedModel(
+            f"{type(model).__name__} is not a supported model; supported: MinimalLVLM, {', '.join(HF_CLASSES)}"
+        )
     if name == "minimal":
         from .minimal import MinimalHost
 

@@ -9,9 +9,9 @@ CUDA no op reads a value back to the host and a decode step can be captured in a
 ``paged_attention`` (PagedAttention's kernel), ``rope`` (RoFormer's rotary embedding), ``quant``, ``gated_delta``,
 ``spec_verify``. Importing this package does not import triton.
 """
+
 from .cosine_match import cosine_max_argmax
 from .scored_attention import colsum_to_kv_heads, scored_attention
 from .select import gather_tokens, kv_compact, select_topk
 
-__all__ = ["scored_attention", "colsum_to_kv_heads", "select_topk", "gather_tokens", "kv_compact",
-           "cosine_max_argmax"]
+__all__ = ["scored_attention", "colsum_to_kv_heads", "select_topk", "gather_tokens", "kv_compact", "cosine_max_argmax"]

@@ -26,6 +26,7 @@ target.
 * ``LightVLM`` -- the technique (``with LightVLM()(model): ...``); ``merge=False`` reduces to PyramidDrop-style
   pruning with ``position_mode="keep"``. The decoding half is ``decode.kv.lightvlm_kv.LightVLMKV``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -34,8 +35,7 @@ from typing import ClassVar, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..models.hooks import LayerContext, TokenState, head_mean, keep_text_and_top_visual, last_token_rows, \
-    prune_state
+from ..models.hooks import LayerContext, TokenState, head_mean, keep_text_and_top_visual, last_token_rows, prune_state
 from ..ops import cosine_max_argmax
 from .pyramiddrop import PyramidSchedule
 
@@ -50,8 +50,9 @@ def _check(hidden, metric, sizes, keep, vis_mask, lengths):
         raise ValueError("keep must be [B, K] kept indices")
 
 
-def lightvlm_merge_naive(hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, vis_mask: Tensor,
-                         lengths: Tensor):
+def lightvlm_merge_naive(
+    hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, vis_mask: Tensor, lengths: Tensor
+):
     """Spec: merge each dropped visual token into its most cosine-similar kept visual token.
 
     ``keep [B, K]``: kept indices (ascending, -1 padded; text + dominant visual tokens). Returns
@@ -70,7 +71,7 @@ def lightvlm_merge_naive(hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Te
         acc = {d: (hidden[b, d].double() * sizes[b, d].double(), float(sizes[b, d])) for d in dominant}
         for i in dropped:
             best, best_cos = None, None
-            for d in dominant:      # ties -> the first (lowest index) dominant token
+            for d in dominant:  # ties -> the first (lowest index) dominant token
                 a, c = metric[b, i].double(), metric[b, d].double()
                 cos = float(a @ c / (a.norm().clamp(min=1e-8) * c.norm().clamp(min=1e-8)))
                 if best_cos is None or cos > best_cos:
@@ -84,8 +85,9 @@ def lightvlm_merge_naive(hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Te
     return out_h, out_s
 
 
-def lightvlm_merge(hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, vis_mask: Tensor, lengths: Tensor,
-                   impl: str = "auto"):
+def lightvlm_merge(
+    hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, vis_mask: Tensor, lengths: Tensor, impl: str = "auto"
+):
     """Optimised ``lightvlm_merge_naive`` (same contract)."""
     _check(hidden, metric, sizes, keep, vis_mask, lengths)
     B, L, C = hidden.shape
@@ -97,14 +99,17 @@ def lightvlm_merge(hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, 
         return hidden, sizes
     if bool((dropped.any(1) & ~dominant.any(1)).any()):
         raise ValueError("tokens to merge but no dominant visual token to merge into")
-    _, target = cosine_max_argmax(metric.float(), metric.float(), b_mask=dominant, impl=impl)   # [B, L]
+    _, target = cosine_max_argmax(metric.float(), metric.float(), b_mask=dominant, impl=impl)  # [B, L]
     w = (sizes * dropped).double()
     flat_t = (target.clamp(min=0) + torch.arange(B, device=hidden.device)[:, None] * L).flatten()
     num = (hidden.double() * sizes.double()[..., None]).flatten(0, 1)
     num = num.index_add(0, flat_t, (hidden.double() * w[..., None]).flatten(0, 1))
     den = sizes.double().flatten().index_add(0, flat_t, w.flatten())
-    received = torch.zeros(B * L, dtype=torch.bool, device=hidden.device).index_fill_(
-        0, flat_t[dropped.flatten()], True).view(B, L)
+    received = (
+        torch.zeros(B * L, dtype=torch.bool, device=hidden.device)
+        .index_fill_(0, flat_t[dropped.flatten()], True)
+        .view(B, L)
+    )
     merged = (num / den.clamp(min=1e-12)[:, None]).view(B, L, C).to(hidden.dtype)
     out_h = torch.where(received[..., None], merged, hidden)
     out_s = torch.where(received, den.view(B, L).to(sizes.dtype), sizes)
@@ -129,13 +134,14 @@ class LightVLM(PyramidSchedule):
         n_keep = self.stage_keep_count(layer, state, ctx)
         if n_keep is None:
             return state
-        if self.merge:   # a visual token can only merge if at least one dominant token is kept
+        if self.merge:  # a visual token can only merge if at least one dominant token is kept
             n_keep = torch.where((state.n_visual() > 0) & (n_keep == 0), 1, n_keep)
         colsum = ctx.recompute_scores(state, last_token_rows(state))
         keep = keep_text_and_top_visual(head_mean(colsum), state.vis_mask, state.lengths, n_keep, self.impl)
         if self.merge:
-            metric = ctx.keys(state).mean(dim=1)                           # [B, T, D] keys averaged over heads
-            hidden, sizes = lightvlm_merge(state.hidden, metric, state.sizes, keep, state.vis_mask, state.lengths,
-                                           impl=self.impl)
+            metric = ctx.keys(state).mean(dim=1)  # [B, T, D] keys averaged over heads
+            hidden, sizes = lightvlm_merge(
+                state.hidden, metric, state.sizes, keep, state.vis_mask, state.lengths, impl=self.impl
+            )
             state = replace(state, hidden=hidden, sizes=sizes)
         return prune_state(state, keep, "keep")

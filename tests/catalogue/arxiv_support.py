@@ -2,15 +2,17 @@
 
 Both take a list of scripted replies; each request consumes the next one (the last one repeats). A reply is a fixture
 file name (status 200), or ``(status, fixture-or-bytes, headers)``, or the exception class ``TIMEOUT`` / ``REFUSED``
-(adapter only), or a function of the query parameters returning one of those. Every request's query parameters are recorded in ``requests``.
+(adapter only), or a function of the query parameters returning one of those. Every request's query parameters are
+recorded in ``requests``.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import re
 import threading
-import xml.etree.ElementTree as ET
 import time
+import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -86,8 +88,7 @@ class FeedServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -151,8 +152,11 @@ class FixtureAdapter(BaseAdapter):
         reply = self.script.next(request.url)
         if isinstance(reply, type) and issubclass(reply, Exception):
             if reply is REFUSED:
-                raise reply("HTTPSConnectionPool(host='export.arxiv.org', port=443): Max retries exceeded "
-                            "(Caused by NewConnectionError('[Errno 111] Connection refused'))", request=request)
+                raise reply(
+                    "HTTPSConnectionPool(host='export.arxiv.org', port=443): Max retries exceeded "
+                    "(Caused by NewConnectionError('[Errno 111] Connection refused'))",
+                    request=request,
+                )
             raise reply("Read timed out. (read timeout=30)", request=request)
         status, body, headers = reply
         response = requests.Response()

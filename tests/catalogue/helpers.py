@@ -1,4 +1,5 @@
 """Shared builders for the catalogue tests: a valid entry, and writing entries to a temporary papers/ folder."""
+
 from __future__ import annotations
 
 import copy
@@ -10,7 +11,7 @@ from tools.catalogue.yamlio import dump_entry
 VALID = {
     "id": "fastv-2024",
     "title": "An Image is Worth 1/2 Tokens After Layer 2: Plug-and-Play Inference Acceleration for Large "
-             "Vision-Language Models",
+    "Vision-Language Models",
     "short_name": "FastV",
     "authors": ["Liang Chen", "Haozhe Zhao"],
     "authors_status": "truncated",
@@ -25,8 +26,14 @@ VALID = {
     "training": "training-free",
     "summary": "Prunes half of the visual tokens after the second layer by their attention. It keeps accuracy.",
     "claims": [
-        {"metric": "flops_reduction", "value": 45, "unit": "%", "where": "abstract",
-         "source": "https://arxiv.org/abs/2403.06764", "setting": {"model": "LLaVA-1.5-13B"}},
+        {
+            "metric": "flops_reduction",
+            "value": 45,
+            "unit": "%",
+            "where": "abstract",
+            "source": "https://arxiv.org/abs/2403.06764",
+            "setting": {"model": "LLaVA-1.5-13B"},
+        },
     ],
     "provenance": {"title": "https://arxiv.org/abs/2403.06764", "authors": "https://arxiv.org/abs/2403.06764"},
     "last_verified": dt.date(2026, 11, 21),

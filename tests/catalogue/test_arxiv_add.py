@@ -1,7 +1,9 @@
-"""``python -m tools add``: entries from arXiv, refusals, every failure mode, against a local server or a patched session.
+"""``python -m tools add``: entries from arXiv, refusals, every failure mode, against a local server or a patched
+session.
 
 Papers are written into a temporary folder (``--papers-dir``); the real papers/ is never touched.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -9,14 +11,21 @@ import datetime as dt
 import pytest
 
 from tests.catalogue.arxiv_support import (
-    REFUSED, TIMEOUT, FeedServer, make_catalogue, other_entry, patch_session, seed_entry, snapshot,
+    REFUSED,
+    TIMEOUT,
+    FeedServer,
+    make_catalogue,
+    other_entry,
+    patch_session,
+    seed_entry,
+    snapshot,
 )
 from tools.arxiv.entries import venue_from_record
 from tools.arxiv.source import ArxivRecord
-from tools.cli import main
 from tools.catalogue.taxonomy import load_taxonomy
 from tools.catalogue.validate import paper_files, validate_catalogue
 from tools.catalogue.yamlio import load_yaml_with_lines
+from tools.cli import main
 
 FAST = ["--arxiv-delay", "0", "--retries", "1"]
 
@@ -116,23 +125,30 @@ def test_same_doi_is_refused(tmp_path, monkeypatch, capsys):
     patch_session(monkeypatch, ["prunelens_v3.xml"])
     before = snapshot(papers)
     assert add(papers, "2511.04321") == 2
-    assert "the same DOI 10.1109/CVPR52734.2026.01234: already catalogued as papers/cvpr-copy-2026.yaml" in \
-        capsys.readouterr().err
+    assert (
+        "the same DOI 10.1109/CVPR52734.2026.01234: already catalogued as papers/cvpr-copy-2026.yaml"
+        in capsys.readouterr().err
+    )
     assert snapshot(papers) == before
 
 
 def test_near_duplicate_title_is_shown_beside_the_entry_it_matches(tmp_path, monkeypatch, capsys):
     entry = other_entry()
-    entry.update(id="prunelens-old-2025", arxiv="2509.11111",
-                 title="PruneLens: attention-guided visual token pruning for fast large vision language models")
+    entry.update(
+        id="prunelens-old-2025",
+        arxiv="2509.11111",
+        title="PruneLens: attention-guided visual token pruning for fast large vision language models",
+    )
     papers = make_catalogue(tmp_path / "papers", entry)
     patch_session(monkeypatch, ["prunelens_v3.xml"])
     before = snapshot(papers)
     assert add(papers, "2511.04321") == 2
     err = capsys.readouterr().err
-    assert ("arXiv 2511.04321 'PruneLens: Attention-Guided Visual Token Pruning for Fast Large Vision-Language "
-            "Models': the same title: already catalogued as papers/prunelens-old-2025.yaml ('PruneLens: "
-            "attention-guided visual token pruning") in err
+    assert (
+        "arXiv 2511.04321 'PruneLens: Attention-Guided Visual Token Pruning for Fast Large Vision-Language "
+        "Models': the same title: already catalogued as papers/prunelens-old-2025.yaml ('PruneLens: "
+        "attention-guided visual token pruning"
+    ) in err
     assert snapshot(papers) == before
 
 
@@ -181,8 +197,22 @@ def test_no_network_with_the_endpoint_from_the_environment(papers, monkeypatch, 
 def test_a_slow_local_server_times_out_cleanly(papers, capsys):
     with FeedServer([(200, "prunelens_v3.xml", {"_sleep": 1.0})]) as server:
         before = snapshot(papers)
-        rc = main(["add", "2511.04321", "--papers-dir", str(papers), "--api-url", server.url, "--arxiv-delay", "0",
-                   "--retries", "0", "--timeout", "0.2"])
+        rc = main(
+            [
+                "add",
+                "2511.04321",
+                "--papers-dir",
+                str(papers),
+                "--api-url",
+                server.url,
+                "--arxiv-delay",
+                "0",
+                "--retries",
+                "0",
+                "--timeout",
+                "0.2",
+            ]
+        )
     assert rc == 1
     assert "error: arXiv 2511.04321: timed out (no complete answer within 0.2 s)" in capsys.readouterr().err
     assert snapshot(papers) == before
@@ -190,25 +220,42 @@ def test_a_slow_local_server_times_out_cleanly(papers, capsys):
 
 # ------------------------------------------------------------------------------------------------------ venue rules
 def _record(**kw) -> ArxivRecord:
-    base = dict(arxiv="2511.00001", version=1, title="T", authors=["A"], abstract="x",
-                first_version=dt.date(2025, 11, 1), updated=dt.date(2025, 11, 1))
+    base = dict(
+        arxiv="2511.00001",
+        version=1,
+        title="T",
+        authors=["A"],
+        abstract="x",
+        first_version=dt.date(2025, 11, 1),
+        updated=dt.date(2025, 11, 1),
+    )
     base.update(kw)
     return ArxivRecord(**base)
 
 
-@pytest.mark.parametrize("kw, expected", [
-    ({"journal_ref": "Proceedings of the 43rd International Conference on Machine Learning, PMLR 267, 2026"},
-     ("ICML 2026", "journal_ref")),
-    ({"journal_ref": "Conference on Computer Vision and Pattern Recognition, 2024"}, ("CVPR 2024", "journal_ref")),
-    ({"journal_ref": "Pattern Recognition 150 (2024) 110321"}, ("Pattern Recognition 2024", "journal_ref")),
-    ({"journal_ref": "Findings of the Association for Computational Linguistics: EMNLP 2024"},
-     ("EMNLP 2024 Findings", "journal_ref")),
-    ({"comment": "Accepted to ECCV 2024 (Oral), code is released at https://github.com/x/y"}, ("ECCV 2024", "comment")),
-    ({"comment": "12 pages. Accepted by ACM MM 2025"}, ("ACM MM 2025", "comment")),
-    ({"comment": "Submitted to ICML 2026. 9 pages"}, None),
-    ({"comment": "Under review at NeurIPS 2025"}, None),
-    ({"comment": "14 pages, 6 figures"}, None),
-    ({"journal_ref": "Some Unknown Workshop Proceedings, 2025"}, None),
-])
+@pytest.mark.parametrize(
+    "kw, expected",
+    [
+        (
+            {"journal_ref": "Proceedings of the 43rd International Conference on Machine Learning, PMLR 267, 2026"},
+            ("ICML 2026", "journal_ref"),
+        ),
+        ({"journal_ref": "Conference on Computer Vision and Pattern Recognition, 2024"}, ("CVPR 2024", "journal_ref")),
+        ({"journal_ref": "Pattern Recognition 150 (2024) 110321"}, ("Pattern Recognition 2024", "journal_ref")),
+        (
+            {"journal_ref": "Findings of the Association for Computational Linguistics: EMNLP 2024"},
+            ("EMNLP 2024 Findings", "journal_ref"),
+        ),
+        (
+            {"comment": "Accepted to ECCV 2024 (Oral), code is released at https://github.com/x/y"},
+            ("ECCV 2024", "comment"),
+        ),
+        ({"comment": "12 pages. Accepted by ACM MM 2025"}, ("ACM MM 2025", "comment")),
+        ({"comment": "Submitted to ICML 2026. 9 pages"}, None),
+        ({"comment": "Under review at NeurIPS 2025"}, None),
+        ({"comment": "14 pages, 6 figures"}, None),
+        ({"journal_ref": "Some Unknown Workshop Proceedings, 2025"}, None),
+    ],
+)
 def test_venue_from_journal_ref_or_an_accepted_comment(kw, expected):
     assert venue_from_record(_record(**kw), load_taxonomy()) == expected

@@ -1,4 +1,5 @@
 """``discover`` and ``triage``: queries from the taxonomy's keywords, filtering, ranking, the queue, accept/reject."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -6,15 +7,20 @@ import datetime as dt
 import pytest
 
 from tests.catalogue.arxiv_support import (
-    FeedServer, make_catalogue, other_entry, patch_session, seed_entry, snapshot,
+    FeedServer,
+    make_catalogue,
+    other_entry,
+    patch_session,
+    seed_entry,
+    snapshot,
 )
-from tools.cli import main
-from tools.commands.discover import build_query, keyword_clause
-from tools.catalogue.taxonomy import load_taxonomy
-from tools.catalogue.rejected import Rejection, RejectedList, read_rejected
 from tools.arxiv.triage_state import read_queue
+from tools.catalogue.rejected import RejectedList, Rejection, read_rejected
+from tools.catalogue.taxonomy import load_taxonomy
 from tools.catalogue.validate import paper_files, validate_catalogue
 from tools.catalogue.yamlio import load_yaml_with_lines
+from tools.cli import main
+from tools.commands.discover import build_query, keyword_clause
 
 FAST = ["--arxiv-delay", "0", "--retries", "0", "--no-progress"]
 
@@ -23,16 +29,43 @@ FAST = ["--arxiv-delay", "0", "--retries", "0", "--no-progress"]
 def state(tmp_path):
     papers = make_catalogue(tmp_path / "papers", seed_entry(), other_entry())
     queue, rejected = tmp_path / "queue.yaml", tmp_path / "rejected.yaml"
-    RejectedList([Rejection("2511.09090", "Token Dropping for Multimodal Transformers at Scale",
-                            dt.date(2025, 12, 1), "trains the model; not inference")], rejected).write()
+    RejectedList(
+        [
+            Rejection(
+                "2511.09090",
+                "Token Dropping for Multimodal Transformers at Scale",
+                dt.date(2025, 12, 1),
+                "trains the model; not inference",
+            )
+        ],
+        rejected,
+    ).write()
     return papers, queue, rejected
 
 
 def discover(state, *args, api="http://arxiv.test/api/query"):
     papers, queue, rejected = state
-    return main(["discover", "--since", "2025-11-01", "--until", "2025-11-30", "--papers-dir", str(papers),
-                 "--queue", str(queue), "--rejected", str(rejected), "--log", str(queue.parent / "discovery_log.yaml"),
-                 "--api-url", api, *FAST, *args])
+    return main(
+        [
+            "discover",
+            "--since",
+            "2025-11-01",
+            "--until",
+            "2025-11-30",
+            "--papers-dir",
+            str(papers),
+            "--queue",
+            str(queue),
+            "--rejected",
+            str(rejected),
+            "--log",
+            str(queue.parent / "discovery_log.yaml"),
+            "--api-url",
+            api,
+            *FAST,
+            *args,
+        ]
+    )
 
 
 def triage(state, *args):
@@ -41,15 +74,22 @@ def triage(state, *args):
 
 
 def test_queries_are_built_from_the_taxonomy_keywords():
-    assert keyword_clause("token pruning vision language model") == \
-        "(abs:token AND abs:pruning AND abs:vision AND abs:language AND abs:model)"
-    assert keyword_clause("high-resolution image cropping MLLM") == \
-        "(abs:high AND abs:resolution AND abs:image AND abs:cropping AND abs:MLLM)"
-    query = build_query(["KV cache eviction", "heavy hitter KV cache"], ["cs.CV", "cs.CL"],
-                        dt.date(2025, 11, 1), dt.date(2025, 11, 30))
-    assert query == ("(cat:cs.CV OR cat:cs.CL) AND ((abs:KV AND abs:cache AND abs:eviction) OR "
-                     "(abs:heavy AND abs:hitter AND abs:KV AND abs:cache)) AND "
-                     "submittedDate:[202511010000 TO 202511302359]")
+    assert (
+        keyword_clause("token pruning vision language model")
+        == "(abs:token AND abs:pruning AND abs:vision AND abs:language AND abs:model)"
+    )
+    assert (
+        keyword_clause("high-resolution image cropping MLLM")
+        == "(abs:high AND abs:resolution AND abs:image AND abs:cropping AND abs:MLLM)"
+    )
+    query = build_query(
+        ["KV cache eviction", "heavy hitter KV cache"], ["cs.CV", "cs.CL"], dt.date(2025, 11, 1), dt.date(2025, 11, 30)
+    )
+    assert query == (
+        "(cat:cs.CV OR cat:cs.CL) AND ((abs:KV AND abs:cache AND abs:eviction) OR "
+        "(abs:heavy AND abs:hitter AND abs:KV AND abs:cache)) AND "
+        "submittedDate:[202511010000 TO 202511302359]"
+    )
 
 
 def test_discover_against_a_local_server_queues_ranked_new_candidates(state, capsys):
@@ -99,8 +139,18 @@ def test_triage_accept_creates_a_valid_entry_and_reject_is_remembered(state, mon
     listing = capsys.readouterr().out
     assert "2511.06060  HoloMerge" in listing and "3 candidate(s)" in listing
 
-    assert triage(state, "--accept", "2511.06060", "--reject", "https://arxiv.org/abs/2511.07070v1",
-                  "--reason", "video-only KV work: out of scope") == 0
+    assert (
+        triage(
+            state,
+            "--accept",
+            "2511.06060",
+            "--reject",
+            "https://arxiv.org/abs/2511.07070v1",
+            "--reason",
+            "video-only KV work: out of scope",
+        )
+        == 0
+    )
     entry = load_yaml_with_lines(papers / "holomerge-2025.yaml")[0]
     assert entry["placement"]["needs_review"] is True and entry["venue"] == "arXiv" and entry["year"] == 2025
     assert entry["provenance"]["title"] == "https://arxiv.org/abs/2511.06060v1"
@@ -130,7 +180,10 @@ def test_triage_refuses_what_is_not_queued_or_already_catalogued(state, monkeypa
     make_catalogue(papers, entry)
     before = snapshot(papers.parent)
     assert triage(state, "--accept", "2511.04321") == 2
-    assert "the same arXiv id 2511.04321: already catalogued as papers/prunelens-by-hand-2026.yaml" in capsys.readouterr().err
+    assert (
+        "the same arXiv id 2511.04321: already catalogued as papers/prunelens-by-hand-2026.yaml"
+        in capsys.readouterr().err
+    )
     assert snapshot(papers.parent) == before
     # A queued paper rejected meanwhile (say by `add --from` with an exclude record) is refused too.
     listing = read_rejected(rejected)
@@ -208,9 +261,28 @@ def test_each_run_records_the_dates_it_covered(state, monkeypatch, capsys):
     assert covered(read_log(log)) == (dt.date(2025, 11, 1), dt.date(2025, 11, 30))
     # a query cut at its result limit may have missed papers: recorded, but not as complete
     patch_session(monkeypatch, ["discover_feed.xml"])
-    main(["discover", "--since", "2025-12-01", "--until", "2025-12-31", "--papers-dir", str(state[0]),
-          "--queue", str(state[1]), "--rejected", str(state[2]), "--log", str(log),
-          "--api-url", "http://arxiv.test/api/query", *FAST, "--max-per-technique", "1"])
+    main(
+        [
+            "discover",
+            "--since",
+            "2025-12-01",
+            "--until",
+            "2025-12-31",
+            "--papers-dir",
+            str(state[0]),
+            "--queue",
+            str(state[1]),
+            "--rejected",
+            str(state[2]),
+            "--log",
+            str(log),
+            "--api-url",
+            "http://arxiv.test/api/query",
+            *FAST,
+            "--max-per-technique",
+            "1",
+        ]
+    )
     assert "not recorded as complete" in capsys.readouterr().out
     runs = read_log(log)
     assert len(runs) == 2 and runs[1].truncated
@@ -221,17 +293,30 @@ def test_covered_through_follows_contiguous_complete_windows():
     from tools.catalogue.discovery_log import DiscoveryRun, covered
 
     def run(since, until, techniques="all", categories=("cs.CV", "cs.CL", "cs.LG", "cs.AI"), truncated=()):
-        return DiscoveryRun(dt.date.fromisoformat(since), dt.date.fromisoformat(until), dt.date(2026, 12, 4),
-                            list(categories), techniques, 10, list(truncated))
+        return DiscoveryRun(
+            dt.date.fromisoformat(since),
+            dt.date.fromisoformat(until),
+            dt.date(2026, 12, 4),
+            list(categories),
+            techniques,
+            10,
+            list(truncated),
+        )
 
     assert covered([]) is None
     assert covered([run("2026-01-01", "2026-01-31"), run("2026-02-01", "2026-02-28")]) == (
-        dt.date(2026, 1, 1), dt.date(2026, 2, 28))
+        dt.date(2026, 1, 1),
+        dt.date(2026, 2, 28),
+    )
     # a gap ends a stretch; the stretch that reaches furthest is the one shown
     assert covered([run("2026-01-01", "2026-01-31"), run("2026-03-01", "2026-03-31")]) == (
-        dt.date(2026, 3, 1), dt.date(2026, 3, 31))
+        dt.date(2026, 3, 1),
+        dt.date(2026, 3, 31),
+    )
     # a run of some techniques, some categories, or a cut query covers nothing for the record
-    partial = [run("2026-04-01", "2026-04-30", techniques=["token_pruning"]),
-               run("2026-04-01", "2026-04-30", categories=("cs.CV",)),
-               run("2026-04-01", "2026-04-30", truncated=["kv_eviction"])]
+    partial = [
+        run("2026-04-01", "2026-04-30", techniques=["token_pruning"]),
+        run("2026-04-01", "2026-04-30", categories=("cs.CV",)),
+        run("2026-04-01", "2026-04-30", truncated=["kv_eviction"]),
+    ]
     assert covered([run("2026-03-01", "2026-03-31"), *partial]) == (dt.date(2026, 3, 1), dt.date(2026, 3, 31))

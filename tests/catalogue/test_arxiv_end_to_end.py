@@ -1,11 +1,12 @@
 """The issue's "done when": against one local server, add, enrich, discover and triage work end to end and every
 entry they produce validates; a failing server leaves the catalogue as it was."""
+
 from __future__ import annotations
 
 from tests.catalogue.arxiv_support import FeedServer, feed_for, make_catalogue, other_entry, snapshot
-from tools.cli import main
 from tools.arxiv.triage_state import read_queue
 from tools.catalogue.validate import paper_files, validate_catalogue
+from tools.cli import main
 
 
 def route(params: dict):
@@ -29,8 +30,10 @@ def test_add_enrich_discover_triage_end_to_end(tmp_path, monkeypatch, capsys):
         assert "changed 0" in capsys.readouterr().out  # add already wrote what arXiv says
         state = ["--queue", str(queue), "--rejected", str(rejected)]
         log = ["--log", str(tmp_path / "discovery_log.yaml")]
-        assert main(["discover", "--since", "2025-11-01", "--until", "2025-11-30", "--no-progress", *common,
-                     *state, *log]) == 0
+        assert (
+            main(["discover", "--since", "2025-11-01", "--until", "2025-11-30", "--no-progress", *common, *state, *log])
+            == 0
+        )
         queued = [c.arxiv for c in read_queue(queue)]
         assert "2511.04321" not in queued and {"2511.06060", "2511.07070"} <= set(queued)
         assert main(["triage", "--accept", "2511.06060", "--reject", "2511.07070", *common, *state]) == 0
@@ -43,8 +46,11 @@ def test_add_enrich_discover_triage_end_to_end(tmp_path, monkeypatch, capsys):
         assert main(["enrich", "prunelens-2026", "holomerge-2025", "--no-progress", *common]) == 0
         assert snapshot(tmp_path) == before  # enriching twice changes nothing
     # The server is gone: every command fails with one line, exit 1, and changes nothing.
-    for argv in (["add", "2511.05050"], ["enrich", "--no-progress"],
-                 ["discover", "--since", "2025-11-01", "--no-progress", *state, *log]):
+    for argv in (
+        ["add", "2511.05050"],
+        ["enrich", "--no-progress"],
+        ["discover", "--since", "2025-11-01", "--no-progress", *state, *log],
+    ):
         assert main([*argv, *common, "--retries", "0"]) == 1
         assert "cannot connect to 127.0.0.1" in capsys.readouterr().err
         assert snapshot(tmp_path) == before

@@ -1,4 +1,6 @@
-"""``python -m tools enrich``: fills missing and machine-written facts, keeps curated ones, idempotent, fails cleanly."""
+"""``python -m tools enrich``: fills missing and machine-written facts, keeps curated ones, idempotent, fails
+cleanly."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -6,13 +8,18 @@ import datetime as dt
 import pytest
 
 from tests.catalogue.arxiv_support import (
-    FeedServer, make_catalogue, other_entry, patch_session, seed_entry, snapshot,
+    FeedServer,
+    make_catalogue,
+    other_entry,
+    patch_session,
+    seed_entry,
+    snapshot,
 )
 from tools.arxiv.entries import field_state
-from tools.cli import main
 from tools.catalogue.entries import build_paper
 from tools.catalogue.validate import paper_files, validate_catalogue
 from tools.catalogue.yamlio import load_yaml_with_lines
+from tools.cli import main
 
 FAST = ["--arxiv-delay", "0", "--retries", "0", "--no-progress"]
 CURATED = "https://icml.cc/virtual/2026/poster/777"
@@ -81,8 +88,12 @@ def test_a_new_version_is_recorded_in_the_provenance(papers, monkeypatch, capsys
 
 
 def test_curated_fields_are_kept_unless_forced(tmp_path, monkeypatch, capsys):
-    entry = seed_entry(authors=["H. Kobayashi", "L. Brandt", "I. Béranger", "D. V. Lam"], authors_status="complete",
-                       venue="ICML 2026 Workshop", year=2026)
+    entry = seed_entry(
+        authors=["H. Kobayashi", "L. Brandt", "I. Béranger", "D. V. Lam"],
+        authors_status="complete",
+        venue="ICML 2026 Workshop",
+        year=2026,
+    )
     entry["provenance"] = {"authors": CURATED, "venue": CURATED, "year": CURATED}
     papers = make_catalogue(tmp_path / "papers", entry)
     patch_session(monkeypatch, ["streamkv_v2_icml.xml"])
@@ -153,8 +164,13 @@ def test_a_doi_another_entry_has_is_not_copied(tmp_path, monkeypatch, capsys):
 
 
 def test_field_states():
-    paper = build_paper(seed_entry(doi="10.1234/x", primary_class="cs.LG",
-                                   provenance={"doi": CURATED, "primary_class": "https://arxiv.org/abs/2512.00077v1"}))
+    paper = build_paper(
+        seed_entry(
+            doi="10.1234/x",
+            primary_class="cs.LG",
+            provenance={"doi": CURATED, "primary_class": "https://arxiv.org/abs/2512.00077v1"},
+        )
+    )
     assert field_state(paper, "authors") == "missing"  # truncated
     assert field_state(paper, "venue") == "missing"  # "arXiv"
     assert field_state(paper, "first_version") == "missing"

@@ -1,4 +1,5 @@
 """tools/arxiv/placement.py: keyword suggestions are valid placements, flagged for review, and sensible."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,20 +13,47 @@ def taxonomy():
     return load_taxonomy()
 
 
-@pytest.mark.parametrize("title, abstract, technique, cell", [
-    ("Attention-Guided Visual Token Pruning for Large Vision-Language Models",
-     "We prune visual tokens inside the LLM layers during prefill.", "token_pruning", "prefill.density"),
-    ("Merging Redundant Visual Tokens in the Vision Encoder", "Token merging in the vision encoder.",
-     "token_merging", "encode.density"),
-    ("Heavy Hitter KV Cache Eviction for Long Generation", "KV cache eviction keeps heavy hitters during decoding.",
-     "kv_eviction", "decode.memory"),
-    ("Speculative Decoding for Vision Language Models", "A draft model proposes tokens.",
-     "speculative_decoding", "decode.memory"),
-    ("Low-Bit KV Cache Quantization", "We study KV cache quantization to 2 bits.", "kv_quantization",
-     "decode.memory"),
-    ("Keyframe Selection for Long Video LLMs", "Frame selection for long video question answering.",
-     "keyframe_selection", "encode.density"),
-])
+@pytest.mark.parametrize(
+    "title, abstract, technique, cell",
+    [
+        (
+            "Attention-Guided Visual Token Pruning for Large Vision-Language Models",
+            "We prune visual tokens inside the LLM layers during prefill.",
+            "token_pruning",
+            "prefill.density",
+        ),
+        (
+            "Merging Redundant Visual Tokens in the Vision Encoder",
+            "Token merging in the vision encoder.",
+            "token_merging",
+            "encode.density",
+        ),
+        (
+            "Heavy Hitter KV Cache Eviction for Long Generation",
+            "KV cache eviction keeps heavy hitters during decoding.",
+            "kv_eviction",
+            "decode.memory",
+        ),
+        (
+            "Speculative Decoding for Vision Language Models",
+            "A draft model proposes tokens.",
+            "speculative_decoding",
+            "decode.memory",
+        ),
+        (
+            "Low-Bit KV Cache Quantization",
+            "We study KV cache quantization to 2 bits.",
+            "kv_quantization",
+            "decode.memory",
+        ),
+        (
+            "Keyframe Selection for Long Video LLMs",
+            "Frame selection for long video question answering.",
+            "keyframe_selection",
+            "encode.density",
+        ),
+    ],
+)
 def test_clear_papers_get_the_expected_technique_and_cell(taxonomy, title, abstract, technique, cell):
     s = suggest_placement(title, abstract, taxonomy)
     assert s.techniques[0] == technique
@@ -47,8 +75,9 @@ def test_modality_training_and_relevance(taxonomy):
 
 
 def test_no_keyword_still_gives_a_valid_placement_with_a_note(taxonomy):
-    s = suggest_placement("Protein Backbone Generation with Equivariant Flow Matching",
-                          "We generate protein backbones.", taxonomy)
+    s = suggest_placement(
+        "Protein Backbone Generation with Equivariant Flow Matching", "We generate protein backbones.", taxonomy
+    )
     assert s.score == 0 and s.relevance == 0 and s.matched == []
     assert len(s.techniques) == 1 and taxonomy.placement_problems(s.techniques, s.cells) == []
     assert "no taxonomy keyword matched" in s.note

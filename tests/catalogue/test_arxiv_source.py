@@ -3,6 +3,7 @@
 Feeds are served by a requests adapter mounted on the client's session, or by a local HTTP server on 127.0.0.1
 reached through the configurable endpoint. No test touches the network.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,7 +14,13 @@ import pytest
 
 from tests.catalogue.arxiv_support import REFUSED, TIMEOUT, FeedServer, body_of, patch_session
 from tools.arxiv.source import (
-    API_URL_ENV, ARXIV_MIN_DELAY, DEFAULT_API_URL, DELAY_ENV, ArxivSource, ArxivSourceError, feed_problem,
+    API_URL_ENV,
+    ARXIV_MIN_DELAY,
+    DEFAULT_API_URL,
+    DELAY_ENV,
+    ArxivSource,
+    ArxivSourceError,
+    feed_problem,
     parse_arxiv_ref,
 )
 
@@ -27,25 +34,30 @@ def source(**kwargs) -> ArxivSource:
 
 
 # ------------------------------------------------------------------------------------------------------ ids
-@pytest.mark.parametrize("text, expected", [
-    ("2403.06764", ("2403.06764", None)),
-    ("2403.06764v2", ("2403.06764", 2)),
-    ("arXiv:2403.06764v12", ("2403.06764", 12)),
-    ("  2501.00001 ", ("2501.00001", None)),
-    ("https://arxiv.org/abs/2403.06764v3", ("2403.06764", 3)),
-    ("http://arxiv.org/pdf/2403.06764v1.pdf", ("2403.06764", 1)),
-    ("https://arxiv.org/pdf/2403.06764", ("2403.06764", None)),
-    ("https://www.arxiv.org/html/2403.06764v2#S3", ("2403.06764", 2)),
-    ("https://export.arxiv.org/abs/2403.06764?context=cs", ("2403.06764", None)),
-    ("hep-th/9901001", ("hep-th/9901001", None)),
-    ("https://arxiv.org/abs/math.GT/0309136v1", ("math.GT/0309136", 1)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2403.06764", ("2403.06764", None)),
+        ("2403.06764v2", ("2403.06764", 2)),
+        ("arXiv:2403.06764v12", ("2403.06764", 12)),
+        ("  2501.00001 ", ("2501.00001", None)),
+        ("https://arxiv.org/abs/2403.06764v3", ("2403.06764", 3)),
+        ("http://arxiv.org/pdf/2403.06764v1.pdf", ("2403.06764", 1)),
+        ("https://arxiv.org/pdf/2403.06764", ("2403.06764", None)),
+        ("https://www.arxiv.org/html/2403.06764v2#S3", ("2403.06764", 2)),
+        ("https://export.arxiv.org/abs/2403.06764?context=cs", ("2403.06764", None)),
+        ("hep-th/9901001", ("hep-th/9901001", None)),
+        ("https://arxiv.org/abs/math.GT/0309136v1", ("math.GT/0309136", 1)),
+    ],
+)
 def test_parse_arxiv_ref_accepts_ids_and_urls(text, expected):
     assert parse_arxiv_ref(text) == expected
 
 
-@pytest.mark.parametrize("text", ["203.05527", "2403.067", "2403.06764v", "https://example.org/abs/2403.06764",
-                                  "fastv", "", "2403.06764.pdf.exe"])
+@pytest.mark.parametrize(
+    "text",
+    ["203.05527", "2403.067", "2403.06764v", "https://example.org/abs/2403.06764", "fastv", "", "2403.06764.pdf.exe"],
+)
 def test_parse_arxiv_ref_rejects_what_is_not_an_id(text):
     with pytest.raises(ValueError, match="not an arXiv"):
         parse_arxiv_ref(text)
@@ -60,8 +72,9 @@ def test_record_from_a_classic_feed_via_the_patched_session(monkeypatch):
     assert rec.authors == ["Zoë Müller", "Jiří Novák", "Ana María Pérez-Ruiz", "王小明", "Søren Ødegård"]
     assert rec.first_version == dt.date(2025, 11, 6) and rec.updated == dt.date(2026, 3, 2)
     assert rec.doi == "10.1109/CVPR52734.2026.01234"
-    assert rec.journal_ref.startswith("Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern "
-                                      "Recognition (CVPR), 2026")
+    assert rec.journal_ref.startswith(
+        "Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR), 2026"
+    )
     assert rec.comment.startswith("Accepted to CVPR 2026;")
     assert rec.primary_class == "cs.CV" and rec.categories == ["cs.CV", "cs.CL", "cs.LG"]
     assert rec.abstract.startswith("Large vision-language models") and rec.abstract.endswith("accuracy.")
@@ -136,8 +149,9 @@ def test_local_server_through_the_environment_variable(monkeypatch):
         monkeypatch.setenv(API_URL_ENV, server.url)
         records = ArxivSource(delay=0).lookup(["2601.01234"])
     assert records["2601.01234"].title.startswith("Relaxed Verification")
-    assert server.requests == [{"id_list": "2601.01234", "sortBy": "relevance", "sortOrder": "descending",
-                                "start": "0", "max_results": "100"}]
+    assert server.requests == [
+        {"id_list": "2601.01234", "sortBy": "relevance", "sortOrder": "descending", "start": "0", "max_results": "100"}
+    ]
 
 
 def test_batches_split_the_id_list(monkeypatch):
@@ -172,17 +186,20 @@ def test_a_client_error_is_not_retried(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------------ failures
-@pytest.mark.parametrize("reply, cause", [
-    ((429, b"Rate exceeded."), "rate limited (HTTP 429 Too Many Requests) (gave up after 3 tries)"),
-    ((503, b"Service Unavailable"), "arXiv server error (HTTP 503) (gave up after 3 tries)"),
-    ((500, b""), "arXiv server error (HTTP 500) (gave up after 3 tries)"),
-    (TIMEOUT, "timed out (no complete answer within 30 s) (gave up after 3 tries)"),
-    (REFUSED, "cannot connect to arxiv.test (Connection refused) (gave up after 3 tries)"),
-    ("truncated.xml", "malformed feed (XML error: "),
-    ("not_a_feed.html", "malformed feed (the document is <html>, not an Atom <feed>)"),
-    ((200, b""), "empty response (no feed) (gave up after 3 tries)"),
-    ((200, b"<feed xmlns='http://www.w3.org/2005/Atom'/>"), "malformed feed (no opensearch:totalResults"),
-])
+@pytest.mark.parametrize(
+    "reply, cause",
+    [
+        ((429, b"Rate exceeded."), "rate limited (HTTP 429 Too Many Requests) (gave up after 3 tries)"),
+        ((503, b"Service Unavailable"), "arXiv server error (HTTP 503) (gave up after 3 tries)"),
+        ((500, b""), "arXiv server error (HTTP 500) (gave up after 3 tries)"),
+        (TIMEOUT, "timed out (no complete answer within 30 s) (gave up after 3 tries)"),
+        (REFUSED, "cannot connect to arxiv.test (Connection refused) (gave up after 3 tries)"),
+        ("truncated.xml", "malformed feed (XML error: "),
+        ("not_a_feed.html", "malformed feed (the document is <html>, not an Atom <feed>)"),
+        ((200, b""), "empty response (no feed) (gave up after 3 tries)"),
+        ((200, b"<feed xmlns='http://www.w3.org/2005/Atom'/>"), "malformed feed (no opensearch:totalResults"),
+    ],
+)
 def test_every_failure_is_one_line_naming_the_id_and_the_cause(monkeypatch, reply, cause):
     adapter = patch_session(monkeypatch, [reply])
     with pytest.raises(ArxivSourceError) as err:
@@ -223,8 +240,10 @@ def test_a_mixed_batch_names_each_missing_id(monkeypatch):
 
 def test_the_empty_page_after_unknown_ids_ends_the_list(monkeypatch):
     # The API once counted unknown ids in totalResults and then served an empty page (lukasschwab/arxiv.py#82).
-    partial = (200, body_of("prunelens_v3.xml").replace(b">1</opensearch:totalResults>",
-                                                         b">2</opensearch:totalResults>"))
+    partial = (
+        200,
+        body_of("prunelens_v3.xml").replace(b">1</opensearch:totalResults>", b">2</opensearch:totalResults>"),
+    )
     adapter = patch_session(monkeypatch, [partial, "empty.xml"])
     records = source().fetch(["2511.04321", "2599.99999"])
     assert list(records) == ["2511.04321"]
@@ -245,8 +264,9 @@ def test_no_network_on_a_real_local_port():
 def test_a_real_timeout_against_a_slow_local_server():
     with FeedServer([(200, "prunelens_v3.xml", {"_sleep": 1.0})]) as server:
         src = ArxivSource(api_url=server.url, delay=0, retries=0, timeout=0.2)
-        with pytest.raises(ArxivSourceError,
-                           match=r"^arXiv 2511\.04321: timed out \(no complete answer within 0\.2 s\)$"):
+        with pytest.raises(
+            ArxivSourceError, match=r"^arXiv 2511\.04321: timed out \(no complete answer within 0\.2 s\)$"
+        ):
             src.lookup(["2511.04321"])
 
 
@@ -261,6 +281,12 @@ def test_search_returns_unique_records_in_feed_order(monkeypatch):
 
 
 def test_feed_problem_accepts_every_fixture_feed():
-    for name in ("prunelens_v3.xml", "two_preprints.xml", "streamkv_v2_icml.xml", "empty.xml", "withdrawn.xml",
-                 "discover_feed.xml"):
+    for name in (
+        "prunelens_v3.xml",
+        "two_preprints.xml",
+        "streamkv_v2_icml.xml",
+        "empty.xml",
+        "withdrawn.xml",
+        "discover_feed.xml",
+    ):
         assert feed_problem(body_of(name)) is None, name

@@ -1,4 +1,5 @@
 """The command line: exit codes, output formats (plain and GitHub annotations), `new` and `schema`."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ from tools.catalogue.paths import ROOT, SCHEMA_PATH
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "tools", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "tools", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
 
 
 def test_validate_bad_file_exit_1_without_traceback(tmp_path):
@@ -62,10 +64,30 @@ def test_repository_paper_files_start_with_the_schema_comment():
 
 
 def test_new_dry_run_prints_a_valid_entry(capsys):
-    code = cli.main(["new", "--id", "demo-2025", "--title", "A demo method for pruning visual tokens",
-                     "--author", "Ada Lovelace", "--year", "2025", "--arxiv", "2501.00001",
-                     "--technique", "token_pruning", "--cell", "prefill.density", "--training", "training-free",
-                     "--source", "https://arxiv.org/abs/2501.00001", "--dry-run"])
+    code = cli.main(
+        [
+            "new",
+            "--id",
+            "demo-2025",
+            "--title",
+            "A demo method for pruning visual tokens",
+            "--author",
+            "Ada Lovelace",
+            "--year",
+            "2025",
+            "--arxiv",
+            "2501.00001",
+            "--technique",
+            "token_pruning",
+            "--cell",
+            "prefill.density",
+            "--training",
+            "training-free",
+            "--source",
+            "https://arxiv.org/abs/2501.00001",
+            "--dry-run",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and 'id: "demo-2025"' in out and 'arxiv: "2501.00001"' in out
 
@@ -80,9 +102,23 @@ def test_new_writes_atomically_and_refuses_duplicates(tmp_path, monkeypatch, cap
     monkeypatch.setattr(entries.paper_path, "__defaults__", (papers,))
     monkeypatch.setattr(entries.write_paper, "__defaults__", (papers,))
     monkeypatch.setattr(validate.paper_files, "__defaults__", (papers,))
-    args = ["new", "--id", "demo-2025", "--title", "A demo method for pruning visual tokens", "--year", "2025",
-            "--arxiv", "2501.00001", "--technique", "token_pruning", "--cell", "prefill.density",
-            "--source", "https://arxiv.org/abs/2501.00001"]
+    args = [
+        "new",
+        "--id",
+        "demo-2025",
+        "--title",
+        "A demo method for pruning visual tokens",
+        "--year",
+        "2025",
+        "--arxiv",
+        "2501.00001",
+        "--technique",
+        "token_pruning",
+        "--cell",
+        "prefill.density",
+        "--source",
+        "https://arxiv.org/abs/2501.00001",
+    ]
     assert cli.main(args) == 0
     written = papers / "demo-2025.yaml"
     assert written.exists() and cli.main(["validate", "-q", str(written)]) == 0
@@ -99,7 +135,8 @@ def test_new_writes_atomically_and_refuses_duplicates(tmp_path, monkeypatch, cap
     variant[variant.index("demo-2025")] = "fastv-copy-2024"
     variant[variant.index("2501.00001")] = "2501.00002"
     variant[variant.index("A demo method for pruning visual tokens")] = (
-        "An image is worth 1/2 tokens after layer 2: plug-and-play inference acceleration for LVLMs")
+        "An image is worth 1/2 tokens after layer 2: plug-and-play inference acceleration for LVLMs"
+    )
     assert cli.main([*variant, "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "dry run: would refuse" in err and "already catalogued as papers/fastv-2024.yaml" in err
@@ -114,9 +151,27 @@ def test_new_writes_atomically_and_refuses_duplicates(tmp_path, monkeypatch, cap
     ],
 )
 def test_new_rejects_bad_options_clearly(extra, message, capsys, tmp_path):
-    code = cli.main(["new", "--id", "demo-2025", "--title", "A demo method", "--year", "2025", "--arxiv",
-                     "2501.00001", "--technique", "token_pruning", "--cell", "prefill.density",
-                     "--source", "s", "--dry-run", *extra])
+    code = cli.main(
+        [
+            "new",
+            "--id",
+            "demo-2025",
+            "--title",
+            "A demo method",
+            "--year",
+            "2025",
+            "--arxiv",
+            "2501.00001",
+            "--technique",
+            "token_pruning",
+            "--cell",
+            "prefill.density",
+            "--source",
+            "s",
+            "--dry-run",
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err
     assert code in (1, 2) and message in err and "Traceback" not in err
 
@@ -148,8 +203,13 @@ def test_paper_files_pass_check_jsonschema_like_pre_commit():
     files = _paper_sample()
     if not files:
         pytest.skip("no papers yet")
-    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--schemafile", str(SCHEMA_PATH), *files],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--schemafile", str(SCHEMA_PATH), *files],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -157,15 +217,26 @@ def test_paper_files_pass_yamllint_like_pre_commit():
     files = _paper_sample()
     if not files:
         pytest.skip("no papers yet")
-    result = subprocess.run([sys.executable, "-m", "yamllint", "-c", ".yamllint.yaml", *files],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "yamllint", "-c", ".yamllint.yaml", *files],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_yamllint_catches_the_yaml_traps(tmp_path):
     bad = write_entry(tmp_path, entry())
-    bad.write_text(bad.read_text().replace('arxiv: "2403.06764"', "arxiv: 2403.06764")
-                   .replace('venue: "ECCV 2024"', "venue: yes"), encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "yamllint", "-c", str(ROOT / ".yamllint.yaml"), str(bad)],
-                            capture_output=True, text=True, timeout=120)
+    bad.write_text(
+        bad.read_text().replace('arxiv: "2403.06764"', "arxiv: 2403.06764").replace('venue: "ECCV 2024"', "venue: yes"),
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "yamllint", "-c", str(ROOT / ".yamllint.yaml"), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "truthy" in result.stdout

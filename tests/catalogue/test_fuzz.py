@@ -1,4 +1,5 @@
 """Property-based fuzzing: mutated entries either validate or give clear problems; no exception escapes."""
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,12 @@ TAX = load_taxonomy()
 FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=40), st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2200, 1, 1)),
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+    st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2200, 1, 1)),
 )
 values = st.recursive(
     scalars,
@@ -94,7 +99,7 @@ def test_corrupted_text_never_raises(tmp_path_factory, data):
     pos = data.draw(st.integers(0, len(text)))
     junk = data.draw(st.binary(min_size=1, max_size=8) | st.sampled_from([b"\t", b":", b"- ", b"\n  ", b'"', b"{"]))
     cut = data.draw(st.integers(0, 6))
-    corrupted = text[:pos] + junk + text[pos + cut:]
+    corrupted = text[:pos] + junk + text[pos + cut :]
     path = tmp_path_factory.mktemp("corrupt") / "fastv-2024.yaml"
     path.write_bytes(corrupted)
     paper, _, problems = validate_file(path, TAX)
@@ -126,9 +131,14 @@ def test_anchors_and_aliases_anywhere_give_one_line_fast(tmp_path_factory, data)
     assert ANCHOR_MESSAGE.match(problems[0].message), problems[0].message
 
 
-DISTINCT_TITLES = ["Pruning visual tokens by attention", "Speculative decoding with draft trees",
-                   "Quantized key value caches for video", "Merging frames before the encoder",
-                   "Sparse attention kernels on long prompts", "Early exit in multimodal decoders"]
+DISTINCT_TITLES = [
+    "Pruning visual tokens by attention",
+    "Speculative decoding with draft trees",
+    "Quantized key value caches for video",
+    "Merging frames before the encoder",
+    "Sparse attention kernels on long prompts",
+    "Early exit in multimodal decoders",
+]
 SPECIAL_KINDS = ["valid", "fifo", "dangling", "outside", "directory", "zero", "yml", "bomb"]
 
 

@@ -3,6 +3,7 @@
 YAML alias bombs, entries of papers/ that are not regular files, .yml names, NUL bytes, impossible years, unquoted
 arXiv ids, malformed arXiv dates, a server that trickles its answer, NaN options, and Ctrl-C while enrich writes.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,21 +19,26 @@ import pytest
 import yaml
 
 from tests.catalogue.arxiv_support import (
-    FeedServer, body_of, make_catalogue, patch_session, seed_entry, snapshot,
+    body_of,
+    make_catalogue,
+    patch_session,
+    seed_entry,
+    snapshot,
 )
 from tests.catalogue.helpers import entry, write_entry, write_text
 from tools.arxiv.source import ArxivSource, ArxivSourceError
-from tools.cli import main
 from tools.catalogue.paths import ROOT
 from tools.catalogue.taxonomy import load_taxonomy
 from tools.catalogue.validate import paper_files, validate_catalogue, validate_file
+from tools.cli import main
 
 TAX = load_taxonomy()
 LIMIT_S = 10  # every case must answer well within this
 
 # 31 lines of nine aliases each: fully expanded, 9**30 list items (this file is 320 bytes)
 ALIAS_BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
-    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi"))
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi")
+)
 
 
 def within(seconds: float, call):
@@ -59,20 +65,25 @@ def test_an_alias_bomb_is_one_line_and_fast(tmp_path):
     before = snapshot(folder)
     cat, seconds = within(LIMIT_S, lambda: validate_catalogue(paper_files(folder), TAX))
     assert lines_of(cat.problems) == [
-        f"{bomb}:1: YAML anchors (&name) are not allowed in the catalogue's files; write the value out in full"]
+        f"{bomb}:1: YAML anchors (&name) are not allowed in the catalogue's files; write the value out in full"
+    ]
     assert list(cat.papers) == ["fastv-2024"] and cat.files["fastv-2024"] == good  # the run went on
     assert seconds < LIMIT_S and snapshot(folder) == before
 
 
-@pytest.mark.parametrize("text, line, what", [
-    ('id: "x"\ntitle: "t"\nauthors: &people ["A B"]\n', 3, "anchors (&name)"),
-    ('id: "x"\ntitle: "t"\nauthors: *people\n', 3, "aliases (*name)"),
-])
+@pytest.mark.parametrize(
+    "text, line, what",
+    [
+        ('id: "x"\ntitle: "t"\nauthors: &people ["A B"]\n', 3, "anchors (&name)"),
+        ('id: "x"\ntitle: "t"\nauthors: *people\n', 3, "aliases (*name)"),
+    ],
+)
 def test_a_single_anchor_or_alias_is_rejected_on_its_line(tmp_path, text, line, what):
     path = write_text(tmp_path, "x.yaml", text)
     _, _, problems = validate_file(path, TAX)
     assert lines_of(problems) == [
-        f"{path}:{line}: YAML {what} are not allowed in the catalogue's files; write the value out in full"]
+        f"{path}:{line}: YAML {what} are not allowed in the catalogue's files; write the value out in full"
+    ]
 
 
 def test_stars_and_ampersands_inside_strings_are_fine(tmp_path):
@@ -143,9 +154,11 @@ def test_inside_the_repository_a_link_out_of_it_is_named_so(tmp_path):
         _, _, problems = validate_file(link, TAX)
     finally:
         link.unlink()
-    assert lines_of(problems) == [f"papers/.test-link-out.yaml:1: a symbolic link to "
-                                  f"{os.path.realpath('/etc/passwd')}, outside the repository: only files inside it "
-                                  "are read"]
+    assert lines_of(problems) == [
+        f"papers/.test-link-out.yaml:1: a symbolic link to "
+        f"{os.path.realpath('/etc/passwd')}, outside the repository: only files inside it "
+        "are read"
+    ]
 
 
 def test_an_oversized_file_is_refused_by_its_size(tmp_path, monkeypatch):
@@ -166,8 +179,20 @@ def test_a_file_that_understates_its_size_is_read_to_the_limit_plus_one_byte(tmp
 
     def fstat_size_zero(fd):
         info = real_fstat(fd)
-        return os.stat_result((info.st_mode, info.st_ino, info.st_dev, info.st_nlink, info.st_uid, info.st_gid, 0,
-                               info.st_atime, info.st_mtime, info.st_ctime))
+        return os.stat_result(
+            (
+                info.st_mode,
+                info.st_ino,
+                info.st_dev,
+                info.st_nlink,
+                info.st_uid,
+                info.st_gid,
+                0,
+                info.st_atime,
+                info.st_mtime,
+                info.st_ctime,
+            )
+        )
 
     def counting_read(fd, n):
         asked.append(n)
@@ -193,7 +218,8 @@ def test_the_validate_command_reports_each_special_file_and_goes_on(tmp_path, ca
     assert code == 1 and seconds < LIMIT_S
     assert sorted(err[:-1]) == sorted(
         [f"{bomb}:1: YAML anchors (&name) are not allowed in the catalogue's files; write the value out in full"]
-        + [f"{path}:1: {message}" for path, message in specials])
+        + [f"{path}:1: {message}" for path, message in specials]
+    )
     assert err[-1] == "5 problem(s) in 5 file(s); 6 file(s) checked"
     assert {p.name for p in folder.iterdir()} == before
 
@@ -224,7 +250,8 @@ def test_a_nul_byte_is_reported_on_its_line(tmp_path):
     path = write_text(tmp_path, "x.yaml", 'id: "x"\ntitle: "t"\nsummary: "a\x00b"\n')
     _, _, problems = validate_file(path, TAX)
     assert lines_of(problems) == [
-        f"{path}:3: the character U+0000 is not allowed in YAML (a control character): remove it"]
+        f"{path}:3: the character U+0000 is not allowed in YAML (a control character): remove it"
+    ]
 
 
 @pytest.mark.parametrize("year", [2100, dt.date.today().year + 2])
@@ -233,25 +260,30 @@ def test_a_year_after_next_year_is_rejected(tmp_path, year):
     path = write_entry(tmp_path, entry(year=year))
     _, _, problems = validate_file(path, TAX)
     assert [(p.field, p.message) for p in problems] == [
-        ("year", f"year {year} is in the future: the latest year allowed now is {latest}")]
+        ("year", f"year {year} is in the future: the latest year allowed now is {latest}")
+    ]
     assert validate_file(write_entry(tmp_path, entry(year=latest)), TAX)[2] == []
 
 
-@pytest.mark.parametrize("written, read", [("2403.10", "2403.1"), ("2401.12340", "2401.1234"),
-                                           ("2403.06764", "2403.06764")])
+@pytest.mark.parametrize(
+    "written, read", [("2403.10", "2403.1"), ("2401.12340", "2401.1234"), ("2403.06764", "2403.06764")]
+)
 def test_an_unquoted_arxiv_id_gets_the_fix_as_written(tmp_path, written, read):
     path = write_entry(tmp_path, entry())
-    path.write_text(path.read_text(encoding="utf-8").replace('arxiv: "2403.06764"', f"arxiv: {written}"),
-                    encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace('arxiv: "2403.06764"', f"arxiv: {written}"), encoding="utf-8"
+    )
     _, _, problems = validate_file(path, TAX)
     assert [(p.field, p.message) for p in problems] == [
-        ("arxiv", f'the arXiv id was read as the number {read}; quote it as written: arxiv: "{written}"')]
+        ("arxiv", f'the arXiv id was read as the number {read}; quote it as written: arxiv: "{written}"')
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ arXiv answers
 def _with_published(value: str) -> bytes:
-    return body_of("prunelens_v3.xml").replace(b"<published>2025-11-06T18:59:02Z</published>",
-                                               f"<published>{value}</published>".encode())
+    return body_of("prunelens_v3.xml").replace(
+        b"<published>2025-11-06T18:59:02Z</published>", f"<published>{value}</published>".encode()
+    )
 
 
 @pytest.mark.parametrize("value", ["2025-13-45T00:00:00Z", "yesterday", ""])
@@ -259,9 +291,11 @@ def test_a_malformed_published_date_is_one_line_and_not_retried(monkeypatch, val
     adapter = patch_session(monkeypatch, [(200, _with_published(value))])
     with pytest.raises(ArxivSourceError) as err:
         ArxivSource(api_url="http://arxiv.test/api/query", delay=0, retries=2, sleep=lambda s: None).lookup(
-            ["2511.04321"])
-    assert str(err.value) == ("arXiv 2511.04321: the feed has a malformed date (entry 2511.04321v3: <published> is "
-                              f"{value!r})")
+            ["2511.04321"]
+        )
+    assert str(err.value) == (
+        f"arXiv 2511.04321: the feed has a malformed date (entry 2511.04321v3: <published> is {value!r})"
+    )
     assert len(adapter.requests) == 1
 
 
@@ -269,16 +303,51 @@ def test_add_and_enrich_report_a_malformed_date_in_one_line_and_write_nothing(tm
     papers = make_catalogue(tmp_path / "papers", seed_entry())
     before = snapshot(papers)
     patch_session(monkeypatch, [(200, _with_published("2025-13-45T00:00:00Z"))])
-    assert main(["add", "2511.04321", "--papers-dir", str(papers), "--api-url", "http://arxiv.test/api/query",
-                 "--arxiv-delay", "0", "--retries", "0"]) == 1
+    assert (
+        main(
+            [
+                "add",
+                "2511.04321",
+                "--papers-dir",
+                str(papers),
+                "--api-url",
+                "http://arxiv.test/api/query",
+                "--arxiv-delay",
+                "0",
+                "--retries",
+                "0",
+            ]
+        )
+        == 1
+    )
     assert capsys.readouterr().err.splitlines() == [
         "error: arXiv 2511.04321: the feed has a malformed date (entry 2511.04321v3: <published> is "
-        "'2025-13-45T00:00:00Z')", "nothing was written"]
-    bad = body_of("streamkv_v2_icml.xml").replace(b"<published>", b"<published>20x").replace(b"</published>",
-                                                                                           b"</published>", 1)
+        "'2025-13-45T00:00:00Z')",
+        "nothing was written",
+    ]
+    bad = (
+        body_of("streamkv_v2_icml.xml")
+        .replace(b"<published>", b"<published>20x")
+        .replace(b"</published>", b"</published>", 1)
+    )
     patch_session(monkeypatch, [(200, bad)])
-    assert main(["enrich", "--papers-dir", str(papers), "--api-url", "http://arxiv.test/api/query",
-                 "--arxiv-delay", "0", "--retries", "0", "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "enrich",
+                "--papers-dir",
+                str(papers),
+                "--api-url",
+                "http://arxiv.test/api/query",
+                "--arxiv-delay",
+                "0",
+                "--retries",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and err[0].startswith("error: arXiv 2512.00077: the feed has a malformed date (entry ")
     assert snapshot(papers) == before
@@ -302,7 +371,7 @@ class TrickleServer:
                     for i in range(len(body)):
                         if time.monotonic() > stop:
                             return
-                        self.wfile.write(body[i:i + 1])
+                        self.wfile.write(body[i : i + 1])
                         self.wfile.flush()
                         time.sleep(every)
                 except OSError:  # the client gave up
@@ -313,8 +382,7 @@ class TrickleServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def url(self) -> str:
@@ -344,30 +412,51 @@ def test_add_against_a_trickling_server_gives_up_in_one_line(tmp_path, capsys):
     papers = make_catalogue(tmp_path / "papers", seed_entry())
     before = snapshot(papers)
     with TrickleServer() as server:
-        code, seconds = within(LIMIT_S, lambda: main(
-            ["add", "2511.04321", "--papers-dir", str(papers), "--api-url", server.url, "--arxiv-delay", "0",
-             "--retries", "1", "--timeout", "0.5"]))
+        code, seconds = within(
+            LIMIT_S,
+            lambda: main(
+                [
+                    "add",
+                    "2511.04321",
+                    "--papers-dir",
+                    str(papers),
+                    "--api-url",
+                    server.url,
+                    "--arxiv-delay",
+                    "0",
+                    "--retries",
+                    "1",
+                    "--timeout",
+                    "0.5",
+                ]
+            ),
+        )
     assert code == 1 and seconds < LIMIT_S
     assert capsys.readouterr().err.splitlines() == [
         "error: arXiv 2511.04321: timed out (no complete answer within 0.5 s) (gave up after 2 tries)",
-        "nothing was written"]
+        "nothing was written",
+    ]
     assert snapshot(papers) == before
 
 
 # ------------------------------------------------------------------------------------------------ NaN options
 @pytest.mark.parametrize("command", [["add", "2511.04321"], ["enrich"], ["discover", "--since", "2026-01-01"]])
-@pytest.mark.parametrize("option, value, message", [
-    ("--timeout", "nan", "the timeout must be a finite number of seconds > 0, got nan"),
-    ("--timeout", "inf", "the timeout must be a finite number of seconds > 0, got inf"),
-    ("--arxiv-delay", "nan", "the delay between requests must be a finite number of seconds >= 0, got nan"),
-    ("--arxiv-delay", "inf", "the delay between requests must be a finite number of seconds >= 0, got inf"),
-])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--timeout", "nan", "the timeout must be a finite number of seconds > 0, got nan"),
+        ("--timeout", "inf", "the timeout must be a finite number of seconds > 0, got inf"),
+        ("--arxiv-delay", "nan", "the delay between requests must be a finite number of seconds >= 0, got nan"),
+        ("--arxiv-delay", "inf", "the delay between requests must be a finite number of seconds >= 0, got inf"),
+    ],
+)
 def test_nan_and_infinite_seconds_are_usage_errors(tmp_path, capsys, command, option, value, message):
     papers = make_catalogue(tmp_path / "papers", seed_entry())
     before = snapshot(papers)
     extra = ["--queue", str(tmp_path / "queue.yaml"), "--no-progress"] if command[0] == "discover" else []
-    code = main([*command, "--papers-dir", str(papers), "--api-url", "http://127.0.0.1:9/api/query",
-                 option, value, *extra])
+    code = main(
+        [*command, "--papers-dir", str(papers), "--api-url", "http://127.0.0.1:9/api/query", option, value, *extra]
+    )
     assert code == 2
     assert capsys.readouterr().err.splitlines() == [f"error: {message}"]
     assert snapshot(papers) == before
@@ -375,17 +464,32 @@ def test_nan_and_infinite_seconds_are_usage_errors(tmp_path, capsys, command, op
 
 # ------------------------------------------------------------------------------------------------ Ctrl-C in enrich
 def _two_entries_to_refresh(tmp_path) -> Path:
-    second = seed_entry(id="relaxed-verification-2026", arxiv="2601.01234",
-                        title="Relaxed Verification for Speculative Decoding in Vision-Language Models",
-                        paper_url="https://arxiv.org/abs/2601.01234",
-                        placement={"cells": ["decode.memory"], "techniques": ["speculative_decoding"],
-                                   "method": "curated"})
+    second = seed_entry(
+        id="relaxed-verification-2026",
+        arxiv="2601.01234",
+        title="Relaxed Verification for Speculative Decoding in Vision-Language Models",
+        paper_url="https://arxiv.org/abs/2601.01234",
+        placement={"cells": ["decode.memory"], "techniques": ["speculative_decoding"], "method": "curated"},
+    )
     return make_catalogue(tmp_path / "papers", seed_entry(), second)
 
 
 def _enrich(papers):
-    return main(["enrich", "-q", "--papers-dir", str(papers), "--api-url", "http://arxiv.test/api/query",
-                 "--arxiv-delay", "0", "--retries", "0", "--no-progress"])
+    return main(
+        [
+            "enrich",
+            "-q",
+            "--papers-dir",
+            str(papers),
+            "--api-url",
+            "http://arxiv.test/api/query",
+            "--arxiv-delay",
+            "0",
+            "--retries",
+            "0",
+            "--no-progress",
+        ]
+    )
 
 
 def test_ctrl_c_while_staging_changes_no_file(tmp_path, monkeypatch, capsys):

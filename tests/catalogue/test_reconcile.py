@@ -1,4 +1,5 @@
 """The reconciliation report: rendered from the entries' disagreements, deterministic, safe Markdown."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,20 +12,49 @@ from tools.outputs.reconcile import render_reconciliation
 
 
 def _catalogue_with_disagreements():
-    fastv = build_paper(entry(disagreements=[
-        {"field": "title", "values": {"owner/list-a:README.md@abcdef1": "FastV: an image is worth 1/2 tokens",
-                                      "https://arxiv.org/abs/2403.06764": "An Image is Worth 1/2 Tokens After Layer 2"},
-         "kept": "An Image is Worth 1/2 Tokens After Layer 2", "why": "the arXiv page is the authority"},
-        {"field": "venue", "values": {"owner/list-a:README.md@abcdef1": "arXiv",
-                                      "https://arxiv.org/abs/2403.06764": "ECCV 2024"},
-         "kept": "ECCV 2024", "why": "the authors state the acceptance"},
-    ]))
-    other = build_paper(entry(id="duplicated-method-2024", arxiv="2401.00001", title="A Duplicated Method",
-                              paper_url="https://arxiv.org/abs/2401.00001", disagreements=[
-        {"field": "title", "values": {"owner/list-a:README.md@abcdef1": "Duplicated method",
-                                      "owner/list-b:README.md@abcdef2": "A Duplicated Method"},
-         "kept": "A Duplicated Method", "why": "listed twice under two titles: one paper"},
-    ]))
+    fastv = build_paper(
+        entry(
+            disagreements=[
+                {
+                    "field": "title",
+                    "values": {
+                        "owner/list-a:README.md@abcdef1": "FastV: an image is worth 1/2 tokens",
+                        "https://arxiv.org/abs/2403.06764": "An Image is Worth 1/2 Tokens After Layer 2",
+                    },
+                    "kept": "An Image is Worth 1/2 Tokens After Layer 2",
+                    "why": "the arXiv page is the authority",
+                },
+                {
+                    "field": "venue",
+                    "values": {
+                        "owner/list-a:README.md@abcdef1": "arXiv",
+                        "https://arxiv.org/abs/2403.06764": "ECCV 2024",
+                    },
+                    "kept": "ECCV 2024",
+                    "why": "the authors state the acceptance",
+                },
+            ]
+        )
+    )
+    other = build_paper(
+        entry(
+            id="duplicated-method-2024",
+            arxiv="2401.00001",
+            title="A Duplicated Method",
+            paper_url="https://arxiv.org/abs/2401.00001",
+            disagreements=[
+                {
+                    "field": "title",
+                    "values": {
+                        "owner/list-a:README.md@abcdef1": "Duplicated method",
+                        "owner/list-b:README.md@abcdef2": "A Duplicated Method",
+                    },
+                    "kept": "A Duplicated Method",
+                    "why": "listed twice under two titles: one paper",
+                },
+            ],
+        )
+    )
     return {p.id: p for p in (fastv, other)}
 
 
@@ -47,11 +77,19 @@ def test_report_lists_every_disagreement(tmp_path):
 
 
 def test_report_escapes_table_syntax():
-    paper = build_paper(entry(
-        title="A | B <script> title",
-        disagreements=[{"field": "title", "values": {"owner/repo:README.md@abcdef1": "A | B", "https://x.org/p": "C"},
-                        "kept": "A | B <script> title", "why": "because | reasons"}],
-    ))
+    paper = build_paper(
+        entry(
+            title="A | B <script> title",
+            disagreements=[
+                {
+                    "field": "title",
+                    "values": {"owner/repo:README.md@abcdef1": "A | B", "https://x.org/p": "C"},
+                    "kept": "A | B <script> title",
+                    "why": "because | reasons",
+                }
+            ],
+        )
+    )
     text = render_reconciliation([paper])
     row = next(line for line in text.splitlines() if line.startswith("| FastV"))
     assert "A &#124; B &#60;script&#62; title" in row and "because &#124; reasons" in row
@@ -65,8 +103,13 @@ def test_report_without_disagreements_says_so():
 
 def test_reconcile_command_writes_the_report_of_the_catalogue(tmp_path):
     out = tmp_path / "reconciliation.md"
-    result = subprocess.run([sys.executable, "-m", "tools", "reconcile", "--output", str(out)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "tools", "reconcile", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     text = out.read_text(encoding="utf-8")
     assert text.startswith("# Reconciliation report")
@@ -77,14 +120,22 @@ def test_standalone_report_escapes_hostile_titles():
     import datetime as dt
 
     from tests.catalogue.helpers import entry
-    from tools.outputs.reconcile import render_reconciliation
     from tools.catalogue.schema import Paper
     from tools.catalogue.taxonomy import load_taxonomy
+    from tools.outputs.reconcile import render_reconciliation
 
-    data = entry(title="[x](javascript:alert(1)) <img src=x onerror=alert(1)>", disagreements=[
-        {"field": "title", "values": {"https://a.org/p": "[y](javascript:alert(2))", "o/list:README.md@abcdef1": "Plain"},
-         "kept": "Plain",
-         "why": "the arXiv page"}], last_verified=dt.date(2026, 11, 21))
+    data = entry(
+        title="[x](javascript:alert(1)) <img src=x onerror=alert(1)>",
+        disagreements=[
+            {
+                "field": "title",
+                "values": {"https://a.org/p": "[y](javascript:alert(2))", "o/list:README.md@abcdef1": "Plain"},
+                "kept": "Plain",
+                "why": "the arXiv page",
+            }
+        ],
+        last_verified=dt.date(2026, 11, 21),
+    )
     paper = Paper.model_validate(data, context={"taxonomy": load_taxonomy()})
     text = render_reconciliation([paper])
     assert "javascript:" not in text.replace("javascript&#58;", "")

@@ -1,5 +1,5 @@
-"""Duplicate detection (tools/catalogue/same_paper.py): the rules one by one, and its recall and false positives measured on
-real data.
+"""Duplicate detection (tools/catalogue/same_paper.py): the rules one by one, and its recall and false positives
+measured on real data.
 
 * ``fixtures/title_variants.tsv``: real title variants, the same paper under different titles: the spelling of
   paper lists (../shared/literature/papers_seed.jsonl, candidates.tsv), of author sources (papers_authors.jsonl), and
@@ -11,6 +11,7 @@ real data.
 * ``fixtures/similar_distinct_pairs.tsv``: the 100 most similar pairs of distinct catalogued papers (fuzzy ratio of
   the normalised titles), a snapshot of the catalogue when it held 637 papers.
 """
+
 from __future__ import annotations
 
 import csv
@@ -36,36 +37,59 @@ def judge(title_a: str, title_b: str, a: dict | None = None, b: dict | None = No
 
 
 # ------------------------------------------------------------------------------------------------ the rules
-@pytest.mark.parametrize("a, b", [
-    ("FastV: An Image is Worth 1/2 Tokens After Layer 2", "An image is worth 1/2 tokens after layer 2"),
-    ("Efficient LLM Inference with I/O-Aware KV Cache Partial Recomputation",
-     "KVPR: Efficient Large Language Model Inference with I/O-Aware Partial KV-Cache Recomputation"),
-    ("Frame-Voyager: Learning to Query Frames for Video Large Language Models",
-     "Frame-Voyager: Learning to query frames for video LLMs"),
-    ("H2O: Heavy-Hitter Oracle for Efficient Generative Inference of Large Language Models",
-     "H$_2$O: Heavy-Hitter Oracle for Efficient Generative Inference of Large Language Models"),
-    ("MMInference: Accelerating Pre-filling for Long-Context VLMs via Modality-Aware Permutation Sparse Attention",
-     "MMInference: Modality-Aware Permutation Sparse Attention"),
-    ("NexusQuant: Training-Free KV Cache Compression via E8 Lattice Quantization", "NexusQuant"),
-    ("Why and When Visual Token Pruning Fails? A Study on Relevant Visual Information Shift",
-     "DSTP: Why and When Visual Token Pruning Fails?"),
-    ("AdaCM$^2$: On Understanding Extremely Long-Term Video with Adaptive Cross-Modality Memory Reduction",
-     "AdaCM2: Adaptive Cross\u2011Modality Memory Reduction"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("FastV: An Image is Worth 1/2 Tokens After Layer 2", "An image is worth 1/2 tokens after layer 2"),
+        (
+            "Efficient LLM Inference with I/O-Aware KV Cache Partial Recomputation",
+            "KVPR: Efficient Large Language Model Inference with I/O-Aware Partial KV-Cache Recomputation",
+        ),
+        (
+            "Frame-Voyager: Learning to Query Frames for Video Large Language Models",
+            "Frame-Voyager: Learning to query frames for video LLMs",
+        ),
+        (
+            "H2O: Heavy-Hitter Oracle for Efficient Generative Inference of Large Language Models",
+            "H$_2$O: Heavy-Hitter Oracle for Efficient Generative Inference of Large Language Models",
+        ),
+        (
+            "MMInference: Accelerating Pre-filling for Long-Context VLMs via Modality-Aware Permutation Sparse "
+            "Attention",
+            "MMInference: Modality-Aware Permutation Sparse Attention",
+        ),
+        ("NexusQuant: Training-Free KV Cache Compression via E8 Lattice Quantization", "NexusQuant"),
+        (
+            "Why and When Visual Token Pruning Fails? A Study on Relevant Visual Information Shift",
+            "DSTP: Why and When Visual Token Pruning Fails?",
+        ),
+        (
+            "AdaCM$^2$: On Understanding Extremely Long-Term Video with Adaptive Cross-Modality Memory Reduction",
+            "AdaCM2: Adaptive Cross\u2011Modality Memory Reduction",
+        ),
+    ],
+)
 def test_variants_of_one_title_are_the_same_paper(a, b):
     assert judge(a, b) and judge(b, a)
 
 
-@pytest.mark.parametrize("a, b", [
-    ("Qwen2.5-VL Technical Report", "Qwen3-VL Technical Report"),
-    ("Qwen2-VL Technical Report", "Qwen2.5-VL Technical Report"),
-    ("SmoothQuant: Accurate and Efficient Post-Training Quantization for Large Language Models",
-     "SmoothQuant+: Accurate and Efficient Post-Training Quantization for Large Language Models"),
-    ("EAGLE: Speculative Sampling Requires Rethinking Feature Uncertainty",
-     "EAGLE-2: Speculative Sampling Requires Rethinking Feature Uncertainty"),
-    ("FastV: An Image is Worth 1/2 Tokens After Layer 2", "SparseV: An Image is Worth 1/2 Tokens After Layer 2"),
-    ("QuIP: 2-Bit Quantization of Large Language Models", "QuIP#: 2-Bit Quantization of Large Language Models"),
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Qwen2.5-VL Technical Report", "Qwen3-VL Technical Report"),
+        ("Qwen2-VL Technical Report", "Qwen2.5-VL Technical Report"),
+        (
+            "SmoothQuant: Accurate and Efficient Post-Training Quantization for Large Language Models",
+            "SmoothQuant+: Accurate and Efficient Post-Training Quantization for Large Language Models",
+        ),
+        (
+            "EAGLE: Speculative Sampling Requires Rethinking Feature Uncertainty",
+            "EAGLE-2: Speculative Sampling Requires Rethinking Feature Uncertainty",
+        ),
+        ("FastV: An Image is Worth 1/2 Tokens After Layer 2", "SparseV: An Image is Worth 1/2 Tokens After Layer 2"),
+        ("QuIP: 2-Bit Quantization of Large Language Models", "QuIP#: 2-Bit Quantization of Large Language Models"),
+    ],
+)
 def test_other_methods_and_versions_are_not(a, b):
     assert judge(a, b) is None
 
@@ -83,8 +107,15 @@ def test_authors_decide_between_reused_method_names():
     assert judge(*close, a={"authors": ("H. Kobayashi", "L. Brandt")}, b={"authors": ("Hana Kobayashi",)})
     assert judge(*close, a={"authors": ("Wei Liu", "Jian Li")}, b={"authors": ("Yexin Liu", "Dong Li")}) is None
     # author lists with no family name in common rule out even a close title
-    assert judge("Token pruning for video LLMs with attention", "Token pruning for video LLMs via attention",
-                 a={"authors": ("Ada Lovelace",)}, b={"authors": ("Alan Turing",)}) is None
+    assert (
+        judge(
+            "Token pruning for video LLMs with attention",
+            "Token pruning for video LLMs via attention",
+            a={"authors": ("Ada Lovelace",)},
+            b={"authors": ("Alan Turing",)},
+        )
+        is None
+    )
 
 
 def test_identifiers_decide_whatever_the_titles():
@@ -93,16 +124,22 @@ def test_identifiers_decide_whatever_the_titles():
 
 
 def test_titles_sharing_only_common_words_are_not_the_same_paper():
-    catalogue = [Described(f"p{i}", f"Speculative decoding for multimodal large language models, part {w}")
-                 for i, w in enumerate("abcdefghij")]
+    catalogue = [
+        Described(f"p{i}", f"Speculative decoding for multimodal large language models, part {w}")
+        for i, w in enumerate("abcdefghij")
+    ]
     new = Described("new", "On Speculative Decoding for Multimodal Large Language Models")
     known = Described("known", "Speculative Decoding Reimagined for Multimodal Large Language Models")
     assert matches_for(new, [*catalogue, known]) == []
 
 
 def test_duplicate_pairs_does_not_depend_on_keys_or_order():
-    titles = ["FastV: An Image is Worth 1/2 Tokens After Layer 2", "Sparse attention for long videos",
-              "An image is worth 1/2 tokens after layer 2", "KV cache quantization to two bits"]
+    titles = [
+        "FastV: An Image is Worth 1/2 Tokens After Layer 2",
+        "Sparse attention for long videos",
+        "An image is worth 1/2 tokens after layer 2",
+        "KV cache quantization to two bits",
+    ]
     for keys in (["a", "b", "c", "d"], ["z", "y", "x", "w"], ["m", "a", "z", "b"]):
         found = duplicate_pairs(Described(k, t) for k, t in zip(keys, titles))
         assert [{m.a, m.b} for m in found] == [{keys[0], keys[2]}]
@@ -113,13 +150,18 @@ def test_recall_on_real_title_variants(catalogue_papers):
     """Each variant, checked title-only (no id, no authors) against the catalogue, finds its paper."""
     variants = [r for r in rows("title_variants.tsv") if r["kind"] != "not_a_title"]
     canonical = {r["id"]: r["canonical"] for r in variants}
-    pool = [Described(pid, canonical.get(pid, p.title), tuple(p.authors), p.arxiv, p.doi)
-            for pid, p in catalogue_papers.items()]
+    pool = [
+        Described(pid, canonical.get(pid, p.title), tuple(p.authors), p.arxiv, p.doi)
+        for pid, p in catalogue_papers.items()
+    ]
     # candidates verified on their own pages, not catalogued when the data was built: their official titles join
     # the catalogue (once catalogued under their own id, their arXiv id says so and the pseudo-id is left out)
     catalogued = {p.arxiv for p in catalogue_papers.values() if p.arxiv}
-    pool += [Described(pid, title) for pid, title in canonical.items()
-             if pid.startswith("arxiv:") and pid[len("arxiv:"):] not in catalogued]
+    pool += [
+        Described(pid, title)
+        for pid, title in canonical.items()
+        if pid.startswith("arxiv:") and pid[len("arxiv:") :] not in catalogued
+    ]
     keys = {d.key for d in pool}
     by_arxiv = {p.arxiv: pid for pid, p in catalogue_papers.items() if p.arxiv}
     present = []
@@ -128,12 +170,13 @@ def test_recall_on_real_title_variants(catalogue_papers):
         if target:
             present.append((r, target))
     assert len(present) >= 0.9 * len(variants)  # the labelled papers are still in the pool
-    found = [(r, t) for r, t in present
-             if any(m.b == t for m in matches_for(Described("\0new", r["variant"]), pool))]
+    found = [(r, t) for r, t in present if any(m.b == t for m in matches_for(Described("\0new", r["variant"]), pool))]
     recall = len(found) / len(present)
     wording = [(r, t) for r, t in present if r["kind"] == "wording"]
-    print(f"recall {len(found)}/{len(present)} = {recall:.1%}; variants that differ in wording: "
-          f"{sum(x in found for x in wording)}/{len(wording)}")
+    print(
+        f"recall {len(found)}/{len(present)} = {recall:.1%}; variants that differ in wording: "
+        f"{sum(x in found for x in wording)}/{len(wording)}"
+    )
     assert recall >= RECALL_FLOOR
 
 
@@ -141,8 +184,11 @@ def test_no_false_positive_on_the_most_similar_distinct_pairs(catalogue_papers):
     pairs = rows("similar_distinct_pairs.tsv")
     assert len(pairs) == 100
     vocabulary = Vocabulary(TitleParts(p.title) for p in catalogue_papers.values())
-    flagged = [(r["id_a"], r["id_b"]) for r in pairs
-               if same_paper(Described("a", r["title_a"]), Described("b", r["title_b"]), vocabulary)]
+    flagged = [
+        (r["id_a"], r["id_b"])
+        for r in pairs
+        if same_paper(Described("a", r["title_a"]), Described("b", r["title_b"]), vocabulary)
+    ]
     assert flagged == []  # title-only: authors and ids would only rule more out
 
 

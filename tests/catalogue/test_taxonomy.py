@@ -1,7 +1,6 @@
 """The taxonomy validates itself, rejects dangling references, and maps every category of the sources."""
-from __future__ import annotations
 
-import json
+from __future__ import annotations
 
 import pytest
 import yaml
@@ -24,7 +23,9 @@ def test_repository_taxonomy_is_consistent():
     for t in tax.techniques:
         assert t.keywords and t.description and set(t.cells) <= set(tax.cell_ids)
     kv = next(g for g in tax.technique_groups if g.id == "kv_cache_compression")
-    assert len(kv.techniques) == 7 and all(t.startswith(("kv_", "low_rank_kv", "cross_layer_kv")) for t in kv.techniques)
+    assert len(kv.techniques) == 7 and all(
+        t.startswith(("kv_", "low_rank_kv", "cross_layer_kv")) for t in kv.techniques
+    )
 
 
 def _broken(tmp_path, mutate):
@@ -44,9 +45,14 @@ def _broken(tmp_path, mutate):
         (lambda d: d["techniques"].append(dict(d["techniques"][0])), "duplicate id 'token_pruning'"),
         (lambda d: d["cells"].update({"decode.memory": " "}), "empty description"),
         (lambda d: d["techniques"][0].update({"cells": ["decode.nothing"]}), "unknown cell 'decode.nothing'"),
-        (lambda d: d["technique_groups"][0]["techniques"].append("teleport"),
-         "visual_token_reduction: unknown technique 'teleport'"),
-        (lambda d: d["technique_groups"].append(dict(d["technique_groups"][0])), "duplicate id 'visual_token_reduction'"),
+        (
+            lambda d: d["technique_groups"][0]["techniques"].append("teleport"),
+            "visual_token_reduction: unknown technique 'teleport'",
+        ),
+        (
+            lambda d: d["technique_groups"].append(dict(d["technique_groups"][0])),
+            "duplicate id 'visual_token_reduction'",
+        ),
     ],
 )
 def test_taxonomy_rejects_dangling_references(tmp_path, mutate, fragment):

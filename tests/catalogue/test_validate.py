@@ -1,4 +1,5 @@
 """Accept and reject cases for every rule of the paper schema and the validator."""
+
 from __future__ import annotations
 
 import pytest
@@ -44,34 +45,74 @@ def test_preprint_and_minimal_entry_are_accepted(tmp_path):
         ({"authors": [], "authors_status": "complete"}, "", "authors is empty"),
         ({"authors_status": "unknown"}, "", "authors_status is 'unknown' but authors are listed"),
         ({"authors": ["A B", "A B"]}, "", "listed twice"),
-        ({"provenance": {"title": "https://x.org/a", "authors": "https://x.org/a", "colour": "https://x.org/a"}},
-         "provenance", "unknown provenance field"),
+        (
+            {"provenance": {"title": "https://x.org/a", "authors": "https://x.org/a", "colour": "https://x.org/a"}},
+            "provenance",
+            "unknown provenance field",
+        ),
         ({"provenance": {"title": "/work/scratch/verified_B.jsonl:34"}}, "provenance.title", "a local path"),
-        ({"provenance": {"authors": "../shared/seeds/002_5ffb40e2ad3d5c53.txt"}}, "provenance.authors",
-         "a local path"),
-        ({"provenance": {"placement": "curated from the title only (tools/data/curated_placements.yaml)"}},
-         "provenance.placement", "not a public address"),
+        ({"provenance": {"authors": "../shared/seeds/002_5ffb40e2ad3d5c53.txt"}}, "provenance.authors", "a local path"),
+        (
+            {"provenance": {"placement": "curated from the title only (tools/data/curated_placements.yaml)"}},
+            "provenance.placement",
+            "not a public address",
+        ),
         ({"provenance": {"venue": "http://arxiv.org/abs/2403.06764"}}, "provenance.venue", "write https://"),
-        ({"provenance": {"title": "https://www.alphaxiv.org/abs/2403.06764"}}, "provenance.title",
-         "give https://arxiv.org/abs/2403.06764 and record the copy in read_via"),
-        ({"provenance": {"title": "https://web3.arxiv.org/abs/2403.06764?context=cs"}}, "provenance.title",
-         "a copy of the arXiv page"),
-        ({"provenance": {"title": "cokeshao/Awesome-Multimodal-Token-Compression:image-llm.md@c500934"}},
-         "provenance.title", "a paper list"),
-        ({"read_via": {"https://arxiv.org/abs/2401.99999": "https://www.alphaxiv.org/abs/2401.99999"}},
-         "read_via.https://arxiv.org/abs/2401.99999", "no fact cites"),
+        (
+            {"provenance": {"title": "https://www.alphaxiv.org/abs/2403.06764"}},
+            "provenance.title",
+            "give https://arxiv.org/abs/2403.06764 and record the copy in read_via",
+        ),
+        (
+            {"provenance": {"title": "https://web3.arxiv.org/abs/2403.06764?context=cs"}},
+            "provenance.title",
+            "a copy of the arXiv page",
+        ),
+        (
+            {"provenance": {"title": "cokeshao/Awesome-Multimodal-Token-Compression:image-llm.md@c500934"}},
+            "provenance.title",
+            "a paper list",
+        ),
+        (
+            {"read_via": {"https://arxiv.org/abs/2401.99999": "https://www.alphaxiv.org/abs/2401.99999"}},
+            "read_via.https://arxiv.org/abs/2401.99999",
+            "no fact cites",
+        ),
         ({"listed_in": ["ZLKong/Awesome-Collection-Token-Reduction"]}, "listed_in.0", "not a list at a commit"),
         ({"listed_in": ["a/b@abcdef1", "a/b@abcdef1"]}, "", "listed_in lists a value twice"),
-        ({"disagreements": [{"field": "title", "values": {"/work/scratch/verified_B.jsonl:30": "Old",
-                                                          "https://arxiv.org/abs/2403.06764": "New"},
-                             "kept": "New", "why": "the paper's page"}]},
-         "disagreements.0.values./work/scratch/verified_B.jsonl:30", "a local path"),
+        (
+            {
+                "disagreements": [
+                    {
+                        "field": "title",
+                        "values": {
+                            "/work/scratch/verified_B.jsonl:30": "Old",
+                            "https://arxiv.org/abs/2403.06764": "New",
+                        },
+                        "kept": "New",
+                        "why": "the paper's page",
+                    }
+                ]
+            },
+            "disagreements.0.values./work/scratch/verified_B.jsonl:30",
+            "a local path",
+        ),
         ({"venue": "ECCV 2024", "venue_checked": True}, "", "name the proceedings page"),
         ({"closest_impl": ["reference_impls.prefill.fastv"]}, "", "closest_impl needs closest_impl_note"),
-        ({"closest_impl": ["reference_impls.prefill.no_such_module"], "closest_impl_note": "a variant of FastV"},
-         "closest_impl.0", "not in the reference implementation registry"),
-        ({"closest_impl": ["reference_impls.prefill.fastv"], "reference_impls": ["reference_impls.prefill.fastv"],
-          "closest_impl_note": "a variant of FastV"}, "", "not both"),
+        (
+            {"closest_impl": ["reference_impls.prefill.no_such_module"], "closest_impl_note": "a variant of FastV"},
+            "closest_impl.0",
+            "not in the reference implementation registry",
+        ),
+        (
+            {
+                "closest_impl": ["reference_impls.prefill.fastv"],
+                "reference_impls": ["reference_impls.prefill.fastv"],
+                "closest_impl_note": "a variant of FastV",
+            },
+            "",
+            "not both",
+        ),
         ({"arxiv": 2403.06764}, "arxiv", "quote it"),
         ({"arxiv": "2403.06764v2"}, "arxiv", "drop the version suffix"),
         ({"arxiv": "arXiv:2403.06764"}, "arxiv", "is not an arXiv id"),
@@ -83,28 +124,95 @@ def test_preprint_and_minimal_entry_are_accepted(tmp_path):
         ({"first_version": "2031-01-01"}, "", "later than the year"),
         ({"paper_url": "not a url"}, "paper_url", "should match pattern"),
         ({"code": [{"url": "https://github.com/x/y"}]}, "code.0.official", "required field is missing"),
-        ({"placement": {"cells": ["prefill.density"], "techniques": ["token_pruneing"], "method": "survey"}},
-         "placement", "unknown technique 'token_pruneing'"),
-        ({"placement": {"cells": ["decode.memory"], "techniques": ["token_pruning"], "method": "survey"}},
-         "placement", "may occupy"),
-        ({"placement": {"cells": ["prefill.density", "prefill.density"], "techniques": ["token_pruning"],
-                        "method": "survey"}}, "placement", "lists a value twice"),
-        ({"placement": {"cells": ["prefill.speed"], "techniques": ["token_pruning"], "method": "survey"}},
-         "placement", "unknown cell"),
-        ({"placement": {"cells": ["prefill.density"], "techniques": ["token_pruning"], "method": "guessed"}},
-         "placement.method", "Input should be"),
+        (
+            {"placement": {"cells": ["prefill.density"], "techniques": ["token_pruneing"], "method": "survey"}},
+            "placement",
+            "unknown technique 'token_pruneing'",
+        ),
+        (
+            {"placement": {"cells": ["decode.memory"], "techniques": ["token_pruning"], "method": "survey"}},
+            "placement",
+            "may occupy",
+        ),
+        (
+            {
+                "placement": {
+                    "cells": ["prefill.density", "prefill.density"],
+                    "techniques": ["token_pruning"],
+                    "method": "survey",
+                }
+            },
+            "placement",
+            "lists a value twice",
+        ),
+        (
+            {"placement": {"cells": ["prefill.speed"], "techniques": ["token_pruning"], "method": "survey"}},
+            "placement",
+            "unknown cell",
+        ),
+        (
+            {"placement": {"cells": ["prefill.density"], "techniques": ["token_pruning"], "method": "guessed"}},
+            "placement.method",
+            "Input should be",
+        ),
         ({"modality": ["hologram"]}, "", "unknown modality"),
         ({"modality": []}, "modality", "at least 1 item"),
         ({"training": "fine-tuned"}, "", "unknown training regime"),
         ({"frontiers": ["teleportation"]}, "", "unknown frontier"),
-        ({"claims": [{"metric": "vibes", "value": 1, "unit": "x", "where": "abstract",
-                      "source": "https://arxiv.org/abs/2403.06764"}]}, "claims.0", "unknown metric"),
-        ({"claims": [{"metric": "prefill_speedup", "value": 2, "unit": "%", "where": "abstract",
-                      "source": "https://arxiv.org/abs/2403.06764"}]}, "claims.0", "takes units"),
-        ({"claims": [{"metric": "prefill_speedup", "value": "2x", "unit": "x", "where": "abstract",
-                      "source": "https://arxiv.org/abs/2403.06764"}]}, "claims.0.value", "valid"),
-        ({"claims": [{"metric": "prefill_speedup", "value": 2, "unit": "x",
-                      "source": "https://arxiv.org/abs/2403.06764"}]}, "claims.0.where", "missing"),
+        (
+            {
+                "claims": [
+                    {
+                        "metric": "vibes",
+                        "value": 1,
+                        "unit": "x",
+                        "where": "abstract",
+                        "source": "https://arxiv.org/abs/2403.06764",
+                    }
+                ]
+            },
+            "claims.0",
+            "unknown metric",
+        ),
+        (
+            {
+                "claims": [
+                    {
+                        "metric": "prefill_speedup",
+                        "value": 2,
+                        "unit": "%",
+                        "where": "abstract",
+                        "source": "https://arxiv.org/abs/2403.06764",
+                    }
+                ]
+            },
+            "claims.0",
+            "takes units",
+        ),
+        (
+            {
+                "claims": [
+                    {
+                        "metric": "prefill_speedup",
+                        "value": "2x",
+                        "unit": "x",
+                        "where": "abstract",
+                        "source": "https://arxiv.org/abs/2403.06764",
+                    }
+                ]
+            },
+            "claims.0.value",
+            "valid",
+        ),
+        (
+            {
+                "claims": [
+                    {"metric": "prefill_speedup", "value": 2, "unit": "x", "source": "https://arxiv.org/abs/2403.06764"}
+                ]
+            },
+            "claims.0.where",
+            "missing",
+        ),
         ({"summary": "One. Two. Three. Four."}, "summary", "has 4"),
         ({"reference_impls": ["reference_impls.prefill.no_such_module"]}, "reference_impls.0", "not in the reference"),
         ({"reference_impls": ["numpy.linalg"]}, "reference_impls.0", "should match pattern"),
@@ -169,7 +277,7 @@ def test_error_names_the_line_of_the_yaml_node(tmp_path):
         ('id: "a"\ntitle: [unclosed\n', 3, "YAML syntax error"),
         ("- just\n- a list\n", 1, "must be a YAML mapping, this one is a list"),
         ("", 1, "this one is empty"),
-        ('<<: {a: 1}\n', 1, "merge keys"),
+        ("<<: {a: 1}\n", 1, "merge keys"),
         ("1: x\n", 1, "keys must be strings"),
     ],
 )
@@ -206,10 +314,12 @@ def test_cross_file_duplicates_are_errors(tmp_path):
     folder = tmp_path / "papers"
     a = write_entry(folder, entry())
     b = write_entry(folder, entry(id="other-2024", title="Completely different words here", doi=None))
-    c = write_entry(folder, entry(id="third-2024", title="Yet another unrelated study", arxiv="2401.00001",
-                                  doi="10.1000/ABC"))
-    d = write_entry(folder, entry(id="fourth-2024", title="A fourth unrelated topic", arxiv="2401.00002",
-                                  doi="10.1000/abc"))
+    c = write_entry(
+        folder, entry(id="third-2024", title="Yet another unrelated study", arxiv="2401.00001", doi="10.1000/ABC")
+    )
+    d = write_entry(
+        folder, entry(id="fourth-2024", title="A fourth unrelated topic", arxiv="2401.00002", doi="10.1000/abc")
+    )
     cat = validate_catalogue([a, b, c, d], TAX)
     messages = [p.as_text() for p in cat.problems]
     assert any("arXiv id '2403.06764' is also used by" in m for m in messages)
@@ -220,9 +330,12 @@ def test_cross_file_duplicates_are_errors(tmp_path):
 def test_near_duplicate_titles_are_errors_unless_declared_distinct(tmp_path):
     folder = tmp_path / "papers"
     a = write_entry(folder, entry())
-    reworded = entry(id="fastv-copy-2024", arxiv="2401.00003",
-                     title="Plug-and-Play Inference Acceleration for Large Vision-Language Models: An Image is "
-                           "Worth 1/2 Tokens After Layer 2")
+    reworded = entry(
+        id="fastv-copy-2024",
+        arxiv="2401.00003",
+        title="Plug-and-Play Inference Acceleration for Large Vision-Language Models: An Image is "
+        "Worth 1/2 Tokens After Layer 2",
+    )
     b = write_entry(folder, reworded)
     cat = validate_catalogue([a, b], TAX)
     assert len(cat.problems) == 1 and "the same paper as" in cat.problems[0].message
@@ -237,15 +350,23 @@ def test_a_copy_is_caught_whatever_its_file_name(tmp_path, copy_id):
     """The duplicate search looks at both titles' rare words: which file sorts first does not matter."""
     folder = tmp_path / "papers"
     files = [write_entry(folder, entry())]
-    for i, title in enumerate(["Sparse attention kernels for long video understanding",
-                               "Speculative decoding with tree drafts for multimodal models",
-                               "KV cache quantization to two bits for vision-language models"]):
+    for i, title in enumerate(
+        [
+            "Sparse attention kernels for long video understanding",
+            "Speculative decoding with tree drafts for multimodal models",
+            "KV cache quantization to two bits for vision-language models",
+        ]
+    ):
         files.append(write_entry(folder, entry(id=f"other-{i}-2024", arxiv=f"2401.0001{i}", title=title)))
-    files.append(write_entry(folder, entry(id=copy_id, arxiv="2401.00020",
-                                           title="FastV: An image is worth 1/2 tokens after layer 2")))
+    files.append(
+        write_entry(
+            folder, entry(id=copy_id, arxiv="2401.00020", title="FastV: An image is worth 1/2 tokens after layer 2")
+        )
+    )
     cat = validate_catalogue(files, TAX)
-    assert [(p.file.rsplit("/", 1)[1], p.field) for p in cat.problems] == [(f"{max(copy_id, 'fastv-2024')}.yaml",
-                                                                            "title")]
+    assert [(p.file.rsplit("/", 1)[1], p.field) for p in cat.problems] == [
+        (f"{max(copy_id, 'fastv-2024')}.yaml", "title")
+    ]
 
 
 def test_same_id_in_two_files_and_dangling_distinct_from(tmp_path):
@@ -260,8 +381,9 @@ def test_same_id_in_two_files_and_dangling_distinct_from(tmp_path):
 def test_explicit_citation_keys_must_be_unique(tmp_path):
     folder = tmp_path / "papers"
     a = write_entry(folder, entry(bibtex_key="chen2024image"))
-    b = write_entry(folder, entry(id="b-2024", arxiv="2401.00004", title="Unrelated words in a title",
-                                  bibtex_key="chen2024image"))
+    b = write_entry(
+        folder, entry(id="b-2024", arxiv="2401.00004", title="Unrelated words in a title", bibtex_key="chen2024image")
+    )
     cat = validate_catalogue([a, b], TAX)
     assert [p.field for p in cat.problems] == ["bibtex_key"]
 
@@ -282,13 +404,18 @@ def test_complex_keys_are_reported_not_raised(tmp_path):
 def test_reference_impls_are_checked_against_the_registry(tmp_path):
     """Links name a registry entry (its module, ``module:object`` or a spec function) that follows this paper; the
     registry is plain data, so no torch is imported."""
-    ok = entry(reference_impls=["reference_impls.prefill.fastv", "reference_impls.prefill.fastv:FastV",
-                                "reference_impls.prefill.fastv:fastv_keep_naive"])
+    ok = entry(
+        reference_impls=[
+            "reference_impls.prefill.fastv",
+            "reference_impls.prefill.fastv:FastV",
+            "reference_impls.prefill.fastv:fastv_keep_naive",
+        ]
+    )
     assert problems_of(tmp_path, ok)[1] == []
     bad = entry(reference_impls=["reference_impls.prefill.fastv:NoSuchThing"])
     problem = only_problem(tmp_path, bad)
     assert problem.field == "reference_impls.0" and "not in the reference implementation registry" in problem.message
-    other = entry(reference_impls=["reference_impls.decode.kv.snapkv"])         # SnapKV follows 2404.14469
+    other = entry(reference_impls=["reference_impls.decode.kv.snapkv"])  # SnapKV follows 2404.14469
     problem = only_problem(tmp_path, other)
     assert "registered as snapkv, which follows arXiv 2404.14469, not 2403.06764" in problem.message
 
@@ -303,12 +430,29 @@ def test_coverage_counts_checked_venues_reviews_and_sourced_facts():
     from tools.catalogue.schema import Paper
     from tools.catalogue.validate import coverage
 
-    checked = entry(venue_checked=True, provenance={"title": "https://arxiv.org/abs/2403.06764",
-                                                    "venue": "https://www.ecva.net/x", "summary": "https://x.org/a"},
-                    read_via={"https://x.org/a": "https://mirror.example/a"})
-    bare = entry(id="bare-2024", arxiv="2401.00001", summary=None, claims=[], provenance={},
-                 placement={"cells": ["prefill.density"], "techniques": ["token_pruning"], "method": "survey",
-                            "needs_review": True, "note": "placed from the title only: read the abstract"})
+    checked = entry(
+        venue_checked=True,
+        provenance={
+            "title": "https://arxiv.org/abs/2403.06764",
+            "venue": "https://www.ecva.net/x",
+            "summary": "https://x.org/a",
+        },
+        read_via={"https://x.org/a": "https://mirror.example/a"},
+    )
+    bare = entry(
+        id="bare-2024",
+        arxiv="2401.00001",
+        summary=None,
+        claims=[],
+        provenance={},
+        placement={
+            "cells": ["prefill.density"],
+            "techniques": ["token_pruning"],
+            "method": "survey",
+            "needs_review": True,
+            "note": "placed from the title only: read the abstract",
+        },
+    )
     papers = {d["id"]: Paper.model_validate(d, context={"taxonomy": TAX}) for d in (checked, bare)}
     c = coverage(papers)
     assert (c["papers"], c["venue checked"], c["summary"], c["claims"], c["placement to review"]) == (2, 1, 1, 1, 1)

@@ -1,5 +1,6 @@
 """The registry (``reference_impls/registry.py``): every entry points at a technique that exists, carries the
 taxonomy ids of ``taxonomy.yaml``, valid hosts and settings its class accepts; it imports without torch/pydantic."""
+
 import dataclasses
 import importlib
 import subprocess
@@ -17,8 +18,10 @@ TAXONOMY = yaml.safe_load((ROOT / "taxonomy.yaml").read_text(encoding="utf-8"))
 
 
 def test_imports_without_torch_pydantic_or_the_catalogue_tooling():
-    script = ("import sys\nfor name in ('torch', 'pydantic', 'tools', 'transformers'):\n    sys.modules[name] = None\n"
-              "from reference_impls import registry\nprint(len(registry.ENTRIES))")
+    script = (
+        "import sys\nfor name in ('torch', 'pydantic', 'tools', 'transformers'):\n    sys.modules[name] = None\n"
+        "from reference_impls import registry\nprint(len(registry.ENTRIES))"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) == len(registry.ENTRIES)

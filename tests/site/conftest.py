@@ -1,4 +1,5 @@
 """Session fixtures: the fixture catalogue generated and built once (strict) for every site test."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,6 @@ import pytest
 
 from tests.site.site_fixtures import REPO_URL, fixture_papers
 from tools.catalogue.taxonomy import load_taxonomy
-
 
 DATA = Path(__file__).parent / "data"
 
@@ -35,7 +35,14 @@ def built_site(tmp_path_factory) -> BuiltSite:
     root = tmp_path_factory.mktemp("site")
     papers = fixture_papers()
     measurements = load_measurements(papers, DATA / "reproductions.yaml", DATA)
-    generated = generate(papers, load_taxonomy(), root / "docs", reconciliation=_reconciliation, results_dir=DATA,
-                         measurements=measurements, repo_url=REPO_URL)
+    generated = generate(
+        papers,
+        load_taxonomy(),
+        root / "docs",
+        reconciliation=_reconciliation,
+        results_dir=DATA,
+        measurements=measurements,
+        repo_url=REPO_URL,
+    )
     build_site(root / "docs", root / "html", generated.paper_bibs, strict=True, repo_url=REPO_URL)
     return BuiltSite(papers, root / "docs", root / "html")

@@ -13,6 +13,7 @@ free of errors, and hostile text stays inert. Screenshots go to $ATLAS_SCREENSHO
 folder); the responsive test asserts what they show: no horizontal scrolling, year / venue / links on one line, no
 word broken inside, and cards below 700 px.
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,8 +35,16 @@ from tools.outputs.site.build import make_server
 
 pytestmark = pytest.mark.browser
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DESKTOP, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
 
 
@@ -64,18 +73,24 @@ def server(built_site):
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory):
     """The real catalogue's site (search ranking is checked on it too: FastV ranked sixth there)."""
+    from tools.catalogue.taxonomy import load_taxonomy
+    from tools.catalogue.validate import load_catalogue
     from tools.outputs.reconcile import render_reconciliation
     from tools.outputs.site.build import build_site
     from tools.outputs.site.generate import generate
     from tools.outputs.site.measured import load_measurements
     from tools.outputs.site.refimpls import RESULTS_DIR
-    from tools.catalogue.taxonomy import load_taxonomy
-    from tools.catalogue.validate import load_catalogue
 
     root = tmp_path_factory.mktemp("real-site")
     papers = load_catalogue()
-    generated = generate(papers, load_taxonomy(), root / "docs", reconciliation=render_reconciliation,
-                         results_dir=RESULTS_DIR, measurements=load_measurements(papers))
+    generated = generate(
+        papers,
+        load_taxonomy(),
+        root / "docs",
+        reconciliation=render_reconciliation,
+        results_dir=RESULTS_DIR,
+        measurements=load_measurements(papers),
+    )
     build_site(root / "docs", root / "html", generated.paper_bibs, strict=True)
     srv, url = _serve(root / "html")
     yield url
@@ -99,8 +114,8 @@ def browser_context(tmp_path_factory):
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=executable, headless=True, args=FLAGS, viewport=DESKTOP,
-            accept_downloads=True)
+            str(profile), executable_path=executable, headless=True, args=FLAGS, viewport=DESKTOP, accept_downloads=True
+        )
         context.set_default_timeout(30_000)
         context.outside = []  # every request that tried to leave 127.0.0.1 (blocked), workers' included
 
@@ -183,7 +198,8 @@ def _first_search_result(page, query: str) -> str:
     page.wait_for_function(
         """terms => { const a = document.querySelector('.md-search-result__item > a');
                       return a && new RegExp('[?&]h=' + terms.replace(/[+]/g, '\\\\+') + '($|[&#])').test(a.href); }""",
-        arg=terms)
+        arg=terms,
+    )
     href = page.locator(".md-search-result__item > a").first.get_attribute("href")
     page.keyboard.press("Escape")
     return urlsplit(href).path.rsplit("/", 2)[-2] + "/" + urlsplit(href).path.rsplit("/", 1)[-1]
@@ -191,11 +207,13 @@ def _first_search_result(page, query: str) -> str:
 
 CONTRAST = """sel => {
   const parse = c => c.match(/[\\d.]+/g).map(Number);
-  const lum = ([r, g, b]) => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = ([r, g, b]) => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) **
+  2.4; };
                                return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
   const el = document.querySelector(sel);
   let node = el, bg = [255, 255, 255];
-  while (node) { const c = parse(getComputedStyle(node).backgroundColor); if (c.length < 4 || c[3] > 0) { bg = c; break; }
+  while (node) { const c = parse(getComputedStyle(node).backgroundColor); if (c.length < 4 || c[3] > 0) { bg = c;
+  break; }
                  node = node.parentElement; }
   const fg = parse(getComputedStyle(el).color), a = fg.length > 3 ? fg[3] : 1;
   const mixed = [0, 1, 2].map(i => a * fg[i] + (1 - a) * bg[i]);
@@ -240,13 +258,16 @@ def test_a_missing_page_shows_the_sites_404(watched, server):
 
 
 # ------------------------------------------------------------------------------------------------ search
-@pytest.mark.parametrize("query, expected", [
-    ("FastV", "papers/fastv-2024.html"),  # FastVariant's title and two summaries also start with "fastv"
-    ("SnapKV", "papers/snapkv-2024.html"),
-    ("VisionZip", "papers/visionzip-2025.html"),
-    (UNIQUE_AUTHOR, "papers/visionzip-2025.html"),  # an author's full name
-    ("Yingbing Huang", "papers/snapkv-2024.html"),
-])
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("FastV", "papers/fastv-2024.html"),  # FastVariant's title and two summaries also start with "fastv"
+        ("SnapKV", "papers/snapkv-2024.html"),
+        ("VisionZip", "papers/visionzip-2025.html"),
+        (UNIQUE_AUTHOR, "papers/visionzip-2025.html"),  # an author's full name
+        ("Yingbing Huang", "papers/snapkv-2024.html"),
+    ],
+)
 def test_search_puts_the_right_paper_first(watched, server, query, expected):
     page = watched.page
     page.goto(server, wait_until="networkidle")
@@ -259,10 +280,13 @@ def test_search_on_the_real_catalogue_puts_the_right_paper_first(watched, real_s
     reconciliation page or any title starting with "Li" first."""
     page = watched.page
     page.goto(real_server, wait_until="networkidle")
-    for query, expected in [("FastV", "papers/fastv-2024.html"), ("SnapKV", "papers/snapkv-2024.html"),
-                            ("VisionZip", "papers/visionzip-2025.html"),
-                            ("Liang Chen", "papers/fastv-2024.html"),  # "liang" and "chen" are in 100+ pages
-                            ("Zhuotao Tian", "papers/visionzip-2025.html")]:
+    for query, expected in [
+        ("FastV", "papers/fastv-2024.html"),
+        ("SnapKV", "papers/snapkv-2024.html"),
+        ("VisionZip", "papers/visionzip-2025.html"),
+        ("Liang Chen", "papers/fastv-2024.html"),  # "liang" and "chen" are in 100+ pages
+        ("Zhuotao Tian", "papers/visionzip-2025.html"),
+    ]:
         assert _first_search_result(page, query) == expected, query
     assert watched.clean()
 
@@ -274,8 +298,14 @@ def test_explorer_filters_are_multi_select_and_survive_a_reload(watched, server)
     assert rows.count() == 9
     _pick(page, "stage", "prefill")
     _pick(page, "stage", "decode")
-    assert sorted(_ids(rows)) == ["bidi-2025", "chen-collision-2024", "fastv-2024", "hostile-2025",
-                                  "long-title-2025", "snapkv-2024"]
+    assert sorted(_ids(rows)) == [
+        "bidi-2025",
+        "chen-collision-2024",
+        "fastv-2024",
+        "hostile-2025",
+        "long-title-2025",
+        "snapkv-2024",
+    ]
     _pick(page, "modality", "text")
     assert sorted(_ids(rows)) == ["bidi-2025", "snapkv-2024"]
     page.check("input[data-filter=code]")
@@ -299,10 +329,12 @@ def test_explorer_technique_groups_text_and_sort(watched, server):
     _pick(page, "technique", "token_merging")  # a group and a technique: papers with either
     assert sorted(_ids(rows)) == ["fast-variant-2025", "snapkv-2024"]
     page.locator("button.atlas-clear").click()
-    for words, expected in [("chengyao", ["visionzip-2025"]),  # the fourth author: every author is searched
-                            ("dominant contextual", ["visionzip-2025"]),  # words of the summary, in any order
-                            ("muller", ["keyframe-selector-2025"]),  # without the accent
-                            ("FastVariant", ["fast-variant-2025"])]:  # the short name
+    for words, expected in [
+        ("chengyao", ["visionzip-2025"]),  # the fourth author: every author is searched
+        ("dominant contextual", ["visionzip-2025"]),  # words of the summary, in any order
+        ("muller", ["keyframe-selector-2025"]),  # without the accent
+        ("FastVariant", ["fast-variant-2025"]),
+    ]:  # the short name
         page.fill("input[data-filter=text]", words)
         assert _ids(rows) == expected, words
     page.fill("input[data-filter=text]", "")
@@ -386,7 +418,8 @@ def test_three_user_tasks_take_a_few_clicks(watched, server):
     article = page.locator("article").inner_text()
     assert article.index("python -m tools add 2403.06764") < article.index("python -m tools new")
     assert page.locator("article a", has_text="Submit a paper").get_attribute("href") == (
-        REPO_URL + "/issues/new?template=add-paper.yml")
+        REPO_URL + "/issues/new?template=add-paper.yml"
+    )
     assert watched.clean()
 
 
@@ -396,24 +429,33 @@ def test_tables_read_well_on_a_desktop_and_become_cards_on_a_phone(watched, serv
     page = watched.page
     page.set_viewport_size(viewport)
     width = viewport["width"]
-    for path, ready in [("", None), ("explorer.html", "#atlas-explorer[data-ready]"),
-                        ("techniques/token_pruning.html", None), ("results.html", None),
-                        ("papers/fastv-2024.html", None)]:
+    for path, ready in [
+        ("", None),
+        ("explorer.html", "#atlas-explorer[data-ready]"),
+        ("techniques/token_pruning.html", None),
+        ("results.html", None),
+        ("papers/fastv-2024.html", None),
+    ]:
         page.goto(server + path, wait_until="networkidle")
         if ready:
             page.wait_for_selector(ready)
         name = (path.replace("/", "-").removesuffix(".html") or "home") + f"-{width}.png"
         page.screenshot(path=str(shots / name), full_page=True)
         assert page.evaluate("document.documentElement.scrollWidth") <= width, path  # no sideways scrolling
-        cells = "table.atlas-cards td[data-label=Year], table.atlas-cards td[data-label=Venue], " \
-                "table.atlas-cards td[data-label=Links]"
+        cells = (
+            "table.atlas-cards td[data-label=Year], table.atlas-cards td[data-label=Venue], "
+            "table.atlas-cards td[data-label=Links]"
+        )
         assert page.evaluate(LINES, cells) == [], path  # each on one line ("20/26", "offi/cia/l" before)
         assert page.evaluate(BROKEN_WORDS, "table.atlas-cards td[data-label=Paper] a") == [], path
         tables = page.locator("table.atlas-cards")
         if tables.count():
-            display = page.evaluate("t => getComputedStyle(t.querySelector('tbody tr')).display",
-                                    tables.first.element_handle())
-            head = page.evaluate("t => getComputedStyle(t.querySelector('thead')).display", tables.first.element_handle())
+            display = page.evaluate(
+                "t => getComputedStyle(t.querySelector('tbody tr')).display", tables.first.element_handle()
+            )
+            head = page.evaluate(
+                "t => getComputedStyle(t.querySelector('thead')).display", tables.first.element_handle()
+            )
             assert (display, head) == (("block", "none") if width < 700 else ("table-row", "table-header-group")), path
     assert watched.clean()
 

@@ -1,4 +1,5 @@
 """BibTeX: escaping, keys and collisions, entry types and fields, round trip, and `bib --check`."""
+
 from __future__ import annotations
 
 import unicodedata
@@ -10,12 +11,20 @@ from hypothesis import strategies as st
 
 from tests.site.site_fixtures import HOSTILE_TITLE, UNDERSCORE_DOI, UNDERSCORE_URL, fixture_papers
 from tools import cli
-from tools.outputs.bibtex import (
-    bib_author, catalogue_keys, check_bib, latex_decode, latex_escape, latex_title, render_bib, render_one, verbatim,
-)
-from tools.outputs.text import BIDI_CONTROLS, plain
 from tools.catalogue.paths import ROOT
 from tools.catalogue.taxonomy import load_taxonomy
+from tools.outputs.bibtex import (
+    bib_author,
+    catalogue_keys,
+    check_bib,
+    latex_decode,
+    latex_escape,
+    latex_title,
+    render_bib,
+    render_one,
+    verbatim,
+)
+from tools.outputs.text import BIDI_CONTROLS, plain
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +40,13 @@ def parsed(papers):
 
 def test_latex_specials_are_escaped():
     assert latex_escape("50% & $5 #1 a_b {x} ~ ^ \\") == (
-        r"50\% \& \$5 \#1 a\_b \{x\} \textasciitilde{} \textasciicircum{} \textbackslash{}")
+        r"50\% \& \$5 \#1 a\_b \{x\} \textasciitilde{} \textasciicircum{} \textbackslash{}"
+    )
     assert latex_escape("<script>") == r"\textless{}script\textgreater{}"
 
 
 def test_non_ascii_names_are_escaped():
-    assert latex_escape("Müller") == r'M{\"u}ller'
+    assert latex_escape("Müller") == r"M{\"u}ller"
     assert latex_escape("Łukasz Łukasiewicz") == r"{\L}ukasz {\L}ukasiewicz"
     assert latex_escape("Nguyễn") == r"Nguy{\~\^e}n"
     assert latex_escape("Šimánek") == r"{\v{S}}im{\'a}nek"
@@ -45,7 +55,8 @@ def test_non_ascii_names_are_escaped():
 
 def test_acronyms_and_camel_case_words_are_protected():
     assert latex_title("FastV makes LLaVA-1.5 faster with a KV-cache") == (
-        "{FastV} makes {LLaVA}-1.5 faster with a {KV}-cache")
+        "{FastV} makes {LLaVA}-1.5 faster with a {KV}-cache"
+    )
     assert latex_title("Vision Transformers") == "Vision Transformers"
 
 
@@ -55,8 +66,14 @@ def test_two_hyphens_in_text_do_not_become_a_dash():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Cf", "Co", "Cn", "Zl", "Zp", "Zs"),
-                                      whitelist_characters=" "), max_size=60))
+@given(
+    st.text(
+        alphabet=st.characters(
+            blacklist_categories=("Cs", "Cc", "Cf", "Co", "Cn", "Zl", "Zp", "Zs"), whitelist_characters=" "
+        ),
+        max_size=60,
+    )
+)
 def test_escape_round_trips(text):
     text = " ".join(unicodedata.normalize("NFC", text).split())  # the escaper normalises to NFC
     assert latex_decode(latex_escape(text)) == text
@@ -114,9 +131,9 @@ def test_entry_types_and_fields(papers, parsed):
     assert preprint.entry_type == "article"
     assert preprint.fields_dict["journal"].value == "arXiv preprint arXiv:2502.01234"
     assert preprint.fields_dict["author"].value == (
-        r'M{\"u}ller, J{\"u}rgen and {\L}ukasiewicz, {\L}ukasz and An, Nguy{\~\^e}n V{\u{a}}n')
-    order = ["author", "title", "booktitle", "journal", "year", "doi", "eprint", "archivePrefix", "primaryClass",
-             "url"]
+        r"M{\"u}ller, J{\"u}rgen and {\L}ukasiewicz, {\L}ukasz and An, Nguy{\~\^e}n V{\u{a}}n"
+    )
+    order = ["author", "title", "booktitle", "journal", "year", "doi", "eprint", "archivePrefix", "primaryClass", "url"]
     for entry in library.entries:
         names = [f.key for f in entry.fields]
         assert names == sorted(names, key=order.index)
@@ -169,8 +186,10 @@ def test_check_reports_what_the_catalogue_has_and_lacks(papers):
 
 def test_bib_check_cli(tmp_path, capsys):
     path = tmp_path / "refs.bib"
-    path.write_text("@article{x, title={Surely Not In The Catalogue At All}}\n"
-                    "@article{y, title={X}, eprint={2403.06764}}\n", encoding="utf-8")
+    path.write_text(
+        "@article{x, title={Surely Not In The Catalogue At All}}\n@article{y, title={X}, eprint={2403.06764}}\n",
+        encoding="utf-8",
+    )
     assert cli.main(["bib", "--check", str(path)]) == 0
     out = capsys.readouterr().out
     assert "2 entries; the catalogue has 1, lacks 1" in out

@@ -1,6 +1,7 @@
 """The explorer's data and the catalogue's exports: every author and the summary are searchable, technique groups
 reach the page, and the published CSV / JSON / BibTeX files hold every paper (the browser test checks that the
 explorer's own export of every paper is these files byte for byte)."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,8 @@ import json
 import bibtexparser
 
 from tests.site.site_fixtures import HOSTILE_TITLE, UNDERSCORE_URL
-from tools.outputs.site.explorer import EXPORT_COLUMNS
 from tools.catalogue.taxonomy import load_taxonomy
+from tools.outputs.site.explorer import EXPORT_COLUMNS
 
 
 def _data(built_site) -> dict:

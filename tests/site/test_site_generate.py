@@ -1,5 +1,6 @@
 """Page generation: the docs tree, the strict build, inert hostile text, the explorer data, plots, mkdocs.yml and the
 README section."""
+
 from __future__ import annotations
 
 import html
@@ -13,10 +14,10 @@ import yaml
 from tests.site.site_fixtures import HOSTILE_SUMMARY, HOSTILE_TITLE, LONG_TITLE_BYTES, fixture_papers
 from tools import cli
 from tools.catalogue.paths import ROOT
+from tools.catalogue.taxonomy import load_taxonomy
 from tools.outputs.readme import BEGIN, END, MarkersMissing, render_matrix, update_readme
 from tools.outputs.site.generate import NAV, render_mkdocs_config
 from tools.outputs.site.markup import rel, tags_allowed
-from tools.catalogue.taxonomy import load_taxonomy
 
 LIVE_MARKUP = re.compile(r"<(img|script|svg|iframe|b|i)[\s>](?![^<]*atlas-plot)", re.I)
 
@@ -54,8 +55,17 @@ def test_tree_has_a_page_per_stage_axis_cell_technique_and_paper(built_site):
     for pid in built_site.papers:
         assert (html_dir / "papers" / f"{pid}.html").is_file()
         assert (html_dir / "bib" / f"{pid}.bib").is_file()  # one .bib per paper
-    for page in ("index", "explorer", "trends", "taxonomy", "reconciliation", "frontiers", "tags", "contributing",
-                 "reference-implementations"):
+    for page in (
+        "index",
+        "explorer",
+        "trends",
+        "taxonomy",
+        "reconciliation",
+        "frontiers",
+        "tags",
+        "contributing",
+        "reference-implementations",
+    ):
         assert (html_dir / f"{page}.html").is_file(), page
     assert (html_dir / "data" / "papers.json").is_file() and (html_dir / "atlas.bib").is_file()
     assert (docs / "index.md").is_file()
@@ -180,15 +190,16 @@ def test_repository_readme_section_is_fresh():
 
 @pytest.mark.slow
 def test_real_catalogue_builds_strictly(tmp_path):
+    from tools.catalogue.validate import load_catalogue
     from tools.outputs.reconcile import render_reconciliation
     from tools.outputs.site.build import build_site
     from tools.outputs.site.generate import generate
     from tools.outputs.site.refimpls import RESULTS_DIR
-    from tools.catalogue.validate import load_catalogue
 
     papers = load_catalogue()
-    generated = generate(papers, load_taxonomy(), tmp_path / "docs", reconciliation=render_reconciliation,
-                         results_dir=RESULTS_DIR)
+    generated = generate(
+        papers, load_taxonomy(), tmp_path / "docs", reconciliation=render_reconciliation, results_dir=RESULTS_DIR
+    )
     build_site(tmp_path / "docs", tmp_path / "html", generated.paper_bibs, strict=True)
     assert len(list((tmp_path / "html" / "papers").glob("*.html"))) == len(papers)
     assert len(list((tmp_path / "html" / "bib").glob("*.bib"))) == len(papers)
@@ -227,7 +238,8 @@ def test_reference_implementation_is_described_from_its_source():
     assert missing.path is None and missing.summary == "" and missing.tests == []
     technique = describe("reference_impls.prefill.fastv:FastV")
     assert technique.path and technique.help_command == (
-        'PYTHONPATH=. python -c "from reference_impls.prefill.fastv import FastV; help(FastV)"')
+        'PYTHONPATH=. python -c "from reference_impls.prefill.fastv import FastV; help(FastV)"'
+    )
 
 
 def test_the_run_lines_on_paper_pages_name_what_they_import():
@@ -237,16 +249,21 @@ def test_the_run_lines_on_paper_pages_name_what_they_import():
     import sys
 
     pytest.importorskip("torch")
-    from tools.outputs.site.refimpls import describe
     from tools.catalogue.validate import load_catalogue
+    from tools.outputs.site.refimpls import describe
 
     refs = sorted({r for p in load_catalogue().values() for r in p.reference_impls})
     assert refs
     lines = ["import builtins", "builtins.help = lambda thing: None  # the argument must still resolve"]
     lines += [describe(ref).help_command.split('python -c "', 1)[1].removesuffix('"') for ref in refs]
     script = "\n".join(lines)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
 
 
@@ -266,9 +283,9 @@ def test_related_papers_match_the_plain_definition():
     """The bounded search (papers sharing a distinctive word, then groups of papers with the same techniques and
     modalities) gives exactly the plain score-every-paper-then-sort list, on the fixture and the real catalogue,
     and never lists the paper itself."""
+    from tools.catalogue.validate import load_catalogue
     from tools.outputs.bibtex import catalogue_keys
     from tools.outputs.site.model import SiteModel
-    from tools.catalogue.validate import load_catalogue
 
     tax = load_taxonomy()
     for papers in (fixture_papers(), load_catalogue()):
@@ -286,30 +303,81 @@ def test_related_papers_are_the_most_similar_not_the_newest():
     import datetime as dt
 
     from tests.catalogue.helpers import entry
-    from tools.outputs.bibtex import catalogue_keys
     from tools.catalogue.schema import Paper
+    from tools.outputs.bibtex import catalogue_keys
     from tools.outputs.site.model import SiteModel
 
     tax = load_taxonomy()
 
     def paper(pid, year, title, summary, techniques, cells, modality):
-        return Paper.model_validate(entry(
-            id=pid, title=title, short_name=None, summary=summary, arxiv=None, first_version=dt.date(year, 1, 1),
-            year=year, venue="arXiv", paper_url=f"https://example.org/{pid}", claims=[], code=[],
-            modality=modality, placement={"cells": cells, "techniques": techniques, "method": "curated"}),
-            context={"taxonomy": tax})
+        return Paper.model_validate(
+            entry(
+                id=pid,
+                title=title,
+                short_name=None,
+                summary=summary,
+                arxiv=None,
+                first_version=dt.date(year, 1, 1),
+                year=year,
+                venue="arXiv",
+                paper_url=f"https://example.org/{pid}",
+                claims=[],
+                code=[],
+                modality=modality,
+                placement={"cells": cells, "techniques": techniques, "method": "curated"},
+            ),
+            context={"taxonomy": tax},
+        )
 
     papers = [
-        paper("target-2025", 2025, "Saliency-guided visual token pruning for video LLMs",
-              "Prunes video tokens by temporal saliency scores.", ["token_pruning"], ["prefill.density"], ["video"]),
-        paper("twin-2022", 2022, "Temporal saliency pruning of video tokens",
-              "Saliency scores decide which video tokens to prune.", ["token_pruning"], ["prefill.density"], ["video"]),
-        paper("wording-only-2023", 2023, "Temporal saliency for video retrieval",
-              "Temporal saliency scores rank video clips.", ["efficient_reasoning"], ["decode.density"], ["video"]),
-        paper("unrelated-2026", 2026, "Quantised weights for chat models", "Stores the weights in four bits per value.",
-              ["weight_quantization"], ["decode.memory"], ["text"]),
-    ] + [paper(f"newer-{i}-2026", 2026, f"Generic method number {i}", "Something else entirely, with other words.",
-               ["token_pruning"], ["prefill.density"], ["image"]) for i in range(12)]
+        paper(
+            "target-2025",
+            2025,
+            "Saliency-guided visual token pruning for video LLMs",
+            "Prunes video tokens by temporal saliency scores.",
+            ["token_pruning"],
+            ["prefill.density"],
+            ["video"],
+        ),
+        paper(
+            "twin-2022",
+            2022,
+            "Temporal saliency pruning of video tokens",
+            "Saliency scores decide which video tokens to prune.",
+            ["token_pruning"],
+            ["prefill.density"],
+            ["video"],
+        ),
+        paper(
+            "wording-only-2023",
+            2023,
+            "Temporal saliency for video retrieval",
+            "Temporal saliency scores rank video clips.",
+            ["efficient_reasoning"],
+            ["decode.density"],
+            ["video"],
+        ),
+        paper(
+            "unrelated-2026",
+            2026,
+            "Quantised weights for chat models",
+            "Stores the weights in four bits per value.",
+            ["weight_quantization"],
+            ["decode.memory"],
+            ["text"],
+        ),
+    ] + [
+        paper(
+            f"newer-{i}-2026",
+            2026,
+            f"Generic method number {i}",
+            "Something else entirely, with other words.",
+            ["token_pruning"],
+            ["prefill.density"],
+            ["image"],
+        )
+        for i in range(12)
+    ]
     model = SiteModel({p.id: p for p in papers}, tax, catalogue_keys(papers))
     related = model.related("target-2025")
     assert related[0] == "twin-2022"  # the oldest paper, and the most similar
@@ -335,7 +403,9 @@ def test_front_matter_round_trips_any_text_through_mkdocs():
 
     from tools.outputs.site.markup import front_matter
 
-    nasty = 'Emoji 😀, 𝒪(n) math, "quotes" \\ back\\slash, tab\tand\nnewline, NEL\x85 LS\u2028 PS\u2029 \ufeff\ufffe end'
+    nasty = (
+        'Emoji 😀, 𝒪(n) math, "quotes" \\ back\\slash, tab\tand\nnewline, NEL\x85 LS\u2028 PS\u2029 \ufeff\ufffe end'
+    )
     html_block = f"<p>{nasty}</p>\n---\n<p>after a line of dashes</p>"
     text = front_matter("Title: 😀 <b>x</b>", ["prefill"], {"template": "paper.html", "atlas_html": html_block})
     body, meta = get_data(text + "# Body\n")
@@ -358,9 +428,9 @@ def test_plot_ticks_are_round_and_cover_the_data():
 
 def test_plots_draw_every_paper_and_point(built_site):
     """Each stacked bar segment and each scatter point is drawn with its values in a <title>."""
+    from tools.outputs.bibtex import catalogue_keys
     from tools.outputs.site.model import SiteModel
     from tools.outputs.site.plots import papers_per_quarter, speedup_vs_retained
-    from tools.outputs.bibtex import catalogue_keys
 
     papers = built_site.papers
     model = SiteModel(papers, load_taxonomy(), catalogue_keys(papers))
@@ -417,18 +487,28 @@ def test_no_entity_is_escaped_twice_in_markdown_html_or_the_search_index(built_s
 
 
 def test_the_real_reconciliation_report_is_escaped_once():
-    from tools.outputs.reconcile import render_reconciliation
-    from tools.catalogue.validate import load_catalogue
-
     from tools.catalogue.schema import Disagreement
+    from tools.catalogue.validate import load_catalogue
+    from tools.outputs.reconcile import render_reconciliation
 
     papers = load_catalogue()
     aircache = next(p for p in papers.values() if p.title.startswith("AirCache: Activating Inter-modal"))
     # the real catalogue plus one disputed title with the characters that were escaped twice (':', '-', '&')
-    disputed = aircache.model_copy(update={"disagreements": [Disagreement(
-        field="title", values={"https://arxiv.org/abs/2503.23956": aircache.title,
-                               "https://example.org/a": "AirCache & Friends: Inter-modal"},
-        kept=aircache.title, why="the paper's own page")]})
+    disputed = aircache.model_copy(
+        update={
+            "disagreements": [
+                Disagreement(
+                    field="title",
+                    values={
+                        "https://arxiv.org/abs/2503.23956": aircache.title,
+                        "https://example.org/a": "AirCache & Friends: Inter-modal",
+                    },
+                    kept=aircache.title,
+                    why="the paper's own page",
+                )
+            ]
+        }
+    )
     report = render_reconciliation({**papers, aircache.id: disputed})
     assert not DOUBLE_ESCAPED.search(report)
     rendered = _text(__import__("markdown").markdown(report, extensions=["tables"]))
@@ -439,14 +519,24 @@ def test_search_leaves_out_the_reconciliation_report_and_splits_words_at_punctua
     index = json.loads((built_site.site / "search" / "search_index.json").read_text(encoding="utf-8"))
     assert not any(d["location"].startswith("reconciliation.html") for d in index["docs"])
     assert re.split(index["config"]["separator"], "fastv: plug-and-play (1.5x)") == [
-        "fastv", "plug", "and", "play", "1.5x", ""]
+        "fastv",
+        "plug",
+        "and",
+        "play",
+        "1.5x",
+        "",
+    ]
 
 
 def test_bidi_controls_are_stripped_wherever_a_title_is_shown(built_site):
     from tools.outputs.text import BIDI_CONTROLS
 
-    for path in list(built_site.site.rglob("*.html")) + list(built_site.site.rglob("*.json")) + \
-            list(built_site.site.rglob("*.bib")) + list(built_site.site.rglob("*.csv")):
+    for path in (
+        list(built_site.site.rglob("*.html"))
+        + list(built_site.site.rglob("*.json"))
+        + list(built_site.site.rglob("*.bib"))
+        + list(built_site.site.rglob("*.csv"))
+    ):
         text = path.read_text(encoding="utf-8")
         assert not any(ch in text for ch in BIDI_CONTROLS), path
         assert "\\u202e" not in text.lower() and "\\u2066" not in text.lower(), path  # nor escaped in JSON
@@ -458,11 +548,16 @@ def test_docstrings_are_shown_as_text():
     from tools.outputs.site.refimpls import describe, docstring_text
 
     assert docstring_text("HybridKV (arXiv 2604.05887) [paper-abs]: pruning -- on a ``ragged`` cache.\n\nMore.") == (
-        "HybridKV (arXiv 2604.05887): pruning – on a ragged cache.")
+        "HybridKV (arXiv 2604.05887): pruning – on a ragged cache."
+    )
     assert docstring_text("Uses :func:`~reference_impls.ops.x`, :class:`a.B` and `y` [code] [design-note].") == (
-        "Uses x, a.B and y.")
-    for ref in ("reference_impls.decode.kv.hybridkv", "reference_impls.decode.kv.streaming",
-                "reference_impls.ops.gated_delta"):
+        "Uses x, a.B and y."
+    )
+    for ref in (
+        "reference_impls.decode.kv.hybridkv",
+        "reference_impls.decode.kv.streaming",
+        "reference_impls.ops.gated_delta",
+    ):
         summary = describe(ref).summary
         assert summary and "``" not in summary and "[paper" not in summary and " -- " not in summary, summary
     fastv = describe("reference_impls.prefill.fastv:FastV").summary
@@ -485,15 +580,18 @@ def test_the_contributor_path(built_site):
     steps with `make generate`; home and contributing link the issue form; the header links the repository
     without asking GitHub's API for its stars."""
     text = _text((built_site.site / "contributing.html").read_text(encoding="utf-8"))
-    add, new, generate = (text.index(s) for s in ("python -m tools add 2403.06764", "python -m tools new",
-                                                  "make generate"))
+    add, new, generate = (
+        text.index(s) for s in ("python -m tools add 2403.06764", "python -m tools new", "make generate")
+    )
     assert add < new < generate and "new (it asks for the arXiv id" not in text  # what it never did
     form = "https://github.com/example-org/lvlm-atlas/issues/new?template=add-paper.yml"
     assert (ROOT / ".github" / "ISSUE_TEMPLATE" / "add-paper.yml").is_file()
     for page in ("contributing.html", "index.html"):
         html_text = (built_site.site / page).read_text(encoding="utf-8")
         assert f'href="{form}"' in html_text and "Submit a paper" in html_text, page
-        assert 'href="https://github.com/example-org/lvlm-atlas" title="Go to repository" class="md-source"' in html_text
+        assert (
+            'href="https://github.com/example-org/lvlm-atlas" title="Go to repository" class="md-source"' in html_text
+        )
         assert 'data-md-component="source"' not in html_text
     home = _text((built_site.site / "index.html").read_text(encoding="utf-8"))
     assert "python -m tools add <arXiv id>" in home and "python -m tools new" in home and "make generate" in home

@@ -1,5 +1,6 @@
 """The results page: claimed vs measured (benchmarks/reproductions.yaml resolved against GPU result files; a CPU
 smoke run refused) and the comparable settings built from the claims' settings (budgets parsed, baselines flagged)."""
+
 from __future__ import annotations
 
 import html
@@ -41,7 +42,8 @@ def test_the_repository_table_resolves_against_the_gpu_campaign():
     row = next(r for r in rows if r["name"] == "fastv_K2_R0.5")
     figures = {f.label: f.value for f in fastv.figures}
     assert figures["prefill FLOPs saved (counted at these shapes)"] == pytest.approx(
-        100 * (1 - 1 / row["predicted_speedup"]))
+        100 * (1 - 1 / row["predicted_speedup"])
+    )
     assert figures["prefill speedup (measured)"] == row["measured_speedup"]
 
 
@@ -63,13 +65,16 @@ ENTRY = """reproductions:
 """
 
 
-@pytest.mark.parametrize("result, name, field, message", [
-    ("prefill_cpu_smoke.json", "fastv_K2_R0.5", "measured_speedup", "is a smoke or CPU run"),
-    ("gpu_fixture/prefill.json", "fastv_K9", "measured_speedup", "picks 0 rows"),
-    ("gpu_fixture/prefill.json", "fastv_K2_R0.5", "no_such_field", "the row has no number 'no_such_field'"),
-    ("gpu_fixture/missing.json", "fastv_K2_R0.5", "measured_speedup", "cannot read gpu_fixture/missing.json"),
-    ("../../../etc/passwd.json", "fastv_K2_R0.5", "measured_speedup", "is not a JSON file name"),
-])
+@pytest.mark.parametrize(
+    "result, name, field, message",
+    [
+        ("prefill_cpu_smoke.json", "fastv_K2_R0.5", "measured_speedup", "is a smoke or CPU run"),
+        ("gpu_fixture/prefill.json", "fastv_K9", "measured_speedup", "picks 0 rows"),
+        ("gpu_fixture/prefill.json", "fastv_K2_R0.5", "no_such_field", "the row has no number 'no_such_field'"),
+        ("gpu_fixture/missing.json", "fastv_K2_R0.5", "measured_speedup", "cannot read gpu_fixture/missing.json"),
+        ("../../../etc/passwd.json", "fastv_K2_R0.5", "measured_speedup", "is not a JSON file name"),
+    ],
+)
 def test_a_smoke_run_or_a_bad_entry_is_refused_with_file_and_line(tmp_path, result, name, field, message):
     table = _table(tmp_path, ENTRY.format(result=result, name=name, field=field))
     with pytest.raises(ProblemError) as caught:
@@ -80,7 +85,9 @@ def test_a_smoke_run_or_a_bad_entry_is_refused_with_file_and_line(tmp_path, resu
 
 
 def test_unknown_papers_metrics_and_keys_are_named(tmp_path):
-    table = _table(tmp_path, """reproductions:
+    table = _table(
+        tmp_path,
+        """reproductions:
   - paper: no-such-paper
     metric: flops_reduction
     result: gpu_fixture/prefill.json
@@ -97,7 +104,8 @@ def test_unknown_papers_metrics_and_keys_are_named(tmp_path):
     figures: [{field: measured_speedup, label: s, unit: parsecs}]
     colour: blue
   - just a string
-""")
+""",
+    )
     with pytest.raises(ProblemError) as caught:
         load_measurements(fixture_papers(), table, DATA)
     messages = [p.as_text() for p in caught.value.problems]
@@ -158,8 +166,8 @@ def test_budgets_and_models_are_read_from_the_claim_settings():
 
 
 def test_settings_group_claims_on_one_model_and_flag_different_baselines():
-    from tools.outputs.bibtex import catalogue_keys
     from tools.catalogue.taxonomy import load_taxonomy
+    from tools.outputs.bibtex import catalogue_keys
 
     papers = fixture_papers()
     model = SiteModel(papers, load_taxonomy(), catalogue_keys(papers))

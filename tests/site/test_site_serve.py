@@ -1,5 +1,6 @@
 """The local server (`make serve`): the site's own 404 page, and a rebuild when papers/, taxonomy.yaml or site/
 change, swapped in between requests (a failed rebuild keeps the previous site)."""
+
 from __future__ import annotations
 
 import sys
@@ -12,7 +13,13 @@ import pytest
 
 from tools.catalogue.paths import ROOT
 from tools.outputs.site.build import (
-    WATCHED, Watcher, https_address, make_server, rebuild_command, rebuild_into, repository_url,
+    WATCHED,
+    Watcher,
+    https_address,
+    make_server,
+    rebuild_command,
+    rebuild_into,
+    repository_url,
 )
 
 
@@ -58,9 +65,14 @@ def test_a_change_rebuilds_and_swaps_in_the_new_site(tmp_path, serving):
     server, base = serving(site)
     staging = tmp_path / ".next"
     # a stand-in for `python -m tools site --build --output <staging>`: it builds from the watched file
-    build = [sys.executable, "-c", "import pathlib, sys; out = pathlib.Path(sys.argv[1]); out.mkdir(); "
-             "(out / 'index.html').write_text('built from ' + pathlib.Path(sys.argv[2]).read_text())",
-             str(staging), str(watched / "a.yaml")]
+    build = [
+        sys.executable,
+        "-c",
+        "import pathlib, sys; out = pathlib.Path(sys.argv[1]); out.mkdir(); "
+        "(out / 'index.html').write_text('built from ' + pathlib.Path(sys.argv[2]).read_text())",
+        str(staging),
+        str(watched / "a.yaml"),
+    ]
     watcher = Watcher([watched], lambda: rebuild_into(server, build, staging), interval=0.05)
     assert watcher.poll() is False  # nothing changed yet
     assert _get(base)[1] == "first build"
@@ -84,7 +96,16 @@ def test_the_watcher_skips_the_generated_tree_and_the_rebuild_is_the_whole_build
     assert str(ROOT / "taxonomy.yaml") in watcher.state
     assert any(path.startswith(str(ROOT / "papers")) for path in watcher.state)
     command = rebuild_command(Path("/tmp/x"), "https://github.com/a/b")
-    assert command[1:] == ["-m", "tools", "site", "--build", "--output", "/tmp/x", "--repo-url", "https://github.com/a/b"]
+    assert command[1:] == [
+        "-m",
+        "tools",
+        "site",
+        "--build",
+        "--output",
+        "/tmp/x",
+        "--repo-url",
+        "https://github.com/a/b",
+    ]
 
 
 def test_the_repository_address(monkeypatch):

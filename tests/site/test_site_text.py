@@ -1,4 +1,5 @@
 """Escaping paper text: whatever the text, Markdown + HTML show exactly it, as text."""
+
 from __future__ import annotations
 
 import html
@@ -8,13 +9,27 @@ import markdown
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tools.outputs.text import md_text, template_environment
 from tools.outputs.site.generate import TEMPLATES
+from tools.outputs.text import md_text, template_environment
 
 EXTENSIONS = ["toc", "tables", "admonition"]  # as in mkdocs.yml
-HOSTILE = ["<img src=x onerror=alert(1)>", "</script><script>alert(1)</script>", "{{ 7*7 }}", "{% raw %}",
-           "[x](javascript:alert(1))", "*em* _u_ `code` \\*", "1. list", "# heading", "a | b", "&amp; &#60;",
-           "{: onclick=alert(1)}", "<!-- comment -->", "- item", "![img](x.png)", "<http://example.org>"]
+HOSTILE = [
+    "<img src=x onerror=alert(1)>",
+    "</script><script>alert(1)</script>",
+    "{{ 7*7 }}",
+    "{% raw %}",
+    "[x](javascript:alert(1))",
+    "*em* _u_ `code` \\*",
+    "1. list",
+    "# heading",
+    "a | b",
+    "&amp; &#60;",
+    "{: onclick=alert(1)}",
+    "<!-- comment -->",
+    "- item",
+    "![img](x.png)",
+    "<http://example.org>",
+]
 
 
 def _visible_text(markup: str) -> str:
@@ -55,7 +70,7 @@ def test_templates_escape_every_value_and_never_compile_data(tmp_path):
     env = template_environment(tmp_path)
     out = env.get_template("t.md.j2").render(title="{{ 7*7 }} <b>", note="{% raw %}")
     assert "49" not in out and "<b>" not in out
-    assert _visible_text(markdown.markdown(out)) .startswith("{{ 7*7 }} <b>")
+    assert _visible_text(markdown.markdown(out)).startswith("{{ 7*7 }} <b>")
     assert TEMPLATES.is_dir()
 
 

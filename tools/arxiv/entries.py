@@ -2,7 +2,8 @@
 
 New entry (``entry_from_record``): title, all authors, ``first_version`` = the v1 date, ``year`` = the v1 year unless
 the journal reference (or an "accepted at" comment) names a venue and its year, ``venue`` normalised to the taxonomy's
-venue ids (``tools.catalogue.names.normalise_venue``, else the venue named in the reference) else "arXiv", DOI, primary class, the abstract page as
+venue ids (``tools.catalogue.names.normalise_venue``, else the venue named in the reference) else "arXiv", DOI,
+primary class, the abstract page as
 ``paper_url``; every fact's provenance is the abstract page it was read from (the latest version, v1 for the date);
 the placement, modality and training regime are a keyword suggestion flagged ``needs_review``
 (tools/arxiv/placement.py), without provenance: nobody has read them on a page yet.
@@ -18,6 +19,7 @@ and the latest version in the provenance of ``arxiv``). A field is
 A venue is never turned back into "arXiv", a DOI never removed, and ``last_verified`` changes only with the content,
 so refreshing twice changes nothing.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,15 +27,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tools.arxiv.placement import Suggestion, suggest_placement
 from tools.arxiv.source import ArxivRecord, abs_url
 from tools.catalogue.entries import to_yaml_data
 from tools.catalogue.names import id_candidates, normalise_venue, short_name_of
-from tools.arxiv.placement import Suggestion, suggest_placement
 from tools.catalogue.schema import PREPRINT, Paper
 from tools.catalogue.taxonomy import Taxonomy
 
-_ACCEPTED = re.compile(r"(?i)\b(accepted|to appear|appear(s|ed)? (in|at)|published|camera[- ]ready|oral|spotlight|"
-                       r"poster|proceedings)\b")
+_ACCEPTED = re.compile(
+    r"(?i)\b(accepted|to appear|appear(s|ed)? (in|at)|published|camera[- ]ready|oral|spotlight|"
+    r"poster|proceedings)\b"
+)
 _NOT_YET = re.compile(r"(?i)\b(submitted|under review|in submission|preprint)\b")
 
 
@@ -141,8 +145,9 @@ def choose_id(title: str, year: int, taken: set[str]) -> str:
     return f"{base}-{n}"
 
 
-def entry_from_record(record: ArxivRecord, taxonomy: Taxonomy, taken: set[str], today: dt.date,
-                      suggestion: Suggestion | None = None) -> dict[str, Any]:
+def entry_from_record(
+    record: ArxivRecord, taxonomy: Taxonomy, taken: set[str], today: dt.date, suggestion: Suggestion | None = None
+) -> dict[str, Any]:
     """The data of a new entry for ``record`` (validate it with ``tools.catalogue.entries.build_paper``)."""
     suggestion = suggestion or suggest_placement(record.title, record.abstract, taxonomy)
     found = venue_from_record(record, taxonomy)
@@ -150,8 +155,12 @@ def entry_from_record(record: ArxivRecord, taxonomy: Taxonomy, taken: set[str], 
     year = year_for(venue, record.first_version, taxonomy)
     url = record.url
     provenance = {
-        "title": url, "authors": url, "first_version": record.v1_url,
-        "year": url if found else record.v1_url, "arxiv": url, "paper_url": url,
+        "title": url,
+        "authors": url,
+        "first_version": record.v1_url,
+        "year": url if found else record.v1_url,
+        "arxiv": url,
+        "paper_url": url,
     }
     if found:
         provenance["venue"] = provenance["year"] = url
@@ -186,7 +195,7 @@ def entry_from_record(record: ArxivRecord, taxonomy: Taxonomy, taken: set[str], 
 
 # ============================================================================================ enrichment
 def field_state(paper: Paper, name: str) -> str:
-    """"missing", "machine" (written by a tool from arXiv or a paper list) or "curated" (see the module docstring)."""
+    """ "missing", "machine" (written by a tool from arXiv or a paper list) or "curated" (see the module docstring)."""
     value = getattr(paper, name)
     if name == "authors" and paper.authors_status != "complete":
         return "missing"
@@ -216,8 +225,9 @@ def _show(value: Any) -> str:
     return repr(value.isoformat() if isinstance(value, dt.date) else value)
 
 
-def plan_enrichment(paper: Paper, record: ArxivRecord, taxonomy: Taxonomy, today: dt.date,
-                    force: bool = False) -> Enrichment:
+def plan_enrichment(
+    paper: Paper, record: ArxivRecord, taxonomy: Taxonomy, today: dt.date, force: bool = False
+) -> Enrichment:
     """The entry refreshed from ``record`` (the rules are in the module docstring)."""
     data = to_yaml_data(paper)
     provenance = dict(data.get("provenance", {}))

@@ -10,11 +10,13 @@ Scoring (title counts double, words are compared after a light stemming):
 * a technique's score is its best keyword plus a quarter of each further keyword that matched.
 
 The best technique is suggested, with the runner-up when it scores at least 80 % of the best; when no keyword
-matches, the technique whose name and keywords share the most telling words with the text (a note says so). The cell is the
+matches, the technique whose name and keywords share the most telling words with the text (a note says so). The cell
+is the
 technique's cell whose stage (encode / prefill / decode) the text mentions most; ties go to prefill, then decode.
 ``relevance`` (used by ``discover`` to rank candidates) is the best score plus 1 when the text is about
 vision-language or multimodal models, the atlas's subject.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,9 +31,28 @@ SECOND_TECHNIQUE_SHARE = 0.8
 PARTIAL_MATCH_SHARE = 0.75
 
 _STAGE_HINTS = {
-    "encode": ["vision encoder", "visual encoder", "encoder", "encoding", "frame", "resolution", "crop", "vit", "patch"],
-    "prefill": ["prefill", "prefilling", "time to first token", "ttft", "llm layer", "language model layer",
-                "inside the llm", "long context", "prompt"],
+    "encode": [
+        "vision encoder",
+        "visual encoder",
+        "encoder",
+        "encoding",
+        "frame",
+        "resolution",
+        "crop",
+        "vit",
+        "patch",
+    ],
+    "prefill": [
+        "prefill",
+        "prefilling",
+        "time to first token",
+        "ttft",
+        "llm layer",
+        "language model layer",
+        "inside the llm",
+        "long context",
+        "prompt",
+    ],
     "decode": ["decod", "generation", "kv cache", "kv-cache", "per token", "generated token", "draft", "latency per"],
 }
 _STAGE_ORDER = ["prefill", "decode", "encode"]
@@ -45,8 +66,10 @@ _MODALITY_HINTS = [
     ("multi-image", re.compile(r"\b(multi-image|multiple images|interleaved images)\b")),
     ("image", re.compile(r"\b(image|images|visual|vision|multi-?modal|vlms?|lvlms?|mllms?|high-resolution)\b")),
 ]
-_TRAINING_FREE = re.compile(r"\b(training-free|train-free|without (any )?(re)?training|no (additional )?training|"
-                            r"plug-and-play|tuning-free)\b")
+_TRAINING_FREE = re.compile(
+    r"\b(training-free|train-free|without (any )?(re)?training|no (additional )?training|"
+    r"plug-and-play|tuning-free)\b"
+)
 
 
 @dataclass
@@ -62,8 +85,13 @@ class Suggestion:
 
     def placement(self) -> dict:
         """The entry's ``placement`` block: method curated, flagged for review."""
-        return {"cells": self.cells, "techniques": self.techniques, "method": "curated", "needs_review": True,
-                "note": self.note}
+        return {
+            "cells": self.cells,
+            "techniques": self.techniques,
+            "method": "curated",
+            "needs_review": True,
+            "note": self.note,
+        }
 
 
 def _stem(word: str) -> str:
@@ -80,7 +108,7 @@ def _words(text: str) -> list[str]:
 
 def _phrase_in(phrase: list[str], words: list[str]) -> bool:
     n = len(phrase)
-    return n > 0 and any(words[i:i + n] == phrase for i in range(len(words) - n + 1))
+    return n > 0 and any(words[i : i + n] == phrase for i in range(len(words) - n + 1))
 
 
 def _keyword_score(keyword: str, title: list[str], abstract: list[str]) -> float:
@@ -118,8 +146,10 @@ def suggest_placement(title: str, abstract: str, taxonomy: Taxonomy) -> Suggesti
     lowered = f"{title} {abstract}".lower()
     scored: list[tuple[float, str, list[str]]] = []
     for technique in taxonomy.techniques:
-        hits = sorted(((s, kw) for kw in technique.keywords if (s := _keyword_score(kw, title_words, abstract_words))),
-                      reverse=True)
+        hits = sorted(
+            ((s, kw) for kw in technique.keywords if (s := _keyword_score(kw, title_words, abstract_words))),
+            reverse=True,
+        )
         if hits:
             score = hits[0][0] + 0.25 * sum(s for s, _ in hits[1:])
             scored.append((round(score, 3), technique.id, [kw for _, kw in hits]))
@@ -149,12 +179,23 @@ def suggest_placement(title: str, abstract: str, taxonomy: Taxonomy) -> Suggesti
     modality = modality or ["text"]
     training = "training-free" if _TRAINING_FREE.search(lowered) else None
     relevance = round(best_score + (1.0 if _MULTIMODAL.search(lowered) else 0.0), 3)
-    note = "suggested by tools/arxiv/placement.py from taxonomy keywords" + (
-        f" ({', '.join(repr(k) for k in matched[:3])})" if matched else "") + "; needs review"
+    note = (
+        "suggested by tools/arxiv/placement.py from taxonomy keywords"
+        + (f" ({', '.join(repr(k) for k in matched[:3])})" if matched else "")
+        + "; needs review"
+    )
     if notes:
         note += "; " + "; ".join(notes)
-    return Suggestion(techniques=techniques, cells=cells, modality=modality, training=training, score=best_score,
-                      relevance=relevance, matched=matched, note=note)
+    return Suggestion(
+        techniques=techniques,
+        cells=cells,
+        modality=modality,
+        training=training,
+        score=best_score,
+        relevance=relevance,
+        matched=matched,
+        note=note,
+    )
 
 
 def _fallback_technique(words: list[str], taxonomy: Taxonomy) -> str:
@@ -162,8 +203,9 @@ def _fallback_technique(words: list[str], taxonomy: Taxonomy) -> str:
 
     Each shared word counts log(1 + techniques / techniques using the word): "kv" or "merging" say more than "token".
     """
-    vocab = {t.id: {w for w in _words(" ".join([t.name, *t.keywords])) if w not in STOPWORDS}
-             for t in taxonomy.techniques}
+    vocab = {
+        t.id: {w for w in _words(" ".join([t.name, *t.keywords])) if w not in STOPWORDS} for t in taxonomy.techniques
+    }
     used_by: dict[str, int] = {}
     for words_of_technique in vocab.values():
         for w in words_of_technique:

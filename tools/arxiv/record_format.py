@@ -1,5 +1,6 @@
 """The verification record format (documented in CONTRIBUTING.md, "Verification records"): the record model, reading
 a record file with file:line problems, and what a record says about each catalogue field and its sources."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -167,7 +168,7 @@ def read_records(path: Path) -> tuple[list[Located], list[Problem]]:
 def _canonical(value: str, arxiv: str | None, read_via: dict[str, str]) -> str:
     """The address to cite: https for http, the arXiv page for a copy of it (the copy goes into read_via)."""
     if value.startswith("http://"):
-        value = "https://" + value[len("http://"):]
+        value = "https://" + value[len("http://") :]
     canonical = sources.canonical_arxiv_address(value, arxiv)
     if canonical:
         read_via.setdefault(canonical, value)
@@ -209,8 +210,18 @@ def record_provenance(rec: VerificationRecord) -> tuple[dict[str, str], dict[str
 def given_facts(rec: VerificationRecord) -> dict[str, Any]:
     """The facts the record speaks about (an empty or null value says nothing, and keeps what the entry has)."""
     out: dict[str, Any] = {}
-    for name in ("title", "first_version", "year", "venue", "arxiv", "doi", "primary_class", "short_name",
-                 "training", "summary"):
+    for name in (
+        "title",
+        "first_version",
+        "year",
+        "venue",
+        "arxiv",
+        "doi",
+        "primary_class",
+        "short_name",
+        "training",
+        "summary",
+    ):
         value = getattr(rec, name)
         if value is not None:
             out[name] = value
@@ -237,8 +248,15 @@ def given_facts(rec: VerificationRecord) -> dict[str, Any]:
 
 
 QUALIFIERS = ("up to", "about", "more than", "at least")
-QUALIFIER_SYNONYMS = {"over": "more than", "around": "about", "approximately": "about", "roughly": "about",
-                      "nearly": "about", "~": "about", "above": "more than"}
+QUALIFIER_SYNONYMS = {
+    "over": "more than",
+    "around": "about",
+    "approximately": "about",
+    "roughly": "about",
+    "nearly": "about",
+    "~": "about",
+    "above": "more than",
+}
 
 
 def _claim(claim: dict[str, Any]) -> dict[str, Any]:
@@ -248,9 +266,10 @@ def _claim(claim: dict[str, Any]) -> dict[str, Any]:
     claim = dict(claim)
     text = claim.get("qualifier")
     if isinstance(text, str) and text not in QUALIFIERS:
-        head = next((q for q in (*QUALIFIERS, *QUALIFIER_SYNONYMS) if re.match(rf"{re.escape(q)}\b", text.lower())),
-                    None)
-        rest = text[len(head):].strip(" ;,:-") if head else text.strip()
+        head = next(
+            (q for q in (*QUALIFIERS, *QUALIFIER_SYNONYMS) if re.match(rf"{re.escape(q)}\b", text.lower())), None
+        )
+        rest = text[len(head) :].strip(" ;,:-") if head else text.strip()
         claim["qualifier"] = QUALIFIER_SYNONYMS.get(head, head) if head else None
         if rest:
             claim["note"] = f"{claim['note']}; {rest}" if claim.get("note") else rest

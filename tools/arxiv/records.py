@@ -6,8 +6,10 @@ entry it names (``id``) or shares an arXiv id with. An update replaces the facts
 (reference implementations, citation key, ``distinct_from``, frontiers, earlier disagreements); each title, author
 list, venue, code link, arXiv id or year it changes is kept as a disagreement (the retired value and where it was
 read, or the list the entry came from when it had no source). ``last_verified`` becomes the record's ``checked``.
-A record with ``decision: exclude`` goes to the rejected list (tools/catalogue/rejected.py), and the entry it names is removed.
+A record with ``decision: exclude`` goes to the rejected list (tools/catalogue/rejected.py), and the entry it names
+is removed.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,10 +24,10 @@ from tools.arxiv.record_format import (
     RETIRED_FIELDS,
     Located,
     VerificationRecord,
-    set_claim_source,
     given_facts,
-    shown_value,
     record_provenance,
+    set_claim_source,
+    shown_value,
 )
 from tools.arxiv.source import abs_url
 from tools.catalogue import provenance as sources
@@ -59,10 +61,17 @@ def new_entry(rec: VerificationRecord, taken: set[str]) -> dict[str, Any]:
     year = rec.year if rec.year is not None else (rec.first_version.year if rec.first_version else None)
     data: dict[str, Any] = {
         "id": choose_id(rec.title or "", year or 0, taken) if rec.title and year else rec.id,
-        "authors": [], "authors_status": "unknown", "venue": PREPRINT, "training": None,
-        **given, "claims": claims, "year": year,
+        "authors": [],
+        "authors_status": "unknown",
+        "venue": PREPRINT,
+        "training": None,
+        **given,
+        "claims": claims,
+        "year": year,
         "provenance": {k: prov[k] for k in PROVENANCE_FIELDS if k in prov},
-        "read_via": read_via, "listed_in": list(dict.fromkeys(rec.listed_in or [])), "last_verified": rec.checked,
+        "read_via": read_via,
+        "listed_in": list(dict.fromkeys(rec.listed_in or [])),
+        "last_verified": rec.checked,
     }
     if rec.arxiv:
         data["paper_url"] = abs_url(rec.arxiv)
@@ -108,8 +117,12 @@ def updated_entry(old: Paper, rec: VerificationRecord) -> tuple[dict[str, Any], 
                 old_source = f"{old_source} (read before {rec.checked.isoformat()})"
             old_text, new_text = shown_value(name, current), shown_value(name, value)
             if old_source and new_source and old_text != new_text:
-                entry = {"field": name, "values": {old_source: old_text, new_source: new_text}, "kept": new_text,
-                         "why": f"read on the paper's own page in the verification of {rec.checked.isoformat()}"}
+                entry = {
+                    "field": name,
+                    "values": {old_source: old_text, new_source: new_text},
+                    "kept": new_text,
+                    "why": f"read on the paper's own page in the verification of {rec.checked.isoformat()}",
+                }
                 if entry not in disagreements:
                     disagreements.append(entry)
                     retired += 1
@@ -181,8 +194,12 @@ def plan_records(records: list[Located], papers: dict[str, Paper], taken: set[st
             continue
         if rec.arxiv and rec.arxiv in by_arxiv:
             if target and by_arxiv[rec.arxiv] != target:
-                plan.problems.append(loc.problem("arxiv", f"arXiv {rec.arxiv} is catalogued as "
-                                                          f"papers/{by_arxiv[rec.arxiv]}.yaml, not as {target}"))
+                plan.problems.append(
+                    loc.problem(
+                        "arxiv",
+                        f"arXiv {rec.arxiv} is catalogued as papers/{by_arxiv[rec.arxiv]}.yaml, not as {target}",
+                    )
+                )
                 continue
             target = by_arxiv[rec.arxiv]
         if rec.decision == "exclude":
@@ -205,9 +222,16 @@ def plan_records(records: list[Located], papers: dict[str, Paper], taken: set[st
             data, changed, filled, retired, unattributed = updated_entry(papers[target], rec)
             step = Planned(loc, "update", target, data, changed, filled, retired, unattributed)
         else:
-            missing = [name for name, value in (("title", rec.title), ("placement", rec.placement),
-                                                 ("modality", rec.modality), ("year", rec.year or rec.first_version))
-                       if not value]
+            missing = [
+                name
+                for name, value in (
+                    ("title", rec.title),
+                    ("placement", rec.placement),
+                    ("modality", rec.modality),
+                    ("year", rec.year or rec.first_version),
+                )
+                if not value
+            ]
             if missing:
                 plan.problems.append(loc.problem(missing[0], f"a new paper needs {', '.join(missing)}"))
                 continue
@@ -232,8 +256,9 @@ def plan_records(records: list[Located], papers: dict[str, Paper], taken: set[st
     return plan
 
 
-def _duplicates(papers: dict[str, Paper], built: dict[str, Paper], where: dict[str, Located],
-                removed: set[str]) -> list[Problem]:
+def _duplicates(
+    papers: dict[str, Paper], built: dict[str, Paper], where: dict[str, Located], removed: set[str]
+) -> list[Problem]:
     """The new and updated entries must not describe a paper the catalogue (as it will be) has under another id."""
     from tools.catalogue.same_paper import Described, duplicate_pairs
 
@@ -246,8 +271,13 @@ def _duplicates(papers: dict[str, Paper], built: dict[str, Paper], where: dict[s
         if b in final[a].distinct_from or a in final[b].distinct_from:
             continue
         loc = where[a]
-        out.append(loc.problem("title", f"the same paper as papers/{b}.yaml ({match.why}): give that entry's id, "
-                                        "or list it in distinct_from if they are different papers"))
+        out.append(
+            loc.problem(
+                "title",
+                f"the same paper as papers/{b}.yaml ({match.why}): give that entry's id, "
+                "or list it in distinct_from if they are different papers",
+            )
+        )
     return out
 
 
@@ -272,8 +302,15 @@ def apply_plan(plan: Plan, papers_dir: Path, files: dict[str, Path], rejected) -
         rejections = [s for s in plan.steps if s.action == "reject"]
         for step in rejections:
             rec = step.located.record
-            rejected.add(Rejection(arxiv=rec.arxiv, id=step.removes or rec.id, title=step.data["title"],
-                                   date=rec.checked, reason=rec.exclude_reason))
+            rejected.add(
+                Rejection(
+                    arxiv=rec.arxiv,
+                    id=step.removes or rec.id,
+                    title=step.data["title"],
+                    date=rec.checked,
+                    reason=rec.exclude_reason,
+                )
+            )
         if rejections:
             rejected.write()
     except BaseException:
@@ -285,4 +322,3 @@ def apply_plan(plan: Plan, papers_dir: Path, files: dict[str, Path], rejected) -
     for step in plan.steps:
         if step.removes and step.removes in files:
             files[step.removes].unlink(missing_ok=True)
-

@@ -15,6 +15,7 @@
 Tests reach the HTTP layer through ``new_session`` (mount a ``requests`` adapter on the session it returns) or serve
 feeds from a local server and point ``--api-url`` at it.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -47,7 +48,9 @@ ID_BATCH = 100  # ids per id_list request (also the page size)
 
 _ATOM = "{http://www.w3.org/2005/Atom}"
 _OPENSEARCH = "{http://a9.com/-/spec/opensearch/1.1/}"
-_WITHDRAWN = re.compile(r"(?i)\b(this (paper|article|submission|manuscript) (has been|is|was) withdrawn|withdrawn by)\b")
+_WITHDRAWN = re.compile(
+    r"(?i)\b(this (paper|article|submission|manuscript) (has been|is|was) withdrawn|withdrawn by)\b"
+)
 _DOI_RE = re.compile(DOI_PATTERN)
 _CLASS_RE = re.compile(r"^[a-z-]+(\.[A-Za-z-]+)?$")
 
@@ -339,9 +342,16 @@ def _describe(exc: BaseException, timeout: float, host: str) -> tuple[str, bool]
 class ArxivSource:
     """One ``arxiv.Client`` (one per run), with the endpoint, rate, timeout and retry policy above."""
 
-    def __init__(self, api_url: str | None = None, delay: float | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 retries: int = DEFAULT_RETRIES, backoff: float | None = None,
-                 sleep: Callable[[float], None] = time.sleep, warn=None):
+    def __init__(
+        self,
+        api_url: str | None = None,
+        delay: float | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        warn=None,
+    ):
         self.api_url = (api_url or os.environ.get(API_URL_ENV) or DEFAULT_API_URL).strip()
         parsed = urlparse(self.api_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -393,7 +403,7 @@ class ArxivSource:
                     tries = f" (gave up after {attempt + 1} tries)" if attempt else ""
                     raise ArxivSourceError.one(subject, cause + tries) from None
                 retry_after = self.session.last_retry_after or 0.0
-                self._sleep(max(self.backoff * 2 ** attempt, retry_after))
+                self._sleep(max(self.backoff * 2**attempt, retry_after))
                 attempt += 1
 
     def fetch(self, ids: Iterable[str], progress=None, batch_size: int = ID_BATCH) -> dict[str, ArxivRecord]:
@@ -401,7 +411,7 @@ class ArxivSource:
         wanted = list(dict.fromkeys(ids))
         out: dict[str, ArxivRecord] = {}
         for start in range(0, len(wanted), batch_size):
-            batch = wanted[start:start + batch_size]
+            batch = wanted[start : start + batch_size]
             subject = f"arXiv {batch[0]}" if len(batch) == 1 else f"arXiv {batch[0]} (+{len(batch) - 1} more ids)"
             search = arxiv.Search(id_list=batch, max_results=None)  # every entry the feed has (filtered below)
             for result in self._run(search, subject):
@@ -451,14 +461,28 @@ def lookup_failures(ids: Iterable[str], records: dict[str, ArxivRecord]) -> list
 def add_source_options(parser) -> None:
     """The options every command that talks to arXiv takes."""
     group = parser.add_argument_group("arXiv API")
-    group.add_argument("--api-url", metavar="URL",
-                       help=f"arXiv API endpoint (default ${API_URL_ENV}, else {DEFAULT_API_URL})")
-    group.add_argument("--arxiv-delay", type=float, metavar="SECONDS",
-                       help=f"seconds between requests (default ${DELAY_ENV}, else 3; at least 3 on arxiv.org)")
-    group.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                       help=f"the most one request may take, all of it (default {DEFAULT_TIMEOUT:g})")
-    group.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
-                       help=f"retries of a failed request, with exponential backoff (default {DEFAULT_RETRIES})")
+    group.add_argument(
+        "--api-url", metavar="URL", help=f"arXiv API endpoint (default ${API_URL_ENV}, else {DEFAULT_API_URL})"
+    )
+    group.add_argument(
+        "--arxiv-delay",
+        type=float,
+        metavar="SECONDS",
+        help=f"seconds between requests (default ${DELAY_ENV}, else 3; at least 3 on arxiv.org)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"the most one request may take, all of it (default {DEFAULT_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help=f"retries of a failed request, with exponential backoff (default {DEFAULT_RETRIES})",
+    )
 
 
 def source_from_args(args) -> ArxivSource:
@@ -466,7 +490,12 @@ def source_from_args(args) -> ArxivSource:
     from tools.catalogue.problems import UserError
 
     try:
-        return ArxivSource(api_url=args.api_url, delay=args.arxiv_delay, timeout=args.timeout, retries=args.retries,
-                           warn=lambda msg: print(f"note: {msg}", file=sys.stderr))
+        return ArxivSource(
+            api_url=args.api_url,
+            delay=args.arxiv_delay,
+            timeout=args.timeout,
+            retries=args.retries,
+            warn=lambda msg: print(f"note: {msg}", file=sys.stderr),
+        )
     except ValueError as exc:
         raise UserError(str(exc)) from None

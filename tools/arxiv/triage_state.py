@@ -3,6 +3,7 @@
 ``tools/data/triage_queue.yaml`` holds the candidates ``discover`` found, best first, each with what arXiv said about
 it (so ``triage --accept`` creates the entry offline) and the suggested placement. Written atomically.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -83,12 +84,17 @@ def read_queue(path: Path = QUEUE_PATH) -> list[Candidate]:
         try:
             _arxiv_id(item.get("arxiv"), shown, line)
             suggested = item.get("suggested") or {}
-            out.append(Candidate(
-                record=ArxivRecord.from_data(item["record"]), relevance=float(item.get("relevance", 0)),
-                discovered=item.get("discovered") or dt.date.today(), matched=list(item.get("matched_keywords") or []),
-                techniques=list(suggested.get("techniques") or []), cells=list(suggested.get("cells") or []),
-                modality=list(suggested.get("modality") or []),
-            ))
+            out.append(
+                Candidate(
+                    record=ArxivRecord.from_data(item["record"]),
+                    relevance=float(item.get("relevance", 0)),
+                    discovered=item.get("discovered") or dt.date.today(),
+                    matched=list(item.get("matched_keywords") or []),
+                    techniques=list(suggested.get("techniques") or []),
+                    cells=list(suggested.get("cells") or []),
+                    modality=list(suggested.get("modality") or []),
+                )
+            )
         except ProblemError:
             raise
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -102,7 +108,12 @@ def write_queue(candidates: list[Candidate], path: Path = QUEUE_PATH) -> None:
 
 
 def add_state_options(parser) -> None:
-    parser.add_argument("--queue", type=Path, default=QUEUE_PATH,
-                        help=f"the triage queue (default {display_path(QUEUE_PATH)})")
-    parser.add_argument("--rejected", type=Path, default=REJECTED_PATH,
-                        help=f"the rejected papers (default {display_path(REJECTED_PATH)})")
+    parser.add_argument(
+        "--queue", type=Path, default=QUEUE_PATH, help=f"the triage queue (default {display_path(QUEUE_PATH)})"
+    )
+    parser.add_argument(
+        "--rejected",
+        type=Path,
+        default=REJECTED_PATH,
+        help=f"the rejected papers (default {display_path(REJECTED_PATH)})",
+    )

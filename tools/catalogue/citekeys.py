@@ -3,6 +3,7 @@ word, e.g. ``chen2024image``. Collisions get deterministic suffixes (b, c, ...) 
 version 1, then arXiv id, then paper id), so adding a newer paper never changes an older paper's key. One place,
 used by the validator and the BibTeX writer alike.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,8 +28,20 @@ class _Keyed(Protocol):
 
 def ascii_fold(text: str) -> str:
     """'Łukasz Müller' -> 'Lukasz Muller' (letters that NFKD cannot split are mapped by hand)."""
-    special = {"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D", "ß": "ss", "æ": "ae", "Æ": "AE",
-               "œ": "oe", "Œ": "OE", "ı": "i"}
+    special = {
+        "ł": "l",
+        "Ł": "L",
+        "ø": "o",
+        "Ø": "O",
+        "đ": "d",
+        "Đ": "D",
+        "ß": "ss",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ı": "i",
+    }
     text = "".join(special.get(ch, ch) for ch in text)
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
 
@@ -51,8 +64,11 @@ def base_key(authors: list[str], year: int, title: str) -> str:
 
 def _first_appearance(paper) -> tuple:
     first = getattr(paper, "first_version", None)
-    return (first.isoformat() if first else f"{paper.first_version_year}-99", getattr(paper, "arxiv", None) or "~",
-            paper.id)
+    return (
+        first.isoformat() if first else f"{paper.first_version_year}-99",
+        getattr(paper, "arxiv", None) or "~",
+        paper.id,
+    )
 
 
 def assign_keys(papers: Iterable[_Keyed]) -> dict[str, str]:

@@ -5,6 +5,7 @@ A run covers its window (``since`` .. ``until``) completely when it searched eve
 the default categories and no query was cut at ``--max-per-technique`` results. The catalogue is *covered through* the
 last day of the longest stretch of complete windows that reaches furthest: a gap or an incomplete run ends it.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,8 +40,14 @@ class DiscoveryRun:
 
     def to_data(self) -> dict[str, Any]:
         fresh = lambda d: dt.date(d.year, d.month, d.day)  # noqa: E731  (no YAML anchors for shared date objects)
-        data = {"since": fresh(self.since), "until": fresh(self.until), "ran_on": fresh(self.ran_on),
-                "categories": list(self.categories), "techniques": self.techniques, "results": self.results}
+        data = {
+            "since": fresh(self.since),
+            "until": fresh(self.until),
+            "ran_on": fresh(self.ran_on),
+            "categories": list(self.categories),
+            "techniques": self.techniques,
+            "results": self.results,
+        }
         if self.truncated:
             data["truncated"] = list(self.truncated)
         return data
@@ -60,12 +67,19 @@ def read_log(path: Path = LOG_PATH) -> list[DiscoveryRun]:
         line = line_of(lines, ("runs", i))
         try:
             techniques = item["techniques"]
-            if techniques != "all" and not (isinstance(techniques, list) and all(isinstance(t, str)
-                                                                                 for t in techniques)):
+            if techniques != "all" and not (
+                isinstance(techniques, list) and all(isinstance(t, str) for t in techniques)
+            ):
                 raise ValueError("techniques is 'all' or a list of ids")
-            run = DiscoveryRun(since=item["since"], until=item["until"], ran_on=item["ran_on"],
-                               categories=[str(c) for c in item["categories"]], techniques=techniques,
-                               results=int(item.get("results", 0)), truncated=list(item.get("truncated") or []))
+            run = DiscoveryRun(
+                since=item["since"],
+                until=item["until"],
+                ran_on=item["ran_on"],
+                categories=[str(c) for c in item["categories"]],
+                techniques=techniques,
+                results=int(item.get("results", 0)),
+                truncated=list(item.get("truncated") or []),
+            )
             if not all(isinstance(d, dt.date) for d in (run.since, run.until, run.ran_on)) or run.since > run.until:
                 raise ValueError("since, until and ran_on are dates (YYYY-MM-DD), since <= until")
         except (KeyError, TypeError, ValueError) as exc:
@@ -80,7 +94,11 @@ def read_log(path: Path = LOG_PATH) -> list[DiscoveryRun]:
 def record_run(run: DiscoveryRun, path: Path = LOG_PATH) -> None:
     """Add a run to the log; a run of the same window, categories and techniques replaces the earlier one."""
     same = lambda r: (r.since, r.until, sorted(r.categories), r.techniques) == (  # noqa: E731
-        run.since, run.until, sorted(run.categories), run.techniques)
+        run.since,
+        run.until,
+        sorted(run.categories),
+        run.techniques,
+    )
     runs = [r for r in read_log(path) if not same(r)] + [run]
     runs.sort(key=lambda r: (r.since, r.until, r.ran_on))
     text = HEADER + dump_yaml({"runs": [r.to_data() for r in runs]})
@@ -88,8 +106,10 @@ def record_run(run: DiscoveryRun, path: Path = LOG_PATH) -> None:
         atomic_write(path, text)
 
 
-def covered(runs: list[DiscoveryRun], default_categories: list[str] = DEFAULT_CATEGORIES,
-            ) -> tuple[dt.date, dt.date] | None:
+def covered(
+    runs: list[DiscoveryRun],
+    default_categories: list[str] = DEFAULT_CATEGORIES,
+) -> tuple[dt.date, dt.date] | None:
     """(first day, last day) of the stretch of complete windows that reaches furthest, or None."""
     windows = sorted((r.since, r.until) for r in runs if r.complete(default_categories))
     merged: list[list[dt.date]] = []

@@ -1,4 +1,5 @@
 """Creating and writing paper entries: one place for the file layout, shared by `new`, `import`, `add`, `triage`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,9 @@ def to_yaml_data(paper: Paper) -> dict[str, Any]:
     return {key: data[key] for key in FIELD_ORDER if key in data}
 
 
-def build_paper(data: dict[str, Any], taxonomy: Taxonomy | None = None, label: str = "<new entry>",
-                line: int = 1) -> Paper:
+def build_paper(
+    data: dict[str, Any], taxonomy: Taxonomy | None = None, label: str = "<new entry>", line: int = 1
+) -> Paper:
     """Validate plain data as a paper (the schema, then how its sources are cited); raises ProblemError naming each
     bad field at ``label:line``."""
     taxonomy = taxonomy or load_taxonomy()
@@ -41,15 +43,18 @@ def build_paper(data: dict[str, Any], taxonomy: Taxonomy | None = None, label: s
                 for err in exc.errors()
             ]
         ) from None
-    problems = [Problem(label, line, ".".join(map(str, loc)), message)
-                for loc, message in citation_problems(paper, taxonomy.paper_list_repos)]
+    problems = [
+        Problem(label, line, ".".join(map(str, loc)), message)
+        for loc, message in citation_problems(paper, taxonomy.paper_list_repos)
+    ]
     if problems:
         raise ProblemError(problems)
     return paper
 
 
 def conflicts_with(paper: Paper, existing: dict[str, Paper]) -> list[str]:
-    """Why ``paper`` must not be added next to ``existing``: the same id, or the same paper (tools/catalogue/same_paper.py:
+    """Why ``paper`` must not be added next to ``existing``: the same id, or the same paper
+    (tools/catalogue/same_paper.py:
     arXiv id, DOI, a variant of the title; entries it lists in ``distinct_from`` excepted)."""
     return [reason for _, reasons in find_conflicts([paper], existing).items() for reason in reasons]
 
@@ -75,8 +80,9 @@ def find_conflicts(papers: list[Paper], existing: dict[str, Paper]) -> dict[str,
                 if mine < other:
                     out[paper.id].append(f"{match.why}: the same paper as the new entry {other_id}")
             else:
-                out[paper.id].append(f"{match.why}: already catalogued as papers/{other_id}.yaml "
-                                     f"({existing[other_id].title!r})")
+                out[paper.id].append(
+                    f"{match.why}: already catalogued as papers/{other_id}.yaml ({existing[other_id].title!r})"
+                )
     return out
 
 

@@ -1,5 +1,6 @@
 """Names the catalogue derives from what a page or a list spells: the taxonomy's venue form, a method's short name
 from its title, and the readable ids a new entry may take."""
+
 from __future__ import annotations
 
 import re
@@ -39,12 +40,12 @@ def normalise_venue(raw: str | None, taxonomy: Taxonomy) -> str | None:
     m = re.search(r"\b((?:19|20)\d\d)\b", text)
     if m:
         year = int(m.group(1))
-        text = text[: m.start()] + " " + text[m.end():]
+        text = text[: m.start()] + " " + text[m.end() :]
     else:
         m = re.search(r"'(\d\d)\b", text)
         if m:
             year = 2000 + int(m.group(1))
-            text = text[: m.start()] + " " + text[m.end():]
+            text = text[: m.start()] + " " + text[m.end() :]
     if year is None:
         raise ValueError(f"venue {raw!r} has no year")
     words = [w for w in text.split() if w.lower() not in _PRESENTATION]
@@ -55,12 +56,12 @@ def normalise_venue(raw: str | None, taxonomy: Taxonomy) -> str | None:
     for alias, target in _VENUE_ALIASES.items():
         alias = alias.rstrip(".")
         if lowered == alias or lowered.startswith(alias + " "):
-            name, rest = target, name_text[len(alias):]
+            name, rest = target, name_text[len(alias) :]
             break
     if name is None:
         for vid in venue_ids:
             if lowered == vid.lower() or lowered.startswith(vid.lower() + " "):
-                name, rest = vid, name_text[len(vid):]
+                name, rest = vid, name_text[len(vid) :]
                 break
     if name is None:
         raise ValueError(
@@ -124,5 +125,3 @@ def id_candidates(title: str, short_name: str | None, year: int) -> list[str]:
         if len(rest) >= n:
             out.append(f"{base}-{'-'.join(rest[:n])}-{year}")
     return [re.sub(r"-+", "-", c)[:80].strip("-") for c in out]
-
-

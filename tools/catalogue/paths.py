@@ -1,4 +1,5 @@
 """Where things live in the repository (one place, so tools and tests agree)."""
+
 import os
 from pathlib import Path
 
@@ -18,4 +19,4 @@ _ROOT_PREFIX = str(ROOT) + os.sep
 def display_path(path: Path) -> str:
     """A path as users see it in messages: relative to the repository root when inside it."""
     absolute = os.path.abspath(path)
-    return absolute[len(_ROOT_PREFIX):] if absolute.startswith(_ROOT_PREFIX) else str(path)
+    return absolute[len(_ROOT_PREFIX) :] if absolute.startswith(_ROOT_PREFIX) else str(path)

@@ -1,5 +1,6 @@
 """The errors of the tooling: a problem found in the catalogue and how it is printed (plain, or as GitHub
 annotations); a mistake in a command's input (:class:`UserError`)."""
+
 from __future__ import annotations
 
 import os

@@ -9,6 +9,7 @@ Never a local path, a note, or a paper list as the source of a fact: a list that
 ``listed_in`` (``owner/repo@commit`` or ``owner/repo:path@commit``). Where a page was read on a copy (a mirror of the
 arXiv page), the source is the canonical address and ``read_via`` maps it to the copy.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,10 @@ URL = re.compile(r"^https://[A-Za-z0-9][^\s/?#]*[^\s]*$")
 POINTER = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+):(?P<path>[^\s@][^@]*?)@(?P<commit>[0-9a-f]{7,40})$")
 LISTING = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?::(?P<path>[^\s@][^@]*?))?@(?P<commit>[0-9a-f]{7,40})$")
 ARXIV_ID_IN_TEXT = r"(\d{4}\.\d{4,5}|[a-z-]+(?:\.[A-Z]{2})?/\d{7})"
-SOURCE_HELP = ("give the https:// address of the page the fact was read on, or owner/repo:path@commit for a repository "
-               "file (local paths, notes and paper lists are not sources; a list goes into listed_in)")
+SOURCE_HELP = (
+    "give the https:// address of the page the fact was read on, or owner/repo:path@commit for a repository "
+    "file (local paths, notes and paper lists are not sources; a list goes into listed_in)"
+)
 
 
 def is_address(value: str) -> bool:
@@ -88,19 +91,33 @@ def citation_problems(paper, paper_lists: frozenset[str] = frozenset()) -> list[
     for name, value in paper.provenance.items():
         canonical = canonical_arxiv_address(value, paper.arxiv)
         if canonical:
-            out.append((("provenance", name), f"{_shown(value)} is a copy of the arXiv page: give {canonical} and "
-                                              "record the copy in read_via"))
+            out.append(
+                (
+                    ("provenance", name),
+                    f"{_shown(value)} is a copy of the arXiv page: give {canonical} and record the copy in read_via",
+                )
+            )
         elif POINTER.match(value) and repository_of(value) in lists:
             out.append((("provenance", name), f"{_shown(value)} is a paper list (see listed_in), not a source"))
     for i, claim in enumerate(paper.claims):
         canonical = canonical_arxiv_address(claim.source, paper.arxiv)
         if canonical:
-            out.append((("claims", i, "source"), f"{_shown(claim.source)} is a copy of the arXiv page: give "
-                                                 f"{canonical} and record the copy in read_via"))
+            out.append(
+                (
+                    ("claims", i, "source"),
+                    f"{_shown(claim.source)} is a copy of the arXiv page: give "
+                    f"{canonical} and record the copy in read_via",
+                )
+            )
     for canonical, copy in paper.read_via.items():
         if canonical not in cited:
-            out.append((("read_via", canonical), f"no fact cites {_shown(canonical)}: a key of read_via is an address "
-                                                 "given in provenance or as a claim's source"))
+            out.append(
+                (
+                    ("read_via", canonical),
+                    f"no fact cites {_shown(canonical)}: a key of read_via is an address "
+                    "given in provenance or as a claim's source",
+                )
+            )
         elif copy == canonical:
             out.append((("read_via", canonical), "maps an address to itself"))
     return out

@@ -6,6 +6,7 @@ the paper by arXiv id, or by the catalogue id it had when it was removed (or bot
 (``out_of_scope: ...``, ``wrong_id: ...``, ``duplicate_of: ...``, ``not_found: ...`` or free text from triage) and the
 date. To admit a rejected paper after all, delete its rejection from the file.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -73,7 +74,7 @@ class RejectedList:
         found = self.find(arxiv, paper_id)
         if found is None:
             return None
-        return (f"{found.describe()}: delete its rejection from {display_path(self.path)} to add it")
+        return f"{found.describe()}: delete its rejection from {display_path(self.path)} to add it"
 
     def write(self) -> None:
         atomic_write(self.path, HEADER + dump_yaml({"rejected": [r.to_data() for r in self.rejections]}))
@@ -108,8 +109,9 @@ def read_rejected(path: Path = REJECTED_PATH) -> RejectedList:
         if not isinstance(day, dt.date):
             problems.append(Problem(shown, line, f"rejected.{i}.date", "give the date as YYYY-MM-DD"))
             continue
-        out.append(Rejection(arxiv=arxiv, id=pid, title=str(item.get("title", "")), date=day,
-                             reason=item.get("reason")))
+        out.append(
+            Rejection(arxiv=arxiv, id=pid, title=str(item.get("title", "")), date=day, reason=item.get("reason"))
+        )
     if problems:
         raise ProblemError(problems)
     return RejectedList(out, path)

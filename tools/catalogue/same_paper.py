@@ -12,7 +12,8 @@ Ruled out: different method names ("FastV: ..." vs "SparseVLM: ...", "EAGLE" vs 
 both author lists are known and the titles are not word for word the same, lists that share no person (initial and
 family name: a shared "Liu" or "Li" alone proves nothing).
 
-Titles agree (words from :mod:`tools.catalogue.titles`, so case, punctuation, plurals and abbreviations do not count) when
+Titles agree (words from :mod:`tools.catalogue.titles`, so case, punctuation, plurals and abbreviations do not count)
+when
 
 * the words are the same, in any order, or the bodies are after a method name is dropped ("FlashAttention: Fast
   and Memory-Efficient ..." and "Fast and Memory-Efficient ..."); or, when they also share a rare word (or eight
@@ -29,6 +30,7 @@ Titles agree (words from :mod:`tools.catalogue.titles`, so case, punctuation, pl
 :func:`duplicate_pairs` checks a whole collection: a pair is scored only when one title contains one of the other's
 rarest words (or its method name), whichever title comes first, so the result never depends on ids or file names.
 """
+
 from __future__ import annotations
 
 import re
@@ -145,8 +147,9 @@ def _specific_overlap(a: TitleParts, b: TitleParts, vocabulary: Vocabulary | Non
     return len(shared) >= SPECIFIC_OVERLAP or any(vocabulary.is_rare(word) for word in shared)
 
 
-def titles_agree(a: TitleParts, b: TitleParts, shared_authors: int | None,
-                 vocabulary: Vocabulary | None = None) -> str | None:
+def titles_agree(
+    a: TitleParts, b: TitleParts, shared_authors: int | None, vocabulary: Vocabulary | None = None
+) -> str | None:
     """Why two titles are spellings of one paper's title, or None (method names and numbers are checked first).
 
     ``shared_authors``: how many people both author lists name, or None when either list is unknown. Titles that

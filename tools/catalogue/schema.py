@@ -4,6 +4,7 @@ Strict pydantic v2 models (an unknown key is an error). Rules that need the taxo
 units, venues, modalities, training regimes) run with ``context={"taxonomy": Taxonomy}``; the JSON Schema written by
 ``python -m tools schema`` inlines the taxonomy's vocabularies so editors can complete them.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,8 +34,22 @@ PREPRINT = "arXiv"
 
 # Fields whose source a provenance record may name.
 PROVENANCE_FIELDS = (
-    "title", "authors", "year", "first_version", "venue", "arxiv", "doi", "primary_class", "paper_url", "code",
-    "placement", "modality", "training", "summary", "claims", "short_name",
+    "title",
+    "authors",
+    "year",
+    "first_version",
+    "venue",
+    "arxiv",
+    "doi",
+    "primary_class",
+    "paper_url",
+    "code",
+    "placement",
+    "modality",
+    "training",
+    "summary",
+    "claims",
+    "short_name",
 )
 
 Url = Annotated[str, Field(pattern=URL_PATTERN, max_length=500)]
@@ -49,6 +64,7 @@ def _checked(problem_of):
         if problem:
             raise ValueError(problem)
         return value
+
     return AfterValidator(check)
 
 
@@ -83,8 +99,9 @@ class Placement(_Model):
         default=False,
         description="a human judgement is still owed (e.g. decided from the title or a list's category only)",
     )
-    note: str | None = Field(default=None, description="why the placement needs review, differs from the survey's, "
-                                                      "or is unusual")
+    note: str | None = Field(
+        default=None, description="why the placement needs review, differs from the survey's, or is unusual"
+    )
 
     @model_validator(mode="after")
     def _check_against_taxonomy(self, info: ValidationInfo) -> "Placement":
@@ -105,8 +122,10 @@ class ClaimSetting(_Model):
     benchmark: str | None = None
     baseline: str | None = None
     baseline_score: float | int | None = Field(
-        None, description="the unmodified model's score on this benchmark as the paper reports it (the results page "
-                          "flags papers that report different baseline scores for the same model and benchmark)")
+        None,
+        description="the unmodified model's score on this benchmark as the paper reports it (the results page "
+        "flags papers that report different baseline scores for the same model and benchmark)",
+    )
 
 
 class Claim(_Model):
@@ -116,8 +135,9 @@ class Claim(_Model):
     qualifier: Literal["up to", "about", "more than", "at least"] | None = None
     setting: ClaimSetting = Field(default_factory=ClaimSetting)
     note: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
-        default=None, description="what the number measures, when the metric and setting do not say it all "
-                                  "(e.g. decode throughput, time to first token)"
+        default=None,
+        description="what the number measures, when the metric and setting do not say it all "
+        "(e.g. decode throughput, time to first token)",
     )
     where: NonEmpty = Field(description="where the paper states it: abstract, Table 2, Section 4.1 ...")
     source: Source = Field(description="the page the number was read from (a public address)")
@@ -161,7 +181,7 @@ class Paper(_Model):
     venue_checked: bool = Field(
         default=False,
         description="the venue was checked against the proceedings (or the authors' own statement) in a "
-                    "verification pass; a published venue then names that page in provenance.venue",
+        "verification pass; a published venue then names that page in provenance.venue",
     )
     arxiv: str | None = Field(default=None, description='arXiv id without version, quoted: "2403.06764"')
     doi: Annotated[str, Field(pattern=DOI_PATTERN)] | None = None
@@ -192,7 +212,7 @@ class Paper(_Model):
     provenance: dict[str, Source] = Field(
         default_factory=dict,
         description="field -> the public address of the page it was read on (an https URL, or "
-                    "owner/repo:path@commit for a repository file); a fact without one is unsourced",
+        "owner/repo:path@commit for a repository file); a fact without one is unsourced",
     )
     read_via: dict[SecureUrl, CopyUrl] = Field(
         default_factory=dict,
@@ -201,7 +221,7 @@ class Paper(_Model):
     listed_in: list[Listing] = Field(
         default_factory=list,
         description="paper lists that carry the paper (owner/repo@commit or owner/repo:path@commit); never a "
-                    "source of facts",
+        "source of facts",
     )
     last_verified: Annotated[dt.date, Field(strict=False)]
 
@@ -268,11 +288,12 @@ class Paper(_Model):
             raise ValueError("closest_impl_note without closest_impl")
         both = sorted(set(self.closest_impl) & set(self.reference_impls))
         if both:
-            raise ValueError(f"{both} is in reference_impls and closest_impl: a module implements the paper or a "
-                             "variant of it, not both")
+            raise ValueError(
+                f"{both} is in reference_impls and closest_impl: a module implements the paper or a "
+                "variant of it, not both"
+            )
         if self.venue_checked and self.venue != PREPRINT and "venue" not in self.provenance:
-            raise ValueError("venue_checked: name the proceedings page (or the authors' statement) in "
-                             "provenance.venue")
+            raise ValueError("venue_checked: name the proceedings page (or the authors' statement) in provenance.venue")
         tax = _taxonomy(info)
         if tax is not None:
             self._check_vocabularies(tax)

@@ -3,6 +3,7 @@
 ``taxonomy.yaml`` is the single source of truth for stages, axes, cells, techniques, frontiers, modalities, training
 regimes, claim metrics, venues, and the mappings from the survey's and the source lists' categories.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,6 +46,7 @@ class Technique(_Strict):
 
 class TechniqueGroup(_Strict):
     """Related techniques offered together when browsing (e.g. every KV-cache compression technique)."""
+
     id: Id
     name: str
     techniques: list[Id] = Field(min_length=2)
@@ -66,7 +68,6 @@ class Venue(_Strict):
     id: str
     kind: Literal["conference", "journal"]
     name: str
-
 
 
 class Taxonomy(_Strict):
@@ -154,10 +155,16 @@ class Taxonomy(_Strict):
             problems.append(Problem(shown, line_of(lines, loc), field, message))
 
         for kind, items in [
-            ("stages", self.stages), ("axes", self.axes), ("techniques", self.techniques),
-            ("technique_groups", self.technique_groups), ("frontiers", self.frontiers), ("modalities", self.modalities),
-            ("training_regimes", self.training_regimes), ("placement_methods", self.placement_methods),
-            ("metrics", self.metrics), ("venues", self.venues),
+            ("stages", self.stages),
+            ("axes", self.axes),
+            ("techniques", self.techniques),
+            ("technique_groups", self.technique_groups),
+            ("frontiers", self.frontiers),
+            ("modalities", self.modalities),
+            ("training_regimes", self.training_regimes),
+            ("placement_methods", self.placement_methods),
+            ("metrics", self.metrics),
+            ("venues", self.venues),
         ]:
             seen: set[str] = set()
             for i, item in enumerate(items):
@@ -187,8 +194,11 @@ class Taxonomy(_Strict):
         for i, group in enumerate(self.technique_groups):
             for technique in group.techniques:
                 if technique not in self.technique_by_id:
-                    bad(("technique_groups", i, "techniques"), "technique_groups.techniques",
-                        f"{group.id}: unknown technique {technique!r}")
+                    bad(
+                        ("technique_groups", i, "techniques"),
+                        "technique_groups.techniques",
+                        f"{group.id}: unknown technique {technique!r}",
+                    )
         return problems
 
     def placement_problems(self, techniques: list[str], cells: list[str]) -> list[str]:

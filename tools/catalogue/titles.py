@@ -9,6 +9,7 @@ titles that differ only in case, punctuation, word order, plurals or a spelled-o
 :class:`TitleParts` splits a title into its method name (the short head before a colon, ``FastV: ...``) and its
 body, and keeps the word sets and joined strings that :mod:`tools.catalogue.same_paper` scores.
 """
+
 from __future__ import annotations
 
 import re

@@ -2,12 +2,15 @@
 
 Per file, beyond the schema: the file name matches the id; ``reference_impls`` and ``closest_impl`` name entries of
 the reference-implementation registry (``reference_impls/registry.py``: plain data, importable without torch), and a
-``reference_impls`` entry follows this paper's arXiv id; sources are canonical (tools/catalogue/provenance.py: a copy of the
+``reference_impls`` entry follows this paper's arXiv id; sources are canonical (tools/catalogue/provenance.py: a copy
+of the
 arXiv page is cited through its canonical address with ``read_via``, a paper list is never a source).
 
 Cross-file rules: unique id, arXiv id, DOI and citation key; no two entries describe the same paper
-(tools/catalogue/same_paper.py) unless one lists the other in ``distinct_from``; ``distinct_from`` points at existing ids.
+(tools/catalogue/same_paper.py) unless one lists the other in ``distinct_from``; ``distinct_from`` points at existing
+ids.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,7 +64,7 @@ _KNOWN_FIELDS = list(Paper.model_fields)
 def _message(err: dict) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     kind = err.get("type", "")
     value = err.get("input")
     if kind == "extra_forbidden":
@@ -69,9 +72,7 @@ def _message(err: dict) -> str:
         close = difflib.get_close_matches(name, _KNOWN_FIELDS, n=1)
         msg = "unknown key (not in the schema)" + (f"; did you mean {close[0]!r}?" if close else "")
     elif isinstance(value, bool) and kind in ("string_type", "int_type", "float_type", "date_type"):
-        msg += (
-            f"; YAML read an unquoted yes/no/on/off/true/false as the boolean {value}: quote the value if it is text"
-        )
+        msg += f"; YAML read an unquoted yes/no/on/off/true/false as the boolean {value}: quote the value if it is text"
     elif kind == "missing":
         msg = "required field is missing"
     return msg
@@ -118,8 +119,11 @@ def validate_file(path: Path, taxonomy: Taxonomy) -> tuple[Paper | None, dict, l
     """Validate one paper file; returns (paper or None, node lines, problems). Never raises for bad input."""
     shown = display_path(path)
     if Path(path).suffix != PAPER_SUFFIX:
-        return None, {}, [Problem(shown, 1, "", f"paper files end in {PAPER_SUFFIX}: rename it to "
-                                                f"{Path(path).stem}{PAPER_SUFFIX}")]
+        return (
+            None,
+            {},
+            [Problem(shown, 1, "", f"paper files end in {PAPER_SUFFIX}: rename it to {Path(path).stem}{PAPER_SUFFIX}")],
+        )
     try:
         data, lines = load_yaml_with_lines(path)
     except ProblemError as exc:
@@ -196,7 +200,9 @@ def cross_file_problems(cat: Catalogue) -> list[Problem]:
         shown, line = where(b, ("title",))
         problems.append(
             Problem(
-                shown, line, "title",
+                shown,
+                line,
+                "title",
                 f"the same paper as {display_path(cat.files[a])}? ({match.why}); merge them, or add "
                 f"'distinct_from: [{a}]' if they are different papers",
             )
@@ -242,8 +248,12 @@ def _validate_files(files: list[Path], taxonomy: Taxonomy, cat: Catalogue) -> No
         if paper.id in cat.papers:
             shown = display_path(path)
             cat.problems.append(
-                Problem(shown, line_of(lines, ("id",)), "id",
-                        f"id {paper.id!r} is also used by {display_path(cat.files[paper.id])}")
+                Problem(
+                    shown,
+                    line_of(lines, ("id",)),
+                    "id",
+                    f"id {paper.id!r} is also used by {display_path(cat.files[paper.id])}",
+                )
             )
             continue
         cat.papers[paper.id] = paper
@@ -272,8 +282,9 @@ def coverage(papers: dict[str, Paper]) -> dict[str, int]:
         "summary": sum(p.summary is not None for p in items),
         "claims": sum(bool(p.claims) for p in items),
         "placement to review": sum(p.placement.needs_review for p in items),
-        "facts with a source": sum(name in p.provenance for p in items for name in CHECKED_FACTS
-                                   if name != "summary" or p.summary),
+        "facts with a source": sum(
+            name in p.provenance for p in items for name in CHECKED_FACTS if name != "summary" or p.summary
+        ),
         "facts": sum(1 for p in items for name in CHECKED_FACTS if name != "summary" or p.summary),
         "sources read on a copy": sum(1 for p in items for v in p.provenance.values() if v in p.read_via),
     }

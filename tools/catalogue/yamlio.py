@@ -6,6 +6,7 @@ the line of every node remembered so that errors name ``file:line: field``. Writ
 (temporary file + rename), so a failing tool never leaves a partial file; ``write_all_or_nothing`` does the same for
 a set of files.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,10 +50,14 @@ class _CheckingLoader(_BaseLoader):
                 # keep only well-formed, first-seen keys so construction can go on and report everything
                 seen: set = set()
                 node.value = [
-                    (k, v) for k, v in pairs
-                    if k.__class__ is yaml.ScalarNode and k.tag == _STR_TAG and not (k.value in seen or seen.add(k.value))
+                    (k, v)
+                    for k, v in pairs
+                    if k.__class__ is yaml.ScalarNode
+                    and k.tag == _STR_TAG
+                    and not (k.value in seen or seen.add(k.value))
                 ]
         return super().construct_mapping(node, deep=deep)
+
 
 Path_ = tuple  # a path into the document: keys and list indices
 
@@ -63,8 +68,13 @@ def _hint_for(problem: str, line_text: str) -> str:
     return ""
 
 
-_FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a named pipe", stat.S_IFCHR: "a character device",
-               stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+_FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a named pipe",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -149,8 +159,16 @@ def load_yaml_with_lines(path: Path, text: str | None = None) -> tuple[Any, "Nod
     alias_line = _first_anchor_or_alias(text)
     if alias_line:
         line, what = alias_line
-        raise ProblemError([Problem(shown, line, "", f"YAML {what} are not allowed in the catalogue's files; "
-                                                     "write the value out in full")])
+        raise ProblemError(
+            [
+                Problem(
+                    shown,
+                    line,
+                    "",
+                    f"YAML {what} are not allowed in the catalogue's files; write the value out in full",
+                )
+            ]
+        )
     loader = _CheckingLoader(text)
     try:
         node = loader.get_single_node()
@@ -169,8 +187,16 @@ def load_yaml_with_lines(path: Path, text: str | None = None) -> tuple[Any, "Nod
         raise ProblemError([Problem(shown, line, "", f"YAML syntax error: {problem}{hint}")]) from None
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other control characters)
         line = text.count("\n", 0, exc.position) + 1
-        raise ProblemError([Problem(shown, line, "", f"the character U+{exc.character:04X} is not allowed in YAML "
-                                                     "(a control character): remove it")]) from None
+        raise ProblemError(
+            [
+                Problem(
+                    shown,
+                    line,
+                    "",
+                    f"the character U+{exc.character:04X} is not allowed in YAML (a control character): remove it",
+                )
+            ]
+        ) from None
     except yaml.YAMLError as exc:
         raise ProblemError([Problem(shown, 1, "", f"YAML error: {exc}")]) from None
     finally:
@@ -211,7 +237,9 @@ def _bad_keys(node) -> list[tuple[int, str, str]]:
         elif not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
             problems.append((line, str(getattr(key_node, "value", "")), "keys must be strings (quote this key)"))
         elif key_node.value in first_line:
-            problems.append((line, key_node.value, f"duplicate key (first defined on line {first_line[key_node.value]})"))
+            problems.append(
+                (line, key_node.value, f"duplicate key (first defined on line {first_line[key_node.value]})")
+            )
         else:
             first_line[key_node.value] = line
     return problems

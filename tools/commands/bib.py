@@ -1,5 +1,6 @@
 """``python -m tools bib``: write the whole catalogue to ``atlas.bib``; ``--check FILE``: which entries of a user's .bib
 the catalogue has and which it lacks; ``--check-fresh``: exit 1 if the committed ``atlas.bib`` is stale."""
+
 from __future__ import annotations
 
 import sys
@@ -16,15 +17,19 @@ BIB_PATH = ROOT / "atlas.bib"
 
 
 def configure(parser) -> None:
-    parser.add_argument("--check", type=Path, metavar="FILE",
-                        help="report which entries of FILE (a .bib) the catalogue has and which it lacks")
+    parser.add_argument(
+        "--check",
+        type=Path,
+        metavar="FILE",
+        help="report which entries of FILE (a .bib) the catalogue has and which it lacks",
+    )
     parser.add_argument("--check-fresh", action="store_true", help="exit 1 if atlas.bib is not up to date")
     parser.add_argument("--output", type=Path, default=BIB_PATH, help="where to write (default: atlas.bib)")
 
 
 def run(args) -> int:
-    from tools.outputs.bibtex import check_bib, render_bib
     from tools.catalogue.problems import UserError
+    from tools.outputs.bibtex import check_bib, render_bib
 
     papers = load_catalogue()
     if args.check is not None:
@@ -42,5 +47,10 @@ def run(args) -> int:
         for key, title in result.missing:
             print(f"  lacks  {key}: {title}")
         return 0
-    return write_or_check(args.output, render_bib(papers, load_taxonomy()), check=args.check_fresh,
-                          command="python -m tools bib", detail=f"({len(papers)} entries)")
+    return write_or_check(
+        args.output,
+        render_bib(papers, load_taxonomy()),
+        check=args.check_fresh,
+        command="python -m tools bib",
+        detail=f"({len(papers)} entries)",
+    )

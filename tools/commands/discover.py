@@ -6,8 +6,10 @@ already has (arXiv id, DOI or a near-duplicate title), rejected ones (tools/data
 are dropped; the rest are ranked by relevance (tools/arxiv/placement.py) and added to the triage queue
 (tools/data/triage_queue.yaml) with a suggested placement. Review them with ``python -m tools triage``. Every run that
 updates the queue is recorded in tools/data/discovery_log.yaml (the dates, categories and techniques searched, and
-any query cut at its result limit), from which the website says how far discovery has covered (tools/catalogue/discovery_log.py).
+any query cut at its result limit), from which the website says how far discovery has covered
+(tools/catalogue/discovery_log.py).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,16 +17,16 @@ import re
 import sys
 from pathlib import Path
 
+from tools.arxiv.placement import suggest_placement
 from tools.arxiv.source import add_source_options, reports_remote_failures, source_from_args
+from tools.arxiv.triage_state import Candidate, add_state_options, read_queue, write_queue
 from tools.catalogue.citekeys import STOPWORDS
-from tools.catalogue.problems import UserError
 from tools.catalogue.discovery_log import DEFAULT_CATEGORIES, LOG_PATH, DiscoveryRun, record_run
 from tools.catalogue.paths import PAPERS_DIR, display_path
-from tools.arxiv.placement import suggest_placement
-from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.problems import UserError
 from tools.catalogue.rejected import read_rejected
 from tools.catalogue.same_paper import Described, duplicate_pairs
-from tools.arxiv.triage_state import Candidate, add_state_options, read_queue, write_queue
+from tools.catalogue.taxonomy import load_taxonomy
 from tools.catalogue.validate import catalogue_for_update
 
 NAME = "discover"
@@ -34,19 +36,32 @@ HELP = "query arXiv with the taxonomy's keywords and queue new candidates for tr
 def configure(parser) -> None:
     parser.add_argument("--since", required=True, help="first submission date to consider (YYYY-MM-DD)")
     parser.add_argument("--until", help="last submission date (YYYY-MM-DD, default today)")
-    parser.add_argument("--category", action="append", dest="categories", metavar="CAT",
-                        help=f"arXiv category to search (repeat; default {' '.join(DEFAULT_CATEGORIES)})")
-    parser.add_argument("--technique", action="append", default=[], metavar="ID",
-                        help="only these techniques' keywords (repeat; default all)")
-    parser.add_argument("--max-per-technique", type=int, default=100, metavar="N",
-                        help="results read per technique query (default 100)")
-    parser.add_argument("--min-relevance", type=float, default=1.0,
-                        help="drop candidates scoring below this (default 1.0)")
+    parser.add_argument(
+        "--category",
+        action="append",
+        dest="categories",
+        metavar="CAT",
+        help=f"arXiv category to search (repeat; default {' '.join(DEFAULT_CATEGORIES)})",
+    )
+    parser.add_argument(
+        "--technique",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="only these techniques' keywords (repeat; default all)",
+    )
+    parser.add_argument(
+        "--max-per-technique", type=int, default=100, metavar="N", help="results read per technique query (default 100)"
+    )
+    parser.add_argument(
+        "--min-relevance", type=float, default=1.0, help="drop candidates scoring below this (default 1.0)"
+    )
     parser.add_argument("--papers-dir", type=Path, default=PAPERS_DIR, help="where the entries live (default papers/)")
     parser.add_argument("--dry-run", action="store_true", help="list the candidates, leave the queue alone")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--log", type=Path, default=LOG_PATH,
-                        help=f"where runs are recorded (default {display_path(LOG_PATH)})")
+    parser.add_argument(
+        "--log", type=Path, default=LOG_PATH, help=f"where runs are recorded (default {display_path(LOG_PATH)})"
+    )
     add_state_options(parser)
     add_source_options(parser)
 
@@ -122,8 +137,13 @@ def run(args) -> int:
 
     found, results, truncated = _search(args, source_from_args(args), techniques, categories, since, until)
 
-    dropped = {"catalogued": 0, "rejected": 0, "queued": 0, "outside the dates or categories": 0,
-               "below the relevance threshold": 0}
+    dropped = {
+        "catalogued": 0,
+        "rejected": 0,
+        "queued": 0,
+        "outside the dates or categories": 0,
+        "below the relevance threshold": 0,
+    }
     queued = {c.arxiv for c in queue}
     fresh = []
     for record in found.values():
@@ -148,31 +168,54 @@ def run(args) -> int:
         if suggestion.relevance < args.min_relevance:
             dropped["below the relevance threshold"] += 1
             continue
-        new.append(Candidate(record=record, relevance=suggestion.relevance, discovered=today,
-                             matched=suggestion.matched, techniques=suggestion.techniques, cells=suggestion.cells,
-                             modality=suggestion.modality))
+        new.append(
+            Candidate(
+                record=record,
+                relevance=suggestion.relevance,
+                discovered=today,
+                matched=suggestion.matched,
+                techniques=suggestion.techniques,
+                cells=suggestion.cells,
+                modality=suggestion.modality,
+            )
+        )
     # The queue keeps its candidates, minus those catalogued or rejected since.
     kept = [c for c in queue if c.arxiv not in catalogued_ids and c.arxiv not in rejected]
     pruned = len(queue) - len(kept)
-    print(f"{len(techniques)} quer{'y' if len(techniques) == 1 else 'ies'}, {results} results, {len(found)} papers; "
-          f"{len(new)} new candidate(s)"
-          + "".join(f"; {n} {why}" for why, n in dropped.items() if n)
-          + (f"; {pruned} queued candidate(s) now catalogued or rejected, removed" if pruned else ""))
+    print(
+        f"{len(techniques)} quer{'y' if len(techniques) == 1 else 'ies'}, {results} results, {len(found)} papers; "
+        f"{len(new)} new candidate(s)"
+        + "".join(f"; {n} {why}" for why, n in dropped.items() if n)
+        + (f"; {pruned} queued candidate(s) now catalogued or rejected, removed" if pruned else "")
+    )
     for cand in sorted(new, key=lambda c: (-c.relevance, c.arxiv))[:20]:
         print(f"  {cand.relevance:5.2f}  {cand.arxiv}  {cand.record.title}  -> {'+'.join(cand.techniques)}")
     if truncated:
-        print(f"{len(truncated)} quer{'y' if len(truncated) == 1 else 'ies'} returned the --max-per-technique limit "
-              f"and may have missed papers ({', '.join(truncated)}): this window is not recorded as complete")
+        print(
+            f"{len(truncated)} quer{'y' if len(truncated) == 1 else 'ies'} returned the --max-per-technique limit "
+            f"and may have missed papers ({', '.join(truncated)}): this window is not recorded as complete"
+        )
     if args.dry_run:
         print("dry run: the queue is unchanged")
         return 0
     if new or pruned:
         write_queue(kept + new, args.queue)
-        print(f"queue: {display_path(args.queue)} ({len(kept) + len(new)} candidate(s)); "
-              "review with `python -m tools triage`")
-    record_run(DiscoveryRun(since=since, until=until, ran_on=today, categories=list(categories),
-                            techniques="all" if not args.technique else sorted(set(args.technique)),
-                            results=results, truncated=truncated), args.log)
+        print(
+            f"queue: {display_path(args.queue)} ({len(kept) + len(new)} candidate(s)); "
+            "review with `python -m tools triage`"
+        )
+    record_run(
+        DiscoveryRun(
+            since=since,
+            until=until,
+            ran_on=today,
+            categories=list(categories),
+            techniques="all" if not args.technique else sorted(set(args.technique)),
+            results=results,
+            truncated=truncated,
+        ),
+        args.log,
+    )
     return 0
 
 

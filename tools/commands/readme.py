@@ -1,6 +1,6 @@
 """``python -m tools readme [--check]``: rewrite (or check) the README's generated matrix section."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 from tools.catalogue.paths import ROOT, display_path
 from tools.catalogue.taxonomy import load_taxonomy

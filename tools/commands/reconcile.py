@@ -1,13 +1,14 @@
 """``python -m tools reconcile [--output FILE]``: the reconciliation report (Markdown) from the entries."""
+
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
 from tools.catalogue.paths import display_path
-from tools.outputs.reconcile import render_reconciliation
 from tools.catalogue.validate import load_catalogue
 from tools.catalogue.yamlio import atomic_write
+from tools.outputs.reconcile import render_reconciliation
 
 NAME = "reconcile"
 HELP = "render the reconciliation report (where sources disagree, what the catalogue keeps and why) as Markdown"

@@ -1,11 +1,11 @@
 """``python -m tools schema [--check]``: write (or check) schema/paper.schema.json from the models + taxonomy."""
+
 from __future__ import annotations
 
-
-from tools.outputs.json_schema import render_schema
 from tools.catalogue.paths import SCHEMA_PATH
 from tools.catalogue.taxonomy import load_taxonomy
 from tools.outputs.generated import write_or_check
+from tools.outputs.json_schema import render_schema
 
 NAME = "schema"
 HELP = "generate the JSON Schema of paper files (--check: fail if the committed one is stale)"
@@ -16,5 +16,6 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    return write_or_check(SCHEMA_PATH, render_schema(load_taxonomy()), check=args.check,
-                          command="python -m tools schema")
+    return write_or_check(
+        SCHEMA_PATH, render_schema(load_taxonomy()), check=args.check, command="python -m tools schema"
+    )

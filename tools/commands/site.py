@@ -1,5 +1,6 @@
 """``python -m tools site [--build] [--serve] [--output DIR]``: generate the website's pages and mkdocs.yml, build the
 site with mkdocs-material (strict), and serve it locally."""
+
 from __future__ import annotations
 
 import sys
@@ -22,12 +23,21 @@ def configure(parser) -> None:
     parser.add_argument("--output", type=Path, default=Path("_site"), help="where to build the site (default: _site)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to serve on (default: 8000)")
-    parser.add_argument("--no-watch", action="store_true",
-                        help="with --serve: do not rebuild when papers/, taxonomy.yaml or site/ change")
-    parser.add_argument("--repo-url", help="the repository the site links to (default: $ATLAS_REPO_URL, GitHub "
-                                           "Actions' repository, or the clone's origin remote)")
-    parser.add_argument("--check-config", action="store_true",
-                        help="only check that mkdocs.yml is up to date with the taxonomy (exit 1 if stale)")
+    parser.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="with --serve: do not rebuild when papers/, taxonomy.yaml or site/ change",
+    )
+    parser.add_argument(
+        "--repo-url",
+        help="the repository the site links to (default: $ATLAS_REPO_URL, GitHub "
+        "Actions' repository, or the clone's origin remote)",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="only check that mkdocs.yml is up to date with the taxonomy (exit 1 if stale)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show mkdocs' progress messages")
 
 
@@ -58,10 +68,20 @@ def run(args) -> int:
             print(f"error: {problem.as_text()}", file=sys.stderr)
         return 1
     repo_url = repository_url(args.repo_url)
-    generated = generate(papers, taxonomy, GENERATED, reconciliation=render_reconciliation, results_dir=RESULTS_DIR,
-                         measurements=measurements, repo_url=repo_url, discovery_log=LOG_PATH)
-    print(f"generated {generated.files} files for {len(papers)} papers in {display_path(GENERATED)} "
-          f"({time.perf_counter() - t0:.1f} s)")
+    generated = generate(
+        papers,
+        taxonomy,
+        GENERATED,
+        reconciliation=render_reconciliation,
+        results_dir=RESULTS_DIR,
+        measurements=measurements,
+        repo_url=repo_url,
+        discovery_log=LOG_PATH,
+    )
+    print(
+        f"generated {generated.files} files for {len(papers)} papers in {display_path(GENERATED)} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
     if not (args.build or args.serve):
         return 0
     from tools.outputs.site.build import BuildError, build_site, serve

@@ -1,4 +1,5 @@
 """``python -m tools validate [FILE ...]``: check the taxonomy, every paper file, and the cross-file rules."""
+
 from __future__ import annotations
 
 import sys
@@ -40,8 +41,10 @@ def run(args) -> int:
     if not args.quiet:
         print(f"ok: {len(cat.papers)} paper(s) and the taxonomy are valid")
         c = coverage(cat.papers)
-        print(f"venue checked on the proceedings: {c['venue checked']}/{c['papers']}; summaries {c['summary']}, "
-              f"claims in {c['claims']}; placements to review {c['placement to review']}; "
-              f"{c['facts with a source']}/{c['facts']} title, author, venue, placement and summary facts name their "
-              f"page ({c['sources read on a copy']} sources read on a copy)")
+        print(
+            f"venue checked on the proceedings: {c['venue checked']}/{c['papers']}; summaries {c['summary']}, "
+            f"claims in {c['claims']}; placements to review {c['placement to review']}; "
+            f"{c['facts with a source']}/{c['facts']} title, author, venue, placement and summary facts name their "
+            f"page ({c['sources read on a copy']} sources read on a copy)"
+        )
     return 0

@@ -1,8 +1,10 @@
 """BibTeX for the catalogue: one fixed format, written with bibtexparser 2.x.
 
-* Keys come from :func:`tools.catalogue.citekeys.assign_keys` (Scholar style: family name of the first author, year of version 1,
+* Keys come from :func:`tools.catalogue.citekeys.assign_keys` (Scholar style: family name of the first author, year
+of version 1,
   first significant title word; deterministic suffixes for collisions).
-* ``@inproceedings`` (booktitle) or ``@article`` (journal) when the venue is a known conference or journal; a preprint is
+* ``@inproceedings`` (booktitle) or ``@article`` (journal) when the venue is a known conference or journal; a
+preprint is
   an ``@article`` whose journal is ``arXiv preprint arXiv:<id>``. Every paper with an arXiv id keeps ``eprint``,
   ``archivePrefix`` and ``primaryClass``.
 * Authors as ``Last, First and ...`` (``and others`` when the list is truncated; no author field when unknown).
@@ -16,6 +18,7 @@
 ``python -m tools bib`` writes ``atlas.bib``; ``python -m tools bib --check FILE`` compares a user's .bib with the
 catalogue (:func:`check_bib`).
 """
+
 from __future__ import annotations
 
 import re
@@ -29,34 +32,95 @@ from bibtexparser.model import Entry, Field
 
 from tools.catalogue.citekeys import assign_keys
 from tools.catalogue.schema import Paper
-from tools.outputs.text import plain
 from tools.catalogue.taxonomy import Taxonomy
 from tools.catalogue.titles import normalise_title
+from tools.outputs.text import plain
 
-FIELD_ORDER = ("author", "title", "booktitle", "journal", "year", "doi", "eprint", "archiveprefix", "primaryclass",
-               "url")
+FIELD_ORDER = (
+    "author",
+    "title",
+    "booktitle",
+    "journal",
+    "year",
+    "doi",
+    "eprint",
+    "archiveprefix",
+    "primaryclass",
+    "url",
+)
 FIELD_NAMES = {"archiveprefix": "archivePrefix", "primaryclass": "primaryClass"}
 
 # ------------------------------------------------------------------------------------------------ LaTeX escaping
 _SPECIAL = {
-    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "%": r"\%", "#": r"\#", "_": r"\_",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "$": r"\$",
+    "&": r"\&",
+    "%": r"\%",
+    "#": r"\#",
+    "_": r"\_",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
 }
 # Combining marks (after NFD) -> the LaTeX accent command.
 _ACCENTS = {
-    "\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~", "\u0304": "=", "\u0306": "u", "\u0307": ".",
-    "\u0308": '"', "\u030a": "r", "\u030b": "H", "\u030c": "v", "\u0327": "c", "\u0328": "k", "\u0323": "d",
+    "\u0300": "`",
+    "\u0301": "'",
+    "\u0302": "^",
+    "\u0303": "~",
+    "\u0304": "=",
+    "\u0306": "u",
+    "\u0307": ".",
+    "\u0308": '"',
+    "\u030a": "r",
+    "\u030b": "H",
+    "\u030c": "v",
+    "\u0327": "c",
+    "\u0328": "k",
+    "\u0323": "d",
 }
 _LETTERS = {
-    "ß": r"{\ss}", "ø": r"{\o}", "Ø": r"{\O}", "ł": r"{\l}", "Ł": r"{\L}", "æ": r"{\ae}", "Æ": r"{\AE}",
-    "œ": r"{\oe}", "Œ": r"{\OE}", "ı": r"{\i}", "đ": r"{\dj}", "Đ": r"{\DJ}", "å": r"{\aa}", "Å": r"{\AA}",
+    "ß": r"{\ss}",
+    "ø": r"{\o}",
+    "Ø": r"{\O}",
+    "ł": r"{\l}",
+    "Ł": r"{\L}",
+    "æ": r"{\ae}",
+    "Æ": r"{\AE}",
+    "œ": r"{\oe}",
+    "Œ": r"{\OE}",
+    "ı": r"{\i}",
+    "đ": r"{\dj}",
+    "Đ": r"{\DJ}",
+    "å": r"{\aa}",
+    "Å": r"{\AA}",
 }
 _SYMBOLS = {
-    "\u2013": "--", "\u2014": "---", "\u2026": r"\ldots{}", "\u00d7": r"$\times$", "\u2192": r"$\rightarrow$",
-    "\u2248": r"$\approx$", "\u2264": r"$\leq$", "\u2265": r"$\geq$", "\u00b1": r"$\pm$", "\u221e": r"$\infty$",
-    "\u03b1": r"$\alpha$", "\u03b2": r"$\beta$", "\u03b3": r"$\gamma$", "\u03b4": r"$\delta$",
-    "\u03bb": r"$\lambda$", "\u03bc": r"$\mu$", "\u03c0": r"$\pi$", "\u03c3": r"$\sigma$", "\u03c4": r"$\tau$",
-    "\u00b2": r"$^2$", "\u00b3": r"$^3$", "\u00b9": r"$^1$",
+    "\u2013": "--",
+    "\u2014": "---",
+    "\u2026": r"\ldots{}",
+    "\u00d7": r"$\times$",
+    "\u2192": r"$\rightarrow$",
+    "\u2248": r"$\approx$",
+    "\u2264": r"$\leq$",
+    "\u2265": r"$\geq$",
+    "\u00b1": r"$\pm$",
+    "\u221e": r"$\infty$",
+    "\u03b1": r"$\alpha$",
+    "\u03b2": r"$\beta$",
+    "\u03b3": r"$\gamma$",
+    "\u03b4": r"$\delta$",
+    "\u03bb": r"$\lambda$",
+    "\u03bc": r"$\mu$",
+    "\u03c0": r"$\pi$",
+    "\u03c3": r"$\sigma$",
+    "\u03c4": r"$\tau$",
+    "\u00b2": r"$^2$",
+    "\u00b3": r"$^3$",
+    "\u00b9": r"$^1$",
 }
 _ACCENT_LETTER = {v: k for k, v in _ACCENTS.items()}
 
@@ -270,18 +334,25 @@ def catalogue_keys(papers: Mapping[str, Paper] | Iterable[Paper]) -> dict[str, s
     return assign_keys(items)
 
 
-BIB_HEADER = ("% The Efficient LVLM Inference Atlas: every paper of the catalogue.\n"
-              "% Generated by `python -m tools bib` from papers/*.yaml; do not edit by hand.\n\n")
+BIB_HEADER = (
+    "% The Efficient LVLM Inference Atlas: every paper of the catalogue.\n"
+    "% Generated by `python -m tools bib` from papers/*.yaml; do not edit by hand.\n\n"
+)
 
 
-def render_bib(papers: Mapping[str, Paper], taxonomy: Taxonomy, keys: dict[str, str] | None = None,
-               rendered: Mapping[str, str] | None = None) -> str:
+def render_bib(
+    papers: Mapping[str, Paper],
+    taxonomy: Taxonomy,
+    keys: dict[str, str] | None = None,
+    rendered: Mapping[str, str] | None = None,
+) -> str:
     """The whole catalogue as one .bib, entries ordered by citation key. ``rendered`` (paper id -> the text of
     :func:`render_one`) reuses entries already rendered for the site."""
     keys = keys or catalogue_keys(papers)
     order = sorted(keys, key=lambda p: keys[p])
-    texts = [rendered[pid] if rendered and pid in rendered else render_one(papers[pid], keys[pid], taxonomy)
-             for pid in order]
+    texts = [
+        rendered[pid] if rendered and pid in rendered else render_one(papers[pid], keys[pid], taxonomy) for pid in order
+    ]
     return BIB_HEADER + "\n".join(texts)
 
 

@@ -1,5 +1,6 @@
 """Committed generated files (JSON Schema, atlas.bib, the README section, mkdocs.yml): write them, or check that
 the committed copy is fresh. One place for the rule "never edited by hand; CI fails when stale"."""
+
 from __future__ import annotations
 
 import sys

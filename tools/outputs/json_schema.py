@@ -2,6 +2,7 @@
 
 Committed at schema/paper.schema.json (CI checks it is fresh); every paper file's first line points editors at it.
 """
+
 from __future__ import annotations
 
 import json

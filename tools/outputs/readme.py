@@ -1,5 +1,6 @@
 """The README's generated section: the stage × axis matrix with paper counts and links, between the markers
 ``<!-- BEGIN GENERATED: matrix -->`` and ``<!-- END GENERATED: matrix -->``; nothing outside them is touched."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -30,7 +31,8 @@ def render_matrix(papers: Mapping[str, Paper], taxonomy: Taxonomy, site_url: str
         f"{len(papers)} papers. Each count links to its cell on the website (`make serve`, then {site_url}); a paper "
         "may sit in several cells.",
         "",
-        "| Stage \\ Axis | " + " | ".join(f"[{a.name}]({site_url}axes/{a.id}.html)" for a in taxonomy.axes)
+        "| Stage \\ Axis | "
+        + " | ".join(f"[{a.name}]({site_url}axes/{a.id}.html)" for a in taxonomy.axes)
         + " | All |",
         "|---" * (len(taxonomy.axes) + 2) + "|",
     ]

@@ -10,6 +10,7 @@ Bidirectional-text controls (U+202A-U+202E, U+2066-U+2069, U+200E/U+200F, U+061C
 page shows (:func:`plain`): one stray U+202E in a title would otherwise reverse the text after it on every page that
 lists the paper.
 """
+
 from __future__ import annotations
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -41,8 +42,14 @@ def html_text(value) -> str:
     """Plain text -> HTML text or attribute value (keeps line breaks; for <pre> blocks)."""
     if value is None:
         return ""
-    return (plain(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-            .replace("'", "&#39;"))
+    return (
+        plain(value)
+        .replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("'", "&#39;")
+    )
 
 
 def title_text(value) -> str:

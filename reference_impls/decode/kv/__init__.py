@@ -4,7 +4,8 @@
     H2O(heavy=64, recent=64)    SnapKV(budget=256)    PyramidKV(budget=0.25)    StreamingLLM(n_sink=4, window=2000)
     HybridKV(budget_ratio=0.1)  LightVLMKV(gen_heavy=64, gen_recent=64)         KVQuant(fmt="int8")
     Knorm(compression_ratio=0.5)   TOVA(budget=512)   ExpectedAttention(compression_ratio=0.5)
-    QFilters(compression_ratio=0.5)   ThinK(key_channel_ratio=0.5)   DuoAttention(head_scores=s, head_compression_ratio=0.5)
+    QFilters(compression_ratio=0.5)   ThinK(key_channel_ratio=0.5)   DuoAttention(head_scores=s,
+    head_compression_ratio=0.5)
     AdaKV(scorer=SnapKV(), compression_ratio=0.5)   ChunkKV(scorer=SnapKV(), compression_ratio=0.5)   # wrappers
 
 Every technique builds a cache implementing the protocol of ``reference_impls/models/kv_cache.py``
@@ -18,14 +19,15 @@ Standalone methods over ``[B, H, L, D]`` tensors, each with its own protocol cac
 ``kivi.py`` (KIVI 2-bit quantisation), ``cam.py`` (CaM merging), ``minicache.py`` (cross-layer merging), ``palu.py``
 (low-rank latent KV), ``paged.py`` (PagedAttention's block tables, used by ``reference_impls.serving``).
 """
+
 from .adakv import AdaKV
 from .chunkkv import ChunkKV
 from .duo_attention import DuoAttention
 from .expected_attention import ExpectedAttention
 from .h2o import H2O
 from .hybridkv import HybridKV
-from .lightvlm_kv import LightVLMKV
 from .knorm import Knorm
+from .lightvlm_kv import LightVLMKV
 from .pyramidkv import PyramidKV
 from .qfilters import QFilters
 from .quantized import KVQuant
@@ -34,5 +36,20 @@ from .streaming import StreamingLLM
 from .think import ThinK
 from .tova import TOVA
 
-__all__ = ["AdaKV", "ChunkKV", "DuoAttention", "ExpectedAttention", "H2O", "HybridKV", "Knorm", "LightVLMKV",
-           "PyramidKV", "KVQuant", "QFilters", "SnapKV", "StreamingLLM", "ThinK", "TOVA"]
+__all__ = [
+    "AdaKV",
+    "ChunkKV",
+    "DuoAttention",
+    "ExpectedAttention",
+    "H2O",
+    "HybridKV",
+    "Knorm",
+    "LightVLMKV",
+    "PyramidKV",
+    "KVQuant",
+    "QFilters",
+    "SnapKV",
+    "StreamingLLM",
+    "ThinK",
+    "TOVA",
+]

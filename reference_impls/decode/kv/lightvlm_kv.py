@@ -18,6 +18,7 @@ memory stop growing with the output length.
 Deviations / unverified: everything beyond "remove unnecessary caches during decoding" (the score, the split
 between prompt and generated rows, the budgets) is our choice, not checked against the paper.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ class LightVLMKV(PolicyTechnique):
         return None if rows is None else rows + self.gen_heavy + self.gen_recent
 
     def wants_scores(self, layer, phase, n_new, chunk_len):
-        if phase == "prefill":             # prompt rows are protected: one row suffices to record their count
+        if phase == "prefill":  # prompt rows are protected: one row suffices to record their count
             return last_rows(n_new, chunk_len, 1)
         ar = torch.arange(chunk_len, device=n_new.device)[None, :]
         return ar < n_new[:, None]
@@ -62,8 +63,9 @@ class LightVLMKV(PolicyTechnique):
         if view.phase == "prefill":
             self._prompt_rows[view.layer] = view.lengths.clone()
             return None
-        prompt = self._prompt_rows[view.layer]                          # [B, Hkv]
+        prompt = self._prompt_rows[view.layer]  # [B, Hkv]
         cap = view.scores.shape[-1]
         is_prompt = torch.arange(cap, device=view.scores.device)[None, None, :] < prompt[..., None]
-        return keep_scored_plus_recent(view.scores, view.lengths, prompt + self.gen_heavy + self.gen_recent,
-                                       self.gen_recent, protect=is_prompt)
+        return keep_scored_plus_recent(
+            view.scores, view.lengths, prompt + self.gen_heavy + self.gen_recent, self.gen_recent, protect=is_prompt
+        )

@@ -15,6 +15,7 @@ No single paper: a generic technique (the catalogue's ``kv_quantization``). Devi
 dynamic per-(token, head) scales only (no static per-head calibration); scales stored in fp32; lossy, so there is
 no identity setting.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,5 +41,14 @@ class KVQuant(CacheTechnique):
             raise ValueError(f"fmt must be one of {sorted(KV_FORMATS)}, got {self.fmt!r}")
 
     def make_cache(self, spec, batch_size: int) -> CompressedKVCache:
-        return CompressedKVCache(KVPolicy(), spec.n_layers, batch_size, spec.n_kv_heads, spec.head_dim,
-                                 dtype=spec.dtype, device=spec.device, kv_format=self.fmt, impl=self.impl)
+        return CompressedKVCache(
+            KVPolicy(),
+            spec.n_layers,
+            batch_size,
+            spec.n_kv_heads,
+            spec.head_dim,
+            dtype=spec.dtype,
+            device=spec.device,
+            kv_format=self.fmt,
+            impl=self.impl,
+        )

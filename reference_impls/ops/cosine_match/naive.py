@@ -1,4 +1,5 @@
 """Readable specification of the row-wise cosine max/argmax (materialises the Na x Nb matrix)."""
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,10 @@ def cosine_max_argmax_naive(a, b, b_mask=None):
         sim = sim.masked_fill(~b_mask[:, None, :], float("-inf"))
     best = sim.amax(dim=-1) if sim.shape[-1] else sim.new_full(sim.shape[:-1], float("-inf"))
     j = torch.arange(sim.shape[-1], device=a.device)
-    first = torch.where(sim == best[..., None], j, sim.shape[-1]).amin(dim=-1) if sim.shape[-1] \
+    first = (
+        torch.where(sim == best[..., None], j, sim.shape[-1]).amin(dim=-1)
+        if sim.shape[-1]
         else torch.zeros(best.shape, dtype=torch.int64, device=a.device)
+    )
     arg = torch.where(torch.isneginf(best), torch.full_like(first, -1), first)
     return best, arg

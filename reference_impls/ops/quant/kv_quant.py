@@ -12,6 +12,7 @@ drops writes outside the cache). Dequantisation happens inside the decode attent
 
 Deviation: per-(token, head) dynamic scales only (no calibrated static per-head scales).
 """
+
 from __future__ import annotations
 
 import torch
@@ -52,9 +53,28 @@ def dequantize_kv_naive(x_q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 @kernel()
-def _quant_append_kernel(X, OUT, OSCALE, START,
-                         stride_xb, stride_xh, stride_xt, stride_ob, stride_oh, stride_ot, stride_sb, stride_sh,
-                         H, T, D, CAP, qmax, INT8: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+def _quant_append_kernel(
+    X,
+    OUT,
+    OSCALE,
+    START,
+    stride_xb,
+    stride_xh,
+    stride_xt,
+    stride_ob,
+    stride_oh,
+    stride_ot,
+    stride_sb,
+    stride_sh,
+    H,
+    T,
+    D,
+    CAP,
+    qmax,
+    INT8: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid_bh = tl.program_id(0)
     tb = tl.program_id(1)
     b = pid_bh // H
@@ -63,8 +83,9 @@ def _quant_append_kernel(X, OUT, OSCALE, START,
     t = tb * BLOCK_T + tl.arange(0, BLOCK_T)
     d = tl.arange(0, BLOCK_D)
     mask = (t[:, None] < T) & (d[None, :] < D)
-    x = tl.load(X + b * stride_xb + h * stride_xh + t[:, None] * stride_xt + d[None, :], mask=mask,
-                other=0.0).to(tl.float32)
+    x = tl.load(X + b * stride_xb + h * stride_xh + t[:, None] * stride_xt + d[None, :], mask=mask, other=0.0).to(
+        tl.float32
+    )
     amax = tl.max(tl.abs(x), axis=1)
     scale = tl.where(amax > 0, amax / qmax, 1.0)
     y = x / scale[:, None]
@@ -83,9 +104,16 @@ def _quant_append_kernel(X, OUT, OSCALE, START,
     tl.store(OSCALE + b * stride_sb + h * stride_sh + slot, scale, mask=(t < T) & inside)
 
 
-def quantize_kv(x: torch.Tensor, fmt: str = "int8", *, out: torch.Tensor | None = None,
-                out_scale: torch.Tensor | None = None, start: torch.Tensor | int | None = None,
-                impl: str = "auto", validate: bool | None = None):
+def quantize_kv(
+    x: torch.Tensor,
+    fmt: str = "int8",
+    *,
+    out: torch.Tensor | None = None,
+    out_scale: torch.Tensor | None = None,
+    start: torch.Tensor | int | None = None,
+    impl: str = "auto",
+    validate: bool | None = None,
+):
     """Quantise ``x [B, H, T, D]``; with ``out [B, H, Cap, D]`` / ``out_scale [B, H, Cap]`` write the T tokens of
     row (b, h) at slots ``start[b, h] .. start[b, h] + T - 1`` (``start``: int, [B] or [B, H]) and return
     ``(out, out_scale)``; otherwise return new ``(x_q, scale)``."""
@@ -124,9 +152,24 @@ def quantize_kv(x: torch.Tensor, fmt: str = "int8", *, out: torch.Tensor | None 
     BLOCK_T = 16
     _quant_append_kernel.launch(
         (B * H, -(-T // BLOCK_T)),
-        x, out, out_scale, start_t.to(torch.int32),
-        x.stride(0), x.stride(1), x.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        out_scale.stride(0), out_scale.stride(1), H, T, D, out.shape[2], qmax,
-        device=x.device, meta=dict(INT8=(fmt == "int8"), BLOCK_T=BLOCK_T, BLOCK_D=next_power_of_2(D)),
+        x,
+        out,
+        out_scale,
+        start_t.to(torch.int32),
+        x.stride(0),
+        x.stride(1),
+        x.stride(2),
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        out_scale.stride(0),
+        out_scale.stride(1),
+        H,
+        T,
+        D,
+        out.shape[2],
+        qmax,
+        device=x.device,
+        meta=dict(INT8=(fmt == "int8"), BLOCK_T=BLOCK_T, BLOCK_D=next_power_of_2(D)),
     )
     return out, out_scale

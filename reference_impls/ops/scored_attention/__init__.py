@@ -23,6 +23,7 @@ only (no backward pass); scores are exposed through the separate column-sum pass
 of the CUDA kernel's warp-level tiling. The naive path is the specification it is tested against
 (``tests/reference_impls/test_ops_scored_attention.py``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,9 +35,20 @@ from .naive import allowed_keys, scored_attention_naive
 __all__ = ["scored_attention", "colsum_to_kv_heads", "scored_attention_naive", "allowed_keys"]
 
 
-
-def scored_attention(q, k, v, *, causal=True, scale=None, kv_lengths=None, score_q_mask=None,
-                     score_q_range=None, attn_mask=None, impl="auto", validate=None):
+def scored_attention(
+    q,
+    k,
+    v,
+    *,
+    causal=True,
+    scale=None,
+    kv_lengths=None,
+    score_q_mask=None,
+    score_q_range=None,
+    attn_mask=None,
+    impl="auto",
+    validate=None,
+):
     """Attention ``o``, its log-sum-exp ``lse`` and the column sums of the selected rows' probabilities.
 
     Args:
@@ -56,16 +68,33 @@ def scored_attention(q, k, v, *, causal=True, scale=None, kv_lengths=None, score
         see no key give ``o = 0``, ``lse = -inf`` and contribute nothing to ``colsum``.
     """
     scale, kv_len, sel = check_scored_attention_args(
-        q, k, v, scale=scale, kv_lengths=kv_lengths, score_q_mask=score_q_mask,
-        score_q_range=score_q_range, attn_mask=attn_mask, values=check_values(validate, kv_lengths))
+        q,
+        k,
+        v,
+        scale=scale,
+        kv_lengths=kv_lengths,
+        score_q_mask=score_q_mask,
+        score_q_range=score_q_range,
+        attn_mask=attn_mask,
+        values=check_values(validate, kv_lengths),
+    )
     path = resolve_impl(impl, q.device)
     if path == "naive" or attn_mask is not None:
-        return scored_attention_naive(q, k, v, causal=causal, scale=scale, kv_lengths=kv_len,
-                                      score_q_mask=sel, attn_mask=attn_mask)
+        return scored_attention_naive(
+            q, k, v, causal=causal, scale=scale, kv_lengths=kv_len, score_q_mask=sel, attn_mask=attn_mask
+        )
     from .triton_kernel import scored_attention_triton
 
-    return scored_attention_triton(q, k, v, causal=causal, scale=scale, kv_lengths=kv_len, score_q_mask=sel,
-                                   score_q_range=None if score_q_range is None else tuple(int(x) for x in score_q_range))
+    return scored_attention_triton(
+        q,
+        k,
+        v,
+        causal=causal,
+        scale=scale,
+        kv_lengths=kv_len,
+        score_q_mask=sel,
+        score_q_range=None if score_q_range is None else tuple(int(x) for x in score_q_range),
+    )
 
 
 def colsum_to_kv_heads(colsum: torch.Tensor, n_kv_heads: int, reduce: str = "mean") -> torch.Tensor:

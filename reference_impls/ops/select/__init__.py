@@ -16,6 +16,7 @@ length and budget values are checked; by default only on CPU tensors. Unchecked,
 on the host (``select_topk`` with an int ``k`` neither: the output width is ``k``; a tensor ``k`` costs one
 read-back, the width being its largest entry).
 """
+
 from __future__ import annotations
 
 import torch
@@ -63,8 +64,11 @@ def gather_tokens(hidden, idx, position_ids=None, *, impl="auto", validate=None)
     idx = idx.to(hidden.device)
     if position_ids is None:
         position_ids = torch.arange(L, device=hidden.device).expand(B, L)
-    elif not isinstance(position_ids, torch.Tensor) or tuple(position_ids.shape) != (B, L) \
-            or position_ids.dtype.is_floating_point:
+    elif (
+        not isinstance(position_ids, torch.Tensor)
+        or tuple(position_ids.shape) != (B, L)
+        or position_ids.dtype.is_floating_point
+    ):
         raise ValueError(f"position_ids must be an integer tensor [B, L]=({B}, {L})")
     position_ids = position_ids.to(hidden.device)
     if resolve_impl(impl, hidden.device) == "naive":
@@ -72,8 +76,11 @@ def gather_tokens(hidden, idx, position_ids=None, *, impl="auto", validate=None)
     from .triton_kernel import gather_rows_triton
 
     out = gather_rows_triton(hidden[:, None], idx[:, None])[:, 0]
-    pos = torch.where(idx >= 0, torch.gather(position_ids, 1, idx.clamp(0, max(L - 1, 0))),
-                      torch.full_like(idx, -1, dtype=position_ids.dtype))
+    pos = torch.where(
+        idx >= 0,
+        torch.gather(position_ids, 1, idx.clamp(0, max(L - 1, 0))),
+        torch.full_like(idx, -1, dtype=position_ids.dtype),
+    )
     return out, pos
 
 

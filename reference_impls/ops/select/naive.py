@@ -1,4 +1,5 @@
 """Readable specification of ragged top-k selection, token gather and KV compaction (row loops)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Build the generated docs tree with mkdocs (strict), and serve a built site on a local address: the site's own
 404 page for a missing path, and a rebuild when a watched source changes (``make serve``)."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -45,15 +46,23 @@ def repository_url(explicit: str | None = None) -> str | None:
         url = f"{os.environ['GITHUB_SERVER_URL']}/{os.environ['GITHUB_REPOSITORY']}"
     if not url:
         try:
-            url = subprocess.run(["git", "-C", str(ROOT), "remote", "get-url", "origin"], capture_output=True,
-                                 text=True, timeout=5).stdout
+            url = subprocess.run(
+                ["git", "-C", str(ROOT), "remote", "get-url", "origin"], capture_output=True, text=True, timeout=5
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             url = ""
     return https_address(url or "")
 
 
-def mkdocs_build(docs_dir: Path, site_dir: Path, *, config_file: Path = MKDOCS_YML, strict: bool = True,
-                 verbose: bool = False, repo_url: str | None = None) -> None:
+def mkdocs_build(
+    docs_dir: Path,
+    site_dir: Path,
+    *,
+    config_file: Path = MKDOCS_YML,
+    strict: bool = True,
+    verbose: bool = False,
+    repo_url: str | None = None,
+) -> None:
     """Run ``mkdocs build`` in this process on ``docs_dir`` into ``site_dir`` with the repository's mkdocs.yml (and
     ``repo_url`` when given: the header's repository link)."""
     from mkdocs.commands.build import build
@@ -69,8 +78,13 @@ def mkdocs_build(docs_dir: Path, site_dir: Path, *, config_file: Path = MKDOCS_Y
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
     try:
         extra = {"repo_url": repo_url} if repo_url else {}
-        config = load_config(config_file=str(config_file), docs_dir=str(Path(docs_dir).resolve()),
-                             site_dir=str(Path(site_dir).resolve()), strict=strict, **extra)
+        config = load_config(
+            config_file=str(config_file),
+            docs_dir=str(Path(docs_dir).resolve()),
+            site_dir=str(Path(site_dir).resolve()),
+            strict=strict,
+            **extra,
+        )
         build(config)
     except (Abort, ConfigurationError) as exc:
         raise BuildError(str(exc)) from None
@@ -116,9 +130,14 @@ def build_site(docs_dir: Path, site_dir: Path, paper_bibs: Mapping[str, str], **
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
-                      ".bib": "text/plain; charset=utf-8", ".json": "application/json", ".js": "text/javascript",
-                      ".svg": "image/svg+xml", ".csv": "text/csv; charset=utf-8"}
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".bib": "text/plain; charset=utf-8",
+        ".json": "application/json",
+        ".js": "text/javascript",
+        ".svg": "image/svg+xml",
+        ".csv": "text/csv; charset=utf-8",
+    }
 
     def send_head(self):
         with self.server.swap_lock:  # never half-way through a rebuild's swap (see SiteServer.swap_in)
@@ -195,8 +214,14 @@ class Watcher:
     """Polls files for changes (no dependency, and cheap: one stat per file per poll) and calls ``on_change`` once
     they have been quiet for a moment (an editor saving several files, a `git checkout`)."""
 
-    def __init__(self, paths: Iterable[Path], on_change: Callable[[], None], *, skip: Iterable[Path] = NOT_WATCHED,
-                 interval: float = 0.5):
+    def __init__(
+        self,
+        paths: Iterable[Path],
+        on_change: Callable[[], None],
+        *,
+        skip: Iterable[Path] = NOT_WATCHED,
+        interval: float = 0.5,
+    ):
         self.paths, self.skip, self.on_change, self.interval = list(paths), list(skip), on_change, interval
         self.state = _state(self.paths, self.skip)
         self.stopped = threading.Event()

@@ -7,6 +7,7 @@ as in atlas.bib); ``data/catalogue.csv`` and ``data/catalogue.json`` are the sam
 written here by :func:`export_csv` and :func:`export_json`, so an export of every paper from the explorer is
 byte for byte the published file.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,11 +22,26 @@ from tools.outputs.text import plain
 # (column, record key): what a CSV or JSON export holds, in order. Lists are joined with "; " in CSV; booleans are
 # "yes" or "" in CSV.
 EXPORT_COLUMNS = [
-    ("id", "id"), ("citation_key", "key"), ("title", "title"), ("short_name", "name"), ("authors", "authors"),
-    ("year", "year"), ("first_version", "date"), ("venue", "venue"), ("arxiv", "arxiv"), ("doi", "doi"),
-    ("paper_url", "link"), ("code", "code_urls"), ("official_code", "official_code"), ("stages", "stages"),
-    ("axes", "axes"), ("techniques", "techniques"), ("modality", "modality"), ("training", "training"),
-    ("summary", "summary"), ("page", "url"),
+    ("id", "id"),
+    ("citation_key", "key"),
+    ("title", "title"),
+    ("short_name", "name"),
+    ("authors", "authors"),
+    ("year", "year"),
+    ("first_version", "date"),
+    ("venue", "venue"),
+    ("arxiv", "arxiv"),
+    ("doi", "doi"),
+    ("paper_url", "link"),
+    ("code", "code_urls"),
+    ("official_code", "official_code"),
+    ("stages", "stages"),
+    ("axes", "axes"),
+    ("techniques", "techniques"),
+    ("modality", "modality"),
+    ("training", "training"),
+    ("summary", "summary"),
+    ("page", "url"),
 ]
 
 
@@ -46,34 +62,36 @@ def explorer_records(model: SiteModel) -> list[dict]:
         p = model.papers[pid]
         parsed = None if p.is_preprint else tax.parse_venue(p.venue)
         date = first_version_date(p)
-        out.append({
-            "id": pid,
-            "key": model.keys[pid],
-            "title": plain(p.title),
-            "name": plain(p.short_name or ""),
-            "authors": [plain(a) for a in p.authors],
-            "authors_truncated": p.authors_status == "truncated",
-            "year": p.year,
-            "date": date.isoformat() if date else "",
-            "venue": p.venue,
-            "venue_name": parsed[0].id if parsed else ("arXiv" if p.is_preprint else p.venue),
-            "arxiv": p.arxiv or "",
-            "doi": p.doi or "",
-            "link": paper_link(p),
-            "stages": sorted({c.split(".", 1)[0] for c in p.placement.cells}, key=stage_order.__getitem__),
-            "axes": sorted({c.split(".", 1)[1] for c in p.placement.cells}, key=axis_order.__getitem__),
-            "cells": list(p.placement.cells),
-            "techniques": list(p.placement.techniques),
-            "modality": list(p.modality),
-            "training": p.training or "unknown",
-            "code": bool(p.code),
-            "code_urls": [c.url for c in sorted(p.code, key=lambda c: not c.official)],  # official first
-            "official_code": p.official_code is not None,
-            "refimpl": bool(implementations(p)),
-            "claims": len(p.claims),
-            "summary": plain(p.summary or ""),
-            "url": f"papers/{pid}.html",
-        })
+        out.append(
+            {
+                "id": pid,
+                "key": model.keys[pid],
+                "title": plain(p.title),
+                "name": plain(p.short_name or ""),
+                "authors": [plain(a) for a in p.authors],
+                "authors_truncated": p.authors_status == "truncated",
+                "year": p.year,
+                "date": date.isoformat() if date else "",
+                "venue": p.venue,
+                "venue_name": parsed[0].id if parsed else ("arXiv" if p.is_preprint else p.venue),
+                "arxiv": p.arxiv or "",
+                "doi": p.doi or "",
+                "link": paper_link(p),
+                "stages": sorted({c.split(".", 1)[0] for c in p.placement.cells}, key=stage_order.__getitem__),
+                "axes": sorted({c.split(".", 1)[1] for c in p.placement.cells}, key=axis_order.__getitem__),
+                "cells": list(p.placement.cells),
+                "techniques": list(p.placement.techniques),
+                "modality": list(p.modality),
+                "training": p.training or "unknown",
+                "code": bool(p.code),
+                "code_urls": [c.url for c in sorted(p.code, key=lambda c: not c.official)],  # official first
+                "official_code": p.official_code is not None,
+                "refimpl": bool(implementations(p)),
+                "claims": len(p.claims),
+                "summary": plain(p.summary or ""),
+                "url": f"papers/{pid}.html",
+            }
+        )
     return out
 
 
@@ -92,8 +110,9 @@ def explorer_json(model: SiteModel, records: list[dict] | None = None) -> str:
         "modalities": {m.id: m.name for m in tax.modalities},
         "training": {**{r.id: r.name for r in tax.training_regimes}, "unknown": "Unknown"},
     }
-    return _json_text({"vocab": vocab, "columns": EXPORT_COLUMNS,
-                       "papers": explorer_records(model) if records is None else records})
+    return _json_text(
+        {"vocab": vocab, "columns": EXPORT_COLUMNS, "papers": explorer_records(model) if records is None else records}
+    )
 
 
 def bibtex_json(paper_bibs: Mapping[str, str]) -> str:
@@ -125,5 +144,11 @@ def export_csv(records: list[dict]) -> str:
 
 def export_json(records: list[dict]) -> str:
     """A JSON array of objects with the export columns, compact (as JavaScript's ``JSON.stringify`` writes it)."""
-    return json.dumps([dict(zip((name for name, _ in EXPORT_COLUMNS), export_values(r))) for r in records],
-                      ensure_ascii=False, separators=(",", ":")) + "\n"
+    return (
+        json.dumps(
+            [dict(zip((name for name, _ in EXPORT_COLUMNS), export_values(r))) for r in records],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        + "\n"
+    )

@@ -16,6 +16,7 @@ would cost more to write and copy than the page itself). Tags
 not on paper pages: the tags page is then an index of the taxonomy rather than every paper three times over, and each
 paper page skips the tags plugin's work (about 0.2 ms of the 3 ms budget per paper page).
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,8 @@ from tools.outputs.site.explorer import (
     paper_link,
 )
 from tools.outputs.site.markup import (
-    clip,
     claim_value,
+    clip,
     front_matter,
     href,
     ident,
@@ -86,10 +87,16 @@ ASSETS = SITE_SOURCE / "assets"
 GENERATED = SITE_SOURCE / "_generated"
 MKDOCS_YML = ROOT / "mkdocs.yml"
 NAV = [  # (title, page): the whole nav; every other page is reached through links
-    ("Home", "index.md"), ("Explorer", "explorer.md"), ("Taxonomy", "taxonomy.md"), ("Trends", "trends.md"),
-    ("Results", "results.md"), ("Reference implementations", "reference-implementations.md"),
+    ("Home", "index.md"),
+    ("Explorer", "explorer.md"),
+    ("Taxonomy", "taxonomy.md"),
+    ("Trends", "trends.md"),
+    ("Results", "results.md"),
+    ("Reference implementations", "reference-implementations.md"),
     ("Frontiers", "frontiers.md"),
-    ("Reconciliation report", "reconciliation.md"), ("Tags", "tags.md"), ("Contributing", "contributing.md"),
+    ("Reconciliation report", "reconciliation.md"),
+    ("Tags", "tags.md"),
+    ("Contributing", "contributing.md"),
 ]
 NOT_IN_NAV = ["/papers/", "/cells/", "/stages/", "/axes/", "/techniques/"]
 CATALOGUE_CSV = "data/catalogue.csv"  # the whole catalogue, as the explorer exports a selection
@@ -163,21 +170,27 @@ class Context:
         cards (site/assets/atlas.css), each cell labelled by its ``data-label``."""
         if not pids:
             return Markup("<p><em>No paper in the catalogue yet.</em></p>\n")
-        out = ['<table class="atlas-papers atlas-cards" data-search-exclude>',
-               "<thead><tr><th>Paper</th><th>Year</th><th>Venue</th><th>Techniques</th><th>Links</th>"
-               "<th>Ref. impl.</th></tr></thead><tbody>"]
+        out = [
+            '<table class="atlas-papers atlas-cards" data-search-exclude>',
+            "<thead><tr><th>Paper</th><th>Year</th><th>Venue</th><th>Techniques</th><th>Links</th>"
+            "<th>Ref. impl.</th></tr></thead><tbody>",
+        ]
         names = self.technique_name
         for pid in pids:
             p = self.papers[pid]
             cell = f'<a href="{page.href(paper_page(pid))}">{html_text(display_name(p))}</a>'
             if p.short_name:
                 cell += f"<br><small>{html_text(clip(p.title, 110))}</small>"
-            techniques = ", ".join(f'<a href="{page.href(technique_page(t))}">{html_text(names.get(t, t))}</a>'
-                                   for t in p.placement.techniques)
-            out.append(f'<tr><td data-label="Paper">{cell}</td><td data-label="Year">{p.year}</td>'
-                       f'<td data-label="Venue">{html_text(p.venue)}</td><td data-label="Techniques">{techniques}</td>'
-                       f'<td data-label="Links">{self.external_links(p)}</td>'
-                       f'<td data-label="Ref. impl.">{"yes" if implementations(p) else ""}</td></tr>')
+            techniques = ", ".join(
+                f'<a href="{page.href(technique_page(t))}">{html_text(names.get(t, t))}</a>'
+                for t in p.placement.techniques
+            )
+            out.append(
+                f'<tr><td data-label="Paper">{cell}</td><td data-label="Year">{p.year}</td>'
+                f'<td data-label="Venue">{html_text(p.venue)}</td><td data-label="Techniques">{techniques}</td>'
+                f'<td data-label="Links">{self.external_links(p)}</td>'
+                f'<td data-label="Ref. impl.">{"yes" if implementations(p) else ""}</td></tr>'
+            )
         out.append("</tbody></table>")
         return Markup("\n".join(out) + "\n")
 
@@ -227,8 +240,11 @@ class Context:
 
     def matrix(self, page: Page) -> Markup:
         """The stage × axis matrix: paper counts, each cell a link to its page."""
-        head = "| Stage \\ Axis | " + " | ".join(
-            str(md_link(a.name, page.link(axis_page(a.id)))) for a in self.tax.axes) + " | All |"
+        head = (
+            "| Stage \\ Axis | "
+            + " | ".join(str(md_link(a.name, page.link(axis_page(a.id)))) for a in self.tax.axes)
+            + " | All |"
+        )
         rows = [head, "|---" * (len(self.tax.axes) + 2) + "|"]
         for s in self.tax.stages:
             cells = []
@@ -236,8 +252,7 @@ class Context:
                 cell = f"{s.id}.{a.id}"
                 cells.append(str(md_link(str(self.model.cell_count(cell)), page.link(cell_page(cell)))))
             total = len(self.model.by_stage.get(s.id, []))
-            rows.append(f"| {md_link(s.name, page.link(stage_page(s.id)))} | " + " | ".join(cells)
-                        + f" | {total} |")
+            rows.append(f"| {md_link(s.name, page.link(stage_page(s.id)))} | " + " | ".join(cells) + f" | {total} |")
         return Markup("\n".join(rows) + "\n")
 
 
@@ -245,6 +260,7 @@ class Context:
 class Repository:
     """The repository the site links to (mkdocs ``repo_url``), when known: its "Submit a paper" issue form and its
     files."""
+
     url: str | None
 
     @property
@@ -258,23 +274,43 @@ class Repository:
 
 # ------------------------------------------------------------------------------------------------ pages
 class Generator:
-    def __init__(self, papers: Mapping[str, Paper], taxonomy: Taxonomy, out: Path, *,
-                 refimpl: Callable[[str], RefImpl] = describe, results_dir: Path | None = None,
-                 reconciliation: Callable[[Mapping[str, Paper]], str] | None = None,
-                 bib_text: str | None = None, discovery_log: Path | None = None,
-                 measurements: list[Measurement] = (), repo_url: str | None = None):
+    def __init__(
+        self,
+        papers: Mapping[str, Paper],
+        taxonomy: Taxonomy,
+        out: Path,
+        *,
+        refimpl: Callable[[str], RefImpl] = describe,
+        results_dir: Path | None = None,
+        reconciliation: Callable[[Mapping[str, Paper]], str] | None = None,
+        bib_text: str | None = None,
+        discovery_log: Path | None = None,
+        measurements: list[Measurement] = (),
+        repo_url: str | None = None,
+    ):
         self.keys = catalogue_keys(papers)
         self.model = SiteModel(papers, taxonomy, self.keys)
         self.ctx = Context(self.model, refimpl)
         self.out = Path(out)
         self.env = template_environment(TEMPLATES)
-        methods = {"survey": "the survey's own placement", "mapped": "mapping a source list's category",
-                   "curated": "curation from the title and abstract"}
+        methods = {
+            "survey": "the survey's own placement",
+            "mapped": "mapping a source list's category",
+            "curated": "curation from the title and abstract",
+        }
         frontiers = {f.id: f.name for f in taxonomy.frontiers}
         self.env.globals.update(
-            href=href, raw=Markup, ident=ident, number=number, setting=setting, front_matter=front_matter,
-            tax_method=lambda m: methods.get(m, m), frontier_name=lambda f: frontiers.get(f, f),
-            page_title=page_title, repo=Repository(repo_url), claim_value=claim_value,
+            href=href,
+            raw=Markup,
+            ident=ident,
+            number=number,
+            setting=setting,
+            front_matter=front_matter,
+            tax_method=lambda m: methods.get(m, m),
+            frontier_name=lambda f: frontiers.get(f, f),
+            page_title=page_title,
+            repo=Repository(repo_url),
+            claim_value=claim_value,
         )
         self.env.filters["extract_name"] = lambda value, names: names.get(value, value)
         self.results_dir = results_dir
@@ -333,8 +369,14 @@ class Generator:
     def render_group(self, path: str, pids: list[str], techniques: list[str] | None = None, **values) -> None:
         """A stage, axis, cell or technique page; ``techniques`` defaults to those its papers use."""
         counts = self.technique_counts(pids)
-        self.render("group.md.j2", path, pids=pids, technique_counts=counts,
-                    techniques=sorted(counts) if techniques is None else techniques, **values)
+        self.render(
+            "group.md.j2",
+            path,
+            pids=pids,
+            technique_counts=counts,
+            techniques=sorted(counts) if techniques is None else techniques,
+            **values,
+        )
 
     def render_results(self, results) -> None:
         """results.md: claimed vs measured (every paper a GPU benchmark measured) and the comparable settings, each
@@ -343,13 +385,16 @@ class Generator:
         settings = comparable_settings(model.papers, model.ordered_ids)
         figures = {}
         for s in settings:
-            points = [{"x": r.budget, "y": float(r.claim.value), "name": plain(display_name(model.papers[r.paper]))}
-                      for r in s.rows]
+            points = [
+                {"x": r.budget, "y": float(r.claim.value), "name": plain(display_name(model.papers[r.paper]))}
+                for r in s.rows
+            ]
             figures[s.id] = Markup(plots.setting_scatter(points, s.kind.x_label, s.kind.y_label, s.title))
         measured = [m for pid in model.ordered_ids for m in self.measured.get(pid, [])]
         published = {r.name for r in results}
-        self.render("results.md.j2", "results.md", settings=settings, figures=figures, measured=measured,
-                    published=published)
+        self.render(
+            "results.md.j2", "results.md", settings=settings, figures=figures, measured=measured, published=published
+        )
 
     def render(self, template: str, path: str, **values) -> None:
         page = Page(path, self.ctx)
@@ -360,25 +405,48 @@ class Generator:
         """One page per stage, axis, cell and technique, each listing its papers."""
         tax, model = self.ctx.tax, self.model
         for stage in tax.stages:
-            self.render_group(stage_page(stage.id), kind="stage", title=f"Stage: {stage.name}",
-                        explanation=stage.bottleneck, tag=stage.id,
-                        cells=[f"{stage.id}.{a}" for a in tax.axis_ids],
-                        pids=model.by_stage.get(stage.id, []))
+            self.render_group(
+                stage_page(stage.id),
+                kind="stage",
+                title=f"Stage: {stage.name}",
+                explanation=stage.bottleneck,
+                tag=stage.id,
+                cells=[f"{stage.id}.{a}" for a in tax.axis_ids],
+                pids=model.by_stage.get(stage.id, []),
+            )
         for axis in tax.axes:
-            self.render_group(axis_page(axis.id), kind="axis", title=f"Axis: {axis.name}",
-                        explanation=axis.description, tag=axis.id,
-                        cells=[f"{s}.{axis.id}" for s in tax.stage_ids],
-                        pids=model.by_axis.get(axis.id, []))
+            self.render_group(
+                axis_page(axis.id),
+                kind="axis",
+                title=f"Axis: {axis.name}",
+                explanation=axis.description,
+                tag=axis.id,
+                cells=[f"{s}.{axis.id}" for s in tax.stage_ids],
+                pids=model.by_axis.get(axis.id, []),
+            )
         for cell in tax.cell_ids:
-            self.render_group(cell_page(cell), kind="cell", title=self.ctx.cell_name(cell),
-                        explanation=tax.cells[cell], tag=None, cells=[],
-                        techniques=[t.id for t in tax.techniques if cell in t.cells],
-                        pids=model.by_cell.get(cell, []), cell=cell)
+            self.render_group(
+                cell_page(cell),
+                kind="cell",
+                title=self.ctx.cell_name(cell),
+                explanation=tax.cells[cell],
+                tag=None,
+                cells=[],
+                techniques=[t.id for t in tax.techniques if cell in t.cells],
+                pids=model.by_cell.get(cell, []),
+                cell=cell,
+            )
         for technique in tax.techniques:
-            self.render_group(technique_page(technique.id), kind="technique",
-                        title=f"Technique: {technique.name}", explanation=technique.description, tag=technique.id,
-                        cells=list(technique.cells), techniques=[],
-                        pids=model.by_technique.get(technique.id, []))
+            self.render_group(
+                technique_page(technique.id),
+                kind="technique",
+                title=f"Technique: {technique.name}",
+                explanation=technique.description,
+                tag=technique.id,
+                cells=list(technique.cells),
+                techniques=[],
+                pids=model.by_technique.get(technique.id, []),
+            )
 
     def render_papers(self, published: set) -> None:
         """One page per paper (its BibTeX entry kept for the site's atlas.bib)."""
@@ -390,13 +458,24 @@ class Generator:
             path = paper_page(pid)
             bib = bibs[pid] = render_one(paper, self.keys[pid], tax)
             page = Page(path, self.ctx)
-            self.write(path, paper_template.render(
-                page=page, c=self.ctx, tax=tax, p=paper, key=self.keys[pid], bib=bib,
-                authors=short_authors(paper, 1000),
-                date=first_version_date(paper), related=model.related(pid),
-                refimpls=[self.ctx.refimpl(r) for r in implementations(paper)],
-                closest=[self.ctx.refimpl(r) for r in paper.closest_impl],
-                measured=self.measured.get(pid, []), published=published))
+            self.write(
+                path,
+                paper_template.render(
+                    page=page,
+                    c=self.ctx,
+                    tax=tax,
+                    p=paper,
+                    key=self.keys[pid],
+                    bib=bib,
+                    authors=short_authors(paper, 1000),
+                    date=first_version_date(paper),
+                    related=model.related(pid),
+                    refimpls=[self.ctx.refimpl(r) for r in implementations(paper)],
+                    closest=[self.ctx.refimpl(r) for r in paper.closest_impl],
+                    measured=self.measured.get(pid, []),
+                    published=published,
+                ),
+            )
 
     def run(self) -> int:
         # Files are rewritten in place and stale ones deleted at the end, not the whole tree deleted first: on ext4,
@@ -411,11 +490,17 @@ class Generator:
         for page in sorted(PAGES.glob("*.md")):
             self.copy(page, page.name)
         tax, model = self.ctx.tax, self.model
-        self.render("index.md.j2", "index.md", newest=model.newest(), n_papers=len(model.papers),
-                    n_code=sum(1 for p in model.papers.values() if p.code),
-                    n_claims=sum(len(p.claims) for p in model.papers.values()),
-                    n_refimpl=sum(1 for p in model.papers.values() if implementations(p)),
-                    n_measured=len(self.measured), covered=self.covered)
+        self.render(
+            "index.md.j2",
+            "index.md",
+            newest=model.newest(),
+            n_papers=len(model.papers),
+            n_code=sum(1 for p in model.papers.values() if p.code),
+            n_claims=sum(len(p.claims) for p in model.papers.values()),
+            n_refimpl=sum(1 for p in model.papers.values() if implementations(p)),
+            n_measured=len(self.measured),
+            covered=self.covered,
+        )
         self.render("contributing.md.j2", "contributing.md")
         self.render("taxonomy.md.j2", "taxonomy.md")
         self.render_groups()
@@ -423,8 +508,14 @@ class Generator:
         self.render_papers({r.name for r in results})
         quarter_svg, quarter_facts = plots.papers_per_quarter(model)
         speed_svg, points = plots.speedup_vs_retained(model)
-        self.render("trends.md.j2", "trends.md", quarter_svg=Markup(quarter_svg), quarter_facts=quarter_facts,
-                    speed_svg=Markup(speed_svg), points=points)
+        self.render(
+            "trends.md.j2",
+            "trends.md",
+            quarter_svg=Markup(quarter_svg),
+            quarter_facts=quarter_facts,
+            speed_svg=Markup(speed_svg),
+            points=points,
+        )
         self.render("explorer.md.j2", "explorer.md")
         records = explorer_records(model)
         self.write("data/papers.json", explorer_json(model, records))
@@ -435,18 +526,29 @@ class Generator:
         all_refs = sorted({r for p in model.papers.values() for r in [*implementations(p), *p.closest_impl]})
         for result in results:
             self.write(f"data/results/{result.name}", result.text)
-        self.render("refimpls.md.j2", "reference-implementations.md",
-                    refs=[(self.ctx.refimpl(r), [pid for pid in model.ordered_ids
-                                                 if r in implementations(model.papers[pid])],
-                           [pid for pid in model.ordered_ids if r in model.papers[pid].closest_impl])
-                          for r in all_refs],
-                    results=results)
+        self.render(
+            "refimpls.md.j2",
+            "reference-implementations.md",
+            refs=[
+                (
+                    self.ctx.refimpl(r),
+                    [pid for pid in model.ordered_ids if r in implementations(model.papers[pid])],
+                    [pid for pid in model.ordered_ids if r in model.papers[pid].closest_impl],
+                )
+                for r in all_refs
+            ],
+            results=results,
+        )
         self.render_results(results)
         report = self.reconciliation(model.papers) if self.reconciliation else "# Reconciliation report\n"
         # out of the search index: it repeats every disputed title and author list, and outranked the papers
         self.write("reconciliation.md", "---\ntitle: Reconciliation report\nsearch:\n  exclude: true\n---\n" + report)
-        self.write("atlas.bib", self.bib_text if self.bib_text is not None
-                   else render_bib(model.papers, tax, self.keys, rendered=self.paper_bibs))
+        self.write(
+            "atlas.bib",
+            self.bib_text
+            if self.bib_text is not None
+            else render_bib(model.papers, tax, self.keys, rendered=self.paper_bibs),
+        )
         self.remove_stale(previous)
         return self.written
 
@@ -466,6 +568,7 @@ def generate(papers: Mapping[str, Paper], taxonomy: Taxonomy, out: Path = GENERA
 # ------------------------------------------------------------------------------------------------ mkdocs.yml
 def render_mkdocs_config(taxonomy: Taxonomy) -> str:
     """mkdocs.yml from site/templates/mkdocs.yml.j2: the nav and the allowed tags come from here and the taxonomy."""
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True,
-                      autoescape=False)  # YAML, from trusted values only (ids match [a-z][a-z0-9_-]*)
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )  # YAML, from trusted values only (ids match [a-z][a-z0-9_-]*)
     return env.get_template("mkdocs.yml.j2").render(nav=NAV, not_in_nav=NOT_IN_NAV, tags=tags_allowed(taxonomy))

@@ -1,5 +1,6 @@
 """Markup helpers of the site generator: relative links, safe hrefs and identifiers, YAML front matter, and how
 numbers, claims and settings are written on the pages."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ def rel(from_page: str, to_page: str) -> str:
     return posixpath.relpath(to_page, here or ".")
 
 
-_URL_UNSAFE = re.compile(r'[^A-Za-z0-9\-._~:/?#@!$&*+,;=%\']')
+_URL_UNSAFE = re.compile(r"[^A-Za-z0-9\-._~:/?#@!$&*+,;=%\']")
 
 
 def href(url: str) -> Markup:
@@ -66,6 +67,7 @@ def yaml_string(value: str) -> str:
     non-ASCII kept literal: JSON writes characters beyond the BMP (emoji, math letters) as surrogate-pair escapes,
     which YAML rejects. What YAML may not hold literally (C1 controls, line and paragraph separators, U+FFFE/FFFF)
     is escaped; a lone surrogate (not valid text) becomes U+FFFD."""
+
     def escape(match: re.Match) -> str:
         code = ord(match.group())
         return "\ufffd" if 0xD800 <= code <= 0xDFFF else f"\\u{code:04x}"

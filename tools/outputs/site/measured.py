@@ -6,6 +6,7 @@ file + row selector + the row fields shown). :func:`load_measurements` resolves 
 and refuses what would mislead: a result from a CPU smoke run (``"smoke": true`` or device ``cpu``) is never shown
 as a measurement, and a selector must pick exactly one row. Every problem names the table's file and line.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,6 +41,7 @@ class Figure:
 @dataclass(frozen=True)
 class Run:
     """Where and when a result was measured, from the result file (``device``, ``versions``, ``run``)."""
+
     device: str
     versions: str  # "torch 2.11.0+cu130, triton 3.6.0, CUDA 13.0"
     date: str  # ISO date of the run
@@ -74,14 +76,21 @@ def _run(data: dict) -> Run:
     driver = (run.get("gpu_clocks") or {}).get("driver_version") if isinstance(run.get("gpu_clocks"), dict) else None
     if driver:
         parts.append(f"driver {driver}")
-    return Run(device=str(data.get("device") or ""), versions=", ".join(parts), date=str(run.get("date") or "")[:10],
-               commit=str(run.get("commit") or "")[:10])
+    return Run(
+        device=str(data.get("device") or ""),
+        versions=", ".join(parts),
+        date=str(run.get("date") or "")[:10],
+        commit=str(run.get("commit") or "")[:10],
+    )
 
 
 def is_measurement(data) -> bool:
     """A result that may be shown as a measurement: not a smoke run, and not on a CPU."""
-    return (isinstance(data, dict) and data.get("smoke") is False
-            and str(data.get("device") or "").strip().lower() not in ("", "cpu"))
+    return (
+        isinstance(data, dict)
+        and data.get("smoke") is False
+        and str(data.get("device") or "").strip().lower() not in ("", "cpu")
+    )
 
 
 def _figures(entry: dict, row: dict, loc: tuple, bad) -> list:
@@ -108,8 +117,9 @@ def _figures(entry: dict, row: dict, loc: tuple, bad) -> list:
     return figures
 
 
-def load_measurements(papers: Mapping[str, Paper], table: Path = REPRODUCTIONS,
-                      results_dir: Path = RESULTS_DIR) -> list[Measurement]:
+def load_measurements(
+    papers: Mapping[str, Paper], table: Path = REPRODUCTIONS, results_dir: Path = RESULTS_DIR
+) -> list[Measurement]:
     """Every entry of the table, resolved; raises :class:`ProblemError` listing every problem (file:line: field)."""
     if not Path(table).is_file():
         return []
@@ -155,9 +165,14 @@ def load_measurements(papers: Mapping[str, Paper], table: Path = REPRODUCTIONS,
             bad(loc + ("result",), "result", f"cannot read {result}: {found}")
             continue
         if not is_measurement(found):
-            bad(loc + ("result",), "result",
+            bad(
+                loc + ("result",),
+                "result",
                 f"{result} is a smoke or CPU run (smoke={found.get('smoke')!r}, device={found.get('device')!r}), "
-                "not a measurement" if isinstance(found, dict) else f"{result} is not a benchmark result")
+                "not a measurement"
+                if isinstance(found, dict)
+                else f"{result} is not a benchmark result",
+            )
             continue
         rows = found.get(str(entry["rows"]))
         if not isinstance(rows, list):
@@ -175,8 +190,17 @@ def load_measurements(papers: Mapping[str, Paper], table: Path = REPRODUCTIONS,
         benchmark = f"benchmarks/bench_{found.get('benchmark')}.py"
         if not (ROOT / benchmark).is_file():
             benchmark = ""
-        out.append(Measurement(str(entry["paper"]), str(entry["metric"]), result, benchmark,
-                               " ".join(str(entry["setting"]).split()), tuple(figures), _run(found)))
+        out.append(
+            Measurement(
+                str(entry["paper"]),
+                str(entry["metric"]),
+                result,
+                benchmark,
+                " ".join(str(entry["setting"]).split()),
+                tuple(figures),
+                _run(found),
+            )
+        )
     if problems:
         raise ProblemError(problems)
     return out

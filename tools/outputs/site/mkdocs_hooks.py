@@ -13,6 +13,7 @@ full) and without it, and checks the HTML is byte for byte the same, hostile tit
 
 This file is loaded by mkdocs by path, not imported as part of ``tools``: it uses mkdocs and jinja2 only.
 """
+
 from __future__ import annotations
 
 import os

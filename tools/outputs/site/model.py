@@ -1,4 +1,5 @@
 """The catalogue indexed for the website: papers by stage, axis, cell and technique; page paths; related papers."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,8 +21,10 @@ SIMILARITY_WEIGHTS = {"techniques": 1.0, "modality": 0.5, "text": 2.0}
 COMMON_WORD_PAPERS = 30  # a word in more papers than this is not used to find related papers
 WORDS_PER_PAPER = 10  # a paper's most distinctive words, the ones compared
 _WORD = re.compile(r"[a-z0-9][a-z0-9-]*[a-z0-9]|[a-z0-9]{2,}")
-_STOP_WORDS = frozenset("""a an and are as at be by can for from in into is it its of on or our over than that the their
-this to via we which while with without""".split())
+_STOP_WORDS = frozenset(
+    """a an and are as at be by can for from in into is it its of on or our over than that the their
+this to via we which while with without""".split()
+)
 
 
 def cell_slug(cell: str) -> str:
@@ -112,6 +115,7 @@ class SiteModel:
     @cached_property
     def ordered_ids(self) -> list[str]:
         """Newest first (date of version 1, then year), then by id: the order of every paper list on the site."""
+
         def sort_key(pid: str):
             paper = self.papers[pid]
             date = first_version_date(paper) or dt.date(paper.year, 1, 1)
@@ -133,8 +137,10 @@ class SiteModel:
         as a unit-length vector. A word used by more than ``COMMON_WORD_PAPERS`` papers says little about what a
         paper is about and is left out; both limits bound the work per paper (each word's list of papers is at most
         that long)."""
-        counts = {pid: Counter(w for w in _WORD.findall(_paper_text(p).lower()) if w not in _STOP_WORDS)
-                  for pid, p in self.papers.items()}
+        counts = {
+            pid: Counter(w for w in _WORD.findall(_paper_text(p).lower()) if w not in _STOP_WORDS)
+            for pid, p in self.papers.items()
+        }
         df = Counter(w for c in counts.values() for w in c)
         n = max(len(self.papers), 1)
         vectors = {}
@@ -168,8 +174,12 @@ class SiteModel:
     def _signatures(self) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
         """Each paper's (techniques, modalities), the part of :meth:`similarity` that is not wording."""
         shared: dict = {}  # one object per distinct signature (the memo of _placement_score keys on identity)
-        return {pid: shared.setdefault(s, s) for pid, s in (
-            (pid, (frozenset(p.placement.techniques), frozenset(p.modality))) for pid, p in self.papers.items())}
+        return {
+            pid: shared.setdefault(s, s)
+            for pid, s in (
+                (pid, (frozenset(p.placement.techniques), frozenset(p.modality))) for pid, p in self.papers.items()
+            )
+        }
 
     @cached_property
     def _papers_by_signature(self) -> dict[tuple[frozenset[str], frozenset[str]], list[str]]:
@@ -196,8 +206,9 @@ class SiteModel:
         key = (id(a), id(b))  # signatures are shared objects (one per distinct pair, see _signatures)
         score = self._placement_scores.get(key)
         if score is None:
-            score = self._placement_scores[key] = (SIMILARITY_WEIGHTS["techniques"] * _jaccard(a[0], b[0])
-                                                   + SIMILARITY_WEIGHTS["modality"] * _jaccard(a[1], b[1]))
+            score = self._placement_scores[key] = SIMILARITY_WEIGHTS["techniques"] * _jaccard(
+                a[0], b[0]
+            ) + SIMILARITY_WEIGHTS["modality"] * _jaccard(a[1], b[1])
         return score
 
     def similarity(self, pid: str, other: str, text: float) -> float:
@@ -242,8 +253,11 @@ class SiteModel:
         """The plain definition of :meth:`related`: score every paper sharing a technique or a word, then sort."""
         text = self.text_similarity(pid)
         techniques = self._signatures[pid][0]
-        scores = {o: self.similarity(pid, o, text.get(o, 0.0)) for o in self.papers
-                  if o != pid and (o in text or techniques & self._signatures[o][0])}
+        scores = {
+            o: self.similarity(pid, o, text.get(o, 0.0))
+            for o in self.papers
+            if o != pid and (o in text or techniques & self._signatures[o][0])
+        }
         return sorted((o for o in scores if scores[o] > 0), key=lambda o: (-scores[o], self.rank[o]))[:limit]
 
     def cell_count(self, cell: str) -> int:

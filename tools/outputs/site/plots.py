@@ -5,6 +5,7 @@ Text, axes and grid are drawn in ``currentColor``, so a figure follows the page'
 is transparent; data colours come from the Okabe-Ito palette, legible on white and on material's dark slate. Every bar
 and point carries a ``<title>`` (its values, shown on hover and read by screen readers).
 """
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,14 @@ from tools.outputs.site.model import SiteModel, first_version_date
 PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999"]
 MARKERS = ["circle", "square", "triangle", "diamond", "triangle-down", "plus", "cross", "star"]
 
-SPEEDUP_METRICS = ("prefill_speedup", "decode_speedup", "e2e_speedup", "encoding_speedup", "attention_speedup",
-                   "throughput_gain")
+SPEEDUP_METRICS = (
+    "prefill_speedup",
+    "decode_speedup",
+    "e2e_speedup",
+    "encoding_speedup",
+    "attention_speedup",
+    "throughput_gain",
+)
 
 
 def nice_ticks(top: float, most: int = 6, whole: bool = False) -> list[float]:
@@ -27,7 +34,7 @@ def nice_ticks(top: float, most: int = 6, whole: bool = False) -> list[float]:
     top = max(float(top), 1e-9)
     for power in range(math.floor(math.log10(top / most)), math.floor(math.log10(top)) + 2):
         for base in (1, 2, 5):
-            step = base * 10.0 ** power
+            step = base * 10.0**power
             if (step >= 1 or not whole) and math.ceil(top / step - 1e-9) <= most:
                 return [round(i * step, 10) for i in range(math.ceil(top / step - 1e-9) + 1)]
     return [0.0, top]
@@ -38,15 +45,18 @@ def _num(value: float) -> str:
 
 
 def _text(x: float, y: float, text: str, anchor: str = "middle", extra: str = "") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="currentColor"{extra}>'
-            f"{escape(text)}</text>")
+    return f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="currentColor"{extra}>{escape(text)}</text>'
 
 
 def _document(width: int, height: int, label: str, body: list[str]) -> str:
-    return "\n".join([
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{escape(label)}" class="atlas-plot-svg" font-family="sans-serif" font-size="12">',
-        *body, "</svg>"])
+    return "\n".join(
+        [
+            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="{escape(label)}" class="atlas-plot-svg" font-family="sans-serif" font-size="12">',
+            *body,
+            "</svg>",
+        ]
+    )
 
 
 def _y_axis(ticks: list[float], left: float, right: float, y_of, label: str, bottom: float, top: float) -> list[str]:
@@ -54,8 +64,10 @@ def _y_axis(ticks: list[float], left: float, right: float, y_of, label: str, bot
     out = []
     for tick in ticks:
         y = y_of(tick)
-        out.append(f'<line x1="{left:.1f}" y1="{y:.1f}" x2="{right:.1f}" y2="{y:.1f}" stroke="currentColor" '
-                   f'stroke-opacity="0.15"/>')
+        out.append(
+            f'<line x1="{left:.1f}" y1="{y:.1f}" x2="{right:.1f}" y2="{y:.1f}" stroke="currentColor" '
+            f'stroke-opacity="0.15"/>'
+        )
         out.append(_text(left - 6, y + 4, _num(tick), "end"))
     out.append(f'<line x1="{left:.1f}" y1="{top:.1f}" x2="{left:.1f}" y2="{bottom:.1f}" stroke="currentColor"/>')
     out.append(f'<line x1="{left:.1f}" y1="{bottom:.1f}" x2="{right:.1f}" y2="{bottom:.1f}" stroke="currentColor"/>')
@@ -74,12 +86,41 @@ def _marker(shape: str, x: float, y: float, colour: str, title: str, r: float = 
         "triangle": [(0, -1.2), (1.1, 0.9), (-1.1, 0.9)],
         "triangle-down": [(0, 1.2), (1.1, -0.9), (-1.1, -0.9)],
         "diamond": [(0, -1.3), (1.1, 0), (0, 1.3), (-1.1, 0)],
-        "plus": [(-0.35, -1.2), (0.35, -1.2), (0.35, -0.35), (1.2, -0.35), (1.2, 0.35), (0.35, 0.35), (0.35, 1.2),
-                 (-0.35, 1.2), (-0.35, 0.35), (-1.2, 0.35), (-1.2, -0.35), (-0.35, -0.35)],
-        "cross": [(-1, -1.25), (0, -0.25), (1, -1.25), (1.25, -1), (0.25, 0), (1.25, 1), (1, 1.25), (0, 0.25),
-                  (-1, 1.25), (-1.25, 1), (-0.25, 0), (-1.25, -1)],
-        "star": [(math.sin(i * math.pi / 5) * (1.3 if i % 2 == 0 else 0.55),
-                  -math.cos(i * math.pi / 5) * (1.3 if i % 2 == 0 else 0.55)) for i in range(10)],
+        "plus": [
+            (-0.35, -1.2),
+            (0.35, -1.2),
+            (0.35, -0.35),
+            (1.2, -0.35),
+            (1.2, 0.35),
+            (0.35, 0.35),
+            (0.35, 1.2),
+            (-0.35, 1.2),
+            (-0.35, 0.35),
+            (-1.2, 0.35),
+            (-1.2, -0.35),
+            (-0.35, -0.35),
+        ],
+        "cross": [
+            (-1, -1.25),
+            (0, -0.25),
+            (1, -1.25),
+            (1.25, -1),
+            (0.25, 0),
+            (1.25, 1),
+            (1, 1.25),
+            (0, 0.25),
+            (-1, 1.25),
+            (-1.25, 1),
+            (-0.25, 0),
+            (-1.25, -1),
+        ],
+        "star": [
+            (
+                math.sin(i * math.pi / 5) * (1.3 if i % 2 == 0 else 0.55),
+                -math.cos(i * math.pi / 5) * (1.3 if i % 2 == 0 else 0.55),
+            )
+            for i in range(10)
+        ],
     }[shape]
     path = " ".join(f"{x + dx * r:.1f},{y + dy * r:.1f}" for dx, dy in points)
     return f'<polygon points="{path}" {style}><title>{escape(title)}</title></polygon>'
@@ -133,17 +174,22 @@ def papers_per_quarter(model: SiteModel) -> tuple[str, dict]:
             value = counts[stage.id][(year, q)]
             if value:
                 y0, y1 = y_of(stacked), y_of(stacked + value)
-                body.append(f'<rect x="{left + slot * (i + 0.075):.1f}" y="{y1:.1f}" width="{slot * 0.85:.1f}" '
-                            f'height="{y0 - y1:.1f}" fill="{PALETTE[j % len(PALETTE)]}">'
-                            f"<title>{year} Q{q}, {escape(stage.name)}: {value}</title></rect>")
+                body.append(
+                    f'<rect x="{left + slot * (i + 0.075):.1f}" y="{y1:.1f}" width="{slot * 0.85:.1f}" '
+                    f'height="{y0 - y1:.1f}" fill="{PALETTE[j % len(PALETTE)]}">'
+                    f"<title>{year} Q{q}, {escape(stage.name)}: {value}</title></rect>"
+                )
                 stacked += value
     step = max(1, math.ceil(len(quarters) / 12))
     for i in range(0, len(quarters), step):
         x, (year, q) = left + slot * (i + 0.5), quarters[i]
         body.append(_text(x, bottom + 14, f"{year} Q{q}", "end", f' transform="rotate(-45 {x:.1f} {bottom + 14})"'))
     body += _legend([(stage.name, PALETTE[j % len(PALETTE)], "") for j, stage in enumerate(stages)], left + 8, 20)
-    facts = {"quarters": len(quarters), "undated": undated,
-             "rows": [(f"{y} Q{q}", [counts[s.id][(y, q)] for s in model.taxonomy.stages]) for y, q in quarters]}
+    facts = {
+        "quarters": len(quarters),
+        "undated": undated,
+        "rows": [(f"{y} Q{q}", [counts[s.id][(y, q)] for s in model.taxonomy.stages]) for y, q in quarters],
+    }
     return _document(width, height, "Papers per quarter by stage", body), facts
 
 
@@ -168,8 +214,16 @@ def speedup_points(model: SiteModel) -> list[dict]:
         if not speedups or retained is None:
             continue
         best = max(speedups, key=lambda c: c.value)
-        points.append({"id": pid, "technique": paper.placement.techniques[0], "retained": retained,
-                       "speedup": float(best.value), "metric": best.metric, "where": best.where})
+        points.append(
+            {
+                "id": pid,
+                "technique": paper.placement.techniques[0],
+                "retained": retained,
+                "speedup": float(best.value),
+                "metric": best.metric,
+                "where": best.where,
+            }
+        )
     return points
 
 
@@ -192,8 +246,9 @@ def speedup_vs_retained(model: SiteModel) -> tuple[str, list[dict]]:
     body = _y_axis(y_ticks, left, right, y_of, "claimed speedup (x)", bottom, top)
     for tick in range(0, 101, 20):
         x = x_of(tick)
-        body.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="currentColor" '
-                    f'stroke-opacity="0.15"/>')
+        body.append(
+            f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="currentColor" stroke-opacity="0.15"/>'
+        )
         body.append(_text(x, bottom + 16, str(tick)))
     body.append(_text((left + right) / 2, bottom + 38, "visual tokens retained (%)"))
     for p in points:
@@ -237,13 +292,21 @@ def setting_scatter(points: list[dict], x_label: str, y_label: str, label: str) 
     body = _y_axis(y_ticks, left, right, y_of, y_label, bottom, top)
     for tick in x_ticks:
         x = x_of(tick)
-        body.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="currentColor" '
-                    f'stroke-opacity="0.15"/>')
+        body.append(
+            f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" stroke="currentColor" stroke-opacity="0.15"/>'
+        )
         body.append(_text(x, bottom + 16, _num(tick)))
     body.append(_text((left + right) / 2, bottom + 38, x_label))
     for p in points:
         colour, shape = style[p["name"]]
-        body.append(_marker(shape, x_of(p["x"]), y_of(p["y"]), colour,
-                            f"{p['name']}: {_num(round(p['y'], 2))} at {_num(round(p['x'], 1))}%"))
+        body.append(
+            _marker(
+                shape,
+                x_of(p["x"]),
+                y_of(p["y"]),
+                colour,
+                f"{p['name']}: {_num(round(p['y'], 2))} at {_num(round(p['x'], 1))}%",
+            )
+        )
     body += _legend([(n, *style[n]) for n in names], right + 24, top + 10)
     return _document(width, height, label, body)

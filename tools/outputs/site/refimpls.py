@@ -3,6 +3,7 @@ their docstrings (as plain text) and tests, read from the source without importi
 files the site publishes.
 
 :func:`implementations` is the one place the site asks which implementations a paper has."""
+
 from __future__ import annotations
 
 import ast
@@ -94,7 +95,9 @@ def _object_docstring(module: str, obj: str, root: Path, hops: int = 3) -> str |
             return ast.get_docstring(node)
     for node in tree.body:
         if hops and isinstance(node, ast.ImportFrom) and any(a.name == obj for a in node.names):
-            package = module if (_source_path(module, root) or Path()).name == "__init__.py" else module.rpartition(".")[0]
+            package = (
+                module if (_source_path(module, root) or Path()).name == "__init__.py" else module.rpartition(".")[0]
+            )
             base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
             source = f"{base}.{node.module}" if node.level else node.module
             return _object_docstring(source or base, obj, root, hops - 1)

@@ -10,6 +10,7 @@ own claim of the share it keeps or prunes on the same model. A setting is listed
 model and benchmark on which another paper reports a different one are flagged: their percentages are relative to
 different baselines.
 """
+
 from __future__ import annotations
 
 import re
@@ -33,19 +34,40 @@ class SettingKind:
 
 
 SETTINGS = (
-    SettingKind("tokens-performance", "Visual tokens kept vs performance retained on {model}",
-                ("performance_retained",), "tokens", "visual tokens kept (%)", "performance retained (%)"),
-    SettingKind("tokens-speedup", "Visual tokens kept vs speedup on {model}",
-                ("prefill_speedup", "e2e_speedup", "decode_speedup", "throughput_gain"), "tokens",
-                "visual tokens kept (%)", "claimed speedup (x)"),
-    SettingKind("kv-speedup", "KV cache kept vs speedup on {model}",
-                ("decode_speedup", "e2e_speedup", "throughput_gain"), "kv", "KV cache kept (%)",
-                "claimed speedup (x)"),
+    SettingKind(
+        "tokens-performance",
+        "Visual tokens kept vs performance retained on {model}",
+        ("performance_retained",),
+        "tokens",
+        "visual tokens kept (%)",
+        "performance retained (%)",
+    ),
+    SettingKind(
+        "tokens-speedup",
+        "Visual tokens kept vs speedup on {model}",
+        ("prefill_speedup", "e2e_speedup", "decode_speedup", "throughput_gain"),
+        "tokens",
+        "visual tokens kept (%)",
+        "claimed speedup (x)",
+    ),
+    SettingKind(
+        "kv-speedup",
+        "KV cache kept vs speedup on {model}",
+        ("decode_speedup", "e2e_speedup", "throughput_gain"),
+        "kv",
+        "KV cache kept (%)",
+        "claimed speedup (x)",
+    ),
 )
 
 # ------------------------------------------------------------------------------------------------ parsing settings
-_ALIASES = {"llava-v1.5": "llava-1.5", "llava-v1.6": "llava-next", "llava-1.6": "llava-next", "llava-ov": "llava-onevision",
-            "llava-next-video": "llava-next-video"}
+_ALIASES = {
+    "llava-v1.5": "llava-1.5",
+    "llava-v1.6": "llava-next",
+    "llava-1.6": "llava-next",
+    "llava-ov": "llava-onevision",
+    "llava-next-video": "llava-next-video",
+}
 _MULTI = re.compile(r"[,/;]|\band\b|\bvarious\b|\bmultiple\b|\bfamil|\bLVLMs\b|\bMLLMs\b|\bmodels\b", re.I)
 
 
@@ -60,15 +82,16 @@ def model_key(model: str | None) -> str | None:
     key = re.sub(r"[\s_]+", "-", text.lower()).strip("-")
     for alias, canonical in _ALIASES.items():
         if key == alias or key.startswith(alias + "-"):
-            key = canonical + key[len(alias):]
+            key = canonical + key[len(alias) :]
             break
     return key if re.fullmatch(r"[a-z][a-z0-9.\-]*", key) else None
 
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _KV_SHARE = re.compile(_NUMBER + r"\s*% of (?:the )?(?:visual )?KV[- ]cache", re.I)
-_TOKEN_SHARE = re.compile(_NUMBER + r"\s*% (?:of )?(?:the )?(?:visual|vision|image|video) tokens?(?: (pruned|removed|dropped))?",
-                          re.I)
+_TOKEN_SHARE = re.compile(
+    _NUMBER + r"\s*% (?:of )?(?:the )?(?:visual|vision|image|video) tokens?(?: (pruned|removed|dropped))?", re.I
+)
 _TOKEN_FRACTION = re.compile(r"(\d[\d,]*) of (\d[\d,]*) (?:visual|vision|image|video) tokens", re.I)
 _TOKEN_PRUNING = re.compile(_NUMBER + r"\s*% (?:average )?(?:visual )?token (?:pruning|reduction)", re.I)
 
@@ -191,8 +214,16 @@ def _flag_baselines(papers: Mapping[str, Paper], settings: list[Setting]) -> Non
             score = row.claim.setting.baseline_score
             if score is None:
                 continue
-            others = {s for pid, values in scores[(setting.model, _benchmark_key(row.claim.setting.benchmark))].items()
-                      if pid != row.paper for s in values if s != float(score)}
+            others = {
+                s
+                for pid, values in scores[(setting.model, _benchmark_key(row.claim.setting.benchmark))].items()
+                if pid != row.paper
+                for s in values
+                if s != float(score)
+            }
             if others:
-                row.flag = (f"baseline score {score:g} here; other papers report "
-                            + ", ".join(f"{s:g}" for s in sorted(others)) + " for the same model and benchmark")
+                row.flag = (
+                    f"baseline score {score:g} here; other papers report "
+                    + ", ".join(f"{s:g}" for s in sorted(others))
+                    + " for the same model and benchmark"
+                )
