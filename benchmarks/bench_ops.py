@@ -158,14 +158,14 @@ def bench_compaction(device, dtype, layers, heads, L, D, hidden_dim, reps):
         return f
 
     def kernels_only(inplace):  # the Triton launches without the public API's argument checks (host syncs)
-        from reference_impls.ops.select.triton_kernel import compact_rows_inplace_triton, gather_rows_triton
+        from reference_impls.ops.select.triton_kernel import triton_compact_rows_inplace, triton_gather_rows
 
         def f():
             for (k, v), i in zip(caches, idx):
                 if inplace:
-                    compact_rows_inplace_triton((k, v), i)
+                    triton_compact_rows_inplace((k, v), i)
                 else:
-                    gather_rows_triton((k, v), i)
+                    triton_gather_rows((k, v), i)
 
         return f
 
@@ -181,10 +181,10 @@ def bench_compaction(device, dtype, layers, heads, L, D, hidden_dim, reps):
     }
 
     def two_phase_in_place():  # alternative in-place strategy: parallel gather to scratch, then copy back
-        from reference_impls.ops.select.triton_kernel import gather_rows_triton
+        from reference_impls.ops.select.triton_kernel import triton_gather_rows
 
         for (k, v), i in zip(caches, idx):
-            k_kept, v_kept = gather_rows_triton((k, v), i)
+            k_kept, v_kept = triton_gather_rows((k, v), i)
             k[:, :, :keep].copy_(k_kept)
             v[:, :, :keep].copy_(v_kept)
 
@@ -223,7 +223,7 @@ def bench_compaction(device, dtype, layers, heads, L, D, hidden_dim, reps):
     hidden = torch.randn(1, L, hidden_dim, device=device, dtype=dtype)
     tok_idx = select_topk(torch.randn(1, L, device=device), keep, impl="torch")
     tok_bytes = 2 * keep * hidden_dim * elem
-    for name, impl in [("gather_tokens_triton", "triton"), ("gather_tokens_naive", "naive")]:
+    for name, impl in [("gather_tokens_triton", "triton"), ("naive_gather_tokens", "naive")]:
         if impl == "naive" and device.type != "cuda":
             continue  # the naive gather_tokens is a Python row loop: only meaningful as a spec
         t = do_bench_ms(lambda: gather_tokens(hidden, tok_idx, impl=impl), device, reps)

@@ -28,7 +28,7 @@ import dataclasses
 import sys
 import time
 
-from . import registry
+from reference_impls import registry
 
 
 def _literal(text: str):
@@ -221,7 +221,7 @@ def build_inputs(model, processor, args, technique, host) -> dict:
     else:
         inputs, n_images = _processor_inputs(model, processor, args, device)
         if technique.stage == "encoder" and host.name == "llava" and n_images:
-            from .encode.visionzip import VisionZip
+            from reference_impls.encode.visionzip import VisionZip
 
             image_id = model.config.image_token_id
             full = int((inputs["input_ids"] == image_id).sum()) // n_images
@@ -353,7 +353,7 @@ def run(args, extra) -> int:
     technique = cls(**technique_parameters(cls, extra))
     import torch
 
-    from .hosts import host_for
+    from reference_impls.hosts import host_for
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype) if args.dtype else None

@@ -70,8 +70,8 @@ class Technique:
     stage: ClassVar[str] = ""
 
     def __call__(self, model) -> "Applied":
-        from . import registry
-        from .hosts import host_for
+        from reference_impls import registry
+        from reference_impls.hosts import host_for
 
         host = host_for(model)
         hosts = registry.get(self.name).hosts

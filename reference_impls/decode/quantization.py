@@ -1,4 +1,4 @@
-"""Post-training weight quantisation of a model's linear layers (spec 18, weights side; DECODE-B).
+"""Post-training weight quantisation of a model's linear layers.
 
 * ``"int8"``: INT8 weight-only (gpt-fast ``WeightOnlyInt8QuantHandler`` style) -- symmetric per output channel,
   activations stay in the model dtype; matmul via ``ops.quant.int8_weight_only_matmul`` (Triton kernel with the

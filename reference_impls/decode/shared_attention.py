@@ -34,7 +34,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..models.minimal_lvlm import chunk_attention_mask, sdpa_attend
+from reference_impls.models.minimal_lvlm import chunk_attention_mask, sdpa_attend
 
 __all__ = ["naive_shared_attention_forward", "SharedAttention"]
 

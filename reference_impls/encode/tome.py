@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..technique import Technique, UnsupportedModel
-from ._common import cosine_impl as _cosine_impl
+from reference_impls.encode._common import cosine_impl as _cosine_impl
+from reference_impls.technique import Technique, UnsupportedModel
 
 __all__ = [
     "ToMe",
@@ -336,19 +336,19 @@ class ToMe(Technique):
                 raise UnsupportedModel("tome: the minimal LVLM needs a CLS ViT and the MLP projector (LLaVA layout)")
 
     def attach(self, host):
-        from ..hosts.hf_vision import LlavaToMe
+        from reference_impls.hosts.hf_vision import LlavaToMe
 
         return LlavaToMe(host, self).install()
 
     def image_tokens(self, model) -> int:
         """Visual tokens per image reaching the LLM of ``model`` (MinimalLVLM or HF LLaVA) with this technique."""
-        from ..hosts import host_for
+        from reference_impls.hosts import host_for
 
         host = host_for(model)
         if host.name == "minimal":
             vc = model.cfg.vision
             return tokens_after(vc.n_encoder_tokens, tome_schedule(vc.n_layers_run, self.r)) - 1
-        from ..hosts.hf_vision import LlavaToMe
+        from reference_impls.hosts.hf_vision import LlavaToMe
 
         return LlavaToMe(host, self).image_tokens()
 

@@ -41,8 +41,8 @@ from typing import ClassVar
 
 import torch
 
-from ..technique import Technique, UnsupportedModel
-from ._common import cosine_impl as _cosine_impl
+from reference_impls.encode._common import cosine_impl as _cosine_impl
+from reference_impls.technique import Technique, UnsupportedModel
 
 __all__ = [
     "VisionZip",
@@ -276,7 +276,7 @@ class VisionZip(Technique):
                 )
 
     def attach(self, host):
-        from ..hosts.hf_vision import LlavaVisionZip, QwenVisionZip
+        from reference_impls.hosts.hf_vision import LlavaVisionZip, QwenVisionZip
 
         return (LlavaVisionZip if host.name == "llava" else QwenVisionZip)(host, self).install()
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import weakref
 
-from ..registry import HF_CLASSES
-from ..technique import UnsupportedModel
+from reference_impls.registry import HF_CLASSES
+from reference_impls.technique import UnsupportedModel
 
 __all__ = ["host_for", "host_name"]
 
@@ -18,7 +18,7 @@ _HOSTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def host_name(model) -> str | None:
     """The registry host name of ``model`` (None when it is not a supported model)."""
-    from ..models.minimal_lvlm import MinimalLVLM
+    from reference_impls.models.minimal_lvlm import MinimalLVLM
 
     if isinstance(model, MinimalLVLM):
         return "minimal"
@@ -39,11 +39,11 @@ def host_for(model):
             f"{type(model).__name__} is not a supported model; supported: MinimalLVLM, {', '.join(HF_CLASSES)}"
         )
     if name == "minimal":
-        from .minimal import MinimalHost
+        from reference_impls.hosts.minimal import MinimalHost
 
         host = MinimalHost(model)
     else:
-        from .hf import HFHost
+        from reference_impls.hosts.hf import HFHost
 
         host = HFHost(model, name)
     _HOSTS[model] = host

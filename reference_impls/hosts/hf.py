@@ -42,8 +42,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..models.hooks import TokenState
-from ..technique import RunStats, Technique, UnsupportedModel
+from reference_impls.models.hooks import TokenState
+from reference_impls.technique import RunStats, Technique, UnsupportedModel
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 MROPE_HOSTS = ("qwen2_vl", "qwen2_5_vl")
@@ -233,7 +233,7 @@ def make_reference_cache(host: "HFHost", protocol_cache):
 
 def _fit_width(kv, width: int):
     """Pad (with invalid slots) or crop (only invalid slots) the attended K/V to exactly ``width`` keys."""
-    from ..models.kv_cache import AttendKV
+    from reference_impls.models.kv_cache import AttendKV
 
     A = kv.k.shape[2]
     if A == width:
@@ -249,7 +249,7 @@ def _fit_width(kv, width: int):
 
 
 def _fill_mask(plan: _Plan, kv_lengths: Tensor, host: "HFHost") -> None:
-    from ..models.minimal_lvlm import chunk_attention_mask
+    from reference_impls.models.minimal_lvlm import chunk_attention_mask
 
     T = plan.positions.shape[1]
     buf = plan.mask
@@ -304,7 +304,7 @@ class HFLayerContext:
     def recompute_scores(self, state: TokenState, rows: Tensor) -> Tensor:
         """``[B, Hq, T]`` column sums of the query ``rows`` over the chunk's keys (what the layer's attention gives
         a prefill chunk on an empty cache)."""
-        from ..models.minimal_lvlm import rows_colsum
+        from reference_impls.models.minimal_lvlm import rows_colsum
 
         attn = self.host.layers[self.layer].self_attn
         cos, sin = self.fwd.rope(state, self.layer)
@@ -379,7 +379,7 @@ class HFHost:
         return "eager"
 
     def cache_spec(self):
-        from ..technique import CacheSpec
+        from reference_impls.technique import CacheSpec
 
         weight = self.lm.get_input_embeddings().weight  # (projections may be quantised modules)
         inv_freq = None if self.mrope else getattr(self.lm.rotary_emb, "inv_freq", None)
@@ -444,7 +444,7 @@ class HFHost:
         for t in self.techniques:
             if t.stage == "kv":
                 return t.make_cache(self.cache_spec(), batch_size)
-        from ..decode.kv.base import CompressedKVCache, KVPolicy
+        from reference_impls.decode.kv.base import CompressedKVCache, KVPolicy
 
         spec = self.cache_spec()
         return CompressedKVCache(
@@ -636,7 +636,7 @@ class HFHost:
 
     def _observe(self, fwd: _Forward, idx: int, plan: _Plan) -> None:
         """The protocol cache's score rows: column sums over the keys this chunk attended (before any eviction)."""
-        from ..models.minimal_lvlm import rows_colsum
+        from reference_impls.models.minimal_lvlm import rows_colsum
 
         kv = plan.attended
         colsum = rows_colsum(plan.queries, kv.k, kv.v, kv.kv_lengths, plan.rows, self.impl)

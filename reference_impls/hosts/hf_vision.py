@@ -27,7 +27,7 @@ import sys
 import torch
 from torch import nn
 
-from .hf import config_value, find_submodule, gather_seq, left_pad_indices
+from reference_impls.hosts.hf import config_value, find_submodule, gather_seq, left_pad_indices
 
 
 class _Hooks:
@@ -87,7 +87,7 @@ class LlavaVisionZip:
         return hooks.remove
 
     def _score_hook(self, module, args, kwargs):
-        from ..encode.visionzip import cls_attention_scores
+        from reference_impls.encode.visionzip import cls_attention_scores
 
         hidden = args[0] if args else kwargs["hidden_states"]
         attn = module.self_attn
@@ -102,7 +102,7 @@ class LlavaVisionZip:
         return None
 
     def _projector_hook(self, module, args, kwargs):
-        from ..encode.visionzip import visionzip
+        from reference_impls.encode.visionzip import visionzip
 
         features = args[0] if args else kwargs["image_features"]
         t = self.technique
@@ -220,7 +220,7 @@ class QwenVisionZip:
         return None
 
     def _score_hook(self, block, args, kwargs):
-        from ..encode.visionzip import group_mean, mean_received_attention
+        from reference_impls.encode.visionzip import group_mean, mean_received_attention
 
         hidden = args[0] if args else kwargs["hidden_states"]
         q, k = vision_block_qk(block, hidden, kwargs)
@@ -258,7 +258,7 @@ class QwenVisionZip:
         return None
 
     def _prefill(self, kwargs):
-        from ..encode.visionzip import visionzip
+        from reference_impls.encode.visionzip import visionzip
 
         if kwargs.get("pixel_values_videos") is not None:
             raise ValueError("visionzip: videos are not supported")
@@ -355,7 +355,7 @@ class LlavaToMe:
     ``attention_mask``."""
 
     def __init__(self, host, technique):
-        from ..encode.tome import tome_schedule
+        from reference_impls.encode.tome import tome_schedule
 
         model = host.model
         self.host, self.technique = host, technique
@@ -377,7 +377,7 @@ class LlavaToMe:
         self._size = None
 
     def image_tokens(self) -> int:
-        from ..encode.tome import tokens_after
+        from reference_impls.encode.tome import tokens_after
 
         return tokens_after(self.num_tokens, self.schedule) - (0 if self.keeps_cls else 1)
 
@@ -407,7 +407,7 @@ class LlavaToMe:
         return None
 
     def _layer_hook(self, index: int):
-        from ..encode.tome import bipartite_soft_matching, merge_wavg
+        from reference_impls.encode.tome import bipartite_soft_matching, merge_wavg
 
         def hook(module, args, kwargs):
             hidden = args[0] if args else kwargs["hidden_states"]

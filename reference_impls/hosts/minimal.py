@@ -4,7 +4,7 @@ decoding technique runs ``generate``); weight techniques swap modules themselves
 
 from __future__ import annotations
 
-from ..technique import RunStats, Technique
+from reference_impls.technique import RunStats, Technique
 
 SINGLE = ("kv", "encoder", "decoding")  # kinds of which one at a time may be attached
 

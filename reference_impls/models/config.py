@@ -97,10 +97,6 @@ class LVLMConfig:
         return self.hidden // self.n_heads
 
     @property
-    def n_groups(self) -> int:
-        return self.n_heads // self.n_kv_heads
-
-    @property
     def n_visual_tokens(self) -> int:
         """Visual tokens per image that reach the LLM (CLS dropped, patches merged if needed)."""
         if self.projector == "patch_merger":

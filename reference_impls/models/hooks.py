@@ -38,7 +38,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from ..ops import gather_tokens, select_topk
+from reference_impls.ops import gather_tokens, select_topk
 
 POSITION_MODES = ("keep", "contiguous")
 

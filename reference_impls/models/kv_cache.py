@@ -1,7 +1,7 @@
 """KV-cache protocol of the minimal LVLM, and the plain static cache.
 
 The protocol (``KVCache``) is what every cache implements -- the static cache here and the compressed
-caches in ``reference_impls/decode/kv`` (DECODE-A). The decoder talks to a cache only through it.
+caches in ``reference_impls/decode/kv``. The decoder talks to a cache only through it.
 
 Layout and terms
 ----------------

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import LVLMConfig, VisionConfig
-from .hooks import Hook, LayerContext, TokenState
-from .kv_cache import AttendKV, KVCache, StaticKVCache
+from reference_impls.models.config import LVLMConfig, VisionConfig
+from reference_impls.models.hooks import Hook, LayerContext, TokenState
+from reference_impls.models.kv_cache import AttendKV, KVCache, StaticKVCache
 
 
 # ============================================================================ building blocks
@@ -101,7 +101,7 @@ def rows_colsum(q: Tensor, k: Tensor, v: Tensor, kv_lengths: Tensor, rows: Tenso
     ``kv_len - T + i``). Only a window of ``S`` query rows ending at each row's last selected query is sent
     to the kernel (``S = 1`` for FastV/PyramidDrop), with ``kv_lengths`` cut so the alignment still holds.
     """
-    from ..ops import scored_attention
+    from reference_impls.ops import scored_attention
 
     B, Hq, T, D = q.shape
     ar = torch.arange(T, device=q.device)
@@ -441,7 +441,7 @@ class MinimalLVLM(nn.Module):
         return [t for t in self.techniques if t.stage == stage]
 
     def cache_spec(self):
-        from ..technique import CacheSpec
+        from reference_impls.technique import CacheSpec
 
         cfg = self.cfg
         inv_freq = 1.0 / (

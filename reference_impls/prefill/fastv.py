@@ -8,7 +8,7 @@ Defaults K = 2, R = 0.5. Score = mean over heads of layer K-1's attention probab
     with FastV(k=2, ratio=0.5)(model):          # any host of the registry: MinimalLVLM, HF LLaVA / Qwen2-VL ...
         model.generate(...)
 
-* ``fastv_keep_naive`` -- the readable specification on plain tensors: eager softmax of the full ``L x L``
+* ``naive_fastv_keep`` -- the readable specification on plain tensors: eager softmax of the full ``L x L``
   matrix, per-row Python loop.
 * ``FastV`` -- the technique: ``FastV(...).keep_indices(q, k, vis_mask, lengths)`` is the optimised selection on
   plain tensors (one query row per sample through ``ops.scored_attention``, ``ops.select_topk`` for the ragged
@@ -31,7 +31,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from ..models.hooks import (
+from reference_impls.models.hooks import (
     POSITION_MODES,
     LayerContext,
     TokenState,
@@ -41,9 +41,9 @@ from ..models.hooks import (
     last_token_rows,
     prune_state,
 )
-from ..technique import TokenTechnique, UnsupportedModel
+from reference_impls.technique import TokenTechnique, UnsupportedModel
 
-__all__ = ["n_keep_visual", "fastv_keep_naive", "FastV"]
+__all__ = ["n_keep_visual", "naive_fastv_keep", "FastV"]
 
 
 def n_keep_visual(n_visual: Tensor, keep_fraction: float) -> Tensor:
@@ -69,7 +69,7 @@ def _check_inputs(q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor, ratio
         raise ValueError(f"lengths must be [B]={B} in [1, {L}]")
 
 
-def fastv_keep_naive(q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor, ratio: float) -> Tensor:
+def naive_fastv_keep(q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor, ratio: float) -> Tensor:
     """Spec. ``q [B,Hq,L,D]``, ``k [B,Hkv,L,D]``: post-RoPE queries/keys of layer K-1 (right padded);
     returns kept indices ``[B, K]`` ascending, -1 padded."""
     _check_inputs(q, k, vis_mask, lengths, ratio)
@@ -127,8 +127,8 @@ class FastV(TokenTechnique):
         return keep_text_and_top_visual(scores, vis_mask, lengths, n_keep_visual(n_vis, 1.0 - self.ratio), self.impl)
 
     def keep_indices(self, q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor) -> Tensor:
-        """The optimised selection on plain tensors (same contract as ``fastv_keep_naive``)."""
-        from ..models.minimal_lvlm import rows_colsum, slots_to_chunk
+        """The optimised selection on plain tensors (same contract as ``naive_fastv_keep``)."""
+        from reference_impls.models.minimal_lvlm import rows_colsum, slots_to_chunk
 
         _check_inputs(q, k, vis_mask, lengths, self.ratio)
         B, _, L, _ = q.shape

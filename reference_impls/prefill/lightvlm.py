@@ -3,8 +3,8 @@
 **Source status.** Only the abstract and landing pages of the paper could be read here (the arXiv HTML body
 was not reachable); no official code was found. The abstract states: training-free; tokens are reduced "in
 a hierarchical manner" at different LLM layers, "finally only keeping a few dominant tokens"; KV-cache
-compression handles decoding (``reference_impls/decode/kv/lightvlm_kv.py``, DECODE-A). The rule below is the
-design note's proposed, faithful-in-spirit specification -- **not verified against the paper text**:
+compression handles decoding (``reference_impls/decode/kv/lightvlm_kv.py``). The rule below is our proposed,
+faithful-in-spirit specification -- **not verified against the paper text**:
 
 At each boundary ``l`` of ``layer_list`` (default 25/50/75 % depth, as PyramidDrop), before layer ``l``:
 1. rank the visual tokens by the last token's attention under layer ``l``'s projections (single-row
@@ -21,7 +21,7 @@ tracked for weighting but not used as proportional attention (``+log s`` on logi
 ratio would keep no dominant token in a row that still has visual tokens, one is kept so that merging has a
 target.
 
-* ``lightvlm_merge_naive`` -- spec on plain tensors (per-row loops, explicit cosine).
+* ``naive_lightvlm_merge`` -- spec on plain tensors (per-row loops, explicit cosine).
 * ``lightvlm_merge`` -- optimised (``ops.cosine_max_argmax`` + ``index_add``).
 * ``LightVLM`` -- the technique (``with LightVLM()(model): ...``); ``merge=False`` reduces to PyramidDrop-style
   pruning with ``position_mode="keep"``. The decoding half is ``decode.kv.lightvlm_kv.LightVLMKV``.
@@ -35,11 +35,18 @@ from typing import ClassVar, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..models.hooks import LayerContext, TokenState, head_mean, keep_text_and_top_visual, last_token_rows, prune_state
-from ..ops import cosine_max_argmax
-from .pyramiddrop import PyramidSchedule
+from reference_impls.models.hooks import (
+    LayerContext,
+    TokenState,
+    head_mean,
+    keep_text_and_top_visual,
+    last_token_rows,
+    prune_state,
+)
+from reference_impls.ops import cosine_max_argmax
+from reference_impls.prefill.pyramiddrop import PyramidSchedule
 
-__all__ = ["lightvlm_merge_naive", "lightvlm_merge", "LightVLM"]
+__all__ = ["naive_lightvlm_merge", "lightvlm_merge", "LightVLM"]
 
 
 def _check(hidden, metric, sizes, keep, vis_mask, lengths):
@@ -50,7 +57,7 @@ def _check(hidden, metric, sizes, keep, vis_mask, lengths):
         raise ValueError("keep must be [B, K] kept indices")
 
 
-def lightvlm_merge_naive(
+def naive_lightvlm_merge(
     hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, vis_mask: Tensor, lengths: Tensor
 ):
     """Spec: merge each dropped visual token into its most cosine-similar kept visual token.
@@ -88,7 +95,7 @@ def lightvlm_merge_naive(
 def lightvlm_merge(
     hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, vis_mask: Tensor, lengths: Tensor, impl: str = "auto"
 ):
-    """Optimised ``lightvlm_merge_naive`` (same contract)."""
+    """Optimised ``naive_lightvlm_merge`` (same contract)."""
     _check(hidden, metric, sizes, keep, vis_mask, lengths)
     B, L, C = hidden.shape
     valid = torch.arange(L, device=hidden.device)[None, :] < lengths[:, None]

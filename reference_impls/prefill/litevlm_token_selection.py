@@ -4,7 +4,7 @@
 section describing the token-selection module itself was not reachable, and no code is public. What is known:
 LiteVLM (NVIDIA, DRIVE Thor) chains camera-view selection -> *a token selection module that shortens the LLM
 input* -> speculative decoding (-> FP8 PTQ). The exact scoring rule of the paper's module is therefore **not
-reproduced**; following the design note (spec 19), this stage *reuses* the repository's scoring cores:
+reproduced**; this stage *reuses* the repository's scoring cores:
 
 * ``"fastv"``       -- FastV (2403.06764) inside the LLM: keep ``keep_ratio`` of the visual tokens after layer K-1.
 * ``"pyramiddrop"`` -- PyramidDrop (2410.17247) with ``pdrop_ratios``.
@@ -28,9 +28,9 @@ from typing import List, Optional, Tuple
 
 from torch import Tensor
 
-from ..models.hooks import Hook
-from .fastv import FastV
-from .pyramiddrop import PyramidDrop
+from reference_impls.models.hooks import Hook
+from reference_impls.prefill.fastv import FastV
+from reference_impls.prefill.pyramiddrop import PyramidDrop
 
 __all__ = ["TokenSelection", "METHODS", "visionzip_split"]
 
@@ -75,7 +75,7 @@ class TokenSelection:
         """Visual tokens ``[N_img, visual_tokens_per_image, hidden]`` handed to the LLM."""
         if self.method != "visionzip":
             return model.encode_images(pixel_values)
-        from ..encode.visionzip import cls_attention_scores, visionzip
+        from reference_impls.encode.visionzip import cls_attention_scores, visionzip
 
         vc = model.cfg.vision
         if not vc.use_cls or model.cfg.projector != "mlp2x_gelu":

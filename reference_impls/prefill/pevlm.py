@@ -22,7 +22,8 @@ query rows as two more calls; O(T*N) memory) and ``impl="triton"`` (context rows
 What could be read of the paper: the abstract (v1-v3), the introduction and a third-party summary (the sink =
 initial text + first frames). Deviations / additions:
 * ``sink_logit_bias`` (default 0 = off) is NOT from the paper: an optional additive bias on the sink logits of
-  context-block queries (the design note's ``log(m)`` correction idea), kept for experiments and flagged here.
+  context-block queries (a ``log(m)`` correction for the m blocks sharing the sinks), kept for experiments and
+  flagged here.
 * Optimised paths: block-batched SDPA (``impl="torch"``) and a Triton kernel for the context rows
   (``impl="triton"``, ``pevlm_triton.py``; sink/query rows stay on SDPA). No FlexAttention ``BlockMask``.
 * The block partition is by whole frames; the paper's exact sink size / block size choices are parameters.
@@ -211,7 +212,7 @@ def blocksparse_pevlm_attention(
 
 def triton_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional[float] = None):
     """Context-block rows with the Triton kernel (``pevlm_triton.py``); sink and query rows with SDPA."""
-    from .pevlm_triton import triton_pevlm_context_rows
+    from reference_impls.prefill.pevlm_triton import triton_pevlm_context_rows
 
     _check_qkv(q, k, v, layout)
     B, Hq, L, D = q.shape

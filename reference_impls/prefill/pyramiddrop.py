@@ -16,7 +16,7 @@ Checked against the upstream code (Cooperx521/PyramidDrop ``modeling_llama_pdrop
 the *next* layer's projections on the hidden states after layer ``l - 1`` and keep counts are floors of
 the original visual count times the stage ratio -- as here.
 
-* ``pyramiddrop_keep_naive(h_norm, wq, wk, ...)`` -- spec on plain tensors (eager single-row softmax,
+* ``naive_pyramiddrop_keep(h_norm, wq, wk, ...)`` -- spec on plain tensors (eager single-row softmax,
   Python loops).
 * ``pyramiddrop_select`` -- the optimised selection from ``ops.scored_attention``'s single-row column sums
   (``ops.select_topk``); ``PyramidDrop`` -- the technique.
@@ -37,7 +37,7 @@ from typing import ClassVar, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..models.hooks import (
+from reference_impls.models.hooks import (
     POSITION_MODES,
     LayerContext,
     TokenState,
@@ -46,9 +46,9 @@ from ..models.hooks import (
     last_token_rows,
     prune_state,
 )
-from ..technique import TokenTechnique, UnsupportedModel
+from reference_impls.technique import TokenTechnique, UnsupportedModel
 
-__all__ = ["default_layer_list", "stage_keep_counts", "pyramiddrop_keep_naive", "pyramiddrop_select", "PyramidDrop"]
+__all__ = ["default_layer_list", "stage_keep_counts", "naive_pyramiddrop_keep", "pyramiddrop_select", "PyramidDrop"]
 
 
 def default_layer_list(n_layers: int) -> list[int]:
@@ -76,7 +76,7 @@ def stage_keep_counts(n_visual_orig: Tensor, ratio: float) -> Tensor:
     return torch.floor(n_visual_orig.double() * float(ratio) + 1e-9).long()
 
 
-def pyramiddrop_keep_naive(
+def naive_pyramiddrop_keep(
     h_norm: Tensor,
     wq: Tensor,
     wk: Tensor,

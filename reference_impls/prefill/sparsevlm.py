@@ -17,8 +17,8 @@ optional recycling of pruned tokens by DPC-kNN clustering.
 
 Checked against Gumpest/SparseVLMs (``score.py``, ``utils.py``: ``cluster_and_merge``, ``modelling_sparse_llama.py``).
 
-* ``select_raters_naive`` / ``select_raters`` -- per-row loop vs batched masked softmax.
-* ``dpc_knn_merge_naive`` / ``dpc_knn_merge`` -- per-token loops vs matrix form.
+* ``naive_select_raters`` / ``select_raters`` -- per-row loop vs batched masked softmax.
+* ``naive_dpc_knn_merge`` / ``dpc_knn_merge`` -- per-token loops vs matrix form.
 * ``SparseVLM`` -- the technique: ``with SparseVLM.from_retain(64)(model): model.generate(...)``.
 
 Deviations: ragged batches (upstream asserts batch size 1); score = attention *probabilities* of the rater
@@ -43,7 +43,7 @@ from typing import ClassVar, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..models.hooks import (
+from reference_impls.models.hooks import (
     POSITION_MODES,
     LayerContext,
     TokenState,
@@ -53,13 +53,13 @@ from ..models.hooks import (
     keep_text_and_top_visual,
     prune_state,
 )
-from ..technique import TokenTechnique, UnsupportedModel
+from reference_impls.technique import TokenTechnique, UnsupportedModel
 
 __all__ = [
     "RETAIN_SCHEDULES",
-    "select_raters_naive",
+    "naive_select_raters",
     "select_raters",
-    "dpc_knn_merge_naive",
+    "naive_dpc_knn_merge",
     "dpc_knn_merge",
     "recycle_count",
     "default_layers",
@@ -82,7 +82,7 @@ def _question_mask(vis_mask: Tensor, lengths: Tensor) -> Tensor:
     return torch.where(lonely[:, None], last, q), lonely
 
 
-def select_raters_naive(hidden: Tensor, vis_mask: Tensor, lengths: Tensor) -> Tensor:
+def naive_select_raters(hidden: Tensor, vis_mask: Tensor, lengths: Tensor) -> Tensor:
     """Spec: bool ``[B, L]`` rater mask, one row at a time."""
     B, L, _ = hidden.shape
     qmask, lonely = _question_mask(vis_mask, lengths)
@@ -102,7 +102,7 @@ def select_raters_naive(hidden: Tensor, vis_mask: Tensor, lengths: Tensor) -> Te
 
 
 def select_raters(hidden: Tensor, vis_mask: Tensor, lengths: Tensor) -> Tensor:
-    """Batched ``select_raters_naive`` (masked softmax over question tokens, masked mean over visual tokens)."""
+    """Batched ``naive_select_raters`` (masked softmax over question tokens, masked mean over visual tokens)."""
     qmask, lonely = _question_mask(vis_mask, lengths)
     h = hidden.float()
     logits = torch.einsum("bvc,btc->bvt", h, h)  # [B, L(vis), L(txt)]
@@ -125,7 +125,7 @@ def _cluster_count(n: int) -> int:
     return min(n, int(n / 10) + 1)
 
 
-def dpc_knn_merge_naive(x: Tensor, n_clusters: int):
+def naive_dpc_knn_merge(x: Tensor, n_clusters: int):
     """Spec of DPC-kNN clustering + mean merge on ``x [N, C]`` with per-token loops.
 
     Returns ``(merged [c, C], assign [N] cluster id, centers [c] token indices in score order)``."""
@@ -157,7 +157,7 @@ def dpc_knn_merge_naive(x: Tensor, n_clusters: int):
 
 
 def dpc_knn_merge(x: Tensor, n_clusters: int):
-    """Matrix form of ``dpc_knn_merge_naive`` (same outputs)."""
+    """Matrix form of ``naive_dpc_knn_merge`` (same outputs)."""
     N, C = x.shape
     if not 1 <= n_clusters <= N:
         raise ValueError(f"n_clusters must be in [1, {N}]")

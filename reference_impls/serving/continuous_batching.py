@@ -33,7 +33,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..decode.kv.paged import OutOfBlocks, PagedKVCache
+from reference_impls.decode.kv.paged import OutOfBlocks, PagedKVCache
 
 __all__ = ["Request", "RequestOutput", "ContinuousBatchingEngine"]
 

@@ -159,14 +159,6 @@ def compile_triton_for_sm90(
     return compiled.metadata.shared
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """Module-wide ``torch_threads(1)``; a test module enables it by importing it
-    (``from tests.reference_impls._utils import single_torch_thread  # noqa: F401``)."""
-    with torch_threads(1):
-        yield
-
-
 #: Exit status of a compile subprocess that cannot compile here (no triton compiler API / CUDA backend): the
 #: test then skips.
 COMPILE_SKIP_EXIT = 77

@@ -1,4 +1,4 @@
-"""Ahead-of-time sm_90 compile of the DECODE-B Triton kernels (GDN step, spec verify, int8 GEMM, fp8 activation
+"""Ahead-of-time sm_90 compile of the decode-side Triton kernels (GDN step, spec verify, int8 GEMM, fp8 activation
 quantisation, PEVLM rows).
 
 The interpreter tests check numerics; this catches what only the GPU compiler rejects. Runs in a subprocess

@@ -8,7 +8,9 @@ import torch
 
 from reference_impls.decode.car import CAR, GaussianRouter, _greedy, answer_perplexity, naive_answer_perplexity
 from reference_impls.models import LVLMConfig, MinimalLVLM
-from tests.reference_impls._utils import randint, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randint
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

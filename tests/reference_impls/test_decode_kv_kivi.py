@@ -9,7 +9,9 @@ from reference_impls.decode.kv.kivi import KIVICache
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from tests.reference_impls._cache_checks import greedy_logits
 from tests.reference_impls._lvlm_prompts import image_prompt
-from tests.reference_impls._utils import randn, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randn
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])

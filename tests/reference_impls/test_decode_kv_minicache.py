@@ -16,7 +16,9 @@ from reference_impls.decode.kv.minicache import (
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from tests.reference_impls._cache_checks import greedy_logits
 from tests.reference_impls._lvlm_prompts import image_prompt
-from tests.reference_impls._utils import randn, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randn
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_hand_worked_slerp():

@@ -8,7 +8,9 @@ from reference_impls.decode.kv.paged import BlockAllocator, OutOfBlocks, PagedKV
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from reference_impls.ops._triton import launch_counts
 from reference_impls.ops.paged_attention import naive_paged_decode_attention, paged_decode_attention
-from tests.reference_impls._utils import eager_attention_probs, randn, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import eager_attention_probs, randn
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_allocator_reference_counts():

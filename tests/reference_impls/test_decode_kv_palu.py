@@ -15,7 +15,9 @@ from reference_impls.decode.kv.palu import (
 )
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from reference_impls.ops.rope import rope
-from tests.reference_impls._utils import ragged_lengths, randint, randn, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import ragged_lengths, randint, randn
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_hand_worked_factors():

@@ -7,7 +7,8 @@ import torch
 from reference_impls.decode.lookahead import lookahead_generate, lookahead_mask
 from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM
 from reference_impls.models import LVLMConfig, MinimalLVLM
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_hand_worked_mask():

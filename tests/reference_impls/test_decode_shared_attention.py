@@ -6,7 +6,9 @@ import torch
 
 from reference_impls.decode.shared_attention import SharedAttention, naive_shared_attention_forward
 from reference_impls.models import LVLMConfig, MinimalLVLM
-from tests.reference_impls._utils import randint, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randint
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

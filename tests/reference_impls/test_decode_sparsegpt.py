@@ -7,7 +7,9 @@ import torch
 
 from reference_impls.decode.sparsegpt import SparseGPT, hessian, naive_sparsegpt, sparsegpt
 from reference_impls.models import LVLMConfig, MinimalLVLM
-from tests.reference_impls._utils import randint, randn, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randint, randn
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_hand_worked_obs_update():

@@ -11,8 +11,9 @@ from reference_impls.ops.spec_verify import naive_verify_paths, verify_paths
 from tests.reference_impls._lvlm_prompts import tiny_target_and_draft
 from tests.reference_impls._utils import (
     chi2_pvalue,
-    single_torch_thread,  # noqa: F401 (module-wide autouse fixture)
 )
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

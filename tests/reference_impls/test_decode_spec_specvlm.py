@@ -17,7 +17,8 @@ from reference_impls.decode.speculative.specvlm import (
 )
 from reference_impls.models.hooks import Hook
 from tests.reference_impls._lvlm_prompts import single_image_prompt, tiny_target_and_draft
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

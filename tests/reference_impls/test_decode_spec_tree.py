@@ -18,8 +18,9 @@ from reference_impls.models.minimal_lvlm import MinimalLVLM
 from tests.reference_impls._lvlm_prompts import tiny_target_and_draft
 from tests.reference_impls._utils import (
     chi2_pvalue,
-    single_torch_thread,  # noqa: F401 (module-wide autouse fixture)
 )
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

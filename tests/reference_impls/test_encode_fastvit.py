@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 from reference_impls.encode import fastvit as fv
-from tests.reference_impls._utils import randn, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randn
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _randomise(module, seed=0):

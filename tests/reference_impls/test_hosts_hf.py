@@ -32,7 +32,8 @@ from tests.reference_impls._hosts import (
     tiny_qwen,
     tiny_text,
 )
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401,E402 (module-wide autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def prompt(prefix, n_images, between=(), suffix=(7, 8, 9)):

@@ -25,7 +25,8 @@ from tests.reference_impls._hosts import (
     tiny_llava,
     tiny_qwen,
 )
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401,E402 (module-wide autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 PATCHES = 16  # 32x32 image, 8x8 patches
 

@@ -13,8 +13,9 @@ from reference_impls.ops.gated_delta import (
 )
 from tests.reference_impls._utils import (
     rel_rms_err,
-    single_torch_thread,  # noqa: F401 (module-wide autouse fixture)
 )
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _inputs(B, T, H, K, V, seed, dtype=torch.float32, device="cpu"):

@@ -127,5 +127,5 @@ def test_gpu_vs_naive_and_every_config(dtype):
     _assert_agree(a, b, mask, best, arg, atol)
     for cfg in tk._configs():
         meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        best, arg = tk.cosine_max_argmax_triton(a, b, mask, meta=meta)
+        best, arg = tk.triton_cosine_max_argmax(a, b, mask, meta=meta)
         _assert_agree(a, b, mask, best, arg, atol)

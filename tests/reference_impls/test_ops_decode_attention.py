@@ -14,7 +14,7 @@ from reference_impls.ops.decode_attention import (
     select_chunks,
     sparse_decode_attention,
 )
-from reference_impls.ops.quant.kv_quant import dequantize_kv_naive, quantize_kv, quantize_kv_naive
+from reference_impls.ops.quant.kv_quant import naive_dequantize_kv, naive_quantize_kv, quantize_kv
 from tests.reference_impls._utils import eager_attention_probs, randint, randn, rel_rms_err
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -75,8 +75,8 @@ def test_full_length_equals_sdpa():
 @pytest.mark.parametrize("fmt", ["int8", "fp8_e4m3"])
 def test_quantized_kv_attention(fmt):
     q, k, v, lens = _inputs(2, 2, 3, 77, 32, seed=11)
-    kq, ks = quantize_kv_naive(k, fmt)
-    vq, vs = quantize_kv_naive(v, fmt)
+    kq, ks = naive_quantize_kv(k, fmt)
+    vq, vs = naive_quantize_kv(v, fmt)
     o_fp, _ = decode_attention(q, k, v, lens, impl="naive")
     o_n, _ = decode_attention(q, kq, vq, lens, k_scale=ks, v_scale=vs, impl="naive")
     o_t, _ = decode_attention(q, kq, vq, lens, k_scale=ks, v_scale=vs, impl="triton")
@@ -88,14 +88,14 @@ def test_quantized_kv_attention(fmt):
     # int8: every row > 0.999; e4m3 (3 mantissa bits): mean > 0.999, worst row > 0.995
     assert cos.mean() > 0.999 and cos.min() > (0.999 if fmt == "int8" else 0.995)
     # the naive spec is literally attention over the dequantised cache
-    o_deq, _ = naive_decode_attention(q, dequantize_kv_naive(kq, ks), dequantize_kv_naive(vq, vs), lens)
+    o_deq, _ = naive_decode_attention(q, naive_dequantize_kv(kq, ks), naive_dequantize_kv(vq, vs), lens)
     assert rel_rms_err(o_n.cpu(), o_deq.cpu()) < 1e-6
 
 
 def test_int8_roundtrip_bound_and_append_kernel():
     x = randn(2, 3, 37, 24, seed=3, scale=3.0, device=DEV)
-    xq, s = quantize_kv_naive(x, "int8")
-    assert ((dequantize_kv_naive(xq, s) - x).abs() <= s[..., None] / 2 + 1e-6).all()
+    xq, s = naive_quantize_kv(x, "int8")
+    assert ((naive_dequantize_kv(xq, s) - x).abs() <= s[..., None] / 2 + 1e-6).all()
     xq_t, s_t = quantize_kv(x, "int8", impl="triton")
     assert torch.equal(xq_t, xq) and torch.allclose(s_t, s)
     # append into a pre-allocated cache at ragged per-row offsets
@@ -112,8 +112,8 @@ def test_int8_roundtrip_bound_and_append_kernel():
 
 def test_fp8_roundtrip_relative_bound():
     x = randn(2, 2, 19, 32, seed=4, scale=2.0, device=DEV)
-    xq, s = quantize_kv_naive(x, "fp8_e4m3")
-    err = (dequantize_kv_naive(xq, s) - x).abs()
+    xq, s = naive_quantize_kv(x, "fp8_e4m3")
+    err = (naive_dequantize_kv(xq, s) - x).abs()
     # e4m3: 3 mantissa bits -> half-ulp relative error 2^-4; subnormals (< 2^-6 * scale) have absolute ulp 2^-9
     assert (err <= x.abs() * 2**-4 + s[..., None] * 2**-10 + 1e-7).all()
 
@@ -159,8 +159,8 @@ def test_packed_store_matches_padded():
         o, _ = packed_decode_attention(q, kf, vf, row0, lens, impl=impl)
         assert rel_rms_err(o.cpu(), ref.cpu()) < 1e-5
     assert (o[0, 4:6] == 0).all()
-    kq, ks = quantize_kv_naive(kf[None, None], "int8")
-    vq, vs = quantize_kv_naive(vf[None, None], "int8")
+    kq, ks = naive_quantize_kv(kf[None, None], "int8")
+    vq, vs = naive_quantize_kv(vf[None, None], "int8")
     a, _ = packed_decode_attention(q, kq[0, 0], vq[0, 0], row0, lens, k_scale=ks[0, 0], v_scale=vs[0, 0], impl="naive")
     b, _ = packed_decode_attention(q, kq[0, 0], vq[0, 0], row0, lens, k_scale=ks[0, 0], v_scale=vs[0, 0], impl="triton")
     assert rel_rms_err(b.cpu(), a.cpu()) < 1e-5

@@ -118,14 +118,14 @@ def test_triton_matches_reference(case):
 )
 def test_triton_split_k_matches_naive(num_splits, Lq, causal, dtype):
     """Pass 1 split over key ranges (used on CUDA for few queries) + log-sum-exp merge equals one pass."""
-    from reference_impls.ops.scored_attention.triton_kernel import scored_attention_triton
+    from reference_impls.ops.scored_attention.triton_kernel import triton_scored_attention
 
     B, Hq, Hkv, Lk = 3, 4, 2, 577
     q, k, v = make_qkv(B, Hq, Hkv, Lq, Lk, 64, seed=31, dtype=dtype)
     kv_lengths = randint(1, Lk + 1, (B, Hkv), seed=32)
     kv_lengths[0, 0], kv_lengths[1, 1] = Lk, 0  # a full row and a row with no keys at all
     sel = torch.ones(B, Lq, dtype=torch.bool)
-    o, lse, colsum = scored_attention_triton(
+    o, lse, colsum = triton_scored_attention(
         q, k, v, causal=causal, scale=64**-0.5, kv_lengths=kv_lengths, score_q_mask=sel, num_splits=num_splits
     )
     o_ref, lse_ref, colsum_ref = _reference(q, k, v, causal=causal, kv_lengths=kv_lengths, sel=sel)
@@ -329,7 +329,7 @@ def test_gpu_autotune_configs():
     kv2 = kv_lengths[:, None].expand(2, 2)
     for cfg in autotune_configs_under_test(tk._attn_fwd_configs()):
         meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        o, lse, c = tk.scored_attention_triton(
+        o, lse, c = tk.triton_scored_attention(
             q,
             k,
             v,
@@ -344,7 +344,7 @@ def test_gpu_autotune_configs():
         torch.testing.assert_close(c, c_n, rtol=1e-3, atol=1e-5)
     for cfg in autotune_configs_under_test(tk._colsum_configs()):
         meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        _, _, c = tk.scored_attention_triton(
+        _, _, c = tk.triton_scored_attention(
             q,
             k,
             v,

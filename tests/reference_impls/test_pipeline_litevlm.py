@@ -8,7 +8,8 @@ from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
 from reference_impls.pipelines.litevlm import LiteVLMConfig, LiteVLMPipeline, baseline_generate
 from reference_impls.prefill.litevlm_token_selection import TokenSelection
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 STAGES = ("view_selection", "vision", "prefill", "decode", "total")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from reference_impls.models import LVLMConfig, MinimalLVLM
-from reference_impls.prefill.fastv import FastV, fastv_keep_naive, n_keep_visual
+from reference_impls.prefill.fastv import FastV, n_keep_visual, naive_fastv_keep
 from reference_impls.technique import UnsupportedModel
 from tests.reference_impls._lvlm_prompts import FixedPrune, image_prompt, tiny_model
 from tests.reference_impls._utils import randn
@@ -21,7 +21,7 @@ def test_naive_vs_optimised(L, n_vis, G, ratio):
     lengths = torch.tensor([L, max(1, L - 5), max(1, L // 2)]) if L > 1 else torch.ones(3, dtype=torch.long)
     vis &= torch.arange(L)[None] < (lengths[:, None] - 1)
     got = FastV(ratio=ratio, impl="naive").keep_indices(q, k, vis, lengths)
-    want = fastv_keep_naive(q, k, vis, lengths, ratio)
+    want = naive_fastv_keep(q, k, vis, lengths, ratio)
     assert torch.equal(got, want)
     kept_vis = torch.stack([vis[b][got[b][got[b] >= 0]].sum() for b in range(B)])
     assert torch.equal(kept_vis, n_keep_visual(vis.sum(1), 1 - ratio))
@@ -68,7 +68,7 @@ def test_prunes_cache_and_matches_single_runs(mode):
 
 
 def test_hook_equals_pruned_model_spec():
-    """The hook's kept set equals fastv_keep_naive on the layer-(K-1) queries/keys of the same model."""
+    """The hook's kept set equals naive_fastv_keep on the layer-(K-1) queries/keys of the same model."""
     model = tiny_model()
     ids, lengths, pix = image_prompt(model.cfg, [1, 4], [28, 25], seed=2)
     hook = FastV(k=2, ratio=0.5)
@@ -89,7 +89,7 @@ def test_hook_equals_pruned_model_spec():
         del layer.attn.project_qkv
     q, k = captured["qk"]
     vis = ids == model.cfg.image_token_id
-    assert torch.equal(hook.kept, fastv_keep_naive(q, k, vis, lengths, 0.5))
+    assert torch.equal(hook.kept, naive_fastv_keep(q, k, vis, lengths, 0.5))
     assert res.state.lengths.tolist() == (lengths - 8).tolist()
 
 

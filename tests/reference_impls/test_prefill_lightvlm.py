@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from reference_impls.models.hooks import keep_text_and_top_visual
-from reference_impls.prefill.lightvlm import LightVLM, lightvlm_merge, lightvlm_merge_naive
+from reference_impls.prefill.lightvlm import LightVLM, lightvlm_merge, naive_lightvlm_merge
 from reference_impls.prefill.pyramiddrop import PyramidDrop
 from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
 from tests.reference_impls._utils import randn
@@ -23,7 +23,7 @@ def test_merge_naive_vs_optimised(L, n_keep):
     n_keep_t = torch.minimum(torch.full((B,), n_keep), vis.sum(1))
     keep = keep_text_and_top_visual(randn(B, L, seed=7), vis, lengths, n_keep_t)
     got_h, got_s = lightvlm_merge(h, metric, sizes, keep, vis, lengths, impl="naive")
-    want_h, want_s = lightvlm_merge_naive(h, metric, sizes, keep, vis, lengths)
+    want_h, want_s = naive_lightvlm_merge(h, metric, sizes, keep, vis, lengths)
     torch.testing.assert_close(got_h, want_h, rtol=1e-5, atol=1e-6)
     assert torch.equal(got_s, want_s)
     # size bookkeeping: kept tokens carry the total size of the valid tokens of each row

@@ -9,7 +9,9 @@ import torch
 from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from reference_impls.prefill.llmlingua import LLMLingua, llmlingua_keep, naive_llmlingua_keep
-from tests.reference_impls._utils import randint, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randint
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 # p(next | prev) of a 4-token bigram LM
 TABLE = torch.tensor(

@@ -18,8 +18,9 @@ from reference_impls.prefill.pevlm import (
 from tests.reference_impls._utils import (
     randn,
     rel_rms_err,
-    single_torch_thread,  # noqa: F401 (module-wide autouse fixture)
 )
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 LAYOUTS = [
     dict(prefix_len=5, n_frames=9, tokens_per_frame=7, suffix_len=4, sink_frames=1, frames_per_block=3),

@@ -6,7 +6,7 @@ import torch
 from reference_impls.prefill.pyramiddrop import (
     PyramidDrop,
     default_layer_list,
-    pyramiddrop_keep_naive,
+    naive_pyramiddrop_keep,
     pyramiddrop_select,
     stage_keep_counts,
 )
@@ -38,7 +38,7 @@ def test_naive_vs_optimised_boundary(L):
         h = layer.input_norm(randn(B, L, model.cfg.hidden, seed=L))
         colsum = layer.attn_scores_before(h, positions, rows, score_impl="naive")
         got = pyramiddrop_select(colsum, vis, lengths, n_keep)
-        want = pyramiddrop_keep_naive(
+        want = naive_pyramiddrop_keep(
             h,
             layer.attn.q_proj.weight,
             layer.attn.k_proj.weight,

@@ -6,10 +6,10 @@ import torch
 from reference_impls.prefill.sparsevlm import (
     SparseVLM,
     dpc_knn_merge,
-    dpc_knn_merge_naive,
+    naive_dpc_knn_merge,
+    naive_select_raters,
     recycle_count,
     select_raters,
-    select_raters_naive,
 )
 from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
 from tests.reference_impls._utils import randn
@@ -18,7 +18,7 @@ from tests.reference_impls._utils import randn
 @pytest.mark.parametrize("N,c", [(1, 1), (37, 4), (63, 7), (20, 20)])
 def test_dpc_knn_naive_vs_matrix(N, c):
     x = randn(N, 8, seed=N)
-    merged_n, assign_n, centers_n = dpc_knn_merge_naive(x, c)
+    merged_n, assign_n, centers_n = naive_dpc_knn_merge(x, c)
     merged, assign, centers = dpc_knn_merge(x, c)
     assert torch.equal(assign, assign_n) and torch.equal(centers, centers_n)
     torch.testing.assert_close(merged, merged_n, rtol=1e-5, atol=1e-6)
@@ -34,7 +34,7 @@ def test_raters_naive_vs_batched():
     vis[1, 5:30] = True  # question after the image
     vis[3, 30:40] = True  # image right before the last token -> only the last token rates
     lengths = torch.tensor([41, 36, 12, 41])
-    got, want = select_raters(h, vis, lengths), select_raters_naive(h, vis, lengths)
+    got, want = select_raters(h, vis, lengths), naive_select_raters(h, vis, lengths)
     assert torch.equal(got, want)
     assert got[2].tolist() == [i == 11 for i in range(L)]  # no image: the last token rates
     assert got[3].nonzero().flatten().tolist() == [40]

@@ -20,8 +20,9 @@ from reference_impls.ops.quant.weight_gemm import (
 )
 from tests.reference_impls._utils import (
     randn,
-    single_torch_thread,  # noqa: F401 (module-wide autouse fixture)
 )
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _rel(a, b):

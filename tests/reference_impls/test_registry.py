@@ -52,7 +52,7 @@ def test_names_are_unique_and_links_resolve():
     assert len(registry.REGISTRY) == len(registry.ENTRIES)
     assert registry.for_link("reference_impls.prefill.fastv").name == "fastv"
     assert registry.for_link("reference_impls.prefill.fastv:FastV").name == "fastv"
-    assert registry.for_link("reference_impls.prefill.fastv:fastv_keep_naive").name == "fastv"
+    assert registry.for_link("reference_impls.prefill.fastv:naive_fastv_keep").name == "fastv"
     assert registry.for_link("reference_impls.prefill.fastv:Nothing") is None
     with pytest.raises(ValueError, match="unknown technique 'nope'; known: "):
         registry.get("nope")

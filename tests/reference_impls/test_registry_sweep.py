@@ -14,7 +14,8 @@ import torch
 from reference_impls import registry
 from reference_impls.technique import UnsupportedModel
 from tests.reference_impls._hosts import build
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 pytest.importorskip("transformers")
 

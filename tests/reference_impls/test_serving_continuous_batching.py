@@ -8,7 +8,8 @@ import torch
 from reference_impls.decode.kv.paged import PagedKVCache
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from reference_impls.serving.continuous_batching import ContinuousBatchingEngine, Request
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -134,6 +134,8 @@ def _unique_authors(names: list[str]) -> list[str]:
 
 # ============================================================================================ new entries
 def choose_id(title: str, year: int, taken: set[str]) -> str:
+    """The first free readable id for a paper (short name or title words, then the year); ``taken`` holds the ids
+    in use."""
     candidates = id_candidates(title, short_name_of(title), year)
     for candidate in candidates:
         if candidate and candidate not in taken:
@@ -213,6 +215,9 @@ def field_state(paper: Paper, name: str) -> str:
 
 @dataclass
 class Enrichment:
+    """What ``enrich`` would change in one entry from its arXiv record: the new data, the fields changed, the
+    curated values kept."""
+
     paper_id: str
     data: dict[str, Any]  # the refreshed entry (unchanged when ``changed`` is empty)
     changed: list[str] = field(default_factory=list)  # "field: old -> new"

@@ -74,6 +74,8 @@ _TRAINING_FREE = re.compile(
 
 @dataclass
 class Suggestion:
+    """A suggested placement (techniques, cells, modality) with the keywords that matched and the relevance score."""
+
     techniques: list[str]
     cells: list[str]
     modality: list[str]

@@ -30,11 +30,15 @@ class _Strict(BaseModel):
 
 
 class RecordCode(_Strict):
+    """A code repository named in a record; ``official`` when the paper or its authors name it."""
+
     url: str
     official: bool | None = None
 
 
 class RecordPlacement(_Strict):
+    """A record's placement: cells and techniques from taxonomy.yaml, with a review flag and note."""
+
     cells: list[str]
     techniques: list[str]
     needs_review: bool = False
@@ -95,11 +99,14 @@ class VerificationRecord(_Strict):
 
 @dataclass
 class Located:
+    """A record with the file and line it was read from."""
+
     record: VerificationRecord
     file: str
     line: int
 
     def problem(self, field_name: str, message: str) -> Problem:
+        """A problem about this record's field, at its file and line."""
         return Problem(self.file, self.line, field_name, message)
 
 

@@ -34,6 +34,7 @@ from tools.catalogue import provenance as sources
 from tools.catalogue.entries import to_yaml_data
 from tools.catalogue.problems import Problem, ProblemError
 from tools.catalogue.schema import PREPRINT, PROVENANCE_FIELDS, Paper
+from tools.catalogue.yamlio import dump_entry
 
 
 @dataclass
@@ -159,12 +160,26 @@ def _same(a: Any, b: Any) -> bool:
 # ============================================================================================ a batch of records
 @dataclass
 class Plan:
+    """Everything a set of records would do: the steps, the files to write and the problems found."""
+
     steps: list[Planned] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     texts: dict[str, str] = field(default_factory=dict)  # paper id -> the file's new text (create, update)
 
     def count(self, action: str) -> int:
+        """How many steps take ``action`` (create, update, unchanged, reject)."""
         return sum(1 for s in self.steps if s.action == action)
+
+
+def _missing_for_a_new_paper(rec: VerificationRecord) -> list[str]:
+    """The facts a record must give to create an entry, of those it leaves empty."""
+    needed = (
+        ("title", rec.title),
+        ("placement", rec.placement),
+        ("modality", rec.modality),
+        ("year", rec.year or rec.first_version),
+    )
+    return [name for name, value in needed if not value]
 
 
 def plan_records(records: list[Located], papers: dict[str, Paper], taken: set[str], rejected, taxonomy) -> Plan:
@@ -222,16 +237,7 @@ def plan_records(records: list[Located], papers: dict[str, Paper], taken: set[st
             data, changed, filled, retired, unattributed = updated_entry(papers[target], rec)
             step = Planned(loc, "update", target, data, changed, filled, retired, unattributed)
         else:
-            missing = [
-                name
-                for name, value in (
-                    ("title", rec.title),
-                    ("placement", rec.placement),
-                    ("modality", rec.modality),
-                    ("year", rec.year or rec.first_version),
-                )
-                if not value
-            ]
+            missing = _missing_for_a_new_paper(rec)
             if missing:
                 plan.problems.append(loc.problem(missing[0], f"a new paper needs {', '.join(missing)}"))
                 continue
@@ -242,8 +248,6 @@ def plan_records(records: list[Located], papers: dict[str, Paper], taken: set[st
         except ProblemError as exc:
             plan.problems.extend(exc.problems)
             continue
-        from tools.catalogue.yamlio import dump_entry
-
         text = dump_entry(to_yaml_data(paper))
         if step.action == "update" and text == dump_entry(to_yaml_data(papers[target])):
             step.action = "unchanged"

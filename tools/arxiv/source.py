@@ -65,6 +65,7 @@ class ArxivSourceError(Exception):
 
     @classmethod
     def one(cls, subject: str, cause: str) -> "ArxivSourceError":
+        """An error about one subject (an id or a query) and its cause."""
         return cls([(subject, cause)])
 
 
@@ -129,6 +130,7 @@ def parse_arxiv_ref(text: str) -> tuple[str, int | None]:
 
 
 def abs_url(arxiv_id: str, version: int | None = None) -> str:
+    """The canonical address of an arXiv abstract page (of one version when ``version`` is given)."""
     return f"https://arxiv.org/abs/{arxiv_id}" + (f"v{version}" if version else "")
 
 
@@ -164,10 +166,12 @@ class ArxivRecord:
 
     @property
     def v1_url(self) -> str:
+        """The abstract page of version 1 (where the first-version date is read)."""
         return abs_url(self.arxiv, 1)
 
     @property
     def withdrawn(self) -> bool:
+        """Whether arXiv marks the paper as withdrawn."""
         return any(_WITHDRAWN.search(text or "") for text in (self.comment, self.abstract[:300]))
 
     def to_data(self) -> dict[str, Any]:
@@ -179,6 +183,7 @@ class ArxivRecord:
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> "ArxivRecord":
+        """A record from its stored form (the triage queue)."""
         values = dict(data)
         for key in ("first_version", "updated"):
             if isinstance(values.get(key), str):
@@ -187,6 +192,7 @@ class ArxivRecord:
 
     @classmethod
     def from_result(cls, result: arxiv.Result) -> "ArxivRecord":
+        """A record from the ``arxiv`` package's result."""
         short = result.get_short_id()
         m = _VERSION.match(short)
         arxiv_id, version = (m["id"], int(m["v"])) if m else (short, 1)
@@ -455,47 +461,3 @@ def lookup_failures(ids: Iterable[str], records: dict[str, ArxivRecord]) -> list
             why = record.comment or record.abstract[:120]
             failures.append((f"arXiv {arxiv_id}", f"withdrawn (v{record.version}: {why!r})"))
     return failures
-
-
-# ================================================================================================= CLI options
-def add_source_options(parser) -> None:
-    """The options every command that talks to arXiv takes."""
-    group = parser.add_argument_group("arXiv API")
-    group.add_argument(
-        "--api-url", metavar="URL", help=f"arXiv API endpoint (default ${API_URL_ENV}, else {DEFAULT_API_URL})"
-    )
-    group.add_argument(
-        "--arxiv-delay",
-        type=float,
-        metavar="SECONDS",
-        help=f"seconds between requests (default ${DELAY_ENV}, else 3; at least 3 on arxiv.org)",
-    )
-    group.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"the most one request may take, all of it (default {DEFAULT_TIMEOUT:g})",
-    )
-    group.add_argument(
-        "--retries",
-        type=int,
-        default=DEFAULT_RETRIES,
-        help=f"retries of a failed request, with exponential backoff (default {DEFAULT_RETRIES})",
-    )
-
-
-def source_from_args(args) -> ArxivSource:
-    """The run's one shared source; a bad setting is a usage error."""
-    from tools.catalogue.problems import UserError
-
-    try:
-        return ArxivSource(
-            api_url=args.api_url,
-            delay=args.arxiv_delay,
-            timeout=args.timeout,
-            retries=args.retries,
-            warn=lambda msg: print(f"note: {msg}", file=sys.stderr),
-        )
-    except ValueError as exc:
-        raise UserError(str(exc)) from None

@@ -28,6 +28,8 @@ QUEUE_HEADER = (
 
 @dataclass
 class Candidate:
+    """A paper ``discover`` found and ``triage`` decides on: its arXiv record, relevance and suggested placement."""
+
     record: ArxivRecord
     relevance: float
     discovered: dt.date
@@ -38,9 +40,11 @@ class Candidate:
 
     @property
     def arxiv(self) -> str:
+        """The candidate's arXiv id."""
         return self.record.arxiv
 
     def to_data(self) -> dict[str, Any]:
+        """The candidate as stored in the queue file."""
         return {
             "arxiv": self.record.arxiv,
             "title": self.record.title,
@@ -77,6 +81,7 @@ def _arxiv_id(value: Any, shown: str, line: int) -> str:
 
 
 def read_queue(path: Path = QUEUE_PATH) -> list[Candidate]:
+    """The triage queue, best first; ProblemError (file:line: field) for a malformed file."""
     items, lines, shown = _load_list(path, "candidates")
     out = []
     for i, item in enumerate(items):
@@ -103,11 +108,13 @@ def read_queue(path: Path = QUEUE_PATH) -> list[Candidate]:
 
 
 def write_queue(candidates: list[Candidate], path: Path = QUEUE_PATH) -> None:
+    """Write the queue atomically (a temporary file, then a rename)."""
     ordered = sorted(candidates, key=lambda c: (-c.relevance, c.arxiv))
     atomic_write(path, QUEUE_HEADER + dump_yaml({"candidates": [c.to_data() for c in ordered]}))
 
 
 def add_state_options(parser) -> None:
+    """The ``--queue``, ``--rejected`` and ``--papers-dir`` options of the commands that keep triage state."""
     parser.add_argument(
         "--queue", type=Path, default=QUEUE_PATH, help=f"the triage queue (default {display_path(QUEUE_PATH)})"
     )

@@ -56,6 +56,8 @@ def family_name(author: str) -> str:
 
 
 def base_key(authors: list[str], year: int, title: str) -> str:
+    """The citation key before collisions are resolved: first author's family name, year, first significant title
+    word."""
     name = re.sub(r"[^a-z]", "", ascii_fold(family_name(authors[0])).lower()) if authors else ""
     words = [re.sub(r"[^a-z0-9]", "", w) for w in ascii_fold(title).lower().replace("-", " ").split()]
     word = next((w for w in words if w and w not in STOPWORDS), "")

@@ -27,6 +27,9 @@ HEADER = (
 
 @dataclass
 class DiscoveryRun:
+    """One ``discover`` run: the submission window, categories and techniques searched, and the queries cut at
+    their limit."""
+
     since: dt.date
     until: dt.date
     ran_on: dt.date
@@ -36,9 +39,11 @@ class DiscoveryRun:
     truncated: list[str] = field(default_factory=list)  # techniques whose query returned its result limit
 
     def complete(self, default_categories: list[str]) -> bool:
+        """Whether the run covered its window fully (every technique, the default categories, no query cut)."""
         return self.techniques == "all" and set(default_categories) <= set(self.categories) and not self.truncated
 
     def to_data(self) -> dict[str, Any]:
+        """The run as stored in the log file."""
         fresh = lambda d: dt.date(d.year, d.month, d.day)  # noqa: E731  (no YAML anchors for shared date objects)
         data = {
             "since": fresh(self.since),
@@ -54,6 +59,7 @@ class DiscoveryRun:
 
 
 def read_log(path: Path = LOG_PATH) -> list[DiscoveryRun]:
+    """The runs recorded so far (empty when the log does not exist); ProblemError for a malformed file."""
     shown = display_path(path)
     if not Path(path).exists():
         return []
@@ -93,12 +99,11 @@ def read_log(path: Path = LOG_PATH) -> list[DiscoveryRun]:
 
 def record_run(run: DiscoveryRun, path: Path = LOG_PATH) -> None:
     """Add a run to the log; a run of the same window, categories and techniques replaces the earlier one."""
-    same = lambda r: (r.since, r.until, sorted(r.categories), r.techniques) == (  # noqa: E731
-        run.since,
-        run.until,
-        sorted(run.categories),
-        run.techniques,
-    )
+
+    def same(r: DiscoveryRun) -> bool:
+        key = (run.since, run.until, sorted(run.categories), run.techniques)
+        return (r.since, r.until, sorted(r.categories), r.techniques) == key
+
     runs = [r for r in read_log(path) if not same(r)] + [run]
     runs.sort(key=lambda r: (r.since, r.until, r.ran_on))
     text = HEADER + dump_yaml({"runs": [r.to_data() for r in runs]})

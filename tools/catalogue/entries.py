@@ -17,6 +17,7 @@ from tools.catalogue.yamlio import atomic_write, dump_entry
 
 
 def paper_path(paper_id: str, papers_dir: Path = PAPERS_DIR) -> Path:
+    """The file of the entry ``paper_id``."""
     return Path(papers_dir) / f"{paper_id}.yaml"
 
 
@@ -87,10 +88,12 @@ def find_conflicts(papers: list[Paper], existing: dict[str, Paper]) -> dict[str,
 
 
 def write_paper(paper: Paper, papers_dir: Path = PAPERS_DIR) -> Path:
+    """Write an entry to its file atomically and return the path."""
     path = paper_path(paper.id, papers_dir)
     atomic_write(path, dump_entry(to_yaml_data(paper)))
     return path
 
 
 def describe(path: Path) -> str:
+    """A file's path as messages show it."""
     return display_path(path)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, order=True)
 class Problem:
+    """One problem in an input file: where it is (file, line, field) and what is wrong."""
+
     file: str
     line: int
     field: str

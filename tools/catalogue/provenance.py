@@ -51,6 +51,7 @@ def disagreement_source_problem(value: str) -> str | None:
 
 
 def listing_problem(value: str) -> str | None:
+    """Why a value is not an accepted paper-list pointer (``owner/repo:path@commit``), or None."""
     if LISTING.match(value):
         return None
     return f"{_shown(value)} is not a list at a commit: write owner/repo@commit or owner/repo:path@commit"
@@ -69,7 +70,10 @@ def canonical_arxiv_address(url: str, arxiv: str | None) -> str | None:
     (``https://arxiv.org/abs|html|pdf/<id>[vN]``), for DOI links, for pages about other papers, and without an id."""
     if not arxiv or not url.startswith(("http://", "https://")):
         return None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: not an address of a page (reported by the source check)
+        return None
     host = parts.netloc.lower()
     own_page = rf"^/(abs|html|pdf)/{re.escape(arxiv)}(v\d+)?(\.pdf)?/?$"
     if url.startswith("https://") and host == "arxiv.org" and re.match(own_page, parts.path) and not parts.query:

@@ -30,6 +30,8 @@ HEADER = (
 
 @dataclass
 class Rejection:
+    """A paper kept out of the catalogue: its arXiv id and former entry id, title, reason and date."""
+
     arxiv: str | None
     title: str
     date: dt.date
@@ -37,11 +39,13 @@ class Rejection:
     id: str | None = None  # the catalogue id of a removed entry
 
     def to_data(self) -> dict[str, Any]:
+        """The rejection as stored in the rejected list."""
         day = dt.date(self.date.year, self.date.month, self.date.day)  # a fresh object: no YAML anchors
         data = {"arxiv": self.arxiv, "id": self.id, "title": self.title, "date": day, "reason": self.reason}
         return {k: v for k, v in data.items() if v is not None}
 
     def describe(self) -> str:
+        """One line naming the paper and why it was rejected."""
         return f"rejected on {self.date.isoformat()}" + (f" ({self.reason})" if self.reason else "")
 
 
@@ -53,6 +57,7 @@ class RejectedList:
         self.path = Path(path)
 
     def find(self, arxiv: str | None = None, paper_id: str | None = None) -> Rejection | None:
+        """The rejection of the paper with this arXiv id or entry id, if any."""
         for r in self.rejections:
             if (arxiv and r.arxiv == arxiv) or (paper_id and r.id == paper_id):
                 return r
@@ -60,6 +65,7 @@ class RejectedList:
 
     @property
     def arxiv_ids(self) -> set[str]:
+        """The arXiv ids on the list."""
         return {r.arxiv for r in self.rejections if r.arxiv}
 
     def add(self, rejection: Rejection) -> bool:
@@ -77,6 +83,7 @@ class RejectedList:
         return f"{found.describe()}: delete its rejection from {display_path(self.path)} to add it"
 
     def write(self) -> None:
+        """Write the list atomically."""
         atomic_write(self.path, HEADER + dump_yaml({"rejected": [r.to_data() for r in self.rejections]}))
 
 

@@ -67,6 +67,8 @@ class Described:
 
 @dataclass(frozen=True)
 class Match:
+    """Two entries that describe the same paper, and the rule that matched them."""
+
     a: str
     b: str
     why: str

@@ -85,6 +85,8 @@ class _Model(BaseModel):
 
 
 class CodeLink(_Model):
+    """A code repository of the paper; ``official`` when the paper or its authors name it."""
+
     url: Url
     official: bool | None = Field(
         description="true: the paper or its authors link this repository; false: a third-party one; null: not verified"
@@ -92,6 +94,9 @@ class CodeLink(_Model):
 
 
 class Placement(_Model):
+    """Where the paper sits in the taxonomy: techniques and cells, how that was decided, and whether a review is
+    owed."""
+
     cells: list[str] = Field(min_length=1, description="(stage, axis) cells, e.g. prefill.density")
     techniques: list[str] = Field(min_length=1, description="technique ids from taxonomy.yaml")
     method: Literal["survey", "mapped", "curated"] = Field(description="how the placement was decided")
@@ -117,6 +122,8 @@ class Placement(_Model):
 
 
 class ClaimSetting(_Model):
+    """The setting a claim was measured in: model, budget, benchmark, baseline."""
+
     model: str | None = None
     budget: str | None = None
     benchmark: str | None = None
@@ -129,6 +136,8 @@ class ClaimSetting(_Model):
 
 
 class Claim(_Model):
+    """One efficiency number the paper states: metric, value, unit, qualifier, setting and where it was read."""
+
     metric: NonEmpty
     value: float | int
     unit: NonEmpty
@@ -166,6 +175,8 @@ class Disagreement(_Model):
 
 
 class Paper(_Model):
+    """One catalogue entry (``papers/<id>.yaml``): every fact with the address of the page it was read on."""
+
     id: Annotated[str, Field(pattern=ID_PATTERN, max_length=80, description="canonical id; the file is <id>.yaml")]
     title: Annotated[str, Field(min_length=3, max_length=400)]
     short_name: Annotated[str, Field(min_length=1, max_length=60)] | None = None
@@ -333,10 +344,12 @@ class Paper(_Model):
 
     @property
     def is_preprint(self) -> bool:
+        """Whether no acceptance at a venue is known."""
         return self.venue == PREPRINT
 
     @property
     def official_code(self) -> str | None:
+        """The official repository's address, else the first code link, else None."""
         return next((c.url for c in self.code if c.official), None)
 
 

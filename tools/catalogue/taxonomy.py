@@ -25,18 +25,24 @@ class _Strict(BaseModel):
 
 
 class Stage(_Strict):
+    """An inference stage (encode, prefill, decode) and its bottleneck."""
+
     id: Id
     name: str
     bottleneck: str
 
 
 class Axis(_Strict):
+    """An axis of efficiency (density, attention, memory)."""
+
     id: Id
     name: str
     description: str
 
 
 class Technique(_Strict):
+    """A technique: the cells it may occupy and the keywords placement suggestion matches."""
+
     id: Id
     name: str
     description: str
@@ -53,24 +59,32 @@ class TechniqueGroup(_Strict):
 
 
 class Named(_Strict):
+    """An id with a display name (frontiers, modalities, training regimes, placement methods)."""
+
     id: Id
     name: str
     description: str | None = None
 
 
 class Metric(_Strict):
+    """A claim metric and the units it may use."""
+
     id: Id
     name: str
     units: list[str] = Field(min_length=1)
 
 
 class Venue(_Strict):
+    """A venue a paper may carry (conference or journal)."""
+
     id: str
     kind: Literal["conference", "journal"]
     name: str
 
 
 class Taxonomy(_Strict):
+    """The whole of taxonomy.yaml, with look-ups by id."""
+
     version: int
     survey_repository: str
     paper_lists: list[str] = Field(default_factory=list)
@@ -96,26 +110,32 @@ class Taxonomy(_Strict):
 
     @cached_property
     def technique_by_id(self) -> dict[str, Technique]:
+        """Techniques by id."""
         return {t.id: t for t in self.techniques}
 
     @cached_property
     def metric_by_id(self) -> dict[str, Metric]:
+        """Claim metrics by id."""
         return {m.id: m for m in self.metrics}
 
     @cached_property
     def venue_by_id(self) -> dict[str, Venue]:
+        """Venues by id."""
         return {v.id: v for v in self.venues}
 
     @cached_property
     def modality_ids(self) -> frozenset[str]:
+        """The modality ids."""
         return frozenset(m.id for m in self.modalities)
 
     @cached_property
     def training_ids(self) -> frozenset[str]:
+        """The training-regime ids."""
         return frozenset(r.id for r in self.training_regimes)
 
     @cached_property
     def frontier_ids(self) -> frozenset[str]:
+        """The frontier ids."""
         return frozenset(f.id for f in self.frontiers)
 
     @cached_property
@@ -124,14 +144,17 @@ class Taxonomy(_Strict):
 
     @cached_property
     def stage_ids(self) -> list[str]:
+        """The stage ids, in order."""
         return [s.id for s in self.stages]
 
     @cached_property
     def axis_ids(self) -> list[str]:
+        """The axis ids, in order."""
         return [a.id for a in self.axes]
 
     @cached_property
     def cell_ids(self) -> list[str]:
+        """The cell ids (``<stage>.<axis>``), in order."""
         return [f"{s}.{a}" for s in self.stage_ids for a in self.axis_ids]
 
     @cached_property

@@ -123,6 +123,7 @@ class TitleParts:
 
     @cached_property
     def words(self) -> tuple[str, ...]:
+        """The title's normalised words, in order."""
         return tuple(title_words(self.title))
 
     @cached_property
@@ -134,10 +135,12 @@ class TitleParts:
 
     @cached_property
     def body(self) -> str:
+        """The words after a ``Name:`` prefix, joined."""
         return " ".join(self.body_words)
 
     @cached_property
     def sorted_body(self) -> str:
+        """The body's words, sorted (word order does not count)."""
         return " ".join(sorted(self.body_words))
 
     @cached_property
@@ -165,4 +168,5 @@ class TitleParts:
 
     @cached_property
     def compact(self) -> str:
+        """All words joined without spaces (spacing and hyphenation do not count)."""
         return compact_name(self.title)

@@ -34,6 +34,8 @@ from tools.catalogue.yamlio import NodeLines, line_of, load_yaml_with_lines
 
 @dataclass
 class Catalogue:
+    """The valid entries by id, their files, and the problems found."""
+
     papers: dict[str, Paper] = field(default_factory=dict)  # id -> paper
     files: dict[str, Path] = field(default_factory=dict)  # id -> file
     lines: dict[str, dict] = field(default_factory=dict)  # id -> node lines
@@ -45,6 +47,7 @@ YAML_SUFFIXES = (".yaml", ".yml")  # compared in lower case: a .yml or .YAML fil
 
 
 def is_yaml_name(path: Path) -> bool:
+    """Whether a file name looks like a YAML file (any letter case), so that a wrong name is reported."""
     return Path(path).suffix.lower() in YAML_SUFFIXES
 
 
@@ -106,6 +109,7 @@ def _as_written(lines, loc: tuple, err: dict) -> str:
 
 
 def problems_from_validation(shown: str, lines: dict, exc: ValidationError, data=None) -> list[Problem]:
+    """The schema's validation errors as problems at the lines of the fields they concern."""
     out = []
     for err in exc.errors():
         loc = tuple(err["loc"]) if data is None else _data_path(data, tuple(err["loc"]))
@@ -163,6 +167,8 @@ def reference_problem(ref: str, arxiv: str | None = None) -> str | None:
 
 # ------------------------------------------------------------------------------------------------------ all files
 def cross_file_problems(cat: Catalogue) -> list[Problem]:
+    """Problems between entries: ids, arXiv ids, DOIs and citation keys used twice, the same paper twice, dangling
+    ``distinct_from``."""
     problems: list[Problem] = []
 
     def where(pid: str, loc: tuple) -> tuple[str, int]:

@@ -258,6 +258,7 @@ class NodeLines:
         self._scalars: dict = {}
 
     def scalar_text(self, path) -> str | None:
+        """The source text of the scalar at ``path``, or None."""
         self._table()
         return self._scalars.get(tuple(path))
 
@@ -292,6 +293,7 @@ class NodeLines:
         return self._table()[path]
 
     def get(self, path, default=None):
+        """The line of the node at ``path``, or ``default``."""
         return self._table().get(path, default)
 
 
@@ -334,6 +336,7 @@ _Dumper.add_representer(list, _flow_short_lists)
 
 
 def dump_yaml(data: Any) -> str:
+    """YAML text of ``data`` in the catalogue's style (strings quoted, short lists inline)."""
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120, default_flow_style=False)
 
 

@@ -22,9 +22,10 @@ from collections import Counter
 from pathlib import Path
 
 from tools.arxiv.entries import entry_from_record
+from tools.arxiv.options import add_source_options, source_from_args
 from tools.arxiv.record_format import read_records
 from tools.arxiv.records import apply_plan, plan_records
-from tools.arxiv.source import add_source_options, parse_arxiv_ref, reports_remote_failures, source_from_args
+from tools.arxiv.source import parse_arxiv_ref, reports_remote_failures
 from tools.catalogue.entries import build_paper, conflicts_with, to_yaml_data, write_paper
 from tools.catalogue.paths import PAPERS_DIR, display_path
 from tools.catalogue.problems import ProblemError, UserError
@@ -41,6 +42,7 @@ HELP = (
 
 
 def configure(parser) -> None:
+    """The command's options."""
     parser.add_argument(
         "refs",
         nargs="*",
@@ -68,6 +70,7 @@ def configure(parser) -> None:
 
 
 def parse_refs(refs: list[str]) -> list[str]:
+    """arXiv ids from ids or abstract / PDF addresses; UserError for anything else."""
     ids, bad = [], []
     for ref in refs:
         try:
@@ -81,6 +84,7 @@ def parse_refs(refs: list[str]) -> list[str]:
 
 @reports_remote_failures
 def run(args) -> int:
+    """Add papers from arXiv, or from verification records with ``--from``."""
     if args.record_files and args.refs:
         raise UserError("give arXiv ids or --from FILE, not both")
     if args.record_files:
@@ -139,6 +143,7 @@ def run(args) -> int:
 
 # ------------------------------------------------------------------------------------------------ --from FILE
 def add_from_records(args) -> int:
+    """Apply verification record files (``--from``): check everything, then write all or nothing."""
     records, problems = [], []
     for path in args.record_files:
         if not path.is_file():

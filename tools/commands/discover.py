@@ -17,8 +17,9 @@ import re
 import sys
 from pathlib import Path
 
+from tools.arxiv.options import add_source_options, source_from_args
 from tools.arxiv.placement import suggest_placement
-from tools.arxiv.source import add_source_options, reports_remote_failures, source_from_args
+from tools.arxiv.source import reports_remote_failures
 from tools.arxiv.triage_state import Candidate, add_state_options, read_queue, write_queue
 from tools.catalogue.citekeys import STOPWORDS
 from tools.catalogue.discovery_log import DEFAULT_CATEGORIES, LOG_PATH, DiscoveryRun, record_run
@@ -34,6 +35,7 @@ HELP = "query arXiv with the taxonomy's keywords and queue new candidates for tr
 
 
 def configure(parser) -> None:
+    """The command's options."""
     parser.add_argument("--since", required=True, help="first submission date to consider (YYYY-MM-DD)")
     parser.add_argument("--until", help="last submission date (YYYY-MM-DD, default today)")
     parser.add_argument(
@@ -82,12 +84,12 @@ def keyword_clause(keyword: str) -> str:
 
 
 def build_query(keywords: list[str], categories: list[str], since: dt.date, until: dt.date) -> str:
+    """The arXiv search query of a technique's keywords within categories and submission dates."""
     cats = " OR ".join(f"cat:{c}" for c in categories)
     words = " OR ".join(keyword_clause(k) for k in keywords)
     return f"({cats}) AND ({words}) AND submittedDate:[{since:%Y%m%d}0000 TO {until:%Y%m%d}2359]"
 
 
-@reports_remote_failures
 def _checked_arguments(args, taxonomy):
     """``(since, until, categories, techniques)`` from the command line; UserError for a bad value."""
     since, until = _date(args.since, "--since"), _date(args.until, "--until")
@@ -126,7 +128,34 @@ def _search(args, source, techniques, categories, since, until):
     return found, results, truncated
 
 
+def _ranked(fresh, duplicates, taxonomy, min_relevance, today, dropped) -> list:
+    """The fresh records that are not near-duplicates, as candidates with a suggested placement, above the
+    relevance threshold (``dropped`` counts the others)."""
+    new = []
+    for record in fresh:
+        if record.arxiv in duplicates:
+            continue
+        suggestion = suggest_placement(record.title, record.abstract, taxonomy)
+        if suggestion.relevance < min_relevance:
+            dropped["below the relevance threshold"] += 1
+            continue
+        new.append(
+            Candidate(
+                record=record,
+                relevance=suggestion.relevance,
+                discovered=today,
+                matched=suggestion.matched,
+                techniques=suggestion.techniques,
+                cells=suggestion.cells,
+                modality=suggestion.modality,
+            )
+        )
+    return new
+
+
+@reports_remote_failures
 def run(args) -> int:
+    """Search arXiv for new candidates and add them to the triage queue."""
     taxonomy = load_taxonomy()
     since, until, categories, techniques = _checked_arguments(args, taxonomy)
     queue = read_queue(args.queue)
@@ -160,25 +189,7 @@ def run(args) -> int:
     duplicates = _near_duplicates(fresh, catalogue.papers)
     dropped["catalogued"] += len(duplicates)
     today = dt.date.today()
-    new = []
-    for record in fresh:
-        if record.arxiv in duplicates:
-            continue
-        suggestion = suggest_placement(record.title, record.abstract, taxonomy)
-        if suggestion.relevance < args.min_relevance:
-            dropped["below the relevance threshold"] += 1
-            continue
-        new.append(
-            Candidate(
-                record=record,
-                relevance=suggestion.relevance,
-                discovered=today,
-                matched=suggestion.matched,
-                techniques=suggestion.techniques,
-                cells=suggestion.cells,
-                modality=suggestion.modality,
-            )
-        )
+    new = _ranked(fresh, duplicates, taxonomy, args.min_relevance, today, dropped)
     # The queue keeps its candidates, minus those catalogued or rejected since.
     kept = [c for c in queue if c.arxiv not in catalogued_ids and c.arxiv not in rejected]
     pruned = len(queue) - len(kept)

@@ -17,14 +17,13 @@ import sys
 from pathlib import Path
 
 from tools.arxiv.entries import plan_enrichment
+from tools.arxiv.options import add_source_options, source_from_args
 from tools.arxiv.source import (
     ID_BATCH,
     ArxivSourceError,
-    add_source_options,
     lookup_failures,
     parse_arxiv_ref,
     reports_remote_failures,
-    source_from_args,
 )
 from tools.catalogue.entries import build_paper, paper_path, to_yaml_data
 from tools.catalogue.paths import PAPERS_DIR, display_path
@@ -38,6 +37,7 @@ HELP = "refresh entries from arXiv: missing or stale authors, venue (journal_ref
 
 
 def configure(parser) -> None:
+    """The command's options."""
     parser.add_argument(
         "targets",
         nargs="*",
@@ -93,8 +93,25 @@ def _progress(total: int, disabled: bool):
     )
 
 
+def _show_changes(changes, files, quiet: bool) -> None:
+    """One line per changed entry, and its diff unless ``quiet``."""
+    for paper, new_paper, plan in changes:
+        path = files[paper.id]
+        print(f"{paper.id}: " + "; ".join(plan.changed))
+        if not quiet:
+            old_text = path.read_text(encoding="utf-8")
+            new_text = dump_entry(to_yaml_data(new_paper))
+            shown = display_path(path)
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    old_text.splitlines(True), new_text.splitlines(True), _label("a", shown), _label("b", shown)
+                )
+            )
+
+
 @reports_remote_failures
 def run(args) -> int:
+    """Refresh entries from their arXiv records (all or nothing)."""
     if args.batch_size < 1 or args.batch_size > ID_BATCH:
         raise UserError(f"--batch-size must be between 1 and {ID_BATCH}")
     taxonomy = load_taxonomy()
@@ -148,18 +165,7 @@ def run(args) -> int:
         if new_doi:
             dois[new_doi] = paper.id
         changes.append((paper, new_paper, plan))
-    for paper, new_paper, plan in changes:
-        path = catalogue.files[paper.id]
-        print(f"{paper.id}: " + "; ".join(plan.changed))
-        if not args.quiet:
-            old_text = path.read_text(encoding="utf-8")
-            new_text = dump_entry(to_yaml_data(new_paper))
-            shown = display_path(path)
-            sys.stdout.writelines(
-                difflib.unified_diff(
-                    old_text.splitlines(True), new_text.splitlines(True), _label("a", shown), _label("b", shown)
-                )
-            )
+    _show_changes(changes, catalogue.files, args.quiet)
     for line in problems:
         print(f"error: {line}", file=sys.stderr)
     interrupted = False

@@ -19,6 +19,7 @@ HELP = "create papers/<id>.yaml from options (validated before it is written)"
 
 
 def configure(parser) -> None:
+    """The command's options."""
     parser.add_argument("--id", required=True, help="canonical id, e.g. fastv-2024 (lowercase, digits, hyphens)")
     parser.add_argument("--title", required=True)
     parser.add_argument("--short-name", help="the method's short name, e.g. FastV")
@@ -65,6 +66,7 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
+    """Create one entry from the options, validated before it is written."""
     try:
         first_version = dt.date.fromisoformat(args.first_version) if args.first_version else None
     except ValueError:

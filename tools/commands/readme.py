@@ -13,10 +13,12 @@ README = ROOT / "README.md"
 
 
 def configure(parser) -> None:
+    """The command's options."""
     parser.add_argument("--check", action="store_true", help="exit 1 if the README's generated section is stale")
 
 
 def run(args) -> int:
+    """Regenerate the README's generated section, or check it is fresh."""
     from tools.catalogue.problems import UserError
     from tools.outputs.readme import MarkersMissing, update_readme
 

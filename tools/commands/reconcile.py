@@ -15,10 +15,12 @@ HELP = "render the reconciliation report (where sources disagree, what the catal
 
 
 def configure(parser) -> None:
+    """The command's options."""
     parser.add_argument("--output", type=Path, help="write the report to this file (default: standard output)")
 
 
 def run(args) -> int:
+    """Write the reconciliation report of the catalogue."""
     text = render_reconciliation(load_catalogue())
     if args.output is None:
         sys.stdout.write(text)

@@ -12,10 +12,12 @@ HELP = "generate the JSON Schema of paper files (--check: fail if the committed 
 
 
 def configure(parser) -> None:
+    """The command's options."""
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed schema is not up to date")
 
 
 def run(args) -> int:
+    """Write schema/paper.schema.json, or check it is fresh."""
     return write_or_check(
         SCHEMA_PATH, render_schema(load_taxonomy()), check=args.check, command="python -m tools schema"
     )

@@ -18,6 +18,7 @@ HELP = "generate the website (Markdown + mkdocs.yml); --build: build it strictly
 
 
 def configure(parser) -> None:
+    """The command's options."""
     parser.add_argument("--build", action="store_true", help="build the static site with mkdocs (strict)")
     parser.add_argument("--serve", action="store_true", help="build, then serve the site (implies --build)")
     parser.add_argument("--output", type=Path, default=Path("_site"), help="where to build the site (default: _site)")
@@ -34,7 +35,7 @@ def configure(parser) -> None:
         "Actions' repository, or the clone's origin remote)",
     )
     parser.add_argument(
-        "--check-config",
+        "--check",
         action="store_true",
         help="only check that mkdocs.yml is up to date with the taxonomy (exit 1 if stale)",
     )
@@ -42,11 +43,12 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
+    """Generate the site's pages, then build or serve it (or check the generated files are fresh)."""
     from tools.outputs.site.generate import GENERATED, MKDOCS_YML, generate, render_mkdocs_config
 
     taxonomy = load_taxonomy()
     config = render_mkdocs_config(taxonomy)
-    if args.check_config:
+    if args.check:
         return write_or_check(MKDOCS_YML, config, check=True, command="python -m tools site")
     if not MKDOCS_YML.exists() or MKDOCS_YML.read_text(encoding="utf-8") != config:
         write_or_check(MKDOCS_YML, config, check=False, command="python -m tools site")

@@ -28,6 +28,7 @@ HELP = "list, accept (creating entries) or reject (remembered) the candidates qu
 
 
 def configure(parser) -> None:
+    """The command's options."""
     parser.add_argument("--accept", nargs="+", default=[], metavar="ID", help="arXiv ids to add to the catalogue")
     parser.add_argument("--reject", nargs="+", default=[], metavar="ID", help="arXiv ids to reject for good")
     parser.add_argument("--reason", help="why the rejected papers do not belong (recorded)")
@@ -75,6 +76,7 @@ def _ask(queue) -> tuple[list[str], list[str]]:
 
 
 def run(args) -> int:
+    """Accept queued candidates as entries or reject them onto the rejected list."""
     queue = read_queue(args.queue)
     rejections = read_rejected(args.rejected)
     accept, reject = _ids(args.accept), _ids(args.reject)

@@ -14,11 +14,13 @@ HELP = "validate taxonomy.yaml and the paper files (all of papers/ by default)"
 
 
 def configure(parser) -> None:
+    """The command's options."""
     parser.add_argument("files", nargs="*", type=Path, help="paper files to check (default: every papers/*.yaml)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print problems only")
 
 
 def run(args) -> int:
+    """Validate the taxonomy and every paper; print the problems and the coverage."""
     taxonomy, problems = read_taxonomy()
     if problems:
         print_problems(problems)

@@ -15,7 +15,7 @@ preprint is
 * ``url`` and ``doi`` are verbatim fields (biblatex and the url package read them as they are): written unescaped,
   with only what cannot stand in a braced value percent-encoded (braces, backslashes, whitespace).
 
-``python -m tools bib`` writes ``atlas.bib``; ``python -m tools bib --check FILE`` compares a user's .bib with the
+``python -m tools bib`` writes ``atlas.bib``; ``python -m tools bib --compare FILE`` compares a user's .bib with the
 catalogue (:func:`check_bib`).
 """
 
@@ -330,6 +330,7 @@ def render_entries(entries: Iterable[Entry]) -> str:
 
 
 def catalogue_keys(papers: Mapping[str, Paper] | Iterable[Paper]) -> dict[str, str]:
+    """The citation key of every entry (its ``bibtex_key`` when set, else assigned)."""
     items = papers.values() if isinstance(papers, Mapping) else papers
     return assign_keys(items)
 
@@ -357,12 +358,15 @@ def render_bib(
 
 
 def render_one(paper: Paper, key: str, taxonomy: Taxonomy) -> str:
+    """The BibTeX entry of one paper."""
     return render_entries([paper_entry(paper, key, taxonomy)])
 
 
 # ------------------------------------------------------------------------------------------------ reading users' .bib
 @dataclass
 class BibCheck:
+    """What checking a .bib file against the catalogue found."""
+
     found: dict[str, str] = field(default_factory=dict)  # user's key -> catalogue id
     missing: list[tuple[str, str]] = field(default_factory=list)  # (user's key, title) not in the catalogue
     failed_blocks: int = 0

@@ -24,6 +24,7 @@ def _enum_items(schema: dict, values: list[str]) -> None:
 
 
 def build_schema(tax: Taxonomy) -> dict[str, Any]:
+    """The JSON Schema of a paper file, from the model and the taxonomy's ids."""
     schema = Paper.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Efficient LVLM Inference Atlas: paper entry"
@@ -57,4 +58,5 @@ def build_schema(tax: Taxonomy) -> dict[str, Any]:
 
 
 def render_schema(tax: Taxonomy) -> str:
+    """The JSON Schema as the committed file's text."""
     return json.dumps(build_schema(tax), indent=2, ensure_ascii=False, sort_keys=False) + "\n"

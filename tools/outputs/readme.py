@@ -16,10 +16,13 @@ SITE_URL = "http://127.0.0.1:8000/"
 
 
 class MarkersMissing(ValueError):
+    """The README has no generated-section markers."""
+
     pass
 
 
 def render_matrix(papers: Mapping[str, Paper], taxonomy: Taxonomy, site_url: str = SITE_URL) -> str:
+    """The README's table: papers per stage and axis, linked to the site's cell pages."""
     cells: Counter = Counter()
     stages: Counter = Counter()
     for paper in papers.values():

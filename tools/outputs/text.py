@@ -72,6 +72,7 @@ def _pre(value) -> Markup:
 
 
 def template_environment(folder) -> Environment:
+    """The Jinja environment of the site's templates (autoescaping on, compiled from ``folder`` only)."""
     env = Environment(
         loader=FileSystemLoader(str(folder)),
         autoescape=True,  # everything printed is escaped (see _finalize) unless it is Markup built in Python

@@ -20,21 +20,21 @@ Standalone methods over ``[B, H, L, D]`` tensors, each with its own protocol cac
 (low-rank latent KV), ``paged.py`` (PagedAttention's block tables, used by ``reference_impls.serving``).
 """
 
-from .adakv import AdaKV
-from .chunkkv import ChunkKV
-from .duo_attention import DuoAttention
-from .expected_attention import ExpectedAttention
-from .h2o import H2O
-from .hybridkv import HybridKV
-from .knorm import Knorm
-from .lightvlm_kv import LightVLMKV
-from .pyramidkv import PyramidKV
-from .qfilters import QFilters
-from .quantized import KVQuant
-from .snapkv import SnapKV
-from .streaming import StreamingLLM
-from .think import ThinK
-from .tova import TOVA
+from reference_impls.decode.kv.adakv import AdaKV
+from reference_impls.decode.kv.chunkkv import ChunkKV
+from reference_impls.decode.kv.duo_attention import DuoAttention
+from reference_impls.decode.kv.expected_attention import ExpectedAttention
+from reference_impls.decode.kv.h2o import H2O
+from reference_impls.decode.kv.hybridkv import HybridKV
+from reference_impls.decode.kv.knorm import Knorm
+from reference_impls.decode.kv.lightvlm_kv import LightVLMKV
+from reference_impls.decode.kv.pyramidkv import PyramidKV
+from reference_impls.decode.kv.qfilters import QFilters
+from reference_impls.decode.kv.quantized import KVQuant
+from reference_impls.decode.kv.snapkv import SnapKV
+from reference_impls.decode.kv.streaming import StreamingLLM
+from reference_impls.decode.kv.think import ThinK
+from reference_impls.decode.kv.tova import TOVA
 
 __all__ = [
     "AdaKV",

@@ -26,8 +26,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .base import LayerView, PolicyTechnique
-from .scorer import check_ratio, kept_rows, mask_to_indices, policy_cache, resolve_scorer
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique
+from reference_impls.decode.kv.scorer import check_ratio, kept_rows, mask_to_indices, policy_cache, resolve_scorer
 
 __all__ = ["AdaKV", "adakv_keep_mask", "naive_adakv_keep"]
 

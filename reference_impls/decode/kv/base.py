@@ -40,11 +40,11 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ...models.kv_cache import AttendKV, KVCache
-from ...ops import colsum_to_kv_heads, kv_compact, scored_attention, select_topk
-from ...ops.decode_attention import decode_attention, dequantize_kv, packed_decode_attention, unpack_rows
-from ...ops.quant.kv_quant import KV_FORMATS, quantize_kv
-from ...technique import CacheTechnique
+from reference_impls.models.kv_cache import AttendKV, KVCache
+from reference_impls.ops import colsum_to_kv_heads, kv_compact, scored_attention, select_topk
+from reference_impls.ops.decode_attention import decode_attention, dequantize_kv, packed_decode_attention, unpack_rows
+from reference_impls.ops.quant.kv_quant import KV_FORMATS, quantize_kv
+from reference_impls.technique import CacheTechnique
 
 __all__ = [
     "LayerView",

@@ -40,7 +40,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ...models.kv_cache import AttendKV, KVCache
+from reference_impls.models.kv_cache import AttendKV, KVCache
 
 __all__ = ["merge_probability", "naive_cam_merge", "cam_merge", "CaMCache"]
 

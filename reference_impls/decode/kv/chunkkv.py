@@ -25,9 +25,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ...ops import select_topk
-from .base import LayerView, PolicyTechnique
-from .scorer import check_ratio, kept_rows, mask_to_indices, policy_cache, resolve_scorer
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique
+from reference_impls.decode.kv.scorer import check_ratio, kept_rows, mask_to_indices, policy_cache, resolve_scorer
+from reference_impls.ops import select_topk
 
 __all__ = ["ChunkKV", "chunkkv_keep", "naive_chunkkv_keep"]
 

@@ -26,7 +26,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from .base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
 
 __all__ = ["DuoAttention", "streaming_mask", "naive_duo_keep"]
 

@@ -28,8 +28,8 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from .base import LayerView
-from .scorer import ScorerPolicy, check_ratio
+from reference_impls.decode.kv.base import LayerView
+from reference_impls.decode.kv.scorer import ScorerPolicy, check_ratio
 
 __all__ = ["ExpectedAttention", "expected_attention_scores", "average_rope_rotation", "naive_expected_attention"]
 

@@ -25,7 +25,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from .base import LayerView, PolicyTechnique, keep_scored_plus_recent
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique, keep_scored_plus_recent
 
 __all__ = ["H2O", "naive_h2o_attention"]
 

@@ -51,9 +51,10 @@ from typing import ClassVar, Optional, Union
 import torch
 from torch import Tensor
 
-from ...models.kv_cache import AttendKV
-from ...ops import select_topk
-from ...ops.decode_attention import (
+from reference_impls.decode.kv.base import CompressedKVCache, KVPolicy, LayerView
+from reference_impls.models.kv_cache import AttendKV
+from reference_impls.ops import select_topk
+from reference_impls.ops.decode_attention import (
     chunk_scores,
     chunk_summaries,
     dequantize_kv,
@@ -61,8 +62,7 @@ from ...ops.decode_attention import (
     sparse_decode_attention,
     unpack_rows,
 )
-from ...technique import CacheTechnique
-from .base import CompressedKVCache, KVPolicy, LayerView
+from reference_impls.technique import CacheTechnique
 
 __all__ = ["HybridKV", "HybridKVCache", "HybridQueryHook", "classify_heads", "allocate_head_budgets", "text_query_rows"]
 

@@ -44,8 +44,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ...models.kv_cache import AttendKV, KVCache
-from ...ops._triton import IMPLS
+from reference_impls.models.kv_cache import AttendKV, KVCache
+from reference_impls.ops._triton import IMPLS
 
 __all__ = [
     "naive_quantize_keys",

@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .scorer import ScorerPolicy, check_ratio, kept_rows
+from reference_impls.decode.kv.scorer import ScorerPolicy, check_ratio, kept_rows
 
 __all__ = ["Knorm", "naive_knorm_keep"]
 

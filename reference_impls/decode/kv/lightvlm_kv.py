@@ -5,7 +5,7 @@ split into encoding (prefill) and decoding; prefill uses pyramid token merging (
 helper) and decoding uses "KV cache compression to remove unnecessary caches" to raise throughput for long
 outputs (3.21x less time at 4096 generated tokens).
 
-Our specification (proposed in the design notes, spec 8 step 4: H2O/SnapKV-style compression over the
+Our specification (H2O/SnapKV-style compression over the
 generated-token cache): the prompt rows -- already few after pyramid merging -- are kept intact; the rows of
 generated tokens are bounded by ``gen_heavy + gen_recent`` per (row, KV head): the ``gen_recent`` latest
 generated tokens plus the ``gen_heavy`` older generated tokens with the largest accumulated attention (every
@@ -26,7 +26,7 @@ from typing import ClassVar, Optional
 
 import torch
 
-from .base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
 
 __all__ = ["LightVLMKV"]
 

@@ -43,7 +43,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ...models.kv_cache import AttendKV, KVCache
+from reference_impls.models.kv_cache import AttendKV, KVCache
 
 __all__ = [
     "MergedPair",

@@ -40,8 +40,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ...models.kv_cache import AttendKV, KVCache
-from ...ops.paged_attention import gather_blocks, paged_decode_attention
+from reference_impls.models.kv_cache import AttendKV, KVCache
+from reference_impls.ops.paged_attention import gather_blocks, paged_decode_attention
 
 __all__ = ["BlockAllocator", "PagedKVCache", "PagedBatch", "OutOfBlocks"]
 

@@ -163,7 +163,7 @@ def naive_palu_attention(
     ``[B, L, sum(ranks)]``, ``key_positions [B, L]``, ``lengths [B]`` valid tokens. Reconstructs every key and
     value token by token, rotates the keys (half layout, ``rope_base``), softmax attention in fp64 with GQA.
     Returns ``[B, Hq, D]``."""
-    from ...ops.rope import rope
+    from reference_impls.ops.rope import rope
 
     B, Hq, D = q.shape
     out = torch.zeros(B, Hq, D, dtype=torch.float64, device=q.device)
@@ -196,7 +196,7 @@ def palu_attention(
 ) -> Tensor:
     """Vectorised ``naive_palu_attention``: keys reconstructed and rotated in one batch, values attended in latent
     space (``(sum_j p_j h_j) L_g^T`` per group). fp32."""
-    from ...ops.rope import rope
+    from reference_impls.ops.rope import rope
 
     B, Hq, D = q.shape
     L = latent_k.shape[1]

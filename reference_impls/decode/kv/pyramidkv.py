@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .snapkv import SnapKV, rows_budget
+from reference_impls.decode.kv.snapkv import SnapKV, rows_budget
 
 __all__ = ["pyramid_budgets", "PyramidKV"]
 

@@ -26,8 +26,8 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from .base import LayerView
-from .scorer import ScorerPolicy, check_ratio
+from reference_impls.decode.kv.base import LayerView
+from reference_impls.decode.kv.scorer import ScorerPolicy, check_ratio
 
 __all__ = ["QFilters", "qfilters_from_queries", "naive_qfilter_direction"]
 

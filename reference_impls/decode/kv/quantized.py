@@ -6,7 +6,7 @@
 The cache is ``CompressedKVCache`` with ``kv_format`` and a policy that never evicts: keys/values are stored as
 int8 or float8_e4m3fn plus fp32 scales -- half the bytes of a bf16 cache (a quarter of fp32) plus 8 bytes per
 token and head. Appends go through ``ops.quant.kv_quant.quantize_kv`` (Triton: row amax + scale + cast + scatter
-in one pass; ``quantize_kv_naive`` is the specification). Two read paths: ``cache.attend(layer, q)`` runs the decode
+in one pass; ``naive_quantize_kv`` is the specification). Two read paths: ``cache.attend(layer, q)`` runs the decode
 attention over the quantised buffers (``ops.decode_attention``, values converted in registers, no dequantised copy:
 the serving path); the model protocol (``update``) returns a dequantised copy for the model's own attention, with
 identical numerics. ``kv_format`` composes with every eviction policy of ``base.CompressedKVCache``.
@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ...ops.quant.kv_quant import KV_FORMATS
-from ...technique import CacheTechnique
-from .base import CompressedKVCache, KVPolicy
+from reference_impls.decode.kv.base import CompressedKVCache, KVPolicy
+from reference_impls.ops.quant.kv_quant import KV_FORMATS
+from reference_impls.technique import CacheTechnique
 
 __all__ = ["KVQuant"]
 

@@ -14,8 +14,8 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from ...ops import select_topk
-from .base import CompressedKVCache, LayerView, PolicyTechnique, last_rows
+from reference_impls.decode.kv.base import CompressedKVCache, LayerView, PolicyTechnique, last_rows
+from reference_impls.ops import select_topk
 
 __all__ = ["ScorerPolicy", "kept_rows", "mask_to_indices", "resolve_scorer", "check_ratio", "policy_cache"]
 
@@ -43,7 +43,7 @@ def mask_to_indices(mask: Tensor) -> Tensor:
 def resolve_scorer(scorer):
     """A scorer given as an object with ``score(view)``, or as ``(registry name, parameters)``."""
     if isinstance(scorer, (tuple, list)) and len(scorer) == 2 and isinstance(scorer[0], str):
-        from ... import registry
+        from reference_impls import registry
 
         scorer = registry.load(scorer[0])(**dict(scorer[1]))
     if not callable(getattr(scorer, "score", None)) or not callable(getattr(scorer, "wants_scores", None)):

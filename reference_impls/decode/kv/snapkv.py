@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...ops import colsum_to_kv_heads
-from .base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
+from reference_impls.ops import colsum_to_kv_heads
 
 __all__ = ["SnapKV", "pool_scores", "naive_snapkv_keep", "rows_budget"]
 

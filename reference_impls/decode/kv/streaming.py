@@ -42,9 +42,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ...models.kv_cache import AttendKV, KVCache
-from ...ops.decode_attention import decode_attention, ring_decode_attention, rope_rotate
-from ...technique import CacheTechnique, UnsupportedModel
+from reference_impls.models.kv_cache import AttendKV, KVCache
+from reference_impls.ops.decode_attention import decode_attention, ring_decode_attention, rope_rotate
+from reference_impls.technique import CacheTechnique, UnsupportedModel
 
 __all__ = ["StreamingLLM", "SinkWindowCache", "sink_window_mask", "naive_sink_window_attention"]
 

@@ -24,7 +24,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from .base import LayerView, PolicyTechnique, last_rows
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique, last_rows
 
 __all__ = ["ThinK", "think_channel_scores", "naive_think_pruned_channels"]
 

@@ -23,8 +23,8 @@ from typing import ClassVar, Optional, Union
 import torch
 from torch import Tensor
 
-from .base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
-from .snapkv import rows_budget
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
+from reference_impls.decode.kv.snapkv import rows_budget
 
 __all__ = ["TOVA", "naive_tova_attention"]
 

@@ -26,10 +26,9 @@ from typing import ClassVar, Optional
 
 import torch
 
+from reference_impls.decode.speculative.base import SpecLM, check_prompt, logits_to_probs, sample, start_pair, uniform
+from reference_impls.decode.speculative.lvlm_adapter import SpeculativeTechnique
 from reference_impls.ops.spec_verify import verify_paths
-
-from .base import SpecLM, check_prompt, logits_to_probs, sample, start_pair, uniform
-from .lvlm_adapter import SpeculativeTechnique
 
 
 def draft_chain(

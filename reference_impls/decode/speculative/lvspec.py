@@ -5,7 +5,7 @@ Paper (abstract + introduction opening, the only parts that could be read): gene
 can be verified loosely; a lightweight identification step finds the anchors; a position-shift-tolerant
 mechanism salvages positionally mismatched but semantically equivalent tokens; training-free; lossy by design.
 
-This reference implements the design note's faithful-in-spirit specification (NOT verified against the paper's
+This reference implements our faithful-in-spirit specification (NOT verified against the paper's
 method section, which could not be read -- every rule below is therefore a documented assumption):
 
 1. Relevance: ``m_i`` = the target's attention mass on the visual tokens for draft row i, averaged over query
@@ -15,7 +15,7 @@ method section, which could not be read -- every rule below is therefore a docum
    whose prediction d_i is). Row i is relevant iff ``m_i >= tau_v`` or it is among the ``top_frac`` highest-mass rows.
 2. Strict rule (relevant rows): lossless -- ``d_i == argmax q_i`` (greedy) or rejection sampling.
 3. Loose rule (irrelevant rows): accept iff ``q_i(d_i) >= beta * max q_i`` or ``d_i`` is in the target's top-k
-   (the design note's OR; NVIDIA-style "relaxed acceptance" in serving engines uses top-k AND ratio, which is
+   (an OR; NVIDIA-style "relaxed acceptance" in serving engines uses top-k AND ratio, which is
    ``top_k`` with ``beta`` applied jointly -- not offered here).
 4. Position-shift tolerance: at the first irrelevant row i that fails both rules, accept ``d_i`` if it equals the
    target's argmax at a neighbouring row ``i +- s`` (``1 <= s <= max_shift``); then the step is truncated after
@@ -31,12 +31,11 @@ from typing import ClassVar, Optional, Sequence
 
 import torch
 
+from reference_impls.decode.speculative.base import logits_to_probs, sample
+from reference_impls.decode.speculative.chain import chain_verify, speculative_generate
+from reference_impls.decode.speculative.lvlm_adapter import SpeculativeTechnique
 from reference_impls.models.hooks import Hook
 from reference_impls.ops import scored_attention
-
-from .base import logits_to_probs, sample
-from .chain import chain_verify, speculative_generate
-from .lvlm_adapter import SpeculativeTechnique
 
 
 @dataclass

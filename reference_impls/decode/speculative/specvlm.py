@@ -1,5 +1,5 @@
 """SpecVLM: verifier-guided pruning of the draft's video tokens for speculative decoding (arXiv 2508.16201;
-stage details follow the official code as summarised in the design note).
+stage details follow the official code).
 
 1. The target (verifier) prefills in two stages: first everything up to the last video token, then the text
    after the video with attention statistics requested only for those text queries (``ScoringKVCache``, slot-space
@@ -26,12 +26,11 @@ from typing import ClassVar, Optional
 
 import torch
 
+from reference_impls.decode.speculative.chain import speculative_generate
+from reference_impls.decode.speculative.lvlm_adapter import SpeculativeTechnique
+from reference_impls.decode.speculative.tree import speculative_generate_tree
 from reference_impls.models.kv_cache import StaticKVCache
 from reference_impls.ops import select_topk
-
-from .chain import speculative_generate
-from .lvlm_adapter import SpeculativeTechnique
-from .tree import speculative_generate_tree
 
 
 class ScoringKVCache(StaticKVCache):

@@ -8,7 +8,7 @@ import torch
 NORM_EPS = 1e-8
 
 
-def cosine_max_argmax_naive(a, b, b_mask=None):
+def naive_cosine_max_argmax(a, b, b_mask=None):
     """``max_j cos(a_i, b_j)`` and the lowest ``j`` attaining it; masked-out ``b_j`` never win.
 
     ``a [B, Na, C]``, ``b [B, Nb, C]``, ``b_mask [B, Nb]`` bool (True = candidate). Rows with no candidate

@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._triton import kernel, next_power_of_2
-from .naive import NORM_EPS
+from reference_impls.ops._triton import kernel, next_power_of_2
+from reference_impls.ops.cosine_match.naive import NORM_EPS
 
 
 def _configs():
@@ -108,7 +108,7 @@ def _cosine_max_argmax_kernel(
     tl.store(OUT_ARG + batch * stride_ob + offs_a * stride_on, best_idx.to(tl.int64), mask=a_valid)
 
 
-def cosine_max_argmax_triton(a, b, b_mask=None, *, autotune=True, meta=None):
+def triton_cosine_max_argmax(a, b, b_mask=None, *, autotune=True, meta=None):
     """Validated ``a [B, Na, C]``, ``b [B, Nb, C]``, ``b_mask [B, Nb]`` -> ``(max fp32, argmax int64)``."""
     if a.device.type == "cpu" and a.dtype == torch.bfloat16:  # the interpreter's bf16 arithmetic is wrong
         a, b = a.float(), b.float()

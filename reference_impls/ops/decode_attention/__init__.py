@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import torch
 
-from .._triton import check_values, resolve_impl
-from .naive import (
+from reference_impls.ops._triton import check_values, resolve_impl
+from reference_impls.ops.decode_attention.naive import (
     dequantize_kv,
     naive_chunk_scores,
     naive_chunk_summaries,
@@ -115,7 +115,7 @@ def decode_attention(
     _validate(q3, k, v, kv_lengths, k_scale, v_scale, check_values(validate, kv_lengths))
     kw = dict(scale=scale, k_scale=k_scale, v_scale=v_scale)
     if use_triton(q3, impl):
-        from .triton_kernel import triton_decode_attention
+        from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
 
         o, lse = triton_decode_attention(q3, k, v, kv_lengths, **kw)
     else:
@@ -144,7 +144,7 @@ def packed_decode_attention(
     _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale, check_values(validate, row0, kv_lengths))
     quant = k.dtype in _QUANT_DTYPES
     if use_triton(q3, impl):
-        from .triton_kernel import triton_decode_attention
+        from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
 
         o, lse = triton_decode_attention(q3, k, v, kv_lengths, scale=scale, k_scale=k_scale, v_scale=v_scale, row0=row0)
     else:
@@ -204,7 +204,7 @@ def ring_decode_attention(
         raise ValueError(f"rope_inv_freq must be [D // 2] = [{k.shape[3] // 2}]")
     kw = dict(scale=scale, k_scale=k_scale, v_scale=v_scale, key_positions=key_positions, rope_inv_freq=rope_inv_freq)
     if use_triton(q3, impl):
-        from .triton_kernel import triton_decode_attention
+        from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
 
         o, lse = triton_decode_attention(q3, k, v, kv_lengths, **kw)
     else:
@@ -247,7 +247,7 @@ def sparse_decode_attention(
             return sparse_decode_attention(
                 q, kp, vp, kv_lengths, chunk_idx, chunk_size, scale=scale, k_scale=ks, v_scale=vs, impl="naive"
             )
-        from .triton_kernel import triton_decode_attention
+        from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
 
         o, lse = triton_decode_attention(
             q3,
@@ -278,7 +278,7 @@ def sparse_decode_attention(
             raise ValueError(f"the Triton block-sparse kernel needs a power-of-two chunk_size >= 16, got {chunk_size}")
         tri = False
     if tri:
-        from .triton_kernel import triton_decode_attention
+        from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
 
         o, lse = triton_decode_attention(q3, k, v, kv_lengths, **kw)
     else:
@@ -305,7 +305,7 @@ def chunk_scores(q, kmin, kmax, n_chunks, *, reduce: str = "max", impl: str = "a
     if q3.shape[1] % kmin.shape[1] != 0:
         raise ValueError("query heads must be a multiple of KV heads")
     if use_triton(q3, impl):
-        from .triton_kernel import triton_chunk_scores
+        from reference_impls.ops.decode_attention.triton_kernel import triton_chunk_scores
 
         return triton_chunk_scores(q3, kmin, kmax, n_chunks, reduce=reduce)
     return naive_chunk_scores(q3, kmin, kmax, n_chunks, reduce=reduce)

@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import libdevice
 
-from .._triton import kernel, next_power_of_2, sm_count
+from reference_impls.ops._triton import kernel, next_power_of_2, sm_count
 
 __all__ = ["triton_decode_attention", "triton_chunk_scores", "choose_num_splits", "decode_configs"]
 

@@ -4,8 +4,7 @@ Triton fused recurrent decode step. ``gated_delta_rule(..., mode="recurrent"|"ch
 from __future__ import annotations
 
 from reference_impls.ops._triton import resolve_impl
-
-from .naive import naive_chunk_gated_delta_rule, naive_recurrent_gated_delta_rule
+from reference_impls.ops.gated_delta.naive import naive_chunk_gated_delta_rule, naive_recurrent_gated_delta_rule
 
 __all__ = ["gated_delta_rule", "naive_recurrent_gated_delta_rule", "naive_chunk_gated_delta_rule"]
 
@@ -24,7 +23,7 @@ def gated_delta_rule(
     if mode == "chunk":
         return naive_chunk_gated_delta_rule(q, k, v, g, beta, **kw)
     if resolve_impl(impl, q.device) == "triton":
-        from .triton_kernel import triton_fused_recurrent_gated_delta_rule
+        from reference_impls.ops.gated_delta.triton_kernel import triton_fused_recurrent_gated_delta_rule
 
         return triton_fused_recurrent_gated_delta_rule(q, k, v, g, beta, **kw)
     return naive_recurrent_gated_delta_rule(q, k, v, g, beta, **kw)

@@ -68,7 +68,7 @@ def triton_fused_recurrent_gated_delta_rule(
     q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=True, block_v: int | None = None
 ):
     """Same contract as ``naive_recurrent_gated_delta_rule``; state kept in fp32."""
-    from .naive import _check
+    from reference_impls.ops.gated_delta.naive import _check
 
     _check(q, k, v, g, beta, initial_state)
     B, T, H, K = q.shape

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .._triton import resolve_impl
-from .naive import gather_blocks, naive_paged_decode_attention
+from reference_impls.ops._triton import resolve_impl
+from reference_impls.ops.paged_attention.naive import gather_blocks, naive_paged_decode_attention
 
 __all__ = ["paged_decode_attention", "naive_paged_decode_attention", "gather_blocks"]
 
@@ -50,7 +50,7 @@ def paged_decode_attention(q, k_pool, v_pool, block_tables, lengths, *, scale=No
             raise ValueError(f"the Triton paged kernel needs a power-of-two block_size >= 16, got {block_size}")
         path = "naive"
     if path == "triton":
-        from .triton_kernel import triton_paged_decode_attention
+        from reference_impls.ops.paged_attention.triton_kernel import triton_paged_decode_attention
 
         return triton_paged_decode_attention(q, k_pool, v_pool, block_tables, lengths, scale=scale)
     return naive_paged_decode_attention(q, k_pool, v_pool, block_tables, lengths, scale=scale)

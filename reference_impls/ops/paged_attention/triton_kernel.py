@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
-from .._triton import kernel, next_power_of_2
+from reference_impls.ops._triton import kernel, next_power_of_2
 
 __all__ = ["triton_paged_decode_attention"]
 

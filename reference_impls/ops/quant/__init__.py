@@ -1,7 +1,7 @@
 """Quantisation ops: KV-cache quantise-on-append (``kv_quant``) and the int8 / fp8 weight GEMMs (``weight_gemm``)."""
 
-from .kv_quant import KV_FORMATS, dequantize_kv_naive, quantize_kv, quantize_kv_naive
-from .weight_gemm import (
+from reference_impls.ops.quant.kv_quant import KV_FORMATS, naive_dequantize_kv, naive_quantize_kv, quantize_kv
+from reference_impls.ops.quant.weight_gemm import (
     dequantize_weight_int8,
     fp8_linear,
     int8_weight_only_matmul,
@@ -11,9 +11,9 @@ from .weight_gemm import (
 
 __all__ = [
     "KV_FORMATS",
-    "dequantize_kv_naive",
+    "naive_dequantize_kv",
     "quantize_kv",
-    "quantize_kv_naive",
+    "naive_quantize_kv",
     "dequantize_weight_int8",
     "fp8_linear",
     "int8_weight_only_matmul",

@@ -1,4 +1,4 @@
-"""KV-cache quantisation on append: INT8 (symmetric) and FP8-E4M3 with one scale per (token, head) (spec 18).
+"""KV-cache quantisation on append: INT8 (symmetric) and FP8-E4M3 with one scale per (token, head).
 
 ``x [B, H, T, D]`` -> ``(x_q [B, H, T, D] int8 | float8_e4m3fn, scale [B, H, T] fp32)`` with
 ``scale = amax_d |x| / qmax`` (qmax = 127 for int8, 448 for e4m3; an all-zero row gets scale 1) and
@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 import triton.language as tl
 
-from .._triton import check_values, kernel, next_power_of_2, resolve_impl
+from reference_impls.ops._triton import check_values, kernel, next_power_of_2, resolve_impl
 
-__all__ = ["KV_FORMATS", "quantize_kv", "quantize_kv_naive", "dequantize_kv_naive"]
+__all__ = ["KV_FORMATS", "quantize_kv", "naive_quantize_kv", "naive_dequantize_kv"]
 
 #: format name -> (storage dtype, largest representable magnitude used for the scale)
 KV_FORMATS = {"int8": (torch.int8, 127.0), "fp8_e4m3": (torch.float8_e4m3fn, 448.0)}
@@ -33,7 +33,7 @@ def _check(x, fmt):
         raise ValueError(f"x must be a floating-point tensor [B, H, T, D], got {getattr(x, 'shape', type(x))}")
 
 
-def quantize_kv_naive(x: torch.Tensor, fmt: str = "int8"):
+def naive_quantize_kv(x: torch.Tensor, fmt: str = "int8"):
     """Reference quantiser (fp32 math). Returns ``(x_q, scale [B, H, T] fp32)``."""
     _check(x, fmt)
     dtype, qmax = KV_FORMATS[fmt]
@@ -47,7 +47,7 @@ def quantize_kv_naive(x: torch.Tensor, fmt: str = "int8"):
     return y.clamp(-qmax, qmax).to(dtype), scale
 
 
-def dequantize_kv_naive(x_q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def naive_dequantize_kv(x_q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``x_q.float() * scale[..., None]``."""
     return x_q.to(torch.float32) * scale.to(torch.float32)[..., None]
 
@@ -139,7 +139,7 @@ def quantize_kv(
     if T == 0:
         return out, out_scale
     if resolve_impl(impl, x.device) == "naive":
-        xq, sc = quantize_kv_naive(x, fmt)
+        xq, sc = naive_quantize_kv(x, fmt)
         slots = start_t[..., None] + torch.arange(T, device=x.device)  # [B, H, T]
         raw = torch.uint8 if fmt == "fp8_e4m3" else torch.int8  # CPU scatter has no fp8 kernel: move bytes
         out.view(raw).scatter_(2, slots[..., None].expand(B, H, T, D), xq.view(raw))

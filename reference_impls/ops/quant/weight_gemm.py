@@ -1,4 +1,4 @@
-"""Weight quantisation GEMMs (spec 18, DECODE-B): INT8 weight-only (gpt-fast style) and FP8-E4M3 W8A8.
+"""Weight quantisation GEMMs INT8 weight-only (gpt-fast style) and FP8-E4M3 W8A8.
 
 * INT8 weight-only: symmetric per output channel, ``s_n = max|W_n| / 127``, ``W_q = clamp(round(W / s), -128, 127)``;
   ``y = (x @ W_q^T) * s``. The Triton kernel loads int8 tiles, converts them in the K loop, multiply-accumulates

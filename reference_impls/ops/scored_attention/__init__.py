@@ -12,7 +12,7 @@ the selected query rows, recomputes ``p = exp(s - lse)`` and sums columns in reg
 per key block, deterministic, no atomics). ``attn_mask`` always runs the naive path. The Triton path reads no
 tensor value on the host unless ``validate`` asks for the ``kv_lengths`` range check (default: on CPU tensors
 only, see ``reference_impls.ops._triton.check_values``); the kernels clamp lengths to ``[0, Lk]``.
-Deviation from the design note: no ``score_k_range`` argument (slice ``colsum`` instead).
+No ``score_k_range`` argument: slice ``colsum`` instead.
 
 IO-aware attention: pass 1 is FlashAttention-2's forward (Dao, arXiv 2307.08691; FlashAttention, Dao et al.,
 arXiv 2205.14135): the output is computed tile by tile with an online softmax (running max and sum, base 2), the
@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import torch
 
-from .._triton import check_values, resolve_impl
-from ._checks import check_scored_attention_args
-from .naive import allowed_keys, scored_attention_naive
+from reference_impls.ops._triton import check_values, resolve_impl
+from reference_impls.ops.scored_attention._checks import check_scored_attention_args
+from reference_impls.ops.scored_attention.naive import allowed_keys, naive_scored_attention
 
-__all__ = ["scored_attention", "colsum_to_kv_heads", "scored_attention_naive", "allowed_keys"]
+__all__ = ["scored_attention", "colsum_to_kv_heads", "naive_scored_attention", "allowed_keys"]
 
 
 def scored_attention(
@@ -80,12 +80,12 @@ def scored_attention(
     )
     path = resolve_impl(impl, q.device)
     if path == "naive" or attn_mask is not None:
-        return scored_attention_naive(
+        return naive_scored_attention(
             q, k, v, causal=causal, scale=scale, kv_lengths=kv_len, score_q_mask=sel, attn_mask=attn_mask
         )
-    from .triton_kernel import scored_attention_triton
+    from reference_impls.ops.scored_attention.triton_kernel import triton_scored_attention
 
-    return scored_attention_triton(
+    return triton_scored_attention(
         q,
         k,
         v,

@@ -30,7 +30,7 @@ def allowed_keys(
     return allowed
 
 
-def scored_attention_naive(q, k, v, *, causal=True, scale, kv_lengths=None, score_q_mask=None, attn_mask=None):
+def naive_scored_attention(q, k, v, *, causal=True, scale, kv_lengths=None, score_q_mask=None, attn_mask=None):
     """Eager attention that also sums softmax probabilities of the selected query rows per key.
 
     Arguments are already validated (see ``_checks``). Rows with no visible key give ``o = 0`` and

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._triton import kernel, next_power_of_2, sm_count
+from reference_impls.ops._triton import kernel, next_power_of_2, sm_count
 
 LOG2E = 1.4426950408889634
 
@@ -425,7 +425,7 @@ def combine_splits(o_part, lse_part, out_dtype):
     return o.to(out_dtype), lse
 
 
-def scored_attention_triton(
+def triton_scored_attention(
     q,
     k,
     v,
@@ -451,7 +451,7 @@ def scored_attention_triton(
     """
     if q.device.type == "cpu" and q.dtype == torch.bfloat16:
         # the Triton interpreter computes bf16 arithmetic wrongly: run it in fp32 and round o back
-        o, lse, colsum = scored_attention_triton(
+        o, lse, colsum = triton_scored_attention(
             q.float(),
             k.float(),
             v.float(),
@@ -606,4 +606,4 @@ def scored_attention_triton(
     return o, lse, colsum
 
 
-__all__ = ["scored_attention_triton", "default_meta", "choose_num_splits", "combine_splits"]
+__all__ = ["triton_scored_attention", "default_meta", "choose_num_splits", "combine_splits"]

@@ -3,9 +3,9 @@
 Both kernels move one or two tensors of the same row layout (K and V of a cache, possibly of different dtypes and
 widths) in a single launch, and mask indices outside ``[0, L)`` so that unchecked bad input stays in bounds.
 
-``gather_rows_triton``: out of place, grid (block of kept rows, r0 x r1, tensor); ``-1`` rows are zero.
+``triton_gather_rows``: out of place, grid (block of kept rows, r0 x r1, tensor); ``-1`` rows are zero.
 
-``compact_rows_inplace_triton``: in place into the same tensors. Destination row ``t`` receives source row
+``triton_compact_rows_inplace``: in place into the same tensors. Destination row ``t`` receives source row
 ``idx[t] >= t`` (kept indices are ascending), so a block of destinations only ever overwrites rows that *earlier*
 blocks of the same row (r0, r1) may still have to read. One program per block of kept rows (all of D), ordered by
 a ticket taken from a global counter in launch order (as in decoupled look-back scans: a program only waits for
@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._triton import kernel, next_power_of_2
+from reference_impls.ops._triton import kernel, next_power_of_2
 
 
 @triton.jit
@@ -287,7 +287,7 @@ def _block_sizes(D: int, K: int, device: torch.device) -> tuple[int, int]:
     return max(16, min(64, next_power_of_2(K), cap // block_d)), block_d
 
 
-def gather_rows_triton(srcs, idx: torch.Tensor):
+def triton_gather_rows(srcs, idx: torch.Tensor):
     """``srcs``: one tensor ``[R0, R1, L, D]`` or a pair with the same ``R0, R1, L`` (own dtype and D each);
     ``idx [R0, R1, K]`` int64 in ``[-1, L)`` -> new ``[R0, R1, K, D]`` tensor(s), one launch for all."""
     single = isinstance(srcs, torch.Tensor)
@@ -325,7 +325,7 @@ def gather_rows_triton(srcs, idx: torch.Tensor):
     return dsts[0] if single else dsts
 
 
-def compact_rows_inplace_triton(xs, idx: torch.Tensor):
+def triton_compact_rows_inplace(xs, idx: torch.Tensor):
     """In place, for each tensor ``x [R0, R1, L, D]`` of ``xs`` (one tensor or a pair sharing ``R0, R1, L``):
     ``x[r0, r1, t] = x[r0, r1, idx[r0, r1, t]]`` for ``t < K`` (zero where ``idx == -1``), one launch.
 

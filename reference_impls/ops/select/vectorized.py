@@ -6,7 +6,7 @@ import torch
 
 
 def select_topk_torch(scores, k, lengths, protect, k_max: int):
-    """Same contract as :func:`.naive.select_topk_naive` (``k_max``: the output width, known on the host).
+    """Same contract as :func:`.naive.naive_select_topk` (``k_max``: the output width, known on the host).
 
     Rank key: class (protected > valid > padding) first, then score descending, then index ascending —
     done as a stable descending sort by score followed by a stable sort by class.

@@ -99,7 +99,7 @@ def triton_verify_paths(
     force_accept=None,
     block_v: int | None = None,
 ):
-    from .naive import check_verify_args
+    from reference_impls.ops.spec_verify.naive import check_verify_args
 
     check_verify_args(draft_tokens, target, draft_probs, uniforms, greedy, force_accept)
     P, D = draft_tokens.shape

@@ -184,6 +184,7 @@ class SiteServer(http.server.ThreadingHTTPServer):
 
 
 def make_server(site_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> SiteServer:
+    """A local HTTP server for the built site in ``site_dir``."""
     return SiteServer(site_dir, host, port)
 
 
@@ -242,6 +243,7 @@ class Watcher:
         return True
 
     def run(self) -> None:
+        """Poll the watched sources every ``interval`` seconds until stopped."""
         while not self.stopped.wait(self.interval):
             self.poll()
 

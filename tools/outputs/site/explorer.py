@@ -55,6 +55,7 @@ def paper_link(paper) -> str:
 
 
 def explorer_records(model: SiteModel) -> list[dict]:
+    """One record per paper for the explorer and the exports."""
     tax = model.taxonomy
     stage_order, axis_order = {s: i for i, s in enumerate(tax.stage_ids)}, {a: i for i, a in enumerate(tax.axis_ids)}
     out = []
@@ -101,6 +102,7 @@ def _json_text(data) -> str:
 
 
 def explorer_json(model: SiteModel, records: list[dict] | None = None) -> str:
+    """The explorer's data file."""
     tax = model.taxonomy
     vocab = {
         "stages": {s.id: s.name for s in tax.stages},
@@ -121,6 +123,7 @@ def bibtex_json(paper_bibs: Mapping[str, str]) -> str:
 
 
 def export_values(record: dict) -> list:
+    """A record's values in the export columns' order."""
     return [record[key] for _, key in EXPORT_COLUMNS]
 
 

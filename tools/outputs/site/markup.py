@@ -49,6 +49,7 @@ def ident(value: str) -> Markup:
 
 
 def md_link(text: str, target: str) -> Markup:
+    """A Markdown link with escaped text."""
     return Markup(f"[{md_text(text)}]({target})")
 
 
@@ -108,6 +109,7 @@ def claim_value(claim) -> str:
 
 
 def setting(s) -> str:
+    """A claim's setting as one line."""
     parts = [f"{name}: {getattr(s, name)}" for name in ("model", "budget", "benchmark", "baseline") if getattr(s, name)]
     if s.baseline_score is not None:
         parts.append(f"baseline score: {number(s.baseline_score)}")

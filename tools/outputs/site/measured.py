@@ -29,12 +29,15 @@ _FIGURE_KEYS = {"field", "label", "unit", "as_saving"}
 
 @dataclass(frozen=True)
 class Figure:
+    """One measured number shown beside a claim."""
+
     label: str
     value: float
     unit: str
 
     @property
     def text(self) -> str:
+        """The figure as shown."""
         return format_value(self.value, self.unit)
 
 
@@ -50,6 +53,8 @@ class Run:
 
 @dataclass(frozen=True)
 class Measurement:
+    """A claim of a paper and what the project measured for it, with the run it comes from."""
+
     paper: str
     metric: str
     result: str  # path under benchmarks/results/, e.g. campaign_h200/prefill.json
@@ -60,6 +65,7 @@ class Measurement:
 
 
 def format_value(value: float, unit: str) -> str:
+    """A number with its unit, as the site shows it."""
     if unit == "%":
         return f"{value:.1f}%"
     if unit == "x":
@@ -117,6 +123,35 @@ def _figures(entry: dict, row: dict, loc: tuple, bad) -> list:
     return figures
 
 
+def _read_result(result: str, results_dir: Path, cache: dict, loc: tuple, bad):
+    """The benchmark result file an entry names, read once (``cache``), or None after recording why it cannot be
+    used (not a file name under benchmarks/results/, unreadable, a smoke or CPU run)."""
+    path = (Path(results_dir) / result).resolve()
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*\.json", result) or ".." in result.split("/"):
+        bad(loc + ("result",), "result", f"{result!r} is not a JSON file name under benchmarks/results/")
+        return None
+    if result not in cache:
+        try:
+            cache[result] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            cache[result] = exc
+    found = cache[result]
+    if isinstance(found, Exception):
+        bad(loc + ("result",), "result", f"cannot read {result}: {found}")
+        return None
+    if not is_measurement(found):
+        bad(
+            loc + ("result",),
+            "result",
+            f"{result} is a smoke or CPU run (smoke={found.get('smoke')!r}, device={found.get('device')!r}), "
+            "not a measurement"
+            if isinstance(found, dict)
+            else f"{result} is not a benchmark result",
+        )
+        return None
+    return found
+
+
 def load_measurements(
     papers: Mapping[str, Paper], table: Path = REPRODUCTIONS, results_dir: Path = RESULTS_DIR
 ) -> list[Measurement]:
@@ -151,28 +186,8 @@ def load_measurements(
         elif not any(c.metric == entry["metric"] for c in paper.claims):
             bad(loc + ("metric",), "metric", f"{paper.id} has no claim with metric {entry['metric']!r}")
         result = str(entry["result"])
-        path = (Path(results_dir) / result).resolve()
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*\.json", result) or ".." in result.split("/"):
-            bad(loc + ("result",), "result", f"{result!r} is not a JSON file name under benchmarks/results/")
-            continue
-        if result not in cache:
-            try:
-                cache[result] = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                cache[result] = exc
-        found = cache[result]
-        if isinstance(found, Exception):
-            bad(loc + ("result",), "result", f"cannot read {result}: {found}")
-            continue
-        if not is_measurement(found):
-            bad(
-                loc + ("result",),
-                "result",
-                f"{result} is a smoke or CPU run (smoke={found.get('smoke')!r}, device={found.get('device')!r}), "
-                "not a measurement"
-                if isinstance(found, dict)
-                else f"{result} is not a benchmark result",
-            )
+        found = _read_result(result, results_dir, cache, loc, bad)
+        if found is None:
             continue
         rows = found.get(str(entry["rows"]))
         if not isinstance(rows, list):

@@ -8,8 +8,8 @@ outside the nav (so no nav item is active and there are no previous/next links);
 and their content block. So ``site/overrides/paper.html`` calls :func:`atlas_paper_page`, which renders
 ``paper-frame.html`` once with placeholder slots for the title and the content, and fills the slots for each paper.
 
-tests/site/test_site_frame.py builds a catalogue with ``ATLAS_FULL_THEME=1`` (the theme renders every paper page in
-full) and without it, and checks the HTML is byte for byte the same, hostile titles included.
+tests/tools/outputs/site/test_frame.py builds a catalogue with ``ATLAS_FULL_THEME=1`` (the theme renders every paper
+page in full) and without it, and checks the HTML is byte for byte the same, hostile titles included.
 
 This file is loaded by mkdocs by path, not imported as part of ``tools``: it uses mkdocs and jinja2 only.
 """
@@ -66,6 +66,7 @@ class PaperFrames:
         return self.frames[key]
 
     def render(self, context: jinja2.runtime.Context) -> str:
+        """Render the shared frame with this page's context."""
         page = context["page"]
         if self.full_theme or not page.meta.get("title"):
             return self.env.get_template(FRAME_TEMPLATE).render(context.get_all())
@@ -79,6 +80,7 @@ class PaperFrames:
 def on_env(env: jinja2.Environment, config, files) -> jinja2.Environment:
     # The theme's ~45 templates are compiled on every build (0.3 s, a tenth of the real catalogue's build); jinja's
     # bytecode cache (in the user's temporary folder, keyed by each template's source checksum) keeps them.
+    """MkDocs hook: share one compiled theme frame between paper pages."""
     if env.bytecode_cache is None and os.environ.get("ATLAS_JINJA_CACHE", "1") == "1":
         env.bytecode_cache = jinja2.FileSystemBytecodeCache()
     frames = PaperFrames(env, full_theme=os.environ.get("ATLAS_FULL_THEME") == "1")

@@ -28,27 +28,33 @@ this to via we which while with without""".split()
 
 
 def cell_slug(cell: str) -> str:
+    """A cell id as a URL segment."""
     return cell.replace(".", "-")
 
 
 # Page paths, relative to the docs folder (the Markdown source; mkdocs turns x.md into x.html).
 def paper_page(pid: str) -> str:
+    """The page of a paper."""
     return f"papers/{pid}.md"
 
 
 def cell_page(cell: str) -> str:
+    """The page of a cell."""
     return f"cells/{cell_slug(cell)}.md"
 
 
 def stage_page(stage: str) -> str:
+    """The page of a stage."""
     return f"stages/{stage}.md"
 
 
 def axis_page(axis: str) -> str:
+    """The page of an axis."""
     return f"axes/{axis}.md"
 
 
 def technique_page(technique: str) -> str:
+    """The page of a technique."""
     return f"techniques/{technique}.md"
 
 
@@ -72,10 +78,12 @@ def _jaccard(a: frozenset, b: frozenset) -> float:
 
 
 def display_name(paper: Paper) -> str:
+    """The name a paper is listed under (its short name, else its title)."""
     return paper.short_name or paper.title
 
 
 def short_authors(paper: Paper, limit: int = 3) -> str:
+    """The first ``limit`` authors, then "et al."."""
     if not paper.authors:
         return "authors unknown"
     names = paper.authors[:limit]
@@ -85,6 +93,9 @@ def short_authors(paper: Paper, limit: int = 3) -> str:
 
 @dataclass
 class SiteModel:
+    """The catalogue as the site reads it: papers ordered, grouped by stage, axis, cell and technique, and related
+    papers."""
+
     papers: Mapping[str, Paper]
     taxonomy: Taxonomy
     keys: dict[str, str]  # paper id -> citation key
@@ -125,9 +136,11 @@ class SiteModel:
 
     @cached_property
     def rank(self) -> dict[str, int]:
+        """Each paper's position in the site's order."""
         return {pid: i for i, pid in enumerate(self.ordered_ids)}
 
     def newest(self, limit: int = NEWEST_LIMIT) -> list[str]:
+        """The most recent papers by first version."""
         return self.ordered_ids[:limit]
 
     # ------------------------------------------------------------------ related papers
@@ -261,4 +274,5 @@ class SiteModel:
         return sorted((o for o in scores if scores[o] > 0), key=lambda o: (-scores[o], self.rank[o]))[:limit]
 
     def cell_count(self, cell: str) -> int:
+        """Papers in a cell."""
         return len(self.by_cell.get(cell, []))

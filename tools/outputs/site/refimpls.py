@@ -26,6 +26,8 @@ def implementations(paper) -> list[str]:
 
 @dataclass
 class RefImpl:
+    """A reference implementation as the site describes it: module, object, docstring, tests."""
+
     module: str  # reference_impls.prefill.fastv
     obj: str | None  # an object inside the module, when the entry names one
     path: str | None  # repository-relative path of the source, None when missing
@@ -34,10 +36,12 @@ class RefImpl:
 
     @property
     def ref(self) -> str:
+        """The link as papers write it."""
         return f"{self.module}:{self.obj}" if self.obj else self.module
 
     @property
     def import_line(self) -> str:
+        """The import a reader copies."""
         parent, _, name = self.module.rpartition(".")
         return f"from {parent} import {name}" if not self.obj else f"from {self.module} import {self.obj}"
 
@@ -48,6 +52,7 @@ class RefImpl:
 
     @property
     def test_command(self) -> str:
+        """The command that runs the implementation's tests."""
         targets = " ".join(self.tests) if self.tests else "tests/reference_impls"
         return f"python -m pytest -q {targets}"
 
@@ -62,7 +67,7 @@ def _source_path(module: str, root: Path) -> Path | None:
 
 
 _ROLE = re.compile(r":(?:[a-z]+:)?[a-z]+:`~?([^`]+)`")  # :func:`x`, :py:class:`~a.B`
-_LITERAL = re.compile(r"``(.+?)``|`([^`]+)`")
+_LITERAL = re.compile(r"``(.+?)``|`([^`]+)`", re.DOTALL)
 _SOURCE_TAG = re.compile(r"\s*\[(?:paper|code|design|impl)(?:-[a-z]+)*\]")  # [paper-abs], [code]: source markers
 
 
@@ -144,6 +149,7 @@ def _tests_for(module: str, tests_dir: Path) -> list[str]:
 
 
 def describe(ref: str, root: Path = REFERENCE_IMPLS_DIR, tests_dir: Path = TESTS_DIR) -> RefImpl:
+    """The description of a reference implementation link, read from its source (no import)."""
     module, _, obj = ref.partition(":")
     path = _source_path(module, root)
     shown = None
@@ -154,6 +160,8 @@ def describe(ref: str, root: Path = REFERENCE_IMPLS_DIR, tests_dir: Path = TESTS
 
 @dataclass
 class BenchmarkResult:
+    """A committed benchmark result file shown on the site."""
+
     name: str  # path under benchmarks/results/ ("prefill_cpu_smoke.json", "campaign_h200/prefill.json")
     device: str
     note: str

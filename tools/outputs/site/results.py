@@ -25,6 +25,8 @@ MIN_PAPERS = 2
 
 @dataclass(frozen=True)
 class SettingKind:
+    """A kind of comparable setting (same metric, model and budget kind) on the results page."""
+
     id: str
     title: str  # "{model}" is replaced by the model's name
     metrics: tuple[str, ...]  # the claimed quantity (y)
@@ -132,6 +134,8 @@ def _own_token_share(paper: Paper, key: str | None) -> float | None:
 # ------------------------------------------------------------------------------------------------ grouping
 @dataclass
 class Row:
+    """One claim in a results table."""
+
     paper: str
     claim: Claim
     budget: float  # % kept
@@ -140,6 +144,8 @@ class Row:
 
 @dataclass
 class Setting:
+    """A results table: the claims measured in one comparable setting."""
+
     kind: SettingKind
     model: str  # the key
     model_name: str  # as most papers spell it
@@ -147,14 +153,17 @@ class Setting:
 
     @property
     def id(self) -> str:
+        """The table's anchor id."""
         return f"{self.kind.id}-{re.sub(r'[^a-z0-9]+', '-', self.model).strip('-')}"
 
     @property
     def title(self) -> str:
+        """The table's title."""
         return self.kind.title.format(model=self.model_name)
 
     @property
     def papers(self) -> int:
+        """How many papers the table compares."""
         return len({r.paper for r in self.rows})
 
 
