@@ -23,7 +23,7 @@ LOCK_FLAGS  := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu 
 
 .DEFAULT_GOAL := help
 .PHONY: help serve site test test-catalogue test-impls test-hf-hosts-gpu-transformers gpu-test validate schema bib \
-        readme generate fresh bench-catalogue browser-deps lock clean
+        readme generate lint bench-catalogue browser-deps lock clean
 
 help:  ## list the tasks
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 18
@@ -75,7 +75,12 @@ site: validate  ## build the website into $(SITE_DIR)/
 serve: validate  ## the main job: build and serve the website on http://$(HOST):$(PORT)
 	$(PY) -m tools site --serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.dev $(GPU_OVERLAY)/.installed browser-deps  ## the whole suite, then the Hugging Face hosts on the GPU machines' transformers
+lint: $(VENV)/.dev  ## ruff: lint and formatting (`ruff format .` fixes the formatting)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(VENV)/.dev $(GPU_OVERLAY)/.installed browser-deps  ## lint, the whole suite, then the Hugging Face hosts on the GPU machines' transformers
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory test-hf-hosts-gpu-transformers
 
@@ -84,8 +89,8 @@ test-hf-hosts-gpu-transformers: $(GPU_OVERLAY)/.installed  ## the Hugging Face h
 	  sys.exit(v != "$(GPU_TRANSFORMERS)")'
 	PYTHONPATH=$(GPU_OVERLAY) $(PY) -m pytest -q -p no:cacheprovider tests/reference_impls/test_hosts_hf.py tests/reference_impls/test_hosts_hf_vision.py tests/reference_impls/test_registry_sweep.py tests/reference_impls/test_cli.py
 
-test-catalogue: $(VENV)/.dev  ## catalogue tests only
-	$(PY) -m pytest -q tests/catalogue
+test-catalogue: $(VENV)/.dev  ## catalogue tooling tests only
+	$(PY) -m pytest -q tests/tools
 
 test-impls: $(VENV)/.dev  ## reference implementation tests only
 	$(PY) -m pytest -q tests/reference_impls

@@ -21,6 +21,7 @@ Targets: ``target(...)`` builds the entry of a record's ``targets`` list: what i
 met and by how much it is missed, and a ``why`` that is left empty for a person to fill in after a GPU run (the
 campaign summary prints every entry).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -103,7 +104,7 @@ def trimmed_wall_ms(fn, device, iters: int, warmup: int) -> float:
         fn()
         sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times[len(times) // 4:])
+    return statistics.median(times[len(times) // 4 :])
 
 
 def wall_ms(fn, device) -> tuple:
@@ -200,13 +201,24 @@ def _counting_sdpa(counts: Counter):
     """While active, every ``F.scaled_dot_product_attention`` call is counted under the backend torch picks for it."""
     original = F.scaled_dot_product_attention
 
-    def counted(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
-                **kwargs):
-        choice = torch._fused_sdp_choice(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
-                                         enable_gqa=enable_gqa)
+    def counted(
+        query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False, **kwargs
+    ):
+        choice = torch._fused_sdp_choice(
+            query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa
+        )
         counts[_backend_name(choice)] += 1
-        return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
-                        scale=scale, enable_gqa=enable_gqa, **kwargs)
+        return original(
+            query,
+            key,
+            value,
+            attn_mask=attn_mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal,
+            scale=scale,
+            enable_gqa=enable_gqa,
+            **kwargs,
+        )
 
     F.scaled_dot_product_attention = counted
     try:
@@ -265,14 +277,30 @@ def cuda_graph_replay(fn):
     return graph.replay
 
 
-def target(name: str, measured, bound: float, *, at_most: bool = False, unit: str = "", smoke: bool = False,
-           note: str | None = None) -> dict:
+def target(
+    name: str,
+    measured,
+    bound: float,
+    *,
+    at_most: bool = False,
+    unit: str = "",
+    smoke: bool = False,
+    note: str | None = None,
+) -> dict:
     """One entry of a record's ``targets``: ``measured`` against ``bound`` (``>= bound``, or ``<= bound`` with
     ``at_most``). ``met`` is None when nothing was measured or on a smoke run (tiny shapes, interpreter timings:
     not judged). ``missed_by`` is how far the measurement is from the bound (same unit) and ``ratio`` measured /
     bound. ``why`` stays None: the reason for a miss is written by a person after looking at a GPU run."""
-    entry = {"name": name, "target": f"{'<=' if at_most else '>='} {bound:g}{unit}", "bound": bound,
-             "measured": measured, "met": None, "missed_by": None, "ratio": None, "why": None}
+    entry = {
+        "name": name,
+        "target": f"{'<=' if at_most else '>='} {bound:g}{unit}",
+        "bound": bound,
+        "measured": measured,
+        "met": None,
+        "missed_by": None,
+        "ratio": None,
+        "why": None,
+    }
     if note:
         entry["note"] = note
     if isinstance(measured, (int, float)) and measured == measured:  # a number, not NaN
@@ -293,17 +321,50 @@ def random_llava(smoke: bool, device, dtype, attn: str = "sdpa"):
     from transformers.initialization import no_init_weights
 
     if smoke:
-        vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                                  image_size=56, patch_size=8, projection_dim=64)
-        text = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                           num_key_value_heads=4, vocab_size=256, max_position_embeddings=1024)
+        vision = CLIPVisionConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            image_size=56,
+            patch_size=8,
+            projection_dim=64,
+        )
+        text = LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=256,
+            max_position_embeddings=1024,
+        )
     else:
-        vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                  num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
-        text = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                           num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096)
-    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_id=text.vocab_size - 1,
-                      vision_feature_layer=-2, vision_feature_select_strategy="default")
+        vision = CLIPVisionConfig(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            image_size=336,
+            patch_size=14,
+            projection_dim=768,
+        )
+        text = LlamaConfig(
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            vocab_size=32064,
+            max_position_embeddings=4096,
+        )
+    cfg = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=text.vocab_size - 1,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -332,8 +393,13 @@ def bandwidth_ceilings(device, n_bytes: int = 1 << 30) -> dict:
     dst = torch.empty_like(src)
     ms_copy = do_bench_ms(lambda: dst.copy_(src), device, reps=5)
     ms_read = do_bench_ms(lambda: src.sum(dtype=torch.float32), device, reps=5)
-    return {"bytes": 2 * n, "copy_ms": ms_copy, "copy_gb_s": 2 * 2 * n / ms_copy / 1e6,
-            "read_ms": ms_read, "read_gb_s": 2 * n / ms_read / 1e6}
+    return {
+        "bytes": 2 * n,
+        "copy_ms": ms_copy,
+        "copy_gb_s": 2 * 2 * n / ms_copy / 1e6,
+        "read_ms": ms_read,
+        "read_gb_s": 2 * n / ms_read / 1e6,
+    }
 
 
 def git_commit() -> str | None:
@@ -341,8 +407,13 @@ def git_commit() -> str | None:
     if os.environ.get("ATLAS_COMMIT"):
         return os.environ["ATLAS_COMMIT"]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -352,8 +423,9 @@ def gpu_clocks() -> dict | None:
     """SM and memory clocks, power and temperature from ``nvidia-smi`` at the time of the call (None without one)."""
     fields = "clocks.sm,clocks.mem,clocks.max.sm,power.draw,temperature.gpu,driver_version"
     try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -365,18 +437,25 @@ def gpu_clocks() -> dict | None:
 def sdpa_backends_enabled() -> dict:
     """Which SDPA backends torch has switched on (a forced call still records the one that ran)."""
     b = torch.backends.cuda
-    return {"flash": b.flash_sdp_enabled(), "cudnn": b.cudnn_sdp_enabled(),
-            "mem_efficient": b.mem_efficient_sdp_enabled(), "math": b.math_sdp_enabled()}
+    return {
+        "flash": b.flash_sdp_enabled(),
+        "cudnn": b.cudnn_sdp_enabled(),
+        "mem_efficient": b.mem_efficient_sdp_enabled(),
+        "math": b.math_sdp_enabled(),
+    }
 
 
 def run_metadata(device) -> dict:
     """What a result needs to be reproduced: commit, UTC time, SDPA backends, GPU clocks, autotune choices."""
     from reference_impls.ops._triton import autotune_choices
 
-    return {"commit": git_commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "sdpa_backends_enabled": sdpa_backends_enabled() if device.type == "cuda" else None,
-            "gpu_clocks": gpu_clocks() if device.type == "cuda" else None,
-            "autotune_choices": autotune_choices()}
+    return {
+        "commit": git_commit(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "sdpa_backends_enabled": sdpa_backends_enabled() if device.type == "cuda" else None,
+        "gpu_clocks": gpu_clocks() if device.type == "cuda" else None,
+        "autotune_choices": autotune_choices(),
+    }
 
 
 def write_result(topic: str, device, smoke: bool, payload: dict, path=None, modules=("triton",)) -> Path:
@@ -384,8 +463,14 @@ def write_result(topic: str, device, smoke: bool, payload: dict, path=None, modu
     ``benchmarks/results/<topic>_<device_tag>.json``."""
     path = Path(path) if path else RESULTS / f"{topic}_{device_tag(device, smoke)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": topic, "smoke": bool(smoke), "device": device_name(device),
-               "versions": versions(device, modules), "run": run_metadata(device), **payload}
+    payload = {
+        "benchmark": topic,
+        "smoke": bool(smoke),
+        "device": device_name(device),
+        "versions": versions(device, modules),
+        "run": run_metadata(device),
+        **payload,
+    }
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     tmp.replace(path)

@@ -25,6 +25,7 @@ GPU, perf_counter on CPU), ``ms_per_token`` = ms x n_layers, ``kv_bytes`` for n_
 time and ``frac_copy`` = gb_s / copy bandwidth (target >= 0.7 for the full-cache kernel, listed in ``targets``),
 ``speedup_vs_sdpa_full``. Nothing is asserted; ratios are against baselines measured in the same process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,13 +33,25 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._common import (bandwidth_ceilings, cuda_graph_replay, do_bench_ms, sdpa_with_backend, target,
-                                write_result)
-
-from reference_impls.ops.decode_attention import (chunk_scores, chunk_summaries, decode_attention,
-                                                  packed_decode_attention, ring_decode_attention, select_chunks,
-                                                  sparse_decode_attention)
+from benchmarks._common import (
+    bandwidth_ceilings,
+    cuda_graph_replay,
+    do_bench_ms,
+    sdpa_with_backend,
+    target,
+    write_result,
+)
+from reference_impls.ops.decode_attention import (
+    chunk_scores,
+    chunk_summaries,
+    decode_attention,
+    packed_decode_attention,
+    ring_decode_attention,
+    select_chunks,
+    sparse_decode_attention,
+)
 from reference_impls.ops.quant.kv_quant import quantize_kv
+
 
 def timed_ms(fn, device) -> float:
     """Median ms: ``triton.testing.do_bench`` on CUDA, a perf_counter median of 3 calls on CPU (smoke only)."""
@@ -68,14 +81,24 @@ def bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy_gb_s,
 
     def row(kind, ms, kv_rows_read, kv_bytes_layer, **extra):
         gb_s = kv_rows_read / ms / 1e6
-        r = {"L": L, "batch": B, "kind": kind, "ms": ms, "ms_per_token": ms * n_layers,
-             "kv_bytes": kv_bytes_layer * n_layers, "gb_s": gb_s, "frac_copy": gb_s / copy_gb_s, **extra}
+        r = {
+            "L": L,
+            "batch": B,
+            "kind": kind,
+            "ms": ms,
+            "ms_per_token": ms * n_layers,
+            "kv_bytes": kv_bytes_layer * n_layers,
+            "gb_s": gb_s,
+            "frac_copy": gb_s / copy_gb_s,
+            **extra,
+        }
         rows.append(r)
         return r
 
     full_bytes = 2 * B * Hkv * L * D * el
     sdpa, backend = sdpa_with_backend(q[:, :, None], k, v, enable_gqa=True)
     base = row("sdpa_full", timed_ms(sdpa, device), full_bytes, full_bytes, sdpa_backend=backend)
+
     def full():
         return decode_attention(q, k, v, full_len, impl=impl)
 
@@ -117,10 +140,10 @@ def bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy_gb_s,
         row("sdpa_compressed", timed_ms(sd, device), read, alloc, budget=frac, sdpa_backend=backend)
         # masked SDPA with GQA may only be accepted by the math backend: the same with K/V repeated per query head
         G = Hq // Hkv
-        sd, backend = sdpa_with_backend(q[:, :, None], kc.repeat_interleave(G, 1), vc.repeat_interleave(G, 1),
-                                        attn_mask=mask)
-        row("sdpa_compressed_expanded_kv", timed_ms(sd, device), G * read, G * alloc, budget=frac,
-            sdpa_backend=backend)
+        sd, backend = sdpa_with_backend(
+            q[:, :, None], kc.repeat_interleave(G, 1), vc.repeat_interleave(G, 1), attn_mask=mask
+        )
+        row("sdpa_compressed_expanded_kv", timed_ms(sd, device), G * read, G * alloc, budget=frac, sdpa_backend=backend)
 
         ring_len = torch.full((B, Hkv), C, device=device)
         pos = torch.arange(C, device=device).expand(B, Hkv, C).contiguous()
@@ -138,8 +161,13 @@ def bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy_gb_s,
             return sparse_decode_attention(q, k, v, full_len, sel, chunk, impl=impl)
 
         summ_bytes = 2 * kmin.numel() * 4
-        row("retrieval", timed_ms(retrieval, device), 2 * B * Hkv * n_sel * chunk * D * el + summ_bytes,
-            full_bytes + summ_bytes, budget=frac)
+        row(
+            "retrieval",
+            timed_ms(retrieval, device),
+            2 * B * Hkv * n_sel * chunk * D * el + summ_bytes,
+            full_bytes + summ_bytes,
+            budget=frac,
+        )
 
     for r in rows:
         r["speedup_vs_sdpa_full"] = base["ms"] / r["ms"]
@@ -154,7 +182,6 @@ def main(argv=None):
     p.add_argument("--batches", default="1,8")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    import triton
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu" and not args.smoke:
@@ -175,18 +202,32 @@ def main(argv=None):
             new = bench_context(device, dtype, B, Hq, Hkv, D, L, budgets, n_layers, copy["copy_gb_s"], impl, chunk)
             rows += new
             for r in new:
-                print(f"B={r['batch']:2d} L={r['L']:6d} {r['kind']:16s} budget={r.get('budget', 1.0):<5} "
-                      f"{r['ms']:9.4f} ms/layer  {r['ms_per_token']:9.3f} ms/token  KV {r['kv_bytes'] / 2**20:9.1f} MiB"
-                      f"  {r['gb_s']:8.1f} GB/s ({r['frac_copy']:.2f} of copy)  x{r['speedup_vs_sdpa_full']:.2f}")
+                print(
+                    f"B={r['batch']:2d} L={r['L']:6d} {r['kind']:16s} budget={r.get('budget', 1.0):<5} "
+                    f"{r['ms']:9.4f} ms/layer  {r['ms_per_token']:9.3f} ms/token  KV {r['kv_bytes'] / 2**20:9.1f} MiB"
+                    f"  {r['gb_s']:8.1f} GB/s ({r['frac_copy']:.2f} of copy)  x{r['speedup_vs_sdpa_full']:.2f}"
+                )
     out = {
         "shape": {"Hq": Hq, "Hkv": Hkv, "D": D, "n_layers": n_layers, "dtype": str(dtype), "chunk": chunk},
-        "bandwidth": copy, "rows": rows,
-        "targets": [target(f"decode attention over the full cache, B={r['batch']} L={r['L']}"
-                           f"{' (CUDA graph replay)' if r['kind'] == 'full_cuda_graph' else ''}: fraction of copy "
-                           "bandwidth", r["frac_copy"], 0.7, smoke=args.smoke)
-                    for r in rows if r["kind"] in ("full", "full_cuda_graph")],
-        "note": "CPU smoke numbers come from the Triton interpreter and say nothing about speed." if args.smoke else
-        "ms per layer and per token (x n_layers); ratios vs SDPA over the full cache measured in the same process.",
+        "bandwidth": copy,
+        "rows": rows,
+        "targets": [
+            target(
+                f"decode attention over the full cache, B={r['batch']} L={r['L']}"
+                f"{' (CUDA graph replay)' if r['kind'] == 'full_cuda_graph' else ''}: fraction of copy "
+                "bandwidth",
+                r["frac_copy"],
+                0.7,
+                smoke=args.smoke,
+            )
+            for r in rows
+            if r["kind"] in ("full", "full_cuda_graph")
+        ],
+        "note": "CPU smoke numbers come from the Triton interpreter and say nothing about speed."
+        if args.smoke
+        else (
+            "ms per layer and per token (x n_layers); ratios vs SDPA over the full cache measured in the same process."
+        ),
     }
     write_result("decode_kv", device, args.smoke, out, path=args.out)
 

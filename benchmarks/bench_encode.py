@@ -20,6 +20,7 @@ Each row also carries the layer-averaged token count (ToMe) or the LLM token cou
 function (audited once untimed; the math backend is off for the timing unless the audit needs it). Nothing is
 asserted; ratios are against the baseline of the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,7 @@ from types import SimpleNamespace
 
 import torch
 
-from benchmarks._common import audited, pick_device, peak_extra_bytes, random_llava, trimmed_wall_ms, write_result
+from benchmarks._common import audited, peak_extra_bytes, pick_device, random_llava, trimmed_wall_ms, write_result
 from benchmarks.bench_ops import bench_cosine
 from reference_impls import accounting
 from reference_impls.encode.tome import ToMeViT, max_merge_count, tome_schedule
@@ -56,16 +57,24 @@ def bench_tome(device, dtype, dim, depth, heads, tokens, batch, rs, impls, iters
                     continue  # r = 0 runs no matching
                 ms, sdpa_calls = audited(trimmed_wall_ms, lambda: model(x, r=r, impl=impl), device, iters, warmup)
                 out_tokens = model(x, r=r, impl=impl)[0].shape[1]
-                row = {"r": r, "impl": impl if r else "none", "ms": ms, "img_per_s": batch / ms * 1e3,
-                       "sdpa_calls": sdpa_calls,
-                       "tokens_out": out_tokens, "schedule": tome_schedule(depth, r),
-                       "layer_averaged_tokens": tome_layer_averaged_tokens(tokens, depth, r)}
+                row = {
+                    "r": r,
+                    "impl": impl if r else "none",
+                    "ms": ms,
+                    "img_per_s": batch / ms * 1e3,
+                    "sdpa_calls": sdpa_calls,
+                    "tokens_out": out_tokens,
+                    "schedule": tome_schedule(depth, r),
+                    "layer_averaged_tokens": tome_layer_averaged_tokens(tokens, depth, r),
+                }
                 if r == 0:
                     base = row["img_per_s"]
                 row["speedup_vs_r0"] = row["img_per_s"] / base
                 rows.append(row)
-                print(f"tome r={r:2d} {row['impl']:6s}: {ms:8.2f} ms/batch {row['img_per_s']:9.1f} img/s "
-                      f"(x{row['speedup_vs_r0']:.2f} vs r=0), {out_tokens} tokens out")
+                print(
+                    f"tome r={r:2d} {row['impl']:6s}: {ms:8.2f} ms/batch {row['img_per_s']:9.1f} img/s "
+                    f"(x{row['speedup_vs_r0']:.2f} vs r=0), {out_tokens} tokens out"
+                )
     return rows
 
 
@@ -86,17 +95,22 @@ def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
         return ids[None]
 
     def vit():
-        return model.model.get_image_features(pixel_values=pix, vision_feature_layer=-2,
-                                              vision_feature_select_strategy="default")
+        return model.model.get_image_features(
+            pixel_values=pix, vision_feature_layer=-2, vision_feature_select_strategy="default"
+        )
 
     def prefill(ids):
         return model(input_ids=ids, pixel_values=pix, logits_to_keep=1, use_cache=True)
 
     tcfg = model.config.text_config
-    flops_cfg = SimpleNamespace(hidden=tcfg.hidden_size, n_kv_heads=tcfg.num_key_value_heads,
-                                head_dim=tcfg.hidden_size // tcfg.num_attention_heads,
-                                intermediate=tcfg.intermediate_size, vocab_size=tcfg.vocab_size,
-                                n_layers=tcfg.num_hidden_layers)
+    flops_cfg = SimpleNamespace(
+        hidden=tcfg.hidden_size,
+        n_kv_heads=tcfg.num_key_value_heads,
+        head_dim=tcfg.hidden_size // tcfg.num_attention_heads,
+        intermediate=tcfg.intermediate_size,
+        vocab_size=tcfg.vocab_size,
+        n_layers=tcfg.num_hidden_layers,
+    )
 
     def llm_flops(n_image):
         return accounting.prefill_flops(flops_cfg, [n_image + text_tokens] * tcfg.num_hidden_layers)
@@ -107,9 +121,20 @@ def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
         base_vit, _ = audited(trimmed_wall_ms, vit, device, iters, warmup)
         base_ttft, sdpa_calls = audited(trimmed_wall_ms, lambda: prefill(ids_full), device, iters, warmup)
         base_peak = peak_extra_bytes(lambda: prefill(ids_full), device)
-        rows.append({"method": "baseline", "image_tokens": patches, "llm_tokens": patches + text_tokens,
-                     "llm_prefill_flops": llm_flops(patches), "vit_ms": base_vit, "ttft_ms": base_ttft,
-                     "peak_bytes": base_peak, "vit_speedup": 1.0, "ttft_speedup": 1.0, "sdpa_calls": sdpa_calls})
+        rows.append(
+            {
+                "method": "baseline",
+                "image_tokens": patches,
+                "llm_tokens": patches + text_tokens,
+                "llm_prefill_flops": llm_flops(patches),
+                "vit_ms": base_vit,
+                "ttft_ms": base_ttft,
+                "peak_bytes": base_peak,
+                "vit_speedup": 1.0,
+                "ttft_speedup": 1.0,
+                "sdpa_calls": sdpa_calls,
+            }
+        )
         print(f"visionzip baseline: {patches} image tokens, ViT {base_vit:.2f} ms, TTFT {base_ttft:.2f} ms")
         for dominant, contextual in settings:
             technique = VisionZip(dominant=dominant, contextual=contextual)
@@ -119,14 +144,24 @@ def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
                 vit_ms, _ = audited(trimmed_wall_ms, vit, device, iters, warmup)
                 ttft, sdpa_calls = audited(trimmed_wall_ms, lambda: prefill(ids), device, iters, warmup)
                 peak = peak_extra_bytes(lambda: prefill(ids), device)
-            row = {"method": f"visionzip({dominant},{contextual})", "image_tokens": n_image,
-                   "llm_tokens": n_image + text_tokens, "llm_prefill_flops": llm_flops(n_image),
-                   "llm_flops_ratio_vs_baseline": llm_flops(patches) / llm_flops(n_image),
-                   "vit_ms": vit_ms, "ttft_ms": ttft, "peak_bytes": peak, "vit_speedup": base_vit / vit_ms,
-                   "ttft_speedup": base_ttft / ttft, "sdpa_calls": sdpa_calls}
+            row = {
+                "method": f"visionzip({dominant},{contextual})",
+                "image_tokens": n_image,
+                "llm_tokens": n_image + text_tokens,
+                "llm_prefill_flops": llm_flops(n_image),
+                "llm_flops_ratio_vs_baseline": llm_flops(patches) / llm_flops(n_image),
+                "vit_ms": vit_ms,
+                "ttft_ms": ttft,
+                "peak_bytes": peak,
+                "vit_speedup": base_vit / vit_ms,
+                "ttft_speedup": base_ttft / ttft,
+                "sdpa_calls": sdpa_calls,
+            }
             rows.append(row)
-            print(f"visionzip ({dominant},{contextual}): ViT {vit_ms:.2f} ms (x{row['vit_speedup']:.2f}), "
-                  f"TTFT {ttft:.2f} ms (x{row['ttft_speedup']:.2f}), peak {peak}")
+            print(
+                f"visionzip ({dominant},{contextual}): ViT {vit_ms:.2f} ms (x{row['vit_speedup']:.2f}), "
+                f"TTFT {ttft:.2f} ms (x{row['ttft_speedup']:.2f}), peak {peak}"
+            )
         # the upstream way: eager attention in the ViT so that output_attentions returns the CLS row
         model.model.vision_tower.set_attn_implementation("eager")
         tower = model.model.vision_tower
@@ -137,13 +172,23 @@ def bench_visionzip(device, dtype, smoke, settings, iters, warmup, text_tokens):
         eager_ms = trimmed_wall_ms(eager_scores, device, iters, warmup)
         eager_peak = peak_extra_bytes(eager_scores, device)
         model.model.vision_tower.set_attn_implementation("sdpa")
-        sdpa_ms, sdpa_calls = audited(trimmed_wall_ms, lambda: tower(pix, output_hidden_states=True), device, iters,
-                                      warmup)
-        rows.append({"method": "vit_eager_output_attentions (upstream scoring)", "vit_ms": eager_ms,
-                     "peak_bytes": eager_peak, "vit_sdpa_ms": sdpa_ms, "eager_over_sdpa": eager_ms / sdpa_ms,
-                     "sdpa_calls": sdpa_calls})
-        print(f"ViT eager + output_attentions {eager_ms:.2f} ms vs SDPA {sdpa_ms:.2f} ms "
-              f"(x{eager_ms / sdpa_ms:.2f} slower)")
+        sdpa_ms, sdpa_calls = audited(
+            trimmed_wall_ms, lambda: tower(pix, output_hidden_states=True), device, iters, warmup
+        )
+        rows.append(
+            {
+                "method": "vit_eager_output_attentions (upstream scoring)",
+                "vit_ms": eager_ms,
+                "peak_bytes": eager_peak,
+                "vit_sdpa_ms": sdpa_ms,
+                "eager_over_sdpa": eager_ms / sdpa_ms,
+                "sdpa_calls": sdpa_calls,
+            }
+        )
+        print(
+            f"ViT eager + output_attentions {eager_ms:.2f} ms vs SDPA {sdpa_ms:.2f} ms "
+            f"(x{eager_ms / sdpa_ms:.2f} slower)"
+        )
     del model
     return rows
 
@@ -158,9 +203,15 @@ def main(argv=None):
     if device.type == "cpu" and not args.smoke:
         p.error("full benchmarks need a CUDA device; use --smoke on CPU")
     sections = set(args.only.split(","))
-    out = {"timer": "perf_counter + synchronize, median of the last 75% of timed calls",
-           "note": ("smoke run: tiny shapes; on CPU the Triton kernels run in the interpreter, so timings are not "
-                    "performance figures") if args.smoke else "full run, random weights"}
+    out = {
+        "timer": "perf_counter + synchronize, median of the last 75% of timed calls",
+        "note": (
+            "smoke run: tiny shapes; on CPU the Triton kernels run in the interpreter, so timings are not "
+            "performance figures"
+        )
+        if args.smoke
+        else "full run, random weights",
+    }
     impls = ["torch", "triton"]
     if args.smoke:
         dtype = torch.float32 if device.type == "cpu" else torch.float16
@@ -170,8 +221,9 @@ def main(argv=None):
         reps = 2
     else:
         dtype = torch.float16
-        tome_cfg = dict(dim=768, depth=12, heads=12, tokens=197, batch=64, rs=[0, 4, 8, 13, 16], impls=impls,
-                        iters=40, warmup=10)
+        tome_cfg = dict(
+            dim=768, depth=12, heads=12, tokens=197, batch=64, rs=[0, 4, 8, 13, 16], impls=impls, iters=40, warmup=10
+        )
         cos_shapes = [(64, 98, 64), (64, 288, 64), (8, 1152, 64), (2, 4096, 64), (64, 98, 768)]
         vz_cfg = dict(settings=[(54, 10), (108, 20), (162, 30)], iters=20, warmup=5, text_tokens=64)
         reps = 0

@@ -15,10 +15,10 @@
    of ``--chunk`` tokens (GDN chunked form, state carried). All models run in ``dtype`` (bf16 on GPU, fp32 on CPU).
    Expectation: hybrid TPOT and memory flat in L, full attention growing. Nothing asserted.
 """
+
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 import torch.nn as nn
@@ -33,20 +33,42 @@ class StaticCacheAttentionStack(nn.Module):
     """Decoder of the hybrid's width with every layer GQA attention (RoPE, SwiGLU MLP, RMSNorm), a preallocated KV
     cache ``[layers, B, Hkv, capacity, D]`` and SDPA decode over its first ``length + 1`` slots."""
 
-    def __init__(self, *, vocab_size, d_model, n_layers, n_heads, n_kv_heads, head_dim, mlp_hidden, capacity,
-                 rope_theta=10000.0, device=None, dtype=None, **_):
+    def __init__(
+        self,
+        *,
+        vocab_size,
+        d_model,
+        n_layers,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        mlp_hidden,
+        capacity,
+        rope_theta=10000.0,
+        device=None,
+        dtype=None,
+        **_,
+    ):
         super().__init__()
         kw = dict(device=device, dtype=dtype)
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
         self.embed = nn.Embedding(vocab_size, d_model, **kw)
-        self.layers = nn.ModuleList(nn.ModuleDict(dict(
-            norm1=nn.RMSNorm(d_model, eps=1e-6, **kw), norm2=nn.RMSNorm(d_model, eps=1e-6, **kw),
-            q=nn.Linear(d_model, n_heads * head_dim, bias=False, **kw),
-            k=nn.Linear(d_model, n_kv_heads * head_dim, bias=False, **kw),
-            v=nn.Linear(d_model, n_kv_heads * head_dim, bias=False, **kw),
-            o=nn.Linear(n_heads * head_dim, d_model, bias=False, **kw),
-            gate=nn.Linear(d_model, mlp_hidden, bias=False, **kw), up=nn.Linear(d_model, mlp_hidden, bias=False, **kw),
-            down=nn.Linear(mlp_hidden, d_model, bias=False, **kw))) for _ in range(n_layers))
+        self.layers = nn.ModuleList(
+            nn.ModuleDict(
+                dict(
+                    norm1=nn.RMSNorm(d_model, eps=1e-6, **kw),
+                    norm2=nn.RMSNorm(d_model, eps=1e-6, **kw),
+                    q=nn.Linear(d_model, n_heads * head_dim, bias=False, **kw),
+                    k=nn.Linear(d_model, n_kv_heads * head_dim, bias=False, **kw),
+                    v=nn.Linear(d_model, n_kv_heads * head_dim, bias=False, **kw),
+                    o=nn.Linear(n_heads * head_dim, d_model, bias=False, **kw),
+                    gate=nn.Linear(d_model, mlp_hidden, bias=False, **kw),
+                    up=nn.Linear(d_model, mlp_hidden, bias=False, **kw),
+                    down=nn.Linear(mlp_hidden, d_model, bias=False, **kw),
+                )
+            )
+            for _ in range(n_layers)
+        )
         self.norm = nn.RMSNorm(d_model, eps=1e-6, **kw)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False, **kw)
         shape = (n_layers, 1, n_kv_heads, capacity, head_dim)
@@ -62,15 +84,16 @@ class StaticCacheAttentionStack(nn.Module):
 
     def decode_step(self, token, length: int):
         """One token at position ``length``: its K/V written to slot ``length``, attention over slots 0..length."""
-        x = self.embed(token)                                                # [1, 1, C]
+        x = self.embed(token)  # [1, 1, C]
         for i, layer in enumerate(self.layers):
             h = layer["norm1"](x)
             q = self.rope(layer["q"](h).view(1, 1, self.n_heads, self.head_dim).transpose(1, 2), length)
             k = self.rope(layer["k"](h).view(1, 1, self.n_kv_heads, self.head_dim).transpose(1, 2), length)
             self.k_cache[i, :, :, length] = k[:, :, 0]
             self.v_cache[i, :, :, length] = layer["v"](h).view(1, self.n_kv_heads, self.head_dim)
-            o = F.scaled_dot_product_attention(q, self.k_cache[i, :, :, :length + 1],
-                                               self.v_cache[i, :, :, :length + 1], enable_gqa=True)
+            o = F.scaled_dot_product_attention(
+                q, self.k_cache[i, :, :, : length + 1], self.v_cache[i, :, :, : length + 1], enable_gqa=True
+            )
             x = x + layer["o"](o.transpose(1, 2).reshape(1, 1, -1))
             h = layer["norm2"](x)
             x = x + layer["down"](F.silu(layer["gate"](h)) * layer["up"](h))
@@ -83,8 +106,7 @@ def static_cache_baseline(base: dict, L: int, device, dtype, steps: int) -> dict
 
     model = StaticCacheAttentionStack(**base, capacity=L + 1, device=device, dtype=dtype)
     q = torch.randn(1, base["n_heads"], 1, base["head_dim"], device=device, dtype=dtype)
-    _, backend = sdpa_with_backend(q, model.k_cache[0, :, :, :L + 1], model.v_cache[0, :, :, :L + 1],
-                                   enable_gqa=True)
+    _, backend = sdpa_with_backend(q, model.k_cache[0, :, :, : L + 1], model.v_cache[0, :, :, : L + 1], enable_gqa=True)
     tok = torch.zeros(1, 1, dtype=torch.long, device=device)
 
     def step():
@@ -95,8 +117,14 @@ def static_cache_baseline(base: dict, L: int, device, dtype, steps: int) -> dict
     tpot = time_ms(step, device, reps=steps, warmup=2)
     state = model.k_cache.numel() * model.k_cache.element_size() * 2
     del model
-    return dict(model="full_attention_sdpa_static_cache", context=L, tpot_ms=tpot, state_bytes=state,
-                sdpa_backend=backend, sdpa_calls=calls)
+    return dict(
+        model="full_attention_sdpa_static_cache",
+        context=L,
+        tpot_ms=tpot,
+        state_bytes=state,
+        sdpa_backend=backend,
+        sdpa_calls=calls,
+    )
 
 
 @torch.no_grad()
@@ -114,29 +142,51 @@ def run(args):
     kernel_rows = []
     impls = ["naive"] + (["triton"] if device.type == "cuda" else [])
     for impl in impls:
-        ms = time_ms(lambda: gated_delta_rule(q, k, v, gate, beta, initial_state=s0, mode="recurrent", impl=impl),
-                     device, reps=20 if not smoke else 3)
+        ms = time_ms(
+            lambda: gated_delta_rule(q, k, v, gate, beta, initial_state=s0, mode="recurrent", impl=impl),
+            device,
+            reps=20 if not smoke else 3,
+        )
         kernel_rows.append(dict(impl=impl, ms=ms, state_gb_per_s=2 * s0.numel() * 4 / (ms * 1e-3) / 1e9))
         print(kernel_rows[-1])
     # ---- 2. model TPOT vs context
     if smoke:
-        base = dict(vocab_size=256, d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=16, gdn_heads=4,
-                    gdn_head_dim=16, mlp_hidden=128)
+        base = dict(
+            vocab_size=256,
+            d_model=64,
+            n_layers=4,
+            n_heads=4,
+            n_kv_heads=2,
+            head_dim=16,
+            gdn_heads=4,
+            gdn_head_dim=16,
+            mlp_hidden=128,
+        )
         contexts, chunk, window, steps = (64, 256), 64, 32, 3
     else:
-        base = dict(vocab_size=32000, d_model=2048, n_layers=8, n_heads=16, n_kv_heads=2, head_dim=128,
-                    gdn_heads=16, gdn_head_dim=128, mlp_hidden=5632)
+        base = dict(
+            vocab_size=32000,
+            d_model=2048,
+            n_layers=8,
+            n_heads=16,
+            n_kv_heads=2,
+            head_dim=128,
+            gdn_heads=16,
+            gdn_head_dim=128,
+            mlp_hidden=5632,
+        )
         contexts, chunk, window, steps = tuple(int(x) for x in args.contexts.split(",")), args.chunk, args.window, 20
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    variants = {"hybrid_swa_gdn": HybridGDNConfig(**base, window=window, swa_every=4),
-                "full_attention_eager_cat_cache": HybridGDNConfig(**base, window=10 ** 9, swa_every=1)}
+    variants = {
+        "hybrid_swa_gdn": HybridGDNConfig(**base, window=window, swa_every=4),
+        "full_attention_eager_cat_cache": HybridGDNConfig(**base, window=10**9, swa_every=1),
+    }
     model_rows = []
     for L in contexts:
         try:
             row = static_cache_baseline(base, L, device, dtype, steps)
         except torch.cuda.OutOfMemoryError:  # pragma: no cover - GPU only
-            row = dict(model="full_attention_sdpa_static_cache", context=L, tpot_ms=None, state_bytes=None,
-                       note="OOM")
+            row = dict(model="full_attention_sdpa_static_cache", context=L, tpot_ms=None, state_bytes=None, note="OOM")
             torch.cuda.empty_cache()
         model_rows.append(row)
         print(row)
@@ -147,7 +197,7 @@ def run(args):
             state = None
             try:
                 for s in range(0, L, chunk):
-                    _, state = model(ids[:, s:s + chunk], state, gdn_mode="chunk")
+                    _, state = model(ids[:, s : s + chunk], state, gdn_mode="chunk")
                 tok = torch.zeros(1, 1, dtype=torch.long, device=device)
                 import copy
 
@@ -166,11 +216,19 @@ def run(args):
             model_rows.append(row)
             print(row)
         del model
-    write_result("gdn", device, smoke, dict(
-        kernel=dict(shape=dict(B=1, H=H, K=K, V=V), rows=kernel_rows),
-        model=dict(config={k: v for k, v in base.items()}, dtype=str(dtype), window=window, chunk=chunk,
-                   rows=model_rows),
-        note="decode step timing copies the state dict shell only (tensors are replaced, not mutated, per step)"), path=args.out)
+    write_result(
+        "gdn",
+        device,
+        smoke,
+        dict(
+            kernel=dict(shape=dict(B=1, H=H, K=K, V=V), rows=kernel_rows),
+            model=dict(
+                config={k: v for k, v in base.items()}, dtype=str(dtype), window=window, chunk=chunk, rows=model_rows
+            ),
+            note="decode step timing copies the state dict shell only (tensors are replaced, not mutated, per step)",
+        ),
+        path=args.out,
+    )
 
 
 def main():

@@ -10,6 +10,7 @@ visual tokens reaching the LLM, and token agreement with the baseline output. Th
 (random) and the LLM has random weights: which views survive and how often drafts are accepted are not
 representative of the paper's DriveLM setting (2.5x end to end, 3.2x with FP8, on DRIVE Thor). Nothing asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,17 @@ def run(args):
     if args.smoke:
         cfg, dtype, new_tokens, reps = LVLMConfig.tiny(max_seq_len=512), torch.float32, 8, 2
     else:
-        cfg = LVLMConfig(vocab_size=32000, hidden=2048, n_layers=16, n_heads=16, n_kv_heads=4, intermediate=5632,
-                         max_seq_len=4096, image_token_id=31999, name="litevlm-0.9b")
+        cfg = LVLMConfig(
+            vocab_size=32000,
+            hidden=2048,
+            n_layers=16,
+            n_heads=16,
+            n_kv_heads=4,
+            intermediate=5632,
+            max_seq_len=4096,
+            image_token_id=31999,
+            name="litevlm-0.9b",
+        )
         dtype, new_tokens, reps = torch.bfloat16, args.new_tokens, args.reps
     model = MinimalLVLM(cfg, seed=0, dtype=dtype, device=device)
     torch.manual_seed(0)
@@ -42,13 +52,21 @@ def run(args):
     q = torch.randint(0, cfg.image_token_id, (1, 16), generator=g).to(device)
     question = "is the car in the front left camera moving"
     ts = TokenSelection("fastv", keep_ratio=0.5)
-    steps = [("baseline", LiteVLMConfig()),
-             ("+view_selection", LiteVLMConfig(view_selection=True)),
-             ("+token_selection", LiteVLMConfig(view_selection=True, token_selection=ts)),
-             ("+speculative", LiteVLMConfig(view_selection=True, token_selection=ts, speculative=True,
-                                            draft_layers=args.draft_layers)),
-             ("+fp8", LiteVLMConfig(view_selection=True, token_selection=ts, speculative=True,
-                                    draft_layers=args.draft_layers, fp8=True))]
+    steps = [
+        ("baseline", LiteVLMConfig()),
+        ("+view_selection", LiteVLMConfig(view_selection=True)),
+        ("+token_selection", LiteVLMConfig(view_selection=True, token_selection=ts)),
+        (
+            "+speculative",
+            LiteVLMConfig(view_selection=True, token_selection=ts, speculative=True, draft_layers=args.draft_layers),
+        ),
+        (
+            "+fp8",
+            LiteVLMConfig(
+                view_selection=True, token_selection=ts, speculative=True, draft_layers=args.draft_layers, fp8=True
+            ),
+        ),
+    ]
     rows, base_total, base_tokens = [], None, None
     for name, pc in steps:
         pc.max_new_tokens = new_tokens
@@ -60,16 +78,26 @@ def run(args):
         res = runs[0]
         base_total = base_total or lat["total"]
         base_tokens = res.tokens if base_tokens is None else base_tokens
-        row = dict(config=name, **{f"{k}_ms": v for k, v in lat.items()}, speedup_vs_baseline=base_total / lat["total"],
-                   sdpa_calls=calls,
-                   visual_tokens=res.visual_tokens, kept_views=res.kept_views.tolist(),
-                   agreement_with_baseline=float((res.tokens.cpu() == base_tokens.cpu()).float().mean()))
+        row = dict(
+            config=name,
+            **{f"{k}_ms": v for k, v in lat.items()},
+            speedup_vs_baseline=base_total / lat["total"],
+            sdpa_calls=calls,
+            visual_tokens=res.visual_tokens,
+            kept_views=res.kept_views.tolist(),
+            agreement_with_baseline=float((res.tokens.cpu() == base_tokens.cpu()).float().mean()),
+        )
         if res.spec_stats is not None:
             row["tau"] = res.spec_stats.mean_accepted_length
         rows.append(row)
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
-    write_result("litevlm", device, args.smoke, dict(model=cfg.name, dtype=str(dtype), new_tokens=new_tokens,
-                                                     reps=reps, views=6, rows=rows), path=args.out)
+    write_result(
+        "litevlm",
+        device,
+        args.smoke,
+        dict(model=cfg.name, dtype=str(dtype), new_tokens=new_tokens, reps=reps, views=6, rows=rows),
+        path=args.out,
+    )
 
 
 def main():

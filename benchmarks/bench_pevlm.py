@@ -16,6 +16,7 @@ of each of those calls (audited once untimed; the math backend is off for the ti
 math fallback is always in the record). Layout: 16 prefix tokens, sink = prefix + 1 frame, blocks of 4 frames, 32
 question tokens. Median of CUDA-event timings after warm-up; nothing is asserted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,13 @@ import torch.nn.functional as F
 from benchmarks._common import audited, pick_device, sdpa_with_backend, time_ms, write_result
 from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
-from reference_impls.prefill.pevlm import (PEVLMLayout, blocksparse_pevlm_attention, pevlm_attention, pevlm_mask,
-                                           pevlm_prefill)
+from reference_impls.prefill.pevlm import (
+    PEVLMLayout,
+    blocksparse_pevlm_attention,
+    pevlm_attention,
+    pevlm_mask,
+    pevlm_prefill,
+)
 
 
 @torch.no_grad()
@@ -49,24 +55,33 @@ def run(args):
             full_fn, full_backend = sdpa_with_backend(q, k, v, is_causal=True, enable_gqa=True)
             full = time_ms(full_fn, device, reps)
             pe, pe_calls = audited(time_ms, lambda: blocksparse_pevlm_attention(q, k, v, lay), device, reps)
-            row = dict(frames=t, tokens_per_frame=n, seq_len=L, n_blocks=lay.n_blocks, full_causal_ms=full,
-                       full_causal_sdpa_backend=full_backend, pevlm_blocksparse_ms=pe,
-                       sdpa_calls_blocksparse=pe_calls, speedup=full / pe,
-                       attended_pairs_fraction=float(pevlm_mask(lay, "cpu").sum()) / (L * (L + 1) / 2)
-                       if L <= 16384 else None)
+            row = dict(
+                frames=t,
+                tokens_per_frame=n,
+                seq_len=L,
+                n_blocks=lay.n_blocks,
+                full_causal_ms=full,
+                full_causal_sdpa_backend=full_backend,
+                pevlm_blocksparse_ms=pe,
+                sdpa_calls_blocksparse=pe_calls,
+                speedup=full / pe,
+                attended_pairs_fraction=float(pevlm_mask(lay, "cpu").sum()) / (L * (L + 1) / 2) if L <= 16384 else None,
+            )
             if device.type == "cuda":
                 row["pevlm_triton_ms"], row["sdpa_calls_triton"] = audited(
-                    time_ms, lambda: pevlm_attention(q, k, v, lay, impl="triton"), device, reps)
+                    time_ms, lambda: pevlm_attention(q, k, v, lay, impl="triton"), device, reps
+                )
                 row["speedup_triton"] = full / row["pevlm_triton_ms"]
             if L <= 12000:
                 mask = pevlm_mask(lay, device)
-                dense_fn, row["pevlm_dense_mask_sdpa_backend"] = sdpa_with_backend(q, k, v, attn_mask=mask,
-                                                                                   enable_gqa=True)
+                dense_fn, row["pevlm_dense_mask_sdpa_backend"] = sdpa_with_backend(
+                    q, k, v, attn_mask=mask, enable_gqa=True
+                )
                 row["pevlm_dense_mask_ms"] = time_ms(dense_fn, device, reps)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 blocksparse_pevlm_attention(q, k, v, lay)
-                row["pevlm_peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+                row["pevlm_peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
             rows.append(row)
             print({kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in row.items()})
     # output agreement on the tiny model (text-token stand-ins for video tokens)
@@ -77,15 +92,30 @@ def run(args):
         ids = torch.randint(0, 250, (4, lay.total_len), generator=torch.Generator().manual_seed(1)).to(device)
         ref = model.prefill(ids).logits
         out, _ = pevlm_prefill(model, ids, lay)
-        agree.append(dict(frames_per_block=fpb, n_blocks=lay.n_blocks,
-                          top1_agreement=float((out.argmax(-1) == ref.argmax(-1)).float().mean()),
-                          logit_cosine=float(F.cosine_similarity(out, ref, dim=-1).mean())))
+        agree.append(
+            dict(
+                frames_per_block=fpb,
+                n_blocks=lay.n_blocks,
+                top1_agreement=float((out.argmax(-1) == ref.argmax(-1)).float().mean()),
+                logit_cosine=float(F.cosine_similarity(out, ref, dim=-1).mean()),
+            )
+        )
         print(agree[-1])
-    write_result("pevlm", device, args.smoke, dict(
-        dtype=str(dtype), heads=dict(q=Hq, kv=Hkv, head_dim=D), layout="16 prefix + (1 sink frame) + blocks of "
-        f"{args.frames_per_block} frames + 32 question tokens",
-        baseline="SDPA is_causal, backend forced and recorded per row (full_causal_sdpa_backend)",
-        paper_claim="up to 7.47x attention speedup", attention=rows, tiny_model_agreement=agree), path=args.out)
+    write_result(
+        "pevlm",
+        device,
+        args.smoke,
+        dict(
+            dtype=str(dtype),
+            heads=dict(q=Hq, kv=Hkv, head_dim=D),
+            layout=f"16 prefix + (1 sink frame) + blocks of {args.frames_per_block} frames + 32 question tokens",
+            baseline="SDPA is_causal, backend forced and recorded per row (full_causal_sdpa_backend)",
+            paper_claim="up to 7.47x attention speedup",
+            attention=rows,
+            tiny_model_agreement=agree,
+        ),
+        path=args.out,
+    )
 
 
 def main():

@@ -1,7 +1,8 @@
 """Prefill-stage pruning at LLaVA-1.5-7B shapes: FastV and PyramidDrop vs the unpruned model, on the minimal LVLM
 and on the unmodified Hugging Face LLaVA.
 
-    python -m benchmarks.bench_prefill                 # GPU: bf16, SDPA, writes benchmarks/results/prefill_<device>.json
+    python -m benchmarks.bench_prefill                 # GPU: bf16, SDPA, writes
+    benchmarks/results/prefill_<device>.json
     python -m benchmarks.bench_prefill --smoke         # CPU: tiny models, checks the script end to end
     python -m benchmarks.bench_prefill --only hf       # only the Hugging Face section
 
@@ -19,7 +20,8 @@ Hugging Face section (``hf``): ``LlavaForConditionalGeneration`` at LLaVA-1.5-7B
 (``benchmarks._common.random_llava``), SDPA attention, one prompt of ``prefix`` text + 576 image + ``suffix`` text
 tokens. Rows: the unmodified model (TTFT = ViT + projector + LLM prefill, ``logits_to_keep=1``); the same model inside
 ``prefill.fastv.FastV`` on the Hugging Face host (K = 2, R as above); and the unmodified model on a text-only
-prompt of FastV's pruned token count (the LLM cost depends only on the count). LLM prefill ms: the same forward with the ViT + projector result
+prompt of FastV's pruned token count (the LLM cost depends only on the count). LLM prefill ms: the same forward with
+the ViT + projector result
 computed once and replayed (``image_features_replayed``); TTFT: the whole forward.
 ``ceiling_speedup`` is what FastV could reach if pruning cost nothing: the first K layers at the full count, the other
 L - K at the pruned one, each layer costing 1/L of the measured forward at that count; ``fraction_of_ceiling`` is the
@@ -29,6 +31,7 @@ Every timed function's SDPA calls are audited (``sdpa_calls``: backend -> calls,
 backend is off for the timing unless the audit needs it). ``targets``: FastV's measured speedup >= 0.9 x its
 FLOP-predicted speedup, per ratio, on both models.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +41,16 @@ from types import SimpleNamespace
 
 import torch
 
-from benchmarks._common import (audited, pick_device, peak_extra_bytes, random_llava, sdpa_backends_of, target,
-                                time_ms, write_result)
+from benchmarks._common import (
+    audited,
+    peak_extra_bytes,
+    pick_device,
+    random_llava,
+    sdpa_backends_of,
+    target,
+    time_ms,
+    write_result,
+)
 from reference_impls import accounting
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from reference_impls.prefill.fastv import FastV
@@ -50,7 +61,7 @@ def make_prompt(cfg, batch, n_prefix, n_suffix, device, seed=0):
     g = torch.Generator().manual_seed(seed)
     n = n_prefix + cfg.n_visual_tokens + n_suffix
     ids = torch.randint(0, cfg.image_token_id, (batch, n), generator=g)
-    ids[:, n_prefix:n_prefix + cfg.n_visual_tokens] = cfg.image_token_id
+    ids[:, n_prefix : n_prefix + cfg.n_visual_tokens] = cfg.image_token_id
     pix = torch.randn(batch, 3, cfg.vision.image_size, cfg.vision.image_size, generator=g)
     return ids.to(device), pix.to(device)
 
@@ -61,7 +72,7 @@ def configs(ratios):
         out.append((f"fastv_K2_R{r}", lambda r=r: [FastV(k=2, ratio=r)]))
     for r in ratios:
         lam = 1.0 - r
-        out.append((f"pdrop_R{r}", lambda lam=lam: [PyramidDrop(ratio_list=(lam, lam ** 2, lam ** 3))]))
+        out.append((f"pdrop_R{r}", lambda lam=lam: [PyramidDrop(ratio_list=(lam, lam**2, lam**3))]))
     return out
 
 
@@ -74,15 +85,29 @@ def run(args):
     out = {"batch": args.batch, "target": "measured speedup >= 0.9 x FLOP-predicted speedup", "targets": []}
     if "minimal" in sections:
         out.update(bench_minimal(args, device))
-        out["targets"] += [target(f"minimal LVLM {row['name']}: measured / FLOP-predicted speedup",
-                                  row["fraction_of_predicted"], 0.9, smoke=args.smoke)
-                           for row in out["results"] if row["name"].startswith("fastv")]
+        out["targets"] += [
+            target(
+                f"minimal LVLM {row['name']}: measured / FLOP-predicted speedup",
+                row["fraction_of_predicted"],
+                0.9,
+                smoke=args.smoke,
+            )
+            for row in out["results"]
+            if row["name"].startswith("fastv")
+        ]
     if "hf" in sections:
         out["hf_llava"] = bench_hf_llava(args, device)
-        out["targets"] += [target(f"HF LLaVA {row['name']}: measured / FLOP-predicted LLM prefill speedup",
-                                  row["fraction_of_predicted"], 0.9, smoke=args.smoke,
-                                  note=f"fraction of the pruned-count ceiling: {row['fraction_of_ceiling']:.2f}")
-                           for row in out["hf_llava"]["rows"] if row["name"].startswith("fastv")]
+        out["targets"] += [
+            target(
+                f"HF LLaVA {row['name']}: measured / FLOP-predicted LLM prefill speedup",
+                row["fraction_of_predicted"],
+                0.9,
+                smoke=args.smoke,
+                note=f"fraction of the pruned-count ceiling: {row['fraction_of_ceiling']:.2f}",
+            )
+            for row in out["hf_llava"]["rows"]
+            if row["name"].startswith("fastv")
+        ]
     write_result("prefill", device, args.smoke, out, path=args.out, modules=("triton", "transformers"))
     return out
 
@@ -109,6 +134,7 @@ def bench_minimal(args, device):
         feats = model.encode_images(pix)
         rows, base = [], None
         for name, make_hooks in configs(args.ratios):
+
             def prefill():
                 cache.reset()
                 return model.prefill(ids, image_features=feats, cache=cache, hooks=make_hooks())
@@ -130,22 +156,43 @@ def bench_minimal(args, device):
             if base is None:
                 base = {"tokens": tokens, "ms": prefill_ms, "tpot": tpot_ms}
             row = accounting.timing_report(
-                cfg, name=name, tokens_per_layer=tokens, wall_ms=prefill_ms,
-                baseline_tokens_per_layer=base["tokens"], baseline_ms=base["ms"],
-                ttft_ms=vision_ms + prefill_ms, tpot_ms=tpot_ms, tpot_speedup=base["tpot"] / tpot_ms,
+                cfg,
+                name=name,
+                tokens_per_layer=tokens,
+                wall_ms=prefill_ms,
+                baseline_tokens_per_layer=base["tokens"],
+                baseline_ms=base["ms"],
+                ttft_ms=vision_ms + prefill_ms,
+                tpot_ms=tpot_ms,
+                tpot_speedup=base["tpot"] / tpot_ms,
                 decode_step_gflops=accounting.decode_step_flops(
-                    cfg, [int(res.cache.lengths(l)[0]) for l in range(cfg.n_layers)]) / 1e9,
-                peak_prefill_bytes=peak, kv_cache_bytes=kv_bytes, sdpa_calls_prefill=sdpa_calls,
-                sdpa_calls_decode_step=decode_calls)
+                    cfg, [int(res.cache.lengths(l)[0]) for l in range(cfg.n_layers)]
+                )
+                / 1e9,
+                peak_prefill_bytes=peak,
+                kv_cache_bytes=kv_bytes,
+                sdpa_calls_prefill=sdpa_calls,
+                sdpa_calls_decode_step=decode_calls,
+            )
             rows.append(row)
-            print(f"{name:>16}: prefill {prefill_ms:8.2f} ms  TTFT {vision_ms + prefill_ms:8.2f} ms  "
-                  f"TPOT {tpot_ms:7.3f} ms  tokens/layer {row['layer_avg_tokens']:7.1f}  "
-                  f"speedup {row['measured_speedup']:.2f}x (FLOP-predicted {row['predicted_speedup']:.2f}x, "
-                  f"{row['fraction_of_predicted']:.0%})")
+            print(
+                f"{name:>16}: prefill {prefill_ms:8.2f} ms  TTFT {vision_ms + prefill_ms:8.2f} ms  "
+                f"TPOT {tpot_ms:7.3f} ms  tokens/layer {row['layer_avg_tokens']:7.1f}  "
+                f"speedup {row['measured_speedup']:.2f}x (FLOP-predicted {row['predicted_speedup']:.2f}x, "
+                f"{row['fraction_of_predicted']:.0%})"
+            )
 
-    return {"model": cfg.name, "dtype": str(dtype), "prompt_tokens": int(ids.shape[1]),
-            "visual_tokens": cfg.n_visual_tokens, "weights_bytes": weights_bytes, "vision_ms": vision_ms,
-            "reps": reps, "attention": "SDPA (outputs) + ops.scored_attention (score rows)", "results": rows}
+    return {
+        "model": cfg.name,
+        "dtype": str(dtype),
+        "prompt_tokens": int(ids.shape[1]),
+        "visual_tokens": cfg.n_visual_tokens,
+        "weights_bytes": weights_bytes,
+        "vision_ms": vision_ms,
+        "reps": reps,
+        "attention": "SDPA (outputs) + ops.scored_attention (score rows)",
+        "results": rows,
+    }
 
 
 @contextlib.contextmanager
@@ -185,16 +232,22 @@ def bench_hf_llava(args, device):
     ids = torch.cat([text[:n_prefix], torch.full((patches,), image_id), text[n_prefix:]])[None].to(device)
     pix = torch.randn(1, 3, side, side, generator=g).to(device, dtype)
     n_text, n_layers = n_prefix + n_suffix, tcfg.num_hidden_layers
-    flops_cfg = SimpleNamespace(hidden=tcfg.hidden_size, n_kv_heads=tcfg.num_key_value_heads,
-                                head_dim=tcfg.hidden_size // tcfg.num_attention_heads,
-                                intermediate=tcfg.intermediate_size, vocab_size=tcfg.vocab_size, n_layers=n_layers)
+    flops_cfg = SimpleNamespace(
+        hidden=tcfg.hidden_size,
+        n_kv_heads=tcfg.num_key_value_heads,
+        head_dim=tcfg.hidden_size // tcfg.num_attention_heads,
+        intermediate=tcfg.intermediate_size,
+        vocab_size=tcfg.vocab_size,
+        n_layers=n_layers,
+    )
 
     def forward(input_ids, pixel_values=None):
         return model(input_ids=input_ids, pixel_values=pixel_values, logits_to_keep=1, use_cache=True)
 
     def vit():
-        return model.model.get_image_features(pixel_values=pix, vision_feature_layer=-2,
-                                              vision_feature_select_strategy="default")
+        return model.model.get_image_features(
+            pixel_values=pix, vision_feature_layer=-2, vision_feature_select_strategy="default"
+        )
 
     rows = []
     with torch.inference_mode():
@@ -203,8 +256,16 @@ def bench_hf_llava(args, device):
         with image_features_replayed(model):
             base_llm = time_ms(lambda: forward(ids, pix), device, reps, warmup)
         full_tokens = [n_text + patches] * n_layers
-        rows.append(accounting.timing_report(flops_cfg, name="unmodified", tokens_per_layer=full_tokens,
-                                             wall_ms=base_llm, ttft_ms=base_ttft, sdpa_calls=base_calls))
+        rows.append(
+            accounting.timing_report(
+                flops_cfg,
+                name="unmodified",
+                tokens_per_layer=full_tokens,
+                wall_ms=base_llm,
+                ttft_ms=base_ttft,
+                sdpa_calls=base_calls,
+            )
+        )
         for r in args.ratios:
             tokens = accounting.fastv_tokens_per_layer(n_layers, n_text, patches, K, r)
             pruned = tokens[-1]
@@ -215,23 +276,41 @@ def bench_hf_llava(args, device):
             short = torch.randint(1, min(1000, image_id), (1, pruned), generator=g).to(device)
             at_pruned, pruned_calls = audited(time_ms, lambda: forward(short), device, reps, warmup)
             ceiling_ms = (K * base_llm + (n_layers - K) * at_pruned) / n_layers
-            row = accounting.timing_report(flops_cfg, name=f"fastv_K{K}_R{r}", tokens_per_layer=tokens,
-                                           wall_ms=llm_ms, baseline_tokens_per_layer=full_tokens,
-                                           baseline_ms=base_llm, ttft_ms=ttft, ttft_speedup=base_ttft / ttft,
-                                           sdpa_calls=calls, pruned_tokens=pruned,
-                                           unmodified_at_pruned_count_ms=at_pruned,
-                                           sdpa_calls_at_pruned_count=pruned_calls,
-                                           ceiling_speedup=base_llm / ceiling_ms)
+            row = accounting.timing_report(
+                flops_cfg,
+                name=f"fastv_K{K}_R{r}",
+                tokens_per_layer=tokens,
+                wall_ms=llm_ms,
+                baseline_tokens_per_layer=full_tokens,
+                baseline_ms=base_llm,
+                ttft_ms=ttft,
+                ttft_speedup=base_ttft / ttft,
+                sdpa_calls=calls,
+                pruned_tokens=pruned,
+                unmodified_at_pruned_count_ms=at_pruned,
+                sdpa_calls_at_pruned_count=pruned_calls,
+                ceiling_speedup=base_llm / ceiling_ms,
+            )
             row["fraction_of_ceiling"] = row["measured_speedup"] / row["ceiling_speedup"]
             rows.append(row)
-            print(f"HF LLaVA {row['name']:>14}: LLM {row['wall_ms']:8.2f} ms (x{row['measured_speedup']:.2f}; "
-                  f"FLOP-predicted x{row['predicted_speedup']:.2f} = {row['fraction_of_predicted']:.0%}; "
-                  f"unmodified at {pruned} tokens: {at_pruned:.2f} ms, ceiling x{row['ceiling_speedup']:.2f} = "
-                  f"{row['fraction_of_ceiling']:.0%})")
+            print(
+                f"HF LLaVA {row['name']:>14}: LLM {row['wall_ms']:8.2f} ms (x{row['measured_speedup']:.2f}; "
+                f"FLOP-predicted x{row['predicted_speedup']:.2f} = {row['fraction_of_predicted']:.0%}; "
+                f"unmodified at {pruned} tokens: {at_pruned:.2f} ms, ceiling x{row['ceiling_speedup']:.2f} = "
+                f"{row['fraction_of_ceiling']:.0%})"
+            )
     del model
-    return {"model": "LlavaForConditionalGeneration, LLaVA-1.5-7B shapes" if not args.smoke else "tiny LLaVA",
-            "dtype": str(dtype), "prompt_tokens": int(ids.shape[1]), "visual_tokens": patches, "vit_ms": vit_ms,
-            "unmodified_ttft_ms": base_ttft, "K": K, "reps": reps, "rows": rows}
+    return {
+        "model": "LlavaForConditionalGeneration, LLaVA-1.5-7B shapes" if not args.smoke else "tiny LLaVA",
+        "dtype": str(dtype),
+        "prompt_tokens": int(ids.shape[1]),
+        "visual_tokens": patches,
+        "vit_ms": vit_ms,
+        "unmodified_ttft_ms": base_ttft,
+        "K": K,
+        "reps": reps,
+        "rows": rows,
+    }
 
 
 def main(argv=None):

@@ -25,6 +25,7 @@ Rows not added: CAR (needs a model trained for short and long answers), RoPE (no
 dynamic tiling (a resize; its effect is the token count, reported under ``encoders`` via the tile count).
 Random weights throughout: quality columns measure agreement with the unmodified computation, not accuracy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,14 +38,37 @@ from benchmarks._common import pick_device, sync, time_ms, wall_ms, write_result
 from reference_impls.models.config import LVLMConfig, VisionConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
 
-SECTIONS = ("kv", "kv_policies", "palu", "paged", "serving", "lookahead", "sparsegpt", "llmlingua", "shared", "encoders", "frames")
+SECTIONS = (
+    "kv",
+    "kv_policies",
+    "palu",
+    "paged",
+    "serving",
+    "lookahead",
+    "sparsegpt",
+    "llmlingua",
+    "shared",
+    "encoders",
+    "frames",
+)
 
 
 def _decoder_cfg(smoke: bool, **kw) -> LVLMConfig:
     if smoke:
         return LVLMConfig.tiny(init_std=0.1, max_seq_len=512, **kw)
-    return LVLMConfig(vocab_size=32000, hidden=2048, n_layers=8, n_heads=16, n_kv_heads=8, intermediate=5632,
-                      max_seq_len=8192, image_token_id=31999, init_std=0.02, name="8L-2048", **kw)
+    return LVLMConfig(
+        vocab_size=32000,
+        hidden=2048,
+        n_layers=8,
+        n_heads=16,
+        n_kv_heads=8,
+        intermediate=5632,
+        max_seq_len=8192,
+        image_token_id=31999,
+        init_std=0.02,
+        name="8L-2048",
+        **kw,
+    )
 
 
 def _ids(n, vocab, seed=0, device="cpu"):
@@ -77,14 +101,26 @@ def bench_kv(device, smoke, dtype):
     window = prompt // 4
     caches = {
         "full": lambda: model.new_cache(1, cap),
-        "kivi_2bit": lambda: KIVICache.for_model(cfg, 1, cap, bits=2, group_size=group, residual_length=group,
-                                                 dtype=dtype, device=device),
-        "kivi_4bit": lambda: KIVICache.for_model(cfg, 1, cap, bits=4, group_size=group, residual_length=group,
-                                                 dtype=dtype, device=device),
-        "streamingllm": lambda: CaMCache.for_model(cfg, 1, cap, n_sink=4, window=window, merge=False, dtype=dtype,
-                                                   device=device),
-        "cam": lambda: CaMCache.for_model(cfg, 1, cap, n_sink=4, window=window, merge_size=16 if not smoke else 4,
-                                          dtype=dtype, device=device, generator=torch.Generator(device).manual_seed(0)),
+        "kivi_2bit": lambda: KIVICache.for_model(
+            cfg, 1, cap, bits=2, group_size=group, residual_length=group, dtype=dtype, device=device
+        ),
+        "kivi_4bit": lambda: KIVICache.for_model(
+            cfg, 1, cap, bits=4, group_size=group, residual_length=group, dtype=dtype, device=device
+        ),
+        "streamingllm": lambda: CaMCache.for_model(
+            cfg, 1, cap, n_sink=4, window=window, merge=False, dtype=dtype, device=device
+        ),
+        "cam": lambda: CaMCache.for_model(
+            cfg,
+            1,
+            cap,
+            n_sink=4,
+            window=window,
+            merge_size=16 if not smoke else 4,
+            dtype=dtype,
+            device=device,
+            generator=torch.Generator(device).manual_seed(0),
+        ),
         "minicache": lambda: MiniCacheKV.for_model(cfg, 1, cap, dtype=dtype, device=device),
     }
     rows, ref = [], None
@@ -92,16 +128,35 @@ def bench_kv(device, smoke, dtype):
         cache = make()
         toks, ms = _greedy(model, ids, cache, n_new)
         ref = toks if ref is None else ref
-        kv_bytes = cache.kv_bytes() if hasattr(cache, "kv_bytes") else \
-            2 * cap * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * model.dtype.itemsize
-        rows.append(dict(cache=name, prompt=prompt, decode_ms_per_token=ms, kv_bytes=kv_bytes,
-                         token_agreement_with_full=float((toks == ref).float().mean())))
+        kv_bytes = (
+            cache.kv_bytes()
+            if hasattr(cache, "kv_bytes")
+            else 2 * cap * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * model.dtype.itemsize
+        )
+        rows.append(
+            dict(
+                cache=name,
+                prompt=prompt,
+                decode_ms_per_token=ms,
+                kv_bytes=kv_bytes,
+                token_agreement_with_full=float((toks == ref).float().mean()),
+            )
+        )
     return dict(model=cfg.name, rows=rows)
 
 
 def bench_kv_policies(device, smoke, dtype):
-    from reference_impls.decode.kv import (AdaKV, ChunkKV, DuoAttention, ExpectedAttention, Knorm, QFilters,
-                                           SnapKV, ThinK, TOVA)
+    from reference_impls.decode.kv import (
+        TOVA,
+        AdaKV,
+        ChunkKV,
+        DuoAttention,
+        ExpectedAttention,
+        Knorm,
+        QFilters,
+        SnapKV,
+        ThinK,
+    )
 
     cfg = _decoder_cfg(smoke)
     model = MinimalLVLM(cfg, seed=0, dtype=dtype, device=device)
@@ -140,10 +195,21 @@ def bench_kv_policies(device, smoke, dtype):
         ms = (time.perf_counter() - t0) * 1e3 / max(n_new - 1, 1)
         toks = torch.stack(toks, 1)
         ref = toks if ref is None else ref
-        kv_bytes = cache.kv_bytes() if hasattr(cache, "kv_bytes") else \
-            2 * (prompt + n_new) * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * model.dtype.itemsize
-        rows.append(dict(policy=name, prompt=prompt, prefill_ms=prefill_ms, decode_ms_per_token=ms,
-                         kv_bytes=kv_bytes, token_agreement_with_full=float((toks == ref).float().mean())))
+        kv_bytes = (
+            cache.kv_bytes()
+            if hasattr(cache, "kv_bytes")
+            else 2 * (prompt + n_new) * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * model.dtype.itemsize
+        )
+        rows.append(
+            dict(
+                policy=name,
+                prompt=prompt,
+                prefill_ms=prefill_ms,
+                decode_ms_per_token=ms,
+                kv_bytes=kv_bytes,
+                token_agreement_with_full=float((toks == ref).float().mean()),
+            )
+        )
     return dict(model=cfg.name, rows=rows)
 
 
@@ -152,8 +218,8 @@ def bench_palu(device, smoke, dtype):
 
     B, L, Hq, Hkv, D, C = (2, 64, 4, 2, 16, 64) if smoke else (8, 4096, 32, 8, 128, 4096)
     g = torch.Generator().manual_seed(0)
-    pk = group_low_rank((torch.randn(Hkv * D, C, generator=g) * C ** -0.5).to(device), D, 2 if smoke else 4, 0.5)
-    pv = group_low_rank((torch.randn(Hkv * D, C, generator=g) * C ** -0.5).to(device), D, 2 if smoke else 4, 0.5)
+    pk = group_low_rank((torch.randn(Hkv * D, C, generator=g) * C**-0.5).to(device), D, 2 if smoke else 4, 0.5)
+    pv = group_low_rank((torch.randn(Hkv * D, C, generator=g) * C**-0.5).to(device), D, 2 if smoke else 4, 0.5)
     x = torch.randn(B, L, C, generator=g).to(device)
     hk, hv = pk.latent(x), pv.latent(x)
     q = torch.randn(B, Hq, D, generator=g).to(device)
@@ -164,10 +230,18 @@ def bench_palu(device, smoke, dtype):
     qd = q.to(dtype)[:, :, None]
     full_ms = time_ms(lambda: F.scaled_dot_product_attention(qd, k, v, enable_gqa=True), device, reps=10)
     palu_ms = time_ms(lambda: palu_attention(q, hk, hv, pk, pv, pos, 10000.0, lengths), device, reps=10)
-    return dict(shape=dict(B=B, L=L, Hq=Hq, Hkv=Hkv, D=D), rows=[
-        dict(path="sdpa_full_keys", ms=full_ms, cache_bytes=2 * B * L * Hkv * D * dtype.itemsize),
-        dict(path="palu_latent", ms=palu_ms, cache_bytes=(hk.shape[-1] + hv.shape[-1]) * B * L * dtype.itemsize,
-             note="fp32 torch path (no fused kernel); keys are RoPE'd after reconstruction")])
+    return dict(
+        shape=dict(B=B, L=L, Hq=Hq, Hkv=Hkv, D=D),
+        rows=[
+            dict(path="sdpa_full_keys", ms=full_ms, cache_bytes=2 * B * L * Hkv * D * dtype.itemsize),
+            dict(
+                path="palu_latent",
+                ms=palu_ms,
+                cache_bytes=(hk.shape[-1] + hv.shape[-1]) * B * L * dtype.itemsize,
+                note="fp32 torch path (no fused kernel); keys are RoPE'd after reconstruction",
+            ),
+        ],
+    )
 
 
 def bench_paged(device, smoke, dtype):
@@ -177,37 +251,53 @@ def bench_paged(device, smoke, dtype):
     B, ctx, Hq, Hkv, D, bs = (4, 48, 4, 2, 16, 16) if smoke else (32, 2048, 32, 8, 128, 16)
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(ctx // 2, ctx + 1, (B,), generator=g)
-    nb = (-(-lengths // bs))
+    nb = -(-lengths // bs)
     tables = torch.zeros(B, int(nb.max()), dtype=torch.int32)
     perm = torch.randperm(int(nb.sum()), generator=g)
     used = 0
     for b in range(B):
-        tables[b, :nb[b]] = perm[used:used + nb[b]].to(torch.int32)
+        tables[b, : nb[b]] = perm[used : used + nb[b]].to(torch.int32)
         used += int(nb[b])
     k_pool = torch.randn(int(nb.sum()), Hkv, bs, D, generator=g).to(device, dtype)
     v_pool = torch.randn_like(k_pool)
     q = torch.randn(B, Hq, D, generator=g).to(device, dtype)
     tables, lengths = tables.to(device), lengths.to(device)
     width = int(lengths.max())
-    k_contig = torch.stack([F.pad(gather_blocks(k_pool, tables[b], int(lengths[b])), (0, 0, 0, width - int(lengths[b])))
-                            for b in range(B)])
-    v_contig = torch.stack([F.pad(gather_blocks(v_pool, tables[b], int(lengths[b])), (0, 0, 0, width - int(lengths[b])))
-                            for b in range(B)])
+    k_contig = torch.stack(
+        [F.pad(gather_blocks(k_pool, tables[b], int(lengths[b])), (0, 0, 0, width - int(lengths[b]))) for b in range(B)]
+    )
+    v_contig = torch.stack(
+        [F.pad(gather_blocks(v_pool, tables[b], int(lengths[b])), (0, 0, 0, width - int(lengths[b]))) for b in range(B)]
+    )
     impl = "naive" if smoke else "triton"
 
     def gather_then_sdpa():
-        k = torch.stack([F.pad(gather_blocks(k_pool, tables[b], int(lengths[b])), (0, 0, 0, width - int(lengths[b])))
-                         for b in range(B)])
-        v = torch.stack([F.pad(gather_blocks(v_pool, tables[b], int(lengths[b])), (0, 0, 0, width - int(lengths[b])))
-                         for b in range(B)])
+        k = torch.stack(
+            [
+                F.pad(gather_blocks(k_pool, tables[b], int(lengths[b])), (0, 0, 0, width - int(lengths[b])))
+                for b in range(B)
+            ]
+        )
+        v = torch.stack(
+            [
+                F.pad(gather_blocks(v_pool, tables[b], int(lengths[b])), (0, 0, 0, width - int(lengths[b])))
+                for b in range(B)
+            ]
+        )
         mask = (torch.arange(width, device=device)[None] < lengths[:, None])[:, None, None]
         return F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=mask, enable_gqa=True)
 
-    rows = [dict(path="paged_kernel", ms=time_ms(lambda: paged_decode_attention(q, k_pool, v_pool, tables, lengths,
-                                                                                 impl=impl), device, reps=10)),
-            dict(path="gather_then_sdpa", ms=time_ms(gather_then_sdpa, device, reps=10)),
-            dict(path="contiguous_split_k", ms=time_ms(lambda: decode_attention(q, k_contig, v_contig, lengths,
-                                                                                impl=impl), device, reps=10))]
+    rows = [
+        dict(
+            path="paged_kernel",
+            ms=time_ms(lambda: paged_decode_attention(q, k_pool, v_pool, tables, lengths, impl=impl), device, reps=10),
+        ),
+        dict(path="gather_then_sdpa", ms=time_ms(gather_then_sdpa, device, reps=10)),
+        dict(
+            path="contiguous_split_k",
+            ms=time_ms(lambda: decode_attention(q, k_contig, v_contig, lengths, impl=impl), device, reps=10),
+        ),
+    ]
     kv_bytes = 2 * int(lengths.sum()) * Hkv * D * dtype.itemsize
     for r in rows:
         r["kv_gb_s"] = kv_bytes / (r["ms"] * 1e-3) / 1e9
@@ -218,9 +308,21 @@ def bench_serving(device, smoke, dtype):
     from reference_impls.decode.kv.paged import PagedKVCache
     from reference_impls.serving.continuous_batching import ContinuousBatchingEngine, Request
 
-    cfg = _decoder_cfg(smoke) if smoke else LVLMConfig(vocab_size=32000, hidden=1024, n_layers=8, n_heads=16,
-                                                       n_kv_heads=8, intermediate=2816, max_seq_len=4096,
-                                                       image_token_id=31999, name="8L-1024")
+    cfg = (
+        _decoder_cfg(smoke)
+        if smoke
+        else LVLMConfig(
+            vocab_size=32000,
+            hidden=1024,
+            n_layers=8,
+            n_heads=16,
+            n_kv_heads=8,
+            intermediate=2816,
+            max_seq_len=4096,
+            image_token_id=31999,
+            name="8L-1024",
+        )
+    )
     model = MinimalLVLM(cfg, seed=0, dtype=dtype, device=device)
     n_req, n_new = (4, 4) if smoke else (16, 32)
     g = torch.Generator().manual_seed(0)
@@ -242,15 +344,27 @@ def bench_serving(device, smoke, dtype):
     seq_total = finish[-1]
     seq_ttft = sum(first) / n_req
     seq_tpot = sum((f - s) / (n_new - 1) for f, s in zip(finish, first)) / n_req
-    paged = PagedKVCache.for_model(cfg, num_blocks=(sum(lens) + n_req * n_new) // 16 + n_req + 4, block_size=16,
-                                   dtype=dtype, device=device)
+    paged = PagedKVCache.for_model(
+        cfg, num_blocks=(sum(lens) + n_req * n_new) // 16 + n_req + 4, block_size=16, dtype=dtype, device=device
+    )
     engine = ContinuousBatchingEngine(model, paged, token_budget=64 if smoke else 512, max_batch=n_req)
     out, ms = wall_ms(lambda: engine.run([Request(f"r{i}", p, n_new) for i, p in enumerate(prompts)]), device)
-    return dict(model=cfg.name, requests=n_req, new_tokens=n_new, rows=[
-        dict(mode="one_at_a_time", total_s=seq_total, mean_ttft_s=seq_ttft, mean_tpot_s=seq_tpot),
-        dict(mode="continuous_batching", total_s=ms / 1e3, mean_ttft_s=sum(o.ttft for o in out.values()) / n_req,
-             mean_tpot_s=sum(o.tpot for o in out.values()) / n_req, iterations=len(engine.history),
-             note="the engine attends over gathered copies of the paged blocks")])
+    return dict(
+        model=cfg.name,
+        requests=n_req,
+        new_tokens=n_new,
+        rows=[
+            dict(mode="one_at_a_time", total_s=seq_total, mean_ttft_s=seq_ttft, mean_tpot_s=seq_tpot),
+            dict(
+                mode="continuous_batching",
+                total_s=ms / 1e3,
+                mean_ttft_s=sum(o.ttft for o in out.values()) / n_req,
+                mean_tpot_s=sum(o.tpot for o in out.values()) / n_req,
+                iterations=len(engine.history),
+                note="the engine attends over gathered copies of the paged blocks",
+            ),
+        ],
+    )
 
 
 def bench_lookahead(device, smoke, dtype):
@@ -264,11 +378,26 @@ def bench_lookahead(device, smoke, dtype):
     ref, ar_ms = wall_ms(lambda: model.generate(ids, max_new_tokens=n_new)[0], device)
     rows = [dict(method="greedy_autoregressive", ms=ar_ms, tokens_per_step=1.0)]
     for w, n, gs in ((5, 4, 5), (7, 5, 7)):
-        (out, stats), ms = wall_ms(lambda: lookahead_generate(LVLMSpecLM(model, ids.shape[1] + n_new + 64), ids,
-                                                              n_new, window=w, ngram=n, max_candidates=gs,
-                                                              generator=torch.Generator().manual_seed(0)), device)
-        rows.append(dict(method=f"lookahead W={w} N={n} G={gs}", ms=ms, tokens_per_step=stats.tokens_per_step,
-                         identical_to_greedy=bool(torch.equal(out.to(ref.device), ref))))
+        (out, stats), ms = wall_ms(
+            lambda: lookahead_generate(
+                LVLMSpecLM(model, ids.shape[1] + n_new + 64),
+                ids,
+                n_new,
+                window=w,
+                ngram=n,
+                max_candidates=gs,
+                generator=torch.Generator().manual_seed(0),
+            ),
+            device,
+        )
+        rows.append(
+            dict(
+                method=f"lookahead W={w} N={n} G={gs}",
+                ms=ms,
+                tokens_per_step=stats.tokens_per_step,
+                identical_to_greedy=bool(torch.equal(out.to(ref.device), ref)),
+            )
+        )
     return dict(model=cfg.name, new_tokens=n_new, rows=rows)
 
 
@@ -277,9 +406,9 @@ def bench_sparsegpt(device, smoke, dtype):
 
     n, cols, rows_ = (256, 64, 48) if smoke else (2048, 4096, 4096)
     g = torch.Generator().manual_seed(0)
-    mix = torch.randn(cols, cols, generator=g) / cols ** 0.5 + torch.eye(cols)
+    mix = torch.randn(cols, cols, generator=g) / cols**0.5 + torch.eye(cols)
     x = (torch.randn(n, cols, generator=g) @ mix).to(device)
-    w = (torch.randn(rows_, cols, generator=g) * cols ** -0.5).to(device)
+    w = (torch.randn(rows_, cols, generator=g) * cols**-0.5).to(device)
     H = hessian(x)
     out = []
 
@@ -295,8 +424,10 @@ def bench_sparsegpt(device, smoke, dtype):
             groups.scatter_(-1, drop, 0.0)
         else:
             mag[mag.abs() < mag.abs().flatten().kthvalue(int(mag.numel() * 0.5)).values] = 0
-        out += [dict(pattern=label, method="sparsegpt", rel_output_error=err(pruned), prune_ms=ms),
-                dict(pattern=label, method="magnitude", rel_output_error=err(mag))]
+        out += [
+            dict(pattern=label, method="sparsegpt", rel_output_error=err(pruned), prune_ms=ms),
+            dict(pattern=label, method="magnitude", rel_output_error=err(mag)),
+        ]
     return dict(shape=dict(rows=rows_, cols=cols, calibration_tokens=n), rows=out)
 
 
@@ -310,14 +441,21 @@ def bench_llmlingua(device, smoke, dtype):
     ids = _ids(n, small.cfg.vocab_size, seed=2, device=device)[0]
     segment = 16 if smoke else 200
     keep, cached_ms = wall_ms(lambda: llmlingua_keep(LVLMSpecLM(small, n + 8), ids, 0.5, segment), device)
-    _, naive_ms = wall_ms(lambda: naive_llmlingua_keep(lambda x: small.forward_tokens(input_ids=x), ids, 0.5,
-                                                       segment), device)
+    _, naive_ms = wall_ms(
+        lambda: naive_llmlingua_keep(lambda x: small.forward_tokens(input_ids=x), ids, 0.5, segment), device
+    )
     full_ms = time_ms(lambda: target.forward_tokens(input_ids=ids[None]), device, reps=3, warmup=1)
     short_ms = time_ms(lambda: target.forward_tokens(input_ids=ids[keep][None]), device, reps=3, warmup=1)
-    return dict(prompt=n, rate=0.5, rows=[
-        dict(path="llmlingua_kv_reuse", compress_ms=cached_ms, kept_fraction=keep.numel() / n),
-        dict(path="llmlingua_uncached", compress_ms=naive_ms),
-        dict(path="target_prefill_full", ms=full_ms), dict(path="target_prefill_compressed", ms=short_ms)])
+    return dict(
+        prompt=n,
+        rate=0.5,
+        rows=[
+            dict(path="llmlingua_kv_reuse", compress_ms=cached_ms, kept_fraction=keep.numel() / n),
+            dict(path="llmlingua_uncached", compress_ms=naive_ms),
+            dict(path="target_prefill_full", ms=full_ms),
+            dict(path="target_prefill_compressed", ms=short_ms),
+        ],
+    )
 
 
 def bench_shared(device, smoke, dtype):
@@ -331,8 +469,7 @@ def bench_shared(device, smoke, dtype):
     share = tuple(range(cfg.n_layers // 2, cfg.n_layers))
     for name, technique in (("full", SharedAttention(())), (f"shared {share}", SharedAttention(share))):
         _, ms = wall_ms(lambda: technique.generate(model, ids, n_new), device)
-        rows.append(dict(model_variant=name, generate_ms=ms,
-                         kv_bytes=technique.kv_bytes(model, ids.shape[1] + n_new)))
+        rows.append(dict(model_variant=name, generate_ms=ms, kv_bytes=technique.kv_bytes(model, ids.shape[1] + n_new)))
     _, native = wall_ms(lambda: model.generate(ids, max_new_tokens=n_new), device)
     rows.append(dict(model_variant="model.generate (baseline)", generate_ms=native))
     return dict(model=cfg.name, prompt=ids.shape[1], new_tokens=n_new, rows=rows)
@@ -352,24 +489,40 @@ def bench_encoders(device, smoke, dtype):
         multi = time_ms(lambda: enc(img), device, reps=5)
         fv.reparameterize(enc)
         rep = time_ms(lambda: enc(img), device, reps=5)
-    rows += [dict(encoder=f"{fcfg.name} multi-branch", image=size, ms=multi, tokens=fcfg.n_tokens(size, size)),
-             dict(encoder=f"{fcfg.name} reparameterised", image=size, ms=rep, tokens=fcfg.n_tokens(size, size))]
-    vcfg = VisionConfig(image_size=32, patch_size=8, n_layers=2, width=32, n_heads=2, mlp_dim=64) if smoke else \
-        LVLMConfig.llava_1_5_7b().vision
+    rows += [
+        dict(encoder=f"{fcfg.name} multi-branch", image=size, ms=multi, tokens=fcfg.n_tokens(size, size)),
+        dict(encoder=f"{fcfg.name} reparameterised", image=size, ms=rep, tokens=fcfg.n_tokens(size, size)),
+    ]
+    vcfg = (
+        VisionConfig(image_size=32, patch_size=8, n_layers=2, width=32, n_heads=2, mlp_dim=64)
+        if smoke
+        else LVLMConfig.llava_1_5_7b().vision
+    )
     vit = VisionEncoder(vcfg).to(device, dtype).eval()
     vimg = torch.randn(1, 3, vcfg.image_size, vcfg.image_size, device=device, dtype=dtype)
     with torch.no_grad():
-        rows.append(dict(encoder="ViT (CLIP-L/14-336 shape)" if not smoke else "ViT tiny", image=vcfg.image_size,
-                         ms=time_ms(lambda: vit(vimg), device, reps=5), tokens=vcfg.n_patches))
+        rows.append(
+            dict(
+                encoder="ViT (CLIP-L/14-336 shape)" if not smoke else "ViT tiny",
+                image=vcfg.image_size,
+                ms=time_ms(lambda: vit(vimg), device, reps=5),
+                tokens=vcfg.n_patches,
+            )
+        )
     # adapters: InternVL's pixel shuffle vs LLaVA's MLP on one tile of patch features
     lcfg = LVLMConfig.tiny() if smoke else LVLMConfig.llava_1_5_7b()
     patches = torch.randn(1, 16 if smoke else 1024, lcfg.vision.width, device=device, dtype=dtype)
     mlp = Projector(lcfg).to(device, dtype)
     shuffle = PixelShuffleProjector(lcfg.vision.width, lcfg.hidden, 0.5).to(device, dtype)
     with torch.no_grad():
-        rows += [dict(adapter="mlp2x_gelu (LLaVA)", tokens=patches.shape[1], ms=time_ms(lambda: mlp(patches), device)),
-                 dict(adapter="pixel_shuffle 0.5 (InternVL)", tokens=patches.shape[1] // 4,
-                      ms=time_ms(lambda: shuffle(patches), device))]
+        rows += [
+            dict(adapter="mlp2x_gelu (LLaVA)", tokens=patches.shape[1], ms=time_ms(lambda: mlp(patches), device)),
+            dict(
+                adapter="pixel_shuffle 0.5 (InternVL)",
+                tokens=patches.shape[1] // 4,
+                ms=time_ms(lambda: shuffle(patches), device),
+            ),
+        ]
     for w, h in ((448, 448), (1344, 448), (1920, 1080)):
         cols, rows_ = closest_grid(w, h, 1, 6)
         n = cols * rows_ + (1 if cols * rows_ > 1 else 0)
@@ -381,10 +534,10 @@ def bench_frames(device, smoke, dtype):
     from reference_impls.encode.focus import FOCUS
     from reference_impls.encode.longvu import LongVU
 
-    n, fps = (3000, 30.0) if smoke else (108000, 30.0)      # 100 s / one hour
+    n, fps = (3000, 30.0) if smoke else (108000, 30.0)  # 100 s / one hour
     g = torch.Generator().manual_seed(0)
     relevance = 0.1 + 0.05 * torch.rand(n, generator=g)
-    relevance[n // 2:n // 2 + n // 30] = 0.9
+    relevance[n // 2 : n // 2 + n // 30] = 0.9
     calls = []
 
     def score(frames):
@@ -395,11 +548,20 @@ def bench_frames(device, smoke, dtype):
     out = FOCUS().select(n, fps, score, 32, torch.Generator().manual_seed(0))
     focus_ms = (time.perf_counter() - t0) * 1e3
     uniform = torch.linspace(0, n - 1, 32).round().long()
-    rows = [dict(selector="FOCUS", frames_scored=out.scored, selection_ms=focus_ms,
-                 mean_relevance=float(relevance[out.frames].mean())),
-            dict(selector="uniform", frames_scored=0, mean_relevance=float(relevance[uniform].mean())),
-            dict(selector="score every frame (top-k)", frames_scored=n,
-                 mean_relevance=float(relevance.topk(32).values.mean()))]
+    rows = [
+        dict(
+            selector="FOCUS",
+            frames_scored=out.scored,
+            selection_ms=focus_ms,
+            mean_relevance=float(relevance[out.frames].mean()),
+        ),
+        dict(selector="uniform", frames_scored=0, mean_relevance=float(relevance[uniform].mean())),
+        dict(
+            selector="score every frame (top-k)",
+            frames_scored=n,
+            mean_relevance=float(relevance.topk(32).values.mean()),
+        ),
+    ]
     F_, side, C = (32, 16, 8) if smoke else (256, 24, 256)
     grid = torch.randn(F_, side * side, C, generator=g)
     dino = grid[:, :16]
@@ -407,14 +569,31 @@ def bench_frames(device, smoke, dtype):
     for budget in (F_ * 64, F_ * 64 + 16 * 80, F_ * 144):
         t0 = time.perf_counter()
         tokens, frames, high = LongVU().compress(dino, grid, text, budget)
-        rows.append(dict(longvu_budget=budget, tokens=tokens.shape[0], frames=len(frames), high_res_frames=len(high),
-                         ms=(time.perf_counter() - t0) * 1e3))
+        rows.append(
+            dict(
+                longvu_budget=budget,
+                tokens=tokens.shape[0],
+                frames=len(frames),
+                high_res_frames=len(high),
+                ms=(time.perf_counter() - t0) * 1e3,
+            )
+        )
     return dict(video_frames=n, rows=rows)
 
 
-BENCHES = dict(kv=bench_kv, kv_policies=bench_kv_policies, palu=bench_palu, paged=bench_paged, serving=bench_serving, lookahead=bench_lookahead,
-               sparsegpt=bench_sparsegpt, llmlingua=bench_llmlingua, shared=bench_shared, encoders=bench_encoders,
-               frames=bench_frames)
+BENCHES = dict(
+    kv=bench_kv,
+    kv_policies=bench_kv_policies,
+    palu=bench_palu,
+    paged=bench_paged,
+    serving=bench_serving,
+    lookahead=bench_lookahead,
+    sparsegpt=bench_sparsegpt,
+    llmlingua=bench_llmlingua,
+    shared=bench_shared,
+    encoders=bench_encoders,
+    frames=bench_frames,
+)
 
 
 def run(args):

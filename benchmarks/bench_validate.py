@@ -5,6 +5,7 @@
 Target (issue "Catalogue foundation"): validation <= 2x the bare parse. Prints both wall times and their ratio (and
 the CPU-time ratio, steadier on a shared machine), and writes benchmarks/results/validate_cpu.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,11 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from tools.entries import to_yaml_data
-from tools.schema import Paper
-from tools.taxonomy import load_taxonomy
-from tools.validate import paper_files, validate_catalogue
-from tools.yamlio import dump_entry
+from tools.catalogue.entries import to_yaml_data
+from tools.catalogue.schema import Paper
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.validate import paper_files, validate_catalogue
+from tools.catalogue.yamlio import dump_entry
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,8 +52,15 @@ def synthetic_catalogue(folder: Path, n: int, seed: int = 0) -> None:
             "modality": ["image"],
             "training": "training-free",
             "summary": f"{title}. It is a synthetic entry.",
-            "claims": [{"metric": "prefill_speedup", "value": round(rng.uniform(1, 5), 2), "unit": "x",
-                        "where": "abstract", "source": "https://arxiv.org/abs/2401.00001"}],
+            "claims": [
+                {
+                    "metric": "prefill_speedup",
+                    "value": round(rng.uniform(1, 5), 2),
+                    "unit": "x",
+                    "where": "abstract",
+                    "source": "https://arxiv.org/abs/2401.00001",
+                }
+            ],
             "provenance": {"title": "synthetic", "authors": "synthetic"},
             "last_verified": dt.date(2026, 11, 21),
         }
@@ -97,12 +105,19 @@ def main(argv=None) -> int:
     ratio = validate_s / parse_s
     result = {
         "benchmark": "validate synthetic catalogue vs bare libyaml parse",
-        "papers": args.papers, "bare_parse_s": round(parse_s, 3), "validate_s": round(validate_s, 3),
-        "ratio": round(ratio, 2), "target_ratio": 2.0, "repeat": args.repeat,
-        "bare_parse_cpu_s": round(min(parse_cpu), 3), "validate_cpu_s": round(min(validate_cpu), 3),
+        "papers": args.papers,
+        "bare_parse_s": round(parse_s, 3),
+        "validate_s": round(validate_s, 3),
+        "ratio": round(ratio, 2),
+        "target_ratio": 2.0,
+        "repeat": args.repeat,
+        "bare_parse_cpu_s": round(min(parse_cpu), 3),
+        "validate_cpu_s": round(min(validate_cpu), 3),
         "cpu_ratio": round(min(validate_cpu) / min(parse_cpu), 2),
-        "libyaml": hasattr(yaml, "CSafeLoader"), "python": platform.python_version(),
-        "machine": f"{platform.machine()} {platform.node()}", "date": dt.date.today().isoformat(),
+        "libyaml": hasattr(yaml, "CSafeLoader"),
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()} {platform.node()}",
+        "date": dt.date.today().isoformat(),
     }
     print(json.dumps(result, indent=2))
     RESULTS.mkdir(exist_ok=True)

@@ -1,6 +1,7 @@
 """The GPU campaign: every GPU check of the project in one command, most valuable first, inside a time budget.
 
-    python -m benchmarks.campaign                       # GPU: 8-minute budget, results in benchmarks/results/campaign_<gpu>/
+    python -m benchmarks.campaign                       # GPU: 8-minute budget, results in
+    benchmarks/results/campaign_<gpu>/
     python -m benchmarks.campaign --budget-min 9 --out DIR
     python -m benchmarks.campaign --smoke               # every step at tiny shapes on CPU (CI runs this)
     python -m benchmarks.campaign --list                # the steps, their estimates and limits
@@ -17,6 +18,7 @@ the benchmark shapes, measured copy / read bandwidth and bf16 matmul rate) and `
 Estimates are seconds measured on an H200 with a cold Triton cache on 2026-12-04 (a step that timed out there has
 its limit as a lower bound); they only decide what is tried, never what is reported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,29 +52,69 @@ class Step:
 
 
 STEPS = (
-    Step("environment", "versions, commit, nvidia-smi -q, SDPA backends, copy/read bandwidth, bf16 matmul rate",
-         20, 90),
-    Step("gpu_tests", "the gpu-marked tests (bf16/fp16, autotune, large shapes), JUnit report", 240, 420,
-         module="pytest", args=("-q", "-m", "gpu", "tests/reference_impls", "-p", "no:cacheprovider"),
-         smoke_args=("-q", "-m", "gpu", "tests/reference_impls/test_ops_select.py", "-p", "no:cacheprovider")),
-    Step("ops", "scored attention vs forced-backend SDPA and eager (32/32 heads); KV compaction vs copy", 75, 300,
-         module="benchmarks.bench_ops", args=("--no-64k",)),
-    Step("prefill", "FastV / PyramidDrop prefill at LLaVA-1.5-7B shapes vs FLOP-predicted speedup", 95, 240,
-         module="benchmarks.bench_prefill"),
-    Step("decode_kv", "decode attention over full / compressed / quantised caches vs SDPA and copy bandwidth", 60, 300,
-         module="benchmarks.bench_decode_kv", args=("--contexts", "8192,32768", "--batches", "1,8")),
+    Step(
+        "environment", "versions, commit, nvidia-smi -q, SDPA backends, copy/read bandwidth, bf16 matmul rate", 20, 90
+    ),
+    Step(
+        "gpu_tests",
+        "the gpu-marked tests (bf16/fp16, autotune, large shapes), JUnit report",
+        240,
+        420,
+        module="pytest",
+        args=("-q", "-m", "gpu", "tests/reference_impls", "-p", "no:cacheprovider"),
+        smoke_args=("-q", "-m", "gpu", "tests/reference_impls/test_ops_select.py", "-p", "no:cacheprovider"),
+    ),
+    Step(
+        "ops",
+        "scored attention vs forced-backend SDPA and eager (32/32 heads); KV compaction vs copy",
+        75,
+        300,
+        module="benchmarks.bench_ops",
+        args=("--no-64k",),
+    ),
+    Step(
+        "prefill",
+        "FastV / PyramidDrop prefill at LLaVA-1.5-7B shapes vs FLOP-predicted speedup",
+        95,
+        240,
+        module="benchmarks.bench_prefill",
+    ),
+    Step(
+        "decode_kv",
+        "decode attention over full / compressed / quantised caches vs SDPA and copy bandwidth",
+        60,
+        300,
+        module="benchmarks.bench_decode_kv",
+        args=("--contexts", "8192,32768", "--batches", "1,8"),
+    ),
     Step("encode", "ToMe and VisionZip ViT throughput and TTFT", 70, 240, module="benchmarks.bench_encode"),
     Step("quant", "INT8 / FP8 GEMMs vs bf16; decode tokens/s", 65, 180, module="benchmarks.bench_quant"),
-    Step("pevlm", "PEVLM block-parallel attention vs full attention at 32-128 frames", 30, 180,
-         module="benchmarks.bench_pevlm"),
-    Step("gdn", "SWA + Gated DeltaNet stack vs full attention, decode vs context", 40, 180,
-         module="benchmarks.bench_gdn"),
-    Step("speculative", "chain / tree SD, LVSpec, SpecVLM on the minimal model", 90, 240,
-         module="benchmarks.bench_speculative"),
+    Step(
+        "pevlm",
+        "PEVLM block-parallel attention vs full attention at 32-128 frames",
+        30,
+        180,
+        module="benchmarks.bench_pevlm",
+    ),
+    Step(
+        "gdn", "SWA + Gated DeltaNet stack vs full attention, decode vs context", 40, 180, module="benchmarks.bench_gdn"
+    ),
+    Step(
+        "speculative",
+        "chain / tree SD, LVSpec, SpecVLM on the minimal model",
+        90,
+        240,
+        module="benchmarks.bench_speculative",
+    ),
     Step("litevlm", "the LiteVLM pipeline ablation", 150, 300, module="benchmarks.bench_litevlm"),
-    Step("techniques", "issue 15's techniques (KV quantisation/merging/sharing/low rank, paged attention, serving, "
-         "lookahead, SparseGPT, LLMLingua, Shared Attention, FastViTHD, FOCUS, LongVU) beside their baselines",
-         180, 420, module="benchmarks.bench_techniques"),
+    Step(
+        "techniques",
+        "issue 15's techniques (KV quantisation/merging/sharing/low rank, paged attention, serving, "
+        "lookahead, SparseGPT, LLMLingua, Shared Attention, FastViTHD, FOCUS, LongVU) beside their baselines",
+        180,
+        420,
+        module="benchmarks.bench_techniques",
+    ),
 )
 DONE = ("ok",)
 _now = time.monotonic  # the budget's clock (tests replace it)
@@ -96,8 +138,13 @@ def probe_environment(out_dir: Path, smoke: bool) -> dict:
     from benchmarks._common import bandwidth_ceilings, do_bench_ms, git_commit, pick_device, sdpa_with_backend
 
     device = pick_device()
-    env: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
-                 "python": platform.python_version(), "platform": platform.platform(), "device": str(device)}
+    env: dict = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+    }
     for module in ("torch", "triton", "transformers", "numpy", "pytest"):
         try:
             env[module] = __import__(module).__version__
@@ -147,7 +194,8 @@ def save_state(out_dir: Path, state: dict) -> None:
 def step_command(step: Step, out_dir: Path, smoke: bool) -> list[str]:
     if step.name == "environment":
         return [sys.executable, "-m", "benchmarks.campaign", "--probe-environment", str(out_dir)] + (
-            ["--smoke"] if smoke else [])
+            ["--smoke"] if smoke else []
+        )
     if step.module == "pytest":
         args = list(step.smoke_args if smoke else step.args)
         # one line per test in the log and the slowest tests at the end; a per-test limit where pytest-timeout is
@@ -178,16 +226,26 @@ def run_step(step: Step, out_dir: Path, smoke: bool, limit_s: float) -> dict:
             proc.wait()
             rc, status = None, "timed_out"
     seconds = round(time.monotonic() - t0, 1)
-    return {"status": status, "returncode": rc, "seconds": seconds, "limit_s": round(limit_s),
-            "log": log.name, "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "status": status,
+        "returncode": rc,
+        "seconds": seconds,
+        "limit_s": round(limit_s),
+        "log": log.name,
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def run_campaign(out_dir: Path, budget_s: float, smoke: bool, only: list[str] | None, retry: bool) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     state = load_state(out_dir)
     state.setdefault("invocations", []).append(
-        {"started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "budget_s": budget_s,
-         "smoke": smoke})
+        {
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "budget_s": budget_s,
+            "smoke": smoke,
+        }
+    )
     start = _now()
     for step in STEPS:
         if only and step.name not in only:
@@ -199,8 +257,10 @@ def run_campaign(out_dir: Path, budget_s: float, smoke: bool, only: list[str] | 
         left = budget_s - (_now() - start)
         estimate = 5 if smoke else step.estimate_s
         if estimate > left:
-            state["steps"][step.name] = {"status": "skipped",
-                                         "why": f"needs about {estimate} s, {max(0, round(left))} s of the budget left"}
+            state["steps"][step.name] = {
+                "status": "skipped",
+                "why": f"needs about {estimate} s, {max(0, round(left))} s of the budget left",
+            }
             print(f"[campaign] {step.name}: skipped ({state['steps'][step.name]['why']})")
             save_state(out_dir, state)
             continue
@@ -235,8 +295,12 @@ def junit_counts(path: Path) -> dict | None:
     suites = [root] if root.tag == "testsuite" else list(root)
     keys = ("tests", "failures", "errors", "skipped")
     counts = {k: sum(int(s.get(k, 0)) for s in suites) for k in keys}
-    counts["failed_names"] = [f"{case.get('classname')}::{case.get('name')}" for s in suites for case in s
-                              if case.find("failure") is not None or case.find("error") is not None]
+    counts["failed_names"] = [
+        f"{case.get('classname')}::{case.get('name')}"
+        for s in suites
+        for case in s
+        if case.find("failure") is not None or case.find("error") is not None
+    ]
     return counts
 
 
@@ -280,8 +344,10 @@ def headline(step: str, data: dict) -> list[str]:
         lines = legacy_headline(step, data)
     math_calls = _math_calls(data)
     if math_calls:
-        lines.append(f"SDPA on the math backend: {math_calls} call(s) or baseline(s) in this record (see sdpa_calls / "
-                     "sdpa_backend)")
+        lines.append(
+            f"SDPA on the math backend: {math_calls} call(s) or baseline(s) in this record (see sdpa_calls / "
+            "sdpa_backend)"
+        )
     return lines
 
 
@@ -290,27 +356,34 @@ def legacy_headline(step: str, data: dict) -> list[str]:
     lines = []
     if step == "ops":
         for row in data.get("scored_attention", []):
-            line = (f"scored attention L={row['L']} rows={row['n_score_rows']}: {_fmt(row['ratio_ours_over_sdpa'])}x "
-                    f"SDPA ({row.get('sdpa_backend')}; target <= 1.2)")
+            line = (
+                f"scored attention L={row['L']} rows={row['n_score_rows']}: {_fmt(row['ratio_ours_over_sdpa'])}x "
+                f"SDPA ({row.get('sdpa_backend')}; target <= 1.2)"
+            )
             if row.get("speedup_vs_eager") is not None:
                 line += f", {_fmt(row['speedup_vs_eager'], 1)}x faster than eager with weights (target >= 10 at 16k)"
             lines.append(line)
         compact = data.get("kv_compact") or {}
         for name in ("triton_out_of_place", "triton_in_place", "triton_in_place_stacked_layers"):
             if name in compact:
-                lines.append(f"kv_compact {name}: {_fmt(compact[name]['fraction_of_copy'])} of copy bandwidth "
-                             "(target >= 0.8)")
+                lines.append(
+                    f"kv_compact {name}: {_fmt(compact[name]['fraction_of_copy'])} of copy bandwidth (target >= 0.8)"
+                )
     elif step == "prefill":
         for row in data.get("results", []):
             if "fraction_of_predicted" in row and row.get("name") != "baseline":
-                lines.append(f"{row['name']}: measured {_fmt(row['measured_speedup'])}x vs FLOP-predicted "
-                             f"{_fmt(row['predicted_speedup'])}x = {_fmt(row['fraction_of_predicted'])} "
-                             "(target >= 0.9)")
+                lines.append(
+                    f"{row['name']}: measured {_fmt(row['measured_speedup'])}x vs FLOP-predicted "
+                    f"{_fmt(row['predicted_speedup'])}x = {_fmt(row['fraction_of_predicted'])} "
+                    "(target >= 0.9)"
+                )
     elif step == "decode_kv":
         for row in data.get("rows", []):
             if row["kind"] in ("full", "sdpa_full"):
-                lines.append(f"B={row['batch']} L={row['L']} {row['kind']}: {_fmt(row['frac_copy'])} of copy bandwidth"
-                             + (" (target >= 0.7)" if row["kind"] == "full" else f" ({row.get('sdpa_backend')})"))
+                lines.append(
+                    f"B={row['batch']} L={row['L']} {row['kind']}: {_fmt(row['frac_copy'])} of copy bandwidth"
+                    + (" (target >= 0.7)" if row["kind"] == "full" else f" ({row.get('sdpa_backend')})")
+                )
     return lines
 
 
@@ -318,21 +391,29 @@ def write_summary(out_dir: Path, state: dict) -> Path:
     env = _read_json(out_dir / "environment.json") or {}
     lines = ["# GPU campaign", ""]
     if env:
-        lines += [f"- device: {env.get('gpu', env.get('device'))}; torch {env.get('torch')}, triton {env.get('triton')}, "
-                  f"transformers {env.get('transformers')}, Python {env.get('python')}, CUDA {env.get('cuda')}",
-                  f"- commit: {env.get('commit')}; probed {env.get('date')}"]
+        lines += [
+            f"- device: {env.get('gpu', env.get('device'))}; torch {env.get('torch')}, triton {env.get('triton')}, "
+            f"transformers {env.get('transformers')}, Python {env.get('python')}, CUDA {env.get('cuda')}",
+            f"- commit: {env.get('commit')}; probed {env.get('date')}",
+        ]
         bw, mm = env.get("bandwidth") or {}, env.get("matmul") or {}
         if bw:
-            lines.append(f"- measured ceilings: copy {_fmt(bw.get('copy_gb_s'), 0)} GB/s (read + write), read-only "
-                         f"{_fmt(bw.get('read_gb_s'), 0)} GB/s, {mm.get('dtype')} matmul {_fmt(mm.get('tflop_s'), 0)} "
-                         "TFLOP/s")
+            lines.append(
+                f"- measured ceilings: copy {_fmt(bw.get('copy_gb_s'), 0)} GB/s (read + write), read-only "
+                f"{_fmt(bw.get('read_gb_s'), 0)} GB/s, {mm.get('dtype')} matmul {_fmt(mm.get('tflop_s'), 0)} "
+                "TFLOP/s"
+            )
         if env.get("sdpa_backends_accepting_causal_bf16_32x4096x128"):
-            lines.append(f"- SDPA backends accepting a causal 32x4096x128 call: "
-                         f"{env['sdpa_backends_accepting_causal_bf16_32x4096x128']}")
+            lines.append(
+                f"- SDPA backends accepting a causal 32x4096x128 call: "
+                f"{env['sdpa_backends_accepting_causal_bf16_32x4096x128']}"
+            )
     smoke = any(inv.get("smoke") for inv in state.get("invocations", []))
     if smoke:
-        lines.append("- smoke run: tiny shapes; on CPU the Triton kernels run in the interpreter, so no timing here is "
-                     "a performance figure")
+        lines.append(
+            "- smoke run: tiny shapes; on CPU the Triton kernels run in the interpreter, so no timing here is "
+            "a performance figure"
+        )
     lines += ["", "| step | status | seconds | note |", "|---|---|---|---|"]
     for step in STEPS:
         rec = state["steps"].get(step.name)
@@ -343,8 +424,11 @@ def write_summary(out_dir: Path, state: dict) -> Path:
         lines.append(f"| {step.name} | {rec['status']} | {rec.get('seconds', '')} | {note} |")
     junit = junit_counts(out_dir / "gpu_tests.xml")
     if junit:
-        lines += ["", f"GPU tests: {junit['tests']} collected, {junit['failures']} failed, {junit['errors']} errors, "
-                      f"{junit['skipped']} skipped."]
+        lines += [
+            "",
+            f"GPU tests: {junit['tests']} collected, {junit['failures']} failed, {junit['errors']} errors, "
+            f"{junit['skipped']} skipped.",
+        ]
         lines += [f"- failed: `{name}`" for name in junit["failed_names"]]
     for step in STEPS:
         data = _read_json(out_dir / f"{step.name}.json")
@@ -358,8 +442,6 @@ def write_summary(out_dir: Path, state: dict) -> Path:
 
 
 def default_out(smoke: bool) -> Path:
-    import torch
-
     from benchmarks._common import device_tag, pick_device
 
     return RESULTS / f"campaign_{device_tag(pick_device(), smoke)}"

@@ -1,4 +1,5 @@
 """``python -m reference_impls list`` / ``run`` (see ``reference_impls/cli.py``)."""
-from .cli import main
+
+from reference_impls.cli import main
 
 raise SystemExit(main())

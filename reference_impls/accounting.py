@@ -13,6 +13,7 @@
 
 ``timing_report`` puts these beside measured wall-clock times (used by benchmarks/).
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Union
@@ -48,8 +49,9 @@ def fastv_tokens_per_layer(n_layers: int, n_text: int, n_visual: int, K: int, R:
     return [n_text + (n_visual if l < K else kept) for l in range(n_layers)]
 
 
-def pyramiddrop_tokens_per_layer(n_layers: int, n_text: int, n_visual: int, layer_list: Sequence[int],
-                                 ratio_list: Sequence[float]) -> list:
+def pyramiddrop_tokens_per_layer(
+    n_layers: int, n_text: int, n_visual: int, layer_list: Sequence[int], ratio_list: Sequence[float]
+) -> list:
     """Tokens per layer under PyramidDrop (``int(N * ratio)`` visual tokens from each boundary on)."""
     out, vis = [], n_visual
     for l in range(n_layers):
@@ -74,8 +76,9 @@ def layer_flops(cfg, n: Number, prefix: Number = 0, causal: bool = True) -> floa
     return float(proj + mlp + attn)
 
 
-def prefill_flops(cfg, tokens_per_layer, *, causal: bool = True, logits_rows: int = 1,
-                  breakdown: bool = False) -> Union[float, Dict[str, float]]:
+def prefill_flops(
+    cfg, tokens_per_layer, *, causal: bool = True, logits_rows: int = 1, breakdown: bool = False
+) -> Union[float, Dict[str, float]]:
     """Decoder prefill FLOPs of one sequence given its token count per layer (``[n_layers]``)."""
     t = _as_float_tensor(tokens_per_layer)
     if t.dim() != 1 or t.shape[0] != cfg.n_layers:
@@ -111,21 +114,32 @@ def vision_flops(cfg) -> float:
     vc = cfg.vision
     n, W = vc.n_encoder_tokens, vc.width
     per_block = 2 * n * W * 4 * W + 2 * 2 * n * n * W + 2 * n * W * vc.mlp_dim * (3 if vc.mlp_act == "swiglu" else 2)
-    embed = 2 * vc.n_patches * 3 * vc.patch_size ** 2 * W
+    embed = 2 * vc.n_patches * 3 * vc.patch_size**2 * W
     if cfg.projector == "patch_merger":
-        m = cfg.merge_size ** 2
+        m = cfg.merge_size**2
         proj = 2 * cfg.n_visual_tokens * (m * W * m * W + m * W * cfg.hidden)
     else:
         proj = 2 * cfg.n_visual_tokens * (W * cfg.hidden + cfg.hidden * cfg.hidden)
     return float(embed + vc.n_layers_run * per_block + proj)
 
 
-def timing_report(cfg, *, name: str, tokens_per_layer, wall_ms: Optional[float] = None,
-                  baseline_tokens_per_layer=None, baseline_ms: Optional[float] = None,
-                  causal: bool = True, **extra) -> dict:
+def timing_report(
+    cfg,
+    *,
+    name: str,
+    tokens_per_layer,
+    wall_ms: Optional[float] = None,
+    baseline_tokens_per_layer=None,
+    baseline_ms: Optional[float] = None,
+    causal: bool = True,
+    **extra,
+) -> dict:
     """A result row: layer-averaged tokens, prefill FLOPs, FLOP-predicted and measured speedups."""
-    row = {"name": name, "layer_avg_tokens": layer_averaged_tokens(tokens_per_layer),
-           "prefill_tflops": prefill_flops(cfg, tokens_per_layer, causal=causal) / 1e12}
+    row = {
+        "name": name,
+        "layer_avg_tokens": layer_averaged_tokens(tokens_per_layer),
+        "prefill_tflops": prefill_flops(cfg, tokens_per_layer, causal=causal) / 1e12,
+    }
     if wall_ms is not None:
         row["wall_ms"] = wall_ms
     if baseline_tokens_per_layer is not None:

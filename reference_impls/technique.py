@@ -23,6 +23,7 @@ Kinds (``stage``), and what a technique of that kind implements:
 * ``"encoder"``, ``"weights"``, ``"decoding"`` -- the technique implements ``attach(host)`` and returns a function
   that undoes it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,25 +40,27 @@ class UnsupportedModel(ValueError):
 @dataclass
 class RunStats:
     """What the host saw during the last prefill and generation (filled by the host, read by ``Applied.stats``)."""
-    layer_tokens: object = None      # LongTensor [n_layers, B]: tokens each decoder layer processed (prefill)
-    kept_indices: object = None      # LongTensor [B, L']: original prompt columns kept by the last layer (-1: pad)
-    kv_bytes: Optional[int] = None   # bytes of the kept K/V (+ scales) after the last forward
-    cache_lengths: object = None     # list of [B] / [B, Hkv] kept rows per layer after the last forward
-    prefills: int = 0                # prefills run while the technique was attached
-    extra: dict = dataclasses.field(default_factory=dict)   # technique-specific records
+
+    layer_tokens: object = None  # LongTensor [n_layers, B]: tokens each decoder layer processed (prefill)
+    kept_indices: object = None  # LongTensor [B, L']: original prompt columns kept by the last layer (-1: pad)
+    kv_bytes: Optional[int] = None  # bytes of the kept K/V (+ scales) after the last forward
+    cache_lengths: object = None  # list of [B] / [B, Hkv] kept rows per layer after the last forward
+    prefills: int = 0  # prefills run while the technique was attached
+    extra: dict = dataclasses.field(default_factory=dict)  # technique-specific records
 
 
 @dataclass
 class CacheSpec:
     """The shapes a KV cache needs, taken from the host model."""
+
     n_layers: int
     n_heads: int
     n_kv_heads: int
     head_dim: int
     dtype: object
     device: object
-    inv_freq: object = None          # RoPE inverse frequencies [D/2] of 1-D RoPE hosts, None for M-RoPE
-    rope_scaling: float = 1.0        # the RoPE tables' attention scaling (1 unless e.g. YaRN)
+    inv_freq: object = None  # RoPE inverse frequencies [D/2] of 1-D RoPE hosts, None for M-RoPE
+    rope_scaling: float = 1.0  # the RoPE tables' attention scaling (1 unless e.g. YaRN)
 
 
 class Technique:
@@ -67,14 +70,16 @@ class Technique:
     stage: ClassVar[str] = ""
 
     def __call__(self, model) -> "Applied":
-        from . import registry
-        from .hosts import host_for
+        from reference_impls import registry
+        from reference_impls.hosts import host_for
 
         host = host_for(model)
         hosts = registry.get(self.name).hosts
         if host.name not in hosts:
-            raise UnsupportedModel(f"{self.name} does not apply to {type(model).__name__} (host {host.name!r}); it "
-                                   f"applies to: {', '.join(hosts) or 'no model (functions only)'}")
+            raise UnsupportedModel(
+                f"{self.name} does not apply to {type(model).__name__} (host {host.name!r}); it "
+                f"applies to: {', '.join(hosts) or 'no model (functions only)'}"
+            )
         self.check_host(host)
         return Applied(self, host)
 

@@ -4,6 +4,7 @@ Must import neither pydantic nor torch at module level: the GPU machine runs
 `PYTHONPATH=. python -m pytest -m gpu tests/reference_impls` with torch and triton only,
 and the catalogue tests run without torch.
 """
+
 import importlib.util
 
 import pytest

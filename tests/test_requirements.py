@@ -3,6 +3,7 @@ site.txt agrees with all.txt, and no CUDA package is locked (the CPU build of to
 
 Run `make lock` after changing a dependency; these tests catch a forgotten one without the network.
 """
+
 from __future__ import annotations
 
 import re

@@ -5,19 +5,19 @@ Each command lives in its own module under ``tools/commands/`` with ``NAME``, ``
 problems (or a remote source failed), 2 a usage error. Bad input is reported as ``file:line: field: message``, never
 as a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
-from tools.problems import ProblemError, in_github_actions
+from tools.catalogue.problems import ProblemError, UserError, print_problems
 
 COMMAND_MODULES = [
     "tools.commands.validate",
     "tools.commands.new",
     "tools.commands.schema",
-    "tools.commands.import_",
     "tools.commands.reconcile",
     "tools.commands.site",
     "tools.commands.bib",
@@ -28,19 +28,11 @@ COMMAND_MODULES = [
     "tools.commands.triage",
 ]
 
-
-class UserError(Exception):
-    """A mistake in the user's command or input: printed as one line, exit code 2."""
-
-
-def print_problems(problems, stream=None) -> None:
-    stream = stream or sys.stderr
-    github = in_github_actions()
-    for problem in problems:
-        print(problem.as_github() if github else problem.as_text(), file=stream)
+__all__ = ["COMMAND_MODULES", "UserError", "print_problems", "build_parser", "main"]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    """The argument parser with one sub-command per module of COMMAND_MODULES, and those modules by name."""
     parser = argparse.ArgumentParser(prog="python -m tools", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
@@ -53,6 +45,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit code (0 ok, 1 problems, 2 usage error, 130 interrupted)."""
     parser, modules = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -29,6 +29,7 @@ Deviations
 Identity: ``mode="long"`` always reasons at length (the unmodified long-form generation); ``mode="short"`` always
 answers directly.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,7 +40,6 @@ import torch
 from torch import Tensor
 
 __all__ = ["naive_answer_perplexity", "answer_perplexity", "GaussianRouter", "CAR", "CARResult"]
-
 
 
 @torch.no_grad()
@@ -66,6 +66,7 @@ def _normal_pdf(x: float, mu: float, sigma: float) -> float:
 @dataclass
 class GaussianRouter:
     """Bayes' decision between short and long answers from the short answer's perplexity."""
+
     mu_correct: float
     sigma_correct: float
     mu_incorrect: float
@@ -73,8 +74,13 @@ class GaussianRouter:
     prior_correct: float
 
     @classmethod
-    def fit(cls, ppl: Sequence[float], correct: Sequence[bool], prior_correct: Optional[float] = None,
-            min_sigma: float = 1e-6) -> "GaussianRouter":
+    def fit(
+        cls,
+        ppl: Sequence[float],
+        correct: Sequence[bool],
+        prior_correct: Optional[float] = None,
+        min_sigma: float = 1e-6,
+    ) -> "GaussianRouter":
         ppl = torch.tensor(list(ppl), dtype=torch.float64)
         correct = torch.tensor(list(correct), dtype=torch.bool)
         if ppl.numel() != correct.numel() or int(correct.sum()) < 1 or int((~correct).sum()) < 1:
@@ -99,11 +105,11 @@ class GaussianRouter:
 
 @dataclass
 class CARResult:
-    route: str                   # "short" or "long"
-    tokens: Tensor               # the answer returned
+    route: str  # "short" or "long"
+    tokens: Tensor  # the answer returned
     short_tokens: Tensor
     short_perplexity: float
-    generated: int               # tokens generated in total (short answer + long answer if any)
+    generated: int  # tokens generated in total (short answer + long answer if any)
 
 
 @torch.no_grad()
@@ -125,6 +131,7 @@ def _greedy(model, ids: Tensor, max_new_tokens: int, eos_token_id: Optional[int]
 class CAR:
     """``CAR(router).generate(model, prompt_ids, short_suffix, long_suffix)``; ``mode`` = "adaptive" | "short" |
     "long"."""
+
     router: Optional[GaussianRouter] = None
     max_short_tokens: int = 16
     max_long_tokens: int = 256
@@ -137,7 +144,7 @@ class CAR:
         if self.mode == "adaptive" and self.router is None:
             raise ValueError("adaptive routing needs a fitted GaussianRouter")
         device = prompt_ids.device
-        suffix = lambda s: torch.cat([prompt_ids, torch.tensor([list(s)], device=device)], 1)   # noqa: E731
+        suffix = lambda s: torch.cat([prompt_ids, torch.tensor([list(s)], device=device)], 1)  # noqa: E731
         empty = torch.zeros(0, dtype=torch.long)
         if self.mode == "long":
             long_tokens, _ = _greedy(model, suffix(long_suffix), self.max_long_tokens, self.eos_token_id)

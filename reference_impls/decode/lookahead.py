@@ -39,6 +39,7 @@ Deviations from the official code (github.com/hao-ai-lab/LookaheadDecoding)
 Identity: greedy lookahead decoding emits exactly the greedy autoregressive tokens (lossless for every setting);
 ``ngram = 1`` disables the lookahead and verification branches (one token per step).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,12 +50,11 @@ import torch
 __all__ = ["LookaheadStats", "lookahead_mask", "lookahead_generate"]
 
 
-
 @dataclass
 class LookaheadStats:
     steps: int = 0
-    emitted: list = field(default_factory=list)          # tokens emitted per step
-    forwards: int = 0                                    # model forwards after the prefill
+    emitted: list = field(default_factory=list)  # tokens emitted per step
+    forwards: int = 0  # model forwards after the prefill
 
     @property
     def tokens_per_step(self) -> float:
@@ -68,7 +68,7 @@ def lookahead_mask(n_levels: int, window: int, candidates: int, ngram: int, devi
     n = 1 + n_levels * window + candidates * m
     mask = torch.zeros(n, n, dtype=torch.bool, device=device)
     offset = torch.zeros(n, dtype=torch.long, device=device)
-    mask[:, 0] = True                                              # everything sees y (and the cache)
+    mask[:, 0] = True  # everything sees y (and the cache)
 
     def slot(level, col):
         return 1 + level * window + col
@@ -77,15 +77,15 @@ def lookahead_mask(n_levels: int, window: int, candidates: int, ngram: int, devi
         for col in range(window):
             r = slot(level, col)
             offset[r] = 1 + col + level
-            mask[r, slot(0, 0):slot(0, col) + 1] = True            # level 0, columns 0..col
+            mask[r, slot(0, 0) : slot(0, col) + 1] = True  # level 0, columns 0..col
             for above in range(1, level + 1):
-                mask[r, slot(above, col)] = True                   # column col of levels 1..level
+                mask[r, slot(above, col)] = True  # column col of levels 1..level
     base = 1 + n_levels * window
     for c in range(candidates):
         for j in range(m):
             r = base + c * m + j
             offset[r] = 1 + j
-            mask[r, base + c * m:r + 1] = True
+            mask[r, base + c * m : r + 1] = True
     return mask, offset
 
 
@@ -114,8 +114,8 @@ def _score_fused(lm, y, levels, candidates, ngram, position):
     last = 1 + (len(levels) - 1) * W
     m = ngram - 1
     base = 1 + len(levels) * W
-    cand_preds = [pred[base + c * m: base + (c + 1) * m] for c in range(len(candidates))]
-    return pred[0], (pred[last:last + W] if levels else []), cand_preds
+    cand_preds = [pred[base + c * m : base + (c + 1) * m] for c in range(len(candidates))]
+    return pred[0], (pred[last : last + W] if levels else []), cand_preds
 
 
 def _score_separately(lm, y, levels, candidates, ngram, position):
@@ -140,14 +140,28 @@ def _score_separately(lm, y, levels, candidates, ngram, position):
 
 
 @torch.no_grad()
-def lookahead_generate(lm, prompt_ids: torch.Tensor, max_new_tokens: int, *, window: int = 7, ngram: int = 5,
-                       max_candidates: int = 7, fused: bool = True, eos_token_id: Optional[int] = None,
-                       generator: Optional[torch.Generator] = None, prefill_kwargs: Optional[dict] = None):
+def lookahead_generate(
+    lm,
+    prompt_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    window: int = 7,
+    ngram: int = 5,
+    max_candidates: int = 7,
+    fused: bool = True,
+    eos_token_id: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    prefill_kwargs: Optional[dict] = None,
+):
     """Greedy lookahead decoding of ``prompt_ids [1, T]``. Returns ``(tokens [n] int64, LookaheadStats)``."""
     if prompt_ids.dim() != 2 or prompt_ids.shape[0] != 1 or prompt_ids.shape[1] < 1:
         raise ValueError(f"prompt_ids must be [1, T] with T >= 1, got {tuple(prompt_ids.shape)}")
-    for name, val, low in (("max_new_tokens", max_new_tokens, 1), ("window", window, 1), ("ngram", ngram, 1),
-                           ("max_candidates", max_candidates, 0)):
+    for name, val, low in (
+        ("max_new_tokens", max_new_tokens, 1),
+        ("window", window, 1),
+        ("ngram", ngram, 1),
+        ("max_candidates", max_candidates, 0),
+    ):
         if not isinstance(val, int) or val < low:
             raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
     device = prompt_ids.device
@@ -187,8 +201,10 @@ def lookahead_generate(lm, prompt_ids: torch.Tensor, max_new_tokens: int, *, win
             accepted = [cache_len + base + c_idx * (ngram - 1) + j for j in range(best_len)]
             lm.keep_slots(torch.tensor(list(range(cache_len + 1)) + accepted, device=device))
         else:
-            lm.forward(torch.tensor([[int(y)] + list(emitted[:-1])], device=device),
-                       positions=torch.arange(position, position + 1 + best_len, device=device)[None])
+            lm.forward(
+                torch.tensor([[int(y)] + list(emitted[:-1])], device=device),
+                positions=torch.arange(position, position + 1 + best_len, device=device)[None],
+            )
             stats.forwards += 1
         lm.set_next_position(position + 1 + best_len)
         # lookahead: harvest n-grams once the window is full, then move it up one level
@@ -205,5 +221,5 @@ def lookahead_generate(lm, prompt_ids: torch.Tensor, max_new_tokens: int, *, win
         out.extend(emitted)
         y = torch.tensor(out[-1], device=device)
     if eos_token_id is not None and eos_token_id in out:
-        out = out[:out.index(eos_token_id) + 1]
+        out = out[: out.index(eos_token_id) + 1]
     return torch.tensor(out[:max_new_tokens], dtype=torch.long), stats

@@ -1,4 +1,4 @@
-"""Post-training weight quantisation of a model's linear layers (spec 18, weights side; DECODE-B).
+"""Post-training weight quantisation of a model's linear layers.
 
 * ``"int8"``: INT8 weight-only (gpt-fast ``WeightOnlyInt8QuantHandler`` style) -- symmetric per output channel,
   activations stay in the model dtype; matmul via ``ops.quant.int8_weight_only_matmul`` (Triton kernel with the
@@ -13,10 +13,12 @@ for a quantised module in place and returns a report (``report.restore()`` puts 
     with WeightQuant(mode="int8")(model):
         model.generate(...)
 
-No single paper: a generic technique (the catalogue's ``weight_quantization``), lossy, so no identity setting. Memory: int8/fp8 weights are 1 byte per element (+4 bytes
+No single paper: a generic technique (the catalogue's ``weight_quantization``), lossy, so no identity setting.
+Memory: int8/fp8 weights are 1 byte per element (+4 bytes
 per output channel). Deviations: no calibration / SmoothQuant-style activation smoothing; static per-tensor
 activation scales are not offered (dynamic per-token only); the KV cache side lives in ``decode/kv/quantized.py``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,10 +26,13 @@ from typing import ClassVar, Sequence
 
 import torch.nn as nn
 
+from reference_impls.ops.quant.weight_gemm import (
+    fp8_linear,
+    int8_weight_only_matmul,
+    quantize_fp8_rowwise,
+    quantize_weight_int8,
+)
 from reference_impls.technique import Technique
-
-from reference_impls.ops.quant.weight_gemm import (fp8_linear, int8_weight_only_matmul, quantize_fp8_rowwise,
-                                                   quantize_weight_int8)
 
 MODES = ("int8", "fp8")
 
@@ -73,7 +78,7 @@ class QuantReport:
     skipped: list = field(default_factory=list)
     bytes_before: int = 0
     bytes_after: int = 0
-    originals: list = field(default_factory=list, repr=False)   # (parent module, attribute, original nn.Linear)
+    originals: list = field(default_factory=list, repr=False)  # (parent module, attribute, original nn.Linear)
 
     def restore(self) -> None:
         """Put the original full-precision modules back (undo ``quantize_model``)."""
@@ -82,8 +87,9 @@ class QuantReport:
         self.originals.clear()
 
 
-def quantize_model(model: nn.Module, mode: str = "int8", *, skip: Sequence[str] = ("lm_head",),
-                   impl: str = "auto") -> QuantReport:
+def quantize_model(
+    model: nn.Module, mode: str = "int8", *, skip: Sequence[str] = ("lm_head",), impl: str = "auto"
+) -> QuantReport:
     """Replace ``nn.Linear`` modules in place. ``skip``: substrings of qualified names to leave in full precision."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

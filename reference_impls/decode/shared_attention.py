@@ -25,6 +25,7 @@ KV head's values) and the decode phase are supported.
 
 Identity: an empty ``share_layers`` runs the unmodified model (logits bit for bit).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,17 +34,17 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..models.minimal_lvlm import chunk_attention_mask, sdpa_attend
+from reference_impls.models.minimal_lvlm import chunk_attention_mask, sdpa_attend
 
 __all__ = ["naive_shared_attention_forward", "SharedAttention"]
-
 
 
 def _check(share_layers, n_layers):
     share = sorted(set(share_layers))
     if share and (share[0] < 1 or share[-1] >= n_layers):
-        raise ValueError(f"share_layers must lie in [1, {n_layers - 1}] (layer 0 has no weights to reuse), "
-                         f"got {list(share_layers)}")
+        raise ValueError(
+            f"share_layers must lie in [1, {n_layers - 1}] (layer 0 has no weights to reuse), got {list(share_layers)}"
+        )
     return set(share)
 
 
@@ -51,8 +52,8 @@ def _eager_weights(q: Tensor, k: Tensor, kv_lengths: Tensor) -> Tensor:
     """Softmax weights ``[B, Hq, T, Lk]`` (fp32) of the chunk queries under the model's chunk mask."""
     Hq, T, D = q.shape[1:]
     Hkv, Lk = k.shape[1], k.shape[2]
-    scores = q.float() @ k.float().repeat_interleave(Hq // Hkv, 1).transpose(-1, -2) * D ** -0.5
-    mask = chunk_attention_mask(kv_lengths, T, Lk)                                   # [B, h, T, Lk]
+    scores = q.float() @ k.float().repeat_interleave(Hq // Hkv, 1).transpose(-1, -2) * D**-0.5
+    mask = chunk_attention_mask(kv_lengths, T, Lk)  # [B, h, T, Lk]
     mask = mask.repeat_interleave(Hq // mask.shape[1], 1) if mask.shape[1] > 1 else mask
     return torch.softmax(scores.masked_fill(~mask, float("-inf")), -1).nan_to_num(0.0)
 
@@ -70,7 +71,7 @@ def _layer(model, l, x, positions, n_new, cache, share, reuse, need_weights, eag
     weights = None
     if l in share:
         v = layer.attn._heads(layer.attn.v_proj(h), model.cfg.n_kv_heads)
-        kv = cache.update(l, torch.zeros_like(v), v, positions, n_new)              # no keys are stored
+        kv = cache.update(l, torch.zeros_like(v), v, positions, n_new)  # no keys are stored
         o = _apply(reuse, kv.v)
         weights = reuse
     else:
@@ -86,8 +87,11 @@ def _layer(model, l, x, positions, n_new, cache, share, reuse, need_weights, eag
 
 def _run(model, ids, cache, lengths, share, eager):
     B, T = ids.shape
-    valid = torch.ones(B, T, dtype=torch.bool, device=ids.device) if lengths is None else \
-        torch.arange(T, device=ids.device)[None, :] < lengths[:, None]
+    valid = (
+        torch.ones(B, T, dtype=torch.bool, device=ids.device)
+        if lengths is None
+        else torch.arange(T, device=ids.device)[None, :] < lengths[:, None]
+    )
     n_new = valid.sum(1)
     positions = torch.where(valid, cache.next_position[:, None] + torch.arange(T, device=ids.device), -1)
     x = model.embed_tokens(ids)
@@ -100,8 +104,9 @@ def _run(model, ids, cache, lengths, share, eager):
 
 
 @torch.no_grad()
-def naive_shared_attention_forward(model, ids: Tensor, share_layers: Sequence[int], cache=None,
-                                   lengths: Optional[Tensor] = None) -> Tensor:
+def naive_shared_attention_forward(
+    model, ids: Tensor, share_layers: Sequence[int], cache=None, lengths: Optional[Tensor] = None
+) -> Tensor:
     """Logits ``[B, T, V]`` of a chunk with every layer's attention computed eagerly (the specification)."""
     share = _check(share_layers, model.cfg.n_layers)
     cache = model.new_cache(ids.shape[0], ids.shape[1]) if cache is None else cache
@@ -111,6 +116,7 @@ def naive_shared_attention_forward(model, ids: Tensor, share_layers: Sequence[in
 @dataclass
 class SharedAttention:
     """``SharedAttention(share_layers=(2, 3)).generate(model, ids, 16)``: layers 2 and 3 reuse layer 1's weights."""
+
     share_layers: tuple = ()
 
     @torch.no_grad()

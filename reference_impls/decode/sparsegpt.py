@@ -32,6 +32,7 @@ Deviations
 
 Identity: ``sparsity = 0`` (and no N:M pattern) leaves every weight unchanged.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,7 +43,6 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["hessian", "naive_sparsegpt", "sparsegpt", "SparseGPT"]
-
 
 
 def hessian(x: Tensor) -> Tensor:
@@ -79,7 +79,7 @@ def _prepare(weight: Tensor, H: Tensor, percdamp: float):
 
 def _block_mask(W_block: Tensor, d: Tensor, sparsity: float) -> Tensor:
     """Unstructured mask of one block: the ``floor(numel * sparsity)`` smallest ``w^2 / d^2`` (ties: lower index)."""
-    metric = (W_block ** 2 / d[None, :] ** 2).flatten()
+    metric = (W_block**2 / d[None, :] ** 2).flatten()
     k = int(metric.numel() * sparsity)
     mask = torch.zeros_like(metric, dtype=torch.bool)
     if k:
@@ -88,13 +88,21 @@ def _block_mask(W_block: Tensor, d: Tensor, sparsity: float) -> Tensor:
 
 
 def _nm_mask(W_group: Tensor, d: Tensor, prunen: int) -> Tensor:
-    metric = W_group ** 2 / d[None, :] ** 2
+    metric = W_group**2 / d[None, :] ** 2
     idx = torch.sort(metric, dim=1, stable=True).indices[:, :prunen]
     return torch.zeros_like(W_group, dtype=torch.bool).scatter_(1, idx, True)
 
 
-def naive_sparsegpt(weight: Tensor, H: Tensor, sparsity: float = 0.5, *, prunen: int = 0, prunem: int = 0,
-                    blocksize: int = 128, percdamp: float = 0.01) -> Tensor:
+def naive_sparsegpt(
+    weight: Tensor,
+    H: Tensor,
+    sparsity: float = 0.5,
+    *,
+    prunen: int = 0,
+    prunem: int = 0,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> Tensor:
     """Pruned copy of ``weight`` (its dtype): column by column, each OBS update applied at once to every later
     column."""
     _check(weight, H, sparsity, prunen, prunem, blocksize)
@@ -108,7 +116,7 @@ def naive_sparsegpt(weight: Tensor, H: Tensor, sparsity: float = 0.5, *, prunen:
             end = min(c + blocksize, cols)
             mask[:, c:end] = _block_mask(W[:, c:end], torch.diag(U)[c:end], sparsity)
         if prunen and c % prunem == 0:
-            mask[:, c:c + prunem] = _nm_mask(W[:, c:c + prunem], torch.diag(U)[c:c + prunem], prunen)
+            mask[:, c : c + prunem] = _nm_mask(W[:, c : c + prunem], torch.diag(U)[c : c + prunem], prunen)
         w = W[:, c].clone()
         q = torch.where(mask[:, c], torch.zeros_like(w), w)
         err = (w - q) / U[c, c]
@@ -117,8 +125,16 @@ def naive_sparsegpt(weight: Tensor, H: Tensor, sparsity: float = 0.5, *, prunen:
     return W.to(weight.dtype)
 
 
-def sparsegpt(weight: Tensor, H: Tensor, sparsity: float = 0.5, *, prunen: int = 0, prunem: int = 0,
-              blocksize: int = 128, percdamp: float = 0.01) -> Tensor:
+def sparsegpt(
+    weight: Tensor,
+    H: Tensor,
+    sparsity: float = 0.5,
+    *,
+    prunen: int = 0,
+    prunem: int = 0,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> Tensor:
     """``naive_sparsegpt`` with the official lazy batch updates: within a block column by column, the columns right
     of the block updated once per block (``W[:, end:] -= Err @ U[block, end:]``)."""
     _check(weight, H, sparsity, prunen, prunem, blocksize)
@@ -134,7 +150,7 @@ def sparsegpt(weight: Tensor, H: Tensor, sparsity: float = 0.5, *, prunen: int =
         mask1 = _block_mask(W1, torch.diag(U1), sparsity) if prunen == 0 else torch.zeros_like(W1, dtype=torch.bool)
         for i in range(end - start):
             if prunen and i % prunem == 0:
-                mask1[:, i:i + prunem] = _nm_mask(W1[:, i:i + prunem], torch.diag(U1)[i:i + prunem], prunen)
+                mask1[:, i : i + prunem] = _nm_mask(W1[:, i : i + prunem], torch.diag(U1)[i : i + prunem], prunen)
             w = W1[:, i]
             q = torch.where(mask1[:, i], torch.zeros_like(w), w)
             Q1[:, i] = q
@@ -150,6 +166,7 @@ def sparsegpt(weight: Tensor, H: Tensor, sparsity: float = 0.5, *, prunen: int =
 class SparseGPT:
     """``with SparseGPT(sparsity=0.5)(model, calibration_ids): ...`` prunes the decoder's linear layers while
     active. N:M: ``SparseGPT(prunen=2, prunem=4)``. ``impl="naive"`` uses the unblocked specification."""
+
     sparsity: float = 0.5
     prunen: int = 0
     prunem: int = 0
@@ -165,8 +182,10 @@ class SparseGPT:
         for l, layer in enumerate(model.layers):
             linears = {name: mod for name, mod in layer.named_modules() if isinstance(mod, nn.Linear)}
             inputs = {name: [] for name in linears}
-            handles = [mod.register_forward_hook(lambda m, i, o, name=name: inputs[name].append(i[0].detach()))
-                       for name, mod in linears.items()]
+            handles = [
+                mod.register_forward_hook(lambda m, i, o, name=name: inputs[name].append(i[0].detach()))
+                for name, mod in linears.items()
+            ]
             try:
                 for ids in calibration_ids:
                     model.forward_tokens(input_ids=ids)
@@ -176,8 +195,17 @@ class SparseGPT:
             for name, mod in linears.items():
                 H = hessian(torch.cat([x.reshape(-1, x.shape[-1]) for x in inputs[name]]))
                 blocksize = min(self.blocksize, mod.in_features) if not self.prunem else self.blocksize
-                mod.weight.copy_(fn(mod.weight, H, self.sparsity, prunen=self.prunen, prunem=self.prunem,
-                                    blocksize=blocksize, percdamp=self.percdamp))
+                mod.weight.copy_(
+                    fn(
+                        mod.weight,
+                        H,
+                        self.sparsity,
+                        prunen=self.prunen,
+                        prunem=self.prunem,
+                        blocksize=blocksize,
+                        percdamp=self.percdamp,
+                    )
+                )
                 report[f"layers.{l}.{name}"] = float((mod.weight == 0).float().mean())
         return report
 

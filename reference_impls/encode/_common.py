@@ -1,4 +1,5 @@
 """Helpers shared by the encoder-side techniques."""
+
 from __future__ import annotations
 
 

@@ -20,6 +20,7 @@ Deviations: the resize is ``torch.nn.functional.interpolate`` (bicubic, antialia
 
 Identity: an image of exactly ``tile x tile`` pixels with ``max_tiles = 1`` comes back unchanged as one tile.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,14 +30,18 @@ from torch import Tensor
 __all__ = ["candidate_grids", "closest_grid", "dynamic_tiles"]
 
 
-
 def candidate_grids(min_tiles: int, max_tiles: int) -> list:
     """Every ``(cols, rows)`` with ``min_tiles <= cols * rows <= max_tiles``, by tile count (then as the official
     code's set iteration leaves them: here by ``(cols * rows, cols)``)."""
     if not 1 <= min_tiles <= max_tiles:
         raise ValueError(f"need 1 <= min_tiles <= max_tiles, got {min_tiles}, {max_tiles}")
-    grids = {(i, j) for n in range(min_tiles, max_tiles + 1) for i in range(1, n + 1) for j in range(1, n + 1)
-             if min_tiles <= i * j <= max_tiles}
+    grids = {
+        (i, j)
+        for n in range(min_tiles, max_tiles + 1)
+        for i in range(1, n + 1)
+        for j in range(1, n + 1)
+        if min_tiles <= i * j <= max_tiles
+    }
     return sorted(grids, key=lambda g: (g[0] * g[1], g[0]))
 
 
@@ -55,8 +60,9 @@ def closest_grid(width: int, height: int, min_tiles: int = 1, max_tiles: int = 6
     return best
 
 
-def dynamic_tiles(image: Tensor, min_tiles: int = 1, max_tiles: int = 6, tile: int = 448,
-                  thumbnail: bool = True) -> Tensor:
+def dynamic_tiles(
+    image: Tensor, min_tiles: int = 1, max_tiles: int = 6, tile: int = 448, thumbnail: bool = True
+) -> Tensor:
     """``image [3, H, W]`` -> tiles ``[n, 3, tile, tile]`` (row-major, then the thumbnail if ``n > 1``)."""
     if image.dim() != 3:
         raise ValueError(f"image must be [3, H, W], got {tuple(image.shape)}")
@@ -66,11 +72,12 @@ def dynamic_tiles(image: Tensor, min_tiles: int = 1, max_tiles: int = 6, tile: i
     def resize(img, h, w):
         if (h, w) == tuple(img.shape[-2:]):
             return img
-        return F.interpolate(img[None].float(), size=(h, w), mode="bicubic", align_corners=False,
-                             antialias=True)[0].to(img.dtype)
+        return F.interpolate(img[None].float(), size=(h, w), mode="bicubic", align_corners=False, antialias=True)[0].to(
+            img.dtype
+        )
 
     big = resize(image, rows * tile, cols * tile)
-    tiles = [big[:, r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] for r in range(rows) for c in range(cols)]
+    tiles = [big[:, r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] for r in range(rows) for c in range(cols)]
     if thumbnail and len(tiles) > 1:
         tiles.append(resize(image, tile, tile))
     return torch.stack(tiles)

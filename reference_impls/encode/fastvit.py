@@ -33,6 +33,7 @@ weights are random (no checkpoint loading); no classification head or global poo
 
 Identity: reparameterisation changes no output (tested to float rounding): it is an exact algebraic rewrite.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,9 +42,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MobileOneBlock", "ReparamLargeKernelConv", "RepMixer", "RepCPE", "ConvFFN", "MHSA", "LayerNormChannel",
-           "RepMixerBlock", "AttentionBlock", "PatchEmbed", "FastViTConfig", "FastViT", "reparameterize"]
-
+__all__ = [
+    "MobileOneBlock",
+    "ReparamLargeKernelConv",
+    "RepMixer",
+    "RepCPE",
+    "ConvFFN",
+    "MHSA",
+    "LayerNormChannel",
+    "RepMixerBlock",
+    "AttentionBlock",
+    "PatchEmbed",
+    "FastViTConfig",
+    "FastViT",
+    "reparameterize",
+]
 
 
 def _fuse(conv_weight: Tensor, bn: nn.BatchNorm2d, conv_bias=None) -> tuple[Tensor, Tensor]:
@@ -94,11 +107,13 @@ class _Reparameterizable(nn.Module):
 class MobileOneBlock(_Reparameterizable):
     """``act(BN(x) + BN(conv1x1(x)) + sum_i BN(conv_kxk_i(x)))`` (the skip branch when shapes allow)."""
 
-    def __init__(self, cin, cout, k, stride=1, padding=0, groups=1, use_act=True, use_scale_branch=True,
-                 num_conv_branches=1):
+    def __init__(
+        self, cin, cout, k, stride=1, padding=0, groups=1, use_act=True, use_scale_branch=True, num_conv_branches=1
+    ):
         super().__init__()
-        self.args = dict(in_channels=cin, out_channels=cout, kernel_size=k, stride=stride, padding=padding,
-                         groups=groups)
+        self.args = dict(
+            in_channels=cin, out_channels=cout, kernel_size=k, stride=stride, padding=padding, groups=groups
+        )
         self.activation = nn.GELU() if use_act else nn.Identity()
         self.skip = nn.BatchNorm2d(cin) if cin == cout and stride == 1 else None
         self.convs = nn.ModuleList(_ConvBN(cin, cout, k, stride, padding, groups) for _ in range(num_conv_branches))
@@ -141,8 +156,9 @@ class ReparamLargeKernelConv(_Reparameterizable):
 
     def __init__(self, cin, cout, k, stride, groups, small_kernel=3):
         super().__init__()
-        self.args = dict(in_channels=cin, out_channels=cout, kernel_size=k, stride=stride, padding=k // 2,
-                         groups=groups)
+        self.args = dict(
+            in_channels=cin, out_channels=cout, kernel_size=k, stride=stride, padding=k // 2, groups=groups
+        )
         self.large = _ConvBN(cin, cout, k, stride, k // 2, groups)
         self.small = _ConvBN(cin, cout, small_kernel, stride, small_kernel // 2, groups)
         self.activation = nn.GELU()
@@ -168,14 +184,16 @@ class RepMixer(_Reparameterizable):
     def __init__(self, dim, k=3, layer_scale_init=1e-5):
         super().__init__()
         self.dim, self.k = dim, k
-        self.norm = MobileOneBlock(dim, dim, k, padding=k // 2, groups=dim, use_act=False, use_scale_branch=False,
-                                   num_conv_branches=0)
+        self.norm = MobileOneBlock(
+            dim, dim, k, padding=k // 2, groups=dim, use_act=False, use_scale_branch=False, num_conv_branches=0
+        )
         self.mixer = MobileOneBlock(dim, dim, k, padding=k // 2, groups=dim, use_act=False)
         self.layer_scale = nn.Parameter(layer_scale_init * torch.ones(dim, 1, 1))
 
     def _conv_args(self):
-        return dict(in_channels=self.dim, out_channels=self.dim, kernel_size=self.k, padding=self.k // 2,
-                    groups=self.dim)
+        return dict(
+            in_channels=self.dim, out_channels=self.dim, kernel_size=self.k, padding=self.k // 2, groups=self.dim
+        )
 
     def forward(self, x):
         if self.reparam is not None:
@@ -198,8 +216,9 @@ class RepCPE(_Reparameterizable):
         self.pe = nn.Conv2d(dim, dim, k, 1, k // 2, groups=dim, bias=True)
 
     def _conv_args(self):
-        return dict(in_channels=self.dim, out_channels=self.dim, kernel_size=self.k, padding=self.k // 2,
-                    groups=self.dim)
+        return dict(
+            in_channels=self.dim, out_channels=self.dim, kernel_size=self.k, padding=self.k // 2, groups=self.dim
+        )
 
     def forward(self, x):
         return self.reparam(x) if self.reparam is not None else x + self.pe(x)
@@ -275,8 +294,9 @@ class AttentionBlock(nn.Module):
 
 class PatchEmbed(nn.Sequential):
     def __init__(self, cin, cout, patch_size=7, stride=2):
-        super().__init__(ReparamLargeKernelConv(cin, cout, patch_size, stride, groups=cin),
-                         MobileOneBlock(cout, cout, 1))
+        super().__init__(
+            ReparamLargeKernelConv(cin, cout, patch_size, stride, groups=cin), MobileOneBlock(cout, cout, 1)
+        )
 
 
 @dataclass
@@ -284,9 +304,9 @@ class FastViTConfig:
     layers: tuple = (2, 12, 24, 4, 2)
     widths: tuple = (96, 192, 384, 768, 1536)
     mixers: tuple = ("repmixer", "repmixer", "repmixer", "attention", "attention")
-    cpe: tuple = (False, False, False, True, True)          # RepCPE before the stage
+    cpe: tuple = (False, False, False, True, True)  # RepCPE before the stage
     mlp_ratio: float = 4.0
-    channel_layernorm: bool = True                           # FastViTHD: LayerNorm in attention blocks
+    channel_layernorm: bool = True  # FastViTHD: LayerNorm in attention blocks
     stem_scale_branch: bool = False
     cls_ratio: float = 2.0
     layer_scale_init: float = 1e-5
@@ -311,7 +331,8 @@ class FastViTConfig:
 
 
 class FastViT(nn.Module):
-    """``FastViT(cfg)(images [B, 3, H, W])`` -> visual tokens ``[B, (H / stride) * (W / stride), cls_ratio * width]``."""
+    """``FastViT(cfg)(images [B, 3, H, W])`` -> visual tokens ``[B, (H / stride) * (W / stride), cls_ratio *
+    width]``."""
 
     def __init__(self, cfg: FastViTConfig = FastViTConfig(), seed: int = 0):
         super().__init__()
@@ -320,7 +341,8 @@ class FastViT(nn.Module):
         self.stem = nn.Sequential(
             MobileOneBlock(3, w0, 3, 2, 1, use_scale_branch=cfg.stem_scale_branch),
             MobileOneBlock(w0, w0, 3, 2, 1, groups=w0, use_scale_branch=cfg.stem_scale_branch),
-            MobileOneBlock(w0, w0, 1, use_scale_branch=cfg.stem_scale_branch))
+            MobileOneBlock(w0, w0, 1, use_scale_branch=cfg.stem_scale_branch),
+        )
         stages = []
         for i, (n, width, mixer) in enumerate(zip(cfg.layers, cfg.widths, cfg.mixers)):
             if i > 0:
@@ -328,8 +350,11 @@ class FastViT(nn.Module):
             if cfg.cpe[i]:
                 stages.append(RepCPE(width))
             for _ in range(n):
-                stages.append(RepMixerBlock(width, cfg.mlp_ratio, cfg.layer_scale_init) if mixer == "repmixer"
-                              else AttentionBlock(width, cfg.mlp_ratio, cfg.layer_scale_init, cfg.channel_layernorm))
+                stages.append(
+                    RepMixerBlock(width, cfg.mlp_ratio, cfg.layer_scale_init)
+                    if mixer == "repmixer"
+                    else AttentionBlock(width, cfg.mlp_ratio, cfg.layer_scale_init, cfg.channel_layernorm)
+                )
         self.stages = nn.Sequential(*stages)
         last = cfg.widths[-1]
         self.conv_exp = MobileOneBlock(last, int(last * cfg.cls_ratio), 3, 1, 1, groups=last)

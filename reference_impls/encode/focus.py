@@ -34,6 +34,7 @@ top-scored frames).
 
 Identity: ``k >= n_frames`` keeps the whole video.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,12 +47,11 @@ from torch import Tensor
 __all__ = ["Arm", "focus_score", "FOCUS", "FocusResult"]
 
 
-
 @dataclass
 class Arm:
-    start: int                      # first frame
-    end: int                        # last frame (inclusive)
-    scores: dict = field(default_factory=dict)     # frame -> relevance, the frames scored in this arm
+    start: int  # first frame
+    end: int  # last frame (inclusive)
+    scores: dict = field(default_factory=dict)  # frame -> relevance, the frames scored in this arm
     focus: float = 0.0
 
     @property
@@ -75,14 +75,15 @@ def focus_score(mean: float, var: float, n: int, total: int, min_variance: float
 
 @dataclass
 class FocusResult:
-    frames: list                    # selected frame indices, ascending
-    scored: int                     # frames whose relevance was computed
+    frames: list  # selected frame indices, ascending
+    scored: int  # frames whose relevance was computed
     arms: list
 
 
 @dataclass
 class FOCUS:
     """``FOCUS().select(n_frames, fps, score_frames, k, generator)`` -> ``FocusResult``."""
+
     coarse_every_sec: float = 16.0
     fine_every_sec: float = 1.0
     zoom_ratio: float = 0.25
@@ -109,8 +110,14 @@ class FOCUS:
             mean, var = a.mean_var() if a.n else (0.0, 0.0)
             a.focus = focus_score(mean, var, a.n, total, self.min_variance)
 
-    def select(self, n_frames: int, fps: float, score_frames: Callable[[list], Tensor], k: int,
-               generator: Optional[torch.Generator] = None) -> FocusResult:
+    def select(
+        self,
+        n_frames: int,
+        fps: float,
+        score_frames: Callable[[list], Tensor],
+        k: int,
+        generator: Optional[torch.Generator] = None,
+    ) -> FocusResult:
         if n_frames < 1 or fps <= 0 or k < 1:
             raise ValueError(f"need n_frames >= 1, fps > 0 and k >= 1; got {n_frames}, {fps}, {k}")
         if k >= n_frames:
@@ -168,11 +175,12 @@ class FOCUS:
         self._update(arms)
         # 4. final selection
         best = sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))
-        chosen = [f for f, _ in best[:round(self.top_ratio * min(k, len(scored)))]]
+        chosen = [f for f, _ in best[: round(self.top_ratio * min(k, len(scored)))]]
         remaining = k - len(chosen)
         if remaining > 0:
-            S = min(len(arms), min(self.final_max_arms, max(self.final_min_arms,
-                                                            math.ceil(len(arms) * self.zoom_ratio))))
+            S = min(
+                len(arms), min(self.final_max_arms, max(self.final_min_arms, math.ceil(len(arms) * self.zoom_ratio)))
+            )
             top = sorted(arms, key=lambda a: -a.focus)[:S]
             per_arm = [remaining // S + (1 if i < remaining % S else 0) for i in range(S)]
             taken = set(chosen)
@@ -181,8 +189,9 @@ class FOCUS:
                 if not candidates or count == 0:
                     continue
                 known = sorted(a.scores)
-                est = torch.tensor([a.scores[min(known, key=lambda s: (abs(s - f), s))] for f in candidates],
-                                   dtype=torch.float64)
+                est = torch.tensor(
+                    [a.scores[min(known, key=lambda s: (abs(s - f), s))] for f in candidates], dtype=torch.float64
+                )
                 est = (est - est.min()) / (est.max() - est.min()) if est.max() > est.min() else torch.ones_like(est)
                 probs = torch.softmax(est / max(1e-12, self.temperature), 0)
                 picks = torch.multinomial(probs, min(count, len(candidates)), replacement=False, generator=generator)

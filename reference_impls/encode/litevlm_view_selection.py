@@ -28,6 +28,7 @@ hence chosen here (declared deviations):
 - at least ``min_views`` (default 1) views are always kept (highest combined score) so no sample loses all views;
 - weights are untrained (random init); no pretrained checkpoint exists in this repository.
 """
+
 from __future__ import annotations
 
 import re
@@ -52,16 +53,33 @@ __all__ = [
 
 #: An example keyword map for the six nuScenes / DriveLM cameras (view order as in DriveLM).
 NUSCENES_KEYWORDS: dict[str, list[int]] = {
-    "front": [0, 1, 2], "front left": [1], "front right": [2], "back": [3, 4, 5], "rear": [3, 4, 5],
-    "back left": [4], "back right": [5], "left": [1, 4], "right": [2, 5], "behind": [3, 4, 5], "ahead": [0],
+    "front": [0, 1, 2],
+    "front left": [1],
+    "front right": [2],
+    "back": [3, 4, 5],
+    "rear": [3, 4, 5],
+    "back left": [4],
+    "back right": [5],
+    "left": [1, 4],
+    "right": [2, 5],
+    "behind": [3, 4, 5],
+    "ahead": [0],
 }
 
 
 class ViewSelector(nn.Module):
     """Text transformer + one learnable latent query per view -> one logit per view."""
 
-    def __init__(self, num_views: int, vocab_size: int, d_model: int = 128, n_layers: int = 4, n_heads: int = 4,
-                 max_len: int = 128, dropout: float = 0.0):
+    def __init__(
+        self,
+        num_views: int,
+        vocab_size: int,
+        d_model: int = 128,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        max_len: int = 128,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if num_views < 1 or vocab_size < 2 or n_layers < 1 or d_model % n_heads:
             raise ValueError("need num_views >= 1, vocab_size >= 2, n_layers >= 1 and d_model divisible by n_heads")
@@ -78,7 +96,9 @@ class ViewSelector(nn.Module):
     def forward(self, token_ids: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """token_ids [B, T] (T <= max_len); padding_mask [B, T] bool, True = padding. Returns logits [B, V]."""
         if token_ids.dim() != 2 or token_ids.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"token_ids must be an integer tensor [B, T], got {token_ids.dtype} {tuple(token_ids.shape)}")
+            raise ValueError(
+                f"token_ids must be an integer tensor [B, T], got {token_ids.dtype} {tuple(token_ids.shape)}"
+            )
         if token_ids.shape[1] == 0 or token_ids.shape[1] > self.max_len:
             raise ValueError(f"query length must be in [1, {self.max_len}], got {token_ids.shape[1]}")
         if padding_mask is not None and (padding_mask.shape != token_ids.shape or padding_mask.dtype != torch.bool):
@@ -126,8 +146,15 @@ def lexical_scores(texts: Sequence[str], keyword_map: Mapping[str, Sequence[int]
     return scores
 
 
-def select_views(logits: torch.Tensor, lexical: torch.Tensor | None = None, *, model_weight: float = 0.5,
-                 lexical_weight: float = 0.5, threshold: float = 0.5, min_views: int = 1):
+def select_views(
+    logits: torch.Tensor,
+    lexical: torch.Tensor | None = None,
+    *,
+    model_weight: float = 0.5,
+    lexical_weight: float = 0.5,
+    threshold: float = 0.5,
+    min_views: int = 1,
+):
     """Combined score ``model_weight * sigmoid(logits) + lexical_weight * lexical`` and keep mask [B, V] (score >=
     threshold, plus the best ``min_views`` views of every sample). Returns (keep [B, V] bool, score [B, V])."""
     if logits.dim() != 2:
@@ -150,12 +177,15 @@ def select_views(logits: torch.Tensor, lexical: torch.Tensor | None = None, *, m
 
 def _check_views(views: torch.Tensor, keep: torch.Tensor) -> None:
     if views.dim() < 3 or keep.shape != views.shape[:2] or keep.dtype != torch.bool:
-        raise ValueError(f"views must be [B, V, ...] and keep a bool [B, V]; got {tuple(views.shape)}, "
-                         f"{tuple(keep.shape)} {keep.dtype}")
+        raise ValueError(
+            f"views must be [B, V, ...] and keep a bool [B, V]; got {tuple(views.shape)}, "
+            f"{tuple(keep.shape)} {keep.dtype}"
+        )
 
 
-def naive_encode_selected_views(encoder: Callable[[torch.Tensor], torch.Tensor], views: torch.Tensor,
-                                keep: torch.Tensor):
+def naive_encode_selected_views(
+    encoder: Callable[[torch.Tensor], torch.Tensor], views: torch.Tensor, keep: torch.Tensor
+):
     """Spec: encode each kept view on its own (``encoder([1, ...]) -> [1, T, C]``) and concatenate per sample.
     Returns (tokens [B, max_tokens, C] zero padded on the right, lengths [B])."""
     _check_views(views, keep)
@@ -197,8 +227,7 @@ def hash_tokenize(texts: Sequence[str], vocab_size: int, max_len: int = 128):
     Returns (token_ids [B, T] int64, padding_mask [B, T] bool, True = padding)."""
     if vocab_size < 2:
         raise ValueError("vocab_size must be >= 2")
-    rows = [[1 + zlib.crc32(w.encode()) % (vocab_size - 1) for w in _words(t).split()][:max_len] or [1]
-            for t in texts]
+    rows = [[1 + zlib.crc32(w.encode()) % (vocab_size - 1) for w in _words(t).split()][:max_len] or [1] for t in texts]
     width = max(len(r) for r in rows)
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     pad = torch.ones(len(rows), width, dtype=torch.bool)

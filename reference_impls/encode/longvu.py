@@ -2,7 +2,8 @@
 "LongVU: Spatiotemporal Adaptive Compression for Long Video-Language Understanding", arXiv 2410.17434).
 
 Why this paper: of the catalogue's adaptive-resolution papers LongVU is the one whose resolution choice is
-training-free and budget-driven (ViCO and VisionThink learn it; the catalogue lists no code for Q-Frame): each frame gets high or
+training-free and budget-driven (ViCO and VisionThink learn it; the catalogue lists no code for Q-Frame): each frame
+gets high or
 low resolution according to its relevance to the query, so as many frames as possible fit the LLM's context.
 
 The method (checked against the official code, github.com/Vision-CAIR/LongVU, ``cambrian_arch.py``), per video:
@@ -31,6 +32,7 @@ Deviations
 
 Identity: a ``budget`` of at least ``frames * high_side^2`` tokens keeps every frame at high resolution.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,9 +42,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["resize_grid", "naive_temporal_reduction", "temporal_reduction", "naive_query_guided_resolution",
-           "query_guided_resolution", "spatial_token_compression", "LongVU"]
-
+__all__ = [
+    "resize_grid",
+    "naive_temporal_reduction",
+    "temporal_reduction",
+    "naive_query_guided_resolution",
+    "query_guided_resolution",
+    "spatial_token_compression",
+    "LongVU",
+]
 
 
 def resize_grid(tokens: Tensor, side: int) -> Tensor:
@@ -64,7 +72,7 @@ def naive_temporal_reduction(features: Tensor, window: int = 16, threshold: floa
     frames = features.shape[0]
     kept = []
     for start in range(0, frames, window):
-        seg = features[start:start + window].reshape(min(window, frames - start), -1).double()
+        seg = features[start : start + window].reshape(min(window, frames - start), -1).double()
         unit = [f / f.norm() for f in seg]
         for i in range(len(unit)):
             mean_sim = sum(float(unit[i] @ u) for u in unit) / len(unit)
@@ -81,7 +89,7 @@ def temporal_reduction(features: Tensor, window: int = 16, threshold: float = 0.
     pad = n_win * window - frames
     padded = torch.cat([flat, flat.new_zeros(pad, flat.shape[1])]).view(n_win, window, -1)
     valid = (torch.arange(n_win * window) < frames).view(n_win, window)
-    sims = (padded @ padded.transpose(1, 2)).sum(-1) / valid.sum(1, keepdim=True)          # [n_win, window]
+    sims = (padded @ padded.transpose(1, 2)).sum(-1) / valid.sum(1, keepdim=True)  # [n_win, window]
     middle = torch.zeros_like(valid)
     middle[torch.arange(n_win), valid.sum(1) // 2] = True
     keep = valid & (middle | (sims < threshold))
@@ -128,7 +136,7 @@ def spatial_token_compression(frames: Tensor, budget: int, chunk: int = 8, thres
         return frames.reshape(-1, frames.shape[-1])
     pieces = []
     for start in range(0, frames.shape[0], chunk):
-        part = frames[start:start + chunk]
+        part = frames[start : start + chunk]
         if part.shape[0] == 1:
             pieces.append(part[0])
             continue
@@ -137,7 +145,7 @@ def spatial_token_compression(frames: Tensor, budget: int, chunk: int = 8, thres
     total = sum(p.shape[0] for p in pieces)
     if total > budget:
         cut = math.ceil((total - budget) / len(pieces))
-        pieces = [p[:max(0, p.shape[0] - cut)] for p in pieces]
+        pieces = [p[: max(0, p.shape[0] - cut)] for p in pieces]
     return torch.cat(pieces)[:budget]
 
 
@@ -145,6 +153,7 @@ def spatial_token_compression(frames: Tensor, budget: int, chunk: int = 8, thres
 class LongVU:
     """``LongVU().compress(dino, grid, text, budget)`` -> (visual tokens ``[m, C]``, kept frames, high-resolution
     frames). ``dino [F, ...]`` DINO features, ``grid [F, S*S, C]`` the frame token grids, ``text [T, C]``."""
+
     window: int = 16
     dino_threshold: float = 0.83
     drop_threshold: float = 0.6
@@ -156,8 +165,8 @@ class LongVU:
         if budget < 1:
             raise ValueError(f"budget must be positive, got {budget}")
         frames = list(range(grid.shape[0]))
-        low_tokens = self.low_side ** 2
-        if grid.shape[0] >= budget // low_tokens:                        # as many frames as fit at low resolution
+        low_tokens = self.low_side**2
+        if grid.shape[0] >= budget // low_tokens:  # as many frames as fit at low resolution
             frames = temporal_reduction(dino, self.window, self.dino_threshold)
         low = resize_grid(grid[frames], self.low_side)
         high = resize_grid(grid[frames], self.high_side)

@@ -26,6 +26,7 @@ patch before it (tested).
 
 Identity: ``downsample_ratio = 1`` leaves the patch features unchanged (``pixel_shuffle(x, 1) == x``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,7 +36,6 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["naive_pixel_shuffle", "pixel_shuffle", "PixelShuffleProjector", "PixelShuffle"]
-
 
 
 def _factor(downsample_ratio: float) -> int:
@@ -85,7 +85,7 @@ class PixelShuffleProjector(nn.Module):
 
     def forward(self, patches: Tensor) -> Tensor:
         N, P, C = patches.shape
-        side = int(round(P ** 0.5))
+        side = int(round(P**0.5))
         if side * side != P:
             raise ValueError(f"{P} patches are not a square grid")
         x = pixel_shuffle(patches.reshape(N, side, side, C), self.downsample_ratio)
@@ -96,6 +96,7 @@ class PixelShuffleProjector(nn.Module):
 @dataclass
 class PixelShuffle:
     """``with PixelShuffle(0.5)(model): model.prefill(ids_with_fewer_placeholders, pixels)``."""
+
     downsample_ratio: float = 0.5
     seed: int = 0
 

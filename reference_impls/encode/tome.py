@@ -33,6 +33,7 @@ Deviations from the paper / upstream code:
   the minimal LVLM's ViT merges between attention and MLP as the paper. Proportional attention is applied in every
   later block. Qwen2-VL's windowed ViT and 2x2 merger are not hosts (merging breaks the windows and the merger).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..technique import Technique, UnsupportedModel
-from ._common import cosine_impl as _cosine_impl
+from reference_impls.encode._common import cosine_impl as _cosine_impl
+from reference_impls.technique import Technique, UnsupportedModel
 
 __all__ = [
     "ToMe",
@@ -205,9 +206,7 @@ def bipartite_soft_matching(
     return merge, unmerge
 
 
-def merge_wavg(
-    merge: MergeFn, x: torch.Tensor, size: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_wavg(merge: MergeFn, x: torch.Tensor, size: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Size-weighted average merge: returns (x' [B,T-r,C], size' [B,T-r,1]); size defaults to ones."""
     if size is None:
         size = torch.ones_like(x[..., :1])
@@ -328,7 +327,7 @@ class ToMe(Technique):
     impl: str = "auto"
 
     def __post_init__(self):
-        tome_schedule(4, self.r)          # validates the form of r
+        tome_schedule(4, self.r)  # validates the form of r
 
     def check_host(self, host) -> None:
         if host.name == "minimal":
@@ -337,19 +336,19 @@ class ToMe(Technique):
                 raise UnsupportedModel("tome: the minimal LVLM needs a CLS ViT and the MLP projector (LLaVA layout)")
 
     def attach(self, host):
-        from ..hosts.hf_vision import LlavaToMe
+        from reference_impls.hosts.hf_vision import LlavaToMe
 
         return LlavaToMe(host, self).install()
 
     def image_tokens(self, model) -> int:
         """Visual tokens per image reaching the LLM of ``model`` (MinimalLVLM or HF LLaVA) with this technique."""
-        from ..hosts import host_for
+        from reference_impls.hosts import host_for
 
         host = host_for(model)
         if host.name == "minimal":
             vc = model.cfg.vision
             return tokens_after(vc.n_encoder_tokens, tome_schedule(vc.n_layers_run, self.r)) - 1
-        from ..hosts.hf_vision import LlavaToMe
+        from reference_impls.hosts.hf_vision import LlavaToMe
 
         return LlavaToMe(host, self).image_tokens()
 
@@ -358,7 +357,7 @@ class ToMe(Technique):
         paper's placement) and proportional attention, then the projector on the patch tokens."""
         vc = model.cfg.vision
         x = model.vision.embed(pixel_values)
-        blocks = model.vision.blocks[:vc.n_layers_run]
+        blocks = model.vision.blocks[: vc.n_layers_run]
         size = None
         for block, r in zip(blocks, tome_schedule(len(blocks), self.r)):
             q, k, v = block.attn.project_qkv(block.norm1(x))

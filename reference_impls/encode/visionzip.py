@@ -33,6 +33,7 @@ Deviations
 - LLaVA-NeXT is not a host: its anyres crops are packed into a grid that the reduced tokens no longer fill.
 - Ties in top-k go to the lower index; ties in the assignment go to the lower target.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,8 @@ from typing import ClassVar
 
 import torch
 
-from ..technique import Technique, UnsupportedModel
-from ._common import cosine_impl as _cosine_impl
+from reference_impls.encode._common import cosine_impl as _cosine_impl
+from reference_impls.technique import Technique, UnsupportedModel
 
 __all__ = [
     "VisionZip",
@@ -270,11 +271,12 @@ class VisionZip(Technique):
         if host.name == "minimal":
             cfg = host.model.cfg
             if not cfg.vision.use_cls or cfg.projector != "mlp2x_gelu":
-                raise UnsupportedModel("visionzip: the minimal LVLM needs a CLS ViT and the MLP projector "
-                                       "(LLaVA layout)")
+                raise UnsupportedModel(
+                    "visionzip: the minimal LVLM needs a CLS ViT and the MLP projector (LLaVA layout)"
+                )
 
     def attach(self, host):
-        from ..hosts.hf_vision import LlavaVisionZip, QwenVisionZip
+        from reference_impls.hosts.hf_vision import LlavaVisionZip, QwenVisionZip
 
         return (LlavaVisionZip if host.name == "llava" else QwenVisionZip)(host, self).install()
 
@@ -283,20 +285,27 @@ class VisionZip(Technique):
         ranks the patches (``cls_attention_scores``), VisionZip keeps dominant + contextual patches."""
         vc = model.cfg.vision
         n_run = vc.n_layers_run
-        x = model.vision(pixel_values, n_blocks=n_run - 1)           # input of the feature-layer block
+        x = model.vision(pixel_values, n_blocks=n_run - 1)  # input of the feature-layer block
         block = model.vision.blocks[n_run - 1]
         q, k, _ = block.attn.project_qkv(block.norm1(x))
-        patches = block(x)[:, 1:]                                    # the feature layer without CLS
+        patches = block(x)[:, 1:]  # the feature layer without CLS
         if self.dominant + self.contextual >= patches.shape[1]:
             return model.project(patches)
         scores = cls_attention_scores(q[:, :, :1], k, impl=self.impl)
-        result = visionzip(patches, scores[:, 1:], k.mean(dim=1)[:, 1:], self.dominant, self.contextual,
-                           has_cls=False, impl=self.impl)
+        result = visionzip(
+            patches, scores[:, 1:], k.mean(dim=1)[:, 1:], self.dominant, self.contextual, has_cls=False, impl=self.impl
+        )
         return model.project(result.tokens)
 
     @staticmethod
-    def shrink_image_placeholders(input_ids: torch.Tensor, full: int, short: int, image_token_id: int,
-                                  attention_mask: torch.Tensor | None = None, pad_token_id: int = 0):
+    def shrink_image_placeholders(
+        input_ids: torch.Tensor,
+        full: int,
+        short: int,
+        image_token_id: int,
+        attention_mask: torch.Tensor | None = None,
+        pad_token_id: int = 0,
+    ):
         """Rewrite prompts with ``full`` placeholders per image to ``short`` each (LLaVA prompts from a processor);
         rows come back left-padded. Returns ``(input_ids, attention_mask)``."""
         rows = []
@@ -320,6 +329,6 @@ class VisionZip(Technique):
         new_ids = torch.full((len(rows), width), pad_token_id, dtype=input_ids.dtype, device=input_ids.device)
         new_mask = torch.zeros(len(rows), width, dtype=torch.long, device=input_ids.device)
         for b, r in enumerate(rows):
-            new_ids[b, width - len(r):] = torch.tensor(r, dtype=input_ids.dtype)
-            new_mask[b, width - len(r):] = 1
+            new_ids[b, width - len(r) :] = torch.tensor(r, dtype=input_ids.dtype)
+            new_mask[b, width - len(r) :] = 1
         return new_ids, new_mask

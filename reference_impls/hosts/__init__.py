@@ -3,12 +3,13 @@ techniques attached to the same model share it): :class:`MinimalHost` for ``Mini
 Hugging Face classes of ``registry.HF_CLASSES``. A host attaches techniques of each kind (see
 ``reference_impls.technique``) and records :class:`~reference_impls.technique.RunStats`.
 """
+
 from __future__ import annotations
 
 import weakref
 
-from ..registry import HF_CLASSES
-from ..technique import UnsupportedModel
+from reference_impls.registry import HF_CLASSES
+from reference_impls.technique import UnsupportedModel
 
 __all__ = ["host_for", "host_name"]
 
@@ -17,7 +18,7 @@ _HOSTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def host_name(model) -> str | None:
     """The registry host name of ``model`` (None when it is not a supported model)."""
-    from ..models.minimal_lvlm import MinimalLVLM
+    from reference_impls.models.minimal_lvlm import MinimalLVLM
 
     if isinstance(model, MinimalLVLM):
         return "minimal"
@@ -28,20 +29,21 @@ def host_for(model):
     """The host of ``model``; :class:`UnsupportedModel` for any other model class."""
     try:
         host = _HOSTS.get(model)
-    except TypeError:   # not weak-referenceable: certainly not a supported model
+    except TypeError:  # not weak-referenceable: certainly not a supported model
         host = None
     if host is not None:
         return host
     name = host_name(model)
     if name is None:
-        raise UnsupportedModel(f"{type(model).__name__} is not a supported model; supported: MinimalLVLM, "
-                               f"{', '.join(HF_CLASSES)}")
+        raise UnsupportedModel(
+            f"{type(model).__name__} is not a supported model; supported: MinimalLVLM, {', '.join(HF_CLASSES)}"
+        )
     if name == "minimal":
-        from .minimal import MinimalHost
+        from reference_impls.hosts.minimal import MinimalHost
 
         host = MinimalHost(model)
     else:
-        from .hf import HFHost
+        from reference_impls.hosts.hf import HFHost
 
         host = HFHost(model, name)
     _HOSTS[model] = host

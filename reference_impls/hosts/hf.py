@@ -31,6 +31,7 @@ Supported attention implementations: ``sdpa`` and ``eager`` (tested on CPU); ``f
 key mask, which cannot express per-head lengths (a clear error then), and are untested here. Not supported: beam
 search and cache reordering, continuing from a cache filled outside the technique.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -41,8 +42,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..models.hooks import TokenState
-from ..technique import RunStats, Technique, UnsupportedModel
+from reference_impls.models.hooks import TokenState
+from reference_impls.technique import RunStats, Technique, UnsupportedModel
 
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 MROPE_HOSTS = ("qwen2_vl", "qwen2_5_vl")
@@ -137,13 +138,14 @@ def _cache_base():
 @dataclass
 class _Plan:
     """One layer's chunk: what ``update`` writes, the mask it must fill, the score rows to observe afterwards."""
-    width: int                  # key width the mask was allocated for
-    n_new: Tensor               # [B] valid tokens of the chunk (right padded)
-    positions: Tensor           # [B, T]
-    mask: Tensor                # the buffer handed to the layer as attention_mask
-    rows: Optional[Tensor] = None      # [B, T] score rows wanted by the protocol cache
-    queries: Optional[Tensor] = None   # [B, Hq, T, D] post-RoPE queries (when rows are wanted)
-    attended: object = None            # AttendKV returned by the protocol cache
+
+    width: int  # key width the mask was allocated for
+    n_new: Tensor  # [B] valid tokens of the chunk (right padded)
+    positions: Tensor  # [B, T]
+    mask: Tensor  # the buffer handed to the layer as attention_mask
+    rows: Optional[Tensor] = None  # [B, T] score rows wanted by the protocol cache
+    queries: Optional[Tensor] = None  # [B, Hq, T, D] post-RoPE queries (when rows are wanted)
+    attended: object = None  # AttendKV returned by the protocol cache
 
 
 def make_reference_cache(host: "HFHost", protocol_cache):
@@ -166,7 +168,7 @@ def make_reference_cache(host: "HFHost", protocol_cache):
 
         def get_mask_sizes(self, *args, **kwargs):
             query_length = args[0] if args and isinstance(args[0], int) else kwargs.get("query_length", 0)
-            if not isinstance(query_length, int):      # older signature: cache_position tensor
+            if not isinstance(query_length, int):  # older signature: cache_position tensor
                 query_length = int(query_length.shape[-1])
             return self.owner.seen + query_length, 0
 
@@ -195,7 +197,7 @@ def make_reference_cache(host: "HFHost", protocol_cache):
             self.kv = protocol_cache
             self.seen = 0
             self.plans: dict = {}
-            self.rope_shift = [None] * host.n_layers    # [B] per layer once a prefill renumbered positions
+            self.rope_shift = [None] * host.n_layers  # [B] per layer once a prefill renumbered positions
             self.logical_next: Optional[Tensor] = None  # [B] logical position of the next token
 
         def update(self, key_states, value_states, layer_idx, *args, **kwargs):
@@ -215,8 +217,9 @@ def make_reference_cache(host: "HFHost", protocol_cache):
             raise UnsupportedModel("cropping (assisted generation) is not supported with reference_impls techniques")
 
         def batch_repeat_interleave(self, *args, **kwargs):
-            raise UnsupportedModel("num_return_sequences / beam expansion is not supported with reference_impls "
-                                   "techniques")
+            raise UnsupportedModel(
+                "num_return_sequences / beam expansion is not supported with reference_impls techniques"
+            )
 
         def batch_select_indices(self, *args, **kwargs):
             raise UnsupportedModel("contrastive search is not supported with reference_impls techniques")
@@ -230,7 +233,7 @@ def make_reference_cache(host: "HFHost", protocol_cache):
 
 def _fit_width(kv, width: int):
     """Pad (with invalid slots) or crop (only invalid slots) the attended K/V to exactly ``width`` keys."""
-    from ..models.kv_cache import AttendKV
+    from reference_impls.models.kv_cache import AttendKV
 
     A = kv.k.shape[2]
     if A == width:
@@ -246,15 +249,15 @@ def _fit_width(kv, width: int):
 
 
 def _fill_mask(plan: _Plan, kv_lengths: Tensor, host: "HFHost") -> None:
-    from ..models.minimal_lvlm import chunk_attention_mask
+    from reference_impls.models.minimal_lvlm import chunk_attention_mask
 
     T = plan.positions.shape[1]
     buf = plan.mask
-    if buf.dim() == 2:          # FlashAttention: committed keys per row (uniform over heads, checked when planned)
+    if buf.dim() == 2:  # FlashAttention: committed keys per row (uniform over heads, checked when planned)
         kl = kv_lengths if kv_lengths.dim() == 1 else kv_lengths[:, 0]
         buf.copy_(torch.arange(plan.width, device=buf.device)[None, :] < (kl - T + plan.n_new)[:, None])
         return
-    allowed = chunk_attention_mask(kv_lengths, T, plan.width)            # [B, 1 | Hkv, T, W]
+    allowed = chunk_attention_mask(kv_lengths, T, plan.width)  # [B, 1 | Hkv, T, W]
     heads = buf.shape[1]
     if allowed.shape[1] != heads:
         if heads == 1:
@@ -288,18 +291,20 @@ class HFLayerContext:
 
     def queries(self, state: TokenState) -> Tensor:
         cos, sin = self.fwd.rope(state, self.layer)
-        return layer_projections(self.host.layers[self.layer].self_attn, self._normed(state), cos, sin,
-                                 self.host.head_dim, "q")
+        return layer_projections(
+            self.host.layers[self.layer].self_attn, self._normed(state), cos, sin, self.host.head_dim, "q"
+        )
 
     def keys(self, state: TokenState) -> Tensor:
         cos, sin = self.fwd.rope(state, self.layer)
-        return layer_projections(self.host.layers[self.layer].self_attn, self._normed(state), cos, sin,
-                                 self.host.head_dim, "k")
+        return layer_projections(
+            self.host.layers[self.layer].self_attn, self._normed(state), cos, sin, self.host.head_dim, "k"
+        )
 
     def recompute_scores(self, state: TokenState, rows: Tensor) -> Tensor:
         """``[B, Hq, T]`` column sums of the query ``rows`` over the chunk's keys (what the layer's attention gives
         a prefill chunk on an empty cache)."""
-        from ..models.minimal_lvlm import rows_colsum
+        from reference_impls.models.minimal_lvlm import rows_colsum
 
         attn = self.host.layers[self.layer].self_attn
         cos, sin = self.fwd.rope(state, self.layer)
@@ -318,15 +323,15 @@ class HFLayerContext:
 class _Forward:
     host: "HFHost"
     cache: object
-    phase: str                        # "prefill" (empty cache) | "extend" (a chunk after a cache) | "decode"
-    width: int                        # columns of the input chunk
-    valid: Tensor                     # [B, width] bool, input layout
-    visual: Tensor                    # [B, width] bool, input layout
-    order: Optional[Tensor] = None    # [B, width]: input column of each right-padded slot
+    phase: str  # "prefill" (empty cache) | "extend" (a chunk after a cache) | "decode"
+    width: int  # columns of the input chunk
+    valid: Tensor  # [B, width] bool, input layout
+    visual: Tensor  # [B, width] bool, input layout
+    order: Optional[Tensor] = None  # [B, width]: input column of each right-padded slot
     state: Optional[TokenState] = None
-    base_rope: object = None          # the model's (cos, sin) of the input columns (M-RoPE hosts)
-    layer_rope: object = None         # the model's (cos, sin) given to the layers of this call
-    decode_positions: Optional[Tensor] = None   # [B, 1] logical position of a decode step's token
+    base_rope: object = None  # the model's (cos, sin) of the input columns (M-RoPE hosts)
+    layer_rope: object = None  # the model's (cos, sin) given to the layers of this call
+    decode_positions: Optional[Tensor] = None  # [B, 1] logical position of a decode step's token
     colsums: dict = field(default_factory=dict)
 
     def rope(self, state: TokenState, layer: int):
@@ -337,7 +342,7 @@ class _Forward:
             if shift is None or host.mrope:
                 return self.layer_rope
             return host.lm.rotary_emb(state.hidden, state.positions.clamp(min=0))
-        if host.mrope:   # original M-RoPE tables of each token's (representative's) input column
+        if host.mrope:  # original M-RoPE tables of each token's (representative's) input column
             col = self.order.gather(1, state.source_index.clamp(min=0))
             return gather_seq(self.base_rope[0], col), gather_seq(self.base_rope[1], col)
         return host.lm.rotary_emb(state.hidden, state.positions.clamp(min=0))
@@ -359,7 +364,7 @@ class HFHost:
         self.visual_ids = visual_token_ids(model)
         self.impl = "auto"
         self.stats = RunStats()
-        self.techniques: list = []        # attached token / KV techniques (driven by the hooks below)
+        self.techniques: list = []  # attached token / KV techniques (driven by the hooks below)
         self._detach: dict = {}
         self._handles: list = []
         self.fwd: Optional[_Forward] = None
@@ -374,13 +379,14 @@ class HFHost:
         return "eager"
 
     def cache_spec(self):
-        from ..technique import CacheSpec
+        from reference_impls.technique import CacheSpec
 
-        weight = self.lm.get_input_embeddings().weight      # (projections may be quantised modules)
+        weight = self.lm.get_input_embeddings().weight  # (projections may be quantised modules)
         inv_freq = None if self.mrope else getattr(self.lm.rotary_emb, "inv_freq", None)
         scaling = float(getattr(self.lm.rotary_emb, "attention_scaling", 1.0))
-        return CacheSpec(self.n_layers, self.n_heads, self.n_kv_heads, self.head_dim, weight.dtype, weight.device,
-                         inv_freq, scaling)
+        return CacheSpec(
+            self.n_layers, self.n_heads, self.n_kv_heads, self.head_dim, weight.dtype, weight.device, inv_freq, scaling
+        )
 
     def attach(self, technique: Technique) -> None:
         if any(t is technique for t in self.techniques) or id(technique) in self._detach:
@@ -390,8 +396,10 @@ class HFHost:
         if technique.stage in ("decoder", "kv"):
             impl = self.attn_impl
             if not any(impl.startswith(s) for s in SUPPORTED_ATTENTION):
-                raise UnsupportedModel(f"{technique.name}: attention implementation {impl!r} is not supported; use "
-                                       f"one of {', '.join(SUPPORTED_ATTENTION)}")
+                raise UnsupportedModel(
+                    f"{technique.name}: attention implementation {impl!r} is not supported; use "
+                    f"one of {', '.join(SUPPORTED_ATTENTION)}"
+                )
             if technique.stage == "kv" and any(t.stage == "kv" for t in self.techniques):
                 raise RuntimeError(f"{technique.name}: another KV technique is already attached")
             self.techniques.append(technique)
@@ -436,11 +444,19 @@ class HFHost:
         for t in self.techniques:
             if t.stage == "kv":
                 return t.make_cache(self.cache_spec(), batch_size)
-        from ..decode.kv.base import CompressedKVCache, KVPolicy
+        from reference_impls.decode.kv.base import CompressedKVCache, KVPolicy
 
         spec = self.cache_spec()
-        return CompressedKVCache(KVPolicy(), spec.n_layers, batch_size, spec.n_kv_heads, spec.head_dim,
-                                 dtype=spec.dtype, device=spec.device, impl=self.impl)
+        return CompressedKVCache(
+            KVPolicy(),
+            spec.n_layers,
+            batch_size,
+            spec.n_kv_heads,
+            spec.head_dim,
+            dtype=spec.dtype,
+            device=spec.device,
+            impl=self.impl,
+        )
 
     def _top_pre(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
@@ -454,15 +470,17 @@ class HFHost:
         if getattr(cache, "host", None) is self:
             return None
         if cache is not None and cache.get_seq_length() > 0:
-            raise UnsupportedModel("continuing from a cache filled without the technique is not supported; start the "
-                                   "generation inside the `with` block")
+            raise UnsupportedModel(
+                "continuing from a cache filled without the technique is not supported; start the "
+                "generation inside the `with` block"
+            )
         kwargs = {**kwargs, key: make_reference_cache(self, self._new_protocol_cache(batch)), "use_cache": True}
         return args, kwargs
 
     def _lm_pre(self, module, args, kwargs):
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         if getattr(cache, "host", None) is not self:
-            self.fwd = None          # the language model was called on its own: leave it alone
+            self.fwd = None  # the language model was called on its own: leave it alone
             return None
         embeds = kwargs.get("inputs_embeds")
         width = (embeds if embeds is not None else kwargs.get("input_ids", args[0] if args else None)).shape[1]
@@ -470,8 +488,11 @@ class HFHost:
         device = self.lm.get_input_embeddings().weight.device
         mask = kwargs.get("attention_mask")
         mask = mask if isinstance(mask, Tensor) and mask.dim() == 2 else self._input_mask
-        valid = torch.ones(batch, width, dtype=torch.bool, device=device) if mask is None \
+        valid = (
+            torch.ones(batch, width, dtype=torch.bool, device=device)
+            if mask is None
             else mask[:, -width:].to(device=device, dtype=torch.bool)
+        )
         phase = "prefill" if cache.seen == 0 else ("decode" if width == 1 else "extend")
         visual = torch.zeros_like(valid)
         ids = self._input_ids
@@ -493,10 +514,15 @@ class HFHost:
             else:
                 pos = pos_in.reshape(-1, T).expand(B, T).clone()
             fwd.decode_positions = pos
-            fwd.state = TokenState(hidden=hidden, positions=pos, lengths=torch.ones(B, dtype=torch.long, device=dev),
-                                   vis_mask=torch.zeros(B, 1, dtype=torch.bool, device=dev),
-                                   source_index=torch.zeros(B, 1, dtype=torch.long, device=dev),
-                                   sizes=torch.ones(B, 1, device=dev), phase="extend")
+            fwd.state = TokenState(
+                hidden=hidden,
+                positions=pos,
+                lengths=torch.ones(B, dtype=torch.long, device=dev),
+                vis_mask=torch.zeros(B, 1, dtype=torch.bool, device=dev),
+                source_index=torch.zeros(B, 1, dtype=torch.long, device=dev),
+                sizes=torch.ones(B, 1, device=dev),
+                phase="extend",
+            )
             cache.logical_next = cache.logical_next + 1
             return
         order = torch.argsort((~fwd.valid).to(torch.int8), dim=1, stable=True)
@@ -511,10 +537,15 @@ class HFHost:
         pos = torch.where(slot_valid, pos, -1)
         fwd.order = order
         fwd.base_rope = fwd.layer_rope
-        fwd.state = TokenState(hidden=hidden_r, positions=pos, lengths=lengths,
-                               vis_mask=fwd.visual.gather(1, order) & slot_valid,
-                               source_index=torch.where(slot_valid, torch.arange(T, device=dev)[None, :], -1),
-                               sizes=slot_valid.float(), phase="prefill" if fwd.phase == "prefill" else "extend")
+        fwd.state = TokenState(
+            hidden=hidden_r,
+            positions=pos,
+            lengths=lengths,
+            vis_mask=fwd.visual.gather(1, order) & slot_valid,
+            source_index=torch.where(slot_valid, torch.arange(T, device=dev)[None, :], -1),
+            sizes=slot_valid.float(),
+            phase="prefill" if fwd.phase == "prefill" else "extend",
+        )
         cache.logical_next = torch.gather(pos, 1, (lengths - 1).clamp(min=0)[:, None])[:, 0] + 1
 
     def _layer_pre(self, idx: int):
@@ -526,7 +557,7 @@ class HFHost:
             if idx == 0:
                 self._start_chunk(fwd, hidden, kwargs)
             state = fwd.state
-            if fwd.phase == "decode":     # the token's position in this layer's frame (0 unless renumbered)
+            if fwd.phase == "decode":  # the token's position in this layer's frame (0 unless renumbered)
                 shift = fwd.cache.rope_shift[idx]
                 state.positions = fwd.decode_positions + (0 if shift is None else shift[:, None])
             ctx = HFLayerContext(self, idx, fwd)
@@ -538,8 +569,11 @@ class HFHost:
             rows = [t.score_rows(idx, state) for t in techniques]
             fwd.colsums[idx] = [None if r is None else ctx.recompute_scores(state, r) for r in rows]
             cos, sin = fwd.rope(state, idx)
-            new = {**kwargs, "attention_mask": self._plan(fwd, idx, state, (cos, sin)),
-                   "position_embeddings": (cos, sin)}
+            new = {
+                **kwargs,
+                "attention_mask": self._plan(fwd, idx, state, (cos, sin)),
+                "position_embeddings": (cos, sin),
+            }
             if not self.mrope and isinstance(kwargs.get("position_ids"), Tensor):
                 new["position_ids"] = state.positions.clamp(min=0)
             if args:
@@ -555,14 +589,14 @@ class HFHost:
         B, T = state.batch_size, state.width
         width = kv.max_length_bound(idx) + T
         old = kv.lengths(idx)
-        per_head = (old.dim() == 2 and bool((old != old[:, :1]).any())) or \
-            (getattr(kv, "per_head_selection", False) and fwd.phase == "decode")
+        per_head = (old.dim() == 2 and bool((old != old[:, :1]).any())) or (
+            getattr(kv, "per_head_selection", False) and fwd.phase == "decode"
+        )
         rows = kv.wants_scores(idx, state.lengths, T)
         queries = None
         if rows is not None:
             attn = self.layers[idx].self_attn
-            queries = layer_projections(attn, self.layers[idx].input_layernorm(state.hidden), *rope, self.head_dim,
-                                        "q")
+            queries = layer_projections(attn, self.layers[idx].input_layernorm(state.hidden), *rope, self.head_dim, "q")
         impl = self.attn_impl
         device = state.hidden.device
         if impl.startswith("flash"):
@@ -588,7 +622,7 @@ class HFHost:
                 self._observe(fwd, idx, plan)
             state = fwd.state
             state.hidden = hidden
-            if fwd.phase == "prefill" and not self.mrope:   # this layer's RoPE frame, for the tokens decoded later
+            if fwd.phase == "prefill" and not self.mrope:  # this layer's RoPE frame, for the tokens decoded later
                 last = torch.gather(state.positions, 1, (state.lengths - 1).clamp(min=0)[:, None])[:, 0]
                 shift = last + 1 - fwd.cache.logical_next
                 fwd.cache.rope_shift[idx] = shift if bool((shift != 0).any()) else None
@@ -602,7 +636,7 @@ class HFHost:
 
     def _observe(self, fwd: _Forward, idx: int, plan: _Plan) -> None:
         """The protocol cache's score rows: column sums over the keys this chunk attended (before any eviction)."""
-        from ..models.minimal_lvlm import rows_colsum
+        from reference_impls.models.minimal_lvlm import rows_colsum
 
         kv = plan.attended
         colsum = rows_colsum(plan.queries, kv.k, kv.v, kv.kv_lengths, plan.rows, self.impl)
@@ -625,7 +659,7 @@ class HFHost:
             kept = torch.where(state.valid_mask(), fwd.order.gather(1, state.source_index.clamp(min=0)), -1)
             if T == fwd.width and bool((state.lengths == fwd.valid.sum(1)).all()):
                 hidden = hidden.gather(1, torch.argsort(fwd.order, dim=1)[..., None].expand(-1, -1, hidden.shape[-1]))
-            else:   # pruned: left-padded so that each row's last token is the last column
+            else:  # pruned: left-padded so that each row's last token is the last column
                 slots = left_pad_indices(torch.arange(T, device=hidden.device).expand(B, T), state.lengths)
                 hidden = hidden.gather(1, slots.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1]))
                 hidden = hidden * (slots >= 0)[..., None].to(hidden.dtype)

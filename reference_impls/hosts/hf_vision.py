@@ -18,6 +18,7 @@ removed by the function ``install`` returns.
 
 An image whose token count is at most ``dominant + contextual`` is left whole (the identity).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -26,7 +27,7 @@ import sys
 import torch
 from torch import nn
 
-from .hf import config_value, find_submodule, gather_seq, left_pad_indices
+from reference_impls.hosts.hf import config_value, find_submodule, gather_seq, left_pad_indices
 
 
 class _Hooks:
@@ -86,7 +87,7 @@ class LlavaVisionZip:
         return hooks.remove
 
     def _score_hook(self, module, args, kwargs):
-        from ..encode.visionzip import cls_attention_scores
+        from reference_impls.encode.visionzip import cls_attention_scores
 
         hidden = args[0] if args else kwargs["hidden_states"]
         attn = module.self_attn
@@ -101,7 +102,7 @@ class LlavaVisionZip:
         return None
 
     def _projector_hook(self, module, args, kwargs):
-        from ..encode.visionzip import visionzip
+        from reference_impls.encode.visionzip import visionzip
 
         features = args[0] if args else kwargs["image_features"]
         t = self.technique
@@ -110,15 +111,18 @@ class LlavaVisionZip:
         scores, metric = self._scores
         self._scores = None
         if t.dominant + t.contextual >= features.shape[1]:
-            return None                                      # the image is left whole (identity)
-        if features.shape[1] == self.num_patches + 1:        # "full": CLS kept
+            return None  # the image is left whole (identity)
+        if features.shape[1] == self.num_patches + 1:  # "full": CLS kept
             result = visionzip(features, scores, metric, t.dominant, t.contextual, has_cls=True, impl=t.impl)
-        elif features.shape[1] == self.num_patches:          # "default": CLS cropped, score with it, keep patches
-            result = visionzip(features, scores[:, 1:], metric[:, 1:], t.dominant, t.contextual, has_cls=False,
-                               impl=t.impl)
+        elif features.shape[1] == self.num_patches:  # "default": CLS cropped, score with it, keep patches
+            result = visionzip(
+                features, scores[:, 1:], metric[:, 1:], t.dominant, t.contextual, has_cls=False, impl=t.impl
+            )
         else:
-            raise RuntimeError(f"visionzip: projector input has {features.shape[1]} tokens; expected "
-                               f"{self.num_patches} or {self.num_patches + 1}")
+            raise RuntimeError(
+                f"visionzip: projector input has {features.shape[1]} tokens; expected "
+                f"{self.num_patches} or {self.num_patches + 1}"
+            )
         self.host.stats.extra["visionzip"] = result
         self.host.stats.extra["visual_tokens_per_image"] = result.tokens.shape[1]
         if args:
@@ -160,8 +164,13 @@ def vision_window_order(visual: nn.Module, grid_thw: torch.Tensor) -> torch.Tens
     module = sys.modules[type(visual).__module__]
     if hasattr(module, "get_vision_window_index"):
         window_index, _ = _call_with_supported(
-            module.get_vision_window_index, grid_thw, spatial_merge_size=visual.spatial_merge_size,
-            window_size=visual.window_size, patch_size=visual.patch_size, kwargs={})
+            module.get_vision_window_index,
+            grid_thw,
+            spatial_merge_size=visual.spatial_merge_size,
+            window_size=visual.window_size,
+            patch_size=visual.patch_size,
+            kwargs={},
+        )
     elif hasattr(visual, "get_window_index"):
         window_index, _ = visual.get_window_index(grid_thw)
     else:
@@ -171,7 +180,8 @@ def vision_window_order(visual: nn.Module, grid_thw: torch.Tensor) -> torch.Tens
 
 class QwenVisionZip:
     """VisionZip on Qwen2-VL / Qwen2.5-VL, with the declared no-CLS deviation; pass the processor's FULL prompt.
-    Per image: score = attention each patch receives in the last vision block (mean over queries of its image and heads, ``reference_impls.ops.scored_attention`` column sums, memory O(N)), averaged over
+    Per image: score = attention each patch receives in the last vision block (mean over queries of its image and
+    heads, ``reference_impls.ops.scored_attention`` column sums, memory O(N)), averaged over
     the spatial_merge_size**2 patches of each merged token (keys likewise for the metric); then
     ``visionzip(..., has_cls=False)`` on the merged tokens. The LLM input keeps the dominant tokens and the contextual
     tokens at the positions (and 3-D M-RoPE ids) of their own / their target's placeholder; the dropped placeholders
@@ -184,7 +194,7 @@ class QwenVisionZip:
         self.host, self.model = host, host.model
         self.dominant, self.contextual, self.impl = technique.dominant, technique.contextual, technique.impl
         self.visual = find_submodule(self.model, "visual")
-        self.merge_unit = self.visual.spatial_merge_size ** 2
+        self.merge_unit = self.visual.spatial_merge_size**2
         self.image_token_id = int(config_value(self.model, "image_token_id"))
         self.kept_indices = None  # [B, L'] original positions of the last prefill, -1 = padding
         self.results = []
@@ -210,15 +220,18 @@ class QwenVisionZip:
         return None
 
     def _score_hook(self, block, args, kwargs):
-        from ..encode.visionzip import group_mean, mean_received_attention
+        from reference_impls.encode.visionzip import group_mean, mean_received_attention
 
         hidden = args[0] if args else kwargs["hidden_states"]
         q, k = vision_block_qk(block, hidden, kwargs)
         cu = kwargs.get("cu_seqlens")
         bounds = cu.tolist() if cu is not None else [0, hidden.shape[0]]
         scale = getattr(block.attn, "scaling", q.shape[-1] ** -0.5)
-        parts = [mean_received_attention(q[:, a:b][None], k[:, a:b][None], scale=scale, impl=self.impl)[0]
-                 for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        parts = [
+            mean_received_attention(q[:, a:b][None], k[:, a:b][None], scale=scale, impl=self.impl)[0]
+            for a, b in zip(bounds[:-1], bounds[1:])
+            if b > a
+        ]
         scores = group_mean(torch.cat(parts), self.merge_unit)
         metric = group_mean(k.mean(0).float(), self.merge_unit)
         order = vision_window_order(self.visual, self._grid)
@@ -229,7 +242,7 @@ class QwenVisionZip:
 
     # ---- prompt rewriting ----------------------------------------------------------------------------------------
     def _top_pre(self, module, args, kwargs):
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))    # transformers >= 5.25 / 5.17 names
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))  # transformers >= 5.25 / 5.17 names
         past = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
         ids = kwargs.get("input_ids", args[0] if args else None)
         encoded = kwargs.get("mm_encoder_outputs") or {}
@@ -239,13 +252,13 @@ class QwenVisionZip:
             return args, self._prefill(kwargs)
         if self._short_mask is not None and past > 0 and kwargs.get("attention_mask") is not None:
             full = kwargs["attention_mask"]
-            return args, {**kwargs, "attention_mask": torch.cat([self._short_mask, full[:, self._full_len:]], 1)}
+            return args, {**kwargs, "attention_mask": torch.cat([self._short_mask, full[:, self._full_len :]], 1)}
         if ids is not None and past == 0:
             self._short_mask = None
         return None
 
     def _prefill(self, kwargs):
-        from ..encode.visionzip import visionzip
+        from reference_impls.encode.visionzip import visionzip
 
         if kwargs.get("pixel_values_videos") is not None:
             raise ValueError("visionzip: videos are not supported")
@@ -270,8 +283,13 @@ class QwenVisionZip:
         if position_ids is None:
             inner = getattr(self.model, "model", self.model)
             position_ids, _ = _call_with_supported(
-                inner.get_rope_index, ids, image_grid_thw=grid, video_grid_thw=None, attention_mask=mask,
-                mm_token_type_ids=kwargs.get("mm_token_type_ids"))
+                inner.get_rope_index,
+                ids,
+                image_grid_thw=grid,
+                video_grid_thw=None,
+                attention_mask=mask,
+                mm_token_type_ids=kwargs.get("mm_token_type_ids"),
+            )
         sizes = (grid.prod(-1) // self.merge_unit).tolist()
         keep = torch.zeros(features.shape[0], dtype=torch.bool, device=features.device)
         values = features.clone()
@@ -283,12 +301,19 @@ class QwenVisionZip:
                 keep[rows] = True
                 self.results.append(None)
             else:
-                res = visionzip(features[rows][None], scores[rows][None], metric[rows][None], self.dominant,
-                                self.contextual, has_cls=False, impl=self.impl)
+                res = visionzip(
+                    features[rows][None],
+                    scores[rows][None],
+                    metric[rows][None],
+                    self.dominant,
+                    self.contextual,
+                    has_cls=False,
+                    impl=self.impl,
+                )
                 self.results.append(res)
                 keep[start + res.dominant_idx[0]] = True
                 keep[start + res.target_idx[0]] = True
-                values[start + res.target_idx[0]] = res.tokens[0, self.dominant:]
+                values[start + res.target_idx[0]] = res.tokens[0, self.dominant :]
             start += n
         if bool(keep.all()):  # every image is small enough: leave the call untouched (exact identity)
             self._short_mask = None
@@ -296,8 +321,10 @@ class QwenVisionZip:
             return kwargs
         image = ids == self.image_token_id
         if int(image.sum()) != features.shape[0]:
-            raise ValueError(f"{int(image.sum())} image placeholders for {features.shape[0]} image features: pass the "
-                             "processor's full prompt")
+            raise ValueError(
+                f"{int(image.sum())} image placeholders for {features.shape[0]} image features: pass the "
+                "processor's full prompt"
+            )
         embeds = self.model.get_input_embeddings()(ids)
         embeds = embeds.masked_scatter(image[..., None], values.to(embeds.dtype))
         keep_token = mask.bool() & ~image
@@ -312,8 +339,11 @@ class QwenVisionZip:
         new_pos = gather_seq(position_ids[..., None], kept)[..., 0]
         self._short_mask = (kept >= 0).long()
         self._full_len = length
-        new = {k: v for k, v in kwargs.items() if k not in ("input_ids", "pixel_values", "image_grid_thw",
-                                                             "mm_token_type_ids", "mm_encoder_outputs")}
+        new = {
+            k: v
+            for k, v in kwargs.items()
+            if k not in ("input_ids", "pixel_values", "image_grid_thw", "mm_token_type_ids", "mm_encoder_outputs")
+        }
         new.update(inputs_embeds=gather_rows(embeds, kept), attention_mask=self._short_mask, position_ids=new_pos)
         return new
 
@@ -325,7 +355,7 @@ class LlavaToMe:
     ``attention_mask``."""
 
     def __init__(self, host, technique):
-        from ..encode.tome import tome_schedule
+        from reference_impls.encode.tome import tome_schedule
 
         model = host.model
         self.host, self.technique = host, technique
@@ -338,7 +368,7 @@ class LlavaToMe:
         n = len(self.layers)
         self.feature_index = n + feature_layer if feature_layer < 0 else feature_layer - 1
         self.merge_layers = list(range(1, self.feature_index + 1))
-        self.schedule = tome_schedule(max(1, len(self.merge_layers)), technique.r)[:len(self.merge_layers)]
+        self.schedule = tome_schedule(max(1, len(self.merge_layers)), technique.r)[: len(self.merge_layers)]
         self.keeps_cls = config_value(model, "vision_feature_select_strategy", default="default") == "full"
         vcfg = vision_model.config
         self.num_tokens = (vcfg.image_size // vcfg.patch_size) ** 2 + 1
@@ -347,7 +377,7 @@ class LlavaToMe:
         self._size = None
 
     def image_tokens(self) -> int:
-        from ..encode.tome import tokens_after
+        from reference_impls.encode.tome import tokens_after
 
         return tokens_after(self.num_tokens, self.schedule) - (0 if self.keeps_cls else 1)
 
@@ -377,7 +407,7 @@ class LlavaToMe:
         return None
 
     def _layer_hook(self, index: int):
-        from ..encode.tome import bipartite_soft_matching, merge_wavg
+        from reference_impls.encode.tome import bipartite_soft_matching, merge_wavg
 
         def hook(module, args, kwargs):
             hidden = args[0] if args else kwargs["hidden_states"]

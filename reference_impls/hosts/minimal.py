@@ -1,11 +1,12 @@
 """The minimal LVLM as a host: attached techniques go into ``model.techniques``, which the model consults by kind
 (token techniques run as hooks, a KV technique builds the cache, an encoder technique makes the image features, a
 decoding technique runs ``generate``); weight techniques swap modules themselves."""
+
 from __future__ import annotations
 
-from ..technique import RunStats, Technique
+from reference_impls.technique import RunStats, Technique
 
-SINGLE = ("kv", "encoder", "decoding")   # kinds of which one at a time may be attached
+SINGLE = ("kv", "encoder", "decoding")  # kinds of which one at a time may be attached
 
 
 class MinimalHost:
@@ -29,8 +30,9 @@ class MinimalHost:
             raise RuntimeError(f"{technique.name} is already attached to this model")
         if technique.stage in SINGLE and any(t.stage == technique.stage for t in attached):
             other = next(t for t in attached if t.stage == technique.stage)
-            raise RuntimeError(f"{technique.name}: {other.name} is already attached ({technique.stage} techniques do "
-                               "not stack)")
+            raise RuntimeError(
+                f"{technique.name}: {other.name} is already attached ({technique.stage} techniques do not stack)"
+            )
         if not attached and not self._detach:
             self.stats = RunStats()
             self.model.run_stats = self.stats

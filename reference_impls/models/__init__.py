@@ -3,10 +3,21 @@
 See ``models/README.md`` for the API note, ``kv_cache.py`` for the cache protocol and ``hooks.py`` for the
 hook protocol used by the prefill techniques.
 """
-from .config import LVLMConfig, VisionConfig
-from .hooks import Hook, LayerContext, TokenState
-from .kv_cache import AttendKV, KVCache, StaticKVCache
-from .minimal_lvlm import MinimalLVLM, PrefillResult
 
-__all__ = ["LVLMConfig", "VisionConfig", "MinimalLVLM", "PrefillResult", "KVCache", "StaticKVCache", "AttendKV",
-           "Hook", "LayerContext", "TokenState"]
+from reference_impls.models.config import LVLMConfig, VisionConfig
+from reference_impls.models.hooks import Hook, LayerContext, TokenState
+from reference_impls.models.kv_cache import AttendKV, KVCache, StaticKVCache
+from reference_impls.models.minimal_lvlm import MinimalLVLM, PrefillResult
+
+__all__ = [
+    "LVLMConfig",
+    "VisionConfig",
+    "MinimalLVLM",
+    "PrefillResult",
+    "KVCache",
+    "StaticKVCache",
+    "AttendKV",
+    "Hook",
+    "LayerContext",
+    "TokenState",
+]

@@ -17,6 +17,7 @@ Presets (shapes checked against the public Hugging Face configs ``llava-hf/llava
   images, Conv2d patch embed); a fixed 448x448 input (32x32 patches -> 256 merged tokens) instead of
   dynamic resolution; decoder positions are 1-D RoPE instead of M-RoPE.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -30,11 +31,11 @@ class VisionConfig:
     width: int = 32
     n_heads: int = 2
     mlp_dim: int = 64
-    use_cls: bool = True             # prepend a CLS token (CLIP); Qwen's ViT has none
-    norm: str = "layernorm"          # "layernorm" | "rmsnorm"
-    mlp_act: str = "quick_gelu"      # "quick_gelu" | "gelu" | "swiglu"
-    pre_norm: bool = True            # CLIP's pre_layrnorm after the embeddings
-    feature_layer: int = -2          # hidden state fed to the projector (-1 = last block output)
+    use_cls: bool = True  # prepend a CLS token (CLIP); Qwen's ViT has none
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm"
+    mlp_act: str = "quick_gelu"  # "quick_gelu" | "gelu" | "swiglu"
+    pre_norm: bool = True  # CLIP's pre_layrnorm after the embeddings
+    feature_layer: int = -2  # hidden state fed to the projector (-1 = last block output)
     norm_eps: float = 1e-5
 
     @property
@@ -73,9 +74,9 @@ class LVLMConfig:
     max_seq_len: int = 512
     # vision + projector
     vision: VisionConfig = field(default_factory=VisionConfig)
-    projector: str = "mlp2x_gelu"    # "mlp2x_gelu" (LLaVA) | "patch_merger" (Qwen2.5-VL, 2x2)
-    merge_size: int = 2              # patch merger window (patch_merger only)
-    image_token_id: int = 255        # placeholder id in input_ids, one per visual token
+    projector: str = "mlp2x_gelu"  # "mlp2x_gelu" (LLaVA) | "patch_merger" (Qwen2.5-VL, 2x2)
+    merge_size: int = 2  # patch merger window (patch_merger only)
+    image_token_id: int = 255  # placeholder id in input_ids, one per visual token
     init_std: float = 0.02
     name: str = "tiny"
 
@@ -96,14 +97,10 @@ class LVLMConfig:
         return self.hidden // self.n_heads
 
     @property
-    def n_groups(self) -> int:
-        return self.n_heads // self.n_kv_heads
-
-    @property
     def n_visual_tokens(self) -> int:
         """Visual tokens per image that reach the LLM (CLS dropped, patches merged if needed)."""
         if self.projector == "patch_merger":
-            return self.vision.n_patches // (self.merge_size ** 2)
+            return self.vision.n_patches // (self.merge_size**2)
         return self.vision.n_patches
 
     def with_(self, **kw) -> "LVLMConfig":
@@ -116,24 +113,71 @@ class LVLMConfig:
 
     @classmethod
     def llava_1_5_7b(cls, **kw) -> "LVLMConfig":
-        vision = VisionConfig(image_size=336, patch_size=14, n_layers=24, width=1024, n_heads=16,
-                              mlp_dim=4096, use_cls=True, norm="layernorm", mlp_act="quick_gelu",
-                              pre_norm=True, feature_layer=-2, norm_eps=1e-5)
-        base = dict(vocab_size=32000, hidden=4096, n_layers=32, n_heads=32, n_kv_heads=32,
-                    intermediate=11008, rope_theta=10000.0, norm_eps=1e-5, qkv_bias=False,
-                    max_seq_len=4096, vision=vision, projector="mlp2x_gelu", image_token_id=32000 - 1,
-                    name="llava-1.5-7b")
+        vision = VisionConfig(
+            image_size=336,
+            patch_size=14,
+            n_layers=24,
+            width=1024,
+            n_heads=16,
+            mlp_dim=4096,
+            use_cls=True,
+            norm="layernorm",
+            mlp_act="quick_gelu",
+            pre_norm=True,
+            feature_layer=-2,
+            norm_eps=1e-5,
+        )
+        base = dict(
+            vocab_size=32000,
+            hidden=4096,
+            n_layers=32,
+            n_heads=32,
+            n_kv_heads=32,
+            intermediate=11008,
+            rope_theta=10000.0,
+            norm_eps=1e-5,
+            qkv_bias=False,
+            max_seq_len=4096,
+            vision=vision,
+            projector="mlp2x_gelu",
+            image_token_id=32000 - 1,
+            name="llava-1.5-7b",
+        )
         base.update(kw)
         return cls(**base)
 
     @classmethod
     def qwen2_5_vl_7b(cls, **kw) -> "LVLMConfig":
-        vision = VisionConfig(image_size=448, patch_size=14, n_layers=32, width=1280, n_heads=16,
-                              mlp_dim=3420, use_cls=False, norm="rmsnorm", mlp_act="swiglu",
-                              pre_norm=False, feature_layer=-1, norm_eps=1e-6)
-        base = dict(vocab_size=152064, hidden=3584, n_layers=28, n_heads=28, n_kv_heads=4,
-                    intermediate=18944, rope_theta=1_000_000.0, norm_eps=1e-6, qkv_bias=True,
-                    max_seq_len=32768, vision=vision, projector="patch_merger", merge_size=2,
-                    image_token_id=151655, name="qwen2.5-vl-7b")
+        vision = VisionConfig(
+            image_size=448,
+            patch_size=14,
+            n_layers=32,
+            width=1280,
+            n_heads=16,
+            mlp_dim=3420,
+            use_cls=False,
+            norm="rmsnorm",
+            mlp_act="swiglu",
+            pre_norm=False,
+            feature_layer=-1,
+            norm_eps=1e-6,
+        )
+        base = dict(
+            vocab_size=152064,
+            hidden=3584,
+            n_layers=28,
+            n_heads=28,
+            n_kv_heads=4,
+            intermediate=18944,
+            rope_theta=1_000_000.0,
+            norm_eps=1e-6,
+            qkv_bias=True,
+            max_seq_len=32768,
+            vision=vision,
+            projector="patch_merger",
+            merge_size=2,
+            image_token_id=151655,
+            name="qwen2.5-vl-7b",
+        )
         base.update(kw)
         return cls(**base)

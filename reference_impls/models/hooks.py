@@ -29,6 +29,7 @@ Hooks see a ``TokenState`` (ragged, right-padded) and use the helpers below, whi
 the *chunk* only; with ``state.phase == "extend"`` (a chunk after a non-empty cache) the built-in techniques
 do nothing.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -37,7 +38,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from ..ops import gather_tokens, select_topk
+from reference_impls.ops import gather_tokens, select_topk
 
 POSITION_MODES = ("keep", "contiguous")
 
@@ -45,13 +46,14 @@ POSITION_MODES = ("keep", "contiguous")
 @dataclass
 class TokenState:
     """The chunk's tokens between decoder layers (right padded; ``lengths`` valid per row)."""
-    hidden: Tensor            # [B, T, C]
-    positions: Tensor         # [B, T] int64 RoPE positions in the current layer's frame, -1 on padding
-    lengths: Tensor           # [B] int64 valid tokens
-    vis_mask: Tensor          # [B, T] bool: visual tokens (False on padding)
-    source_index: Tensor      # [B, T] int64 index in the original chunk (-1 padding; merged: representative)
-    sizes: Tensor             # [B, T] fp32 original tokens represented by each token (token merging)
-    phase: str = "prefill"    # "prefill" (cache empty before this call) or "extend" (chunk after a cache)
+
+    hidden: Tensor  # [B, T, C]
+    positions: Tensor  # [B, T] int64 RoPE positions in the current layer's frame, -1 on padding
+    lengths: Tensor  # [B] int64 valid tokens
+    vis_mask: Tensor  # [B, T] bool: visual tokens (False on padding)
+    source_index: Tensor  # [B, T] int64 index in the original chunk (-1 padding; merged: representative)
+    sizes: Tensor  # [B, T] fp32 original tokens represented by each token (token merging)
+    phase: str = "prefill"  # "prefill" (cache empty before this call) or "extend" (chunk after a cache)
     layer_tokens: List[Tensor] = field(default_factory=list)  # lengths seen by each layer (trace)
 
     @property
@@ -81,8 +83,7 @@ class Hook:
     def score_rows(self, layer: int, state: TokenState) -> Optional[Tensor]:
         return None
 
-    def after_layer(self, layer: int, state: TokenState, ctx: "LayerContext",
-                    colsum: Optional[Tensor]) -> TokenState:
+    def after_layer(self, layer: int, state: TokenState, ctx: "LayerContext", colsum: Optional[Tensor]) -> TokenState:
         return state
 
 
@@ -96,15 +97,16 @@ class LayerContext:
         self.layer = layer
         self.cache = cache
         self.n_layers = len(model.layers)
-        self.renumber_positions = True   # 1-D RoPE: positions may be renumbered (position_mode="contiguous")
+        self.renumber_positions = True  # 1-D RoPE: positions may be renumbered (position_mode="contiguous")
 
     def recompute_scores(self, state: TokenState, rows: Tensor) -> Tensor:
         """Attention probabilities of query ``rows`` ([B, T] bool) summed per key, ``[B, Hq, T]`` fp32,
         under layer ``self.layer``'s input norm + q/k projections + RoPE applied to ``state`` (the
         chunk's tokens only; identical to the layer's own attention when the cache was empty)."""
         layer = self.model.layers[self.layer]
-        return layer.attn_scores_before(layer.input_norm(state.hidden), state.positions, rows,
-                                        score_impl=self.model.score_impl)
+        return layer.attn_scores_before(
+            layer.input_norm(state.hidden), state.positions, rows, score_impl=self.model.score_impl
+        )
 
     def keys(self, state: TokenState) -> Tensor:
         """Post-RoPE keys of the chunk under this layer's projections, ``[B, Hkv, T, D]``."""
@@ -130,8 +132,9 @@ def head_mean(colsum: Tensor) -> Tensor:
     return colsum.mean(dim=1)
 
 
-def keep_text_and_top_visual(scores: Tensor, vis_mask: Tensor, lengths: Tensor, n_keep_visual,
-                             impl: str = "auto") -> Tensor:
+def keep_text_and_top_visual(
+    scores: Tensor, vis_mask: Tensor, lengths: Tensor, n_keep_visual, impl: str = "auto"
+) -> Tensor:
     """Kept indices ``[B, K]`` (ascending, -1 padded): every valid non-visual token plus the
     ``n_keep_visual[b]`` best-scoring visual tokens of row ``b`` (ties -> lower index)."""
     B, L = vis_mask.shape
@@ -141,7 +144,7 @@ def keep_text_and_top_visual(scores: Tensor, vis_mask: Tensor, lengths: Tensor, 
     n_keep_visual = torch.as_tensor(n_keep_visual, device=vis.device, dtype=torch.long).expand(B)
     if bool((n_keep_visual > vis.sum(dim=1)).any()) or bool((n_keep_visual < 0).any()):
         raise ValueError("visual budget must be in [0, number of visual tokens]")
-    k = text.sum(dim=1) + n_keep_visual   # non-visual tokens are protected and counted inside k
+    k = text.sum(dim=1) + n_keep_visual  # non-visual tokens are protected and counted inside k
     masked = torch.where(vis, scores.float(), torch.zeros((), device=scores.device))
     return select_topk(masked, k, lengths=lengths, protect_mask=text, impl=impl)
 
@@ -164,12 +167,20 @@ def prune_state(state: TokenState, keep: Tensor, position_mode: str = "keep") ->
     sizes = torch.where(valid, torch.gather(state.sizes, 1, safe), 0.0)
     if position_mode == "contiguous":
         positions = contiguous_positions(state.positions[:, 0], valid)
-    return replace(state, hidden=hidden, positions=positions, lengths=lengths, vis_mask=vis,
-                   source_index=src, sizes=sizes)
+    return replace(
+        state, hidden=hidden, positions=positions, lengths=lengths, vis_mask=vis, source_index=src, sizes=sizes
+    )
 
 
-def insert_tokens(state: TokenState, hidden: Tensor, positions: Tensor, sizes: Tensor, source_index: Tensor,
-                  counts: Tensor, after: Tensor) -> TokenState:
+def insert_tokens(
+    state: TokenState,
+    hidden: Tensor,
+    positions: Tensor,
+    sizes: Tensor,
+    source_index: Tensor,
+    counts: Tensor,
+    after: Tensor,
+) -> TokenState:
     """Insert ``counts[b]`` new visual tokens (``hidden [B, M, C]``, ``positions/sizes/source_index [B, M]``,
     right padded) into row ``b`` right after slot ``after[b]`` (``-1`` = at the front)."""
     B, T, C = state.hidden.shape
@@ -177,12 +188,12 @@ def insert_tokens(state: TokenState, hidden: Tensor, positions: Tensor, sizes: T
     dev = state.hidden.device
     ar_t = torch.arange(T, device=dev)[None, :]
     ar_m = torch.arange(M, device=dev)[None, :]
-    dest_old = ar_t + torch.where(ar_t > after[:, None], counts[:, None], 0)        # [B, T]
-    dest_new = after[:, None] + 1 + ar_m                                            # [B, M]
+    dest_old = ar_t + torch.where(ar_t > after[:, None], counts[:, None], 0)  # [B, T]
+    dest_new = after[:, None] + 1 + ar_m  # [B, M]
     new_valid = ar_m < counts[:, None]
     width = T + (int(counts.max().item()) if M else 0)
     lengths = state.lengths + counts
-    out_h = state.hidden.new_zeros(B, width + 1, C)       # one spare slot swallows padding writes
+    out_h = state.hidden.new_zeros(B, width + 1, C)  # one spare slot swallows padding writes
     out_pos = torch.full((B, width + 1), -1, dtype=torch.long, device=dev)
     out_vis = torch.zeros(B, width + 1, dtype=torch.bool, device=dev)
     out_src = torch.full((B, width + 1), -1, dtype=torch.long, device=dev)
@@ -190,18 +201,25 @@ def insert_tokens(state: TokenState, hidden: Tensor, positions: Tensor, sizes: T
     old_valid = ar_t < state.lengths[:, None]
     d_old = torch.where(old_valid, dest_old, width)
     d_new = torch.where(new_valid, dest_new, width)
-    for d, h, p, v, sr, sz in ((d_old, state.hidden, state.positions, state.vis_mask, state.source_index, state.sizes),
-                               (d_new, hidden, positions, new_valid, source_index, sizes)):
+    for d, h, p, v, sr, sz in (
+        (d_old, state.hidden, state.positions, state.vis_mask, state.source_index, state.sizes),
+        (d_new, hidden, positions, new_valid, source_index, sizes),
+    ):
         out_h.scatter_(1, d[..., None].expand(*d.shape, C), h.to(out_h.dtype))
         out_pos.scatter_(1, d, p)
         out_vis.scatter_(1, d, v)
         out_src.scatter_(1, d, sr)
         out_size.scatter_(1, d, sz.to(out_size.dtype))
     valid = torch.arange(width, device=dev)[None, :] < lengths[:, None]
-    return replace(state, hidden=out_h[:, :width], positions=torch.where(valid, out_pos[:, :width], -1),
-                   lengths=lengths, vis_mask=out_vis[:, :width] & valid,
-                   source_index=torch.where(valid, out_src[:, :width], -1),
-                   sizes=torch.where(valid, out_size[:, :width], 0.0))
+    return replace(
+        state,
+        hidden=out_h[:, :width],
+        positions=torch.where(valid, out_pos[:, :width], -1),
+        lengths=lengths,
+        vis_mask=out_vis[:, :width] & valid,
+        source_index=torch.where(valid, out_src[:, :width], -1),
+        sizes=torch.where(valid, out_size[:, :width], 0.0),
+    )
 
 
 def contiguous_positions(start: Tensor, valid: Tensor) -> Tensor:

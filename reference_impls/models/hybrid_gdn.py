@@ -17,6 +17,7 @@ are dense (all rows advance together, no ragged lengths); the GDN prefill uses t
 (no fused chunk kernel); weights are random (seeded) -- this is a structural reference, not InfiniteVL's
 checkpoint; no vision tower (decoder-only stack).
 """
+
 from __future__ import annotations
 
 import math
@@ -68,6 +69,7 @@ class HybridGDNConfig:
 @dataclass
 class HybridGDNState:
     """Everything carried between calls: per-layer entries plus the number of tokens seen."""
+
     seen: int = 0
     layers: dict = field(default_factory=dict)
 
@@ -99,7 +101,7 @@ class SlidingWindowAttention(nn.Module):
         else:
             key_pos = positions
         rel = positions[:, None] - key_pos[None, :]
-        allowed = (rel >= 0) & (rel < c.window)                      # i - W < j <= i
+        allowed = (rel >= 0) & (rel < c.window)  # i - W < j <= i
         G = c.n_heads // c.n_kv_heads
         kk, vv = k.repeat_interleave(G, 1), v.repeat_interleave(G, 1)
         scores = (q.float() @ kk.float().transpose(-1, -2)) / math.sqrt(c.head_dim)
@@ -138,9 +140,9 @@ class GatedDeltaNetLayer(nn.Module):
         past = cache.get("conv")
         if past is None:
             past = x.new_zeros(B, C, w - 1)
-        xt = torch.cat([past, x.transpose(1, 2)], -1)                  # [B, C, w-1+T]
-        cache["conv"] = xt[..., xt.shape[-1] - (w - 1):] if w > 1 else xt[..., :0]
-        out = F.conv1d(xt, self.conv_weight[:, None, :], groups=C)     # [B, C, T]
+        xt = torch.cat([past, x.transpose(1, 2)], -1)  # [B, C, w-1+T]
+        cache["conv"] = xt[..., xt.shape[-1] - (w - 1) :] if w > 1 else xt[..., :0]
+        out = F.conv1d(xt, self.conv_weight[:, None, :], groups=C)  # [B, C, T]
         return F.silu(out.transpose(1, 2))
 
     def forward(self, x, cache: dict, mode="auto", impl="auto"):
@@ -155,8 +157,9 @@ class GatedDeltaNetLayer(nn.Module):
         v = v.view(B, T, H, Vd).float()
         beta = torch.sigmoid(self.b_proj(x).float())
         g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())
-        o, cache["S"] = gated_delta_rule(q, k, v, g, beta, initial_state=cache.get("S"), output_final_state=True,
-                                         mode=mode, impl=impl)
+        o, cache["S"] = gated_delta_rule(
+            q, k, v, g, beta, initial_state=cache.get("S"), output_final_state=True, mode=mode, impl=impl
+        )
         o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + c.norm_eps) * self.o_norm_weight.float()
         o = o * F.silu(self.z_proj(x).float().view(B, T, H, Vd))
         return self.o_proj(o.reshape(B, T, -1).to(x.dtype))
@@ -205,8 +208,9 @@ class HybridGDNModel(nn.Module):
     @torch.no_grad()
     def forward(self, input_ids, state: HybridGDNState | None = None, *, gdn_mode="auto", impl="auto"):
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"input_ids must be an integer [B, T] tensor, got {tuple(input_ids.shape)} "
-                             f"{input_ids.dtype}")
+            raise ValueError(
+                f"input_ids must be an integer [B, T] tensor, got {tuple(input_ids.shape)} {input_ids.dtype}"
+            )
         state = state if state is not None else self.new_state()
         T = input_ids.shape[1]
         positions = torch.arange(state.seen, state.seen + T, device=input_ids.device)

@@ -1,7 +1,7 @@
 """KV-cache protocol of the minimal LVLM, and the plain static cache.
 
 The protocol (``KVCache``) is what every cache implements -- the static cache here and the compressed
-caches in ``reference_impls/decode/kv`` (DECODE-A). The decoder talks to a cache only through it.
+caches in ``reference_impls/decode/kv``. The decoder talks to a cache only through it.
 
 Layout and terms
 ----------------
@@ -46,6 +46,7 @@ Compressed caches subclass ``KVCache`` (it holds the shared bookkeeping: ``rope_
 ``update`` / ``lengths`` / ``rollback`` and, if they score, ``wants_scores`` / ``observe_scores``.
 A cache with per-head lengths returns ``kv_lengths [B, Hkv]``; the decoder builds per-head masks.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Union
@@ -55,9 +56,9 @@ from torch import Tensor
 
 
 class AttendKV(NamedTuple):
-    k: Tensor                      # [B, Hkv, Lk, D] (post-RoPE)
-    v: Tensor                      # [B, Hkv, Lk, D]
-    kv_lengths: Tensor             # [B] or [B, Hkv] int64: written length, old + T (see module doc)
+    k: Tensor  # [B, Hkv, Lk, D] (post-RoPE)
+    v: Tensor  # [B, Hkv, Lk, D]
+    kv_lengths: Tensor  # [B] or [B, Hkv] int64: written length, old + T (see module doc)
     key_positions: Optional[Tensor]  # [B, Lk] or [B, Hkv, Lk] int64, -1 invalid
 
 
@@ -72,8 +73,7 @@ class KVCache:
         self.next_position = torch.zeros(batch_size, dtype=torch.long, device=device)
 
     # -- protocol ---------------------------------------------------------------------------
-    def update(self, layer: int, k_new: Tensor, v_new: Tensor, positions: Tensor,
-               n_new: Tensor) -> AttendKV:
+    def update(self, layer: int, k_new: Tensor, v_new: Tensor, positions: Tensor, n_new: Tensor) -> AttendKV:
         raise NotImplementedError
 
     def lengths(self, layer: int) -> Tensor:
@@ -108,8 +108,16 @@ class StaticKVCache(KVCache):
     (e.g. ``ops.kv_compact``, speculative accepted-path copies); call ``set_lengths`` afterwards.
     """
 
-    def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, head_dim: int,
-                 capacity: int, dtype=torch.float32, device=None):
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        head_dim: int,
+        capacity: int,
+        dtype=torch.float32,
+        device=None,
+    ):
         super().__init__(n_layers, batch_size, device)
         if capacity <= 0:
             raise ValueError("capacity must be positive")
@@ -117,16 +125,25 @@ class StaticKVCache(KVCache):
         shape = (batch_size, n_kv_heads, capacity, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
-        self.positions = [torch.full((batch_size, capacity), -1, dtype=torch.long, device=device)
-                          for _ in range(n_layers)]
+        self.positions = [
+            torch.full((batch_size, capacity), -1, dtype=torch.long, device=device) for _ in range(n_layers)
+        ]
         self._lengths = torch.zeros(n_layers, batch_size, dtype=torch.long, device=device)
-        self._bound = [0] * n_layers   # host-side upper bound of lengths, avoids device syncs
+        self._bound = [0] * n_layers  # host-side upper bound of lengths, avoids device syncs
 
     @classmethod
-    def for_model(cls, cfg, batch_size: int, capacity: Optional[int] = None, dtype=torch.float32,
-                  device=None) -> "StaticKVCache":
-        return cls(cfg.n_layers, batch_size, cfg.n_kv_heads, cfg.head_dim,
-                   capacity or cfg.max_seq_len, dtype=dtype, device=device)
+    def for_model(
+        cls, cfg, batch_size: int, capacity: Optional[int] = None, dtype=torch.float32, device=None
+    ) -> "StaticKVCache":
+        return cls(
+            cfg.n_layers,
+            batch_size,
+            cfg.n_kv_heads,
+            cfg.head_dim,
+            capacity or cfg.max_seq_len,
+            dtype=dtype,
+            device=device,
+        )
 
     def lengths(self, layer: int) -> Tensor:
         return self._lengths[layer]
@@ -149,10 +166,11 @@ class StaticKVCache(KVCache):
         if B != self.batch_size or v_new.shape != k_new.shape:
             raise ValueError(f"k/v shape {tuple(k_new.shape)} / {tuple(v_new.shape)} do not match the cache")
         if self._bound[layer] + T > self.capacity:
-            raise ValueError(f"KV cache overflow at layer {layer}: {self._bound[layer]} + {T} > "
-                             f"capacity {self.capacity}")
-        start = self._lengths[layer]                                          # [B]
-        slots = start[:, None] + torch.arange(T, device=start.device)        # [B, T]
+            raise ValueError(
+                f"KV cache overflow at layer {layer}: {self._bound[layer]} + {T} > capacity {self.capacity}"
+            )
+        start = self._lengths[layer]  # [B]
+        slots = start[:, None] + torch.arange(T, device=start.device)  # [B, T]
         kb, vb = self.keys[layer], self.values[layer]
         idx = slots[:, None, :, None].expand(B, H, T, D)
         kb.scatter_(2, idx, k_new.to(kb.dtype))
@@ -162,7 +180,7 @@ class StaticKVCache(KVCache):
         written = start + T
         lk = self._bound[layer] + T
         self._lengths[layer] = start + n_new
-        self._bound[layer] = lk        # upper bound (n_new <= T); exact when no row is padded
+        self._bound[layer] = lk  # upper bound (n_new <= T); exact when no row is padded
         return AttendKV(kb[:, :, :lk], vb[:, :, :lk], written, self.positions[layer][:, :lk])
 
     def reset(self) -> None:

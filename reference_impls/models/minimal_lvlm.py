@@ -17,6 +17,7 @@ Techniques attach to it like to a Hugging Face model (``with FastV(k=2)(model): 
 ``reference_impls.technique``): ``model.techniques`` lists the attached ones, which ``prefill`` / ``generate`` /
 ``new_cache`` / ``encode_images`` consult by kind; explicit ``hooks=`` / ``cache=`` arguments still work.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import LVLMConfig, VisionConfig
-from .hooks import Hook, LayerContext, TokenState
-from .kv_cache import AttendKV, KVCache, StaticKVCache
+from reference_impls.models.config import LVLMConfig, VisionConfig
+from reference_impls.models.hooks import Hook, LayerContext, TokenState
+from reference_impls.models.kv_cache import AttendKV, KVCache, StaticKVCache
 
 
 # ============================================================================ building blocks
@@ -46,10 +47,9 @@ class RMSNorm(nn.Module):
 
 def rope_cos_sin(positions: Tensor, head_dim: int, theta: float, dtype) -> tuple[Tensor, Tensor]:
     """cos/sin ``[B, 1, T, D]`` for integer positions ``[B, T]`` (HF "rotate_half" layout), fp32 math."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32)
-                                / head_dim))
-    freqs = positions.float()[..., None] * inv_freq                 # [B, T, D/2]
-    emb = torch.cat([freqs, freqs], dim=-1)[:, None]                 # [B, 1, T, D]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    freqs = positions.float()[..., None] * inv_freq  # [B, T, D/2]
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # [B, 1, T, D]
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
@@ -63,15 +63,16 @@ def chunk_attention_mask(kv_lengths: Tensor, T: int, Lk: int, chunk_mask: Option
     """Bool ``[B, h, T, Lk]`` (h = 1 or Hkv): key slot ``j`` valid (``j < kv_len``) and causal for the chunk's
     query ``i`` at slot ``kv_len - T + i`` (bottom-right); ``chunk_mask [B, T, T]`` (True = may attend)
     further restricts attention among the chunk's own tokens (tree attention)."""
-    kl = kv_lengths[:, None] if kv_lengths.dim() == 1 else kv_lengths          # [B, h]
+    kl = kv_lengths[:, None] if kv_lengths.dim() == 1 else kv_lengths  # [B, h]
     j = torch.arange(Lk, device=kl.device)
-    qslot = kl[..., None] - T + torch.arange(T, device=kl.device)              # [B, h, T]
+    qslot = kl[..., None] - T + torch.arange(T, device=kl.device)  # [B, h, T]
     allowed = (j < kl[..., None, None]) & (j <= qslot[..., None])
     if chunk_mask is not None:
         B, h = kl.shape
-        rel = j - (kl[..., None] - T)                                          # [B, h, Lk]
-        picked = torch.gather(chunk_mask[:, None].expand(B, h, T, T), 3,
-                              rel.clamp(0, T - 1)[:, :, None, :].expand(B, h, T, Lk))
+        rel = j - (kl[..., None] - T)  # [B, h, Lk]
+        picked = torch.gather(
+            chunk_mask[:, None].expand(B, h, T, T), 3, rel.clamp(0, T - 1)[:, :, None, :].expand(B, h, T, Lk)
+        )
         allowed = allowed & ((rel < 0)[:, :, None, :] | picked)
     return allowed
 
@@ -84,7 +85,7 @@ def sdpa_attend(q: Tensor, kv: AttendKV, empty_cache: bool, chunk_mask: Optional
     if empty_cache and chunk_mask is None and Lk == T and kv.kv_lengths.dim() == 1:
         # cache was empty: Lk == T and right padding never leaks into valid rows under a causal mask
         return F.scaled_dot_product_attention(q, kv.k, kv.v, is_causal=True, enable_gqa=G > 1)
-    mask = chunk_attention_mask(kv.kv_lengths, T, Lk, chunk_mask)            # [B, h, T, Lk]
+    mask = chunk_attention_mask(kv.kv_lengths, T, Lk, chunk_mask)  # [B, h, T, Lk]
     if G == 1:
         return F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=mask)
     # fold each GQA group into the query axis: q [B, Hkv, G*T, D]; masks are per kv head
@@ -93,15 +94,14 @@ def sdpa_attend(q: Tensor, kv: AttendKV, empty_cache: bool, chunk_mask: Optional
     return F.scaled_dot_product_attention(qf, kv.k, kv.v, attn_mask=mf).reshape(B, Hq, T, D)
 
 
-def rows_colsum(q: Tensor, k: Tensor, v: Tensor, kv_lengths: Tensor, rows: Tensor,
-                impl: str = "auto") -> Tensor:
+def rows_colsum(q: Tensor, k: Tensor, v: Tensor, kv_lengths: Tensor, rows: Tensor, impl: str = "auto") -> Tensor:
     """``colsum [B, Hq, Lk]`` (slot space) of the chunk query ``rows [B, T]`` with ``ops.scored_attention``.
 
     ``q [B, Hq, T, D]`` are the chunk's queries, bottom-right aligned to ``kv_lengths`` (query ``i`` at slot
     ``kv_len - T + i``). Only a window of ``S`` query rows ending at each row's last selected query is sent
     to the kernel (``S = 1`` for FastV/PyramidDrop), with ``kv_lengths`` cut so the alignment still holds.
     """
-    from ..ops import scored_attention
+    from reference_impls.ops import scored_attention
 
     B, Hq, T, D = q.shape
     ar = torch.arange(T, device=q.device)
@@ -109,11 +109,11 @@ def rows_colsum(q: Tensor, k: Tensor, v: Tensor, kv_lengths: Tensor, rows: Tenso
     first = torch.where(rows, ar, T).amin(dim=1).where(has, torch.zeros_like(has, dtype=torch.long))
     last = torch.where(rows, ar, -1).amax(dim=1).where(has, torch.zeros_like(has, dtype=torch.long))
     S = int((last - first + 1).max().item())
-    idx = last[:, None] + 1 - S + torch.arange(S, device=q.device)            # [B, S], may be < 0
+    idx = last[:, None] + 1 - S + torch.arange(S, device=q.device)  # [B, S], may be < 0
     in_range = idx >= 0
     q_win = torch.gather(q, 2, idx.clamp(min=0)[:, None, :, None].expand(B, Hq, S, D))
     sel = torch.gather(rows, 1, idx.clamp(min=0)) & in_range & has[:, None]
-    cut = (T - 1 - last)                                                        # keys after the last row
+    cut = T - 1 - last  # keys after the last row
     kv_eff = kv_lengths - (cut if kv_lengths.dim() == 1 else cut[:, None])
     _, _, colsum = scored_attention(q_win, k, v, causal=True, kv_lengths=kv_eff, score_q_mask=sel, impl=impl)
     return colsum
@@ -124,7 +124,7 @@ def slots_to_chunk(colsum: Tensor, kv_lengths: Tensor, T: int) -> Tensor:
     B, Hq, _ = colsum.shape
     old = kv_lengths - T
     if old.dim() == 2:
-        old = old.repeat_interleave(Hq // old.shape[1], dim=1)                  # [B, Hq]
+        old = old.repeat_interleave(Hq // old.shape[1], dim=1)  # [B, Hq]
     else:
         old = old[:, None].expand(B, Hq)
     idx = old[..., None] + torch.arange(T, device=colsum.device)
@@ -183,8 +183,17 @@ class DecoderLayer(nn.Module):
         self.post_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
         self.mlp = SwiGLU(cfg.hidden, cfg.intermediate)
 
-    def forward(self, x, positions, n_new, cache: KVCache, layer_idx: int, score_rows: Sequence[Optional[Tensor]],
-                chunk_mask=None, score_impl="auto"):
+    def forward(
+        self,
+        x,
+        positions,
+        n_new,
+        cache: KVCache,
+        layer_idx: int,
+        score_rows: Sequence[Optional[Tensor]],
+        chunk_mask=None,
+        score_impl="auto",
+    ):
         B, T, C = x.shape
         q, k, v = self.attn.project_qkv(self.input_norm(x), positions)
         empty = cache.max_length_bound(layer_idx) == 0
@@ -192,8 +201,7 @@ class DecoderLayer(nn.Module):
         o = sdpa_attend(q, kv, empty, chunk_mask)
         if chunk_mask is not None and any(r is not None for r in score_rows):
             raise ValueError("attention scores together with a chunk_mask are not supported")
-        colsums = [None if r is None else rows_colsum(q, kv.k, kv.v, kv.kv_lengths, r, score_impl)
-                   for r in score_rows]
+        colsums = [None if r is None else rows_colsum(q, kv.k, kv.v, kv.kv_lengths, r, score_impl) for r in score_rows]
         x = x + self.attn.o_proj(o.transpose(1, 2).reshape(B, T, -1))
         x = x + self.mlp(self.post_norm(x))
         return x, colsums, kv, q
@@ -278,7 +286,9 @@ class VisionEncoder(nn.Module):
     def embed(self, pixels: Tensor) -> Tensor:
         vc = self.vc
         if pixels.dim() != 4 or pixels.shape[1] != 3 or pixels.shape[2:] != (vc.image_size, vc.image_size):
-            raise ValueError(f"pixel_values must be [N, 3, {vc.image_size}, {vc.image_size}], got {tuple(pixels.shape)}")
+            raise ValueError(
+                f"pixel_values must be [N, 3, {vc.image_size}, {vc.image_size}], got {tuple(pixels.shape)}"
+            )
         x = self.patch_embed(pixels.to(self.patch_embed.weight.dtype)).flatten(2).transpose(1, 2)
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.shape[0], 1, -1), x], dim=1)
@@ -298,8 +308,8 @@ class Projector(nn.Module):
         self.kind, self.merge, W = cfg.projector, cfg.merge_size, cfg.vision.width
         if self.kind == "patch_merger":
             self.norm = RMSNorm(W, cfg.vision.norm_eps)
-            self.fc1 = nn.Linear(W * self.merge ** 2, W * self.merge ** 2)
-            self.fc2 = nn.Linear(W * self.merge ** 2, cfg.hidden)
+            self.fc1 = nn.Linear(W * self.merge**2, W * self.merge**2)
+            self.fc2 = nn.Linear(W * self.merge**2, cfg.hidden)
         else:
             self.fc1 = nn.Linear(W, cfg.hidden)
             self.fc2 = nn.Linear(cfg.hidden, cfg.hidden)
@@ -308,7 +318,7 @@ class Projector(nn.Module):
         """Patch features ``[N, P, W]`` (raster order, no CLS) -> LLM tokens ``[N, n_visual, hidden]``."""
         if self.kind == "patch_merger":
             N, P, W = patches.shape
-            g, m = int(round(P ** 0.5)), self.merge
+            g, m = int(round(P**0.5)), self.merge
             x = self.norm(patches).view(N, g // m, m, g // m, m, W).permute(0, 1, 3, 2, 4, 5)
             patches = x.reshape(N, (g // m) ** 2, m * m * W)
         return self.fc2(F.gelu(self.fc1(patches)))
@@ -317,21 +327,20 @@ class Projector(nn.Module):
 # ============================================================================ the model
 @dataclass
 class PrefillResult:
-    logits: Tensor            # [B, V] logits of each row's last prompt token
+    logits: Tensor  # [B, V] logits of each row's last prompt token
     cache: KVCache
-    state: TokenState         # the chunk after the last layer (pruned / merged)
-    layer_tokens: Tensor      # [n_layers, B] tokens processed by each layer (for accounting)
+    state: TokenState  # the chunk after the last layer (pruned / merged)
+    layer_tokens: Tensor  # [n_layers, B] tokens processed by each layer (for accounting)
 
 
 class MinimalLVLM(nn.Module):
-    def __init__(self, cfg: LVLMConfig, seed: int = 0, dtype=torch.float32, device=None,
-                 score_impl: str = "auto"):
+    def __init__(self, cfg: LVLMConfig, seed: int = 0, dtype=torch.float32, device=None, score_impl: str = "auto"):
         super().__init__()
         self.cfg = cfg
         self.score_impl = score_impl
-        self.techniques: list = []   # attached techniques (reference_impls.technique), managed by hosts.MinimalHost
-        self.run_stats = None        # the attached host's RunStats, filled by prefill / generate
-        with torch.device("meta"):          # no default init: 7B-shaped models materialise directly in `dtype`
+        self.techniques: list = []  # attached techniques (reference_impls.technique), managed by hosts.MinimalHost
+        self.run_stats = None  # the attached host's RunStats, filled by prefill / generate
+        with torch.device("meta"):  # no default init: 7B-shaped models materialise directly in `dtype`
             self.vision = VisionEncoder(cfg.vision)
             self.projector = Projector(cfg)
             self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden)
@@ -390,8 +399,12 @@ class MinimalLVLM(nn.Module):
             feats = feats[:, 1:]
         return self.project(feats)
 
-    def embed(self, input_ids: Tensor, image_features: Union[Tensor, List[Tensor], None] = None,
-              lengths: Optional[Tensor] = None):
+    def embed(
+        self,
+        input_ids: Tensor,
+        image_features: Union[Tensor, List[Tensor], None] = None,
+        lengths: Optional[Tensor] = None,
+    ):
         """Token embeddings with visual tokens spliced in at ``image_token_id`` placeholders (reading order).
 
         Returns ``(embeds [B, T, C], vis_mask [B, T] bool)``. ``image_features``: ``[N_img, n, C]`` or a list of
@@ -406,8 +419,11 @@ class MinimalLVLM(nn.Module):
             if n_ph:
                 raise ValueError(f"{n_ph} image placeholders but no image features")
             return emb, vis
-        feats = torch.cat(list(image_features), 0) if isinstance(image_features, (list, tuple)) \
+        feats = (
+            torch.cat(list(image_features), 0)
+            if isinstance(image_features, (list, tuple))
             else image_features.reshape(-1, image_features.shape[-1])
+        )
         if feats.shape[0] != n_ph:
             raise ValueError(f"{feats.shape[0]} visual tokens for {n_ph} image placeholders")
         emb = emb.masked_scatter(vis[..., None], feats.to(emb.dtype))
@@ -425,11 +441,12 @@ class MinimalLVLM(nn.Module):
         return [t for t in self.techniques if t.stage == stage]
 
     def cache_spec(self):
-        from ..technique import CacheSpec
+        from reference_impls.technique import CacheSpec
 
         cfg = self.cfg
-        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, device=self.device,
-                                                          dtype=torch.float32) / cfg.head_dim))
+        inv_freq = 1.0 / (
+            cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, device=self.device, dtype=torch.float32) / cfg.head_dim)
+        )
         return CacheSpec(cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, self.dtype, self.device, inv_freq)
 
     def new_cache(self, batch_size: int, capacity: Optional[int] = None) -> KVCache:
@@ -438,9 +455,17 @@ class MinimalLVLM(nn.Module):
             return technique.make_cache(self.cache_spec(), batch_size)
         return StaticKVCache.for_model(self.cfg, batch_size, capacity, dtype=self.dtype, device=self.device)
 
-    def run_decoder(self, embeds: Tensor, *, positions: Optional[Tensor] = None, lengths: Optional[Tensor] = None,
-                    cache: Optional[KVCache] = None, hooks: Sequence[Hook] = (), vis_mask: Optional[Tensor] = None,
-                    chunk_mask: Optional[Tensor] = None) -> tuple[TokenState, KVCache]:
+    def run_decoder(
+        self,
+        embeds: Tensor,
+        *,
+        positions: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None,
+        cache: Optional[KVCache] = None,
+        hooks: Sequence[Hook] = (),
+        vis_mask: Optional[Tensor] = None,
+        chunk_mask: Optional[Tensor] = None,
+    ) -> tuple[TokenState, KVCache]:
         """Run all decoder layers on a chunk. Returns the final state (before the final norm) and the cache.
         Attached token techniques and the cache's own hooks (``cache.model_hooks()``) run after ``hooks``."""
         B, T, C = embeds.shape
@@ -463,12 +488,18 @@ class MinimalLVLM(nn.Module):
         logical_next = torch.gather(positions, 1, (n_new - 1)[:, None])[:, 0] + 1
         vis = torch.zeros(B, T, dtype=torch.bool, device=embeds.device) if vis_mask is None else vis_mask & valid
         ar = torch.arange(T, device=embeds.device)
-        state = TokenState(hidden=embeds, positions=positions, lengths=n_new, vis_mask=vis,
-                           source_index=torch.where(valid, ar[None, :], -1),
-                           sizes=valid.float(), phase="prefill" if cache.max_length_bound(0) == 0 else "extend")
+        state = TokenState(
+            hidden=embeds,
+            positions=positions,
+            lengths=n_new,
+            vis_mask=vis,
+            source_index=torch.where(valid, ar[None, :], -1),
+            sizes=valid.float(),
+            phase="prefill" if cache.max_length_bound(0) == 0 else "extend",
+        )
         shifts = [cache.rope_shift(l).clone() for l in range(self.cfg.n_layers)]
         for l, layer in enumerate(self.layers):
-            delta = shifts[l] - (shifts[l - 1] if l > 0 else 0)      # RoPE frame change (0 unless re-indexed)
+            delta = shifts[l] - (shifts[l - 1] if l > 0 else 0)  # RoPE frame change (0 unless re-indexed)
             state.positions = torch.where(state.valid_mask(), state.positions + delta[:, None], -1)
             ctx = LayerContext(self, l, cache)
             for h in hooks:
@@ -476,8 +507,9 @@ class MinimalLVLM(nn.Module):
             state.layer_tokens.append(state.lengths.clone())
             rows = [h.score_rows(l, state) for h in hooks]
             cache_rows = cache.wants_scores(l, state.lengths, state.width)
-            hidden, colsums, kv, queries = layer(state.hidden, state.positions, state.lengths, cache, l,
-                                        rows + [cache_rows], chunk_mask, self.score_impl)
+            hidden, colsums, kv, queries = layer(
+                state.hidden, state.positions, state.lengths, cache, l, rows + [cache_rows], chunk_mask, self.score_impl
+            )
             state.hidden = hidden
             if cache_rows is not None:
                 if getattr(cache, "wants_queries", False):
@@ -498,24 +530,47 @@ class MinimalLVLM(nn.Module):
     def logits(self, hidden: Tensor) -> Tensor:
         return self.lm_head(self.norm(hidden)).float()
 
-    def forward_tokens(self, input_ids: Optional[Tensor] = None, inputs_embeds: Optional[Tensor] = None,
-                       positions: Optional[Tensor] = None, cache: Optional[KVCache] = None, *,
-                       lengths: Optional[Tensor] = None, hooks: Sequence[Hook] = (),
-                       vis_mask: Optional[Tensor] = None, chunk_mask: Optional[Tensor] = None) -> Tensor:
+    def forward_tokens(
+        self,
+        input_ids: Optional[Tensor] = None,
+        inputs_embeds: Optional[Tensor] = None,
+        positions: Optional[Tensor] = None,
+        cache: Optional[KVCache] = None,
+        *,
+        lengths: Optional[Tensor] = None,
+        hooks: Sequence[Hook] = (),
+        vis_mask: Optional[Tensor] = None,
+        chunk_mask: Optional[Tensor] = None,
+    ) -> Tensor:
         """Decoder-only forward: logits ``[B, T, V]`` (fp32) for every chunk position (hooks must not prune here;
         use ``prefill`` for pruning). ``positions`` default to the cache's next logical positions."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids / inputs_embeds")
         emb = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        state, _ = self.run_decoder(emb, positions=positions, lengths=lengths, cache=cache, hooks=hooks,
-                                    vis_mask=vis_mask, chunk_mask=chunk_mask)
+        state, _ = self.run_decoder(
+            emb,
+            positions=positions,
+            lengths=lengths,
+            cache=cache,
+            hooks=hooks,
+            vis_mask=vis_mask,
+            chunk_mask=chunk_mask,
+        )
         if state.width != emb.shape[1]:
             raise ValueError("forward_tokens returns per-position logits; pruning hooks belong in prefill()")
         return self.logits(state.hidden)
 
-    def prefill(self, input_ids: Tensor, pixel_values: Optional[Tensor] = None, *, lengths: Optional[Tensor] = None,
-                image_features=None, cache: Optional[KVCache] = None, capacity: Optional[int] = None,
-                hooks: Sequence[Hook] = ()) -> PrefillResult:
+    def prefill(
+        self,
+        input_ids: Tensor,
+        pixel_values: Optional[Tensor] = None,
+        *,
+        lengths: Optional[Tensor] = None,
+        image_features=None,
+        cache: Optional[KVCache] = None,
+        capacity: Optional[int] = None,
+        hooks: Sequence[Hook] = (),
+    ) -> PrefillResult:
         """Encode images, splice them in, run the decoder with ``hooks``; logits of each row's last token."""
         if pixel_values is not None and image_features is not None:
             raise ValueError("give pixel_values or image_features, not both")
@@ -550,21 +605,37 @@ class MinimalLVLM(nn.Module):
         return self.forward_tokens(input_ids=tokens[:, None], cache=cache)[:, 0]
 
     @torch.no_grad()
-    def generate(self, input_ids: Tensor, pixel_values: Optional[Tensor] = None, *, max_new_tokens: int = 16,
-                 lengths: Optional[Tensor] = None, image_features=None, hooks: Sequence[Hook] = (),
-                 cache: Optional[KVCache] = None, on_step=None) -> Tensor:
+    def generate(
+        self,
+        input_ids: Tensor,
+        pixel_values: Optional[Tensor] = None,
+        *,
+        max_new_tokens: int = 16,
+        lengths: Optional[Tensor] = None,
+        image_features=None,
+        hooks: Sequence[Hook] = (),
+        cache: Optional[KVCache] = None,
+        on_step=None,
+    ) -> Tensor:
         """Greedy generation: ``[B, max_new_tokens]`` token ids (no stop tokens). ``on_step(step, cache)`` is called
         after the prefill (step 0) and after every decode step. An attached decoding technique (speculative
         decoding) takes over the whole generation."""
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
         for technique in self._attached("decoding"):
-            return technique.minimal_generate(self, input_ids, pixel_values, max_new_tokens=max_new_tokens,
-                                              lengths=lengths, image_features=image_features)
+            return technique.minimal_generate(
+                self,
+                input_ids,
+                pixel_values,
+                max_new_tokens=max_new_tokens,
+                lengths=lengths,
+                image_features=image_features,
+            )
         if cache is None:
             cache = self.new_cache(input_ids.shape[0], input_ids.shape[1] + max_new_tokens)
-        res = self.prefill(input_ids, pixel_values, lengths=lengths, image_features=image_features,
-                           cache=cache, hooks=hooks)
+        res = self.prefill(
+            input_ids, pixel_values, lengths=lengths, image_features=image_features, cache=cache, hooks=hooks
+        )
         tok = res.logits.argmax(-1)
         out = [tok]
         if on_step is not None:

@@ -14,6 +14,7 @@ tensors), ``True`` everywhere, ``False`` nowhere (see :func:`check_values`). Sha
 kernels clamp or mask out-of-range values, so unchecked bad input never reads or writes outside its buffers; the
 result for such input is unspecified.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -135,8 +136,7 @@ class DualKernel:
     the interpreter always uses the ``default_meta`` launch parameters given at launch.
     """
 
-    def __init__(self, fn: Callable, *, configs_fn: Callable[[], list] | None = None,
-                 key: list[str] | None = None):
+    def __init__(self, fn: Callable, *, configs_fn: Callable[[], list] | None = None, key: list[str] | None = None):
         self.fn = fn
         self.name = fn.__name__
         self._configs_fn = configs_fn
@@ -162,8 +162,7 @@ class DualKernel:
             return self._tuned
         return self._compiled
 
-    def launch(self, grid, *args: Any, device: torch.device, meta: dict, autotune: bool = False,
-               **kwargs: Any):
+    def launch(self, grid, *args: Any, device: torch.device, meta: dict, autotune: bool = False, **kwargs: Any):
         """Launch on ``grid`` with the constexprs ``meta``. With ``autotune`` on CUDA the tuned parameters come
         from the chosen config, so ``meta`` must not name them (nor ``num_warps`` / ``num_stages``)."""
         use_tune = autotune and device.type == "cuda" and self._configs_fn is not None

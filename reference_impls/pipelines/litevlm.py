@@ -17,6 +17,7 @@ the draft is a truncated copy of the target, not a separately trained small VLM;
 repository's FastV/PDrop/VisionZip (see that module); FP8 uses dynamic per-token activation scales (no
 calibration); timings are wall-clock per stage on whatever device runs it (the paper's numbers are DRIVE Thor).
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,8 +30,14 @@ import torch
 from reference_impls.decode.quantization import quantize_model
 from reference_impls.decode.speculative import speculative_generate, speculative_generate_tree
 from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM, truncated_draft
-from reference_impls.encode.litevlm_view_selection import (NUSCENES_KEYWORDS, ViewSelector, encode_selected_views,
-                                                          hash_tokenize, lexical_scores, select_views)
+from reference_impls.encode.litevlm_view_selection import (
+    NUSCENES_KEYWORDS,
+    ViewSelector,
+    encode_selected_views,
+    hash_tokenize,
+    lexical_scores,
+    select_views,
+)
 from reference_impls.prefill.litevlm_token_selection import TokenSelection
 
 
@@ -62,12 +69,18 @@ def _timer(device):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter()
+
     return now
 
 
 class LiteVLMPipeline:
-    def __init__(self, model, cfg: LiteVLMConfig = LiteVLMConfig(), view_selector: Optional[ViewSelector] = None,
-                 prefix_ids: Optional[torch.Tensor] = None):
+    def __init__(
+        self,
+        model,
+        cfg: LiteVLMConfig = LiteVLMConfig(),
+        view_selector: Optional[ViewSelector] = None,
+        prefix_ids: Optional[torch.Tensor] = None,
+    ):
         self.cfg = cfg
         self.base_model = model
         if cfg.view_selection and view_selector is None:
@@ -86,8 +99,7 @@ class LiteVLMPipeline:
         self.prefix_ids = prefix_ids if prefix_ids is not None else torch.tensor([[1, 2, 3]], device=dev)
 
     def build_prompt(self, question_ids: torch.Tensor, n_visual: int) -> torch.Tensor:
-        image = torch.full((1, n_visual), self.model.cfg.image_token_id, dtype=torch.long,
-                           device=question_ids.device)
+        image = torch.full((1, n_visual), self.model.cfg.image_token_id, dtype=torch.long, device=question_ids.device)
         return torch.cat([self.prefix_ids.to(question_ids.device), image, question_ids], 1)
 
     @torch.no_grad()
@@ -124,8 +136,15 @@ class LiteVLMPipeline:
             t3 = now()
             gen = speculative_generate_tree if cfg.tree else speculative_generate
             extra = {} if cfg.tree else {"k": cfg.k}
-            tokens, stats = gen(target, draft, ids, cfg.max_new_tokens, target_prefill_logits=t_logits,
-                                draft_prefill_kwargs=dict(image_features=feats), **extra)
+            tokens, stats = gen(
+                target,
+                draft,
+                ids,
+                cfg.max_new_tokens,
+                target_prefill_logits=t_logits,
+                draft_prefill_kwargs=dict(image_features=feats),
+                **extra,
+            )
         else:
             t_logits = target.prefill(ids, **prefill_kw)
             t3 = now()
@@ -135,7 +154,7 @@ class LiteVLMPipeline:
             tokens = torch.tensor(tokens)
         t4 = now()
         lat["prefill"] = (t3 - t2) * 1e3
-        lat["decode"] = (t4 - t3) * 1e3          # includes the draft's prefill when speculative
+        lat["decode"] = (t4 - t3) * 1e3  # includes the draft's prefill when speculative
         lat["total"] = (t4 - t0) * 1e3
         return PipelineResult(tokens, lat, keep[0], int(feats.shape[0]), stats)
 

@@ -8,7 +8,7 @@ Defaults K = 2, R = 0.5. Score = mean over heads of layer K-1's attention probab
     with FastV(k=2, ratio=0.5)(model):          # any host of the registry: MinimalLVLM, HF LLaVA / Qwen2-VL ...
         model.generate(...)
 
-* ``fastv_keep_naive`` -- the readable specification on plain tensors: eager softmax of the full ``L x L``
+* ``naive_fastv_keep`` -- the readable specification on plain tensors: eager softmax of the full ``L x L``
   matrix, per-row Python loop.
 * ``FastV`` -- the technique: ``FastV(...).keep_indices(q, k, vis_mask, lengths)`` is the optimised selection on
   plain tensors (one query row per sample through ``ops.scored_attention``, ``ops.select_topk`` for the ragged
@@ -21,6 +21,7 @@ from all other tokens; batch size > 1 with ragged image spans (upstream indexes 
 the KV-cache variant is used (layers >= K cache only the kept tokens), not the attention-mask simulation; ties go to
 the lower index (upstream ``topk`` order is unspecified).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,11 +31,19 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from ..models.hooks import (LayerContext, TokenState, check_ratio, head_mean, keep_text_and_top_visual,
-                            last_token_rows, prune_state, POSITION_MODES)
-from ..technique import TokenTechnique, UnsupportedModel
+from reference_impls.models.hooks import (
+    POSITION_MODES,
+    LayerContext,
+    TokenState,
+    check_ratio,
+    head_mean,
+    keep_text_and_top_visual,
+    last_token_rows,
+    prune_state,
+)
+from reference_impls.technique import TokenTechnique, UnsupportedModel
 
-__all__ = ["n_keep_visual", "fastv_keep_naive", "FastV"]
+__all__ = ["n_keep_visual", "naive_fastv_keep", "FastV"]
 
 
 def n_keep_visual(n_visual: Tensor, keep_fraction: float) -> Tensor:
@@ -44,8 +53,14 @@ def n_keep_visual(n_visual: Tensor, keep_fraction: float) -> Tensor:
 
 def _check_inputs(q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor, ratio: float) -> None:
     check_ratio("ratio", ratio)
-    if q.dim() != 4 or k.dim() != 4 or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2] \
-            or q.shape[3] != k.shape[3] or q.shape[1] % k.shape[1]:
+    if (
+        q.dim() != 4
+        or k.dim() != 4
+        or q.shape[0] != k.shape[0]
+        or q.shape[2] != k.shape[2]
+        or q.shape[3] != k.shape[3]
+        or q.shape[1] % k.shape[1]
+    ):
         raise ValueError(f"q [B,Hq,L,D] / k [B,Hkv,L,D] mismatch: {tuple(q.shape)} / {tuple(k.shape)}")
     B, _, L, _ = q.shape
     if vis_mask.shape != (B, L) or vis_mask.dtype != torch.bool:
@@ -54,7 +69,7 @@ def _check_inputs(q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor, ratio
         raise ValueError(f"lengths must be [B]={B} in [1, {L}]")
 
 
-def fastv_keep_naive(q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor, ratio: float) -> Tensor:
+def naive_fastv_keep(q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor, ratio: float) -> Tensor:
     """Spec. ``q [B,Hq,L,D]``, ``k [B,Hkv,L,D]``: post-RoPE queries/keys of layer K-1 (right padded);
     returns kept indices ``[B, K]`` ascending, -1 padded."""
     _check_inputs(q, k, vis_mask, lengths, ratio)
@@ -66,10 +81,10 @@ def fastv_keep_naive(q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor, ra
         qb, kb = q[b, :, :n].double(), k[b, :, :n].double().repeat_interleave(G, dim=0)
         logits = qb @ kb.transpose(-1, -2) / math.sqrt(D)
         logits = logits.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
-        attn = logits.softmax(-1)                         # [Hq, n, n], the full matrix
-        score = attn[:, n - 1].mean(0)                    # last token's row, head mean
+        attn = logits.softmax(-1)  # [Hq, n, n], the full matrix
+        score = attn[:, n - 1].mean(0)  # last token's row, head mean
         vis = [i for i in range(n) if bool(vis_mask[b, i])]
-        n_keep = round(len(vis) * (1 - ratio))            # Python round: half to even
+        n_keep = round(len(vis) * (1 - ratio))  # Python round: half to even
         ranked = sorted(vis, key=lambda i: (-float(score[i]), i))
         kept = sorted(set(range(n)) - set(vis) | set(ranked[:n_keep]))
         rows.append(kept)
@@ -100,8 +115,9 @@ class FastV(TokenTechnique):
         if self.k >= host.n_layers:
             raise UnsupportedModel(f"fastv: k={self.k} must be < the model's {host.n_layers} decoder layers")
         if self.position_mode == "contiguous" and getattr(host, "mrope", False):
-            raise UnsupportedModel("fastv: position_mode='contiguous' needs 1-D RoPE; M-RoPE positions (Qwen2-VL) "
-                                   "cannot be renumbered")
+            raise UnsupportedModel(
+                "fastv: position_mode='contiguous' needs 1-D RoPE; M-RoPE positions (Qwen2-VL) cannot be renumbered"
+            )
 
     # ---------------------------------------------------------------- the rule on plain tensors
     def select(self, scores: Tensor, vis_mask: Tensor, lengths: Tensor) -> Tensor:
@@ -111,8 +127,8 @@ class FastV(TokenTechnique):
         return keep_text_and_top_visual(scores, vis_mask, lengths, n_keep_visual(n_vis, 1.0 - self.ratio), self.impl)
 
     def keep_indices(self, q: Tensor, k: Tensor, vis_mask: Tensor, lengths: Tensor) -> Tensor:
-        """The optimised selection on plain tensors (same contract as ``fastv_keep_naive``)."""
-        from ..models.minimal_lvlm import rows_colsum, slots_to_chunk
+        """The optimised selection on plain tensors (same contract as ``naive_fastv_keep``)."""
+        from reference_impls.models.minimal_lvlm import rows_colsum, slots_to_chunk
 
         _check_inputs(q, k, vis_mask, lengths, self.ratio)
         B, _, L, _ = q.shape

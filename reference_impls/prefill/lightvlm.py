@@ -3,8 +3,8 @@
 **Source status.** Only the abstract and landing pages of the paper could be read here (the arXiv HTML body
 was not reachable); no official code was found. The abstract states: training-free; tokens are reduced "in
 a hierarchical manner" at different LLM layers, "finally only keeping a few dominant tokens"; KV-cache
-compression handles decoding (``reference_impls/decode/kv/lightvlm_kv.py``, DECODE-A). The rule below is the
-design note's proposed, faithful-in-spirit specification -- **not verified against the paper text**:
+compression handles decoding (``reference_impls/decode/kv/lightvlm_kv.py``). The rule below is our proposed,
+faithful-in-spirit specification -- **not verified against the paper text**:
 
 At each boundary ``l`` of ``layer_list`` (default 25/50/75 % depth, as PyramidDrop), before layer ``l``:
 1. rank the visual tokens by the last token's attention under layer ``l``'s projections (single-row
@@ -21,11 +21,12 @@ tracked for weighting but not used as proportional attention (``+log s`` on logi
 ratio would keep no dominant token in a row that still has visual tokens, one is kept so that merging has a
 target.
 
-* ``lightvlm_merge_naive`` -- spec on plain tensors (per-row loops, explicit cosine).
+* ``naive_lightvlm_merge`` -- spec on plain tensors (per-row loops, explicit cosine).
 * ``lightvlm_merge`` -- optimised (``ops.cosine_max_argmax`` + ``index_add``).
 * ``LightVLM`` -- the technique (``with LightVLM()(model): ...``); ``merge=False`` reduces to PyramidDrop-style
   pruning with ``position_mode="keep"``. The decoding half is ``decode.kv.lightvlm_kv.LightVLMKV``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -34,12 +35,18 @@ from typing import ClassVar, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..models.hooks import LayerContext, TokenState, head_mean, keep_text_and_top_visual, last_token_rows, \
-    prune_state
-from ..ops import cosine_max_argmax
-from .pyramiddrop import PyramidSchedule
+from reference_impls.models.hooks import (
+    LayerContext,
+    TokenState,
+    head_mean,
+    keep_text_and_top_visual,
+    last_token_rows,
+    prune_state,
+)
+from reference_impls.ops import cosine_max_argmax
+from reference_impls.prefill.pyramiddrop import PyramidSchedule
 
-__all__ = ["lightvlm_merge_naive", "lightvlm_merge", "LightVLM"]
+__all__ = ["naive_lightvlm_merge", "lightvlm_merge", "LightVLM"]
 
 
 def _check(hidden, metric, sizes, keep, vis_mask, lengths):
@@ -50,8 +57,9 @@ def _check(hidden, metric, sizes, keep, vis_mask, lengths):
         raise ValueError("keep must be [B, K] kept indices")
 
 
-def lightvlm_merge_naive(hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, vis_mask: Tensor,
-                         lengths: Tensor):
+def naive_lightvlm_merge(
+    hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, vis_mask: Tensor, lengths: Tensor
+):
     """Spec: merge each dropped visual token into its most cosine-similar kept visual token.
 
     ``keep [B, K]``: kept indices (ascending, -1 padded; text + dominant visual tokens). Returns
@@ -70,7 +78,7 @@ def lightvlm_merge_naive(hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Te
         acc = {d: (hidden[b, d].double() * sizes[b, d].double(), float(sizes[b, d])) for d in dominant}
         for i in dropped:
             best, best_cos = None, None
-            for d in dominant:      # ties -> the first (lowest index) dominant token
+            for d in dominant:  # ties -> the first (lowest index) dominant token
                 a, c = metric[b, i].double(), metric[b, d].double()
                 cos = float(a @ c / (a.norm().clamp(min=1e-8) * c.norm().clamp(min=1e-8)))
                 if best_cos is None or cos > best_cos:
@@ -84,9 +92,10 @@ def lightvlm_merge_naive(hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Te
     return out_h, out_s
 
 
-def lightvlm_merge(hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, vis_mask: Tensor, lengths: Tensor,
-                   impl: str = "auto"):
-    """Optimised ``lightvlm_merge_naive`` (same contract)."""
+def lightvlm_merge(
+    hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, vis_mask: Tensor, lengths: Tensor, impl: str = "auto"
+):
+    """Optimised ``naive_lightvlm_merge`` (same contract)."""
     _check(hidden, metric, sizes, keep, vis_mask, lengths)
     B, L, C = hidden.shape
     valid = torch.arange(L, device=hidden.device)[None, :] < lengths[:, None]
@@ -97,14 +106,17 @@ def lightvlm_merge(hidden: Tensor, metric: Tensor, sizes: Tensor, keep: Tensor, 
         return hidden, sizes
     if bool((dropped.any(1) & ~dominant.any(1)).any()):
         raise ValueError("tokens to merge but no dominant visual token to merge into")
-    _, target = cosine_max_argmax(metric.float(), metric.float(), b_mask=dominant, impl=impl)   # [B, L]
+    _, target = cosine_max_argmax(metric.float(), metric.float(), b_mask=dominant, impl=impl)  # [B, L]
     w = (sizes * dropped).double()
     flat_t = (target.clamp(min=0) + torch.arange(B, device=hidden.device)[:, None] * L).flatten()
     num = (hidden.double() * sizes.double()[..., None]).flatten(0, 1)
     num = num.index_add(0, flat_t, (hidden.double() * w[..., None]).flatten(0, 1))
     den = sizes.double().flatten().index_add(0, flat_t, w.flatten())
-    received = torch.zeros(B * L, dtype=torch.bool, device=hidden.device).index_fill_(
-        0, flat_t[dropped.flatten()], True).view(B, L)
+    received = (
+        torch.zeros(B * L, dtype=torch.bool, device=hidden.device)
+        .index_fill_(0, flat_t[dropped.flatten()], True)
+        .view(B, L)
+    )
     merged = (num / den.clamp(min=1e-12)[:, None]).view(B, L, C).to(hidden.dtype)
     out_h = torch.where(received[..., None], merged, hidden)
     out_s = torch.where(received, den.view(B, L).to(sizes.dtype), sizes)
@@ -129,13 +141,14 @@ class LightVLM(PyramidSchedule):
         n_keep = self.stage_keep_count(layer, state, ctx)
         if n_keep is None:
             return state
-        if self.merge:   # a visual token can only merge if at least one dominant token is kept
+        if self.merge:  # a visual token can only merge if at least one dominant token is kept
             n_keep = torch.where((state.n_visual() > 0) & (n_keep == 0), 1, n_keep)
         colsum = ctx.recompute_scores(state, last_token_rows(state))
         keep = keep_text_and_top_visual(head_mean(colsum), state.vis_mask, state.lengths, n_keep, self.impl)
         if self.merge:
-            metric = ctx.keys(state).mean(dim=1)                           # [B, T, D] keys averaged over heads
-            hidden, sizes = lightvlm_merge(state.hidden, metric, state.sizes, keep, state.vis_mask, state.lengths,
-                                           impl=self.impl)
+            metric = ctx.keys(state).mean(dim=1)  # [B, T, D] keys averaged over heads
+            hidden, sizes = lightvlm_merge(
+                state.hidden, metric, state.sizes, keep, state.vis_mask, state.lengths, impl=self.impl
+            )
             state = replace(state, hidden=hidden, sizes=sizes)
         return prune_state(state, keep, "keep")

@@ -4,7 +4,7 @@
 section describing the token-selection module itself was not reachable, and no code is public. What is known:
 LiteVLM (NVIDIA, DRIVE Thor) chains camera-view selection -> *a token selection module that shortens the LLM
 input* -> speculative decoding (-> FP8 PTQ). The exact scoring rule of the paper's module is therefore **not
-reproduced**; following the design note (spec 19), this stage *reuses* the repository's scoring cores:
+reproduced**; this stage *reuses* the repository's scoring cores:
 
 * ``"fastv"``       -- FastV (2403.06764) inside the LLM: keep ``keep_ratio`` of the visual tokens after layer K-1.
 * ``"pyramiddrop"`` -- PyramidDrop (2410.17247) with ``pdrop_ratios``.
@@ -19,18 +19,18 @@ and ``prefill(...)`` (both), so a pipeline (``reference_impls/pipelines/litevlm.
 selection and speculative decoding. Deviations: the scorer choice above (ours, not the paper's); VisionZip is
 offered only for ViTs with a CLS token (``cfg.vision.use_cls``).
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-import torch
 from torch import Tensor
 
-from ..models.hooks import Hook
-from .fastv import FastV
-from .pyramiddrop import PyramidDrop
+from reference_impls.models.hooks import Hook
+from reference_impls.prefill.fastv import FastV
+from reference_impls.prefill.pyramiddrop import PyramidDrop
 
 __all__ = ["TokenSelection", "METHODS", "visionzip_split"]
 
@@ -52,8 +52,8 @@ def visionzip_split(n_keep: int, has_cls: bool = True) -> Tuple[int, int]:
 @dataclass
 class TokenSelection:
     method: str = "none"
-    keep_ratio: float = 1.0                       # fraction of visual tokens kept (fastv / visionzip)
-    fastv_layer: int = 2                          # FastV's K
+    keep_ratio: float = 1.0  # fraction of visual tokens kept (fastv / visionzip)
+    fastv_layer: int = 2  # FastV's K
     pdrop_ratios: Tuple[float, ...] = (0.5, 0.25, 0.125)
     impl: str = "auto"
 
@@ -75,16 +75,16 @@ class TokenSelection:
         """Visual tokens ``[N_img, visual_tokens_per_image, hidden]`` handed to the LLM."""
         if self.method != "visionzip":
             return model.encode_images(pixel_values)
-        from ..encode.visionzip import cls_attention_scores, visionzip
+        from reference_impls.encode.visionzip import cls_attention_scores, visionzip
 
         vc = model.cfg.vision
         if not vc.use_cls or model.cfg.projector != "mlp2x_gelu":
             raise ValueError("the VisionZip stage needs a ViT with a CLS token and the MLP projector")
         n_run = vc.n_layers_run
-        x = model.vision(pixel_values, n_blocks=n_run - 1)               # input of the feature-layer block
+        x = model.vision(pixel_values, n_blocks=n_run - 1)  # input of the feature-layer block
         block = model.vision.blocks[n_run - 1]
         q, k, _ = block.attn.project_qkv(block.norm1(x))
-        feats = block(x)                                                # the feature layer (CLS first)
+        feats = block(x)  # the feature layer (CLS first)
         scores = cls_attention_scores(q[:, :, :1], k, impl=self.impl)  # [N, L]
         d, c = visionzip_split(self.visual_tokens_per_image(model.cfg), has_cls=True)
         out = visionzip(feats, scores, k.mean(dim=1), d, c, has_cls=True, impl=self.impl)
@@ -98,9 +98,18 @@ class TokenSelection:
             return [PyramidDrop(ratio_list=self.pdrop_ratios, impl=self.impl)]
         return []
 
-    def prefill(self, model, input_ids: Tensor, pixel_values: Optional[Tensor] = None, *,
-                lengths: Optional[Tensor] = None, cache=None, extra_hooks=()):
+    def prefill(
+        self,
+        model,
+        input_ids: Tensor,
+        pixel_values: Optional[Tensor] = None,
+        *,
+        lengths: Optional[Tensor] = None,
+        cache=None,
+        extra_hooks=(),
+    ):
         """Run the stage: encoder-side selection, then the LLM prefill with the stage's hooks."""
         feats = None if pixel_values is None else self.image_features(model, pixel_values)
-        return model.prefill(input_ids, image_features=feats, lengths=lengths, cache=cache,
-                             hooks=[*self.hooks(), *extra_hooks])
+        return model.prefill(
+            input_ids, image_features=feats, lengths=lengths, cache=cache, hooks=[*self.hooks(), *extra_hooks]
+        )

@@ -34,6 +34,7 @@ Deviations from the official code
 
 Identity: ``rate = 1`` keeps every token (the official threshold is then ``-inf``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,7 +44,6 @@ import torch
 from torch import Tensor
 
 __all__ = ["naive_llmlingua_keep", "llmlingua_keep", "LLMLingua"]
-
 
 
 def _check(ids, rate, segment_size):
@@ -79,8 +79,13 @@ def _keep_segment(pool: list, losses: Tensor, rate: float, forced: Tensor) -> Te
     return forced | (losses >= threshold)
 
 
-def naive_llmlingua_keep(logits_fn: Callable[[Tensor], Tensor], ids: Tensor, rate: float = 0.5,
-                         segment_size: int = 200, protect: Optional[Tensor] = None) -> Tensor:
+def naive_llmlingua_keep(
+    logits_fn: Callable[[Tensor], Tensor],
+    ids: Tensor,
+    rate: float = 0.5,
+    segment_size: int = 200,
+    protect: Optional[Tensor] = None,
+) -> Tensor:
     """Indices (ascending) of the tokens of ``ids [n]`` to keep. ``logits_fn(ids [1, m]) -> logits [1, m, V]`` is the
     small LM (a plain causal forward); ``protect [n]`` bool marks tokens that are always kept."""
     _check(ids, rate, segment_size)
@@ -99,8 +104,9 @@ def naive_llmlingua_keep(logits_fn: Callable[[Tensor], Tensor], ids: Tensor, rat
 
 
 @torch.no_grad()
-def llmlingua_keep(lm, ids: Tensor, rate: float = 0.5, segment_size: int = 200,
-                   protect: Optional[Tensor] = None) -> Tensor:
+def llmlingua_keep(
+    lm, ids: Tensor, rate: float = 0.5, segment_size: int = 200, protect: Optional[Tensor] = None
+) -> Tensor:
     """``naive_llmlingua_keep`` with the compressed prefix kept in ``lm``'s KV cache (``lm.cache_len == 0`` on
     entry). Positions are those of the compressed sequence."""
     _check(ids, rate, segment_size)
@@ -109,7 +115,7 @@ def llmlingua_keep(lm, ids: Tensor, rate: float = 0.5, segment_size: int = 200,
     protect = torch.zeros_like(ids, dtype=torch.bool) if protect is None else protect.bool()
     kept: list = []
     pool: list = []
-    last_logits = None                  # the prediction after the compressed prefix (None before any token)
+    last_logits = None  # the prediction after the compressed prefix (None before any token)
     for start in range(0, ids.numel(), segment_size):
         seg = torch.arange(start, min(start + segment_size, ids.numel()))
         offset = lm.cache_len
@@ -120,11 +126,11 @@ def llmlingua_keep(lm, ids: Tensor, rate: float = 0.5, segment_size: int = 200,
         else:
             losses = _segment_losses(torch.cat([last_logits[None], logits]), ids[seg], 1)
         keep = _keep_segment(pool, losses, rate, protect[seg])
-        lm.rollback(seg.numel())                                 # back to the compressed prefix
+        lm.rollback(seg.numel())  # back to the compressed prefix
         lm.set_next_position(offset)
         chosen = seg[keep]
-        if chosen.numel():                                       # encode the kept tokens after the prefix only
-            out = lm.forward(ids[chosen][None], positions=positions[:, :chosen.numel()])
+        if chosen.numel():  # encode the kept tokens after the prefix only
+            out = lm.forward(ids[chosen][None], positions=positions[:, : chosen.numel()])
             last_logits = out[0, -1]
         kept += chosen.tolist()
         pool += losses[keep].tolist()
@@ -135,6 +141,7 @@ def llmlingua_keep(lm, ids: Tensor, rate: float = 0.5, segment_size: int = 200,
 class LLMLingua:
     """``LLMLingua(rate=0.5).compress(lm, ids)`` -> ``(kept ids [k], kept indices [k])``. ``lm`` is a ``SpecLM``
     with an empty cache (cached path) or ``impl="naive"`` with ``logits_fn``."""
+
     rate: float = 0.5
     segment_size: int = 200
 

@@ -16,16 +16,19 @@ holds every token, so decoding is unchanged.
 
 Paths: ``naive_pevlm_attention`` (dense boolean mask, fp32; the spec), ``pevlm_attention(impl="torch")``
 (block-sparse: all context blocks batched as one SDPA call over ``[sink keys + own block keys]``, the sink and
-query rows as two more calls; O(T*N) memory) and ``impl="triton"`` (context rows in one Triton kernel). ``pevlm_prefill`` runs the minimal LVLM with the PEVLM mask.
+query rows as two more calls; O(T*N) memory) and ``impl="triton"`` (context rows in one Triton kernel).
+``pevlm_prefill`` runs the minimal LVLM with the PEVLM mask.
 
 What could be read of the paper: the abstract (v1-v3), the introduction and a third-party summary (the sink =
 initial text + first frames). Deviations / additions:
 * ``sink_logit_bias`` (default 0 = off) is NOT from the paper: an optional additive bias on the sink logits of
-  context-block queries (the design note's ``log(m)`` correction idea), kept for experiments and flagged here.
+  context-block queries (a ``log(m)`` correction for the m blocks sharing the sinks), kept for experiments and
+  flagged here.
 * Optimised paths: block-batched SDPA (``impl="torch"``) and a Triton kernel for the context rows
   (``impl="triton"``, ``pevlm_triton.py``; sink/query rows stay on SDPA). No FlexAttention ``BlockMask``.
 * The block partition is by whole frames; the paper's exact sink size / block size choices are parameters.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ SINK, QUERY = 0, -1
 @dataclass(frozen=True)
 class PEVLMLayout:
     """Segment boundaries of one prefill sequence (batch rows share the layout)."""
+
     sink_len: int
     block_starts: tuple
     block_lens: tuple
@@ -62,12 +66,20 @@ class PEVLMLayout:
         seg = torch.full((self.total_len,), QUERY, dtype=torch.long, device=device)
         seg[: self.sink_len] = SINK
         for b, (s, n) in enumerate(zip(self.block_starts, self.block_lens)):
-            seg[s: s + n] = b + 1
+            seg[s : s + n] = b + 1
         return seg
 
     @classmethod
-    def from_frames(cls, prefix_len: int, n_frames: int, tokens_per_frame: int, suffix_len: int, *,
-                    sink_frames: int = 1, frames_per_block: int = 4) -> "PEVLMLayout":
+    def from_frames(
+        cls,
+        prefix_len: int,
+        n_frames: int,
+        tokens_per_frame: int,
+        suffix_len: int,
+        *,
+        sink_frames: int = 1,
+        frames_per_block: int = 4,
+    ) -> "PEVLMLayout":
         if min(prefix_len, suffix_len, sink_frames) < 0 or n_frames < 1 or tokens_per_frame < 1:
             raise ValueError("need prefix_len, suffix_len, sink_frames >= 0 and n_frames, tokens_per_frame >= 1")
         if frames_per_block < 1:
@@ -115,7 +127,7 @@ def pevlm_positions(layout: PEVLMLayout, mode: str = "sequential", device=None) 
         raise ValueError(f"position mode must be 'sequential' or 'reused', got {mode!r}")
     pos = torch.arange(layout.total_len, device=device)
     for s, n in zip(layout.block_starts, layout.block_lens):
-        pos[s: s + n] = layout.sink_len + torch.arange(n, device=device)
+        pos[s : s + n] = layout.sink_len + torch.arange(n, device=device)
     q0 = layout.query_start
     pos[q0:] = layout.sink_len + max(layout.block_lens, default=0) + torch.arange(layout.query_len, device=device)
     return pos
@@ -123,16 +135,16 @@ def pevlm_positions(layout: PEVLMLayout, mode: str = "sequential", device=None) 
 
 def _check_qkv(q, k, v, layout):
     if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape:
-        raise ValueError(f"q [B,Hq,L,D], k/v [B,Hkv,L,D] expected, got {tuple(q.shape)}, {tuple(k.shape)}, "
-                         f"{tuple(v.shape)}")
+        raise ValueError(
+            f"q [B,Hq,L,D], k/v [B,Hkv,L,D] expected, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
     if q.shape[2] != layout.total_len or k.shape[2] != layout.total_len:
         raise ValueError(f"sequence length {q.shape[2]} / {k.shape[2]} != layout length {layout.total_len}")
     if q.shape[1] % k.shape[1]:
         raise ValueError(f"Hq={q.shape[1]} must be a multiple of Hkv={k.shape[1]}")
 
 
-def naive_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional[float] = None,
-                          sink_logit_bias: float = 0.0):
+def naive_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional[float] = None, sink_logit_bias: float = 0.0):
     """Dense-mask attention in fp32: the readable spec. ``q [B,Hq,L,D]``, ``k, v [B,Hkv,L,D]``."""
     _check_qkv(q, k, v, layout)
     G = q.shape[1] // k.shape[1]
@@ -152,13 +164,14 @@ def _sdpa(q, k, v, mask, scale, G, causal=False):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=G > 1, is_causal=causal)
 
 
-def blocksparse_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional[float] = None,
-                                sink_logit_bias: float = 0.0):
+def blocksparse_pevlm_attention(
+    q, k, v, layout: PEVLMLayout, *, scale: Optional[float] = None, sink_logit_bias: float = 0.0
+):
     """Block-sparse path: never forms the L x L mask; context blocks batched in one SDPA call."""
     _check_qkv(q, k, v, layout)
     B, Hq, L, D = q.shape
     G = Hq // k.shape[1]
-    scale = D ** -0.5 if scale is None else scale
+    scale = D**-0.5 if scale is None else scale
     dev = q.device
     out = torch.empty_like(q)
     S = layout.sink_len
@@ -169,7 +182,7 @@ def blocksparse_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional
         starts = torch.tensor(layout.block_starts, device=dev)
         lens = torch.tensor(layout.block_lens, device=dev)
         ar = torch.arange(Lb, device=dev)
-        valid = ar[None, :] < lens[:, None]                                     # [m, Lb]
+        valid = ar[None, :] < lens[:, None]  # [m, Lb]
         idx = (starts[:, None] + torch.minimum(ar[None, :], lens[:, None] - 1)).flatten()
         Hkv = k.shape[1]
         # (batch, block) folded into SDPA's batch dimension: [B*m, H, Lb, D]
@@ -180,7 +193,7 @@ def blocksparse_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional
         vs = v[:, None, :, :S].expand(B, m, Hkv, S, D)
         kc = torch.cat([ks, kb], 3).reshape(B * m, Hkv, S + Lb, D)
         vc = torch.cat([vs, vb], 3).reshape(B * m, Hkv, S + Lb, D)
-        in_block = (ar[None, :, None] >= ar[None, None, :]) & valid[:, None, :]   # [m, Lb, Lb]
+        in_block = (ar[None, :, None] >= ar[None, None, :]) & valid[:, None, :]  # [m, Lb, Lb]
         mask = torch.cat([torch.ones(m, Lb, S, dtype=torch.bool, device=dev), in_block], 2)
         if sink_logit_bias:
             bias = torch.zeros(m, Lb, S + Lb, device=dev, dtype=q.dtype)
@@ -199,22 +212,24 @@ def blocksparse_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional
 
 def triton_pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale: Optional[float] = None):
     """Context-block rows with the Triton kernel (``pevlm_triton.py``); sink and query rows with SDPA."""
-    from .pevlm_triton import triton_pevlm_context_rows
+    from reference_impls.prefill.pevlm_triton import triton_pevlm_context_rows
 
     _check_qkv(q, k, v, layout)
     B, Hq, L, D = q.shape
     G = Hq // k.shape[1]
-    scale = D ** -0.5 if scale is None else scale
+    scale = D**-0.5 if scale is None else scale
     out = torch.empty_like(q).contiguous()
     S, Q0 = layout.sink_len, layout.query_start
     if S:
         out[:, :, :S] = _sdpa(q[:, :, :S], k[:, :, :S], v[:, :, :S], None, scale, G, causal=True)
     row_lo = torch.zeros(L, dtype=torch.int32, device=q.device)
     for s0, n in zip(layout.block_starts, layout.block_lens):
-        row_lo[s0: s0 + n] = s0
+        row_lo[s0 : s0 + n] = s0
     triton_pevlm_context_rows(q, k, v, out, row_lo, S, Q0, scale)
     if layout.query_len:
-        qmask = torch.arange(L, device=q.device)[None, :] <= (Q0 + torch.arange(layout.query_len, device=q.device))[:, None]
+        qmask = (
+            torch.arange(L, device=q.device)[None, :] <= (Q0 + torch.arange(layout.query_len, device=q.device))[:, None]
+        )
         out[:, :, Q0:] = _sdpa(q[:, :, Q0:], k, v, qmask, scale, G)
     return out
 
@@ -235,8 +250,16 @@ def pevlm_attention(q, k, v, layout: PEVLMLayout, *, scale=None, sink_logit_bias
 
 
 @torch.no_grad()
-def pevlm_prefill(model, input_ids: torch.Tensor, layout: PEVLMLayout, *, image_features=None,
-                  position_mode: str = "sequential", cache=None, capacity: Optional[int] = None):
+def pevlm_prefill(
+    model,
+    input_ids: torch.Tensor,
+    layout: PEVLMLayout,
+    *,
+    image_features=None,
+    position_mode: str = "sequential",
+    cache=None,
+    capacity: Optional[int] = None,
+):
     """Prefill the minimal LVLM with the PEVLM mask (dense path through the decoder's chunk mask).
     Returns ``(last-token logits [B, V], cache)``; the cache holds all L tokens, so decoding is unchanged."""
     B, L = input_ids.shape

@@ -4,6 +4,7 @@ blocks' keys, so the work is O(rows * (S + block)). Sink and query rows stay on 
 Plain pointer arithmetic (triton 3.6 and 3.9); contiguous ``[B, H, L, D]`` inputs; fp32 accumulation. Autotuned on
 CUDA over the row / key tile sizes, warps and stages (key: the bucketed row count, sink length and head dim).
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,15 +16,40 @@ from reference_impls.ops._triton import kernel, next_power_of_2
 
 def pevlm_configs():
     """Autotuning space (BLOCK_M x BLOCK_N, warps, stages)."""
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
-            for bm, bn, w, st in [(32, 32, 4, 2), (64, 32, 4, 3), (64, 64, 4, 3), (128, 32, 4, 3), (128, 64, 8, 3),
-                                  (128, 128, 8, 2)]]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
+        for bm, bn, w, st in [
+            (32, 32, 4, 2),
+            (64, 32, 4, 3),
+            (64, 64, 4, 3),
+            (128, 32, 4, 3),
+            (128, 64, 8, 3),
+            (128, 128, 8, 2),
+        ]
+    ]
 
 
 @kernel(configs_fn=pevlm_configs, key=["ROWS_BUCKET", "S_BUCKET", "BLOCK_D", "DOT_FP32"])
-def _pevlm_context_kernel(q_ptr, k_ptr, v_ptr, o_ptr, row_lo_ptr, L, S, Q0, Hq, G, D, scale, ROWS_BUCKET, S_BUCKET,
-                          DOT_FP32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_D: tl.constexpr):
+def _pevlm_context_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    o_ptr,
+    row_lo_ptr,
+    L,
+    S,
+    Q0,
+    Hq,
+    G,
+    D,
+    scale,
+    ROWS_BUCKET,
+    S_BUCKET,
+    DOT_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // Hq
@@ -58,10 +84,8 @@ def _pevlm_context_kernel(q_ptr, k_ptr, v_ptr, o_ptr, row_lo_ptr, L, S, Q0, Hq, 
         for j0 in range(start, stop, BLOCK_N):
             cols = j0 + offs_n
             col_ok = cols < stop
-            kt = tl.load(k_base + cols[None, :] * D + offs_d[:, None], mask=col_ok[None, :] & d_ok[:, None],
-                         other=0.0)
-            vt = tl.load(v_base + cols[:, None] * D + offs_d[None, :], mask=col_ok[:, None] & d_ok[None, :],
-                         other=0.0)
+            kt = tl.load(k_base + cols[None, :] * D + offs_d[:, None], mask=col_ok[None, :] & d_ok[:, None], other=0.0)
+            vt = tl.load(v_base + cols[:, None] * D + offs_d[None, :], mask=col_ok[:, None] & d_ok[None, :], other=0.0)
             if DOT_FP32:
                 kt = kt.to(tl.float32)
                 vt = vt.to(tl.float32)
@@ -82,12 +106,25 @@ def _pevlm_context_kernel(q_ptr, k_ptr, v_ptr, o_ptr, row_lo_ptr, L, S, Q0, Hq, 
                 acc = acc * alpha[:, None] + tl.dot(p.to(vt.dtype), vt)
             m_i = m_new
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-    tl.store(o_ptr + (pid_bh * L) * D + rows[:, None] * D + offs_d[None, :], out.to(o_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & d_ok[None, :])
+    tl.store(
+        o_ptr + (pid_bh * L) * D + rows[:, None] * D + offs_d[None, :],
+        out.to(o_ptr.dtype.element_ty),
+        mask=row_ok[:, None] & d_ok[None, :],
+    )
 
 
-def triton_pevlm_context_rows(q, k, v, out, row_lo: torch.Tensor, sink_len: int, query_start: int, scale: float,
-                              block_m: int | None = None, block_n: int | None = None):
+def triton_pevlm_context_rows(
+    q,
+    k,
+    v,
+    out,
+    row_lo: torch.Tensor,
+    sink_len: int,
+    query_start: int,
+    scale: float,
+    block_m: int | None = None,
+    block_n: int | None = None,
+):
     """Write ``out[:, :, S:Q0]`` (context-block rows). ``row_lo [L]`` int32: first key of each row's own block.
     Autotuned on CUDA unless ``block_m`` / ``block_n`` are given; the interpreter uses them (default 32 x 32)."""
     B, Hq, L, D = q.shape
@@ -100,12 +137,30 @@ def triton_pevlm_context_rows(q, k, v, out, row_lo: torch.Tensor, sink_len: int,
     autotune = q.device.type == "cuda" and block_m is None and block_n is None
     meta = dict(DOT_FP32=dot_fp32, BLOCK_D=max(16, next_power_of_2(D)))
     if autotune:
+
         def grid(META):
             return (triton.cdiv(n_rows, META["BLOCK_M"]), B * Hq)
     else:
         meta.update(BLOCK_M=block_m or 32, BLOCK_N=block_n or 32)
         grid = (triton.cdiv(n_rows, meta["BLOCK_M"]), B * Hq)
-    _pevlm_context_kernel.launch(grid, q, k, v, out, row_lo.to(torch.int32).contiguous(), L, sink_len, query_start,
-                                 Hq, G, D, float(scale), min(next_power_of_2(n_rows), 1 << 16),
-                                 next_power_of_2(max(sink_len, 1)), device=q.device, meta=meta, autotune=autotune)
+    _pevlm_context_kernel.launch(
+        grid,
+        q,
+        k,
+        v,
+        out,
+        row_lo.to(torch.int32).contiguous(),
+        L,
+        sink_len,
+        query_start,
+        Hq,
+        G,
+        D,
+        float(scale),
+        min(next_power_of_2(n_rows), 1 << 16),
+        next_power_of_2(max(sink_len, 1)),
+        device=q.device,
+        meta=meta,
+        autotune=autotune,
+    )
     return out

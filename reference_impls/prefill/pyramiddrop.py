@@ -16,7 +16,7 @@ Checked against the upstream code (Cooperx521/PyramidDrop ``modeling_llama_pdrop
 the *next* layer's projections on the hidden states after layer ``l - 1`` and keep counts are floors of
 the original visual count times the stage ratio -- as here.
 
-* ``pyramiddrop_keep_naive(h_norm, wq, wk, ...)`` -- spec on plain tensors (eager single-row softmax,
+* ``naive_pyramiddrop_keep(h_norm, wq, wk, ...)`` -- spec on plain tensors (eager single-row softmax,
   Python loops).
 * ``pyramiddrop_select`` -- the optimised selection from ``ops.scored_attention``'s single-row column sums
   (``ops.select_topk``); ``PyramidDrop`` -- the technique.
@@ -27,6 +27,7 @@ bs loop); ties go to the lower index (upstream ``torch.topk`` order is unspecifi
 positions where the host's RoPE is 1-D and keeps them on M-RoPE hosts (Qwen2-VL / Qwen2.5-VL), whose
 3-D positions cannot be renumbered -- a deviation there; ``"keep"`` is offered everywhere.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,11 +37,18 @@ from typing import ClassVar, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..models.hooks import (LayerContext, TokenState, head_mean, keep_text_and_top_visual, last_token_rows,
-                            prune_state, POSITION_MODES)
-from ..technique import TokenTechnique, UnsupportedModel
+from reference_impls.models.hooks import (
+    POSITION_MODES,
+    LayerContext,
+    TokenState,
+    head_mean,
+    keep_text_and_top_visual,
+    last_token_rows,
+    prune_state,
+)
+from reference_impls.technique import TokenTechnique, UnsupportedModel
 
-__all__ = ["default_layer_list", "stage_keep_counts", "pyramiddrop_keep_naive", "pyramiddrop_select", "PyramidDrop"]
+__all__ = ["default_layer_list", "stage_keep_counts", "naive_pyramiddrop_keep", "pyramiddrop_select", "PyramidDrop"]
 
 
 def default_layer_list(n_layers: int) -> list[int]:
@@ -68,10 +76,21 @@ def stage_keep_counts(n_visual_orig: Tensor, ratio: float) -> Tensor:
     return torch.floor(n_visual_orig.double() * float(ratio) + 1e-9).long()
 
 
-def pyramiddrop_keep_naive(h_norm: Tensor, wq: Tensor, wk: Tensor, positions: Tensor, vis_mask: Tensor,
-                           lengths: Tensor, n_keep: Tensor, *, n_heads: int, n_kv_heads: int,
-                           rope_theta: float = 10000.0, bq: Optional[Tensor] = None,
-                           bk: Optional[Tensor] = None) -> Tensor:
+def naive_pyramiddrop_keep(
+    h_norm: Tensor,
+    wq: Tensor,
+    wk: Tensor,
+    positions: Tensor,
+    vis_mask: Tensor,
+    lengths: Tensor,
+    n_keep: Tensor,
+    *,
+    n_heads: int,
+    n_kv_heads: int,
+    rope_theta: float = 10000.0,
+    bq: Optional[Tensor] = None,
+    bk: Optional[Tensor] = None,
+) -> Tensor:
     """Spec of one boundary. ``h_norm [B, L, C]``: layer-``l`` normalised hidden states; ``wq [Hq*D, C]``,
     ``wk [Hkv*D, C]`` (nn.Linear layout); returns kept indices ``[B, K]`` (ascending, -1 padded)."""
     B, L, C = h_norm.shape
@@ -82,14 +101,14 @@ def pyramiddrop_keep_naive(h_norm: Tensor, wq: Tensor, wk: Tensor, positions: Te
     for b in range(B):
         n = int(lengths[b])
         h = h_norm[b, :n].double()
-        q = h[n - 1] @ wq.double().T + (0 if bq is None else bq.double())        # last token only
+        q = h[n - 1] @ wq.double().T + (0 if bq is None else bq.double())  # last token only
         k = h @ wk.double().T + (0 if bk is None else bk.double())
         q, k = q.view(n_heads, D), k.view(n, n_kv_heads, D)
 
         def rope(x, pos):
             ang = pos.double()[..., None] * inv
             cos, sin = torch.cat([ang.cos(), ang.cos()], -1), torch.cat([ang.sin(), ang.sin()], -1)
-            return x * cos + torch.cat([-x[..., D // 2:], x[..., :D // 2]], -1) * sin
+            return x * cos + torch.cat([-x[..., D // 2 :], x[..., : D // 2]], -1) * sin
 
         q = rope(q, positions[b, n - 1].expand(n_heads))
         k = rope(k, positions[b, :n, None].expand(n, n_kv_heads))
@@ -103,8 +122,7 @@ def pyramiddrop_keep_naive(h_norm: Tensor, wq: Tensor, wk: Tensor, positions: Te
     return torch.tensor([r + [-1] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def pyramiddrop_select(colsum: Tensor, vis_mask: Tensor, lengths: Tensor, n_keep: Tensor,
-                       impl: str = "auto") -> Tensor:
+def pyramiddrop_select(colsum: Tensor, vis_mask: Tensor, lengths: Tensor, n_keep: Tensor, impl: str = "auto") -> Tensor:
     """Optimised selection from the single-row ``colsum [B, Hq, L]`` (``ops.scored_attention``)."""
     return keep_text_and_top_visual(head_mean(colsum), vis_mask, lengths, n_keep, impl)
 
@@ -165,8 +183,10 @@ class PyramidDrop(PyramidSchedule):
     def check_host(self, host) -> None:
         super().check_host(host)
         if self.position_mode == "contiguous" and getattr(host, "mrope", False):
-            raise UnsupportedModel("pyramiddrop: position_mode='contiguous' needs 1-D RoPE; use 'auto' or 'keep' on "
-                                   "M-RoPE models (Qwen2-VL)")
+            raise UnsupportedModel(
+                "pyramiddrop: position_mode='contiguous' needs 1-D RoPE; use 'auto' or 'keep' on "
+                "M-RoPE models (Qwen2-VL)"
+            )
 
     def before_layer(self, layer: int, state: TokenState, ctx: LayerContext) -> TokenState:
         n_keep = self.stage_keep_count(layer, state, ctx)

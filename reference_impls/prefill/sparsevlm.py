@@ -17,8 +17,8 @@ optional recycling of pruned tokens by DPC-kNN clustering.
 
 Checked against Gumpest/SparseVLMs (``score.py``, ``utils.py``: ``cluster_and_merge``, ``modelling_sparse_llama.py``).
 
-* ``select_raters_naive`` / ``select_raters`` -- per-row loop vs batched masked softmax.
-* ``dpc_knn_merge_naive`` / ``dpc_knn_merge`` -- per-token loops vs matrix form.
+* ``naive_select_raters`` / ``select_raters`` -- per-row loop vs batched masked softmax.
+* ``naive_dpc_knn_merge`` / ``dpc_knn_merge`` -- per-token loops vs matrix form.
 * ``SparseVLM`` -- the technique: ``with SparseVLM.from_retain(64)(model): model.generate(...)``.
 
 Deviations: ragged batches (upstream asserts batch size 1); score = attention *probabilities* of the rater
@@ -33,6 +33,7 @@ always drops at least one); on M-RoPE hosts (Qwen2-VL) a merged token takes the 
 cluster centre (positions there cannot be averaged into a new RoPE table); no v2 options (RoPE-bias
 normalisation, head selection).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,14 +43,30 @@ from typing import ClassVar, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..models.hooks import (LayerContext, TokenState, head_mean, insert_tokens, keep_text_and_top_visual,
-                            prune_state, contiguous_positions, POSITION_MODES)
-from ..technique import TokenTechnique, UnsupportedModel
+from reference_impls.models.hooks import (
+    POSITION_MODES,
+    LayerContext,
+    TokenState,
+    contiguous_positions,
+    head_mean,
+    insert_tokens,
+    keep_text_and_top_visual,
+    prune_state,
+)
+from reference_impls.technique import TokenTechnique, UnsupportedModel
 
-__all__ = ["RETAIN_SCHEDULES", "select_raters_naive", "select_raters", "dpc_knn_merge_naive", "dpc_knn_merge",
-           "recycle_count", "default_layers", "SparseVLM"]
+__all__ = [
+    "RETAIN_SCHEDULES",
+    "naive_select_raters",
+    "select_raters",
+    "naive_dpc_knn_merge",
+    "dpc_knn_merge",
+    "recycle_count",
+    "default_layers",
+    "SparseVLM",
+]
 
-RETAIN_SCHEDULES = {192: (300, 200, 110), 128: (303, 110, 36), 64: (66, 30, 17)}   # for 576 visual tokens
+RETAIN_SCHEDULES = {192: (300, 200, 110), 128: (303, 110, 36), 64: (66, 30, 17)}  # for 576 visual tokens
 
 
 def _question_mask(vis_mask: Tensor, lengths: Tensor) -> Tensor:
@@ -65,7 +82,7 @@ def _question_mask(vis_mask: Tensor, lengths: Tensor) -> Tensor:
     return torch.where(lonely[:, None], last, q), lonely
 
 
-def select_raters_naive(hidden: Tensor, vis_mask: Tensor, lengths: Tensor) -> Tensor:
+def naive_select_raters(hidden: Tensor, vis_mask: Tensor, lengths: Tensor) -> Tensor:
     """Spec: bool ``[B, L]`` rater mask, one row at a time."""
     B, L, _ = hidden.shape
     qmask, lonely = _question_mask(vis_mask, lengths)
@@ -77,22 +94,22 @@ def select_raters_naive(hidden: Tensor, vis_mask: Tensor, lengths: Tensor) -> Te
         vis_idx = vis_mask[b].nonzero().flatten().tolist()
         txt_idx = qmask[b].nonzero().flatten().tolist()
         hv, ht = hidden[b, vis_idx].double(), hidden[b, txt_idx].double()
-        r = (hv @ ht.T).softmax(dim=1).mean(dim=0)              # [n_txt]
+        r = (hv @ ht.T).softmax(dim=1).mean(dim=0)  # [n_txt]
         above = [i for j, i in enumerate(txt_idx) if bool(r[j] > r.mean())]
-        for i in above or txt_idx:          # all equal (e.g. one question token): every question token rates
+        for i in above or txt_idx:  # all equal (e.g. one question token): every question token rates
             out[b, i] = True
     return out
 
 
 def select_raters(hidden: Tensor, vis_mask: Tensor, lengths: Tensor) -> Tensor:
-    """Batched ``select_raters_naive`` (masked softmax over question tokens, masked mean over visual tokens)."""
+    """Batched ``naive_select_raters`` (masked softmax over question tokens, masked mean over visual tokens)."""
     qmask, lonely = _question_mask(vis_mask, lengths)
     h = hidden.float()
-    logits = torch.einsum("bvc,btc->bvt", h, h)                  # [B, L(vis), L(txt)]
+    logits = torch.einsum("bvc,btc->bvt", h, h)  # [B, L(vis), L(txt)]
     logits = logits.masked_fill(~qmask[:, None, :], float("-inf"))
     m = torch.softmax(logits, dim=-1).nan_to_num(0.0)
     vis = vis_mask.float()[..., None]
-    r = (m * vis).sum(1) / vis.sum(1).clamp(min=1)               # [B, L(txt)]
+    r = (m * vis).sum(1) / vis.sum(1).clamp(min=1)  # [B, L(txt)]
     mean_r = (r * qmask).sum(1, keepdim=True) / qmask.sum(1, keepdim=True).clamp(min=1)
     raters = qmask & (r > mean_r)
     raters = torch.where(raters.any(dim=1, keepdim=True), raters, qmask)
@@ -108,7 +125,7 @@ def _cluster_count(n: int) -> int:
     return min(n, int(n / 10) + 1)
 
 
-def dpc_knn_merge_naive(x: Tensor, n_clusters: int):
+def naive_dpc_knn_merge(x: Tensor, n_clusters: int):
     """Spec of DPC-kNN clustering + mean merge on ``x [N, C]`` with per-token loops.
 
     Returns ``(merged [c, C], assign [N] cluster id, centers [c] token indices in score order)``."""
@@ -122,7 +139,7 @@ def dpc_knn_merge_naive(x: Tensor, n_clusters: int):
         nearest = sorted(dist[i])[:n_clusters]
         density.append(math.exp(-sum(d * d for d in nearest) / n_clusters))
 
-    def denser(j, i):   # is token j "denser" than token i (ties: lower index wins)
+    def denser(j, i):  # is token j "denser" than token i (ties: lower index wins)
         return density[j] > density[i] or (density[j] == density[i] and j < i)
 
     max_d = max(max(row) for row in dist)
@@ -140,21 +157,23 @@ def dpc_knn_merge_naive(x: Tensor, n_clusters: int):
 
 
 def dpc_knn_merge(x: Tensor, n_clusters: int):
-    """Matrix form of ``dpc_knn_merge_naive`` (same outputs)."""
+    """Matrix form of ``naive_dpc_knn_merge`` (same outputs)."""
     N, C = x.shape
     if not 1 <= n_clusters <= N:
         raise ValueError(f"n_clusters must be in [1, {N}]")
     xd = x.double()
     dist = torch.cdist(xd, xd) / math.sqrt(C)
     nearest = dist.sort(dim=1).values[:, :n_clusters]
-    density = torch.exp(-(nearest ** 2).mean(dim=1))
+    density = torch.exp(-(nearest**2).mean(dim=1))
     idx = torch.arange(N, device=x.device)
-    denser = (density[None, :] > density[:, None]) | ((density[None, :] == density[:, None]) & (idx[None, :] < idx[:, None]))
+    denser = (density[None, :] > density[:, None]) | (
+        (density[None, :] == density[:, None]) & (idx[None, :] < idx[:, None])
+    )
     delta = torch.where(denser, dist, dist.max()).amin(dim=1)
     score = delta * density
     # top-c by score, ties -> lower index (stable sort on -score)
     centers = torch.sort(-score, stable=True).indices[:n_clusters]
-    to_centre = dist[:, centers]                                              # [N, c]
+    to_centre = dist[:, centers]  # [N, c]
     assign = torch.sort(to_centre, dim=1, stable=True).indices[:, 0]
     assign[centers] = torch.arange(n_clusters, device=x.device)
     merged = torch.zeros(n_clusters, C, dtype=torch.float64, device=x.device).index_add_(0, assign, xd)
@@ -181,7 +200,7 @@ class SparseVLM(TokenTechnique):
     recycle: bool = True
     position_mode: str = "keep"
     impl: str = "auto"
-    _raters: Optional[Tensor] = field(default=None, init=False, repr=False, compare=False)   # [B, T_orig]
+    _raters: Optional[Tensor] = field(default=None, init=False, repr=False, compare=False)  # [B, T_orig]
     _n_vis_orig: Optional[Tensor] = field(default=None, init=False, repr=False, compare=False)
     _stages: list = field(default_factory=list, init=False, repr=False, compare=False)
 
@@ -218,7 +237,7 @@ class SparseVLM(TokenTechnique):
             raise ValueError(f"{n_layers} layers are too few for {len(self.keep)} stages; pass layers=")
         if layers[-1] >= n_layers - 1:
             raise ValueError(f"layers must be < n_layers - 1 = {n_layers - 1}, got {layers}")
-        return layers[:len(self.keep)]
+        return layers[: len(self.keep)]
 
     def check_host(self, host) -> None:
         try:
@@ -238,8 +257,11 @@ class SparseVLM(TokenTechnique):
     def stage_budget(self, stage: int, state: TokenState) -> Tensor:
         """Visual tokens kept per row at ``stage``, clamped to the current visual count."""
         k = self.keep[stage]
-        n_keep = torch.floor(self._n_vis_orig.double() * k + 1e-9).long() if isinstance(k, float) \
+        n_keep = (
+            torch.floor(self._n_vis_orig.double() * k + 1e-9).long()
+            if isinstance(k, float)
             else torch.full_like(state.lengths, int(k))
+        )
         return torch.minimum(n_keep, state.n_visual())
 
     def _rows(self, state: TokenState) -> Tensor:
@@ -273,7 +295,7 @@ class SparseVLM(TokenTechnique):
         for b in range(B):
             idx = pruned[b].nonzero().flatten()
             n_rec = recycle_count(len(idx))
-            if n_rec == 0:      # this row lost no token at this stage
+            if n_rec == 0:  # this row lost no token at this stage
                 empty = torch.zeros(0, dtype=torch.long, device=idx.device)
                 groups.append((old.hidden.new_zeros(0, C), empty, old.sizes.new_zeros(0), empty))
                 continue

@@ -24,6 +24,7 @@ Deviations: greedy decoding only; SARATHI fixes the chunk size per deployment an
 (SARATHI also sizes chunks to tile boundaries -- not modelled); text prompts only (image tokens would enter as
 embeddings of the prefill chunks); requests arrive by their ``arrival`` time on the engine clock; no swapping.
 """
+
 from __future__ import annotations
 
 import time
@@ -32,10 +33,9 @@ from typing import Callable, Optional
 
 import torch
 
-from ..decode.kv.paged import OutOfBlocks, PagedKVCache
+from reference_impls.decode.kv.paged import OutOfBlocks, PagedKVCache
 
 __all__ = ["Request", "RequestOutput", "ContinuousBatchingEngine"]
-
 
 
 @dataclass
@@ -68,9 +68,9 @@ class RequestOutput:
 @dataclass
 class _State:
     request: Request
-    prompt: list                      # tokens to put in the cache (grows on recompute preemption)
+    prompt: list  # tokens to put in the cache (grows on recompute preemption)
     seq_id: Optional[str] = None
-    cached: int = 0                   # prompt tokens in the cache
+    cached: int = 0  # prompt tokens in the cache
     tokens: list = field(default_factory=list)
     first_token_time: Optional[float] = None
     preemptions: int = 0
@@ -81,15 +81,23 @@ class ContinuousBatchingEngine:
     ``outputs = engine.run([Request("a", ids, 16), ...])``. ``history`` records each iteration as
     ``(decode rows, prefill tokens)``."""
 
-    def __init__(self, model, paged: PagedKVCache, *, token_budget: int = 512, max_batch: int = 64,
-                 eos_token_id: Optional[int] = None, clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        model,
+        paged: PagedKVCache,
+        *,
+        token_budget: int = 512,
+        max_batch: int = 64,
+        eos_token_id: Optional[int] = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         if token_budget < 1 or max_batch < 1:
             raise ValueError(f"token_budget and max_batch must be positive, got {token_budget}, {max_batch}")
         self.model, self.paged = model, paged
         self.token_budget, self.max_batch, self.eos_token_id, self.clock = token_budget, max_batch, eos_token_id, clock
-        self.waiting: list = []           # arrived, prompt not (fully) cached, in arrival order
-        self.running: list = []           # decoding, in arrival order
-        self.pending: list = []           # not yet arrived
+        self.waiting: list = []  # arrived, prompt not (fully) cached, in arrival order
+        self.running: list = []  # decoding, in arrival order
+        self.pending: list = []  # not yet arrived
         self.finished: dict = {}
         self.history: list = []
         self._prefix_count = 0
@@ -118,7 +126,7 @@ class ContinuousBatchingEngine:
                 raise ValueError(f"request {s.request.request_id!r} needs a prompt and max_new_tokens >= 1")
         while self.pending or self.waiting or self.running:
             self._admit_arrivals()
-            if not self.waiting and not self.running:      # idle until the next arrival
+            if not self.waiting and not self.running:  # idle until the next arrival
                 if self.clock is time.perf_counter:
                     time.sleep(max(0.0, self.pending[0].request.arrival - self.now()))
                 continue
@@ -145,7 +153,7 @@ class ContinuousBatchingEngine:
         width = max(len(ids) for _, ids in rows)
         ids = torch.zeros(len(rows), width, dtype=torch.long, device=self.model.device)
         for b, (_, chunk) in enumerate(rows):
-            ids[b, :len(chunk)] = torch.tensor(chunk)
+            ids[b, : len(chunk)] = torch.tensor(chunk)
         lengths = torch.tensor([len(c) for _, c in rows], device=self.model.device)
         batch = self.paged.batch([s.seq_id for s, _ in rows])
         logits = self.model.forward_tokens(input_ids=ids, cache=batch, lengths=lengths)
@@ -157,7 +165,7 @@ class ContinuousBatchingEngine:
                 self._emit(state, int(logits[b, 0].argmax()), now)
                 continue
             state.cached += len(chunk)
-            if state.cached == len(state.prompt):          # prompt complete: its last logit gives the next token
+            if state.cached == len(state.prompt):  # prompt complete: its last logit gives the next token
                 self.waiting.remove(state)
                 self.running.append(state)
                 self.running.sort(key=lambda s: s.request.arrival)
@@ -172,12 +180,17 @@ class ContinuousBatchingEngine:
             self.running.remove(state)
             self.paged.free(state.seq_id)
             self.finished[state.request.request_id] = RequestOutput(
-                state.request.request_id, list(state.tokens), state.request.arrival, state.first_token_time, now,
-                state.preemptions)
+                state.request.request_id,
+                list(state.tokens),
+                state.request.arrival,
+                state.first_token_time,
+                now,
+                state.preemptions,
+            )
 
     def _schedule_decodes(self) -> list:
         chosen = []
-        for state in list(self.running[:self.max_batch]):
+        for state in list(self.running[: self.max_batch]):
             while state in self.running:
                 try:
                     self.paged.reserve(state.seq_id, 1)
@@ -201,7 +214,7 @@ class ContinuousBatchingEngine:
             self.paged.reserve(state.seq_id, n)
         except OutOfBlocks:
             return None
-        return state, state.prompt[state.cached:state.cached + n]
+        return state, state.prompt[state.cached : state.cached + n]
 
     def _start(self, state: _State) -> None:
         state.seq_id = f"{state.request.request_id}#{state.preemptions}"

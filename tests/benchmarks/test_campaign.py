@@ -1,4 +1,5 @@
 """The GPU campaign command (benchmarks/campaign.py): every step at smoke size on CPU, the budget, and resuming."""
+
 import json
 import subprocess
 import sys
@@ -15,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_campaign(*args):
-    return subprocess.run([sys.executable, "-m", "benchmarks.campaign", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.campaign", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.slow
@@ -75,8 +77,9 @@ def test_steps_that_do_not_fit_the_budget_are_skipped_and_said_so(tmp_path, monk
 
 def test_a_step_past_its_limit_is_killed_and_recorded(tmp_path, monkeypatch):
     step = campaign.Step("sleeper", "sleeps", 1, 1, module="time_sleeper")
-    monkeypatch.setattr(campaign, "step_command",
-                        lambda s, out_dir, smoke: [sys.executable, "-c", "import time; time.sleep(30)"])
+    monkeypatch.setattr(
+        campaign, "step_command", lambda s, out_dir, smoke: [sys.executable, "-c", "import time; time.sleep(30)"]
+    )
     record = campaign.run_step(step, tmp_path, smoke=True, limit_s=1)
     assert record["status"] == "timed_out" and record["seconds"] < 10
 

@@ -1,5 +1,6 @@
 """Shared benchmark helpers (benchmarks/_common.py): targets, the SDPA audit, and how the campaign summary prints
 targets."""
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -29,8 +30,13 @@ def test_sdpa_audit_counts_every_call_by_backend():
         torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
 
     counts = sdpa_backends_of(two_calls)
-    assert sum(counts.values()) == 2 and set(counts) <= {"MATH", "FLASH_ATTENTION", "EFFICIENT_ATTENTION",
-                                                           "CUDNN_ATTENTION", "OVERRIDEABLE"}
+    assert sum(counts.values()) == 2 and set(counts) <= {
+        "MATH",
+        "FLASH_ATTENTION",
+        "EFFICIENT_ATTENTION",
+        "CUDNN_ATTENTION",
+        "OVERRIDEABLE",
+    }
     assert sdpa_backends_of(lambda: None) == {}
     assert torch.nn.functional.scaled_dot_product_attention.__name__ == "scaled_dot_product_attention"  # restored
     with sdpa_math_off(counts):  # no CUDA here: a no-op
@@ -38,10 +44,14 @@ def test_sdpa_audit_counts_every_call_by_backend():
 
 
 def test_summary_prints_targets_misses_and_math():
-    record = {"targets": [target("kv_compact in place: fraction of copy bandwidth", 0.05, 0.8),
-                          target("decode attention B=8 L=32768", 0.84, 0.7),
-                          dict(target("scored attention at 16k", 0.75, 1.2, at_most=True), why="fixed overheads")],
-              "rows": [{"sdpa_calls": {"FLASH_ATTENTION": 3, "MATH": 2}}, {"sdpa_backend": "MATH"}]}
+    record = {
+        "targets": [
+            target("kv_compact in place: fraction of copy bandwidth", 0.05, 0.8),
+            target("decode attention B=8 L=32768", 0.84, 0.7),
+            dict(target("scored attention at 16k", 0.75, 1.2, at_most=True), why="fixed overheads"),
+        ],
+        "rows": [{"sdpa_calls": {"FLASH_ATTENTION": 3, "MATH": 2}}, {"sdpa_backend": "MATH"}],
+    }
     lines = campaign.headline("ops", record)
     assert lines[0].startswith("kv_compact in place") and "missed by 0.75" in lines[0]
     assert "why: to be written after reviewing this run" in lines[0]
@@ -50,4 +60,5 @@ def test_summary_prints_targets_misses_and_math():
     miss = dict(record["targets"][0], why="launch-bound")
     assert campaign.headline("ops", {"targets": [miss]}) == [
         "kv_compact in place: fraction of copy bandwidth: 0.05 (target >= 0.8): missed by 0.75 (measured / bound = "
-        "0.06); why: launch-bound"]
+        "0.06); why: launch-bound"
+    ]

@@ -1,5 +1,6 @@
 """Shared check for the KV caches of the minimal LVLM: greedy generation that also returns every step's logits, so
 identity tests compare numbers, not only the argmax."""
+
 from __future__ import annotations
 
 import torch
@@ -7,7 +8,8 @@ import torch
 
 @torch.no_grad()
 def greedy_logits(model, ids, pix, lengths, cache, n_new: int):
-    """Greedy decoding with ``cache`` (a fresh static cache when None): ``(tokens [B, n_new], logits [n_new, B, V])``."""
+    """Greedy decoding with ``cache`` (a fresh static cache when None): ``(tokens [B, n_new], logits [n_new, B,
+    V])``."""
     if cache is None:
         cache = model.new_cache(ids.shape[0], ids.shape[1] + n_new)
     res = model.prefill(ids, pix, lengths=lengths, cache=cache)

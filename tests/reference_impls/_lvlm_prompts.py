@@ -1,4 +1,5 @@
 """Shared helpers for the minimal-LVLM and prefill-technique tests (owned by the MODEL helper)."""
+
 from __future__ import annotations
 
 import functools
@@ -21,7 +22,7 @@ def image_prompt(cfg, starts, lengths, width=None, seed=0):
     ids = torch.randint(0, cfg.image_token_id, (len(starts), width), generator=g)
     for b, s in enumerate(starts):
         assert s + cfg.n_visual_tokens < lengths[b], "image must end before the last prompt token"
-        ids[b, s:s + cfg.n_visual_tokens] = cfg.image_token_id
+        ids[b, s : s + cfg.n_visual_tokens] = cfg.image_token_id
     pix = torch.randn(len(starts), 3, cfg.vision.image_size, cfg.vision.image_size, generator=g)
     return ids, torch.tensor(lengths), pix
 
@@ -58,6 +59,6 @@ def single_image_prompt(cfg, n_prefix: int, n_suffix: int):
     placeholder tokens, and that image's pixels (seed 1). Returns ``(ids, pixels)``."""
     nv = cfg.n_visual_tokens
     ids = torch.randint(0, 250, (1, n_prefix + nv + n_suffix), generator=torch.Generator().manual_seed(0))
-    ids[0, n_prefix:n_prefix + nv] = cfg.image_token_id
+    ids[0, n_prefix : n_prefix + nv] = cfg.image_token_id
     pix = torch.randn(1, 3, cfg.vision.image_size, cfg.vision.image_size, generator=torch.Generator().manual_seed(1))
     return ids, pix

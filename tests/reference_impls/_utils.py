@@ -3,6 +3,7 @@
 Other helpers may ADD functions here; do not change existing ones. Imports only torch and pytest at module level
 (never reference_impls: the sm_90 compile subprocesses import this module).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,16 +56,27 @@ def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def make_ragged(batch: int, max_len: int, channels: int, *, seed: int = 0, dtype=torch.float32, device="cpu",
-                min_len: int = 1):
+def make_ragged(
+    batch: int, max_len: int, channels: int, *, seed: int = 0, dtype=torch.float32, device="cpu", min_len: int = 1
+):
     """Right-padded ragged batch: ``(x [B, max_len, C] with zero padding, lengths [B] int64)``."""
     lengths = ragged_lengths(batch, max_len, seed=seed, min_len=min_len)
     x = randn(batch, max_len, channels, seed=seed + 1) * padding_mask(lengths, max_len)[..., None]
     return x.to(device=device, dtype=dtype), lengths.to(device)
 
 
-def make_qkv(batch: int, n_q_heads: int, n_kv_heads: int, q_len: int, kv_len: int, head_dim: int, *,
-             seed: int = 0, dtype=torch.float32, device="cpu"):
+def make_qkv(
+    batch: int,
+    n_q_heads: int,
+    n_kv_heads: int,
+    q_len: int,
+    kv_len: int,
+    head_dim: int,
+    *,
+    seed: int = 0,
+    dtype=torch.float32,
+    device="cpu",
+):
     """Random ``q [B, Hq, Lq, D]``, ``k, v [B, Hkv, Lk, D]`` (standard normal)."""
     q = randn(batch, n_q_heads, q_len, head_dim, seed=seed, dtype=dtype, device=device)
     k = randn(batch, n_kv_heads, kv_len, head_dim, seed=seed + 1, dtype=dtype, device=device)
@@ -77,7 +89,7 @@ def eager_attention_probs(q, k, *, scale=None, causal=True, kv_lengths=None) -> 
     repeating kv heads; causal bottom-right per row length; rows with no visible key are all zero)."""
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
-    scale = D ** -0.5 if scale is None else scale
+    scale = D**-0.5 if scale is None else scale
     s = q.double() @ k.double().repeat_interleave(Hq // Hkv, dim=1).transpose(-1, -2) * scale
     if kv_lengths is None:
         kv_lengths = torch.full((B,), Lk, dtype=torch.int64)
@@ -120,8 +132,9 @@ def torch_threads(n: int):
         torch.set_num_threads(old)
 
 
-def compile_triton_for_sm90(fn, pointer_types: dict, constexprs: dict, float_args=(), shared_limit=227 * 1024,
-                            options: dict | None = None):
+def compile_triton_for_sm90(
+    fn, pointer_types: dict, constexprs: dict, float_args=(), shared_limit=227 * 1024, options: dict | None = None
+):
     """Ahead-of-time compile a Triton kernel body (plain function, e.g. ``DualKernel.fn``) for sm_90 without a GPU
     (triton's CUDA backend + bundled ptxas). Scalars default to i32, ``float_args`` to fp32; ``options`` e.g.
     ``{"num_warps": 8, "num_stages": 3}`` (an autotune config). Must run in a process where TRITON_INTERPRET was not
@@ -132,21 +145,18 @@ def compile_triton_for_sm90(fn, pointer_types: dict, constexprs: dict, float_arg
     from triton.runtime.jit import JITFunction
 
     jit_fn = JITFunction(fn)
-    signature = {name: "constexpr" if name in constexprs else pointer_types.get(
-        name, "fp32" if name in float_args else "i32") for name in jit_fn.arg_names}
-    compiled = triton_compile(ASTSource(fn=jit_fn, signature=signature, constexprs=constexprs),
-                              target=GPUTarget("cuda", 90, 32), options=options)
+    signature = {
+        name: "constexpr" if name in constexprs else pointer_types.get(name, "fp32" if name in float_args else "i32")
+        for name in jit_fn.arg_names
+    }
+    compiled = triton_compile(
+        ASTSource(fn=jit_fn, signature=signature, constexprs=constexprs),
+        target=GPUTarget("cuda", 90, 32),
+        options=options,
+    )
     if compiled.metadata.shared > shared_limit:
         raise AssertionError(f"{fn.__name__}: {compiled.metadata.shared} shared bytes > {shared_limit}")
     return compiled.metadata.shared
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    """Module-wide ``torch_threads(1)``; a test module enables it by importing it
-    (``from tests.reference_impls._utils import single_torch_thread  # noqa: F401``)."""
-    with torch_threads(1):
-        yield
 
 
 #: Exit status of a compile subprocess that cannot compile here (no triton compiler API / CUDA backend): the
@@ -164,8 +174,9 @@ def require_triton_compiler() -> None:
         sys.exit(COMPILE_SKIP_EXIT)
 
 
-def compile_for_sm90_or_exit(name: str, fn, pointer_types: dict, constexprs: dict, float_args=(),
-                             options: dict | None = None) -> int:
+def compile_for_sm90_or_exit(
+    name: str, fn, pointer_types: dict, constexprs: dict, float_args=(), options: dict | None = None
+) -> int:
     """``compile_triton_for_sm90`` in a compile subprocess: prints ``<name> compiled, shared bytes N``, or exits
     with COMPILE_SKIP_EXIT when this install has no CUDA backend / ptxas."""
     try:
@@ -184,8 +195,9 @@ def run_compile_script(script, expected_kernels: int) -> None:
     root = Path(__file__).resolve().parents[2]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, str(Path(script).resolve())], env=env, cwd=root, capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(Path(script).resolve())], env=env, cwd=root, capture_output=True, text=True, timeout=600
+    )
     if out.returncode == COMPILE_SKIP_EXIT:
         pytest.skip(out.stdout.strip())
     assert out.returncode == 0, out.stdout + out.stderr
@@ -216,17 +228,23 @@ def forbid_host_reads():
     def guard(name, original):
         def method(self, *args, **kwargs):
             if not caller_is_triton():
-                raise AssertionError(f"host read: Tensor.{name} called from {sys._getframe(1).f_code.co_filename}:"
-                                     f"{sys._getframe(1).f_lineno}")
+                raise AssertionError(
+                    f"host read: Tensor.{name} called from {sys._getframe(1).f_code.co_filename}:"
+                    f"{sys._getframe(1).f_lineno}"
+                )
             return original(self, *args, **kwargs)
+
         return method
 
     def guard_factory(name, original):
         def factory(data, *args, **kwargs):
             if not isinstance(data, torch.Tensor) and not caller_is_triton():
-                raise AssertionError(f"host data copied to a tensor: torch.{name} called from "
-                                     f"{sys._getframe(1).f_code.co_filename}:{sys._getframe(1).f_lineno}")
+                raise AssertionError(
+                    f"host data copied to a tensor: torch.{name} called from "
+                    f"{sys._getframe(1).f_code.co_filename}:{sys._getframe(1).f_lineno}"
+                )
             return original(data, *args, **kwargs)
+
         return factory
 
     try:

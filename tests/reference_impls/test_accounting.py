@@ -1,4 +1,5 @@
 """Accounting: layer-averaged token counts (SparseVLM #12 formula) and FLOPs vs a FLOP counter."""
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -28,10 +29,12 @@ def test_model_trace_matches_closed_form():
         fv = model.prefill(ids, pix, hooks=[FastV(k=2, ratio=0.75)])
         pd = model.prefill(ids, pix, hooks=[PyramidDrop()])
     n_text = 30 - cfg.n_visual_tokens
-    assert fv.layer_tokens[:, 0].tolist() == A.fastv_tokens_per_layer(cfg.n_layers, n_text, cfg.n_visual_tokens, 2,
-                                                                       0.75)
+    assert fv.layer_tokens[:, 0].tolist() == A.fastv_tokens_per_layer(
+        cfg.n_layers, n_text, cfg.n_visual_tokens, 2, 0.75
+    )
     assert pd.layer_tokens[:, 0].tolist() == A.pyramiddrop_tokens_per_layer(
-        cfg.n_layers, n_text, cfg.n_visual_tokens, [1, 2, 3], [0.5, 0.25, 0.125])
+        cfg.n_layers, n_text, cfg.n_visual_tokens, [1, 2, 3], [0.5, 0.25, 0.125]
+    )
 
 
 def test_prefill_flops_match_flop_counter(monkeypatch):
@@ -59,14 +62,15 @@ def test_decode_and_predicted_speedup():
     cfg = LVLMConfig.llava_1_5_7b()
     base = [640] * 32
     fv = A.fastv_tokens_per_layer(32, 64, 576, 2, 0.5)
-    row = A.timing_report(cfg, name="fastv", tokens_per_layer=fv, wall_ms=50.0, baseline_tokens_per_layer=base,
-                          baseline_ms=90.0)
+    row = A.timing_report(
+        cfg, name="fastv", tokens_per_layer=fv, wall_ms=50.0, baseline_tokens_per_layer=base, baseline_ms=90.0
+    )
     assert 1.6 < row["predicted_speedup"] < 1.9
     assert row["measured_speedup"] == pytest.approx(1.8)
     # a decode step is dominated by the weights: ~2 * 6.7e9 FLOPs for a 7B model
     assert 1.2e10 < A.decode_step_flops(cfg, [640] * 32) < 1.5e10
     assert A.decode_step_flops(cfg, [300] * 32) < A.decode_step_flops(cfg, [640] * 32)
-    assert A.vision_flops(cfg) > 3e11          # CLIP ViT-L/14-336: ~0.35 TFLOPs per image (23 blocks)
+    assert A.vision_flops(cfg) > 3e11  # CLIP ViT-L/14-336: ~0.35 TFLOPs per image (23 blocks)
 
 
 @pytest.mark.parametrize("bad", [[], [[[1]]], [-1, 2]])

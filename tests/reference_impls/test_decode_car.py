@@ -1,13 +1,16 @@
 """CAR (arXiv 2505.15154): answer perplexity from the generation's own logits against teacher forcing, the Gaussian
 Bayes router on hand-worked numbers, and routing on the minimal LVLM."""
+
 import math
 
 import pytest
 import torch
 
-from reference_impls.decode.car import CAR, GaussianRouter, answer_perplexity, naive_answer_perplexity, _greedy
+from reference_impls.decode.car import CAR, GaussianRouter, _greedy, answer_perplexity, naive_answer_perplexity
 from reference_impls.models import LVLMConfig, MinimalLVLM
-from tests.reference_impls._utils import randint, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randint
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +40,9 @@ def test_hand_worked_router():
 def test_perplexity_from_generation_matches_teacher_forcing(model):
     ids = randint(0, 250, (1, 13), seed=1)
     tokens, step_logits = _greedy(model, ids, 7, None)
-    assert math.isclose(answer_perplexity(step_logits, tokens), naive_answer_perplexity(model, ids, tokens),
-                        rel_tol=1e-5)
+    assert math.isclose(
+        answer_perplexity(step_logits, tokens), naive_answer_perplexity(model, ids, tokens), rel_tol=1e-5
+    )
 
 
 @torch.no_grad()
@@ -48,13 +52,13 @@ def test_routing_on_the_model(model):
     ref_long = model.generate(torch.cat([prompt, torch.tensor([long])], 1), max_new_tokens=12)[0]
     ref_short = model.generate(torch.cat([prompt, torch.tensor([short])], 1), max_new_tokens=4)[0]
     out = CAR(mode="long", max_long_tokens=12).generate(model, prompt, short, long)
-    assert out.route == "long" and torch.equal(out.tokens, ref_long)           # identity: plain long generation
+    assert out.route == "long" and torch.equal(out.tokens, ref_long)  # identity: plain long generation
     ppl = CAR(mode="short", max_short_tokens=4).generate(model, prompt, short, long).short_perplexity
-    confident = GaussianRouter(ppl, 1.0, ppl + 50, 1.0, 0.5)               # this PPL looks like a correct answer
-    doubtful = GaussianRouter(ppl + 50, 1.0, ppl, 1.0, 0.5)                # ... like an incorrect one
+    confident = GaussianRouter(ppl, 1.0, ppl + 50, 1.0, 0.5)  # this PPL looks like a correct answer
+    doubtful = GaussianRouter(ppl + 50, 1.0, ppl, 1.0, 0.5)  # ... like an incorrect one
     out = CAR(confident, 4, 12).generate(model, prompt, short, long)
     assert out.route == "short" and torch.equal(out.tokens, ref_short) and out.generated == 4
     out = CAR(doubtful, 4, 12).generate(model, prompt, short, long)
     assert out.route == "long" and torch.equal(out.tokens, ref_long) and out.generated == 16
     with pytest.raises(ValueError):
-        CAR().generate(model, prompt, short, long)                             # adaptive without a router
+        CAR().generate(model, prompt, short, long)  # adaptive without a router

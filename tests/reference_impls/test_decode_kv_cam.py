@@ -1,5 +1,6 @@
 """CaM (ICML 2024): the merge rule on hand-worked numbers, the vectorised merge against the specification, and the
 cache inside the minimal LVLM (identity, plain sink + window eviction, merging changes the values)."""
+
 import pytest
 import torch
 
@@ -7,7 +8,9 @@ from reference_impls.decode.kv.cam import CaMCache, cam_merge, merge_probability
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from tests.reference_impls._cache_checks import greedy_logits
 from tests.reference_impls._lvlm_prompts import image_prompt
-from tests.reference_impls._utils import randn, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randn
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_hand_worked_merge():
@@ -64,14 +67,15 @@ def test_eviction_and_merging_in_the_model(model_setup):
     for layer in range(2):
         assert plain.lengths(layer).tolist() == [10, 10]
         for b, n in enumerate(lens.tolist()):
-            keep = list(range(2)) + list(range(n - 8, n))        # StreamingLLM: sinks + the last window
+            keep = list(range(2)) + list(range(n - 8, n))  # StreamingLLM: sinks + the last window
             assert torch.equal(plain.keys[layer][b, :, :10], full.keys[layer][b, :, keep])
             assert torch.equal(plain.values[layer][b, :, :10], full.values[layer][b, :, keep])
-    merged = CaMCache.for_model(model.cfg, 2, 64, n_sink=2, window=8, merge_size=4,
-                                generator=torch.Generator().manual_seed(0))
+    merged = CaMCache.for_model(
+        model.cfg, 2, 64, n_sink=2, window=8, merge_size=4, generator=torch.Generator().manual_seed(0)
+    )
     model.prefill(ids, pix, lengths=lens, cache=merged)
     for layer in range(2):
-        assert torch.equal(merged.keys[layer][:, :, :10], plain.keys[layer][:, :, :10])   # keys are never merged
+        assert torch.equal(merged.keys[layer][:, :, :10], plain.keys[layer][:, :, :10])  # keys are never merged
         assert torch.equal(merged.values[layer][:, :, :2], plain.values[layer][:, :, :2])  # sinks untouched
         assert not torch.equal(merged.values[layer][:, :, 2:10], plain.values[layer][:, :, 2:10])
     tok = torch.tensor([3, 4])

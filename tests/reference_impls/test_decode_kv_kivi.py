@@ -1,5 +1,6 @@
 """KIVI (arXiv 2402.02750): the vectorised quantisers against the loop specification, hand-worked groups, the
 residual schedule of the official code, and the cache inside the minimal LVLM."""
+
 import pytest
 import torch
 
@@ -8,15 +9,19 @@ from reference_impls.decode.kv.kivi import KIVICache
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from tests.reference_impls._cache_checks import greedy_logits
 from tests.reference_impls._lvlm_prompts import image_prompt
-from tests.reference_impls._utils import randn, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randn
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("shape,group", [((3, 2, 8, 8), 4), ((1, 3, 6, 12), 2), ((2, 1, 12, 4), 4)])
 def test_vectorised_matches_spec(bits, shape, group):
     x = randn(*shape, seed=bits + shape[2])
-    for naive, fast, along in ((kivi.naive_quantize_keys, kivi.quantize_keys, "tokens"),
-                               (kivi.naive_quantize_values, kivi.quantize_values, "channels")):
+    for naive, fast, along in (
+        (kivi.naive_quantize_keys, kivi.quantize_keys, "tokens"),
+        (kivi.naive_quantize_values, kivi.quantize_values, "channels"),
+    ):
         if along == "channels" and shape[3] % group:
             continue
         ref = naive(x, bits, group)
@@ -50,9 +55,9 @@ def test_hand_worked_groups():
 
 def test_pack_unpack():
     codes = torch.tensor([[1, 2, 3, 0]], dtype=torch.uint8)
-    assert kivi.pack_codes(codes, 2).tolist() == [[1 + (2 << 2) + (3 << 4)]]     # = 57
+    assert kivi.pack_codes(codes, 2).tolist() == [[1 + (2 << 2) + (3 << 4)]]  # = 57
     for bits in (2, 4, 8):
-        c = torch.randint(0, 2 ** bits, (3, 5, 16), generator=torch.Generator().manual_seed(bits)).to(torch.uint8)
+        c = torch.randint(0, 2**bits, (3, 5, 16), generator=torch.Generator().manual_seed(bits)).to(torch.uint8)
         assert torch.equal(kivi.unpack_codes(kivi.pack_codes(c, bits), bits), c)
 
 
@@ -72,22 +77,22 @@ def test_residual_schedule_follows_official_code(impl):
     raw_k, raw_v = randn(1, 2, 13, 4, seed=1), randn(1, 2, 13, 4, seed=2)
     one = torch.ones(1, dtype=torch.long)
     _fill(cache, 0, raw_k[:, :, :10], raw_v[:, :, :10], 10 * one)
-    assert (cache.key_quantised[0][0], cache.value_quantised[0][0]) == (0, 0)   # prefill attends exactly
-    expected = [(8, 6), (8, 7), (12, 8)]      # keys: whole chunks of 4; values: all but the newest 4
+    assert (cache.key_quantised[0][0], cache.value_quantised[0][0]) == (0, 0)  # prefill attends exactly
+    expected = [(8, 6), (8, 7), (12, 8)]  # keys: whole chunks of 4; values: all but the newest 4
     for step, (kq, vq) in enumerate(expected):
         t = 10 + step
-        kv = _fill(cache, 0, raw_k[:, :, t:t + 1], raw_v[:, :, t:t + 1], one)
+        kv = _fill(cache, 0, raw_k[:, :, t : t + 1], raw_v[:, :, t : t + 1], one)
         assert (cache.key_quantised[0][0], cache.value_quantised[0][0]) == (kq, vq)
         # exact residuals, quantised prefixes equal to an independent quantise/dequantise of the raw tokens
-        assert torch.equal(kv.k[:, :, kq:t + 1], raw_k[:, :, kq:t + 1])
-        assert torch.equal(kv.v[:, :, vq:t + 1], raw_v[:, :, vq:t + 1])
+        assert torch.equal(kv.k[:, :, kq : t + 1], raw_k[:, :, kq : t + 1])
+        assert torch.equal(kv.v[:, :, vq : t + 1], raw_v[:, :, vq : t + 1])
         for c in range(0, kq, 4):
-            ref = kivi.naive_dequantize(*kivi.naive_quantize_keys(raw_k[:, :, c:c + 4], 2, 2), 2, "tokens")
-            assert torch.allclose(kv.k[:, :, c:c + 4], ref, atol=1e-6)
+            ref = kivi.naive_dequantize(*kivi.naive_quantize_keys(raw_k[:, :, c : c + 4], 2, 2), 2, "tokens")
+            assert torch.allclose(kv.k[:, :, c : c + 4], ref, atol=1e-6)
         ref_v = kivi.naive_dequantize(*kivi.naive_quantize_values(raw_v[:, :, :vq], 2, 2), 2, "channels")
         assert torch.allclose(kv.v[:, :, :vq], ref_v, atol=1e-6)
     with pytest.raises(ValueError):
-        cache.rollback(2)                          # would reach into quantised values
+        cache.rollback(2)  # would reach into quantised values
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +126,9 @@ def test_quantised_cache_in_the_model(model_setup):
         # ragged rows keep their own schedules: 27 and 23 prompt tokens -> 24 and 20 quantised keys
         assert [cache.key_quantised[0][b] for b in range(2)] == [24, 20]
         assert [cache.value_quantised[0][b] for b in range(2)] == [23, 19]
-        full_bytes = 2 * int(cache.lengths(0).sum()) * model.cfg.n_layers * model.cfg.n_kv_heads * \
-            model.cfg.head_dim * 4
+        full_bytes = (
+            2 * int(cache.lengths(0).sum()) * model.cfg.n_layers * model.cfg.n_kv_heads * model.cfg.head_dim * 4
+        )
         assert cache.kv_bytes() < full_bytes
     assert 0 < errs[8] < 0.01 < errs[2]
 

@@ -1,11 +1,21 @@
 """Knorm, TOVA, AdaKV, ChunkKV, ThinK, DuoAttention, Expected Attention and Q-Filters on the real compressed cache
 (plain tensors, one attention layer): each against its naive specification on ragged batches (different prompt
 lengths per row), odd lengths and GQA (2 query heads per KV head), with both selection paths."""
+
 import pytest
 import torch
 
-from reference_impls.decode.kv import (AdaKV, ChunkKV, DuoAttention, ExpectedAttention, Knorm, QFilters, SnapKV,
-                                       ThinK, TOVA)
+from reference_impls.decode.kv import (
+    TOVA,
+    AdaKV,
+    ChunkKV,
+    DuoAttention,
+    ExpectedAttention,
+    Knorm,
+    QFilters,
+    SnapKV,
+    ThinK,
+)
 from reference_impls.decode.kv.adakv import naive_adakv_keep
 from reference_impls.decode.kv.base import CompressedKVCache, attention_step
 from reference_impls.decode.kv.chunkkv import naive_chunkkv_keep
@@ -19,7 +29,7 @@ from reference_impls.technique import CacheSpec
 from tests.reference_impls._utils import randn, rel_rms_err
 
 HKV, G, D = 2, 2, 8
-LENGTHS = (13, 9)                  # odd, ragged prompt lengths of the two batch rows
+LENGTHS = (13, 9)  # odd, ragged prompt lengths of the two batch rows
 IMPLS = ("naive", "torch")
 
 
@@ -29,8 +39,14 @@ def _spec(n_layers=1, inv_freq=None):
 
 def _rows(lengths, seed):
     """Per row: q [Hq, L, D], k, v [Hkv, L, D] (post-RoPE stand-ins)."""
-    return [(randn(HKV * G, L, D, seed=seed + 10 * b), randn(HKV, L, D, seed=seed + 10 * b + 1),
-             randn(HKV, L, D, seed=seed + 10 * b + 2)) for b, L in enumerate(lengths)]
+    return [
+        (
+            randn(HKV * G, L, D, seed=seed + 10 * b),
+            randn(HKV, L, D, seed=seed + 10 * b + 1),
+            randn(HKV, L, D, seed=seed + 10 * b + 2),
+        )
+        for b, L in enumerate(lengths)
+    ]
 
 
 def _prefill(cache, rows):
@@ -73,8 +89,7 @@ def test_zero_ratio_keeps_every_row_and_the_same_output():
     rows = _rows(LENGTHS, seed=2)
     full = CompressedKVCache(Knorm(), 1, 2, HKV, D)
     o_full = _prefill(full, rows)
-    for policy in (Knorm(), AdaKV(), ChunkKV(), ThinK(), DuoAttention(), QFilters(),
-                   ExpectedAttention(n_sink=2)):
+    for policy in (Knorm(), AdaKV(), ChunkKV(), ThinK(), DuoAttention(), QFilters(), ExpectedAttention(n_sink=2)):
         cache = policy.make_cache(_spec(inv_freq=torch.rand(D // 2)), 2)
         o = _prefill(cache, rows)
         assert torch.equal(o, o_full)
@@ -96,15 +111,14 @@ def test_tova_equals_the_mask_simulation_per_row(impl, budget):
     k = torch.zeros(B, HKV, P, D)
     v = torch.zeros(B, HKV, P, D)
     for b, (qb, kb, vb) in enumerate(rows):
-        q[b, :, :prompt[b]], k[b, :, :prompt[b]], v[b, :, :prompt[b]] = (x[:, :prompt[b]] for x in (qb, kb, vb))
+        q[b, :, : prompt[b]], k[b, :, : prompt[b]], v[b, :, : prompt[b]] = (x[:, : prompt[b]] for x in (qb, kb, vb))
     outs = [[] for _ in range(B)]
     o = attention_step(cache, 0, q, k, v, torch.arange(P).expand(B, P), torch.tensor(prompt), impl=impl)
     for b in range(B):
-        outs[b].append(o[b, :, :prompt[b]])
+        outs[b].append(o[b, :, : prompt[b]])
     assert int(cache.lengths(0).max()) <= budget
     for t in range(n_decode):
-        step = [torch.stack([x[:, prompt[b] + t] for b, x in enumerate(xs)])[:, :, None]
-                for xs in zip(*rows)]
+        step = [torch.stack([x[:, prompt[b] + t] for b, x in enumerate(xs)])[:, :, None] for xs in zip(*rows)]
         pos = torch.tensor([[p + t] for p in prompt])
         o = attention_step(cache, 0, *step, pos, torch.ones(B, dtype=torch.long), impl=impl)
         for b in range(B):
@@ -113,7 +127,7 @@ def test_tova_equals_the_mask_simulation_per_row(impl, budget):
     for b, (qb, kb, vb) in enumerate(rows):
         o_ref, keep = naive_tova_attention(qb[None], kb[None], vb[None], prompt[b], budget)
         assert rel_rms_err(torch.cat(outs[b], 1), o_ref[0]) < 1e-6
-        for h in range(HKV):          # one kept set for every head
+        for h in range(HKV):  # one kept set for every head
             assert _kept(cache, b, h) == keep[0].nonzero().flatten().tolist()
 
 
@@ -129,8 +143,8 @@ def test_adakv_allocates_across_heads_as_the_spec(impl, ratio, alpha):
         want = naive_adakv_keep(scores, k.shape[1], ratio, alpha)
         assert [_kept(cache, b, h) for h in range(HKV)] == want
         n = int(k.shape[1] * (1 - ratio) + 1e-9)
-        assert int(lengths[b].sum()) == HKV * n                         # the layer's total budget
-    if alpha == 0.0:                                                      # heads really differ (random keys)
+        assert int(lengths[b].sum()) == HKV * n  # the layer's total budget
+    if alpha == 0.0:  # heads really differ (random keys)
         assert bool((lengths[:, 0] != lengths[:, 1]).any())
 
 
@@ -141,7 +155,7 @@ def test_adakv_around_snapkv_uses_the_window_scores():
     for b, (q, _, _) in enumerate(rows):
         L = q.shape[1]
         for h in range(HKV):
-            assert set(range(L - 3, L)) <= set(_kept(cache, b, h))       # the window is always kept
+            assert set(range(L - 3, L)) <= set(_kept(cache, b, h))  # the window is always kept
         assert int(cache.lengths(0)[b].sum()) == HKV * int(L * 0.5)
 
 
@@ -182,7 +196,7 @@ def test_think_zeroes_the_spec_channels_of_prompt_keys_only(ratio):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_duo_attention_streaming_heads_keep_sinks_and_recent(impl):
-    scores = torch.tensor([[0.9, 0.1]])           # one layer: head 1 has the lowest score -> streaming
+    scores = torch.tensor([[0.9, 0.1]])  # one layer: head 1 has the lowest score -> streaming
     mask = streaming_mask(1, HKV, scores, 0.5)
     assert mask.tolist() == [[False, True]]
     cache = _cache(DuoAttention(head_scores=scores, head_compression_ratio=0.5, sink=2, recent=3), impl)
@@ -190,8 +204,9 @@ def test_duo_attention_streaming_heads_keep_sinks_and_recent(impl):
     _prefill(cache, [(q[:, :L], k[:, :L], v[:, :L]) for (q, k, v), L in zip(rows, LENGTHS)])
     for t in range(4):
         step = [torch.stack([x[:, L + t] for x, L in zip(xs, LENGTHS)])[:, :, None] for xs in zip(*rows)]
-        attention_step(cache, 0, *step, torch.tensor([[L + t] for L in LENGTHS]), torch.ones(2, dtype=torch.long),
-                       impl=impl)
+        attention_step(
+            cache, 0, *step, torch.tensor([[L + t] for L in LENGTHS]), torch.ones(2, dtype=torch.long), impl=impl
+        )
     for b, L in enumerate(LENGTHS):
         total = L + 4
         assert _kept(cache, b, 0) == naive_duo_keep(total, False, 2, 3)
@@ -209,9 +224,11 @@ def test_expected_attention_scores_equal_the_spec():
     q, k, v = _rows([L], seed=9)[0]
     # rotate the stand-ins so that the queries really are post-RoPE at positions 0..L-1
     from reference_impls.decode.kv.expected_attention import _rotate
+
     q = _rotate(q.double(), torch.arange(L)[None], inv_freq).float()
-    got = expected_attention_scores(q[None], torch.arange(L)[None], k[None], v[None], torch.tensor([L]), inv_freq,
-                                    n_future=7, n_sink=2)[0]
+    got = expected_attention_scores(
+        q[None], torch.arange(L)[None], k[None], v[None], torch.tensor([L]), inv_freq, n_future=7, n_sink=2
+    )[0]
     want = naive_expected_attention(q, k, v, inv_freq, n_future=7, n_sink=2)
     assert rel_rms_err(got, want) < 1e-5
 
@@ -238,10 +255,10 @@ def test_expected_attention_needs_1d_rope():
 
 
 def test_qfilter_direction_equals_power_iteration():
-    q = randn(40, D, seed=11) + 2.0 * randn(1, D, seed=12)             # a dominant direction
+    q = randn(40, D, seed=11) + 2.0 * randn(1, D, seed=12)  # a dominant direction
     u = qfilters_from_queries([q[:, None, :].expand(40, G, D).reshape(40, G, D)], 1)[0, 0]
     ref = naive_qfilter_direction(q)
-    assert float(u.double() @ ref) > 1 - 1e-5                          # same direction and orientation
+    assert float(u.double() @ ref) > 1 - 1e-5  # same direction and orientation
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -254,7 +271,7 @@ def test_qfilters_keep_the_largest_projections(impl):
         L = k.shape[1]
         for h in range(HKV):
             proj = [float(k[h, j] @ filters[0, h]) for j in range(L)]
-            want = sorted(sorted(range(L), key=lambda j: (-proj[j], j))[:int(L * 0.5)])
+            want = sorted(sorted(range(L), key=lambda j: (-proj[j], j))[: int(L * 0.5)])
             assert _kept(cache, b, h) == want
 
 
@@ -265,17 +282,26 @@ def test_self_calibrated_qfilters_use_the_prompt_queries():
     for b, (q, k, _) in enumerate(rows):
         L = k.shape[1]
         for h in range(HKV):
-            u = naive_qfilter_direction(q[h * G:(h + 1) * G].reshape(-1, D))
+            u = naive_qfilter_direction(q[h * G : (h + 1) * G].reshape(-1, D))
             proj = [float(k[h, j].double() @ u) for j in range(L)]
-            want = sorted(sorted(range(L), key=lambda j: (-proj[j], j))[:int(L * 0.5)])
+            want = sorted(sorted(range(L), key=lambda j: (-proj[j], j))[: int(L * 0.5)])
             assert _kept(cache, b, h) == want
 
 
-@pytest.mark.parametrize("make", [lambda: Knorm(compression_ratio=1.0), lambda: TOVA(budget=0),
-                                  lambda: AdaKV(alpha_safeguard=2.0), lambda: ChunkKV(chunk_length=0),
-                                  lambda: ThinK(key_channel_ratio=-0.1), lambda: DuoAttention(recent=0),
-                                  lambda: ExpectedAttention(n_future_positions=0), lambda: AdaKV(scorer=3),
-                                  lambda: QFilters(filters=torch.zeros(2, 2))])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Knorm(compression_ratio=1.0),
+        lambda: TOVA(budget=0),
+        lambda: AdaKV(alpha_safeguard=2.0),
+        lambda: ChunkKV(chunk_length=0),
+        lambda: ThinK(key_channel_ratio=-0.1),
+        lambda: DuoAttention(recent=0),
+        lambda: ExpectedAttention(n_future_positions=0),
+        lambda: AdaKV(scorer=3),
+        lambda: QFilters(filters=torch.zeros(2, 2)),
+    ],
+)
 def test_bad_arguments_get_one_clear_error(make):
     with pytest.raises(ValueError) as err:
         make()

@@ -1,16 +1,24 @@
 """MiniCache (arXiv 2405.14366): SLERP merge and restore on hand-worked vectors, the vectorised path against the
 token-by-token specification, and the cache inside the minimal LVLM."""
+
 import math
 
 import pytest
 import torch
 
-from reference_impls.decode.kv.minicache import (MiniCacheKV, minicache_merge, minicache_restore,
-                                                 naive_minicache_merge, naive_minicache_restore)
+from reference_impls.decode.kv.minicache import (
+    MiniCacheKV,
+    minicache_merge,
+    minicache_restore,
+    naive_minicache_merge,
+    naive_minicache_restore,
+)
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from tests.reference_impls._cache_checks import greedy_logits
 from tests.reference_impls._lvlm_prompts import image_prompt
-from tests.reference_impls._utils import randn, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randn
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_hand_worked_slerp():
@@ -28,8 +36,9 @@ def test_hand_worked_slerp():
         assert torch.allclose(b.flatten(), torch.tensor([3 * s, 3 * s]))
         # t = 0.6 leans towards layer l + 1: angle 0.6 * pi / 2 from x_l
         pair = merge(first, second, t=0.6, retain_ratio=0.0)
-        assert torch.allclose(pair.direction.flatten(), torch.tensor([math.cos(0.3 * math.pi),
-                                                                      math.sin(0.3 * math.pi)]))
+        assert torch.allclose(
+            pair.direction.flatten(), torch.tensor([math.cos(0.3 * math.pi), math.sin(0.3 * math.pi)])
+        )
     # parallel vectors: the direction is their common one, restore is exact
     pair = minicache_merge(first, 5 * first, retain_ratio=0.0)
     a, b = minicache_restore(pair)
@@ -39,7 +48,7 @@ def test_hand_worked_slerp():
 @pytest.mark.parametrize("B,H,L,D,ratio", [(2, 3, 13, 8, 0.2), (1, 2, 7, 16, 0.05), (3, 1, 5, 4, 0.5)])
 def test_vectorised_matches_spec(B, H, L, D, ratio):
     first = randn(B, H, L, D, seed=L)
-    second = first + 0.7 * randn(B, H, L, D, seed=L + 1)         # correlated, as adjacent layers are
+    second = first + 0.7 * randn(B, H, L, D, seed=L + 1)  # correlated, as adjacent layers are
     ref = naive_minicache_merge(first, second, 0.6, ratio)
     out = minicache_merge(first, second, 0.6, ratio)
     assert torch.equal(out.retained, ref.retained)
@@ -79,17 +88,17 @@ def test_merged_cache_in_the_model(model_setup):
     model, ids, lens, pix, _ = model_setup
     full = model.new_cache(2, 64)
     model.prefill(ids, pix, lengths=lens, cache=full)
-    cache = MiniCacheKV.for_model(model.cfg, 2, 64, retain_ratio=0.1)      # pairs (2, 3)
+    cache = MiniCacheKV.for_model(model.cfg, 2, 64, retain_ratio=0.1)  # pairs (2, 3)
     model.prefill(ids, pix, lengths=lens, cache=cache)
-    assert cache.pairs() == [(2, 3)] and not cache.merged                 # prefill itself stays exact
+    assert cache.pairs() == [(2, 3)] and not cache.merged  # prefill itself stays exact
     model.decode_step(torch.tensor([3, 4]), cache)
     assert list(cache.merged) == [2]
     for b, n in enumerate(lens.tolist()):
-        ref_k = minicache_merge(full.keys[2][b:b + 1, :, :n], full.keys[3][b:b + 1, :, :n], 0.6, 0.1)
+        ref_k = minicache_merge(full.keys[2][b : b + 1, :, :n], full.keys[3][b : b + 1, :, :n], 0.6, 0.1)
         ka, kb = minicache_restore(ref_k)
-        assert torch.allclose(cache.keys[2][b:b + 1, :, :n], ka, atol=1e-6)
-        assert torch.allclose(cache.keys[3][b:b + 1, :, :n], kb, atol=1e-6)
-        for layer in (0, 1):                                              # layers below the range untouched
+        assert torch.allclose(cache.keys[2][b : b + 1, :, :n], ka, atol=1e-6)
+        assert torch.allclose(cache.keys[3][b : b + 1, :, :n], kb, atol=1e-6)
+        for layer in (0, 1):  # layers below the range untouched
             assert torch.equal(cache.keys[layer][b, :, :n], full.keys[layer][b, :, :n])
     # padding never retained: row 1 (22 tokens) retains ceil(0.1 * 25) = 3 tokens among its own 22
     assert bool((cache.merged[2][0].retained[1] < 22).all())

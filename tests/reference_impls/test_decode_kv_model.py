@@ -1,5 +1,6 @@
 """KV techniques inside the minimal LVLM: greedy decoding runs, stays within budget and really evicts, and a budget
 that covers everything reproduces the unmodified model's tokens exactly."""
+
 import pytest
 import torch
 
@@ -55,17 +56,19 @@ def test_budget_covering_everything_is_identity(setup, name):
     model, ids, lens, pix, ref = setup
     out, cache = _gen(model, ids, lens, pix, FULL[name])
     assert torch.equal(out, ref)
-    full = lens + N_NEW - 1          # every prompt row and every generated token but the last one fed back
+    full = lens + N_NEW - 1  # every prompt row and every generated token but the last one fed back
     assert all(torch.equal(cache.lengths(l).reshape(2, -1)[:, 0], full) for l in range(model.cfg.n_layers))
     if name == "hybrid_dynamic":
-        assert cache.retrieval_steps == (N_NEW - 1) * model.cfg.n_layers   # the retrieval path really ran
+        assert cache.retrieval_steps == (N_NEW - 1) * model.cfg.n_layers  # the retrieval path really ran
 
 
 SMALL = {
     "h2o": (H2O(heavy=6, recent=4, impl=IMPL), lambda l, P: torch.full_like(P, 10)),
     "snapkv": (SnapKV(budget=12, window=4, impl=IMPL), lambda l, P: torch.full_like(P, 12)),
-    "pyramidkv": (PyramidKV(budget=12, window=4, impl=IMPL),
-                  lambda l, P: torch.tensor([pyramid_budgets(4, 12, int(p), 4)[l] for p in P])),
+    "pyramidkv": (
+        PyramidKV(budget=12, window=4, impl=IMPL),
+        lambda l, P: torch.tensor([pyramid_budgets(4, 12, int(p), 4)[l] for p in P]),
+    ),
     "lightvlm": (LightVLMKV(gen_heavy=1, gen_recent=2, impl=IMPL), lambda l, P: P + 3),
 }
 
@@ -76,20 +79,20 @@ def test_small_budget_runs_stays_within_and_fills_its_budget(setup, name):
     exactly the budget once the sequence is longer than it."""
     model, ids, lens, pix, ref = setup
     technique, budget_of = SMALL[name]
-    grows = name in ("snapkv", "pyramidkv")   # SnapKV/PyramidKV bound the prompt; decode rows are appended
+    grows = name in ("snapkv", "pyramidkv")  # SnapKV/PyramidKV bound the prompt; decode rows are appended
     checked = []
 
     def check(step, c):
         for l in range(model.cfg.n_layers):
             bound = budget_of(l, lens) + (step if grows else 0)
-            seq = lens + step                                    # rows an uncompressed cache would hold
+            seq = lens + step  # rows an uncompressed cache would hold
             want = torch.minimum(bound, seq)[:, None].expand(2, model.cfg.n_kv_heads)
             assert torch.equal(c.lengths(l), want), (name, step, l, c.lengths(l).tolist(), want.tolist())
         checked.append(step)
 
     out, cache = _gen(model, ids, lens, pix, technique, on_step=check)
     assert out.shape == (2, N_NEW) and checked == list(range(N_NEW))
-    assert sum(cache.compactions) > 0                          # compression actually happened
+    assert sum(cache.compactions) > 0  # compression actually happened
     assert cache.stored_tokens() < 4 * 2 * model.cfg.n_kv_heads * (int(lens.max()) + N_NEW)
 
 
@@ -111,17 +114,16 @@ def test_ragged_batch_equals_single_rows(setup, technique):
     both, _ = _gen(model, ids, lens, pix, technique)
     for b in range(2):
         n = int(lens[b])
-        one, _ = _gen(model, ids[b:b + 1, :n], None, pix[b:b + 1], technique)
+        one, _ = _gen(model, ids[b : b + 1, :n], None, pix[b : b + 1], technique)
         assert torch.equal(one[0], both[b])
 
 
 def test_hybridkv_static_pruning_and_retrieval(setup):
     model, ids, lens, pix, _ = setup
-    _, cache = _gen(model, ids, lens, pix, HybridKV(budget=18, tau=0.0, n_sink=1, n_recent=2, chunk_size=4,
-                                                    impl=IMPL))
-    assert all(bool(s.all()) for s in cache.static)                       # tau = 0: every head static
+    _, cache = _gen(model, ids, lens, pix, HybridKV(budget=18, tau=0.0, n_sink=1, n_recent=2, chunk_size=4, impl=IMPL))
+    assert all(bool(s.all()) for s in cache.static)  # tau = 0: every head static
     prompt = lens[:, None]
-    assert all(bool((p < prompt).all()) for p in cache.prompt_len)          # static heads were compacted
+    assert all(bool((p < prompt).all()) for p in cache.prompt_len)  # static heads were compacted
     # per-head ragged lengths: heads of a layer may differ (AdaKV-style split), no fake keys
     assert all(b.sum(-1).le(2 * 18).all() for b in cache.head_budget)
     out, mixed = _gen(model, ids, lens, pix, HybridKV(budget=6, tau=0.35, chunk_size=4, impl=IMPL))
@@ -151,14 +153,18 @@ def test_quantized_cache_in_model(setup, fmt, min_agree):
     assert (got.argmax(-1) == base.argmax(-1)).float().mean() >= min_agree
     assert torch.nn.functional.cosine_similarity(got, base, dim=-1).min() > 0.995
     assert cache.keys[0].dtype == KV_FORMATS[fmt][0]
-    assert cache.kv_bytes() * 3 < cache.stored_tokens() * model.cfg.head_dim * 4 * 2     # vs the rows in fp32
+    assert cache.kv_bytes() * 3 < cache.stored_tokens() * model.cfg.head_dim * 4 * 2  # vs the rows in fp32
     # the in-kernel-dequantising decode attention agrees with attention over the dequantised copy
     q = torch.randn(2, model.cfg.n_heads, model.cfg.head_dim)
     from reference_impls.ops.decode_attention import dequantize_kv, naive_decode_attention
+
     lk = cache.max_length_bound(0)
-    ref_o, _ = naive_decode_attention(q, dequantize_kv(cache.keys[0][:, :, :lk], cache.k_scale[0][:, :, :lk]),
-                                      dequantize_kv(cache.values[0][:, :, :lk], cache.v_scale[0][:, :, :lk]),
-                                      cache.lengths(0))
+    ref_o, _ = naive_decode_attention(
+        q,
+        dequantize_kv(cache.keys[0][:, :, :lk], cache.k_scale[0][:, :, :lk]),
+        dequantize_kv(cache.values[0][:, :, :lk], cache.v_scale[0][:, :, :lk]),
+        cache.lengths(0),
+    )
     assert torch.allclose(cache.attend(0, q, impl="naive"), ref_o, atol=1e-5)
 
 
@@ -174,14 +180,19 @@ def test_bad_arguments(setup):
         LightVLMKV(gen_heavy=-2)
     cache = H2O(heavy=2, recent=2).make_cache(_spec(model), 1)
     with pytest.raises(ValueError, match="do not match"):
-        cache.update(0, torch.zeros(2, 2, 1, 16), torch.zeros(2, 2, 1, 16), torch.zeros(2, 1, dtype=torch.long),
-                     torch.ones(2, dtype=torch.long))
+        cache.update(
+            0,
+            torch.zeros(2, 2, 1, 16),
+            torch.zeros(2, 2, 1, 16),
+            torch.zeros(2, 1, dtype=torch.long),
+            torch.ones(2, dtype=torch.long),
+        )
     with pytest.raises(NotImplementedError):
         cache.rollback(1)
     with pytest.raises(RuntimeError, match="already attached"):
         with H2O()(model), SnapKV()(model):
             pass
-    assert model.techniques == []                          # both detached on the way out
+    assert model.techniques == []  # both detached on the way out
 
 
 @pytest.mark.parametrize("fmt", ["int8", "fp8_e4m3"])
@@ -199,22 +210,35 @@ def test_policies_compose_with_quantized_storage(setup, fmt):
 
     ref, _ = _gen(model, ids, lens, pix, KVQuant(fmt=fmt, impl=IMPL))
     assert torch.equal(gen(with_format(H2O(heavy=100, recent=10))), ref)
-    hyb = HybridKVCache(spec.n_layers, 2, spec.n_kv_heads, spec.head_dim, budget=64, force="dynamic", chunk_size=4,
-                        impl=IMPL, kv_format=fmt)
+    hyb = HybridKVCache(
+        spec.n_layers,
+        2,
+        spec.n_kv_heads,
+        spec.head_dim,
+        budget=64,
+        force="dynamic",
+        chunk_size=4,
+        impl=IMPL,
+        kv_format=fmt,
+    )
     assert torch.equal(gen(hyb), ref)
     small = with_format(H2O(heavy=5, recent=3))
     gen(small, on_step=lambda s, c: [(c.lengths(l) <= 8).all() or pytest.fail("over") for l in range(4)])
     assert small.keys[0].dtype == KV_FORMATS[fmt][0] and sum(small.compactions) > 0
     fp = CompressedKVCache(H2O(heavy=5, recent=3), spec.n_layers, 2, spec.n_kv_heads, spec.head_dim, impl=IMPL)
     gen(fp)
-    assert small.kv_bytes() * 2 < fp.kv_bytes()                 # 1 byte + scales vs 4 bytes per element
+    assert small.kv_bytes() * 2 < fp.kv_bytes()  # 1 byte + scales vs 4 bytes per element
     # serving path: in-kernel dequantisation over the compacted, ragged quantised rows
     from reference_impls.ops.decode_attention import dequantize_kv, naive_decode_attention
+
     q = torch.randn(2, model.cfg.n_heads, model.cfg.head_dim)
     lk = small.max_length_bound(0)
-    ref_o, _ = naive_decode_attention(q, dequantize_kv(small.keys[0][:, :, :lk], small.k_scale[0][:, :, :lk]),
-                                      dequantize_kv(small.values[0][:, :, :lk], small.v_scale[0][:, :, :lk]),
-                                      small.lengths(0))
+    ref_o, _ = naive_decode_attention(
+        q,
+        dequantize_kv(small.keys[0][:, :, :lk], small.k_scale[0][:, :, :lk]),
+        dequantize_kv(small.values[0][:, :, :lk], small.v_scale[0][:, :, :lk]),
+        small.lengths(0),
+    )
     assert torch.allclose(small.attend(0, q), ref_o, atol=1e-5)
 
 
@@ -225,19 +249,40 @@ def test_packed_layout_equals_padded_and_stores_less(setup, fmt):
     packed split-K kernel) matches the padded one."""
     model, ids, lens, pix, _ = setup
     spec = _spec(model)
-    force = torch.tensor([True, False])                 # one static (pruned) and one dynamic (full) head
+    force = torch.tensor([True, False])  # one static (pruned) and one dynamic (full) head
     outs, caches = [], []
     for layout in ("padded", "packed"):
-        c = HybridKVCache(spec.n_layers, 2, spec.n_kv_heads, spec.head_dim, budget=6, chunk_size=4, force=force,
-                          impl=IMPL, layout=layout, kv_format=fmt)
+        c = HybridKVCache(
+            spec.n_layers,
+            2,
+            spec.n_kv_heads,
+            spec.head_dim,
+            budget=6,
+            chunk_size=4,
+            force=force,
+            impl=IMPL,
+            layout=layout,
+            kv_format=fmt,
+        )
         outs.append(model.generate(ids, pix, lengths=lens, max_new_tokens=N_NEW, cache=c))
         caches.append(c)
     assert torch.equal(outs[0], outs[1])
     padded, packed = caches
     assert all(torch.equal(padded.lengths(l), packed.lengths(l)) for l in range(model.cfg.n_layers))
     assert packed.kv_bytes(allocated=True) < padded.kv_bytes(allocated=True)
-    snap = [CompressedKVCache(SnapKV(budget=12, window=4), spec.n_layers, 2, spec.n_kv_heads, spec.head_dim,
-                              impl=IMPL, layout=lay, kv_format=fmt) for lay in ("padded", "packed")]
+    snap = [
+        CompressedKVCache(
+            SnapKV(budget=12, window=4),
+            spec.n_layers,
+            2,
+            spec.n_kv_heads,
+            spec.head_dim,
+            impl=IMPL,
+            layout=lay,
+            kv_format=fmt,
+        )
+        for lay in ("padded", "packed")
+    ]
     assert torch.equal(*(model.generate(ids, pix, lengths=lens, max_new_tokens=N_NEW, cache=c) for c in snap))
     q = torch.randn(2, model.cfg.n_heads, model.cfg.head_dim)
     for l in range(model.cfg.n_layers):

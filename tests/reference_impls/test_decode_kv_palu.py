@@ -1,21 +1,30 @@
 """Palu (arXiv 2407.21118): the SVD factors (hand-worked, full rank, the whitened optimum on activations), G-LRD
 groups, attention over a latent cache against the token-by-token specification and against the model's own
 attention, and the context manager on the minimal LVLM."""
+
 import pytest
 import torch
 
-from reference_impls.decode.kv.palu import (Palu, gram_of_projection_inputs, group_low_rank, naive_low_rank_factors,
-                                            naive_palu_attention, palu_attention)
+from reference_impls.decode.kv.palu import (
+    Palu,
+    gram_of_projection_inputs,
+    group_low_rank,
+    naive_low_rank_factors,
+    naive_palu_attention,
+    palu_attention,
+)
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from reference_impls.ops.rope import rope
-from tests.reference_impls._utils import randint, randn, ragged_lengths, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import ragged_lengths, randint, randn
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_hand_worked_factors():
     w = torch.tensor([[3.0, 0.0], [0.0, 1.0]])
     L, R = naive_low_rank_factors(w, 1)
     assert torch.allclose(L @ R, torch.tensor([[3.0, 0.0], [0.0, 0.0]]), atol=1e-6)
-    assert L.norm().item() == pytest.approx(3 ** 0.5) and R.norm().item() == pytest.approx(3 ** 0.5)   # sqrt(S)
+    assert L.norm().item() == pytest.approx(3**0.5) and R.norm().item() == pytest.approx(3**0.5)  # sqrt(S)
     w = randn(12, 7, seed=1)
     L, R = naive_low_rank_factors(w, 7)
     assert torch.allclose(L @ R, w, atol=1e-5)
@@ -39,7 +48,7 @@ def test_whitened_svd_is_optimal_on_the_activations():
 
 @pytest.mark.parametrize("group_size", [1, 2])
 def test_group_low_rank(group_size):
-    w = randn(4 * 8, 16, seed=4)                   # 4 heads of 8
+    w = randn(4 * 8, 16, seed=4)  # 4 heads of 8
     full = group_low_rank(w, 8, group_size, 1.0)
     assert torch.allclose(full.reconstruct(full.latent(torch.eye(16))), w.T, atol=1e-5)
     half = group_low_rank(w, 8, group_size, 0.5)
@@ -77,7 +86,7 @@ def test_identity_and_restore(model):
     with Palu(rank_ratio=0.25, group_size=1)(model):
         compressed = model.forward_tokens(input_ids=ids)
     assert not torch.allclose(compressed, ref, atol=1e-3)
-    assert torch.equal(model.forward_tokens(input_ids=ids), ref)          # restored on exit
+    assert torch.equal(model.forward_tokens(input_ids=ids), ref)  # restored on exit
 
 
 @torch.no_grad()
@@ -91,13 +100,16 @@ def test_latent_cache_attention_equals_the_model_attention(model):
     positions = torch.arange(13)[None]
     fk, fv = palu.factors(model)[0]
     with palu(model):
-        q, k, v = layer.attn.project_qkv(h, positions)                 # what the model attends with
-    p = torch.softmax(q[:, :, -1:] @ k.repeat_interleave(2, 1).transpose(-1, -2) * cfg.head_dim ** -0.5, -1)
+        q, k, v = layer.attn.project_qkv(h, positions)  # what the model attends with
+    p = torch.softmax(q[:, :, -1:] @ k.repeat_interleave(2, 1).transpose(-1, -2) * cfg.head_dim**-0.5, -1)
     ref = (p @ v.repeat_interleave(2, 1))[:, :, 0]
-    out = palu_attention(q[:, :, -1], fk.latent(h), fv.latent(h), fk, fv, positions, cfg.rope_theta,
-                         torch.tensor([13]))
+    out = palu_attention(q[:, :, -1], fk.latent(h), fv.latent(h), fk, fv, positions, cfg.rope_theta, torch.tensor([13]))
     assert torch.allclose(out, ref, atol=1e-5)
     # keys: latent reconstruction then RoPE is exactly the factored projection the model used
-    keys = rope(fk.reconstruct(fk.latent(h)).reshape(1, 13, 2, cfg.head_dim).transpose(1, 2), positions[:, None],
-                base=cfg.rope_theta, layout="half")
+    keys = rope(
+        fk.reconstruct(fk.latent(h)).reshape(1, 13, 2, cfg.head_dim).transpose(1, 2),
+        positions[:, None],
+        base=cfg.rope_theta,
+        layout="half",
+    )
     assert torch.allclose(keys, k, atol=1e-5)

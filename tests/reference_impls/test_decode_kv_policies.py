@@ -1,6 +1,5 @@
 """H2O, SnapKV, PyramidKV, LightVLM-KV and HybridKV on the real compressed cache (plain tensors, one layer), with
 regression numbers derived from the official code (KVCache-Factory's PyramidKV budgets, SnapKV's selection)."""
-import math
 
 import pytest
 import torch
@@ -17,14 +16,12 @@ from tests.reference_impls._utils import eager_attention_probs, randn, rel_rms_e
 B, HKV, G, D = 2, 2, 2, 16
 
 
-
 def attention_step(*args):
     return _step(*args, impl="naive")
 
 
 def _qkv(L, seed, b=B):
-    return (randn(b, HKV * G, L, D, seed=seed), randn(b, HKV, L, D, seed=seed + 1),
-            randn(b, HKV, L, D, seed=seed + 2))
+    return (randn(b, HKV * G, L, D, seed=seed), randn(b, HKV, L, D, seed=seed + 1), randn(b, HKV, L, D, seed=seed + 2))
 
 
 def _run(cache, q, k, v, P, n_new=None, check=None):
@@ -37,8 +34,9 @@ def _run(cache, q, k, v, P, n_new=None, check=None):
         check(cache)
     for t in range(P, L):
         sl = slice(t, t + 1)
-        outs.append(attention_step(cache, 0, q[:, :, sl], k[:, :, sl], v[:, :, sl], pos[:, sl],
-                                   torch.ones(b, dtype=torch.long)))
+        outs.append(
+            attention_step(cache, 0, q[:, :, sl], k[:, :, sl], v[:, :, sl], pos[:, sl], torch.ones(b, dtype=torch.long))
+        )
         if check:
             check(cache)
     return torch.cat(outs, 2)
@@ -52,8 +50,8 @@ def test_h2o_compaction_equals_mask_simulation(heavy, recent, reduce):
     cache = CompressedKVCache(H2O(heavy, recent), 1, B, HKV, D, score_reduce=reduce, impl="naive")
 
     def check(c):
-        assert int(c.lengths(0).max()) <= heavy + recent          # the budget is never exceeded
-        assert c.keys[0].shape[2] <= heavy + recent + c.growth    # storage follows the budget
+        assert int(c.lengths(0).max()) <= heavy + recent  # the budget is never exceeded
+        assert c.keys[0].shape[2] <= heavy + recent + c.growth  # storage follows the budget
 
     o = _run(cache, q, k, v, P, check=check)
     assert rel_rms_err(o, o_ref) < 1e-6
@@ -71,8 +69,8 @@ def test_h2o_acc_equals_eager_column_sums_without_eviction():
     q, k, v = _qkv(L, seed=3)
     cache = CompressedKVCache(H2O(heavy=100, recent=100), 1, B, HKV, D)
     _run(cache, q, k, v, P)
-    probs = eager_attention_probs(q, k)                                  # [B, Hq, L, L] fp64, causal
-    col = probs.sum(2).reshape(B, HKV, G, L).mean(2)                     # group mean of the column sums
+    probs = eager_attention_probs(q, k)  # [B, Hq, L, L] fp64, causal
+    col = probs.sum(2).reshape(B, HKV, G, L).mean(2)  # group mean of the column sums
     assert torch.allclose(cache.scores[0][:, :, :L].double(), col, atol=1e-5)
     assert cache.compactions[0] == 0 and int(cache.lengths(0).min()) == L
 
@@ -111,7 +109,7 @@ UPSTREAM_SNAPKV = {
 
 
 def _pooled_window_scores(q, k, w, kernel, pool, reduce):
-    probs = eager_attention_probs(q, k)[0, :, -w:, :-w].sum(1)                  # [Hq, prefix]
+    probs = eager_attention_probs(q, k)[0, :, -w:, :-w].sum(1)  # [Hq, prefix]
     G = q.shape[1] // k.shape[1]
     grouped = probs.reshape(k.shape[1], G, -1)
     scores = grouped.mean(1) if reduce == "mean" else grouped.amax(1)
@@ -127,21 +125,22 @@ def test_snapkv_selection_matches_the_official_code(key):
     kind, pool, reduce = key
     L, w, C, kernel = 24, 4, 10, 5
     q, k = _closed_form_qk(4, 4 if kind == "mha" else 2, L, 8, phase=0.0 if kind == "mha" else 0.5)
-    cache = CompressedKVCache(SnapKV(budget=C, window=w, kernel=kernel, pool=pool, score_reduce=reduce), 1, 1,
-                              k.shape[1], 8, impl="naive")
+    cache = CompressedKVCache(
+        SnapKV(budget=C, window=w, kernel=kernel, pool=pool, score_reduce=reduce), 1, 1, k.shape[1], 8, impl="naive"
+    )
     attention_step(cache, 0, q, k, k, torch.arange(L)[None], torch.tensor([L]))
     kept = cache.positions[0][0, :, :C]
-    assert torch.equal(kept, naive_snapkv_keep(q, k, C, w, kernel, pool, reduce)[0])     # cache == spec
+    assert torch.equal(kept, naive_snapkv_keep(q, k, C, w, kernel, pool, reduce)[0])  # cache == spec
     upstream = torch.tensor(UPSTREAM_SNAPKV[key])
-    assert torch.equal(kept[:, C - w:], torch.arange(L - w, L).expand(k.shape[1], w))    # the window stays
+    assert torch.equal(kept[:, C - w :], torch.arange(L - w, L).expand(k.shape[1], w))  # the window stays
     if pool == "avg":
-        assert torch.equal(kept[:, :C - w], upstream)
+        assert torch.equal(kept[:, : C - w], upstream)
     else:
         scores = _pooled_window_scores(q, k, w, kernel, pool, reduce)
-        ours = scores.gather(1, kept[:, :C - w]).sort(1).values
+        ours = scores.gather(1, kept[:, : C - w]).sort(1).values
         theirs = scores.gather(1, upstream).sort(1).values
         assert torch.equal(ours, theirs)
-        assert not torch.equal(kept[:, :C - w], upstream)      # a real tie was broken differently
+        assert not torch.equal(kept[:, : C - w], upstream)  # a real tie was broken differently
 
 
 def test_snapkv_group_reduction_is_independent_of_pooling():
@@ -162,11 +161,12 @@ def test_snapkv_ragged_batch_equals_spec_per_row(pool, reduce):
     assert cache.lengths(0).tolist() == [[C, C]] * B
     for b in range(B):
         n = int(lengths[b])
-        spec = naive_snapkv_keep(q[b:b + 1, :, :n], k[b:b + 1, :, :n], C, w, 5, pool, reduce)[0]
+        spec = naive_snapkv_keep(q[b : b + 1, :, :n], k[b : b + 1, :, :n], C, w, 5, pool, reduce)[0]
         assert torch.equal(cache.positions[0][b, :, :C], spec)
     # decode tokens are appended (SnapKV bounds the prompt part only)
-    attention_step(cache, 0, q[:, :, -1:], k[:, :, -1:], v[:, :, -1:], torch.full((B, 1), L),
-                   torch.ones(B, dtype=torch.long))
+    attention_step(
+        cache, 0, q[:, :, -1:], k[:, :, -1:], v[:, :, -1:], torch.full((B, 1), L), torch.ones(B, dtype=torch.long)
+    )
     assert cache.lengths(0).tolist() == [[C + 1, C + 1]] * B
 
 
@@ -185,12 +185,12 @@ def test_snapkv_budget_at_least_length_is_identity():
 # Rows per layer the official code keeps (KVCache-Factory ``PyramidKVCluster.update_kv``: window included), for
 # (n_layers, C, w, L), derived by running a re-statement of its integer arithmetic.
 UPSTREAM_PYRAMID = {
-    (4, 512, 8, 1000): [512] * 4,                        # C <= L < 2 (C - w): the flat budget
+    (4, 512, 8, 1000): [512] * 4,  # C <= L < 2 (C - w): the flat budget
     (4, 512, 8, 1008): [991, 672, 353, 34],
     (32, 128, 32, 500): [220 - 5 * l for l in range(32)],
     (4, 12, 4, 30): [20, 15, 10, 5],
-    (5, 20, 4, 33): [33, 27, 21, 15, 9],                 # max >= L - w: max clamped, min raised
-    (3, 64, 8, 40): [40, 40, 40],                        # L < C: nothing compressed
+    (5, 20, 4, 33): [33, 27, 21, 15, 9],  # max >= L - w: max clamped, min raised
+    (3, 64, 8, 40): [40, 40, 40],  # L < C: nothing compressed
     (4, 64, 8, 64): [64] * 4,
 }
 
@@ -213,7 +213,7 @@ def test_pyramidkv_per_layer_cache_lengths():
     for layer in range(n_layers):
         attention_step(cache, layer, q, k, v, pos, torch.full((B,), L))
     expect = pyramid_budgets(n_layers, C, L, w)
-    assert expect == [20, 12, 4]                          # min = 8 // 20 = 0, max = 16, steps = 8
+    assert expect == [20, 12, 4]  # min = 8 // 20 = 0, max = 16, steps = 8
     assert [cache.lengths(l).tolist() for l in range(n_layers)] == [[[n, n]] * B for n in expect]
     # inside each layer the selection is SnapKV's with that layer's budget
     for layer, n in enumerate(expect):
@@ -248,12 +248,13 @@ def test_bad_arguments():
 
 def test_hybridkv_head_classification_and_budget_split():
     from reference_impls.decode.kv.hybridkv import allocate_head_budgets, classify_heads, text_query_rows
+
     L = 40
     visual = torch.zeros(1, 2, L, dtype=torch.bool)
     visual[:, :, 4:36] = True
     text = torch.zeros(1, 2, L)
-    text[0, 0, 4:36] = 1.0 / 32                 # head 0: uniform over the image -> dynamic
-    text[0, 1, 10] = 0.9                        # head 1: concentrated on one patch -> static
+    text[0, 0, 4:36] = 1.0 / 32  # head 0: uniform over the image -> dynamic
+    text[0, 1, 10] = 0.9  # head 1: concentrated on one patch -> static
     text[0, 1, 4:36] += 0.1 / 32
     lengths = torch.full((1, 2), L)
     static = classify_heads(text, visual, lengths, top_frac=0.1, tau=0.5)
@@ -271,6 +272,7 @@ def test_hybridkv_head_classification_and_budget_split():
 
 def test_lightvlm_policy_keeps_prompt_and_bounds_generated_rows():
     from reference_impls.decode.kv.lightvlm_kv import LightVLMKV
+
     L, P = 26, 10
     q, k, v = _qkv(L, seed=29)
     cache = CompressedKVCache(LightVLMKV(gen_heavy=2, gen_recent=3), 1, B, HKV, D)
@@ -280,40 +282,44 @@ def test_lightvlm_policy_keeps_prompt_and_bounds_generated_rows():
 
     _run(cache, q, k, v, P, check=check)
     pos = cache.positions[0]
-    assert bool((pos[:, :, :P] == torch.arange(P)).all())      # every prompt row survives, in order
-    assert bool((pos[:, :, P + 2:P + 5] == torch.arange(L - 3, L)).all())   # the 3 most recent generated rows
+    assert bool((pos[:, :, :P] == torch.arange(P)).all())  # every prompt row survives, in order
+    assert bool((pos[:, :, P + 2 : P + 5] == torch.arange(L - 3, L)).all())  # the 3 most recent generated rows
 
 
-@pytest.mark.parametrize("force,layout", [(torch.tensor([True, False]), "padded"), ("dynamic", "padded"),
-                                          (torch.tensor([True, False]), "packed")])
+@pytest.mark.parametrize(
+    "force,layout",
+    [(torch.tensor([True, False]), "padded"), ("dynamic", "padded"), (torch.tensor([True, False]), "packed")],
+)
 def test_hybridkv_sparse_kernel_equals_model_path(force, layout):
     """HybridKVCache.attend (block-sparse split-K kernel over the selected chunks) == the attention the model
     computes over the rows that update() gathers; mixed static/dynamic heads, ragged per-head lengths."""
     from reference_impls.decode.kv.hybridkv import HybridKVCache
+
     L, P = 75, 70
     q, k, v = _qkv(L, seed=37)
     vis = torch.zeros(B, P, dtype=torch.bool)
     vis[:, 3:60] = True
-    cache = HybridKVCache(1, B, HKV, D, budget=20, chunk_size=16, n_sink=2, n_recent=4, force=force, impl="naive",
-                          layout=layout)
+    cache = HybridKVCache(
+        1, B, HKV, D, budget=20, chunk_size=16, n_sink=2, n_recent=4, force=force, impl="naive", layout=layout
+    )
     pos = torch.arange(L).expand(B, L)
     cache.set_visual_mask(vis)
     attention_step(cache, 0, q[:, :, :P], k[:, :, :P], v[:, :, :P], pos[:, :P], torch.full((B,), P))
     if not isinstance(force, str):
-        assert cache.static[0].tolist() == [[True, False]] * B                  # both head types present
+        assert cache.static[0].tolist() == [[True, False]] * B  # both head types present
         assert bool((cache.lengths(0)[:, 0] < P).all()) and bool((cache.lengths(0)[:, 1] == P).all())
     for t in range(P, L):
         sl = slice(t, t + 1)
         cache.set_query(0, q[:, :, t])
-        o_model = attention_step(cache, 0, q[:, :, sl], k[:, :, sl], v[:, :, sl], pos[:, sl],
-                                 torch.ones(B, dtype=torch.long))[:, :, 0]
+        o_model = attention_step(
+            cache, 0, q[:, :, sl], k[:, :, sl], v[:, :, sl], pos[:, sl], torch.ones(B, dtype=torch.long)
+        )[:, :, 0]
         if t % 2 == 0:
             assert rel_rms_err(cache.attend(0, q[:, :, t], impl="triton"), o_model) < 1e-4
     assert cache.retrieval_steps == L - P
-    if layout == "packed":    # only kept rows (+ slack) are stored: the static head holds far fewer rows
+    if layout == "packed":  # only kept rows (+ slack) are stored: the static head holds far fewer rows
         pk = cache._packed[0]
         assert pk is not None and cache.keys[0].numel() == 0
         assert int(pk.k.shape[0]) == int(pk.cap.sum()) < B * HKV * L
     sel = cache.last_selection[0]
-    assert bool((sel[..., 0] == 0).all())                          # the sink chunk is always read
-
+    assert bool((sel[..., 0] == 0).all())  # the sink chunk is always read

@@ -1,10 +1,10 @@
 """StreamingLLM ring buffer: == dense sink+window mask (original), ring == concatenation, rolled positions."""
+
 import pytest
 import torch
 
 from reference_impls.decode.kv.base import attention_step as _step
-from reference_impls.decode.kv.streaming import (SinkWindowCache, naive_sink_window_attention,
-                                                 sink_window_mask)
+from reference_impls.decode.kv.streaming import SinkWindowCache, naive_sink_window_attention, sink_window_mask
 from reference_impls.ops.decode_attention import naive_decode_attention, rope_rotate
 from tests.reference_impls._utils import randn, rel_rms_err
 
@@ -12,8 +12,7 @@ B, HKV, G, D = 2, 2, 2, 16
 
 
 def _qkv(L, seed):
-    return (randn(B, HKV * G, L, D, seed=seed), randn(B, HKV, L, D, seed=seed + 1),
-            randn(B, HKV, L, D, seed=seed + 2))
+    return (randn(B, HKV * G, L, D, seed=seed), randn(B, HKV, L, D, seed=seed + 1), randn(B, HKV, L, D, seed=seed + 2))
 
 
 def attention_step(*args):
@@ -37,10 +36,13 @@ def test_token_by_token_equals_dense_sink_window_mask(n_sink, window):
     pos = torch.arange(L).expand(B, L)
     outs = []
     for t in range(L):
-        outs.append(attention_step(cache, 0, q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1],
-                                   pos[:, t:t + 1], _ones()))
+        outs.append(
+            attention_step(
+                cache, 0, q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], pos[:, t : t + 1], _ones()
+            )
+        )
         assert int(cache.lengths(0).max()) <= n_sink + window
-        assert cache.keys[0].shape[2] == n_sink + window          # memory is flat in L
+        assert cache.keys[0].shape[2] == n_sink + window  # memory is flat in L
     assert rel_rms_err(torch.cat(outs, 2), ref) < 1e-6
 
 
@@ -58,8 +60,9 @@ def test_ring_order_equals_concatenation_and_kernel():
     cache = SinkWindowCache(1, B, HKV, D, n_sink=2, window=6, pos_mode="original")
     pos = torch.arange(L).expand(B, L)
     for t in range(L):
-        o = attention_step(cache, 0, q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], pos[:, t:t + 1],
-                           _ones())[:, :, 0]
+        o = attention_step(
+            cache, 0, q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], pos[:, t : t + 1], _ones()
+        )[:, :, 0]
         order = torch.argsort(cache.slot_tok[0], dim=1)
         n = cache.lengths(0)
         kk = torch.gather(cache.keys[0], 2, order[:, None, :, None].expand(B, HKV, -1, D))
@@ -88,8 +91,8 @@ def test_prefill_chunk_longer_than_ring_then_decode():
     # decoding continues with the sink + window rule for row 0
     outs = []
     for t in range(P, L):
-        row0 = [x[:1, :, t:t + 1].expand(B, -1, -1, -1) for x in (q, k, v)]
-        outs.append(attention_step(cache, 0, *row0, pos[:, t:t + 1], _ones())[:1])
+        row0 = [x[:1, :, t : t + 1].expand(B, -1, -1, -1) for x in (q, k, v)]
+        outs.append(attention_step(cache, 0, *row0, pos[:, t : t + 1], _ones())[:1])
     ref = naive_sink_window_attention(q[:1], k[:1], v[:1], n_sink, window)[:, :, P:]
     assert rel_rms_err(torch.cat(outs, 2), ref) < 1e-6
 
@@ -141,8 +144,13 @@ def test_bad_arguments():
         SinkWindowCache(1, 1, 1, 8, window=0)
     cache = SinkWindowCache(1, 1, 1, 8)
     with pytest.raises(ValueError, match="match"):
-        cache.update(0, torch.zeros(1, 2, 1, 8), torch.zeros(1, 2, 1, 8), torch.zeros(1, 1, dtype=torch.long),
-                     torch.ones(1, dtype=torch.long))
+        cache.update(
+            0,
+            torch.zeros(1, 2, 1, 8),
+            torch.zeros(1, 2, 1, 8),
+            torch.zeros(1, 1, dtype=torch.long),
+            torch.ones(1, dtype=torch.long),
+        )
 
 
 def test_rolled_positions_follow_the_official_convention():
@@ -154,14 +162,14 @@ def test_rolled_positions_follow_the_official_convention():
     inv = _inv()
     pos = torch.arange(L).expand(B, L)
     qr, kr = rope_rotate(q, pos[:, None], inv), rope_rotate(k, pos[:, None], inv)
-    rolled = SinkWindowCache(1, B, HKV, D, n_sink=n_sink, window=window)        # the default mode: "rolled"
+    rolled = SinkWindowCache(1, B, HKV, D, n_sink=n_sink, window=window)  # the default mode: "rolled"
     assert rolled.pos_mode == "rolled"
     for t in range(L):
         sl = slice(t, t + 1)
         o = attention_step(rolled, 0, qr[:, :, sl], kr[:, :, sl], v[:, :, sl], pos[:, sl], _ones())[:, :, 0]
-        kept = [j for j in range(t + 1) if j < n_sink or j > t - window]          # upstream's start + recent
+        kept = [j for j in range(t + 1) if j < n_sink or j > t - window]  # upstream's start + recent
         n = len(kept)
-        k_up = rope_rotate(k[:, :, kept], torch.arange(n), inv)                   # keys at their cache index
-        q_up = rope_rotate(q[:, :, t], torch.tensor(n - 1), inv)                   # query at the last index
+        k_up = rope_rotate(k[:, :, kept], torch.arange(n), inv)  # keys at their cache index
+        q_up = rope_rotate(q[:, :, t], torch.tensor(n - 1), inv)  # query at the last index
         ref, _ = naive_decode_attention(q_up, k_up, v[:, :, kept], torch.full((B,), n))
         assert rel_rms_err(o, ref) < 1e-5, t

@@ -1,12 +1,14 @@
 """Lookahead decoding (arXiv 2402.02057): the 2-D attention mask on a hand-worked case, the fused one-forward step
 against the specification that scores every window token and candidate on its own, and losslessness."""
+
 import pytest
 import torch
 
 from reference_impls.decode.lookahead import lookahead_generate, lookahead_mask
 from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM
 from reference_impls.models import LVLMConfig, MinimalLVLM
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_hand_worked_mask():
@@ -31,16 +33,24 @@ def test_lossless_and_fused_equals_spec(setup, window, ngram, cands):
     model, ids, ref = setup
     runs = {}
     for fused in (True, False):
-        out, stats = lookahead_generate(LVLMSpecLM(model, 256), ids, 40, window=window, ngram=ngram,
-                                        max_candidates=cands, fused=fused, generator=torch.Generator().manual_seed(1))
-        assert torch.equal(out, ref)                                  # greedy lookahead = greedy decoding
+        out, stats = lookahead_generate(
+            LVLMSpecLM(model, 256),
+            ids,
+            40,
+            window=window,
+            ngram=ngram,
+            max_candidates=cands,
+            fused=fused,
+            generator=torch.Generator().manual_seed(1),
+        )
+        assert torch.equal(out, ref)  # greedy lookahead = greedy decoding
         runs[fused] = stats
-    assert runs[True].emitted == runs[False].emitted                 # same acceptances step by step
-    assert runs[True].forwards == runs[True].steps                   # one forward per step
+    assert runs[True].emitted == runs[False].emitted  # same acceptances step by step
+    assert runs[True].forwards == runs[True].steps  # one forward per step
     if ngram == 1:
         assert runs[True].tokens_per_step == 1.0
     if (window, ngram) == (5, 4):
-        assert runs[True].tokens_per_step > 1.5                      # this model's greedy text repeats n-grams
+        assert runs[True].tokens_per_step > 1.5  # this model's greedy text repeats n-grams
 
 
 def test_bad_arguments(setup):

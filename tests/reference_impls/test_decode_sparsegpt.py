@@ -1,12 +1,15 @@
 """SparseGPT (arXiv 2301.00774): the OBS update on a hand-worked 2-column layer, magnitude pruning when inputs are
 uncorrelated, the lazy blocked order against the column-by-column specification, N:M masks, the error against
 magnitude pruning, and the decoder of the minimal LVLM."""
+
 import pytest
 import torch
 
 from reference_impls.decode.sparsegpt import SparseGPT, hessian, naive_sparsegpt, sparsegpt
 from reference_impls.models import LVLMConfig, MinimalLVLM
-from tests.reference_impls._utils import randint, randn, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randint, randn
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_hand_worked_obs_update():
@@ -25,13 +28,15 @@ def test_uncorrelated_inputs_give_magnitude_pruning():
     keep = W.abs().flatten().argsort(descending=True)[:24]
     expected = torch.zeros(48)
     expected[keep] = W.flatten()[keep]
-    assert torch.equal(out.flatten(), expected)                  # no compensation: H has no off-diagonal
+    assert torch.equal(out.flatten(), expected)  # no compensation: H has no off-diagonal
 
 
-@pytest.mark.parametrize("rows,cols,blocksize,sparsity,nm", [(7, 24, 8, 0.5, (0, 0)), (5, 19, 4, 0.3, (0, 0)),
-                                                              (4, 16, 8, 0.0, (2, 4)), (3, 12, 12, 0.7, (0, 0))])
+@pytest.mark.parametrize(
+    "rows,cols,blocksize,sparsity,nm",
+    [(7, 24, 8, 0.5, (0, 0)), (5, 19, 4, 0.3, (0, 0)), (4, 16, 8, 0.0, (2, 4)), (3, 12, 12, 0.7, (0, 0))],
+)
 def test_lazy_blocks_match_spec(rows, cols, blocksize, sparsity, nm):
-    x = randn(64, cols, seed=cols) @ randn(cols, cols, seed=cols + 1)      # correlated inputs
+    x = randn(64, cols, seed=cols) @ randn(cols, cols, seed=cols + 1)  # correlated inputs
     H = hessian(x)
     W = randn(rows, cols, seed=rows)
     ref = naive_sparsegpt(W, H, sparsity, prunen=nm[0], prunem=nm[1], blocksize=blocksize)
@@ -39,20 +44,20 @@ def test_lazy_blocks_match_spec(rows, cols, blocksize, sparsity, nm):
     assert torch.equal(out == 0, ref == 0) and torch.allclose(out, ref, atol=1e-5)
     if nm[0]:
         groups = (out == 0).view(rows, cols // 4, 4).sum(-1)
-        assert bool((groups == 2).all())                         # every group of 4 has exactly 2 zeros
+        assert bool((groups == 2).all())  # every group of 4 has exactly 2 zeros
     else:
-        for start in range(0, cols, blocksize):                  # exactly floor(block * sparsity) zeros per block
-            block = out[:, start:start + blocksize]
+        for start in range(0, cols, blocksize):  # exactly floor(block * sparsity) zeros per block
+            block = out[:, start : start + blocksize]
             assert int((block == 0).sum()) == int(block.numel() * sparsity)
     # SparseGPT's compensation beats plain magnitude pruning on the layer's own inputs
     if sparsity >= 0.5 and not nm[0]:
         mag = W.clone()
         for start in range(0, cols, blocksize):
-            block = mag[:, start:start + blocksize].clone()
-            drop = block.abs().flatten().argsort()[:int(block.numel() * sparsity)]
+            block = mag[:, start : start + blocksize].clone()
+            drop = block.abs().flatten().argsort()[: int(block.numel() * sparsity)]
             block.view(-1)[drop] = 0
-            mag[:, start:start + blocksize] = block
-        err = lambda w: float((x @ (W - w).T).norm())             # noqa: E731
+            mag[:, start : start + blocksize] = block
+        err = lambda w: float((x @ (W - w).T).norm())  # noqa: E731
         assert err(out) < err(mag)
 
 
@@ -72,9 +77,9 @@ def test_model_pruning_and_restore():
     pruner = SparseGPT(sparsity=0.5, blocksize=16)
     with pruner(model, calib):
         assert all(abs(frac - 0.5) < 1e-6 for frac in pruner.report.values())
-        assert len(pruner.report) == 2 * 7                      # q, k, v, o, gate, up, down per layer
+        assert len(pruner.report) == 2 * 7  # q, k, v, o, gate, up, down per layer
         assert not torch.allclose(model.forward_tokens(input_ids=ids), ref, atol=1e-4)
-        assert float(model.lm_head.weight.eq(0).float().mean()) == 0.0      # the LM head stays dense
+        assert float(model.lm_head.weight.eq(0).float().mean()) == 0.0  # the LM head stays dense
     assert torch.equal(model.forward_tokens(input_ids=ids), ref)
 
 

@@ -1,4 +1,5 @@
 """Chain speculative decoding: greedy == AR, sampling preserves the target distribution, KV rollback, verify kernel."""
+
 import pytest
 import torch
 
@@ -7,9 +8,12 @@ from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM, truncate
 from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
 from reference_impls.ops.spec_verify import naive_verify_paths, verify_paths
-from tests.reference_impls._utils import chi2_pvalue
 from tests.reference_impls._lvlm_prompts import tiny_target_and_draft
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
+from tests.reference_impls._utils import (
+    chi2_pvalue,
+)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +31,9 @@ def test_greedy_sd_equals_greedy_ar(pair, k, adaptive):
     for seed in (0, 1):
         ids = _prompt(seed)
         ar = autoregressive_generate(LVLMSpecLM(target), ids, 33)
-        sd, stats = speculative_generate(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 33, k=k, adaptive=adaptive,
-                                         impl="naive")
+        sd, stats = speculative_generate(
+            LVLMSpecLM(target), LVLMSpecLM(draft), ids, 33, k=k, adaptive=adaptive, impl="naive"
+        )
         assert torch.equal(sd, ar)
         assert stats.target_calls <= 33 and stats.steps >= 1
 
@@ -38,7 +43,7 @@ def test_greedy_sd_with_identical_draft_accepts_everything(pair):
     ids = _prompt(5)
     sd, stats = speculative_generate(LVLMSpecLM(target), LVLMSpecLM(target), ids, 21, k=4, impl="naive")
     assert torch.equal(sd, autoregressive_generate(LVLMSpecLM(target), ids, 21))
-    assert all(a == 4 for a in stats.accepted)              # draft == target: every proposal accepted
+    assert all(a == 4 for a in stats.accepted)  # draft == target: every proposal accepted
     assert stats.mean_accepted_length == 5.0
 
 
@@ -47,8 +52,10 @@ def test_kv_rollback_restores_state_exactly(pair):
     lm = LVLMSpecLM(target)
     ids = _prompt(2)
     lm.prefill(ids)
-    snapshot = [(k[:, :, :lm.cache_len].clone(), v[:, :, :lm.cache_len].clone())
-                for k, v in zip(lm.cache.keys, lm.cache.values)]
+    snapshot = [
+        (k[:, :, : lm.cache_len].clone(), v[:, :, : lm.cache_len].clone())
+        for k, v in zip(lm.cache.keys, lm.cache.values)
+    ]
     length, pos = lm.cache_len, lm.next_position
     lm.forward(torch.tensor([[3, 4, 5, 6]]))
     lm.rollback(4)
@@ -89,10 +96,28 @@ def test_sampled_verification_follows_target_distribution():
 def test_sampled_sd_end_to_end_runs_and_is_seeded(pair):
     target, draft = pair
     ids = _prompt(3)
-    a, sa = speculative_generate(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 20, k=3, greedy=False,
-                                 temperature=0.8, generator=torch.Generator().manual_seed(0), impl="naive")
-    b, _ = speculative_generate(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 20, k=3, greedy=False,
-                                temperature=0.8, generator=torch.Generator().manual_seed(0), impl="naive")
+    a, sa = speculative_generate(
+        LVLMSpecLM(target),
+        LVLMSpecLM(draft),
+        ids,
+        20,
+        k=3,
+        greedy=False,
+        temperature=0.8,
+        generator=torch.Generator().manual_seed(0),
+        impl="naive",
+    )
+    b, _ = speculative_generate(
+        LVLMSpecLM(target),
+        LVLMSpecLM(draft),
+        ids,
+        20,
+        k=3,
+        greedy=False,
+        temperature=0.8,
+        generator=torch.Generator().manual_seed(0),
+        impl="naive",
+    )
     assert torch.equal(a, b) and a.numel() == 20 and sa.steps >= 1
 
 
@@ -100,7 +125,7 @@ def test_sampled_sd_end_to_end_runs_and_is_seeded(pair):
 def test_triton_verify_matches_naive(greedy):
     pytest.importorskip("triton")
     g = torch.Generator().manual_seed(4)
-    P, D, V = 7, 5, 45                                      # V not a power of two, several V tiles
+    P, D, V = 7, 5, 45  # V not a power of two, several V tiles
     scores = torch.randn(P, D + 1, V, generator=g)
     q = scores.softmax(-1)
     p = torch.randn(P, D, V, generator=g).softmax(-1)
@@ -116,6 +141,7 @@ def test_triton_verify_matches_naive(greedy):
     for fa in (None, force):
         ref = naive_verify_paths(tok, scores if greedy else q, p, u, greedy=greedy, force_accept=fa)
         from reference_impls.ops.spec_verify.triton_kernel import triton_verify_paths
+
         out = triton_verify_paths(tok, scores if greedy else q, p, u, greedy=greedy, force_accept=fa, block_v=16)
         assert torch.equal(out[0], ref[0])
         if greedy:
@@ -126,10 +152,10 @@ def test_triton_verify_matches_naive(greedy):
 
 
 def test_verify_semantics_small_case():
-    scores = torch.tensor([[[0., 5, 0], [9, 0, 0], [0, 0, 1]]])          # argmax rows: 1, 0, 2
+    scores = torch.tensor([[[0.0, 5, 0], [9, 0, 0], [0, 0, 1]]])  # argmax rows: 1, 0, 2
     assert naive_verify_paths(torch.tensor([[1, 0]]), scores, greedy=True)[0].item() == 2
     acc, nxt = naive_verify_paths(torch.tensor([[1, 2]]), scores, greedy=True)
-    assert acc.item() == 1 and nxt.item() == 0                            # correction = argmax of row 1
+    assert acc.item() == 1 and nxt.item() == 0  # correction = argmax of row 1
     acc, nxt = naive_verify_paths(torch.tensor([[-1, 0]]), scores, greedy=True)
     assert acc.item() == 0 and nxt.item() == 1
 

@@ -1,14 +1,21 @@
 """LVSpec loose verification: strict / tau_v = 0 == lossless exactly, monotone in beta, probe == dense mass."""
+
 import pytest
 import torch
 
 from reference_impls.decode.speculative import autoregressive_generate, speculative_generate
 from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM
-from reference_impls.decode.speculative.lvspec import (LVSpecConfig, VisualMassProbe, loose_accept, lvspec_generate,
-                                                       lvspec_verify)
+from reference_impls.decode.speculative.lvspec import (
+    LVSpecConfig,
+    VisualMassProbe,
+    loose_accept,
+    lvspec_generate,
+    lvspec_verify,
+)
 from reference_impls.models.hooks import Hook
 from tests.reference_impls._lvlm_prompts import single_image_prompt, tiny_target_and_draft
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +30,12 @@ def setup():
 def test_strict_or_tau_zero_is_lossless_exactly(setup, cfg, greedy):
     target, draft, ids, kw = setup
     common = dict(greedy=greedy, temperature=0.9, impl="naive", target_prefill_kwargs=kw, draft_prefill_kwargs=kw)
-    ref, ref_stats = speculative_generate(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 24,
-                                          generator=torch.Generator().manual_seed(3), **common)
-    out, stats, trace = lvspec_generate(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 24, cfg,
-                                        generator=torch.Generator().manual_seed(3), **common)
+    ref, ref_stats = speculative_generate(
+        LVLMSpecLM(target), LVLMSpecLM(draft), ids, 24, generator=torch.Generator().manual_seed(3), **common
+    )
+    out, stats, trace = lvspec_generate(
+        LVLMSpecLM(target), LVLMSpecLM(draft), ids, 24, cfg, generator=torch.Generator().manual_seed(3), **common
+    )
     assert torch.equal(out, ref) and stats.accepted == ref_stats.accepted and trace.shifts == 0
     if greedy:
         assert torch.equal(out, autoregressive_generate(LVLMSpecLM(target), ids, 24, prefill_kwargs=kw))
@@ -42,10 +51,21 @@ def test_acceptance_monotone_in_beta():
         mass = torch.rand(k, generator=g)
         for greedy in (True, False):
             p = torch.softmax(torch.randn(k, V, generator=g), -1)
-            seed = int(torch.randint(0, 2 ** 31, (1,), generator=g))
-            lens = [lvspec_verify(logits, draft, p, mass, LVSpecConfig(tau_v=0.5, beta=b, top_k=0, max_shift=1),
-                                  greedy=greedy, temperature=1.0, generator=torch.Generator().manual_seed(seed),
-                                  impl="naive")[0] for b in betas]
+            seed = int(torch.randint(0, 2**31, (1,), generator=g))
+            lens = [
+                lvspec_verify(
+                    logits,
+                    draft,
+                    p,
+                    mass,
+                    LVSpecConfig(tau_v=0.5, beta=b, top_k=0, max_shift=1),
+                    greedy=greedy,
+                    temperature=1.0,
+                    generator=torch.Generator().manual_seed(seed),
+                    impl="naive",
+                )[0]
+                for b in betas
+            ]
             assert all(a >= b for a, b in zip(lens, lens[1:])), (trial, lens)
 
 
@@ -56,12 +76,20 @@ def test_loose_rule_and_shift():
     cfg = LVSpecConfig(tau_v=0.5, beta=0.5, top_k=0, max_shift=0)
     irrelevant = torch.zeros(3)
     n, nxt, _ = lvspec_verify(logits, draft, None, irrelevant, cfg, greedy=True, temperature=1.0, impl="naive")
-    assert (n, nxt) == (1, 1)          # d_1 loosely accepted (0.3 >= 0.25), d_2 fails, correction argmax q_2 = 1
+    assert (n, nxt) == (1, 1)  # d_1 loosely accepted (0.3 >= 0.25), d_2 fails, correction argmax q_2 = 1
     # with shift tolerance: d_2 = 0 equals the target's argmax at the next row (row 2 -> 0): accept, truncate
-    n, nxt, info = lvspec_verify(logits, draft, None, irrelevant, LVSpecConfig(tau_v=0.5, beta=0.5, top_k=0),
-                                 greedy=True, temperature=1.0, impl="naive")
+    n, nxt, info = lvspec_verify(
+        logits,
+        draft,
+        None,
+        irrelevant,
+        LVSpecConfig(tau_v=0.5, beta=0.5, top_k=0),
+        greedy=True,
+        temperature=1.0,
+        impl="naive",
+    )
     assert info["shifted"] and (n, nxt) == (2, 0)
-    relevant = torch.ones(3)                                 # anchors: strict -> d_1 = 1 != argmax 0 is rejected
+    relevant = torch.ones(3)  # anchors: strict -> d_1 = 1 != argmax 0 is rejected
     n, nxt, _ = lvspec_verify(logits, draft, None, relevant, cfg, greedy=True, temperature=1.0, impl="naive")
     assert (n, nxt) == (0, 0)
 
@@ -103,11 +131,12 @@ def test_loose_run_accepts_at_least_lossless_on_first_step(setup):
     target, draft, ids, kw = setup
     common = dict(impl="naive", target_prefill_kwargs=kw, draft_prefill_kwargs=kw)
     _, strict_stats = speculative_generate(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 12, **common)
-    out, stats, trace = lvspec_generate(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 12,
-                                        LVSpecConfig(tau_v=1.0, beta=0.05, top_k=5), **common)
+    out, stats, trace = lvspec_generate(
+        LVLMSpecLM(target), LVLMSpecLM(draft), ids, 12, LVSpecConfig(tau_v=1.0, beta=0.05, top_k=5), **common
+    )
     assert stats.accepted[0] >= strict_stats.accepted[0]
     assert stats.mean_accepted_length >= strict_stats.mean_accepted_length
-    assert trace.relevant_fraction and max(trace.relevant_fraction) == 0.0      # tau_v = 1: nothing relevant
+    assert trace.relevant_fraction and max(trace.relevant_fraction) == 0.0  # tau_v = 1: nothing relevant
 
 
 def test_bad_config():

@@ -1,4 +1,5 @@
 """SpecVLM: two-stage verifier scores, budget arithmetic, uniform fill, drop_rate 0 == unpruned draft, lossless."""
+
 import math
 
 import pytest
@@ -6,11 +7,18 @@ import torch
 
 from reference_impls.decode.speculative import autoregressive_generate
 from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM
-from reference_impls.decode.speculative.specvlm import (keep_budget, pruned_draft_inputs, specvlm_generate,
-                                                        specvlm_select, two_stage_prefill, uniform_pick)
+from reference_impls.decode.speculative.specvlm import (
+    keep_budget,
+    pruned_draft_inputs,
+    specvlm_generate,
+    specvlm_select,
+    two_stage_prefill,
+    uniform_pick,
+)
 from reference_impls.models.hooks import Hook
 from tests.reference_impls._lvlm_prompts import single_image_prompt, tiny_target_and_draft
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +35,7 @@ class _TextToVideoReference(Hook):
     def before_layer(self, layer, state, ctx):
         rows = torch.zeros(1, state.width, dtype=torch.bool)
         rows[0, self.text_rows] = True
-        cs = ctx.recompute_scores(state, rows)[0]                                   # [Hq, T]
+        cs = ctx.recompute_scores(state, rows)[0]  # [Hq, T]
         self.per_layer.append(cs.mean(0)[self.vis_pos] / len(self.text_rows))
         return state
 
@@ -59,13 +67,13 @@ def test_budget_arithmetic(N, rate, budget):
 
 def test_percentage_stage_one():
     scores = torch.tensor([0.5, 0.01, 0.3, 0.01, 0.1, 0.01, 0.05, 0.02])
-    kept = specvlm_select(scores, 0.5, percentage=0.75)        # 0.5 + 0.3 reach 0.75 of 1.0 -> {0, 2}
+    kept = specvlm_select(scores, 0.5, percentage=0.75)  # 0.5 + 0.3 reach 0.75 of 1.0 -> {0, 2}
     assert kept.numel() == 4 and {0, 2} <= set(kept.tolist())
 
 
 @pytest.mark.parametrize("n,u", [(100, 7), (577, 57), (10, 10), (33, 1), (9, 2)])
 def test_uniform_fill_covers_evenly(n, u):
-    cand = torch.arange(n) * 3 + 1                               # arbitrary sorted candidates
+    cand = torch.arange(n) * 3 + 1  # arbitrary sorted candidates
     pick = uniform_pick(cand, u)
     pos = torch.searchsorted(cand, pick)
     assert pick.numel() == u and torch.equal(pick, pick.unique())
@@ -78,16 +86,18 @@ def test_drop_rate_zero_equals_unpruned_draft(setup):
     kept = specvlm_select(torch.rand(target.cfg.n_visual_tokens), 0.0)
     dkw = pruned_draft_inputs(draft, ids, kept, pix)
     assert torch.equal(dkw["prompt_ids"], ids)
-    assert torch.equal(LVLMSpecLM(draft).prefill(dkw.pop("prompt_ids"), **dkw),
-                       LVLMSpecLM(draft).prefill(ids, pixel_values=pix))
+    assert torch.equal(
+        LVLMSpecLM(draft).prefill(dkw.pop("prompt_ids"), **dkw), LVLMSpecLM(draft).prefill(ids, pixel_values=pix)
+    )
 
 
 @pytest.mark.parametrize("drop_rate,tree", [(0.9, True), (0.5, False), (0.0, True)])
 def test_lossless_greedy(setup, drop_rate, tree):
     target, draft, ids, pix = setup
     ar = autoregressive_generate(LVLMSpecLM(target), ids, 20, prefill_kwargs=dict(pixel_values=pix))
-    out, stats, kept = specvlm_generate(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 20, pixel_values=pix,
-                                        drop_rate=drop_rate, tree=tree, impl="naive")
+    out, stats, kept = specvlm_generate(
+        LVLMSpecLM(target), LVLMSpecLM(draft), ids, 20, pixel_values=pix, drop_rate=drop_rate, tree=tree, impl="naive"
+    )
     assert torch.equal(out, ar)
     assert kept.numel() == keep_budget(target.cfg.n_visual_tokens, drop_rate)
 

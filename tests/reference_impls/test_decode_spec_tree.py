@@ -1,18 +1,26 @@
 """Tree speculative decoding: buffers vs naive ancestor walk, greedy == AR, sibling rejection preserves q,
 accepted-path KV compaction."""
+
 import pytest
 import torch
 
 from reference_impls.decode.speculative import autoregressive_generate, speculative_generate_tree
 from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM, truncated_draft
-from reference_impls.decode.speculative.tree import (build_tree, gumbel_topk, naive_ancestor_mask,
-                                                     sibling_rejection, tree_from_choices)
+from reference_impls.decode.speculative.tree import (
+    build_tree,
+    gumbel_topk,
+    naive_ancestor_mask,
+    sibling_rejection,
+    tree_from_choices,
+)
 from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
-
-from tests.reference_impls._utils import chi2_pvalue
 from tests.reference_impls._lvlm_prompts import tiny_target_and_draft
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
+from tests.reference_impls._utils import (
+    chi2_pvalue,
+)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +73,7 @@ def test_identical_draft_accepts_full_depth_and_compacts_cache(pair):
     t_lm = LVLMSpecLM(target)
     sd, stats = speculative_generate_tree(t_lm, LVLMSpecLM(target), ids, 25, impl="naive")
     assert torch.equal(sd, autoregressive_generate(LVLMSpecLM(target), ids, 25))
-    assert all(a == 4 for a in stats.accepted[:-1])        # default tree has depth 4; top-1 path always right
+    assert all(a == 4 for a in stats.accepted[:-1])  # default tree has depth 4; top-1 path always right
     # the compacted cache equals the cache of a plain AR run over the same tokens
     ref = LVLMSpecLM(target)
     ref.prefill(ids)
@@ -73,8 +81,9 @@ def test_identical_draft_accepts_full_depth_and_compacts_cache(pair):
     ref.forward(sd[:n_cached].view(1, -1))
     assert ref.cache_len == t_lm.cache_len and ref.next_position == t_lm.next_position
     for l in range(target.cfg.n_layers):
-        torch.testing.assert_close(t_lm.cache.keys[l][:, :, :ref.cache_len], ref.cache.keys[l][:, :, :ref.cache_len],
-                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            t_lm.cache.keys[l][:, :, : ref.cache_len], ref.cache.keys[l][:, :, : ref.cache_len], rtol=1e-5, atol=1e-6
+        )
 
 
 def test_sibling_rejection_follows_target_distribution():
@@ -90,17 +99,19 @@ def test_sibling_rejection_follows_target_distribution():
         idx, residual = sibling_rejection(q, p, kids, torch.rand(C, generator=g))
         out[i] = kids[idx] if idx >= 0 else torch.multinomial(residual, 1, generator=g)
     assert chi2_pvalue(torch.bincount(out, minlength=V), q) > 1e-3
-    assert chi2_pvalue(torch.bincount(first_child, minlength=V), p) > 1e-3    # Gumbel-top-k's first draw ~ p
+    assert chi2_pvalue(torch.bincount(first_child, minlength=V), p) > 1e-3  # Gumbel-top-k's first draw ~ p
     assert chi2_pvalue(torch.bincount(first_child, minlength=V), q) < 1e-6
 
 
 def test_sampled_tree_sd_runs_seeded(pair):
     target, draft = pair
     ids = torch.randint(0, 250, (1, 9), generator=torch.Generator().manual_seed(1))
-    a, sa = speculative_generate_tree(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 18, greedy=False,
-                                      generator=torch.Generator().manual_seed(0))
-    b, _ = speculative_generate_tree(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 18, greedy=False,
-                                     generator=torch.Generator().manual_seed(0))
+    a, sa = speculative_generate_tree(
+        LVLMSpecLM(target), LVLMSpecLM(draft), ids, 18, greedy=False, generator=torch.Generator().manual_seed(0)
+    )
+    b, _ = speculative_generate_tree(
+        LVLMSpecLM(target), LVLMSpecLM(draft), ids, 18, greedy=False, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.equal(a, b) and a.numel() == 18 and sa.mean_accepted_length >= 1
 
 
@@ -112,8 +123,9 @@ def test_greedy_tree_sd_through_triton_kernels(pair):
     target, draft = pair
     ids = torch.randint(0, 250, (1, 9), generator=torch.Generator().manual_seed(3))
     before = launch_counts["_spec_verify_kernel"]
-    sd, _ = speculative_generate_tree(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 8, impl="triton",
-                                      choices=[(0,), (1,), (0, 0)])
+    sd, _ = speculative_generate_tree(
+        LVLMSpecLM(target), LVLMSpecLM(draft), ids, 8, impl="triton", choices=[(0,), (1,), (0, 0)]
+    )
     assert torch.equal(sd, autoregressive_generate(LVLMSpecLM(target), ids, 8))
     assert launch_counts["_spec_verify_kernel"] > before
 
@@ -124,5 +136,5 @@ def test_greedy_tree_sd_equals_ar_on_gpu():
     draft = truncated_draft(target, 2)
     ids = torch.randint(0, 250, (1, 9), generator=torch.Generator().manual_seed(0)).cuda()
     ar = autoregressive_generate(LVLMSpecLM(target), ids, 40)
-    sd, stats = speculative_generate_tree(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 40)   # Triton verify + compact
+    sd, stats = speculative_generate_tree(LVLMSpecLM(target), LVLMSpecLM(draft), ids, 40)  # Triton verify + compact
     assert torch.equal(sd, ar) and stats.steps >= 1

@@ -1,11 +1,14 @@
 """FastViT / FastViTHD (arXiv 2303.14189, 2412.13303): every reparameterisable block and the whole encoder equal
 their multi-branch training-time form after reparameterisation; hand-worked folds; token counts."""
+
 import pytest
 import torch
 from torch import nn
 
 from reference_impls.encode import fastvit as fv
-from tests.reference_impls._utils import randn, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randn
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _randomise(module, seed=0):
@@ -21,14 +24,17 @@ def _randomise(module, seed=0):
     return module.eval()
 
 
-@pytest.mark.parametrize("make,shape", [
-    (lambda: fv.MobileOneBlock(8, 8, 3, 1, 1, groups=8), (2, 8, 9, 7)),
-    (lambda: fv.MobileOneBlock(3, 8, 3, 2, 1), (2, 3, 11, 10)),
-    (lambda: fv.MobileOneBlock(8, 16, 3, 1, 1, groups=8, num_conv_branches=2), (1, 8, 5, 5)),
-    (lambda: fv.ReparamLargeKernelConv(8, 16, 7, 2, groups=8), (2, 8, 13, 9)),
-    (lambda: fv.RepMixer(8), (2, 8, 6, 6)),
-    (lambda: fv.RepCPE(8), (1, 8, 9, 9)),
-])
+@pytest.mark.parametrize(
+    "make,shape",
+    [
+        (lambda: fv.MobileOneBlock(8, 8, 3, 1, 1, groups=8), (2, 8, 9, 7)),
+        (lambda: fv.MobileOneBlock(3, 8, 3, 2, 1), (2, 3, 11, 10)),
+        (lambda: fv.MobileOneBlock(8, 16, 3, 1, 1, groups=8, num_conv_branches=2), (1, 8, 5, 5)),
+        (lambda: fv.ReparamLargeKernelConv(8, 16, 7, 2, groups=8), (2, 8, 13, 9)),
+        (lambda: fv.RepMixer(8), (2, 8, 6, 6)),
+        (lambda: fv.RepCPE(8), (1, 8, 9, 9)),
+    ],
+)
 @torch.no_grad()
 def test_block_reparameterisation_is_exact(make, shape):
     block = _randomise(make())
@@ -63,12 +69,12 @@ def test_encoder_tokens_and_reparameterisation():
     model = _randomise(fv.FastViT(fv.FastViTConfig.tiny()), seed=2)
     images = randn(2, 3, 128, 96, seed=3)
     ref = model(images)
-    assert ref.shape == (2, 2 * 2, 128)                       # stride 64: 128 x 96 -> 2 x 2 tokens of 2 * 64
+    assert ref.shape == (2, 2 * 2, 128)  # stride 64: 128 x 96 -> 2 x 2 tokens of 2 * 64
     fv.reparameterize(model)
     assert torch.allclose(model(images), ref, atol=1e-4, rtol=1e-4)
 
 
 def test_fastvithd_layout():
     cfg = fv.FastViTConfig.fastvithd()
-    assert cfg.stride == 64 and cfg.n_tokens(1024, 1024) == 256       # vs 576 for ViT-L/14 at 336
+    assert cfg.stride == 64 and cfg.n_tokens(1024, 1024) == 256  # vs 576 for ViT-L/14 at 336
     assert cfg.layers == (2, 12, 24, 4, 2) and cfg.widths[-1] * cfg.cls_ratio == 3072

@@ -1,5 +1,6 @@
 """FOCUS keyframe selection (arXiv 2510.27280): the optimistic arm score on hand-worked numbers, the arm partition,
 and a synthetic long video where the relevant scene is found while scoring under 2% of the frames."""
+
 import math
 
 import pytest
@@ -12,8 +13,9 @@ def test_hand_worked_score():
     # mean 0.5, variance 0.04, 4 samples out of 20: 0.5 + sqrt(2 ln 20 * 0.04 / 4) + 3 ln 20 / 4
     expected = 0.5 + math.sqrt(2 * math.log(20) * 0.04 / 4) + 3 * math.log(20) / 4
     assert focus_score(0.5, 0.04, 4, 20) == pytest.approx(expected)
-    assert focus_score(0.5, 0.0, 4, 20) == pytest.approx(0.5 + math.sqrt(2 * math.log(20) * 1e-6 / 4)
-                                                         + 3 * math.log(20) / 4)      # variance floor
+    assert focus_score(0.5, 0.0, 4, 20) == pytest.approx(
+        0.5 + math.sqrt(2 * math.log(20) * 1e-6 / 4) + 3 * math.log(20) / 4
+    )  # variance floor
     assert focus_score(0.7, 0.1, 1, 1) == 0.7
 
 
@@ -33,7 +35,7 @@ def test_arms_and_coarse_sampling():
 
 
 def test_finds_the_relevant_scene():
-    n, fps = 9000, 30.0                                 # five minutes; the question is about seconds 150-160
+    n, fps = 9000, 30.0  # five minutes; the question is about seconds 150-160
     relevance = 0.1 + 0.05 * torch.rand(n, generator=torch.Generator().manual_seed(0))
     relevance[4500:4800] = 0.9
     uniform = relevance[torch.linspace(0, n - 1, 16).round().long()].mean()

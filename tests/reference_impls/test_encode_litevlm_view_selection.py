@@ -1,4 +1,5 @@
 """LiteVLM view selection (arXiv 2506.07416): selector, summed BCE, lexical rule, dropped views cost nothing."""
+
 import pytest
 import torch
 
@@ -40,8 +41,9 @@ def test_summed_bce_and_training_reduces_loss():
 
 
 def test_lexical_rule_and_selection():
-    lexical = lv.lexical_scores(["Is the FRONT-LEFT lane free?", "status of the car behind", "weather?"],
-                                lv.NUSCENES_KEYWORDS, 6)
+    lexical = lv.lexical_scores(
+        ["Is the FRONT-LEFT lane free?", "status of the car behind", "weather?"], lv.NUSCENES_KEYWORDS, 6
+    )
     assert lexical[0].tolist() == [1, 1, 1, 0, 1, 0]  # "front", "front left", "left"
     assert lexical[1].tolist() == [0, 0, 0, 1, 1, 1]
     assert lexical[2].sum() == 0

@@ -1,6 +1,7 @@
 """Pixel-shuffle projector (InternVL 1.5, arXiv 2404.16821): the rearrangement on a hand-worked grid, the vectorised
 path against the specification, the minimal LVLM's patch merger as the same rearrangement, and the projector on
 the model."""
+
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ def test_hand_worked_grid():
     x = torch.arange(8.0).view(1, 2, 4, 1)
     for fn in (naive_pixel_shuffle, pixel_shuffle):
         assert fn(x, 0.5).tolist() == [[[[0.0, 1.0, 4.0, 5.0], [2.0, 3.0, 6.0, 7.0]]]]
-        assert torch.equal(fn(x, 1.0), x)                             # identity
+        assert torch.equal(fn(x, 1.0), x)  # identity
 
 
 @pytest.mark.parametrize("shape,ratio", [((2, 6, 6, 5), 0.5), ((1, 9, 12, 3), 1 / 3), ((3, 4, 8, 2), 0.25)])
@@ -38,10 +39,10 @@ def test_patch_merger_uses_the_same_rearrangement():
 def test_projector_on_the_model():
     model = MinimalLVLM(LVLMConfig.tiny(), seed=0)
     technique = PixelShuffle(0.5)
-    assert technique.tokens_per_image(model) == 4                      # 16 patches -> 4 tokens
+    assert technique.tokens_per_image(model) == 4  # 16 patches -> 4 tokens
     ids, pix = single_image_prompt(model.cfg, 3, 5)
     nv = model.cfg.n_visual_tokens
-    short_ids = torch.cat([ids[:, :3], ids[:, 3:7], ids[:, 3 + nv:]], 1)    # 4 placeholders instead of 16
+    short_ids = torch.cat([ids[:, :3], ids[:, 3:7], ids[:, 3 + nv :]], 1)  # 4 placeholders instead of 16
     original = model.projector
     with technique(model):
         feats = model.encode_images(pix)

@@ -1,5 +1,6 @@
 """ToMe (arXiv 2210.09461): optimised bipartite soft matching vs the naive specification, upstream's clamping and
 schedules (numbers from facebookresearch/ToMe's ``parse_r``), and the technique on the minimal LVLM."""
+
 import pytest
 import torch
 
@@ -8,8 +9,9 @@ from reference_impls.ops._triton import launch_counts
 from tests.reference_impls._utils import randn, rel_rms_err
 
 
-@pytest.mark.parametrize("num_tokens,r,protect", [(1, 0, 1), (2, 1, 0), (7, 3, 1), (63, 20, 1), (64, 31, 0),
-                                                  (197, 16, 1)])
+@pytest.mark.parametrize(
+    "num_tokens,r,protect", [(1, 0, 1), (2, 1, 0), (7, 3, 1), (63, 20, 1), (64, 31, 0), (197, 16, 1)]
+)
 @pytest.mark.parametrize("impl", ["naive", "torch", "triton"])
 def test_merge_matches_spec(num_tokens, r, protect, impl):
     if impl == "triton" and num_tokens > 64:
@@ -48,7 +50,7 @@ def _expected_unmerge(x, metric, r, protect):
         sim = unit[b, a_ids] @ unit[b, b_ids].T
         partner = sim.argmax(-1).tolist()
         best = [float("-inf") if a < protect else float(sim[i].max()) for i, a in enumerate(a_ids)]
-        merged = sorted(range(len(a_ids)), key=lambda i: (-best[i], i))[:min(r, (x.shape[1] - protect) // 2)]
+        merged = sorted(range(len(a_ids)), key=lambda i: (-best[i], i))[: min(r, (x.shape[1] - protect) // 2)]
         for j, bid in enumerate(b_ids):
             group = [bid] + [a_ids[i] for i in merged if partner[i] == j]
             out[b, group] = x[b, group].mean(0)
@@ -90,7 +92,7 @@ def test_vit_naive_vs_optimised_and_schedule():
         ref, ref_size = model(tokens, r=(6, 0.5), impl="naive")
         out, size = model(tokens, r=(6, 0.5), impl="torch")
     schedule = tome.tome_schedule(4, (6, 0.5))
-    assert schedule == [3, 5, 7, 9]                          # upstream parse_r(4, (6, 0.5))
+    assert schedule == [3, 5, 7, 9]  # upstream parse_r(4, (6, 0.5))
     assert out.shape[1] == 65 - sum(schedule)
     assert torch.equal(size, ref_size) and torch.equal(size.sum(1), torch.full((2, 1), 65.0))
     assert rel_rms_err(out, ref) < 1e-5
@@ -100,9 +102,9 @@ def test_schedule_forms_match_upstream_parse_r():
     """Lists from upstream ``parse_r`` (facebookresearch/ToMe ``tome/utils.py``) for the same arguments."""
     assert tome.tome_schedule(3, 4) == [4, 4, 4]
     assert tome.tome_schedule(5, (4, -0.5)) == [6, 5, 4, 3, 2]
-    assert tome.tome_schedule(12, (8, 0.25)) == [6, 6, 6, 7, 7, 7, 8, 8, 8, 9, 9, 10]      # sum 91, not r * 12
-    assert tome.tome_schedule(4, [2, 1]) == [2, 1, 0, 0]       # a short list is padded with zeros
-    assert tome.tome_schedule(1, (5, 0.5)) == [5]              # (upstream divides by zero here)
+    assert tome.tome_schedule(12, (8, 0.25)) == [6, 6, 6, 7, 7, 7, 8, 8, 8, 9, 9, 10]  # sum 91, not r * 12
+    assert tome.tome_schedule(4, [2, 1]) == [2, 1, 0, 0]  # a short list is padded with zeros
+    assert tome.tome_schedule(1, (5, 0.5)) == [5]  # (upstream divides by zero here)
 
 
 @pytest.mark.parametrize("impl", ["naive", "torch"])
@@ -123,20 +125,24 @@ def test_r_is_clamped_as_upstream(impl):
 def test_proportional_attention_matches_spec():
     q, k, v = (randn(2, 3, 13, 8, seed=s) for s in (1, 2, 3))
     size = torch.randint(1, 5, (2, 13, 1)).float()
-    assert rel_rms_err(tome.proportional_attention(q, k, v, size),
-                       tome.naive_proportional_attention(q, k, v, size)) < 1e-5
+    assert (
+        rel_rms_err(tome.proportional_attention(q, k, v, size), tome.naive_proportional_attention(q, k, v, size)) < 1e-5
+    )
     # size 1 everywhere = plain attention
     ones = torch.ones_like(size)
     plain = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     assert rel_rms_err(tome.proportional_attention(q, k, v, ones), plain) < 1e-6
 
 
-@pytest.mark.parametrize("bad", [
-    dict(metric=torch.zeros(4, 5), r=1),
-    dict(metric=torch.zeros(1, 5, 3, dtype=torch.long), r=1),
-    dict(metric=torch.zeros(1, 5, 3), r=-1),
-    dict(metric=torch.zeros(1, 5, 3), r=1, protect_first=2),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(metric=torch.zeros(4, 5), r=1),
+        dict(metric=torch.zeros(1, 5, 3, dtype=torch.long), r=1),
+        dict(metric=torch.zeros(1, 5, 3), r=-1),
+        dict(metric=torch.zeros(1, 5, 3), r=1, protect_first=2),
+    ],
+)
 def test_bad_args(bad):
     with pytest.raises(ValueError):
         tome.bipartite_soft_matching(**bad)
@@ -177,7 +183,7 @@ def test_tome_on_the_minimal_lvlm_matches_a_naive_loop():
         assert torch.equal(ToMe(r=0).minimal_image_features(model, pix), model.encode_images(pix))
         got = ToMe(r=3).minimal_image_features(model, pix)
         x, size = model.vision.embed(pix), None
-        for block in model.vision.blocks[:model.cfg.vision.n_layers_run]:
+        for block in model.vision.blocks[: model.cfg.vision.n_layers_run]:
             q, k, v = block.attn.project_qkv(block.norm1(x))
             out = tome.naive_proportional_attention(q, k, v, size)
             x = x + block.attn.proj(out.transpose(1, 2).reshape(x.shape))

@@ -1,4 +1,5 @@
 """VisionZip (arXiv 2412.04467): batched path vs the naive specification, scores from scored_attention."""
+
 import pytest
 import torch
 
@@ -14,9 +15,19 @@ def _inputs(batch, num_tokens, channels=12, dm=6, seed=0):
     return hidden, scores, metric
 
 
-@pytest.mark.parametrize("num_tokens,d,c,has_cls", [
-    (1, 1, 0, True), (5, 2, 3, True), (17, 4, 3, False), (63, 10, 5, True), (577, 54, 10, True),
-    (577, 162, 30, True), (64, 0, 7, False), (40, 39, 1, True)])
+@pytest.mark.parametrize(
+    "num_tokens,d,c,has_cls",
+    [
+        (1, 1, 0, True),
+        (5, 2, 3, True),
+        (17, 4, 3, False),
+        (63, 10, 5, True),
+        (577, 54, 10, True),
+        (577, 162, 30, True),
+        (64, 0, 7, False),
+        (40, 39, 1, True),
+    ],
+)
 @pytest.mark.parametrize("impl", ["torch", "triton"])
 def test_matches_spec(num_tokens, d, c, has_cls, impl):
     if impl == "triton" and num_tokens > 64:
@@ -82,14 +93,17 @@ def test_group_mean():
         vz.group_mean(torch.zeros(6), 4)
 
 
-@pytest.mark.parametrize("d,c,has_cls,shape", [
-    (0, 3, True, None),      # CLS needs dominant >= 1
-    (30, 5, True, None),     # 35 > 33 tokens
-    (-1, 2, False, None),
-    (2, 2.5, False, None),
-    (0, 0, False, None),
-    (3, 2, True, "scores"),  # wrong score shape
-])
+@pytest.mark.parametrize(
+    "d,c,has_cls,shape",
+    [
+        (0, 3, True, None),  # CLS needs dominant >= 1
+        (30, 5, True, None),  # 35 > 33 tokens
+        (-1, 2, False, None),
+        (2, 2.5, False, None),
+        (0, 0, False, None),
+        (3, 2, True, "scores"),  # wrong score shape
+    ],
+)
 def test_bad_args(d, c, has_cls, shape):
     hidden, scores, metric = _inputs(2, 33)
     if shape == "scores":
@@ -120,8 +134,9 @@ def test_visionzip_on_the_minimal_lvlm_matches_the_spec():
     model = tiny_model()
     pix = randn(2, 3, 32, 32, seed=41)
     with torch.no_grad():
-        assert torch.equal(vz.VisionZip(dominant=16, contextual=0).minimal_image_features(model, pix),
-                           model.encode_images(pix))
+        assert torch.equal(
+            vz.VisionZip(dominant=16, contextual=0).minimal_image_features(model, pix), model.encode_images(pix)
+        )
         got = vz.VisionZip(dominant=5, contextual=2).minimal_image_features(model, pix)
         vc = model.cfg.vision
         x = model.vision(pix, n_blocks=vc.n_layers_run - 1)

@@ -6,6 +6,7 @@ The reference for LLM-side pruning is an independent manual forward: the decoder
 eager attention, the scores are the eager attention weights of the scoring layer, the kept rows are sliced
 directly, and the rotary tables keep the original positions (or are renumbered for PyramidDrop's contiguous mode).
 """
+
 import copy
 
 import pytest
@@ -18,9 +19,21 @@ from reference_impls.hosts.hf import cache_argument, find_language_model  # noqa
 from reference_impls.prefill.fastv import FastV  # noqa: E402
 from reference_impls.prefill.pyramiddrop import PyramidDrop  # noqa: E402
 from reference_impls.technique import UnsupportedModel  # noqa: E402
-from tests.reference_impls._hosts import (IMAGE, VIDEO, images, left_pad, llava_prompt, qwen_inputs,  # noqa: E402
-                                          qwen_prompt, set_attention, tiny_llava, tiny_qwen, tiny_text)
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401,E402 (module-wide autouse fixture)
+from tests.reference_impls._hosts import (
+    IMAGE,
+    VIDEO,
+    images,
+    left_pad,
+    llava_prompt,
+    qwen_inputs,  # noqa: E402
+    qwen_prompt,
+    set_attention,
+    tiny_llava,
+    tiny_qwen,
+    tiny_text,
+)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def prompt(prefix, n_images, between=(), suffix=(7, 8, 9)):
@@ -77,8 +90,9 @@ def reference_pruned_logits(model, ids, stages, visual_ids=(IMAGE,), contiguous=
                 if score_layer == i:
                     rope = rope_for(kept)
                     mask = causal_float_mask(len(kept), hidden.dtype)
-                    _, weights = layer.self_attn(hidden_states=layer.input_layernorm(hidden), attention_mask=mask,
-                                                 position_embeddings=rope)
+                    _, weights = layer.self_attn(
+                        hidden_states=layer.input_layernorm(hidden), attention_mask=mask, position_embeddings=rope
+                    )
                     score = weights[0, :, -1].mean(0)
                     vis_now = [j for j in range(len(kept)) if visual[kept[j]]]
                     n_keep = min(keep_fn(len(vis_now), n_orig), len(vis_now))
@@ -88,16 +102,19 @@ def reference_pruned_logits(model, ids, stages, visual_ids=(IMAGE,), contiguous=
                     rows = torch.tensor(pending.pop(s))
                     hidden, kept = hidden[:, rows], kept[rows]
                     pruned = True
-            hidden = call_layer(layer, hidden, attention_mask=causal_float_mask(len(kept), hidden.dtype),
-                                position_embeddings=rope_for(kept), position_ids=kept[None])
+            hidden = call_layer(
+                layer,
+                hidden,
+                attention_mask=causal_float_mask(len(kept), hidden.dtype),
+                position_embeddings=rope_for(kept),
+                position_ids=kept[None],
+            )
         logits = model.lm_head(lm.norm(hidden))
     return logits, kept
 
 
 def fastv_stage(k, ratio):
-    return [(k, k - 1, lambda now, orig: round(now * (1 - ratio)))]       # Python round, as the official code
-
-
+    return [(k, k - 1, lambda now, orig: round(now * (1 - ratio)))]  # Python round, as the official code
 
 
 def hook_census(model):
@@ -119,8 +136,9 @@ def test_fastv_matches_manual_reference(attn, k, ratio):
         out = model(input_ids=ids, pixel_values=pix)
     assert torch.equal(run.stats.kept_indices[0], ref_kept)
     assert out.logits.shape[1] == len(ref_kept) < ids.shape[1]  # the sequence really got shorter
-    assert _cache_rows(run.stats, k).tolist() == [len(ref_kept)] and _cache_rows(run.stats, k - 1).tolist() == \
-        [ids.shape[1]]                                            # and so did the cache of the pruned layers
+    assert _cache_rows(run.stats, k).tolist() == [len(ref_kept)] and _cache_rows(run.stats, k - 1).tolist() == [
+        ids.shape[1]
+    ]  # and so did the cache of the pruned layers
     torch.testing.assert_close(out.logits, ref_logits, atol=2e-5, rtol=1e-4)
 
 
@@ -148,12 +166,16 @@ def test_pyramiddrop_matches_manual_reference(position_mode):
     ids = torch.tensor([prompt((5,), 2, between=(13,))])
     pix = images(2, seed=2)
     ratios = (0.5, 0.25, 0.125)
-    stages = [(layer, layer, (lambda r: lambda now, orig: int(orig * r + 1e-9))(r))
-              for layer, r in zip((1, 2, 3), ratios)]
-    ref_logits, ref_kept = reference_pruned_logits(model, ids, stages, contiguous=position_mode == "contiguous",
-                                                   pixel_values=pix)
-    with torch.no_grad(), PyramidDrop(layer_list=[1, 2, 3], ratio_list=ratios, position_mode=position_mode)(model) \
-            as run:
+    stages = [
+        (layer, layer, (lambda r: lambda now, orig: int(orig * r + 1e-9))(r)) for layer, r in zip((1, 2, 3), ratios)
+    ]
+    ref_logits, ref_kept = reference_pruned_logits(
+        model, ids, stages, contiguous=position_mode == "contiguous", pixel_values=pix
+    )
+    with (
+        torch.no_grad(),
+        PyramidDrop(layer_list=[1, 2, 3], ratio_list=ratios, position_mode=position_mode)(model) as run,
+    ):
         out = model(input_ids=ids, pixel_values=pix)
     assert run.stats.layer_tokens[:, 0].tolist() == [ids.shape[1] - 32 + n for n in (32, 16, 8, 4)]
     assert torch.equal(run.stats.kept_indices[0], ref_kept)
@@ -172,7 +194,7 @@ def test_identity_is_exact_and_hooks_are_removed():
         with FastV(k=2, ratio=0.5)(model):
             pruned = model(input_ids=ids, pixel_values=pix).logits
         after = model(input_ids=ids, pixel_values=pix).logits
-    torch.testing.assert_close(same, base, atol=1e-5, rtol=1e-5)    # the driver's masks and cache: same logits
+    torch.testing.assert_close(same, base, atol=1e-5, rtol=1e-5)  # the driver's masks and cache: same logits
     assert torch.equal(same.argmax(-1), base.argmax(-1))
     assert pruned.shape[1] < base.shape[1]
     assert torch.equal(after, base)
@@ -184,8 +206,12 @@ def _batch_inputs():
     return rows, images(1, seed=4), images(2, seed=5)
 
 
-TECHNIQUES = [FastV(k=2, ratio=0.5), PyramidDrop(layer_list=[1, 3], ratio_list=(0.5, 0.25)),
-              SnapKV(budget=0.5, window=4), H2O(heavy=6, recent=4)]
+TECHNIQUES = [
+    FastV(k=2, ratio=0.5),
+    PyramidDrop(layer_list=[1, 3], ratio_list=(0.5, 0.25)),
+    SnapKV(budget=0.5, window=4),
+    H2O(heavy=6, recent=4),
+]
 
 
 @pytest.mark.parametrize("padding", ["left", "right"])
@@ -199,8 +225,9 @@ def test_batch_of_two_equals_single_runs(technique, padding):
         ids = torch.stack([torch.roll(r, -int((m == 0).sum())) for r, m in zip(ids, mask)])
         mask = torch.stack([torch.roll(m, -int((m == 0).sum())) for m in mask])
     with torch.no_grad(), technique(model) as run:
-        out = model(input_ids=ids, pixel_values=torch.cat([pix_a, pix_b]), attention_mask=mask,
-                    position_ids=positions(mask)).logits
+        out = model(
+            input_ids=ids, pixel_values=torch.cat([pix_a, pix_b]), attention_mask=mask, position_ids=positions(mask)
+        ).logits
         counts = run.stats.layer_tokens[-1]
         kept = run.stats.kept_indices
         singles = [model(input_ids=torch.tensor([r]), pixel_values=p).logits[0] for r, p in zip(rows, (pix_a, pix_b))]
@@ -208,8 +235,10 @@ def test_batch_of_two_equals_single_runs(technique, padding):
     assert counts[0] < len(rows[0]) and counts[1] < len(rows[1]) and counts[0] != counts[1]
     for b in range(2):
         n = int(counts[b])
-        assert bool((kept[b, :n] >= 0).all()) and torch.equal(ids[b, kept[b, :n]], torch.tensor(rows[b])[
-            kept[b, :n] - int((mask[b] == 0).sum()) if padding == "left" else kept[b, :n]])
+        assert bool((kept[b, :n] >= 0).all()) and torch.equal(
+            ids[b, kept[b, :n]],
+            torch.tensor(rows[b])[kept[b, :n] - int((mask[b] == 0).sum()) if padding == "left" else kept[b, :n]],
+        )
         torch.testing.assert_close(out[b, -n:], singles[b][-n:], atol=2e-5, rtol=1e-4)
 
 
@@ -220,22 +249,23 @@ def test_generate_batch_equals_single_and_decode_uses_the_compressed_cache(techn
     ids, mask = left_pad(rows)
     settings = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
     with torch.no_grad():
-        plain = model.generate(input_ids=ids, attention_mask=mask, pixel_values=torch.cat([pix_a, pix_b]),
-                               **settings)
+        plain = model.generate(input_ids=ids, attention_mask=mask, pixel_values=torch.cat([pix_a, pix_b]), **settings)
         with technique(model) as run:
-            batch = model.generate(input_ids=ids, attention_mask=mask, pixel_values=torch.cat([pix_a, pix_b]),
-                                   **settings)[:, ids.shape[1]:]
+            batch = model.generate(
+                input_ids=ids, attention_mask=mask, pixel_values=torch.cat([pix_a, pix_b]), **settings
+            )[:, ids.shape[1] :]
             lengths = [c.clone() for c in run.stats.cache_lengths]
-            single = [model.generate(input_ids=torch.tensor([r]), pixel_values=p, **settings)[0, len(r):]
-                      for r, p in zip(rows, (pix_a, pix_b))]
-        again = model.generate(input_ids=ids, attention_mask=mask, pixel_values=torch.cat([pix_a, pix_b]),
-                               **settings)
+            single = [
+                model.generate(input_ids=torch.tensor([r]), pixel_values=p, **settings)[0, len(r) :]
+                for r, p in zip(rows, (pix_a, pix_b))
+            ]
+        again = model.generate(input_ids=ids, attention_mask=mask, pixel_values=torch.cat([pix_a, pix_b]), **settings)
     assert run.stats.prefills == 3
     assert torch.equal(batch, torch.stack(single))
-    full = mask.sum(1) + 4                       # prompt + generated tokens fed back
+    full = mask.sum(1) + 4  # prompt + generated tokens fed back
     last = lengths[-1].reshape(2, -1).amax(1)
-    assert bool((last < full).all())             # the last layer's cache really is shorter, per row
-    assert torch.equal(plain, again)             # and the model is unchanged after the block
+    assert bool((last < full).all())  # the last layer's cache really is shorter, per row
+    assert torch.equal(plain, again)  # and the model is unchanged after the block
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
@@ -246,11 +276,11 @@ def test_kv_policy_on_a_text_model_batch_equals_single_runs(kind):
     ids, mask = left_pad(rows)
     settings = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
     with torch.no_grad(), SnapKV(budget=0.5, window=4)(model) as run:
-        batch = model.generate(input_ids=ids, attention_mask=mask, **settings)[:, ids.shape[1]:]
+        batch = model.generate(input_ids=ids, attention_mask=mask, **settings)[:, ids.shape[1] :]
         rows_kept = run.stats.cache_lengths[0].amax(1)
-        single = [model.generate(input_ids=torch.tensor([r]), **settings)[0, len(r):] for r in rows]
+        single = [model.generate(input_ids=torch.tensor([r]), **settings)[0, len(r) :] for r in rows]
     assert torch.equal(batch, torch.stack(single))
-    assert rows_kept.tolist() == [13 + 5, 9 + 5]          # ceil(0.5 * 25) and ceil(0.5 * 17) prompt rows + 5
+    assert rows_kept.tolist() == [13 + 5, 9 + 5]  # ceil(0.5 * 25) and ceil(0.5 * 17) prompt rows + 5
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -266,12 +296,15 @@ def test_per_head_budgets_mask_each_head(attn):
     technique = HybridKV(budget=6, chunk_size=4, n_sink=1, n_recent=2, force=torch.tensor([True, False]))
     settings = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
     with torch.no_grad(), technique(model) as run:
-        batch = model.generate(input_ids=ids, attention_mask=mask, pixel_values=torch.cat([pix_a, pix_b]),
-                               **settings)[:, ids.shape[1]:]
+        batch = model.generate(input_ids=ids, attention_mask=mask, pixel_values=torch.cat([pix_a, pix_b]), **settings)[
+            :, ids.shape[1] :
+        ]
         lengths = run.stats.cache_lengths
-        single = [model.generate(input_ids=torch.tensor([r]), pixel_values=p, **settings)[0, len(r):]
-                  for r, p in zip(rows, (pix_a, pix_b))]
-    assert all(bool((c[:, 0] < c[:, 1]).all()) for c in lengths)        # the static head holds fewer rows
+        single = [
+            model.generate(input_ids=torch.tensor([r]), pixel_values=p, **settings)[0, len(r) :]
+            for r, p in zip(rows, (pix_a, pix_b))
+        ]
+    assert all(bool((c[:, 0] < c[:, 1]).all()) for c in lengths)  # the static head holds fewer rows
     assert torch.equal(batch, torch.stack(single))
 
 
@@ -280,8 +313,14 @@ def test_token_and_kv_techniques_stack():
     rows, pix_a, pix_b = _batch_inputs()
     ids, mask = left_pad(rows)
     with torch.no_grad(), FastV(k=1, ratio=0.5)(model), H2O(heavy=6, recent=4)(model) as run:
-        model.generate(input_ids=ids, attention_mask=mask, pixel_values=torch.cat([pix_a, pix_b]), max_new_tokens=4,
-                       do_sample=False, pad_token_id=0)
+        model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            pixel_values=torch.cat([pix_a, pix_b]),
+            max_new_tokens=4,
+            do_sample=False,
+            pad_token_id=0,
+        )
     assert bool((run.stats.layer_tokens[-1] < run.stats.layer_tokens[0]).all())
     assert all(bool((c <= 10).all()) for c in run.stats.cache_lengths)
     with pytest.raises(RuntimeError, match="another KV technique"):
@@ -322,8 +361,7 @@ def test_qwen_fastv_matches_manual_reference(kind):
     inputs = qwen_inputs([qwen_prompt((5, 6), [(1, 4, 6), (1, 4, 4)], (7, 8))], [[1, 4, 6], [1, 4, 4]], 1, model)
     ids = inputs.pop("input_ids")
     inputs.pop("attention_mask")
-    ref_logits, ref_kept = reference_pruned_logits(model, ids, fastv_stage(2, 0.5), visual_ids=(IMAGE, VIDEO),
-                                                   **inputs)
+    ref_logits, ref_kept = reference_pruned_logits(model, ids, fastv_stage(2, 0.5), visual_ids=(IMAGE, VIDEO), **inputs)
     with torch.no_grad(), FastV(k=2, ratio=0.5)(model) as run:
         out = model(input_ids=ids, **inputs)
     assert torch.equal(run.stats.kept_indices[0], ref_kept)
@@ -351,8 +389,8 @@ def test_qwen_batch_generate_equals_single_runs_and_exit_restores(kind):
             logits = model(**batch_inputs).logits[:, -1]
             counts = run.stats.layer_tokens[-1].tolist()
             single_logits = torch.cat([model(**s).logits[:, -1] for s in singles])
-            gen = model.generate(**batch_inputs, **settings)[:, batch_inputs["input_ids"].shape[1]:]
-            single_gen = [model.generate(**s, **settings)[0, s["input_ids"].shape[1]:] for s in singles]
+            gen = model.generate(**batch_inputs, **settings)[:, batch_inputs["input_ids"].shape[1] :]
+            single_gen = [model.generate(**s, **settings)[0, s["input_ids"].shape[1] :] for s in singles]
         after = model(**batch_inputs).logits
     assert counts == [len(rows[0]) - 3, len(rows[1]) - 5]  # 6 -> 3 and 10 -> 5 visual tokens
     torch.testing.assert_close(logits, single_logits, atol=2e-5, rtol=1e-4)
@@ -368,7 +406,7 @@ def test_qwen_pyramiddrop_counts_and_text_only_prompt():
             pruned = model(**inputs).logits
         text = torch.tensor([[1, 5, 6, 7]])
         plain = model(input_ids=text).logits
-        with FastV(k=2, ratio=0.5)(model) as text_run:       # no visual token: nothing to prune
+        with FastV(k=2, ratio=0.5)(model) as text_run:  # no visual token: nothing to prune
             same = model(input_ids=text).logits
     length = inputs["input_ids"].shape[1]
     assert run.stats.layer_tokens[:, 0].tolist() == [length, length - 8, length - 12, length - 14]
@@ -388,11 +426,14 @@ def test_gpu_fastv_batch_equals_single_runs():
     pix = torch.cat([pix_a, pix_b]).cuda()
     settings = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
     with torch.no_grad(), FastV(k=2, ratio=0.5, impl="triton")(model) as run:
-        out = model(input_ids=ids.cuda(), pixel_values=pix, attention_mask=mask.cuda(),
-                    position_ids=positions(mask).cuda())
+        out = model(
+            input_ids=ids.cuda(), pixel_values=pix, attention_mask=mask.cuda(), position_ids=positions(mask).cuda()
+        )
         gen = model.generate(input_ids=ids.cuda(), attention_mask=mask.cuda(), pixel_values=pix, **settings)
-        singles = [model(input_ids=torch.tensor([r]).cuda(), pixel_values=p.cuda()).logits[:, -1]
-                   for r, p in zip(rows, (pix_a, pix_b))]
+        singles = [
+            model(input_ids=torch.tensor([r]).cuda(), pixel_values=p.cuda()).logits[:, -1]
+            for r, p in zip(rows, (pix_a, pix_b))
+        ]
     assert out.logits.shape[1] < ids.shape[1] and run.stats.prefills == 4
     torch.testing.assert_close(out.logits[:, -1], torch.cat(singles), atol=1e-4, rtol=1e-3)
     assert gen.shape == (2, ids.shape[1] + 4)

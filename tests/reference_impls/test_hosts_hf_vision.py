@@ -2,6 +2,7 @@
 an eager CLIP run with ``output_attentions``, the upstream way) and on Qwen2-VL / Qwen2.5-VL (against a manual
 decoder loop on the kept rows), and ToMe inside LLaVA's CLIP tower (against a layer-by-layer loop with the naive
 merge)."""
+
 import copy
 
 import pytest
@@ -13,10 +14,19 @@ from reference_impls.encode import tome  # noqa: E402
 from reference_impls.encode import visionzip as vz  # noqa: E402
 from reference_impls.encode.tome import ToMe  # noqa: E402
 from reference_impls.encode.visionzip import VisionZip  # noqa: E402
-from reference_impls.hosts.hf import find_language_model  # noqa: E402
-from tests.reference_impls._hosts import (IMAGE, images, left_pad, llava_prompt, qwen_inputs, qwen_prompt,  # noqa: E402
-                                          set_attention, tiny_llava, tiny_qwen)
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401,E402 (module-wide autouse fixture)
+from tests.reference_impls._hosts import (
+    IMAGE,
+    images,
+    left_pad,
+    llava_prompt,
+    qwen_inputs,
+    qwen_prompt,  # noqa: E402
+    set_attention,
+    tiny_llava,
+    tiny_qwen,
+)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 PATCHES = 16  # 32x32 image, 8x8 patches
 
@@ -50,7 +60,8 @@ def _reference_visionzip_features(model, pix, dominant, contextual):
     keys = {}
     handle = layer.register_forward_pre_hook(
         lambda m, a, kw: keys.__setitem__("k", m.self_attn.k_proj(m.layer_norm1(a[0] if a else kw["hidden_states"]))),
-        with_kwargs=True)
+        with_kwargs=True,
+    )
     with torch.no_grad():
         out = tower(pix, output_attentions=True, output_hidden_states=True)
     handle.remove()
@@ -66,13 +77,15 @@ def test_visionzip_llava_matches_eager_reference_and_generates():
     ref = _reference_visionzip_features(model, pix, 5, 3)
     technique = VisionZip(dominant=5, contextual=3)
     full_rows = [llava_prompt((5, 6), 1, PATCHES), llava_prompt((5,), 1, PATCHES, suffix=(9,))]
-    ids, mask = VisionZip.shrink_image_placeholders(*left_pad(full_rows)[:1], full=PATCHES, short=8,
-                                                    image_token_id=IMAGE, attention_mask=left_pad(full_rows)[1])
+    ids, mask = VisionZip.shrink_image_placeholders(
+        *left_pad(full_rows)[:1], full=PATCHES, short=8, image_token_id=IMAGE, attention_mask=left_pad(full_rows)[1]
+    )
     assert int((ids == IMAGE).sum()) == 2 * 8
     with torch.no_grad(), technique(model) as run:
         features, out = _projector_input(model, lambda: model(input_ids=ids, pixel_values=pix, attention_mask=mask))
-        gen = model.generate(input_ids=ids, pixel_values=pix, attention_mask=mask, max_new_tokens=3,
-                             do_sample=False, pad_token_id=0)
+        gen = model.generate(
+            input_ids=ids, pixel_values=pix, attention_mask=mask, max_new_tokens=3, do_sample=False, pad_token_id=0
+        )
     result = run.stats.extra["visionzip"]
     assert torch.equal(result.dominant_idx, ref.dominant_idx) and torch.equal(result.counts, ref.counts)
     torch.testing.assert_close(features, ref.tokens, atol=1e-5, rtol=1e-4)
@@ -87,7 +100,7 @@ def test_visionzip_llava_full_strategy_keeps_cls_and_identity():
     with torch.no_grad():
         base = model(input_ids=ids, pixel_values=pix).logits
         census = hook_census(model)
-        with VisionZip(dominant=PATCHES + 1, contextual=0)(model):        # the budget covers the image: identity
+        with VisionZip(dominant=PATCHES + 1, contextual=0)(model):  # the budget covers the image: identity
             same = model(input_ids=ids, pixel_values=pix).logits
         assert torch.equal(same, base)
         short_ids, _ = VisionZip.shrink_image_placeholders(ids, PATCHES + 1, 6, IMAGE)
@@ -109,8 +122,8 @@ def _reference_visionzip_logits(model, inputs, dominant, contextual):
     VisionZip per image, then a manual eager decoder loop on the kept rows at their original M-RoPE positions."""
     import copy
 
-    from reference_impls.hosts.hf_vision import vision_block_qk, vision_window_order
     from reference_impls.encode import visionzip as vz
+    from reference_impls.hosts.hf_vision import vision_block_qk, vision_window_order
 
     model = copy.deepcopy(model)
     set_attention(model, "eager")
@@ -127,9 +140,11 @@ def _reference_visionzip_logits(model, inputs, dominant, contextual):
     def grab_layer(module, args, kwargs):
         grabbed["rope"] = kwargs["position_embeddings"]
 
-    handles = [visual.blocks[-1].register_forward_pre_hook(grab_block, with_kwargs=True),
-               lm.register_forward_pre_hook(grab_lm, with_kwargs=True),
-               lm.layers[0].register_forward_pre_hook(grab_layer, with_kwargs=True)]
+    handles = [
+        visual.blocks[-1].register_forward_pre_hook(grab_block, with_kwargs=True),
+        lm.register_forward_pre_hook(grab_lm, with_kwargs=True),
+        lm.layers[0].register_forward_pre_hook(grab_layer, with_kwargs=True),
+    ]
     with torch.no_grad():
         model(**inputs)
     for h in handles:
@@ -138,8 +153,9 @@ def _reference_visionzip_logits(model, inputs, dominant, contextual):
     with torch.no_grad():
         q, k = vision_block_qk(visual.blocks[-1], hidden, block_kwargs)
     bounds = block_kwargs["cu_seqlens"].tolist()
-    scores = torch.cat([vz.naive_mean_received_attention(q[:, a:b][None], k[:, a:b][None])[0]
-                        for a, b in zip(bounds[:-1], bounds[1:])])
+    scores = torch.cat(
+        [vz.naive_mean_received_attention(q[:, a:b][None], k[:, a:b][None])[0] for a, b in zip(bounds[:-1], bounds[1:])]
+    )
     scores = scores.view(-1, 4).mean(-1)
     metric = k.mean(0).float().view(-1, 4, k.shape[-1]).mean(1)
     order = vision_window_order(visual, inputs["image_grid_thw"])
@@ -152,8 +168,14 @@ def _reference_visionzip_logits(model, inputs, dominant, contextual):
     kept_image = []
     start = 0
     for n in (inputs["image_grid_thw"].prod(-1) // 4).tolist():
-        res = vz.naive_visionzip(features[start:start + n][None], scores[start:start + n][None],
-                                 metric[start:start + n][None], dominant, contextual, has_cls=False)
+        res = vz.naive_visionzip(
+            features[start : start + n][None],
+            scores[start : start + n][None],
+            metric[start : start + n][None],
+            dominant,
+            contextual,
+            has_cls=False,
+        )
         embeds[image_pos[start + res.target_idx[0]]] = res.tokens[0, dominant:]
         kept_image += (start + torch.cat([res.dominant_idx[0], res.target_idx[0]])).tolist()
         start += n
@@ -169,8 +191,6 @@ def _reference_visionzip_logits(model, inputs, dominant, contextual):
             out = layer(x, attention_mask=mask, position_embeddings=(cos[..., kept, :], sin[..., kept, :]))
             x = out[0] if isinstance(out, tuple) else out
         return model.lm_head(lm.norm(x)), kept
-
-
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -200,9 +220,9 @@ def test_visionzip_qwen_batch_generate_equals_single_runs_and_identity():
             last = model(**batch).logits[:, -1]
             counts = (run.stats.extra["kept_columns"] >= 0).sum(1).tolist()
             single_last = torch.cat([model(**s).logits[:, -1] for s in singles])
-            gen = model.generate(**batch, **settings)[:, batch["input_ids"].shape[1]:]
-            single_gen = [model.generate(**s, **settings)[0, s["input_ids"].shape[1]:] for s in singles]
-        with VisionZip(dominant=6, contextual=0)(model):      # every image has at most 6 tokens: identity
+            gen = model.generate(**batch, **settings)[:, batch["input_ids"].shape[1] :]
+            single_gen = [model.generate(**s, **settings)[0, s["input_ids"].shape[1] :] for s in singles]
+        with VisionZip(dominant=6, contextual=0)(model):  # every image has at most 6 tokens: identity
             same = model(**batch).logits
         after = model(**batch).logits
     assert counts == [len(rows[0]) - 3, len(rows[1]) - 4]  # 6 -> 3, 4 -> 3 and 6 -> 3 image tokens
@@ -219,11 +239,11 @@ def _reference_tome_features(model, pix, r):
     set_attention(eager, "eager")
     vision = getattr(eager.model.vision_tower, "vision_model", eager.model.vision_tower)
     layers = vision.encoder.layers
-    feature = len(layers) - 2                                   # vision_feature_layer = -2
+    feature = len(layers) - 2  # vision_feature_layer = -2
     with torch.no_grad():
         x = vision.pre_layrnorm(vision.embeddings(pix))
         size, keys = None, None
-        for j, layer in enumerate(layers[:feature + 1]):
+        for j, layer in enumerate(layers[: feature + 1]):
             if j >= 1:
                 x, size = tome.naive_tome_merge(x, keys, r, size, protect_first=1)
             B, L, C = x.shape
@@ -231,7 +251,7 @@ def _reference_tome_features(model, pix, r):
             bias = None if size is None else size.log()[:, None, None, :, 0].expand(B, 1, L, L)
             out = layer(x, bias)
             x = out[0] if isinstance(out, tuple) else out
-    return x[:, 1:]                                              # "default" strategy drops CLS
+    return x[:, 1:]  # "default" strategy drops CLS
 
 
 def test_tome_llava_matches_layer_by_layer_reference():
@@ -239,7 +259,7 @@ def test_tome_llava_matches_layer_by_layer_reference():
     pix = images(2, seed=8)
     technique = ToMe(r=3)
     n = technique.image_tokens(model)
-    assert n == 17 - 3 - 1          # 3 CLIP layers, features after layer 1: one merge (before layer 1), CLS dropped
+    assert n == 17 - 3 - 1  # 3 CLIP layers, features after layer 1: one merge (before layer 1), CLS dropped
     ids, mask = left_pad([llava_prompt((5, 6), 1, n), llava_prompt((5,), 1, n, suffix=(9,))])
     with torch.no_grad(), technique(model) as run:
         features, out = _projector_input(model, lambda: model(input_ids=ids, pixel_values=pix, attention_mask=mask))

@@ -1,14 +1,21 @@
 """Gated delta rule (naive recurrence == chunked == Triton) and the hybrid SWA + GDN stack."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from reference_impls.models.hybrid_gdn import HybridGDNConfig, HybridGDNModel
 from reference_impls.ops._triton import launch_counts
-from tests.reference_impls._utils import rel_rms_err
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
-from reference_impls.ops.gated_delta import (gated_delta_rule, naive_chunk_gated_delta_rule,
-                                             naive_recurrent_gated_delta_rule)
+from reference_impls.ops.gated_delta import (
+    gated_delta_rule,
+    naive_chunk_gated_delta_rule,
+    naive_recurrent_gated_delta_rule,
+)
+from tests.reference_impls._utils import (
+    rel_rms_err,
+)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _inputs(B, T, H, K, V, seed, dtype=torch.float32, device="cpu"):
@@ -43,7 +50,7 @@ def test_triton_recurrent_matches_naive(T):
     o_ref, s_ref = naive_recurrent_gated_delta_rule(q, k, v, g, beta, initial_state=s0)
     o, s = triton_fused_recurrent_gated_delta_rule(q, k, v, g, beta, initial_state=s0, block_v=16)
     assert rel_rms_err(o, o_ref) <= 2e-3 and rel_rms_err(s, s_ref) <= 2e-3
-    o2, s2 = triton_fused_recurrent_gated_delta_rule(q, k, v, g, beta)       # zero initial state
+    o2, s2 = triton_fused_recurrent_gated_delta_rule(q, k, v, g, beta)  # zero initial state
     o2_ref, s2_ref = naive_recurrent_gated_delta_rule(q, k, v, g, beta)
     assert rel_rms_err(o2, o2_ref) <= 2e-3 and rel_rms_err(s2, s2_ref) <= 2e-3
 
@@ -55,8 +62,9 @@ def test_state_passing_equals_one_call():
     outs = [o_a]
     s = s_a
     for t in range(40, 63):
-        o_t, s = naive_recurrent_gated_delta_rule(q[:, t:t + 1], k[:, t:t + 1], v[:, t:t + 1], g[:, t:t + 1],
-                                                  beta[:, t:t + 1], initial_state=s)
+        o_t, s = naive_recurrent_gated_delta_rule(
+            q[:, t : t + 1], k[:, t : t + 1], v[:, t : t + 1], g[:, t : t + 1], beta[:, t : t + 1], initial_state=s
+        )
         outs.append(o_t)
     assert rel_rms_err(torch.cat(outs, 1), o_full) <= 2e-3 and rel_rms_err(s, s_full) <= 2e-3
 
@@ -88,9 +96,9 @@ def test_hybrid_prefill_then_decode_equals_one_call(impl):
     outs = [logits]
     launches = launch_counts["_fused_recurrent_gdn_kernel"]
     for t in range(13, 21):
-        step, state = model(ids[:, t:t + 1], state, gdn_mode="recurrent", impl=impl)
+        step, state = model(ids[:, t : t + 1], state, gdn_mode="recurrent", impl=impl)
         outs.append(step)
-    if impl == "triton":   # 3 GDN layers x 8 decode steps really went through the kernel
+    if impl == "triton":  # 3 GDN layers x 8 decode steps really went through the kernel
         assert launch_counts["_fused_recurrent_gdn_kernel"] - launches == 3 * 8
     assert rel_rms_err(torch.cat(outs, 1), full) <= 2e-3
     assert state.seen == 21
@@ -109,11 +117,11 @@ def test_state_memory_is_constant_and_window_is_enforced():
     swa_only = HybridGDNModel(HybridGDNConfig(n_layers=1, window=5))
     a, _ = swa_only(ids)
     ids2 = ids.clone()
-    ids2[0, 29 - 5] = (ids2[0, 29 - 5] + 1) % cfg.vocab_size     # just outside: i - j = 5 = W
+    ids2[0, 29 - 5] = (ids2[0, 29 - 5] + 1) % cfg.vocab_size  # just outside: i - j = 5 = W
     b, _ = swa_only(ids2)
     assert torch.equal(a[0, -1], b[0, -1])
     ids3 = ids.clone()
-    ids3[0, 29 - 4] = (ids3[0, 29 - 4] + 1) % cfg.vocab_size     # inside: i - j = 4 < W
+    ids3[0, 29 - 4] = (ids3[0, 29 - 4] + 1) % cfg.vocab_size  # inside: i - j = 4 < W
     c, _ = swa_only(ids3)
     assert not torch.allclose(a[0, -1], c[0, -1])
 
@@ -139,6 +147,6 @@ def test_hybrid_model_gpu_triton_decode_matches_one_call():
     logits, state = model(ids[:, :60], gdn_mode="chunk")
     outs = [logits]
     for t in range(60, 100):
-        step, state = model(ids[:, t:t + 1], state, gdn_mode="recurrent", impl="triton")
+        step, state = model(ids[:, t : t + 1], state, gdn_mode="recurrent", impl="triton")
         outs.append(step)
     assert rel_rms_err(torch.cat(outs, 1), full) <= 2e-3

@@ -1,10 +1,10 @@
 """Minimal LVLM: presets, ragged batches, prefill+decode vs recompute, decoder-only use, cache protocol."""
+
 import pytest
 import torch
 
-from reference_impls.models import LVLMConfig, KVCache, MinimalLVLM, StaticKVCache, VisionConfig
+from reference_impls.models import KVCache, LVLMConfig, MinimalLVLM, StaticKVCache, VisionConfig
 from reference_impls.models.minimal_lvlm import chunk_attention_mask, rows_colsum, slots_to_chunk
-
 from tests.reference_impls._utils import eager_attention_probs, randn
 
 
@@ -12,7 +12,7 @@ def _prompt(cfg, starts, lengths, width, seed=0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, cfg.image_token_id, (len(starts), width), generator=g)
     for b, s in enumerate(starts):
-        ids[b, s:s + cfg.n_visual_tokens] = cfg.image_token_id
+        ids[b, s : s + cfg.n_visual_tokens] = cfg.image_token_id
     return ids, torch.tensor(lengths)
 
 
@@ -23,29 +23,65 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def qwen_like():
-    vc = VisionConfig(image_size=32, patch_size=8, n_layers=2, width=32, n_heads=2, mlp_dim=48, use_cls=False,
-                      norm="rmsnorm", mlp_act="swiglu", pre_norm=False, feature_layer=-1)
-    cfg = LVLMConfig(vocab_size=300, hidden=48, n_layers=3, n_heads=6, n_kv_heads=2, intermediate=96,
-                     qkv_bias=True, vision=vc, projector="patch_merger", merge_size=2, image_token_id=299,
-                     rope_theta=1e6, init_std=0.1)
+    vc = VisionConfig(
+        image_size=32,
+        patch_size=8,
+        n_layers=2,
+        width=32,
+        n_heads=2,
+        mlp_dim=48,
+        use_cls=False,
+        norm="rmsnorm",
+        mlp_act="swiglu",
+        pre_norm=False,
+        feature_layer=-1,
+    )
+    cfg = LVLMConfig(
+        vocab_size=300,
+        hidden=48,
+        n_layers=3,
+        n_heads=6,
+        n_kv_heads=2,
+        intermediate=96,
+        qkv_bias=True,
+        vision=vc,
+        projector="patch_merger",
+        merge_size=2,
+        image_token_id=299,
+        rope_theta=1e6,
+        init_std=0.1,
+    )
     return MinimalLVLM(cfg, seed=1)
 
 
 def test_presets_match_public_shapes():
     llava = LVLMConfig.llava_1_5_7b()
-    assert (llava.n_layers, llava.hidden, llava.n_heads, llava.n_kv_heads, llava.intermediate, llava.vocab_size) \
-        == (32, 4096, 32, 32, 11008, 32000)
+    assert (llava.n_layers, llava.hidden, llava.n_heads, llava.n_kv_heads, llava.intermediate, llava.vocab_size) == (
+        32,
+        4096,
+        32,
+        32,
+        11008,
+        32000,
+    )
     assert llava.vision.n_encoder_tokens == 577 and llava.n_visual_tokens == 576
     assert (llava.vision.n_layers, llava.vision.width, llava.vision.n_layers_run) == (24, 1024, 23)
     qwen = LVLMConfig.qwen2_5_vl_7b()
-    assert (qwen.n_layers, qwen.hidden, qwen.n_heads, qwen.n_kv_heads, qwen.intermediate, qwen.vocab_size) \
-        == (28, 3584, 28, 4, 18944, 152064)
+    assert (qwen.n_layers, qwen.hidden, qwen.n_heads, qwen.n_kv_heads, qwen.intermediate, qwen.vocab_size) == (
+        28,
+        3584,
+        28,
+        4,
+        18944,
+        152064,
+    )
     assert qwen.head_dim == 128 and qwen.vision.width == 1280 and qwen.vision.n_layers == 32
     assert qwen.n_visual_tokens == 256 and not qwen.vision.use_cls
 
 
-@pytest.mark.parametrize("kw", [dict(hidden=65), dict(n_kv_heads=3), dict(projector="qformer"),
-                                dict(image_token_id=10_000)])
+@pytest.mark.parametrize(
+    "kw", [dict(hidden=65), dict(n_kv_heads=3), dict(projector="qformer"), dict(image_token_id=10_000)]
+)
 def test_bad_config_raises(kw):
     with pytest.raises(ValueError):
         LVLMConfig.tiny(**kw)
@@ -63,9 +99,9 @@ def test_ragged_batch_equals_single_runs(fixture, request):
         gen = model.generate(ids, pix, lengths=lengths, max_new_tokens=4)
         for b in range(2):
             n = int(lengths[b])
-            single = model.prefill(ids[b:b + 1, :n], pix[b:b + 1])
+            single = model.prefill(ids[b : b + 1, :n], pix[b : b + 1])
             torch.testing.assert_close(res.logits[b], single.logits[0], rtol=1e-4, atol=1e-5)
-            assert torch.equal(gen[b], model.generate(ids[b:b + 1, :n], pix[b:b + 1], max_new_tokens=4)[0])
+            assert torch.equal(gen[b], model.generate(ids[b : b + 1, :n], pix[b : b + 1], max_new_tokens=4)[0])
     assert res.layer_tokens.tolist() == [lengths.tolist()] * cfg.n_layers
 
 
@@ -84,8 +120,8 @@ def test_prefill_decode_equals_full_recompute(tiny):
         for b in range(2):
             n = int(lengths[b])
             seq = torch.cat([ids[b, :n], gen[b, :4]])
-            emb, vis = tiny.embed(seq[None], feats[b:b + 1])
-            full = tiny.forward_tokens(inputs_embeds=emb)[0, n - 1:]
+            emb, vis = tiny.embed(seq[None], feats[b : b + 1])
+            full = tiny.forward_tokens(inputs_embeds=emb)[0, n - 1 :]
             torch.testing.assert_close(torch.stack([s[b] for s in step_logits]), full, rtol=1e-4, atol=1e-5)
             assert torch.equal(full.argmax(-1), gen[b])
 
@@ -131,15 +167,15 @@ def test_rows_colsum_matches_eager(kv_per_head):
     q = randn(B, Hq, T, D, seed=1)
     k = randn(B, Hkv, T + old + 2, D, seed=2)
     v = randn(B, Hkv, T + old + 2, D, seed=3)
-    kv_len = torch.tensor([T + old, T + old + 2, T])                       # written lengths: old + T
+    kv_len = torch.tensor([T + old, T + old + 2, T])  # written lengths: old + T
     if kv_per_head:
         kv_len = torch.stack([kv_len, kv_len - 1], 1).clamp(min=T)
     rows = torch.zeros(B, T, dtype=torch.bool)
-    rows[0, [3, 40, 62]] = True      # scattered rows (window with negative start for other rows)
-    rows[1, 62] = True               # a single last row
+    rows[0, [3, 40, 62]] = True  # scattered rows (window with negative start for other rows)
+    rows[1, 62] = True  # a single last row
     rows[2, [0, 1]] = True
     got = rows_colsum(q, k, v, kv_len, rows, impl="naive")
-    probs = eager_attention_probs(q, k, kv_lengths=kv_len)               # [B, Hq, T, Lk]
+    probs = eager_attention_probs(q, k, kv_lengths=kv_len)  # [B, Hq, T, Lk]
     want = (probs * rows[:, None, :, None]).sum(2)
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)
     chunk = slots_to_chunk(got, kv_len, T)
@@ -179,7 +215,7 @@ def test_cache_scoring_protocol(tiny):
     cs = cache.seen[0]
     # probabilities of one query row sum to one per head
     torch.testing.assert_close(cs.sum(-1), torch.ones(2, cfg.n_heads), rtol=1e-5, atol=1e-5)
-    assert torch.all(cs[1, :, 7:] == 0)          # row 1's padding keys get no mass
+    assert torch.all(cs[1, :, 7:] == 0)  # row 1's padding keys get no mass
 
 
 def test_bad_inputs_raise(tiny):
@@ -187,13 +223,13 @@ def test_bad_inputs_raise(tiny):
     ids, lengths = _prompt(cfg, starts=[1], lengths=[20], width=20)
     pix = randn(1, 3, 32, 32)
     with pytest.raises(ValueError):
-        tiny.prefill(ids, randn(2, 3, 32, 32))                    # 32 visual tokens for 16 placeholders
+        tiny.prefill(ids, randn(2, 3, 32, 32))  # 32 visual tokens for 16 placeholders
     with pytest.raises(ValueError):
-        tiny.prefill(ids, randn(1, 3, 30, 32))                    # wrong image size
+        tiny.prefill(ids, randn(1, 3, 30, 32))  # wrong image size
     with pytest.raises(ValueError):
-        tiny.prefill(ids, pix, lengths=torch.tensor([21]))        # length > width
+        tiny.prefill(ids, pix, lengths=torch.tensor([21]))  # length > width
     with pytest.raises(ValueError):
-        tiny.prefill(ids, pix, cache=tiny.new_cache(1, 10))       # cache overflow
+        tiny.prefill(ids, pix, cache=tiny.new_cache(1, 10))  # cache overflow
     with pytest.raises(ValueError):
         tiny.forward_tokens(input_ids=ids, inputs_embeds=torch.zeros(1, 20, cfg.hidden))
     with pytest.raises(ValueError):
@@ -218,6 +254,7 @@ def test_gpu_prefill_decode_and_bf16():
         got16 = gpu16.prefill(ids.cuda(), pix.cuda(), lengths=lengths.cuda())
         torch.testing.assert_close(got32.logits.cpu(), ref.logits, rtol=1e-3, atol=1e-4)
         from tests.reference_impls._utils import rel_rms_err
+
         assert rel_rms_err(got16.logits.cpu(), ref.logits) < 5e-2
         gen = gpu32.generate(ids.cuda(), pix.cuda(), lengths=lengths.cuda(), max_new_tokens=4).cpu()
         assert torch.equal(gen, cpu.generate(ids, pix, lengths=lengths, max_new_tokens=4))

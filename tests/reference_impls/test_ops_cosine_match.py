@@ -1,4 +1,5 @@
 """cosine_max_argmax: naive vs brute force, Triton (interpreter on CPU) vs naive."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -47,14 +48,17 @@ def _assert_agree(a, b, mask, best, arg, atol):
 
 
 @needs_triton
-@pytest.mark.parametrize("B,Na,Nb,C,dtype,masked", [
-    (1, 1, 1, 16, torch.float32, False),
-    (3, 63, 64, 64, torch.float32, True),
-    (2, 17, 577, 33, torch.float32, False),
-    (1, 63, 40, 128, torch.float32, False),
-    (2, 63, 63, 64, torch.float16, True),
-    (1, 20, 30, 16, torch.bfloat16, False),  # CPU: upcast to fp32 (the interpreter's bf16 math is wrong)
-])
+@pytest.mark.parametrize(
+    "B,Na,Nb,C,dtype,masked",
+    [
+        (1, 1, 1, 16, torch.float32, False),
+        (3, 63, 64, 64, torch.float32, True),
+        (2, 17, 577, 33, torch.float32, False),
+        (1, 63, 40, 128, torch.float32, False),
+        (2, 63, 63, 64, torch.float16, True),
+        (1, 20, 30, 16, torch.bfloat16, False),  # CPU: upcast to fp32 (the interpreter's bf16 math is wrong)
+    ],
+)
 def test_triton_matches_naive(B, Na, Nb, C, dtype, masked):
     a, b = randn(B, Na, C, seed=4, dtype=dtype), randn(B, Nb, C, seed=5, dtype=dtype)
     mask = randint(0, 4, (B, Nb), seed=6) > 0 if masked else None
@@ -96,9 +100,16 @@ def test_empty_inputs_and_bad_arguments():
     assert torch.all(torch.isneginf(best)) and torch.all(arg == -1)
     assert cosine_max_argmax(randn(2, 0, 4), randn(2, 3, 4))[0].shape == (2, 0)
     a, b = randn(2, 3, 4), randn(2, 5, 4)
-    for args, kwargs in [((a[0], b), {}), ((a, b[:1]), {}), ((a, b[..., :3]), {}), ((a, b.half()), {}),
-                         ((a.long(), b.long()), {}), ((a, b), {"b_mask": torch.ones(2, 5)}),
-                         ((a, b), {"b_mask": torch.ones(2, 4, dtype=torch.bool)}), ((a, b), {"impl": "gpu"})]:
+    for args, kwargs in [
+        ((a[0], b), {}),
+        ((a, b[:1]), {}),
+        ((a, b[..., :3]), {}),
+        ((a, b.half()), {}),
+        ((a.long(), b.long()), {}),
+        ((a, b), {"b_mask": torch.ones(2, 5)}),
+        ((a, b), {"b_mask": torch.ones(2, 4, dtype=torch.bool)}),
+        ((a, b), {"impl": "gpu"}),
+    ]:
         with pytest.raises(ValueError):
             cosine_max_argmax(*args, **kwargs)
 
@@ -116,5 +127,5 @@ def test_gpu_vs_naive_and_every_config(dtype):
     _assert_agree(a, b, mask, best, arg, atol)
     for cfg in tk._configs():
         meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        best, arg = tk.cosine_max_argmax_triton(a, b, mask, meta=meta)
+        best, arg = tk.triton_cosine_max_argmax(a, b, mask, meta=meta)
         _assert_agree(a, b, mask, best, arg, atol)

@@ -1,13 +1,20 @@
 """Decode attention over compressed / quantized / ring / chunk-sparse caches: naive spec vs Triton, identities."""
+
 import pytest
 import torch
 
 from reference_impls.ops._triton import launch_counts
-from reference_impls.ops.decode_attention import (chunk_scores, chunk_summaries, decode_attention,
-                                                  naive_decode_attention, ring_decode_attention, rope_rotate,
-                                                  select_chunks, sparse_decode_attention)
-from reference_impls.ops.quant.kv_quant import (dequantize_kv_naive, quantize_kv,
-                                                quantize_kv_naive)
+from reference_impls.ops.decode_attention import (
+    chunk_scores,
+    chunk_summaries,
+    decode_attention,
+    naive_decode_attention,
+    ring_decode_attention,
+    rope_rotate,
+    select_chunks,
+    sparse_decode_attention,
+)
+from reference_impls.ops.quant.kv_quant import naive_dequantize_kv, naive_quantize_kv, quantize_kv
 from tests.reference_impls._utils import eager_attention_probs, randint, randn, rel_rms_err
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -58,7 +65,8 @@ def test_full_length_equals_sdpa():
     q, k, v, _ = _inputs(2, 2, 2, 57, 32, seed=9)
     lens = torch.full((2, 2), 57, device=DEV)
     ref = torch.nn.functional.scaled_dot_product_attention(
-        q[:, :, None], k.repeat_interleave(2, 1), v.repeat_interleave(2, 1))[:, :, 0]
+        q[:, :, None], k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)
+    )[:, :, 0]
     for impl in ("naive", "triton"):
         o, _ = decode_attention(q, k, v, lens, impl=impl)
         assert rel_rms_err(o.cpu(), ref.cpu()) < 1e-5
@@ -67,8 +75,8 @@ def test_full_length_equals_sdpa():
 @pytest.mark.parametrize("fmt", ["int8", "fp8_e4m3"])
 def test_quantized_kv_attention(fmt):
     q, k, v, lens = _inputs(2, 2, 3, 77, 32, seed=11)
-    kq, ks = quantize_kv_naive(k, fmt)
-    vq, vs = quantize_kv_naive(v, fmt)
+    kq, ks = naive_quantize_kv(k, fmt)
+    vq, vs = naive_quantize_kv(v, fmt)
     o_fp, _ = decode_attention(q, k, v, lens, impl="naive")
     o_n, _ = decode_attention(q, kq, vq, lens, k_scale=ks, v_scale=vs, impl="naive")
     o_t, _ = decode_attention(q, kq, vq, lens, k_scale=ks, v_scale=vs, impl="triton")
@@ -80,14 +88,14 @@ def test_quantized_kv_attention(fmt):
     # int8: every row > 0.999; e4m3 (3 mantissa bits): mean > 0.999, worst row > 0.995
     assert cos.mean() > 0.999 and cos.min() > (0.999 if fmt == "int8" else 0.995)
     # the naive spec is literally attention over the dequantised cache
-    o_deq, _ = naive_decode_attention(q, dequantize_kv_naive(kq, ks), dequantize_kv_naive(vq, vs), lens)
+    o_deq, _ = naive_decode_attention(q, naive_dequantize_kv(kq, ks), naive_dequantize_kv(vq, vs), lens)
     assert rel_rms_err(o_n.cpu(), o_deq.cpu()) < 1e-6
 
 
 def test_int8_roundtrip_bound_and_append_kernel():
     x = randn(2, 3, 37, 24, seed=3, scale=3.0, device=DEV)
-    xq, s = quantize_kv_naive(x, "int8")
-    assert ((dequantize_kv_naive(xq, s) - x).abs() <= s[..., None] / 2 + 1e-6).all()
+    xq, s = naive_quantize_kv(x, "int8")
+    assert ((naive_dequantize_kv(xq, s) - x).abs() <= s[..., None] / 2 + 1e-6).all()
     xq_t, s_t = quantize_kv(x, "int8", impl="triton")
     assert torch.equal(xq_t, xq) and torch.allclose(s_t, s)
     # append into a pre-allocated cache at ragged per-row offsets
@@ -104,10 +112,10 @@ def test_int8_roundtrip_bound_and_append_kernel():
 
 def test_fp8_roundtrip_relative_bound():
     x = randn(2, 2, 19, 32, seed=4, scale=2.0, device=DEV)
-    xq, s = quantize_kv_naive(x, "fp8_e4m3")
-    err = (dequantize_kv_naive(xq, s) - x).abs()
+    xq, s = naive_quantize_kv(x, "fp8_e4m3")
+    err = (naive_dequantize_kv(xq, s) - x).abs()
     # e4m3: 3 mantissa bits -> half-ulp relative error 2^-4; subnormals (< 2^-6 * scale) have absolute ulp 2^-9
-    assert (err <= x.abs() * 2 ** -4 + s[..., None] * 2 ** -10 + 1e-7).all()
+    assert (err <= x.abs() * 2**-4 + s[..., None] * 2**-10 + 1e-7).all()
 
 
 @pytest.mark.gpu
@@ -140,6 +148,7 @@ def test_packed_store_matches_padded():
     """Packed per-head segments (only kept rows stored) == the same rows padded, float and quantised, and with
     chunk-sparse selection; empty heads give zeros."""
     from reference_impls.ops.decode_attention import packed_decode_attention, unpack_rows
+
     B, H, G, D = 2, 3, 2, 16
     lens = torch.tensor([[5, 40, 0], [17, 1, 33]], device=DEV)
     row0 = torch.tensor([[0, 9, 60], [61, 90, 95]], device=DEV)
@@ -150,18 +159,17 @@ def test_packed_store_matches_padded():
         o, _ = packed_decode_attention(q, kf, vf, row0, lens, impl=impl)
         assert rel_rms_err(o.cpu(), ref.cpu()) < 1e-5
     assert (o[0, 4:6] == 0).all()
-    kq, ks = quantize_kv_naive(kf[None, None], "int8")
-    vq, vs = quantize_kv_naive(vf[None, None], "int8")
-    a, _ = packed_decode_attention(q, kq[0, 0], vq[0, 0], row0, lens, k_scale=ks[0, 0], v_scale=vs[0, 0],
-                                   impl="naive")
-    b, _ = packed_decode_attention(q, kq[0, 0], vq[0, 0], row0, lens, k_scale=ks[0, 0], v_scale=vs[0, 0],
-                                   impl="triton")
+    kq, ks = naive_quantize_kv(kf[None, None], "int8")
+    vq, vs = naive_quantize_kv(vf[None, None], "int8")
+    a, _ = packed_decode_attention(q, kq[0, 0], vq[0, 0], row0, lens, k_scale=ks[0, 0], v_scale=vs[0, 0], impl="naive")
+    b, _ = packed_decode_attention(q, kq[0, 0], vq[0, 0], row0, lens, k_scale=ks[0, 0], v_scale=vs[0, 0], impl="triton")
     assert rel_rms_err(b.cpu(), a.cpu()) < 1e-5
     sel = torch.tensor([[[0, -1], [0, 2], [-1, -1]], [[1, -1], [0, -1], [0, 1]]], device=DEV)
     s_n, _ = sparse_decode_attention(q, kf, vf, lens, sel, 16, row0=row0, impl="naive")
     s_t, _ = sparse_decode_attention(q, kf, vf, lens, sel, 16, row0=row0, impl="triton")
-    s_p, _ = sparse_decode_attention(q, unpack_rows(kf, row0, lens), unpack_rows(vf, row0, lens), lens, sel, 16,
-                                     impl="naive")
+    s_p, _ = sparse_decode_attention(
+        q, unpack_rows(kf, row0, lens), unpack_rows(vf, row0, lens), lens, sel, 16, impl="naive"
+    )
     assert rel_rms_err(s_t.cpu(), s_n.cpu()) < 1e-5 and rel_rms_err(s_n.cpu(), s_p.cpu()) < 1e-6
     with pytest.raises(ValueError, match="segments"):
         packed_decode_attention(q, kf, vf, row0 + 100, lens)
@@ -191,13 +199,13 @@ def test_sparse_matches_naive_and_masked_dense(chunk):
         for h in range(Hkv):
             ids = [c for c in cidx[b, h].tolist() if c >= 0]
             keys = [j for c in ids for j in range(c * chunk, min((c + 1) * chunk, int(lens[b, h])))]
-            qs = q[b:b + 1, h * G:(h + 1) * G]
+            qs = q[b : b + 1, h * G : (h + 1) * G]
             if not keys:
-                assert (o_n[b, h * G:(h + 1) * G] == 0).all()
+                assert (o_n[b, h * G : (h + 1) * G] == 0).all()
                 continue
-            ks, vs = k[b:b + 1, h:h + 1, keys], v[b:b + 1, h:h + 1, keys]
+            ks, vs = k[b : b + 1, h : h + 1, keys], v[b : b + 1, h : h + 1, keys]
             ref, _ = naive_decode_attention(qs, ks, vs, torch.tensor([[len(keys)]], device=DEV))
-            assert rel_rms_err(o_n[b:b + 1, h * G:(h + 1) * G].cpu(), ref.cpu()) < 1e-6
+            assert rel_rms_err(o_n[b : b + 1, h * G : (h + 1) * G].cpu(), ref.cpu()) < 1e-6
 
 
 def test_sparse_all_chunks_equals_dense():
@@ -225,7 +233,7 @@ def test_chunk_scores_kernel_and_quest_upper_bound():
         for h in range(Hkv):
             for ci in range(int(nch[b, h])):
                 hi = min((ci + 1) * c, int(lens[b, h]))
-                true_max = qk[b, h * G:(h + 1) * G, ci * c:hi].max()
+                true_max = qk[b, h * G : (h + 1) * G, ci * c : hi].max()
                 assert s[b, h, ci] >= true_max - 1e-4
 
 
@@ -242,7 +250,7 @@ def test_quest_bound_property_random():
         s = chunk_scores(q, kmin, kmax, nch, impl="naive")
         qk = torch.einsum("bhd,bld->bhl", q.float(), k[:, 0].float())
         for ci in range(int(nch)):
-            assert s[0, 0, ci] >= qk[0, :, ci * c:(ci + 1) * c].max() - 1e-4
+            assert s[0, 0, ci] >= qk[0, :, ci * c : (ci + 1) * c].max() - 1e-4
 
     prop()
 
@@ -274,8 +282,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="fmt"):
         quantize_kv(k, "int4")
     with pytest.raises(ValueError, match="overflows"):
-        quantize_kv(k, "int8", out=torch.zeros(1, 2, 12, 8, dtype=torch.int8), out_scale=torch.zeros(1, 2, 12),
-                    start=5)
+        quantize_kv(k, "int8", out=torch.zeros(1, 2, 12, 8, dtype=torch.int8), out_scale=torch.zeros(1, 2, 12), start=5)
 
 
 @pytest.mark.gpu
@@ -337,8 +344,9 @@ def test_gpu_decode_step_captured_in_a_cuda_graph():
     def step():
         quantize_kv(k_new, "int8", out=k8, out_scale=ks, start=lens, validate=False)
         o, _ = decode_attention(q, k8, v8, lens + 1, k_scale=ks, v_scale=vs, validate=False)
-        _, _, colsum = scored_attention(q[:, :, None], kf, vf, kv_lengths=lens + 1, score_q_range=(0, 1),
-                                        validate=False)
+        _, _, colsum = scored_attention(
+            q[:, :, None], kf, vf, kv_lengths=lens + 1, score_q_range=(0, 1), validate=False
+        )
         kc.copy_(kf)
         vc.copy_(vf)
         kv_compact(kc, vc, keep, inplace=True, validate=False)
@@ -354,7 +362,7 @@ def test_gpu_decode_step_captured_in_a_cuda_graph():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(graph_o, eager_o) and torch.allclose(graph_c, eager_c)
-    assert torch.equal(kc, eager_k) and torch.equal(kc[:, :, :L // 2], kf[:, :, ::2])
+    assert torch.equal(kc, eager_k) and torch.equal(kc[:, :, : L // 2], kf[:, :, ::2])
 
 
 @pytest.mark.gpu
@@ -371,15 +379,16 @@ def test_gpu_validate_true_raises_and_far_rope_positions():
 
 def test_split_combine_kernel_matches_torch_merge():
     from reference_impls.ops.decode_attention.triton_kernel import _combine_splits, _combine_splits_torch
+
     g = torch.Generator().manual_seed(3)
     BH, S, D = 6, 7, 24
     o_part = torch.randn(BH, S, D, generator=g)
     m_part = torch.randn(BH, S, generator=g) * 3
     l_part = torch.rand(BH, S, generator=g) + 0.1
-    m_part[1, 2:] = -1.0e30     # empty splits (no visible key in them)
+    m_part[1, 2:] = -1.0e30  # empty splits (no visible key in them)
     l_part[1, 2:] = 0.0
     o_part[1, 2:] = 0.0
-    m_part[4] = -1.0e30         # a row with no visible key at all
+    m_part[4] = -1.0e30  # a row with no visible key at all
     l_part[4] = 0.0
     o_part[4] = 0.0
     o_t, lse_t = _combine_splits(o_part.to(DEV), m_part.to(DEV), l_part.to(DEV), 2, 3, D, torch.float32)
@@ -393,6 +402,7 @@ def test_split_combine_kernel_matches_torch_merge():
 
 def _dense_block_sizes():
     from reference_impls.ops.decode_attention.triton_kernel import decode_configs
+
     return sorted({16} | {cfg.kwargs["BLOCK_N"] for cfg in decode_configs()})
 
 
@@ -453,12 +463,13 @@ def test_unchecked_out_of_range_lengths_are_clamped():
     with pytest.raises(ValueError, match="kv_lengths"):
         decode_attention(q, k, v, bad, impl="triton", validate=True)
     kf, vf = randn(50, 16, seed=1, device=DEV), randn(50, 16, seed=2, device=DEV)
-    row0 = torch.tensor([[0, 30], [45, 60]], device=DEV)        # the last segment starts beyond the 50 rows
-    seg = torch.tensor([[30, 15], [20, 4]], device=DEV)         # 45 + 20 > 50: cut to 5 rows
+    row0 = torch.tensor([[0, 30], [45, 60]], device=DEV)  # the last segment starts beyond the 50 rows
+    seg = torch.tensor([[30, 15], [20, 4]], device=DEV)  # 45 + 20 > 50: cut to 5 rows
     o, _ = packed_decode_attention(q, kf, vf, row0, seg, impl="triton", validate=False)
     cut = torch.tensor([[30, 15], [5, 0]], device=DEV)
-    ref, _ = decode_attention(q, unpack_rows(kf, row0.clamp(max=50), cut), unpack_rows(vf, row0.clamp(max=50), cut),
-                              cut, impl="naive")
+    ref, _ = decode_attention(
+        q, unpack_rows(kf, row0.clamp(max=50), cut), unpack_rows(vf, row0.clamp(max=50), cut), cut, impl="naive"
+    )
     assert rel_rms_err(o.cpu(), ref.cpu()) < 1e-5
     with pytest.raises(ValueError, match="segments"):
         packed_decode_attention(q, kf, vf, row0, seg, impl="triton")
@@ -466,14 +477,14 @@ def test_unchecked_out_of_range_lengths_are_clamped():
 
 def test_combine_kernel_many_splits_bounded_tile():
     """More splits than one tile of the combine kernel (the merge walks them in tiles with a running max)."""
-    from reference_impls.ops.decode_attention.triton_kernel import (COMBINE_TILE, _combine_splits,
-                                                                     _combine_splits_torch)
+    from reference_impls.ops.decode_attention.triton_kernel import COMBINE_TILE, _combine_splits, _combine_splits_torch
+
     g = torch.Generator().manual_seed(5)
     BH, S, D = 3, 5 * COMBINE_TILE + 7, 16
     o_part = torch.randn(BH, S, D, generator=g)
     m_part = torch.randn(BH, S, generator=g) * 20
     l_part = torch.rand(BH, S, generator=g) + 0.1
-    m_part[2, : S - 1] = -1.0e30   # only the last split of this row saw keys
+    m_part[2, : S - 1] = -1.0e30  # only the last split of this row saw keys
     l_part[2, : S - 1] = 0.0
     o_t, lse_t = _combine_splits(o_part.to(DEV), m_part.to(DEV), l_part.to(DEV), 1, 3, D, torch.float32)
     o_n, lse_n = _combine_splits_torch(o_part, m_part, l_part, 1, 3, D, torch.float32)
@@ -508,8 +519,10 @@ def test_select_chunks_width():
     ids = select_chunks(scores, 4, n_chunks=nch)  # int budget: width min(4, C) = 4, the short row -1 padded
     assert ids.tolist() == [[[0, 1, 2, -1]], [[1, 3, 4, 5]]]
     assert select_chunks(scores, torch.tensor([[2], [3]]), n_chunks=nch).shape[-1] == 3  # tensor: largest count
-    assert select_chunks(scores, torch.tensor([[2], [3]]), n_chunks=nch, width=5).tolist() == \
-        [[[0, 2, -1, -1, -1]], [[1, 4, 5, -1, -1]]]
+    assert select_chunks(scores, torch.tensor([[2], [3]]), n_chunks=nch, width=5).tolist() == [
+        [[0, 2, -1, -1, -1]],
+        [[1, 4, 5, -1, -1]],
+    ]
 
 
 # ------------------------------------------------------------------ ahead-of-time sm_90 compile (no GPU needed)
@@ -522,20 +535,38 @@ def _compile_all():
     from reference_impls.ops.decode_attention import triton_kernel as tk
     from reference_impls.ops.quant import kv_quant as kq
 
-    ptr = {"Q": "*bf16", "KS": "*fp32", "VS": "*fp32", "LENS": "*i32", "KPOS": "*i64", "INV_FREQ": "*fp32",
-           "CIDX": "*i32", "ROW0": "*i64", "OP": "*fp32", "MP": "*fp32", "LP": "*fp32"}
+    ptr = {
+        "Q": "*bf16",
+        "KS": "*fp32",
+        "VS": "*fp32",
+        "LENS": "*i32",
+        "KPOS": "*i64",
+        "INV_FREQ": "*fp32",
+        "CIDX": "*i32",
+        "ROW0": "*i64",
+        "OP": "*fp32",
+        "MP": "*fp32",
+        "LP": "*fp32",
+    }
     base = {"G_PAD": 16, "BLOCK_D": 128, "HALF_D": 64, "FAST_TRIG": True}
     for kdt, quant, rope, sparse, packed in [
-            ("*bf16", False, False, False, False), ("*bf16", False, True, False, False),
-            ("*bf16", False, False, True, False), ("*i8", True, False, False, False),
-            ("*fp8e4nv", True, False, False, False), ("*i8", True, False, True, False),
-            ("*bf16", False, False, False, True), ("*fp8e4nv", True, False, True, True),
-            ("*bf16", False, True, False, True)]:
+        ("*bf16", False, False, False, False),
+        ("*bf16", False, True, False, False),
+        ("*bf16", False, False, True, False),
+        ("*i8", True, False, False, False),
+        ("*fp8e4nv", True, False, False, False),
+        ("*i8", True, False, True, False),
+        ("*bf16", False, False, False, True),
+        ("*fp8e4nv", True, False, True, True),
+        ("*bf16", False, True, False, True),
+    ]:
         compile_for_sm90_or_exit(
             f"decode_split k={kdt} quant={quant} rope={rope} sparse={sparse} packed={packed}",
-            tk._decode_split_kernel.fn, {**ptr, "K": kdt, "V": kdt},
+            tk._decode_split_kernel.fn,
+            {**ptr, "K": kdt, "V": kdt},
             {**base, "BLOCK_N": 64, "QUANT": quant, "ROPE": rope, "SPARSE": sparse, "PACKED": packed},
-            float_args=("scale_log2",))
+            float_args=("scale_log2",),
+        )
     # autotune configs: one per key block (the last listed with it; bf16), and the largest tile for int8
     configs = {}
     for cfg in tk.decode_configs():
@@ -544,19 +575,32 @@ def _compile_all():
     for cfg, kdt, quant in variants:
         compile_for_sm90_or_exit(
             f"decode_split autotune {cfg.kwargs} warps={cfg.num_warps} stages={cfg.num_stages} k={kdt}",
-            tk._decode_split_kernel.fn, {**ptr, "K": kdt, "V": kdt},
+            tk._decode_split_kernel.fn,
+            {**ptr, "K": kdt, "V": kdt},
             {**base, **cfg.kwargs, "QUANT": quant, "ROPE": False, "SPARSE": False, "PACKED": False},
-            float_args=("scale_log2",), options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
-    compile_for_sm90_or_exit("combine", tk._combine_kernel.fn,
-                             {"OP": "*fp32", "MP": "*fp32", "LP": "*fp32", "O": "*bf16", "LSE": "*fp32"},
-                             {"BLOCK_S": 32, "BLOCK_D": 128})
-    compile_for_sm90_or_exit("chunk_scores", tk._chunk_score_kernel.fn,
-                             {"Q": "*bf16", "KMIN": "*fp32", "KMAX": "*fp32", "NCH": "*i32", "OUT": "*fp32"},
-                             {"MEAN": False, "G_PAD": 4, "BLOCK_C": 16, "BLOCK_D": 128})
+            float_args=("scale_log2",),
+            options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages},
+        )
+    compile_for_sm90_or_exit(
+        "combine",
+        tk._combine_kernel.fn,
+        {"OP": "*fp32", "MP": "*fp32", "LP": "*fp32", "O": "*bf16", "LSE": "*fp32"},
+        {"BLOCK_S": 32, "BLOCK_D": 128},
+    )
+    compile_for_sm90_or_exit(
+        "chunk_scores",
+        tk._chunk_score_kernel.fn,
+        {"Q": "*bf16", "KMIN": "*fp32", "KMAX": "*fp32", "NCH": "*i32", "OUT": "*fp32"},
+        {"MEAN": False, "G_PAD": 4, "BLOCK_C": 16, "BLOCK_D": 128},
+    )
     for odt, int8 in (("*i8", True), ("*fp8e4nv", False)):
-        compile_for_sm90_or_exit(f"kv_quant {odt}", kq._quant_append_kernel.fn,
-                                 {"X": "*bf16", "OUT": odt, "OSCALE": "*fp32", "START": "*i32"},
-                                 {"INT8": int8, "BLOCK_T": 16, "BLOCK_D": 128}, float_args=("qmax",))
+        compile_for_sm90_or_exit(
+            f"kv_quant {odt}",
+            kq._quant_append_kernel.fn,
+            {"X": "*bf16", "OUT": odt, "OSCALE": "*fp32", "START": "*i32"},
+            {"INT8": int8, "BLOCK_T": 16, "BLOCK_D": 128},
+            float_args=("qmax",),
+        )
 
 
 @pytest.mark.slow

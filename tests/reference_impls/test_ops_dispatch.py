@@ -1,4 +1,5 @@
 """impl dispatch (reference_impls/ops/_triton.py) and importing ops without triton."""
+
 import os
 import subprocess
 import sys

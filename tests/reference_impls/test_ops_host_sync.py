@@ -2,16 +2,27 @@
 a decode step, of KV compaction and of score-based selection runs under ``forbid_host_reads`` on CPU tensors through
 the Triton interpreter, so a ``.item()``, ``bool(tensor)``, ``int(tensor)`` or host-to-device copy anywhere in our
 code fails the test (a CUDA run would only show it as time, and as a failed CUDA-graph capture)."""
+
 import pytest
 import torch
 
 from reference_impls.ops import gather_tokens, kv_compact, scored_attention, select_topk
-from reference_impls.ops.decode_attention import (chunk_scores, chunk_summaries, decode_attention,
-                                                  packed_decode_attention, ring_decode_attention, select_chunks,
-                                                  sparse_decode_attention)
+from reference_impls.ops.decode_attention import (
+    chunk_scores,
+    chunk_summaries,
+    decode_attention,
+    packed_decode_attention,
+    ring_decode_attention,
+    select_chunks,
+    sparse_decode_attention,
+)
 from reference_impls.ops.quant.kv_quant import quantize_kv
-from reference_impls.ops.quant.weight_gemm import (fp8_linear, int8_weight_only_matmul, quantize_fp8_rowwise,
-                                                   quantize_weight_int8)
+from reference_impls.ops.quant.weight_gemm import (
+    fp8_linear,
+    int8_weight_only_matmul,
+    quantize_fp8_rowwise,
+    quantize_weight_int8,
+)
 from tests.reference_impls._utils import forbid_host_reads, randint, randn
 
 pytest.importorskip("triton")
@@ -46,15 +57,15 @@ def test_decode_step_without_host_reads():
     with forbid_host_reads():
         quantize_kv(k_new, "int8", out=k_cache, out_scale=ks, start=lens, impl="triton", validate=False)
         quantize_kv(v_new, "int8", out=v_cache, out_scale=vs, start=lens, impl="triton", validate=False)
-        o1, _ = decode_attention(q, k_cache, v_cache, lens + 1, k_scale=ks, v_scale=vs, impl="triton",
-                                 validate=False)
+        o1, _ = decode_attention(q, k_cache, v_cache, lens + 1, k_scale=ks, v_scale=vs, impl="triton", validate=False)
         o2, _ = packed_decode_attention(q, flat_k, flat_v, row0, lens.clamp(max=50), impl="triton", validate=False)
         o3, _ = ring_decode_attention(q, k_float, v_float, lens, pos, inv, impl="triton", validate=False)
         kmin, kmax, nch = chunk_summaries(k_float, lens, 16)
         sel = select_chunks(chunk_scores(q, kmin, kmax, nch, impl="triton"), 3, n_chunks=nch, n_first=1, n_last=1)
         o4, _ = sparse_decode_attention(q, k_float, v_float, lens, sel, 16, impl="triton", validate=False)
-        o5, _ = sparse_decode_attention(q, flat_k, flat_v, lens.clamp(max=50), sel.clamp(max=3), 16, row0=row0,
-                                        impl="triton", validate=False)
+        o5, _ = sparse_decode_attention(
+            q, flat_k, flat_v, lens.clamp(max=50), sel.clamp(max=3), 16, row0=row0, impl="triton", validate=False
+        )
     # the same calls with the default checks agree (the values were valid)
     ref, _ = decode_attention(q, k_cache, v_cache, lens + 1, k_scale=ks, v_scale=vs, impl="naive")
     assert torch.allclose(o1, ref, atol=1e-5)
@@ -90,10 +101,8 @@ def test_scored_attention_without_host_reads():
     sel = torch.zeros(2, 9, dtype=torch.bool)
     sel[:, -3:] = True
     with forbid_host_reads():
-        o, lse, colsum = scored_attention(q, k, v, kv_lengths=lens, score_q_range=(0, 1), impl="triton",
-                                          validate=False)
-        o2, _, colsum2 = scored_attention(qp, k, v, kv_lengths=lens, score_q_mask=sel, impl="triton",
-                                          validate=False)
+        o, lse, colsum = scored_attention(q, k, v, kv_lengths=lens, score_q_range=(0, 1), impl="triton", validate=False)
+        o2, _, colsum2 = scored_attention(qp, k, v, kv_lengths=lens, score_q_mask=sel, impl="triton", validate=False)
     o_n, _, c_n = scored_attention(q, k, v, kv_lengths=lens, score_q_range=(0, 1), impl="naive")
     assert torch.allclose(o, o_n, atol=1e-5) and torch.allclose(colsum, c_n, atol=1e-5)
     assert torch.isfinite(o2).all() and torch.isfinite(colsum2).all()

@@ -1,5 +1,6 @@
 """Ahead-of-time compile of the paged decode kernel (``ops.paged_attention``) for an sm_90 GPU, bf16 and fp32 pools
 (no GPU needed; see ``test_ops_compile.py`` for why this runs in a subprocess)."""
+
 import pytest
 
 from tests.reference_impls._utils import compile_for_sm90_or_exit, require_triton_compiler, run_compile_script
@@ -11,9 +12,12 @@ def _compile_all():
 
     for dtype in ("*bf16", "*fp32"):
         compile_for_sm90_or_exit(
-            f"{paged_tk._paged_decode_kernel.name} {dtype}", paged_tk._paged_decode_kernel.fn,
+            f"{paged_tk._paged_decode_kernel.name} {dtype}",
+            paged_tk._paged_decode_kernel.fn,
             {"Q": dtype, "KP": dtype, "VP": dtype, "BT": "*i32", "LENS": "*i32", "O": dtype, "LSE": "*fp32"},
-            {"G_PAD": 16, "BLOCK_SIZE": 16, "BLOCK_D": 128}, float_args=("scale_log2",))
+            {"G_PAD": 16, "BLOCK_SIZE": 16, "BLOCK_D": 128},
+            float_args=("scale_log2",),
+        )
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """RoPE (RoFormer, arXiv 2104.09864): the vectorised forms against the paper's rotation matrices, the
 relative-position property, and the half layout the minimal LVLM and the decode kernels use."""
+
 import math
 
 import pytest
@@ -28,8 +29,9 @@ def test_vectorised_matches_rotation_matrices(shape):
     pos = randint(0, 4000, shape[:1] + (1,) + shape[2:3], seed=shape[3])
     assert torch.allclose(rope(x, pos), naive_rope(x, pos), atol=1e-4)
     # the half layout is the same rotation on permuted dimensions
-    assert torch.allclose(rope(interleaved_to_half(x), pos, layout="half"), interleaved_to_half(rope(x, pos)),
-                          atol=1e-5)
+    assert torch.allclose(
+        rope(interleaved_to_half(x), pos, layout="half"), interleaved_to_half(rope(x, pos)), atol=1e-5
+    )
 
 
 def test_scores_depend_on_relative_position_only():
@@ -49,8 +51,9 @@ def test_the_repository_rope_is_the_half_layout():
     pos = randint(0, 500, (2, 6), seed=5)
     cos, sin = rope_cos_sin(pos, 16, 10000.0, torch.float32)
     assert torch.allclose(apply_rope(x, cos, sin), rope(x, pos[:, None, :], layout="half"), atol=1e-5)
-    assert torch.allclose(rope_rotate(x, pos[:, None, :], rope_inv_freq(16)), rope(x, pos[:, None, :], layout="half"),
-                          atol=1e-6)
+    assert torch.allclose(
+        rope_rotate(x, pos[:, None, :], rope_inv_freq(16)), rope(x, pos[:, None, :], layout="half"), atol=1e-6
+    )
 
 
 def test_bad_arguments():

@@ -1,4 +1,5 @@
 """scored_attention: naive spec vs an independent fp64 eager reference, Triton (interpreter on CPU) vs naive."""
+
 import math
 
 import pytest
@@ -27,12 +28,13 @@ def _reference(q, k, v, *, causal, kv_lengths, sel):
 def _sdpa(q, k, v, *, causal, kv_lengths):
     """o from torch SDPA with an explicit boolean mask (rows that see no key are zeroed)."""
     B, Hq, Lq, D = q.shape
-    Hkv, Lk = k.shape[1], k.shape[2]
+    Hkv = k.shape[1]
     G = Hq // Hkv
     allowed = eager_attention_probs(q, k, causal=causal, kv_lengths=kv_lengths) > 0
     seen = allowed.any(-1, keepdim=True)
-    o = F.scaled_dot_product_attention(q.float(), k.float().repeat_interleave(G, 1), v.float().repeat_interleave(G, 1),
-                                       attn_mask=allowed | ~seen)
+    o = F.scaled_dot_product_attention(
+        q.float(), k.float().repeat_interleave(G, 1), v.float().repeat_interleave(G, 1), attn_mask=allowed | ~seen
+    )
     return o * seen
 
 
@@ -105,19 +107,27 @@ def test_triton_matches_reference(case):
 
 
 @needs_triton
-@pytest.mark.parametrize("num_splits,Lq,causal,dtype", [(2, 1, True, torch.float32), (5, 7, True, torch.float32),
-                                                         (3, 40, False, torch.float32), (4, 1, True, torch.float16)])
+@pytest.mark.parametrize(
+    "num_splits,Lq,causal,dtype",
+    [
+        (2, 1, True, torch.float32),
+        (5, 7, True, torch.float32),
+        (3, 40, False, torch.float32),
+        (4, 1, True, torch.float16),
+    ],
+)
 def test_triton_split_k_matches_naive(num_splits, Lq, causal, dtype):
     """Pass 1 split over key ranges (used on CUDA for few queries) + log-sum-exp merge equals one pass."""
-    from reference_impls.ops.scored_attention.triton_kernel import scored_attention_triton
+    from reference_impls.ops.scored_attention.triton_kernel import triton_scored_attention
 
     B, Hq, Hkv, Lk = 3, 4, 2, 577
     q, k, v = make_qkv(B, Hq, Hkv, Lq, Lk, 64, seed=31, dtype=dtype)
     kv_lengths = randint(1, Lk + 1, (B, Hkv), seed=32)
     kv_lengths[0, 0], kv_lengths[1, 1] = Lk, 0  # a full row and a row with no keys at all
     sel = torch.ones(B, Lq, dtype=torch.bool)
-    o, lse, colsum = scored_attention_triton(q, k, v, causal=causal, scale=64 ** -0.5, kv_lengths=kv_lengths,
-                                             score_q_mask=sel, num_splits=num_splits)
+    o, lse, colsum = triton_scored_attention(
+        q, k, v, causal=causal, scale=64**-0.5, kv_lengths=kv_lengths, score_q_mask=sel, num_splits=num_splits
+    )
     o_ref, lse_ref, colsum_ref = _reference(q, k, v, causal=causal, kv_lengths=kv_lengths, sel=sel)
     torch.testing.assert_close(colsum.double(), colsum_ref, rtol=1e-3, atol=1e-5)
     torch.testing.assert_close(lse.double(), lse_ref, rtol=1e-4, atol=1e-4)
@@ -136,14 +146,29 @@ def test_split_combine_kernel_matches_torch_merge():
     S, B, Hq, Lq, D = 37, 2, 3, 5, 24
     o_part = torch.randn(S, B, Hq, Lq, D, generator=g)
     lse_part = torch.randn(S, B, Hq, Lq, generator=g) * 5
-    lse_part[3:, 0, 1] = float("-inf")    # only the first three splits saw keys
+    lse_part[3:, 0, 1] = float("-inf")  # only the first three splits saw keys
     lse_part[:, 1, 2, 4] = float("-inf")  # this row saw none
     o_ref, lse_ref = tk.combine_splits(o_part, lse_part, torch.float32)
     o = torch.empty(B, Hq, Lq, D)
     lse = torch.empty(B, Hq, Lq)
     R = B * Hq * Lq
-    tk._combine_kernel.launch((R,), o_part, lse_part, o, lse, S, R, Hq, Lq, D, *o.stride(), lse.stride(0),
-                              lse.stride(1), device=o.device, meta=dict(BLOCK_S=16, BLOCK_D=32))
+    tk._combine_kernel.launch(
+        (R,),
+        o_part,
+        lse_part,
+        o,
+        lse,
+        S,
+        R,
+        Hq,
+        Lq,
+        D,
+        *o.stride(),
+        lse.stride(0),
+        lse.stride(1),
+        device=o.device,
+        meta=dict(BLOCK_S=16, BLOCK_D=32),
+    )
     torch.testing.assert_close(o, o_ref.nan_to_num(0.0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(lse, lse_ref, rtol=1e-5, atol=1e-6)
     assert (o[1, 2, 4] == 0).all() and torch.isneginf(lse[1, 2, 4])
@@ -174,8 +199,9 @@ def test_triton_bf16_on_cpu_runs_in_fp32():
 def test_degenerate_rows_and_selections(impl):
     q, k, v = make_qkv(3, 2, 1, 4, 6, 64, seed=5)
     kv_lengths = torch.tensor([6, 0, 2])  # row 1 has no keys; row 2: causal queries 0, 1 see nothing
-    o, lse, colsum = scored_attention(q, k, v, kv_lengths=kv_lengths, score_q_mask=torch.zeros(3, 4, dtype=torch.bool),
-                                      impl=impl)
+    o, lse, colsum = scored_attention(
+        q, k, v, kv_lengths=kv_lengths, score_q_mask=torch.zeros(3, 4, dtype=torch.bool), impl=impl
+    )
     assert torch.equal(colsum, torch.zeros(3, 2, 6))
     assert torch.all(o[1] == 0) and torch.all(torch.isneginf(lse[1]))
     assert torch.all(o[2, :, :2] == 0) and torch.all(torch.isneginf(lse[2, :, :2]))
@@ -250,8 +276,11 @@ def test_bad_arguments_raise_value_error():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_gpu_triton_vs_reference(dtype):
     torch.manual_seed(0)
-    for B, Hq, Hkv, Lq, Lk, D, ragged in [(3, 8, 2, 577, 577, 128, "B"), (2, 32, 8, 64, 4099, 128, "BH"),
-                                          (1, 4, 4, 1, 1025, 64, None)]:
+    for B, Hq, Hkv, Lq, Lk, D, ragged in [
+        (3, 8, 2, 577, 577, 128, "B"),
+        (2, 32, 8, 64, 4099, 128, "BH"),
+        (1, 4, 4, 1, 1025, 64, None),
+    ]:
         q, k, v, kv_lengths, sel, sel_arg = _make_case(B, Hq, Hkv, Lq, Lk, D, True, ragged, "mask", dtype, seed=7)
         q, k, v = q.cuda(), k.cuda(), v.cuda()
         kv_lengths = None if kv_lengths is None else kv_lengths.cuda()
@@ -260,8 +289,13 @@ def test_gpu_triton_vs_reference(dtype):
         o_n, lse_n, colsum_n = scored_attention(q, k, v, kv_lengths=kv_lengths, impl="naive", **sel_arg)
         torch.testing.assert_close(colsum, colsum_n, rtol=1e-3, atol=1e-5)
         torch.testing.assert_close(lse, lse_n, rtol=1e-3, atol=1e-3)
-        o_ref = _sdpa(q.cpu().float(), k.cpu().float(), v.cpu().float(), causal=True,
-                      kv_lengths=None if kv_lengths is None else kv_lengths.cpu()).cuda()
+        o_ref = _sdpa(
+            q.cpu().float(),
+            k.cpu().float(),
+            v.cpu().float(),
+            causal=True,
+            kv_lengths=None if kv_lengths is None else kv_lengths.cpu(),
+        ).cuda()
         tol = 2e-2 if dtype == torch.bfloat16 else (2e-3 if dtype == torch.float16 else 1e-4)
         torch.testing.assert_close(o.float(), o_ref, rtol=tol, atol=tol)
 
@@ -295,14 +329,30 @@ def test_gpu_autotune_configs():
     kv2 = kv_lengths[:, None].expand(2, 2)
     for cfg in autotune_configs_under_test(tk._attn_fwd_configs()):
         meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        o, lse, c = tk.scored_attention_triton(q, k, v, causal=True, scale=128 ** -0.5, kv_lengths=kv2,
-                                               score_q_mask=sel, meta_fwd=meta, meta_colsum={"BLOCK_M": 16,
-                                                                                              "BLOCK_N": 64})
+        o, lse, c = tk.triton_scored_attention(
+            q,
+            k,
+            v,
+            causal=True,
+            scale=128**-0.5,
+            kv_lengths=kv2,
+            score_q_mask=sel,
+            meta_fwd=meta,
+            meta_colsum={"BLOCK_M": 16, "BLOCK_N": 64},
+        )
         torch.testing.assert_close(o.float(), o_n.float(), rtol=2e-3, atol=2e-3)
         torch.testing.assert_close(c, c_n, rtol=1e-3, atol=1e-5)
     for cfg in autotune_configs_under_test(tk._colsum_configs()):
         meta = dict(cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-        _, _, c = tk.scored_attention_triton(q, k, v, causal=True, scale=128 ** -0.5, kv_lengths=kv2,
-                                             score_q_mask=sel, meta_fwd={"BLOCK_M": 64, "BLOCK_N": 64},
-                                             meta_colsum=meta)  # a forced pass 1: no autotuning of it here
+        _, _, c = tk.triton_scored_attention(
+            q,
+            k,
+            v,
+            causal=True,
+            scale=128**-0.5,
+            kv_lengths=kv2,
+            score_q_mask=sel,
+            meta_fwd={"BLOCK_M": 64, "BLOCK_N": 64},
+            meta_colsum=meta,
+        )  # a forced pass 1: no autotuning of it here
         torch.testing.assert_close(c, c_n, rtol=1e-3, atol=1e-5)

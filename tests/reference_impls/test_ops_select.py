@@ -1,10 +1,11 @@
 """select_topk (naive vs torch path, properties), gather_tokens and kv_compact (naive vs Triton interpreter)."""
+
 import pytest
 import torch
 
 from reference_impls.ops import gather_tokens, kv_compact, select_topk
 from reference_impls.ops._triton import launch_counts, triton_available
-from tests.reference_impls._utils import randint, randn, ragged_lengths
+from tests.reference_impls._utils import ragged_lengths, randint, randn
 
 needs_triton = pytest.mark.skipif(not triton_available(), reason="triton not importable")
 
@@ -78,11 +79,18 @@ def test_select_topk_bad_arguments():
     beyond[1, 6] = True
     with pytest.raises(ValueError, match="beyond lengths"):
         select_topk(s, 3, lengths=torch.tensor([10, 4]), protect_mask=beyond)
-    for bad in [dict(scores=s[0], k=1), dict(scores=s.long(), k=1), dict(scores=s, k=2.0), dict(scores=s, k=-1),
-                dict(scores=s, k=torch.tensor([1, 2, 3])), dict(scores=s, k=torch.tensor([1.0, 2.0])),
-                dict(scores=s, k=1, lengths=torch.tensor([11, 3])), 
-                dict(scores=s, k=1, protect_mask=torch.ones(2, 9, dtype=torch.bool)),
-                dict(scores=s, k=1, protect_mask=torch.ones(2, 10)), dict(scores=s, k=1, impl="fast")]:
+    for bad in [
+        dict(scores=s[0], k=1),
+        dict(scores=s.long(), k=1),
+        dict(scores=s, k=2.0),
+        dict(scores=s, k=-1),
+        dict(scores=s, k=torch.tensor([1, 2, 3])),
+        dict(scores=s, k=torch.tensor([1.0, 2.0])),
+        dict(scores=s, k=1, lengths=torch.tensor([11, 3])),
+        dict(scores=s, k=1, protect_mask=torch.ones(2, 9, dtype=torch.bool)),
+        dict(scores=s, k=1, protect_mask=torch.ones(2, 10)),
+        dict(scores=s, k=1, impl="fast"),
+    ]:
         with pytest.raises(ValueError):
             select_topk(**bad)
 
@@ -99,8 +107,9 @@ def test_gather_tokens(impl, dtype):
     before = launch_counts["_gather_rows_kernel"]
     out, out_pos = gather_tokens(hidden, idx, pos, impl=impl)
     assert launch_counts["_gather_rows_kernel"] == before + (impl == "triton")
-    ref = torch.stack([torch.stack([hidden[b, j] if j >= 0 else torch.zeros(C, dtype=dtype) for j in idx[b]])
-                       for b in range(B)])
+    ref = torch.stack(
+        [torch.stack([hidden[b, j] if j >= 0 else torch.zeros(C, dtype=dtype) for j in idx[b]]) for b in range(B)]
+    )
     assert torch.equal(out, ref)
     assert torch.equal(out_pos, torch.where(idx >= 0, pos.gather(1, idx.clamp(min=0)), -1))
     # identity: keeping everything returns the input and arange positions
@@ -110,9 +119,14 @@ def test_gather_tokens(impl, dtype):
 
 def test_gather_tokens_bad_arguments():
     h = randn(2, 5, 3, seed=0)
-    for args in [(h[0], torch.zeros(2, 1, dtype=torch.int64)), (h, torch.zeros(2, 1, dtype=torch.int32)),
-                 (h, torch.zeros(3, 1, dtype=torch.int64)), (h, torch.full((2, 1), 5)), (h, torch.full((2, 1), -2)),
-                 (h, torch.zeros(2, 1, dtype=torch.int64), torch.zeros(2, 4, dtype=torch.int64))]:
+    for args in [
+        (h[0], torch.zeros(2, 1, dtype=torch.int64)),
+        (h, torch.zeros(2, 1, dtype=torch.int32)),
+        (h, torch.zeros(3, 1, dtype=torch.int64)),
+        (h, torch.full((2, 1), 5)),
+        (h, torch.full((2, 1), -2)),
+        (h, torch.zeros(2, 1, dtype=torch.int64), torch.zeros(2, 4, dtype=torch.int64)),
+    ]:
         with pytest.raises(ValueError):
             gather_tokens(*args)
 
@@ -124,8 +138,9 @@ def _per_head_idx(B, H, L, seed):
 
 
 @pytest.mark.parametrize("impl", ["naive", pytest.param("triton", marks=needs_triton)])
-@pytest.mark.parametrize("shape,dtype", [((3, 4, 63, 64), torch.float32), ((1, 2, 577, 128), torch.float16),
-                                         ((3, 2, 1, 64), torch.float32)])
+@pytest.mark.parametrize(
+    "shape,dtype", [((3, 4, 63, 64), torch.float32), ((1, 2, 577, 128), torch.float16), ((3, 2, 1, 64), torch.float32)]
+)
 def test_kv_compact_out_of_place_and_in_place(impl, shape, dtype):
     B, H, L, D = shape
     k, v = randn(*shape, seed=6, dtype=dtype), randn(*shape, seed=7, dtype=dtype)
@@ -238,7 +253,7 @@ def test_gpu_kv_compact_large_in_place(dtype):
         idx = _far_and_near_idx(B, H, L, 5000 + 700 * rep).cuda()
         k_ref, v_ref, _ = kv_compact(k, v, idx, impl="naive")
         kv_compact(k, v, idx, inplace=True, impl="triton")
-        assert torch.equal(k[:, :, :idx.shape[-1]], k_ref) and torch.equal(v[:, :, :idx.shape[-1]], v_ref), rep
+        assert torch.equal(k[:, :, : idx.shape[-1]], k_ref) and torch.equal(v[:, :, : idx.shape[-1]], v_ref), rep
     hidden = torch.randn(B, L, 4096, device="cuda", dtype=dtype)
     tok_idx = select_topk(torch.randn(B, L, device="cuda"), 3000, impl="auto")
     out, _ = gather_tokens(hidden, tok_idx, impl="auto")

@@ -1,4 +1,5 @@
 """LiteVLM pipeline: all stages off == baseline exactly; view masks propagate; SD stage lossless; latency report."""
+
 import pytest
 import torch
 
@@ -7,7 +8,8 @@ from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
 from reference_impls.pipelines.litevlm import LiteVLMConfig, LiteVLMPipeline, baseline_generate
 from reference_impls.prefill.litevlm_token_selection import TokenSelection
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 STAGES = ("view_selection", "vision", "prefill", "decode", "total")
 
@@ -35,6 +37,7 @@ def test_dropped_views_produce_no_vision_tokens(setup, monkeypatch):
     model, views, q, selector = setup
     seen = []
     original = model.vision.forward
+
     def counting_forward(px, *a, **k):
         seen.append(px.shape[0])
         return original(px, *a, **k)
@@ -43,8 +46,8 @@ def test_dropped_views_produce_no_vision_tokens(setup, monkeypatch):
     pipe = LiteVLMPipeline(model, LiteVLMConfig(view_selection=True, view_threshold=0.5, max_new_tokens=4), selector)
     res = pipe.run("is there a car on the back left", q, views)
     kept = int(res.kept_views.sum())
-    assert bool(res.kept_views[4])                         # lexical "back left" -> view 4 kept
-    assert 1 <= kept < 6 and seen == [kept]                # the ViT only saw the kept views, in one call
+    assert bool(res.kept_views[4])  # lexical "back left" -> view 4 kept
+    assert 1 <= kept < 6 and seen == [kept]  # the ViT only saw the kept views, in one call
     assert res.visual_tokens == kept * model.cfg.n_visual_tokens
 
 
@@ -53,19 +56,25 @@ def test_speculative_stage_is_lossless(setup, tree):
     model, views, q, selector = setup
     ts = TokenSelection("fastv", keep_ratio=0.5)
     plain = LiteVLMPipeline(model, LiteVLMConfig(token_selection=ts, max_new_tokens=10)).run("x", q, views)
-    spec = LiteVLMPipeline(model, LiteVLMConfig(token_selection=ts, speculative=True, tree=tree, max_new_tokens=10,
-                                                draft_layers=2)).run("x", q, views)
+    spec = LiteVLMPipeline(
+        model, LiteVLMConfig(token_selection=ts, speculative=True, tree=tree, max_new_tokens=10, draft_layers=2)
+    ).run("x", q, views)
     assert torch.equal(spec.tokens, plain.tokens) and spec.spec_stats.steps >= 1
 
 
 def test_everything_on_runs(setup):
     model, views, q, selector = setup
-    cfg = LiteVLMConfig(view_selection=True, token_selection=TokenSelection("fastv", keep_ratio=0.5),
-                        speculative=True, fp8=True, max_new_tokens=6)
+    cfg = LiteVLMConfig(
+        view_selection=True,
+        token_selection=TokenSelection("fastv", keep_ratio=0.5),
+        speculative=True,
+        fp8=True,
+        max_new_tokens=6,
+    )
     pipe = LiteVLMPipeline(model, cfg, selector)
     res = pipe.run("what is ahead", q, views)
     assert res.tokens.shape == (6,) and type(pipe.model.layers[0].attn.q_proj).__name__ == "FP8Linear"
-    assert type(model.layers[0].attn.q_proj).__name__ == "Linear"            # the caller's model is untouched
+    assert type(model.layers[0].attn.q_proj).__name__ == "Linear"  # the caller's model is untouched
 
 
 def test_bad_arguments(setup):

@@ -1,10 +1,11 @@
 """FastV (2403.06764): naive vs optimised selection, identity at R = 0, ragged batches, pruned cache."""
+
 import pytest
 import torch
 
 from reference_impls.models import LVLMConfig, MinimalLVLM
+from reference_impls.prefill.fastv import FastV, n_keep_visual, naive_fastv_keep
 from reference_impls.technique import UnsupportedModel
-from reference_impls.prefill.fastv import FastV, fastv_keep_naive, n_keep_visual
 from tests.reference_impls._lvlm_prompts import FixedPrune, image_prompt, tiny_model
 from tests.reference_impls._utils import randn
 
@@ -16,11 +17,11 @@ def test_naive_vs_optimised(L, n_vis, G, ratio):
     q, k = randn(B, Hkv * G, L, D, seed=L), randn(B, Hkv, L, D, seed=L + 1)
     vis = torch.zeros(B, L, dtype=torch.bool)
     start = 0 if L == 1 else 1
-    vis[:, start:start + n_vis] = True if L > 1 else False
+    vis[:, start : start + n_vis] = True if L > 1 else False
     lengths = torch.tensor([L, max(1, L - 5), max(1, L // 2)]) if L > 1 else torch.ones(3, dtype=torch.long)
     vis &= torch.arange(L)[None] < (lengths[:, None] - 1)
     got = FastV(ratio=ratio, impl="naive").keep_indices(q, k, vis, lengths)
-    want = fastv_keep_naive(q, k, vis, lengths, ratio)
+    want = naive_fastv_keep(q, k, vis, lengths, ratio)
     assert torch.equal(got, want)
     kept_vis = torch.stack([vis[b][got[b][got[b] >= 0]].sum() for b in range(B)])
     assert torch.equal(kept_vis, n_keep_visual(vis.sum(1), 1 - ratio))
@@ -53,21 +54,21 @@ def test_prunes_cache_and_matches_single_runs(mode):
         assert res.layer_tokens[:, 0].tolist() == [30, 30, 30 - n_drop, 30 - n_drop]
         pos = res.state.positions[0, : int(res.state.lengths[0])]
         if mode == "keep":
-            assert torch.equal(pos, res.state.source_index[0, : len(pos)])   # original ids, with gaps
+            assert torch.equal(pos, res.state.source_index[0, : len(pos)])  # original ids, with gaps
         else:
             assert torch.equal(pos, torch.arange(len(pos)))
         with FastV(k=2, ratio=0.5, position_mode=mode)(model):
             gen = model.generate(ids, pix, lengths=lengths, max_new_tokens=4)
             for b in range(2):
                 n = int(lengths[b])
-                single = model.prefill(ids[b:b + 1, :n], pix[b:b + 1])
+                single = model.prefill(ids[b : b + 1, :n], pix[b : b + 1])
                 torch.testing.assert_close(res.logits[b], single.logits[0], rtol=1e-4, atol=1e-5)
-                g1 = model.generate(ids[b:b + 1, :n], pix[b:b + 1], max_new_tokens=4)
+                g1 = model.generate(ids[b : b + 1, :n], pix[b : b + 1], max_new_tokens=4)
                 assert torch.equal(gen[b], g1[0])
 
 
 def test_hook_equals_pruned_model_spec():
-    """The hook's kept set equals fastv_keep_naive on the layer-(K-1) queries/keys of the same model."""
+    """The hook's kept set equals naive_fastv_keep on the layer-(K-1) queries/keys of the same model."""
     model = tiny_model()
     ids, lengths, pix = image_prompt(model.cfg, [1, 4], [28, 25], seed=2)
     hook = FastV(k=2, ratio=0.5)
@@ -88,7 +89,7 @@ def test_hook_equals_pruned_model_spec():
         del layer.attn.project_qkv
     q, k = captured["qk"]
     vis = ids == model.cfg.image_token_id
-    assert torch.equal(hook.kept, fastv_keep_naive(q, k, vis, lengths, 0.5))
+    assert torch.equal(hook.kept, naive_fastv_keep(q, k, vis, lengths, 0.5))
     assert res.state.lengths.tolist() == (lengths - 8).tolist()
 
 
@@ -142,8 +143,10 @@ def test_gpu_triton_scores_give_same_kept_set():
     torch.testing.assert_close(r1.logits, r2.logits, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("n,ratio,upstream", [(5, 0.5, 2), (7, 0.5, 4), (9, 0.5, 4), (576, 0.75, 144), (10, 0.25, 8),
-                                              (3, 0.5, 2), (16, 0.5, 8)])
+@pytest.mark.parametrize(
+    "n,ratio,upstream",
+    [(5, 0.5, 2), (7, 0.5, 4), (9, 0.5, 4), (576, 0.75, 144), (10, 0.25, 8), (3, 0.5, 2), (16, 0.5, 8)],
+)
 def test_keep_count_rounds_as_the_official_code(n, ratio, upstream):
     """The official code keeps ``round(N * (1 - R))`` visual tokens with Python's round (half to even); ``upstream``
     is that number for each case (e.g. 2.5 -> 2, 3.5 -> 4, 4.5 -> 4)."""

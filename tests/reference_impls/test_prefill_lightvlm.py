@@ -1,10 +1,11 @@
 """LightVLM pyramid token merging (2509.00419): naive vs optimised merge, size bookkeeping, identities."""
+
 import pytest
 import torch
 
-from reference_impls.prefill.lightvlm import LightVLM, lightvlm_merge, lightvlm_merge_naive
-from reference_impls.prefill.pyramiddrop import PyramidDrop
 from reference_impls.models.hooks import keep_text_and_top_visual
+from reference_impls.prefill.lightvlm import LightVLM, lightvlm_merge, naive_lightvlm_merge
+from reference_impls.prefill.pyramiddrop import PyramidDrop
 from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
 from tests.reference_impls._utils import randn
 
@@ -17,12 +18,12 @@ def test_merge_naive_vs_optimised(L, n_keep):
     lengths = torch.tensor([L, max(1, L - 9), max(1, L // 2)])
     vis = torch.zeros(B, L, dtype=torch.bool)
     if L > 1:
-        vis[:, 1: L - 1] = True
+        vis[:, 1 : L - 1] = True
         vis &= torch.arange(L)[None] < (lengths[:, None] - 1)
     n_keep_t = torch.minimum(torch.full((B,), n_keep), vis.sum(1))
     keep = keep_text_and_top_visual(randn(B, L, seed=7), vis, lengths, n_keep_t)
     got_h, got_s = lightvlm_merge(h, metric, sizes, keep, vis, lengths, impl="naive")
-    want_h, want_s = lightvlm_merge_naive(h, metric, sizes, keep, vis, lengths)
+    want_h, want_s = naive_lightvlm_merge(h, metric, sizes, keep, vis, lengths)
     torch.testing.assert_close(got_h, want_h, rtol=1e-5, atol=1e-6)
     assert torch.equal(got_s, want_s)
     # size bookkeeping: kept tokens carry the total size of the valid tokens of each row
@@ -36,7 +37,7 @@ def test_weighted_average_by_hand():
     metric = torch.tensor([[[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.0, 1.0]]])
     sizes = torch.tensor([[1.0, 2.0, 1.0, 1.0]])
     vis = torch.tensor([[True, True, True, False]])
-    keep = torch.tensor([[0, 2, 3]])          # token 1 (size 2) merges into token 0 (cosine ~1)
+    keep = torch.tensor([[0, 2, 3]])  # token 1 (size 2) merges into token 0 (cosine ~1)
     out_h, out_s = lightvlm_merge(h, metric, sizes, keep, vis, torch.tensor([4]))
     torch.testing.assert_close(out_h[0, 0], torch.tensor([(1 + 2 * 3) / 3, 2 / 3]))
     assert out_s[0].tolist() == [3.0, 2.0, 1.0, 1.0]
@@ -51,8 +52,9 @@ def test_identity_and_no_merge_equals_pruning():
         same = model.prefill(ids, pix, lengths=lengths, hooks=[LightVLM(ratio_list=(1.0, 1.0, 1.0))])
         assert torch.equal(base.logits, same.logits)
         plain = model.prefill(ids, pix, lengths=lengths, hooks=[LightVLM(merge=False)])
-        pdrop = model.prefill(ids, pix, lengths=lengths,
-                              hooks=[PyramidDrop(ratio_list=(0.5, 0.25, 0.1), position_mode="keep")])
+        pdrop = model.prefill(
+            ids, pix, lengths=lengths, hooks=[PyramidDrop(ratio_list=(0.5, 0.25, 0.1), position_mode="keep")]
+        )
         assert torch.equal(plain.logits, pdrop.logits)
 
 
@@ -68,15 +70,17 @@ def test_merging_shortens_and_matches_single_runs():
         st = res.state
         for b in range(2):
             n = int(st.lengths[b])
-            assert float(st.sizes[b, :n].sum()) == float(lengths[b])            # every token represented once
+            assert float(st.sizes[b, :n].sum()) == float(lengths[b])  # every token represented once
             pos = st.positions[b, :n]
-            assert torch.equal(pos, st.source_index[b, :n])                    # dominant tokens keep their ids
-            single = model.prefill(ids[b:b + 1, : int(lengths[b])], pix[b:b + 1], hooks=[LightVLM()])
+            assert torch.equal(pos, st.source_index[b, :n])  # dominant tokens keep their ids
+            single = model.prefill(ids[b : b + 1, : int(lengths[b])], pix[b : b + 1], hooks=[LightVLM()])
             torch.testing.assert_close(res.logits[b], single.logits[0], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kw", [dict(ratio_list=(1.2,)), dict(layer_list=[1, 2], ratio_list=(0.5, 0.6)),
-                                dict(layer_list=[0], ratio_list=(0.5,))])
+@pytest.mark.parametrize(
+    "kw",
+    [dict(ratio_list=(1.2,)), dict(layer_list=[1, 2], ratio_list=(0.5, 0.6)), dict(layer_list=[0], ratio_list=(0.5,))],
+)
 def test_bad_arguments(kw):
     with pytest.raises(ValueError):
         LightVLM(**kw)
@@ -85,5 +89,11 @@ def test_bad_arguments(kw):
 def test_bad_shapes():
     h = randn(1, 5, 4)
     with pytest.raises(ValueError):
-        lightvlm_merge(h, randn(1, 4, 3), torch.ones(1, 5), torch.tensor([[0, 1]]), torch.ones(1, 5, dtype=torch.bool),
-                       torch.tensor([5]))
+        lightvlm_merge(
+            h,
+            randn(1, 4, 3),
+            torch.ones(1, 5),
+            torch.tensor([[0, 1]]),
+            torch.ones(1, 5, dtype=torch.bool),
+            torch.tensor([5]),
+        )

@@ -1,4 +1,5 @@
 """LiteVLM token selection stage (2506.07416): disabled == baseline, reuse of FastV / PyramidDrop / VisionZip."""
+
 import pytest
 import torch
 
@@ -36,7 +37,7 @@ def test_visionzip_stage_matches_naive_visionzip():
     cfg = model.cfg
     stage = TokenSelection("visionzip", keep_ratio=0.5)
     n = stage.visual_tokens_per_image(cfg)
-    assert n == 9                                      # round(0.5 * 17 encoder tokens), CLS included
+    assert n == 9  # round(0.5 * 17 encoder tokens), CLS included
     _, _, pix = image_prompt(cfg, [1, 1], [30, 30], seed=2)
     with torch.no_grad():
         feats = stage.image_features(model, pix)
@@ -50,7 +51,7 @@ def test_visionzip_stage_matches_naive_visionzip():
         torch.testing.assert_close(feats, model.project(ref.tokens), rtol=1e-5, atol=1e-6)
         # the shortened prompt runs, and the LLM really sees fewer tokens than with the full image
         ids = torch.randint(0, 200, (2, 10 + n), generator=torch.Generator().manual_seed(0))
-        ids[:, 2:2 + n] = cfg.image_token_id
+        ids[:, 2 : 2 + n] = cfg.image_token_id
         res = stage.prefill(model, ids, pix)
     assert feats.shape == (2, n, cfg.hidden) and res.layer_tokens[0].tolist() == [10 + n] * 2
     assert n < cfg.n_visual_tokens

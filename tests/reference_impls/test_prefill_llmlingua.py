@@ -1,5 +1,6 @@
 """LLMLingua token-level compression (arXiv 2310.05736): a hand-worked bigram LM where conditioning on the
 compressed prefix matters, the cached path against the uncached specification on the minimal LVLM, identity."""
+
 import math
 
 import pytest
@@ -8,17 +9,18 @@ import torch
 from reference_impls.decode.speculative.lvlm_adapter import LVLMSpecLM
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from reference_impls.prefill.llmlingua import LLMLingua, llmlingua_keep, naive_llmlingua_keep
-from tests.reference_impls._utils import randint, single_torch_thread  # noqa: F401
+from tests.reference_impls._utils import randint
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 # p(next | prev) of a 4-token bigram LM
-TABLE = torch.tensor([[0.1, 0.7, 0.1, 0.1],
-                      [1 / 30, 1 / 30, 0.9, 1 / 30],
-                      [0.1, 0.6, 0.1, 0.2],
-                      [1 / 6, 0.5, 1 / 6, 1 / 6]])
+TABLE = torch.tensor(
+    [[0.1, 0.7, 0.1, 0.1], [1 / 30, 1 / 30, 0.9, 1 / 30], [0.1, 0.6, 0.1, 0.2], [1 / 6, 0.5, 1 / 6, 1 / 6]]
+)
 
 
 def bigram_logits(ids):
-    return TABLE.log()[ids]                           # [1, n, V]: row t predicts the token after ids[t]
+    return TABLE.log()[ids]  # [1, n, V]: row t predicts the token after ids[t]
 
 
 class BigramLM:
@@ -70,7 +72,7 @@ def test_cached_path_matches_spec(model, n, rate, segment):
     out = llmlingua_keep(LVLMSpecLM(model, 128), ids, rate, segment)
     assert torch.equal(out, ref)
     assert 0 < out.numel() < n and out[0] == 0
-    if segment == n:                                   # one segment: floor(rate * (n - 1)) scored tokens + the first
+    if segment == n:  # one segment: floor(rate * (n - 1)) scored tokens + the first
         assert out.numel() == int((n - 1) * rate) + 1
     kept_ids, idx = LLMLingua(rate, segment).compress(LVLMSpecLM(model, 128), ids)
     assert torch.equal(idx, ref) and torch.equal(kept_ids, ids[ref])

@@ -1,14 +1,26 @@
 """PEVLM parallel encoding: mask == naive, block-sparse == dense, one block == full causal attention."""
+
 import pytest
 import torch
 
 from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
-from reference_impls.prefill.pevlm import (PEVLMLayout, blocksparse_pevlm_attention, naive_pevlm_attention,
-                                           naive_pevlm_mask, pevlm_attention, pevlm_mask, pevlm_positions,
-                                           pevlm_prefill)
-from tests.reference_impls._utils import randn, rel_rms_err
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
+from reference_impls.prefill.pevlm import (
+    PEVLMLayout,
+    blocksparse_pevlm_attention,
+    naive_pevlm_attention,
+    naive_pevlm_mask,
+    pevlm_attention,
+    pevlm_mask,
+    pevlm_positions,
+    pevlm_prefill,
+)
+from tests.reference_impls._utils import (
+    randn,
+    rel_rms_err,
+)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 LAYOUTS = [
     dict(prefix_len=5, n_frames=9, tokens_per_frame=7, suffix_len=4, sink_frames=1, frames_per_block=3),
@@ -47,7 +59,7 @@ def test_triton_context_rows_equal_dense(kw, heads):
 
     lay = PEVLMLayout.from_frames(**kw)
     L = lay.total_len
-    q = randn(1, heads[0], L, 24, seed=7)                       # D = 24: not a power of two
+    q = randn(1, heads[0], L, 24, seed=7)  # D = 24: not a power of two
     k, v = randn(1, heads[1], L, 24, seed=8), randn(1, heads[1], L, 24, seed=9)
     before = launch_counts["_pevlm_context_kernel"]
     out = pevlm_attention(q, k, v, lay, impl="triton")
@@ -67,11 +79,12 @@ def test_triton_context_rows_every_autotune_tile():
     ref = naive_pevlm_attention(q, k, v, lay)
     starts = torch.zeros(L, dtype=torch.int32)  # first key of each context row's own block
     for s0, n in zip(lay.block_starts, lay.block_lens):
-        starts[s0: s0 + n] = s0
+        starts[s0 : s0 + n] = s0
     for cfg in pevlm_configs():
         out = torch.zeros_like(q)
-        triton_pevlm_context_rows(q, k, v, out, starts, S, Q0, 16 ** -0.5, block_m=cfg.kwargs["BLOCK_M"],
-                                  block_n=cfg.kwargs["BLOCK_N"])
+        triton_pevlm_context_rows(
+            q, k, v, out, starts, S, Q0, 16**-0.5, block_m=cfg.kwargs["BLOCK_M"], block_n=cfg.kwargs["BLOCK_N"]
+        )
         assert rel_rms_err(out[:, :, S:Q0], ref[:, :, S:Q0]) <= 1e-5, cfg.kwargs
 
 
@@ -87,20 +100,22 @@ def test_one_block_equals_full_causal_attention():
 
 def test_prefill_on_minimal_lvlm():
     model = MinimalLVLM(LVLMConfig.tiny(), seed=0)
-    one = PEVLMLayout.from_frames(3, 5, 4, 2, sink_frames=1, frames_per_block=8)       # 1 context block
+    one = PEVLMLayout.from_frames(3, 5, 4, 2, sink_frames=1, frames_per_block=8)  # 1 context block
     ids = torch.randint(0, 250, (2, one.total_len), generator=torch.Generator().manual_seed(0))
     logits, cache = pevlm_prefill(model, ids, one)
     ref = model.prefill(ids).logits
     torch.testing.assert_close(logits, ref, rtol=1e-5, atol=1e-5)
-    causal = model.run_decoder(model.embed(ids)[0], cache=model.new_cache(2, 64),
-                               chunk_mask=torch.ones(one.total_len, one.total_len, dtype=torch.bool).tril()
-                               .expand(2, -1, -1))[0]
-    assert torch.equal(logits, model.logits(causal.hidden[:, -1]))                       # same path: bit-exact
-    many = PEVLMLayout.from_frames(3, 5, 4, 2, sink_frames=1, frames_per_block=1)      # 4 blocks
+    causal = model.run_decoder(
+        model.embed(ids)[0],
+        cache=model.new_cache(2, 64),
+        chunk_mask=torch.ones(one.total_len, one.total_len, dtype=torch.bool).tril().expand(2, -1, -1),
+    )[0]
+    assert torch.equal(logits, model.logits(causal.hidden[:, -1]))  # same path: bit-exact
+    many = PEVLMLayout.from_frames(3, 5, 4, 2, sink_frames=1, frames_per_block=1)  # 4 blocks
     logits_m, cache_m = pevlm_prefill(model, ids, many)
-    assert int(cache_m.lengths(0)[0]) == many.total_len                                # full-size KV cache
-    assert not torch.allclose(logits_m, ref, atol=1e-7)                                # blocks really isolated
-    step = model.decode_step(logits_m.argmax(-1), cache_m)                             # decode continues
+    assert int(cache_m.lengths(0)[0]) == many.total_len  # full-size KV cache
+    assert not torch.allclose(logits_m, ref, atol=1e-7)  # blocks really isolated
+    step = model.decode_step(logits_m.argmax(-1), cache_m)  # decode continues
     assert step.shape == (2, model.cfg.vocab_size) and int(cache_m.next_position[0]) == many.total_len + 1
 
 
@@ -117,8 +132,9 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="impl"):
         pevlm_attention(randn(1, 2, 10, 8), randn(1, 2, 10, 8), randn(1, 2, 10, 8), lay, impl="flex")
     with pytest.raises(ValueError, match="sink_logit_bias"):
-        pevlm_attention(randn(1, 2, 10, 8), randn(1, 2, 10, 8), randn(1, 2, 10, 8), lay, impl="triton",
-                        sink_logit_bias=1.0)
+        pevlm_attention(
+            randn(1, 2, 10, 8), randn(1, 2, 10, 8), randn(1, 2, 10, 8), lay, impl="triton", sink_logit_bias=1.0
+        )
 
 
 @pytest.mark.gpu

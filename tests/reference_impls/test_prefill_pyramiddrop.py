@@ -1,9 +1,15 @@
 """PyramidDrop (2410.17247): naive vs optimised boundary, stage counts, identity, ragged batches."""
+
 import pytest
 import torch
 
-from reference_impls.prefill.pyramiddrop import (PyramidDrop, default_layer_list, pyramiddrop_keep_naive,
-                                                 pyramiddrop_select, stage_keep_counts)
+from reference_impls.prefill.pyramiddrop import (
+    PyramidDrop,
+    default_layer_list,
+    naive_pyramiddrop_keep,
+    pyramiddrop_select,
+    stage_keep_counts,
+)
 from tests.reference_impls._lvlm_prompts import FixedPrune, image_prompt, tiny_model
 from tests.reference_impls._utils import randn
 
@@ -22,18 +28,28 @@ def test_naive_vs_optimised_boundary(L):
     lengths = torch.tensor([L, max(1, L - 7), max(1, L // 3)])
     vis = torch.zeros(B, L, dtype=torch.bool)
     if L > 1:
-        vis[:, 1: L // 2] = True
+        vis[:, 1 : L // 2] = True
         vis &= torch.arange(L)[None] < (lengths[:, None] - 1)
     n_keep = stage_keep_counts(vis.sum(1), 0.25)
-    positions = torch.arange(L).expand(B, L) * 2                         # gaps, as after FastV "keep"
+    positions = torch.arange(L).expand(B, L) * 2  # gaps, as after FastV "keep"
     rows = torch.zeros(B, L, dtype=torch.bool)
     rows[torch.arange(B), lengths - 1] = True
     with torch.no_grad():
         h = layer.input_norm(randn(B, L, model.cfg.hidden, seed=L))
         colsum = layer.attn_scores_before(h, positions, rows, score_impl="naive")
         got = pyramiddrop_select(colsum, vis, lengths, n_keep)
-        want = pyramiddrop_keep_naive(h, layer.attn.q_proj.weight, layer.attn.k_proj.weight, positions, vis, lengths,
-                                      n_keep, n_heads=4, n_kv_heads=2, rope_theta=model.cfg.rope_theta)
+        want = naive_pyramiddrop_keep(
+            h,
+            layer.attn.q_proj.weight,
+            layer.attn.k_proj.weight,
+            positions,
+            vis,
+            lengths,
+            n_keep,
+            n_heads=4,
+            n_kv_heads=2,
+            rope_theta=model.cfg.rope_theta,
+        )
     assert torch.equal(got, want)
 
 
@@ -44,7 +60,7 @@ def test_stage_counts_cache_lengths_and_positions():
     with torch.no_grad():
         res = model.prefill(ids, pix, lengths=lengths, hooks=[PyramidDrop()])
     n_vis = cfg.n_visual_tokens
-    kept = [n_vis, n_vis // 2, n_vis // 4, n_vis // 8]                   # 16, 8, 4, 2
+    kept = [n_vis, n_vis // 2, n_vis // 4, n_vis // 8]  # 16, 8, 4, 2
     for l in range(cfg.n_layers):
         assert torch.equal(res.cache.lengths(l), lengths - n_vis + kept[l]), l
         assert torch.equal(res.cache.rope_shift(l), torch.full((2,), kept[l] - n_vis))
@@ -62,7 +78,7 @@ def test_identity_and_batch_equals_single():
         gen = model.generate(ids, pix, lengths=lengths, max_new_tokens=4, hooks=[PyramidDrop()])
         for b in range(2):
             n = int(lengths[b])
-            g1 = model.generate(ids[b:b + 1, :n], pix[b:b + 1], max_new_tokens=4, hooks=[PyramidDrop()])
+            g1 = model.generate(ids[b : b + 1, :n], pix[b : b + 1], max_new_tokens=4, hooks=[PyramidDrop()])
             assert torch.equal(gen[b], g1[0])
 
 
@@ -81,9 +97,16 @@ def test_decode_continues_contiguous_numbering():
     torch.testing.assert_close(step, ref.logits, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kw", [dict(ratio_list=(0.5, 0.7, 0.1), layer_list=[1, 2, 3]),
-                                dict(ratio_list=(1.5,)), dict(layer_list=[2, 1], ratio_list=(0.5, 0.2)),
-                                dict(layer_list=[0], ratio_list=(0.5,)), dict(position_mode="x")])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(ratio_list=(0.5, 0.7, 0.1), layer_list=[1, 2, 3]),
+        dict(ratio_list=(1.5,)),
+        dict(layer_list=[2, 1], ratio_list=(0.5, 0.2)),
+        dict(layer_list=[0], ratio_list=(0.5,)),
+        dict(position_mode="x"),
+    ],
+)
 def test_bad_arguments(kw):
     with pytest.raises(ValueError):
         PyramidDrop(**kw)
@@ -105,12 +128,14 @@ class _BothScores:
     def before_layer(self, layer, state, ctx):
         if layer == self.layer:
             from reference_impls.models.hooks import last_token_rows
+
             self.before = ctx.recompute_scores(state, last_token_rows(state))
         return state
 
     def score_rows(self, layer, state):
         if layer == self.layer:
             from reference_impls.models.hooks import last_token_rows
+
             return last_token_rows(state)
         return None
 

@@ -1,9 +1,16 @@
 """SparseVLM (2410.04417): raters, DPC-kNN merge, identity, recycling bookkeeping, ragged batches."""
+
 import pytest
 import torch
 
-from reference_impls.prefill.sparsevlm import (SparseVLM, dpc_knn_merge, dpc_knn_merge_naive, recycle_count,
-                                               select_raters, select_raters_naive)
+from reference_impls.prefill.sparsevlm import (
+    SparseVLM,
+    dpc_knn_merge,
+    naive_dpc_knn_merge,
+    naive_select_raters,
+    recycle_count,
+    select_raters,
+)
 from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
 from tests.reference_impls._utils import randn
 
@@ -11,11 +18,11 @@ from tests.reference_impls._utils import randn
 @pytest.mark.parametrize("N,c", [(1, 1), (37, 4), (63, 7), (20, 20)])
 def test_dpc_knn_naive_vs_matrix(N, c):
     x = randn(N, 8, seed=N)
-    merged_n, assign_n, centers_n = dpc_knn_merge_naive(x, c)
+    merged_n, assign_n, centers_n = naive_dpc_knn_merge(x, c)
     merged, assign, centers = dpc_knn_merge(x, c)
     assert torch.equal(assign, assign_n) and torch.equal(centers, centers_n)
     torch.testing.assert_close(merged, merged_n, rtol=1e-5, atol=1e-6)
-    assert torch.equal(assign[centers], torch.arange(c))              # a centre belongs to its own cluster
+    assert torch.equal(assign[centers], torch.arange(c))  # a centre belongs to its own cluster
     assert torch.bincount(assign, minlength=c).sum() == N
 
 
@@ -24,12 +31,12 @@ def test_raters_naive_vs_batched():
     h = randn(B, L, 16, seed=5)
     vis = torch.zeros(B, L, dtype=torch.bool)
     vis[0, 2:18] = True
-    vis[1, 5:30] = True                    # question after the image
-    vis[3, 30:40] = True                   # image right before the last token -> only the last token rates
+    vis[1, 5:30] = True  # question after the image
+    vis[3, 30:40] = True  # image right before the last token -> only the last token rates
     lengths = torch.tensor([41, 36, 12, 41])
-    got, want = select_raters(h, vis, lengths), select_raters_naive(h, vis, lengths)
+    got, want = select_raters(h, vis, lengths), naive_select_raters(h, vis, lengths)
     assert torch.equal(got, want)
-    assert got[2].tolist() == [i == 11 for i in range(L)]            # no image: the last token rates
+    assert got[2].tolist() == [i == 11 for i in range(L)]  # no image: the last token rates
     assert got[3].nonzero().flatten().tolist() == [40]
     assert not bool((got & vis).any()) and bool(got[0, 18:].any())
 
@@ -69,7 +76,7 @@ def test_schedule_recycling_and_single_runs(mode):
             pos = st.positions[b, :n]
             if mode == "contiguous":
                 assert torch.equal(pos, torch.arange(n))
-            single = model.prefill(ids[b:b + 1, : int(lengths[b])], pix[b:b + 1], hooks=[make()])
+            single = model.prefill(ids[b : b + 1, : int(lengths[b])], pix[b : b + 1], hooks=[make()])
             torch.testing.assert_close(res.logits[b], single.logits[0], rtol=1e-4, atol=1e-5)
 
 
@@ -87,9 +94,16 @@ def test_from_retain_scales_schedule():
     assert SparseVLM.from_retain(64, n_visual=16, layers=(1, 2, 3)).keep == (2, 1, 0)
 
 
-@pytest.mark.parametrize("kw", [dict(layers=[2, 1], keep=[3, 2]), dict(layers=[1], keep=[3, 2]),
-                                dict(layers=[1, 2], keep=[2, 3]), dict(layers=[1], keep=[-1]),
-                                dict(position_mode="x")])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(layers=[2, 1], keep=[3, 2]),
+        dict(layers=[1], keep=[3, 2]),
+        dict(layers=[1, 2], keep=[2, 3]),
+        dict(layers=[1], keep=[-1]),
+        dict(position_mode="x"),
+    ],
+)
 def test_bad_arguments(kw):
     with pytest.raises(ValueError):
         SparseVLM(**kw)
@@ -104,10 +118,10 @@ def test_budget_is_clamped_and_layers_are_checked():
     ids, lengths, pix = image_prompt(model.cfg, [1], [24])
     with torch.no_grad():
         base = model.prefill(ids, pix)
-        same = model.prefill(ids, pix, hooks=[SparseVLM(layers=[1], keep=[17])])      # 16 visual tokens
+        same = model.prefill(ids, pix, hooks=[SparseVLM(layers=[1], keep=[17])])  # 16 visual tokens
     assert torch.equal(same.logits, base.logits) and same.layer_tokens[:, 0].tolist() == [24] * 5
     with pytest.raises(ValueError):
-        model.prefill(ids, pix, hooks=[SparseVLM(layers=[1, 4], keep=[8, 4])])     # 4 >= n_layers - 1
+        model.prefill(ids, pix, hooks=[SparseVLM(layers=[1, 4], keep=[8, 4])])  # 4 >= n_layers - 1
     with pytest.raises(UnsupportedModel, match="n_layers - 1"):
         SparseVLM(layers=[1, 4], keep=[8, 4])(model)
     with pytest.raises(ValueError):

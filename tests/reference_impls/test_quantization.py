@@ -1,5 +1,7 @@
 """INT8 weight-only / FP8 W8A8: round-trip bounds, GEMM accuracy (naive + Triton int8), tiny-model agreement."""
+
 import copy
+
 import pytest
 import torch
 
@@ -7,11 +9,20 @@ from reference_impls.decode.quantization import FP8Linear, Int8WeightOnlyLinear,
 from reference_impls.models.config import LVLMConfig
 from reference_impls.models.minimal_lvlm import MinimalLVLM
 from reference_impls.ops._triton import launch_counts
-from reference_impls.ops.quant.weight_gemm import (dequantize_weight_int8, fp8_linear, int8_weight_only_matmul,
-                                                   naive_fp8_matmul, naive_int8_weight_only_matmul,
-                                                   quantize_fp8_rowwise, quantize_weight_int8)
-from tests.reference_impls._utils import randn
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401 (module-wide autouse fixture)
+from reference_impls.ops.quant.weight_gemm import (
+    dequantize_weight_int8,
+    fp8_linear,
+    int8_weight_only_matmul,
+    naive_fp8_matmul,
+    naive_int8_weight_only_matmul,
+    quantize_fp8_rowwise,
+    quantize_weight_int8,
+)
+from tests.reference_impls._utils import (
+    randn,
+)
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _rel(a, b):
@@ -20,8 +31,8 @@ def _rel(a, b):
 
 
 def test_int8_round_trip_within_half_step():
-    w = randn(37, 53, seed=0) * torch.linspace(0.01, 10, 37)[:, None]      # very different channel ranges
-    w[3] = 0                                                                  # an all-zero channel
+    w = randn(37, 53, seed=0) * torch.linspace(0.01, 10, 37)[:, None]  # very different channel ranges
+    w[3] = 0  # an all-zero channel
     w_q, s = quantize_weight_int8(w)
     assert w_q.dtype == torch.int8 and s.shape == (37,)
     err = (w - dequantize_weight_int8(w_q, s)).abs()
@@ -34,14 +45,14 @@ def test_fp8_round_trip_relative_bound():
     w_q, s = quantize_fp8_rowwise(w)
     deq = w_q.float() * s[:, None]
     # E4M3 keeps 3 mantissa bits: normal values round within 2^-4 relative; subnormals within half of 2^-9 * s
-    bound = torch.maximum(w.abs() * 2.0 ** -4, s[:, None] * 2.0 ** -10)
+    bound = torch.maximum(w.abs() * 2.0**-4, s[:, None] * 2.0**-10)
     assert bool(((w - deq).abs() <= bound + 1e-7).all())
 
 
 @pytest.mark.parametrize("M", [1, 5, 33])
 def test_int8_gemm_naive_and_triton(M):
     pytest.importorskip("triton")
-    K, N = 100, 70                                   # not multiples of the block sizes
+    K, N = 100, 70  # not multiples of the block sizes
     x, w, b = randn(M, K, seed=M), randn(N, K, seed=2), randn(N, seed=3)
     w_q, s = quantize_weight_int8(w)
     ref = x @ w.t() + b
@@ -64,8 +75,9 @@ def test_int8_gemm_every_autotune_tile_in_the_interpreter():
     w_q, s = quantize_weight_int8(w)
     naive = naive_int8_weight_only_matmul(x, w_q, s, b)
     for cfg in int8_gemm_configs():
-        tri = triton_int8_weight_only_matmul(x, w_q, s, b, block_m=cfg.kwargs["BLOCK_M"],
-                                             block_n=cfg.kwargs["BLOCK_N"], block_k=cfg.kwargs["BLOCK_K"])
+        tri = triton_int8_weight_only_matmul(
+            x, w_q, s, b, block_m=cfg.kwargs["BLOCK_M"], block_n=cfg.kwargs["BLOCK_N"], block_k=cfg.kwargs["BLOCK_K"]
+        )
         assert _rel(tri, naive) <= 1e-5, cfg.kwargs
 
 

@@ -1,5 +1,6 @@
 """The registry (``reference_impls/registry.py``): every entry points at a technique that exists, carries the
 taxonomy ids of ``taxonomy.yaml``, valid hosts and settings its class accepts; it imports without torch/pydantic."""
+
 import dataclasses
 import importlib
 import subprocess
@@ -17,8 +18,10 @@ TAXONOMY = yaml.safe_load((ROOT / "taxonomy.yaml").read_text(encoding="utf-8"))
 
 
 def test_imports_without_torch_pydantic_or_the_catalogue_tooling():
-    script = ("import sys\nfor name in ('torch', 'pydantic', 'tools', 'transformers'):\n    sys.modules[name] = None\n"
-              "from reference_impls import registry\nprint(len(registry.ENTRIES))")
+    script = (
+        "import sys\nfor name in ('torch', 'pydantic', 'tools', 'transformers'):\n    sys.modules[name] = None\n"
+        "from reference_impls import registry\nprint(len(registry.ENTRIES))"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout) == len(registry.ENTRIES)
@@ -49,7 +52,7 @@ def test_names_are_unique_and_links_resolve():
     assert len(registry.REGISTRY) == len(registry.ENTRIES)
     assert registry.for_link("reference_impls.prefill.fastv").name == "fastv"
     assert registry.for_link("reference_impls.prefill.fastv:FastV").name == "fastv"
-    assert registry.for_link("reference_impls.prefill.fastv:fastv_keep_naive").name == "fastv"
+    assert registry.for_link("reference_impls.prefill.fastv:naive_fastv_keep").name == "fastv"
     assert registry.for_link("reference_impls.prefill.fastv:Nothing") is None
     with pytest.raises(ValueError, match="unknown technique 'nope'; known: "):
         registry.get("nope")

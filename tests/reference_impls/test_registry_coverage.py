@@ -1,6 +1,7 @@
 """Every method technique of taxonomy.yaml has runnable code linked from its papers: a registry entry that a paper
 placed under that technique lists in ``reference_impls`` (or, for a generic entry that follows no single paper, in
 ``closest_impl``); and every catalogue paper named by an entry's arXiv ids links the entry."""
+
 from pathlib import Path
 
 import pytest
@@ -30,15 +31,23 @@ def _closest_entries(paper):
 def test_every_method_technique_has_an_implementation_linked_from_its_papers(technique):
     placed = [p for p in PAPERS if technique in p["placement"]["techniques"]]
     linked = {name for p in placed for name in _linked_entries(p) if registry.get(name).technique == technique}
-    linked |= {name for p in placed for name in _closest_entries(p)
-               if registry.get(name).technique == technique and not registry.get(name).arxiv}
+    linked |= {
+        name
+        for p in placed
+        for name in _closest_entries(p)
+        if registry.get(name).technique == technique and not registry.get(name).arxiv
+    }
     assert linked, f"no paper placed under {technique} links an implementation of it"
 
 
 def test_every_paper_an_entry_follows_links_it():
     by_arxiv = {p["arxiv"]: p for p in PAPERS if p.get("arxiv")}
-    missing = [(e.name, a) for e in registry.ENTRIES for a in e.arxiv
-               if a in by_arxiv and e.name not in _linked_entries(by_arxiv[a])]
+    missing = [
+        (e.name, a)
+        for e in registry.ENTRIES
+        for a in e.arxiv
+        if a in by_arxiv and e.name not in _linked_entries(by_arxiv[a])
+    ]
     assert missing == []
 
 

@@ -8,7 +8,8 @@ import torch
 from reference_impls.decode.kv.paged import PagedKVCache
 from reference_impls.models import LVLMConfig, MinimalLVLM
 from reference_impls.serving.continuous_batching import ContinuousBatchingEngine, Request
-from tests.reference_impls._utils import single_torch_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,9 @@ def _iteration_clock(engine_ref):
 def test_hand_worked_schedule(model):
     a, b = _prompts([5, 6])
     ref = []
-    engine = ContinuousBatchingEngine(model, PagedKVCache.for_model(model.cfg, 8, 4), token_budget=4, max_batch=4,
-                                      clock=_iteration_clock(ref))
+    engine = ContinuousBatchingEngine(
+        model, PagedKVCache.for_model(model.cfg, 8, 4), token_budget=4, max_batch=4, clock=_iteration_clock(ref)
+    )
     ref.append(engine)
     out = engine.run([Request("A", a, 3), Request("B", b, 2)])
     # it1: A prefill 4 | it2: A prefill 1 -> A's first token | it3: A decode + B prefill 3 |
@@ -43,25 +45,26 @@ def test_hand_worked_schedule(model):
     assert (out["A"].ttft, out["A"].tpot) == (2.0, 1.0)
     assert (out["B"].ttft, out["B"].tpot) == (4.0, 1.0)
     assert out["A"].tokens == _reference(model, a, 3) and out["B"].tokens == _reference(model, b, 2)
-    assert engine.paged.allocator.num_free == 8                      # every block returned
+    assert engine.paged.allocator.num_free == 8  # every block returned
 
 
 @pytest.mark.parametrize("budget,num_blocks", [(8, 40), (64, 40), (8, 7)])
 def test_outputs_equal_per_request_generation(model, budget, num_blocks):
     prompts = _prompts([13, 21, 7, 17, 9], seed=budget + num_blocks)
     n_new = [6, 3, 8, 5, 4]
-    engine = ContinuousBatchingEngine(model, PagedKVCache.for_model(model.cfg, num_blocks, 4), token_budget=budget,
-                                      max_batch=3)
+    engine = ContinuousBatchingEngine(
+        model, PagedKVCache.for_model(model.cfg, num_blocks, 4), token_budget=budget, max_batch=3
+    )
     requests = [Request(f"r{i}", p, n, arrival=0.0) for i, (p, n) in enumerate(zip(prompts, n_new))]
     out = engine.run(requests)
     for i, (p, n) in enumerate(zip(prompts, n_new)):
         assert out[f"r{i}"].tokens == _reference(model, p, n), i
         assert out[f"r{i}"].ttft >= 0 and out[f"r{i}"].tpot is not None
-    assert all(d + p <= budget for d, p in engine.history)            # the token budget holds
+    assert all(d + p <= budget for d, p in engine.history)  # the token budget holds
     assert all(d <= 3 for d, _ in engine.history)
-    if num_blocks == 7:                                                # a tiny pool forces recompute preemption
+    if num_blocks == 7:  # a tiny pool forces recompute preemption
         assert sum(o.preemptions for o in out.values()) > 0
-    if budget == 8:                                                    # decodes ride along with prefill chunks
+    if budget == 8:  # decodes ride along with prefill chunks
         assert any(d > 0 and p > 0 for d, p in engine.history)
     assert engine.paged.allocator.num_free == num_blocks
 
@@ -76,8 +79,8 @@ def test_shared_prefix_is_computed_once(model):
     out = engine.run([Request(f"r{i}", system + t, 4) for i, t in enumerate(tails)])
     for i, t in enumerate(tails):
         assert out[f"r{i}"].tokens == _reference(model, system + t, 4)
-    assert sum(p for _, p in engine.history) == sum(len(t) for t in tails)   # only the tails were prefilled
-    assert paged.copies == 3               # each request copied the half-filled third block of the prefix once
+    assert sum(p for _, p in engine.history) == sum(len(t) for t in tails)  # only the tails were prefilled
+    assert paged.copies == 3  # each request copied the half-filled third block of the prefix once
     assert all(paged.allocator.ref_count[blk] == 1 for blk in prefix_blocks)  # the prefix keeps its blocks
 
 
@@ -85,5 +88,5 @@ def test_bad_requests(model):
     engine = ContinuousBatchingEngine(model, PagedKVCache.for_model(model.cfg, 4, 4))
     with pytest.raises(ValueError):
         engine.run([Request("x", [], 3)])
-    with pytest.raises(RuntimeError):                                  # a prompt that can never fit the pool
+    with pytest.raises(RuntimeError):  # a prompt that can never fit the pool
         ContinuousBatchingEngine(model, PagedKVCache.for_model(model.cfg, 2, 4)).run([Request("y", [1] * 20, 2)])

@@ -2,54 +2,75 @@
 
 ``add <arXiv id or URL>...`` creates entries from arXiv, with a placement suggested for review: it fetches title, all
 authors, the v1 date and year, categories, DOI, journal reference and comment (one request for all ids); refuses a
-paper the catalogue already has (tools/same_paper.py: the same arXiv id or DOI, or a variant of its title, shown
+paper the catalogue already has (tools/catalogue/same_paper.py: the same arXiv id or DOI, or a variant of its title,
+shown
 beside the entry it matches) or that the rejected list holds; validates every entry before anything is written, and
-writes each file atomically. See tools/arxiv_entries.py for how the facts become an entry.
+writes each file atomically. See tools/arxiv/entries.py for how the facts become an entry.
 
 ``add --from FILE`` reads verification records (the format is in CONTRIBUTING.md; JSON Lines, or a YAML list) and
-creates, updates or rejects entries (tools/records.py): every record is checked (schema, taxonomy, sources, the
+creates, updates or rejects entries (tools/arxiv/records.py): every record is checked (schema, taxonomy, sources, the
 rejected list, duplicates) before anything is written; a bad record is one line ``file:line: field: message``.
 
 With several ids or records it is all or nothing; ``--dry-run`` runs every check and writes nothing.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections import Counter
 from pathlib import Path
 
-from collections import Counter
-
-from tools.arxiv_entries import entry_from_record
-from tools.arxiv_source import add_source_options, parse_arxiv_ref, reports_remote_failures, source_from_args
-from tools.cli import UserError
-from tools.entries import build_paper, conflicts_with, to_yaml_data, write_paper
-from tools.paths import PAPERS_DIR, display_path
-from tools.problems import ProblemError
-from tools.records import apply_plan, plan_records, read_records
-from tools.rejected import REJECTED_PATH, read_rejected
-from tools.taxonomy import load_taxonomy
-from tools.validate import catalogue_for_update, paper_files
-from tools.yamlio import dump_entry
+from tools.arxiv.entries import entry_from_record
+from tools.arxiv.options import add_source_options, source_from_args
+from tools.arxiv.record_format import read_records
+from tools.arxiv.records import apply_plan, plan_records
+from tools.arxiv.source import parse_arxiv_ref, reports_remote_failures
+from tools.catalogue.entries import build_paper, conflicts_with, to_yaml_data, write_paper
+from tools.catalogue.paths import PAPERS_DIR, display_path
+from tools.catalogue.problems import ProblemError, UserError
+from tools.catalogue.rejected import REJECTED_PATH, read_rejected
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.validate import catalogue_for_update, existing_papers, paper_files
+from tools.catalogue.yamlio import dump_entry
 
 NAME = "add"
-HELP = ("add papers: from arXiv ids or URLs (facts fetched from arXiv; placement suggested for review), or from "
-        "verification records (--from FILE)")
+HELP = (
+    "add papers: from arXiv ids or URLs (facts fetched from arXiv; placement suggested for review), or from "
+    "verification records (--from FILE)"
+)
 
 
 def configure(parser) -> None:
-    parser.add_argument("refs", nargs="*", metavar="ID_OR_URL",
-                        help="arXiv ids or URLs: 2403.06764, arXiv:2403.06764v2, https://arxiv.org/abs/2403.06764")
-    parser.add_argument("--from", dest="record_files", action="append", default=[], type=Path, metavar="FILE",
-                        help="verification records to apply (JSON Lines, or a YAML list; repeat for several files)")
+    """The command's options."""
+    parser.add_argument(
+        "refs",
+        nargs="*",
+        metavar="ID_OR_URL",
+        help="arXiv ids or URLs: 2403.06764, arXiv:2403.06764v2, https://arxiv.org/abs/2403.06764",
+    )
+    parser.add_argument(
+        "--from",
+        dest="record_files",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="verification records to apply (JSON Lines, or a YAML list; repeat for several files)",
+    )
     parser.add_argument("--papers-dir", type=Path, default=PAPERS_DIR, help="where the entries live (default papers/)")
-    parser.add_argument("--rejected", type=Path, default=REJECTED_PATH,
-                        help=f"the rejected list (default {display_path(REJECTED_PATH)})")
+    parser.add_argument(
+        "--rejected",
+        type=Path,
+        default=REJECTED_PATH,
+        help=f"the rejected list (default {display_path(REJECTED_PATH)})",
+    )
     parser.add_argument("--dry-run", action="store_true", help="run every check; print instead of writing")
     add_source_options(parser)
 
 
 def parse_refs(refs: list[str]) -> list[str]:
+    """arXiv ids from ids or abstract / PDF addresses; UserError for anything else."""
     ids, bad = [], []
     for ref in refs:
         try:
@@ -61,14 +82,9 @@ def parse_refs(refs: list[str]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def existing_papers(papers_dir: Path, taxonomy):
-    """The catalogue's valid entries and every id already used by a file (valid or not)."""
-    catalogue = catalogue_for_update(papers_dir, taxonomy)
-    return catalogue.papers, {f.stem for f in paper_files(papers_dir)} | set(catalogue.papers)
-
-
 @reports_remote_failures
 def run(args) -> int:
+    """Add papers from arXiv, or from verification records with ``--from``."""
     if args.record_files and args.refs:
         raise UserError("give arXiv ids or --from FILE, not both")
     if args.record_files:
@@ -80,8 +96,11 @@ def run(args) -> int:
     existing, taken = existing_papers(args.papers_dir, taxonomy)
     rejected = read_rejected(args.rejected)
     by_arxiv = {p.arxiv: p for p in existing.values() if p.arxiv}
-    known = [f"arXiv {i}: already catalogued as {display_path(args.papers_dir / (by_arxiv[i].id + '.yaml'))}"
-             for i in ids if i in by_arxiv]
+    known = [
+        f"arXiv {i}: already catalogued as {display_path(args.papers_dir / (by_arxiv[i].id + '.yaml'))}"
+        for i in ids
+        if i in by_arxiv
+    ]
     known += [f"arXiv {i}: {rejected.refusal(i)}" for i in ids if rejected.refusal(i)]
     if known:
         raise UserError("refusing to add:\n" + "\n".join(known))
@@ -122,9 +141,9 @@ def run(args) -> int:
     return 0
 
 
-
 # ------------------------------------------------------------------------------------------------ --from FILE
 def add_from_records(args) -> int:
+    """Apply verification record files (``--from``): check everything, then write all or nothing."""
     records, problems = [], []
     for path in args.record_files:
         if not path.is_file():
@@ -164,9 +183,11 @@ def add_from_records(args) -> int:
     changed = f"changed: {changed}" if changed else ""
     if filled:
         changed += ("; " if changed else "") + "filled: " + ", ".join(f"{n} {f}" for f, n in filled.most_common())
-    print(f"{len(plan.steps)} record(s): {plan.count('create')} created, {plan.count('update')} updated"
-          f"{f' ({changed})' if changed else ''}, {plan.count('unchanged')} unchanged, {plan.count('reject')} "
-          f"rejected ({sum(1 for s in plan.steps if s.removes)} removed from the catalogue)")
+    print(
+        f"{len(plan.steps)} record(s): {plan.count('create')} created, {plan.count('update')} updated"
+        f"{f' ({changed})' if changed else ''}, {plan.count('unchanged')} unchanged, {plan.count('reject')} "
+        f"rejected ({sum(1 for s in plan.steps if s.removes)} removed from the catalogue)"
+    )
     if args.dry_run:
         print("dry run: nothing written", file=sys.stderr)
         return 0

@@ -3,11 +3,13 @@
 One arXiv query per technique (cs.CV, cs.CL, cs.LG, cs.AI by default), made of the keywords taxonomy.yaml attaches to
 it (every content word of a keyword must occur in the abstract) and the submission-date window. Papers the catalogue
 already has (arXiv id, DOI or a near-duplicate title), rejected ones (tools/data/rejected.yaml) and queued ones
-are dropped; the rest are ranked by relevance (tools/placement_suggest.py) and added to the triage queue
+are dropped; the rest are ranked by relevance (tools/arxiv/placement.py) and added to the triage queue
 (tools/data/triage_queue.yaml) with a suggested placement. Review them with ``python -m tools triage``. Every run that
 updates the queue is recorded in tools/data/discovery_log.yaml (the dates, categories and techniques searched, and
-any query cut at its result limit), from which the website says how far discovery has covered (tools/discovery_log.py).
+any query cut at its result limit), from which the website says how far discovery has covered
+(tools/catalogue/discovery_log.py).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,38 +17,53 @@ import re
 import sys
 from pathlib import Path
 
-from tools.arxiv_source import add_source_options, reports_remote_failures, source_from_args
-from tools.citekeys import STOPWORDS
-from tools.cli import UserError
-from tools.discovery_log import DEFAULT_CATEGORIES, LOG_PATH, DiscoveryRun, record_run
-from tools.paths import PAPERS_DIR, display_path
-from tools.placement_suggest import suggest_placement
-from tools.taxonomy import load_taxonomy
-from tools.rejected import read_rejected
-from tools.same_paper import Described, duplicate_pairs
-from tools.triage_state import Candidate, add_state_options, read_queue, write_queue
-from tools.validate import catalogue_for_update
+from tools.arxiv.options import add_source_options, source_from_args
+from tools.arxiv.placement import suggest_placement
+from tools.arxiv.source import reports_remote_failures
+from tools.arxiv.triage_state import Candidate, add_state_options, read_queue, write_queue
+from tools.catalogue.citekeys import STOPWORDS
+from tools.catalogue.discovery_log import DEFAULT_CATEGORIES, LOG_PATH, DiscoveryRun, record_run
+from tools.catalogue.paths import PAPERS_DIR, display_path
+from tools.catalogue.problems import UserError
+from tools.catalogue.rejected import read_rejected
+from tools.catalogue.same_paper import Described, duplicate_pairs
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.validate import catalogue_for_update
 
 NAME = "discover"
 HELP = "query arXiv with the taxonomy's keywords and queue new candidates for triage"
 
 
 def configure(parser) -> None:
+    """The command's options."""
     parser.add_argument("--since", required=True, help="first submission date to consider (YYYY-MM-DD)")
     parser.add_argument("--until", help="last submission date (YYYY-MM-DD, default today)")
-    parser.add_argument("--category", action="append", dest="categories", metavar="CAT",
-                        help=f"arXiv category to search (repeat; default {' '.join(DEFAULT_CATEGORIES)})")
-    parser.add_argument("--technique", action="append", default=[], metavar="ID",
-                        help="only these techniques' keywords (repeat; default all)")
-    parser.add_argument("--max-per-technique", type=int, default=100, metavar="N",
-                        help="results read per technique query (default 100)")
-    parser.add_argument("--min-relevance", type=float, default=1.0,
-                        help="drop candidates scoring below this (default 1.0)")
+    parser.add_argument(
+        "--category",
+        action="append",
+        dest="categories",
+        metavar="CAT",
+        help=f"arXiv category to search (repeat; default {' '.join(DEFAULT_CATEGORIES)})",
+    )
+    parser.add_argument(
+        "--technique",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="only these techniques' keywords (repeat; default all)",
+    )
+    parser.add_argument(
+        "--max-per-technique", type=int, default=100, metavar="N", help="results read per technique query (default 100)"
+    )
+    parser.add_argument(
+        "--min-relevance", type=float, default=1.0, help="drop candidates scoring below this (default 1.0)"
+    )
     parser.add_argument("--papers-dir", type=Path, default=PAPERS_DIR, help="where the entries live (default papers/)")
     parser.add_argument("--dry-run", action="store_true", help="list the candidates, leave the queue alone")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--log", type=Path, default=LOG_PATH,
-                        help=f"where runs are recorded (default {display_path(LOG_PATH)})")
+    parser.add_argument(
+        "--log", type=Path, default=LOG_PATH, help=f"where runs are recorded (default {display_path(LOG_PATH)})"
+    )
     add_state_options(parser)
     add_source_options(parser)
 
@@ -67,13 +84,14 @@ def keyword_clause(keyword: str) -> str:
 
 
 def build_query(keywords: list[str], categories: list[str], since: dt.date, until: dt.date) -> str:
+    """The arXiv search query of a technique's keywords within categories and submission dates."""
     cats = " OR ".join(f"cat:{c}" for c in categories)
     words = " OR ".join(keyword_clause(k) for k in keywords)
     return f"({cats}) AND ({words}) AND submittedDate:[{since:%Y%m%d}0000 TO {until:%Y%m%d}2359]"
 
 
-@reports_remote_failures
-def run(args) -> int:
+def _checked_arguments(args, taxonomy):
+    """``(since, until, categories, techniques)`` from the command line; UserError for a bad value."""
     since, until = _date(args.since, "--since"), _date(args.until, "--until")
     if since > until:
         raise UserError(f"--since {since} is after --until {until}")
@@ -83,18 +101,15 @@ def run(args) -> int:
     bad = [c for c in categories if not re.fullmatch(r"[a-z-]+(\.[A-Za-z-]+)?", c)]
     if bad:
         raise UserError(f"not arXiv categories: {', '.join(bad)} (e.g. cs.CV)")
-    taxonomy = load_taxonomy()
     unknown = [t for t in args.technique if t not in taxonomy.technique_by_id]
     if unknown:
         raise UserError(f"unknown technique(s) {', '.join(unknown)} (see techniques in taxonomy.yaml)")
     techniques = [taxonomy.technique_by_id[t] for t in args.technique] or list(taxonomy.techniques)
-    queue = read_queue(args.queue)
-    rejected = read_rejected(args.rejected).arxiv_ids
-    catalogue = catalogue_for_update(args.papers_dir, taxonomy)
-    catalogued_ids = {p.arxiv for p in catalogue.papers.values() if p.arxiv}
-    catalogued_dois = {p.doi.lower() for p in catalogue.papers.values() if p.doi}
+    return since, until, categories, techniques
 
-    source = source_from_args(args)
+
+def _search(args, source, techniques, categories, since, until):
+    """One arXiv query per technique: ``(papers by arXiv id, result count, techniques whose query hit the limit)``."""
     found: dict = {}
     iterator = techniques
     if not args.no_progress:
@@ -110,9 +125,54 @@ def run(args) -> int:
             truncated.append(technique.id)
         for record in records:
             found.setdefault(record.arxiv, record)
+    return found, results, truncated
 
-    dropped = {"catalogued": 0, "rejected": 0, "queued": 0, "outside the dates or categories": 0,
-               "below the relevance threshold": 0}
+
+def _ranked(fresh, duplicates, taxonomy, min_relevance, today, dropped) -> list:
+    """The fresh records that are not near-duplicates, as candidates with a suggested placement, above the
+    relevance threshold (``dropped`` counts the others)."""
+    new = []
+    for record in fresh:
+        if record.arxiv in duplicates:
+            continue
+        suggestion = suggest_placement(record.title, record.abstract, taxonomy)
+        if suggestion.relevance < min_relevance:
+            dropped["below the relevance threshold"] += 1
+            continue
+        new.append(
+            Candidate(
+                record=record,
+                relevance=suggestion.relevance,
+                discovered=today,
+                matched=suggestion.matched,
+                techniques=suggestion.techniques,
+                cells=suggestion.cells,
+                modality=suggestion.modality,
+            )
+        )
+    return new
+
+
+@reports_remote_failures
+def run(args) -> int:
+    """Search arXiv for new candidates and add them to the triage queue."""
+    taxonomy = load_taxonomy()
+    since, until, categories, techniques = _checked_arguments(args, taxonomy)
+    queue = read_queue(args.queue)
+    rejected = read_rejected(args.rejected).arxiv_ids
+    catalogue = catalogue_for_update(args.papers_dir, taxonomy)
+    catalogued_ids = {p.arxiv for p in catalogue.papers.values() if p.arxiv}
+    catalogued_dois = {p.doi.lower() for p in catalogue.papers.values() if p.doi}
+
+    found, results, truncated = _search(args, source_from_args(args), techniques, categories, since, until)
+
+    dropped = {
+        "catalogued": 0,
+        "rejected": 0,
+        "queued": 0,
+        "outside the dates or categories": 0,
+        "below the relevance threshold": 0,
+    }
     queued = {c.arxiv for c in queue}
     fresh = []
     for record in found.values():
@@ -129,44 +189,49 @@ def run(args) -> int:
     duplicates = _near_duplicates(fresh, catalogue.papers)
     dropped["catalogued"] += len(duplicates)
     today = dt.date.today()
-    new = []
-    for record in fresh:
-        if record.arxiv in duplicates:
-            continue
-        suggestion = suggest_placement(record.title, record.abstract, taxonomy)
-        if suggestion.relevance < args.min_relevance:
-            dropped["below the relevance threshold"] += 1
-            continue
-        new.append(Candidate(record=record, relevance=suggestion.relevance, discovered=today,
-                             matched=suggestion.matched, techniques=suggestion.techniques, cells=suggestion.cells,
-                             modality=suggestion.modality))
+    new = _ranked(fresh, duplicates, taxonomy, args.min_relevance, today, dropped)
     # The queue keeps its candidates, minus those catalogued or rejected since.
     kept = [c for c in queue if c.arxiv not in catalogued_ids and c.arxiv not in rejected]
     pruned = len(queue) - len(kept)
-    print(f"{len(techniques)} quer{'y' if len(techniques) == 1 else 'ies'}, {results} results, {len(found)} papers; "
-          f"{len(new)} new candidate(s)"
-          + "".join(f"; {n} {why}" for why, n in dropped.items() if n)
-          + (f"; {pruned} queued candidate(s) now catalogued or rejected, removed" if pruned else ""))
+    print(
+        f"{len(techniques)} quer{'y' if len(techniques) == 1 else 'ies'}, {results} results, {len(found)} papers; "
+        f"{len(new)} new candidate(s)"
+        + "".join(f"; {n} {why}" for why, n in dropped.items() if n)
+        + (f"; {pruned} queued candidate(s) now catalogued or rejected, removed" if pruned else "")
+    )
     for cand in sorted(new, key=lambda c: (-c.relevance, c.arxiv))[:20]:
         print(f"  {cand.relevance:5.2f}  {cand.arxiv}  {cand.record.title}  -> {'+'.join(cand.techniques)}")
     if truncated:
-        print(f"{len(truncated)} quer{'y' if len(truncated) == 1 else 'ies'} returned the --max-per-technique limit "
-              f"and may have missed papers ({', '.join(truncated)}): this window is not recorded as complete")
+        print(
+            f"{len(truncated)} quer{'y' if len(truncated) == 1 else 'ies'} returned the --max-per-technique limit "
+            f"and may have missed papers ({', '.join(truncated)}): this window is not recorded as complete"
+        )
     if args.dry_run:
         print("dry run: the queue is unchanged")
         return 0
     if new or pruned:
         write_queue(kept + new, args.queue)
-        print(f"queue: {display_path(args.queue)} ({len(kept) + len(new)} candidate(s)); "
-              "review with `python -m tools triage`")
-    record_run(DiscoveryRun(since=since, until=until, ran_on=today, categories=list(categories),
-                            techniques="all" if not args.technique else sorted(set(args.technique)),
-                            results=results, truncated=truncated), args.log)
+        print(
+            f"queue: {display_path(args.queue)} ({len(kept) + len(new)} candidate(s)); "
+            "review with `python -m tools triage`"
+        )
+    record_run(
+        DiscoveryRun(
+            since=since,
+            until=until,
+            ran_on=today,
+            categories=list(categories),
+            techniques="all" if not args.technique else sorted(set(args.technique)),
+            results=results,
+            truncated=truncated,
+        ),
+        args.log,
+    )
     return 0
 
 
 def _near_duplicates(records, papers) -> set[str]:
-    """arXiv ids of records that describe a catalogued paper under another id (tools/same_paper.py)."""
+    """arXiv ids of records that describe a catalogued paper under another id (tools/catalogue/same_paper.py)."""
     new = {f"\0{r.arxiv}": r for r in records}
     pool = [Described.of(p) for p in papers.values()]
     pool += [Described(key, r.title, tuple(r.authors), None, r.doi) for key, r in new.items()]

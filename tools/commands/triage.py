@@ -7,26 +7,28 @@ each candidate. A candidate on the rejected list is never accepted.
 Every entry is validated and checked against the catalogue before anything is written; then the entries, the rejected
 list and the queue are written, each atomically.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
 
-from tools.arxiv_entries import entry_from_record
-from tools.arxiv_source import parse_arxiv_ref
-from tools.cli import UserError
-from tools.commands.add import existing_papers
-from tools.entries import build_paper, conflicts_with, write_paper
-from tools.paths import PAPERS_DIR, display_path
-from tools.taxonomy import load_taxonomy
-from tools.rejected import Rejection, read_rejected
-from tools.triage_state import add_state_options, read_queue, write_queue
+from tools.arxiv.entries import entry_from_record
+from tools.arxiv.source import parse_arxiv_ref
+from tools.arxiv.triage_state import add_state_options, read_queue, write_queue
+from tools.catalogue.entries import build_paper, conflicts_with, write_paper
+from tools.catalogue.paths import PAPERS_DIR, display_path
+from tools.catalogue.problems import UserError
+from tools.catalogue.rejected import Rejection, read_rejected
+from tools.catalogue.taxonomy import load_taxonomy
+from tools.catalogue.validate import existing_papers
 
 NAME = "triage"
 HELP = "list, accept (creating entries) or reject (remembered) the candidates queued by discover"
 
 
 def configure(parser) -> None:
+    """The command's options."""
     parser.add_argument("--accept", nargs="+", default=[], metavar="ID", help="arXiv ids to add to the catalogue")
     parser.add_argument("--reject", nargs="+", default=[], metavar="ID", help="arXiv ids to reject for good")
     parser.add_argument("--reason", help="why the rejected papers do not belong (recorded)")
@@ -55,9 +57,11 @@ def _list(queue) -> None:
 def _ask(queue) -> tuple[list[str], list[str]]:
     accept, reject = [], []
     for cand in queue:
-        print(f"\n{cand.arxiv}  {cand.record.title}\n  {', '.join(cand.record.authors[:6])}"
-              f"{' et al.' if len(cand.record.authors) > 6 else ''}\n  {cand.record.abstract[:600]}\n"
-              f"  suggested {'+'.join(cand.techniques)} in {'+'.join(cand.cells)} (relevance {cand.relevance})")
+        print(
+            f"\n{cand.arxiv}  {cand.record.title}\n  {', '.join(cand.record.authors[:6])}"
+            f"{' et al.' if len(cand.record.authors) > 6 else ''}\n  {cand.record.abstract[:600]}\n"
+            f"  suggested {'+'.join(cand.techniques)} in {'+'.join(cand.cells)} (relevance {cand.relevance})"
+        )
         while True:
             answer = input("[a]ccept, [r]eject, [s]kip, [q]uit? ").strip().lower()[:1]
             if answer in ("a", "r", "s", "q"):
@@ -72,6 +76,7 @@ def _ask(queue) -> tuple[list[str], list[str]]:
 
 
 def run(args) -> int:
+    """Accept queued candidates as entries or reject them onto the rejected list."""
     queue = read_queue(args.queue)
     rejections = read_rejected(args.rejected)
     accept, reject = _ids(args.accept), _ids(args.reject)
@@ -117,8 +122,10 @@ def run(args) -> int:
 
     for paper in new:
         path = write_paper(paper, args.papers_dir)
-        print(f"accepted {paper.arxiv}: wrote {display_path(path)} "
-              f"({'+'.join(paper.placement.techniques)} in {'+'.join(paper.placement.cells)}, needs review)")
+        print(
+            f"accepted {paper.arxiv}: wrote {display_path(path)} "
+            f"({'+'.join(paper.placement.techniques)} in {'+'.join(paper.placement.cells)}, needs review)"
+        )
     if reject:
         for arxiv_id in reject:
             rejections.add(Rejection(arxiv_id, by_id[arxiv_id].record.title, today, args.reason))
@@ -128,4 +135,3 @@ def run(args) -> int:
     write_queue([c for c in queue if c.arxiv not in handled], args.queue)
     print(f"{len(queue) - len(handled)} candidate(s) left in {display_path(args.queue)}")
     return 0
-

@@ -1,23 +1,26 @@
 """``python -m tools validate [FILE ...]``: check the taxonomy, every paper file, and the cross-file rules."""
+
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from tools.cli import print_problems
-from tools.taxonomy import read_taxonomy
-from tools.validate import coverage, is_yaml_name, paper_files, validate_catalogue
+from tools.catalogue.problems import print_problems
+from tools.catalogue.taxonomy import read_taxonomy
+from tools.catalogue.validate import coverage, is_yaml_name, paper_files, validate_catalogue
 
 NAME = "validate"
 HELP = "validate taxonomy.yaml and the paper files (all of papers/ by default)"
 
 
 def configure(parser) -> None:
+    """The command's options."""
     parser.add_argument("files", nargs="*", type=Path, help="paper files to check (default: every papers/*.yaml)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print problems only")
 
 
 def run(args) -> int:
+    """Validate the taxonomy and every paper; print the problems and the coverage."""
     taxonomy, problems = read_taxonomy()
     if problems:
         print_problems(problems)
@@ -40,8 +43,10 @@ def run(args) -> int:
     if not args.quiet:
         print(f"ok: {len(cat.papers)} paper(s) and the taxonomy are valid")
         c = coverage(cat.papers)
-        print(f"venue checked on the proceedings: {c['venue checked']}/{c['papers']}; summaries {c['summary']}, "
-              f"claims in {c['claims']}; placements to review {c['placement to review']}; "
-              f"{c['facts with a source']}/{c['facts']} title, author, venue, placement and summary facts name their "
-              f"page ({c['sources read on a copy']} sources read on a copy)")
+        print(
+            f"venue checked on the proceedings: {c['venue checked']}/{c['papers']}; summaries {c['summary']}, "
+            f"claims in {c['claims']}; placements to review {c['placement to review']}; "
+            f"{c['facts with a source']}/{c['facts']} title, author, venue, placement and summary facts name their "
+            f"page ({c['sources read on a copy']} sources read on a copy)"
+        )
     return 0

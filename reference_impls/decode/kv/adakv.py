@@ -17,6 +17,7 @@ Follows kvpress's ``AdaKVPress`` (safeguard ``alpha_safeguard = 0.2``, selection
 Deviations: kvpress masks the dropped rows inside attention; here they are really removed. Ties go to the lower
 head, then the lower row.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,8 +26,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .base import LayerView, PolicyTechnique
-from .scorer import check_ratio, kept_rows, mask_to_indices, policy_cache, resolve_scorer
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique
+from reference_impls.decode.kv.scorer import check_ratio, kept_rows, mask_to_indices, policy_cache, resolve_scorer
 
 __all__ = ["AdaKV", "adakv_keep_mask", "naive_adakv_keep"]
 
@@ -34,8 +35,8 @@ __all__ = ["AdaKV", "adakv_keep_mask", "naive_adakv_keep"]
 def adakv_keep_mask(scores: Tensor, lengths: Tensor, compression_ratio: float, alpha_safeguard: float) -> Tensor:
     """Bool ``[B, Hkv, cap]`` of kept rows (vectorised): the safeguard rows, then the layer-wide best."""
     B, H, cap = scores.shape
-    L = lengths[:, 0]                                                    # prompts: the same length in every head
-    n = kept_rows(L, compression_ratio)                                  # [B]
+    L = lengths[:, 0]  # prompts: the same length in every head
+    n = kept_rows(L, compression_ratio)  # [B]
     n_safe = torch.floor(n.double() * alpha_safeguard + 1e-9).long()
     ar = torch.arange(cap, device=scores.device)
     live = ar[None, None, :] < L[:, None, None]
@@ -60,9 +61,11 @@ def naive_adakv_keep(scores: Tensor, length: int, compression_ratio: float, alph
     for h in range(H):
         best = sorted(range(length), key=lambda j: (-float(scores[h, j]), j))[:n_safe]
         safe.update((h, j) for j in best)
-    rest = sorted(((h, j) for h in range(H) for j in range(length) if (h, j) not in safe),
-                  key=lambda hj: (-float(scores[hj]), hj[0], hj[1]))
-    chosen = sorted(safe, key=lambda hj: hj) + rest[:H * n - len(safe)]
+    rest = sorted(
+        ((h, j) for h in range(H) for j in range(length) if (h, j) not in safe),
+        key=lambda hj: (-float(scores[hj]), hj[0], hj[1]),
+    )
+    chosen = sorted(safe, key=lambda hj: hj) + rest[: H * n - len(safe)]
     return [sorted(j for hh, j in chosen if hh == h) for h in range(H)]
 
 
@@ -99,9 +102,8 @@ class AdaKV(PolicyTechnique):
     def keep(self, view: LayerView):
         if view.phase != "prefill" or self.compression_ratio == 0:
             return None
-        mask = adakv_keep_mask(self._scorer.score(view), view.lengths, self.compression_ratio,
-                               self.alpha_safeguard)
+        mask = adakv_keep_mask(self._scorer.score(view), view.lengths, self.compression_ratio, self.alpha_safeguard)
         return mask_to_indices(mask)
 
     def budget_rows(self, layer: int, prompt_len: Tensor) -> Tensor:
-        return kept_rows(prompt_len, self.compression_ratio)      # per head on average
+        return kept_rows(prompt_len, self.compression_ratio)  # per head on average

@@ -32,6 +32,7 @@ Deviations from the official code
 
 Identity: ``n_sink + window`` at least the sequence length never evicts, so the model is unchanged.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -39,33 +40,35 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ...models.kv_cache import AttendKV, KVCache
+from reference_impls.models.kv_cache import AttendKV, KVCache
 
 __all__ = ["merge_probability", "naive_cam_merge", "cam_merge", "CaMCache"]
-
 
 
 def merge_probability(evicted_attention: Tensor, next_attention: Tensor) -> Tensor:
     """``clamp(A_evicted / mean(A_next), 0, 1)`` per head; a window with no attention at all gives 0 (the official
     code replaces the NaN of 0/0 by 0) and a zero mean with a positive numerator gives 1."""
     mean = next_attention.mean(-1)
-    ratio = torch.where(mean > 0, evicted_attention / mean.clamp(min=torch.finfo(mean.dtype).tiny),
-                        (evicted_attention > 0).to(mean.dtype))
+    ratio = torch.where(
+        mean > 0,
+        evicted_attention / mean.clamp(min=torch.finfo(mean.dtype).tiny),
+        (evicted_attention > 0).to(mean.dtype),
+    )
     return ratio.clamp(0, 1)
 
 
 def _check(values, attention, evicted, merge_size, uniforms):
     if values.dim() != 4 or attention.shape != values.shape[:3]:
-        raise ValueError(f"values must be [B, H, L, D] and attention [B, H, L]; got {tuple(values.shape)}, "
-                         f"{tuple(attention.shape)}")
+        raise ValueError(
+            f"values must be [B, H, L, D] and attention [B, H, L]; got {tuple(values.shape)}, {tuple(attention.shape)}"
+        )
     if not isinstance(merge_size, int) or merge_size < 1:
         raise ValueError(f"merge_size must be a positive int, got {merge_size!r}")
     if uniforms.shape != (values.shape[0], values.shape[1], len(evicted)):
         raise ValueError(f"uniforms must be [B, H, {len(evicted)}], got {tuple(uniforms.shape)}")
 
 
-def naive_cam_merge(values: Tensor, attention: Tensor, evicted: list[int], merge_size: int,
-                    uniforms: Tensor) -> Tensor:
+def naive_cam_merge(values: Tensor, attention: Tensor, evicted: list[int], merge_size: int, uniforms: Tensor) -> Tensor:
     """Merge the values of the tokens ``evicted`` (slot indices, processed in the given order) into the
     ``merge_size`` slots after each of them, on one sequence: values [B, H, L, D], attention [B, H, L] (accumulated
     attention per slot), uniforms [B, H, len(evicted)] in [0, 1) (merge iff ``u < p``). Returns new values (the
@@ -95,9 +98,9 @@ def cam_merge(values: Tensor, attention: Tensor, evicted: list[int], merge_size:
         hi = min(e + 1 + merge_size, L)
         if hi <= e + 1:
             continue
-        p = merge_probability(attention[:, :, e], attention[:, :, e + 1:hi])             # [B, H]
-        gate = (uniforms[:, :, n] < p).to(out.dtype)[..., None, None]                     # [B, H, 1, 1]
-        out[:, :, e + 1:hi] += gate * out[:, :, e:e + 1] / merge_size
+        p = merge_probability(attention[:, :, e], attention[:, :, e + 1 : hi])  # [B, H]
+        gate = (uniforms[:, :, n] < p).to(out.dtype)[..., None, None]  # [B, H, 1, 1]
+        out[:, :, e + 1 : hi] += gate * out[:, :, e : e + 1] / merge_size
     return out
 
 
@@ -109,9 +112,23 @@ class CaMCache(KVCache):
     ``uniform_fn(shape) -> Tensor`` (default: ``torch.rand`` with ``generator``) supplies the Bernoulli draws.
     """
 
-    def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, head_dim: int, capacity: int, *,
-                 n_sink: int = 4, window: int = 512, merge_size: int = 16, merge: bool = True, dtype=torch.float32,
-                 device=None, generator: Optional[torch.Generator] = None, impl: str = "auto"):
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        head_dim: int,
+        capacity: int,
+        *,
+        n_sink: int = 4,
+        window: int = 512,
+        merge_size: int = 16,
+        merge: bool = True,
+        dtype=torch.float32,
+        device=None,
+        generator: Optional[torch.Generator] = None,
+        impl: str = "auto",
+    ):
         super().__init__(n_layers, batch_size, device)
         for name, val in (("n_sink", n_sink), ("window", window), ("merge_size", merge_size)):
             if not isinstance(val, int) or val < (0 if name == "n_sink" else 1):
@@ -124,8 +141,9 @@ class CaMCache(KVCache):
         self.keys = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(n_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(n_layers)]
         self.attention = [torch.zeros(shape[:3], device=self.device) for _ in range(n_layers)]
-        self.positions = [torch.full((batch_size, capacity), -1, dtype=torch.long, device=self.device)
-                          for _ in range(n_layers)]
+        self.positions = [
+            torch.full((batch_size, capacity), -1, dtype=torch.long, device=self.device) for _ in range(n_layers)
+        ]
         self._len = torch.zeros(n_layers, batch_size, dtype=torch.long, device=self.device)
         self._bound = [0] * n_layers
 
@@ -160,16 +178,16 @@ class CaMCache(KVCache):
         lk = self._bound[layer] + T
         self._len[layer] = start + n_new
         self._bound[layer] = lk
-        return AttendKV(self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk], written,
-                        self.positions[layer][:, :lk])
+        return AttendKV(
+            self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk], written, self.positions[layer][:, :lk]
+        )
 
     def wants_scores(self, layer, n_new, chunk_len):
-        return torch.arange(chunk_len, device=n_new.device)[None, :] < n_new[:, None]     # every query counts
+        return torch.arange(chunk_len, device=n_new.device)[None, :] < n_new[:, None]  # every query counts
 
     def observe_scores(self, layer, colsum, score_rows) -> None:
         B, Hq, Lk = colsum.shape
-        self.attention[layer][:, :, :Lk] += colsum.float().reshape(B, self.n_kv_heads, Hq // self.n_kv_heads,
-                                                                   Lk).sum(2)
+        self.attention[layer][:, :, :Lk] += colsum.float().reshape(B, self.n_kv_heads, Hq // self.n_kv_heads, Lk).sum(2)
         self._evict(layer)
 
     def _evict(self, layer: int) -> None:
@@ -180,11 +198,12 @@ class CaMCache(KVCache):
             if excess <= 0:
                 continue
             evicted = list(range(self.n_sink, self.n_sink + excess))
-            vals = self.values[layer][b:b + 1, :, :length]
+            vals = self.values[layer][b : b + 1, :, :length]
             if self.merge:
                 u = torch.rand(1, self.n_kv_heads, excess, generator=self.generator, device=self.device)
-                merged = merge_fn(vals.float(), self.attention[layer][b:b + 1, :, :length], evicted,
-                                  self.merge_size, u)
+                merged = merge_fn(
+                    vals.float(), self.attention[layer][b : b + 1, :, :length], evicted, self.merge_size, u
+                )
                 vals = merged.to(self.dtype)
             keep = torch.cat([torch.arange(self.n_sink), torch.arange(self.n_sink + excess, length)]).to(self.device)
             n_keep = keep.numel()

@@ -16,6 +16,7 @@ Follows kvpress's ``ChunkKVPress`` (chunk scores, chunk count, default ``chunk_l
 and ragged (kvpress selects the chunks of batch row 0 for every row); the paper's layer-wise index reuse (sharing
 the kept indices between adjacent layers) is not implemented; ties go to the earlier chunk.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,33 +25,34 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ...ops import select_topk
-from .base import LayerView, PolicyTechnique
-from .scorer import check_ratio, kept_rows, mask_to_indices, policy_cache, resolve_scorer
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique
+from reference_impls.decode.kv.scorer import check_ratio, kept_rows, mask_to_indices, policy_cache, resolve_scorer
+from reference_impls.ops import select_topk
 
 __all__ = ["ChunkKV", "chunkkv_keep", "naive_chunkkv_keep"]
 
 
-def chunkkv_keep(scores: Tensor, lengths: Tensor, compression_ratio: float, chunk_length: int,
-                 impl: str = "auto") -> Tensor:
+def chunkkv_keep(
+    scores: Tensor, lengths: Tensor, compression_ratio: float, chunk_length: int, impl: str = "auto"
+) -> Tensor:
     """Kept slots ``[B, Hkv, K]`` (ascending, -1 padded) of prompts of ``lengths [B, Hkv]`` rows (vectorised)."""
     B, H, cap = scores.shape
     L = lengths[:, 0]
     c = chunk_length
-    n_chunks = -(-L // c)                                                # [B]
+    n_chunks = -(-L // c)  # [B]
     width = -(-cap // c) * c
     live = torch.arange(width, device=scores.device)[None, :] < L[:, None]
-    summed = torch.nn.functional.pad(scores.float().sum(1), (0, width - cap))         # [B, width]
+    summed = torch.nn.functional.pad(scores.float().sum(1), (0, width - cap))  # [B, width]
     summed = torch.where(live, summed, torch.zeros_like(summed))
     chunk_mean = summed.view(B, -1, c).sum(-1) / live.view(B, -1, c).sum(-1).clamp(min=1)
     n_keep = torch.clamp(torch.floor(n_chunks.double() * (1 - compression_ratio) + 1e-9).long(), min=1)
-    chunks = select_topk(chunk_mean, n_keep, lengths=n_chunks, impl=impl)            # [B, Kc]
+    chunks = select_topk(chunk_mean, n_keep, lengths=n_chunks, impl=impl)  # [B, Kc]
     keep = torch.zeros(B, width, dtype=torch.bool, device=scores.device)
     valid = chunks >= 0
     rows = (chunks.clamp(min=0)[..., None] * c + torch.arange(c, device=scores.device)).reshape(B, -1)
     keep.scatter_(1, rows, valid[..., None].expand(-1, -1, c).reshape(B, -1))
     keep = (keep & live)[:, :cap]
-    short = L < c                                 # no complete chunk: the scorer's per-row selection
+    short = L < c  # no complete chunk: the scorer's per-row selection
     if bool(short.any()):
         per_row = select_topk(scores.float(), kept_rows(lengths, compression_ratio), lengths=lengths, impl=impl)
         row_mask = torch.zeros(B, H, cap + 1, dtype=torch.bool, device=scores.device)
@@ -109,5 +111,6 @@ class ChunkKV(PolicyTechnique):
     def keep(self, view: LayerView):
         if view.phase != "prefill" or self.compression_ratio == 0:
             return None
-        return chunkkv_keep(self._scorer.score(view), view.lengths, self.compression_ratio, self.chunk_length,
-                            self.impl)
+        return chunkkv_keep(
+            self._scorer.score(view), view.lengths, self.compression_ratio, self.chunk_length, self.impl
+        )

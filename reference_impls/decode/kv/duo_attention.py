@@ -17,6 +17,7 @@ in their ``config.json``). Deviations: the learned gate optimisation that produc
 kvpress compresses only the prompt, while streaming heads here also stay constant-size during decoding, as in the
 paper; the cache is per-head ragged (retrieval and streaming heads of a layer have different lengths).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,13 +26,14 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from .base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
 
 __all__ = ["DuoAttention", "streaming_mask", "naive_duo_keep"]
 
 
-def streaming_mask(n_layers: int, n_kv_heads: int, head_scores=None, head_compression_ratio: float = 0.0,
-                   streaming_heads=None) -> Tensor:
+def streaming_mask(
+    n_layers: int, n_kv_heads: int, head_scores=None, head_compression_ratio: float = 0.0, streaming_heads=None
+) -> Tensor:
     """Bool ``[n_layers, Hkv]``: which heads stream."""
     if streaming_heads is not None:
         mask = torch.as_tensor(streaming_heads, dtype=torch.bool)
@@ -41,14 +43,17 @@ def streaming_mask(n_layers: int, n_kv_heads: int, head_scores=None, head_compre
         if n > 0:
             if head_scores is None:
                 if n != n_layers * n_kv_heads:
-                    raise ValueError("a head_compression_ratio below 1 needs head_scores (the published patterns) "
-                                     "or streaming_heads")
+                    raise ValueError(
+                        "a head_compression_ratio below 1 needs head_scores (the published patterns) or streaming_heads"
+                    )
                 mask[:] = True
             else:
                 scores = torch.as_tensor(head_scores, dtype=torch.float64).reshape(-1)
                 if scores.numel() != n_layers * n_kv_heads:
-                    raise ValueError(f"head_scores must be [{n_layers}, {n_kv_heads}], got "
-                                     f"{tuple(torch.as_tensor(head_scores).shape)}")
+                    raise ValueError(
+                        f"head_scores must be [{n_layers}, {n_kv_heads}], got "
+                        f"{tuple(torch.as_tensor(head_scores).shape)}"
+                    )
                 mask[torch.sort(scores, stable=True).indices[:n]] = True
         mask = mask.view(n_layers, n_kv_heads)
     if tuple(mask.shape) != (n_layers, n_kv_heads):
@@ -90,13 +95,14 @@ class DuoAttention(PolicyTechnique):
 
     def make_cache(self, spec, batch_size: int):
         cache = super().make_cache(spec, batch_size)
-        cache.policy._mask = streaming_mask(spec.n_layers, spec.n_kv_heads, self.head_scores,
-                                            self.head_compression_ratio, self.streaming_heads).to(cache.device)
+        cache.policy._mask = streaming_mask(
+            spec.n_layers, spec.n_kv_heads, self.head_scores, self.head_compression_ratio, self.streaming_heads
+        ).to(cache.device)
         return cache
 
     def wants_scores(self, layer, phase, n_new, chunk_len):
         if self._mask is None or not bool(self._mask[layer].any()):
-            return None                                    # a layer of retrieval heads never evicts
+            return None  # a layer of retrieval heads never evicts
         return last_rows(n_new, chunk_len, 1)
 
     def keep(self, view: LayerView):

@@ -18,6 +18,7 @@ states; here the post-RoPE queries the attention used are rotated back with the 
 vectors in exact arithmetic), so only hosts with 1-D RoPE are supported (not Qwen2-VL's M-RoPE); the future
 positions start after each row's own last position (ragged batches). Ties go to the lower index.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,8 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from .base import LayerView
-from .scorer import ScorerPolicy, check_ratio
+from reference_impls.decode.kv.base import LayerView
+from reference_impls.decode.kv.scorer import ScorerPolicy, check_ratio
 
 __all__ = ["ExpectedAttention", "expected_attention_scores", "average_rope_rotation", "naive_expected_attention"]
 
@@ -46,19 +47,29 @@ def average_rope_rotation(start: Tensor, n_future: int, inv_freq: Tensor) -> Ten
     """``[B, D, D]``: the mean over positions ``start[b] .. start[b] + n_future - 1`` of the RoPE matrix
     ``R_p = diag(cos) + diag(sin) P`` ("rotate_half" layout: ``P x = cat(-x2, x1)``)."""
     D = 2 * inv_freq.numel()
-    pos = start.double()[:, None] + torch.arange(n_future, dtype=torch.float64, device=start.device)   # [B, n]
+    pos = start.double()[:, None] + torch.arange(n_future, dtype=torch.float64, device=start.device)  # [B, n]
     freqs = pos[..., None] * inv_freq.double().to(start.device)
-    emb = torch.cat([freqs, freqs], -1)                                   # [B, n, D]
-    cos, sin = emb.cos().mean(1), emb.sin().mean(1)                       # [B, D]
+    emb = torch.cat([freqs, freqs], -1)  # [B, n, D]
+    cos, sin = emb.cos().mean(1), emb.sin().mean(1)  # [B, D]
     P = torch.zeros(D, D, dtype=torch.float64, device=start.device)
-    P[D // 2:, :D // 2] = torch.eye(D // 2)
-    P[:D // 2, D // 2:] = -torch.eye(D // 2)
+    P[D // 2 :, : D // 2] = torch.eye(D // 2)
+    P[: D // 2, D // 2 :] = -torch.eye(D // 2)
     return torch.diag_embed(cos) + sin[..., None] * P
 
 
-def expected_attention_scores(queries: Tensor, positions: Tensor, keys: Tensor, values: Tensor, n_new: Tensor,
-                              inv_freq: Tensor, n_future: int = 512, n_sink: int = 4, use_covariance: bool = True,
-                              use_vnorm: bool = True, epsilon: float = 0.0) -> Tensor:
+def expected_attention_scores(
+    queries: Tensor,
+    positions: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    n_new: Tensor,
+    inv_freq: Tensor,
+    n_future: int = 512,
+    n_sink: int = 4,
+    use_covariance: bool = True,
+    use_vnorm: bool = True,
+    epsilon: float = 0.0,
+) -> Tensor:
     """Scores ``[B, Hkv, cap]`` (vectorised over heads; one batch row at a time for the ragged statistics).
     ``queries [B, Hq, T, D]`` post-RoPE at ``positions [B, T]``; ``keys``, ``values [B, Hkv, cap, D]`` whose first
     ``n_new[b]`` rows are the prompt. Sink rows score the row's maximum over all heads + 1; rows past the prompt 0."""
@@ -68,17 +79,17 @@ def expected_attention_scores(queries: Tensor, positions: Tensor, keys: Tensor, 
     out = torch.zeros(B, Hkv, cap, dtype=torch.float64, device=keys.device)
     for b in range(B):
         L = int(n_new[b])
-        q = _rotate(queries[b, :, n_sink:L].double(), -positions[b, n_sink:L][None, :], inv_freq)   # pre-RoPE
-        mu = q.mean(1)                                                                              # [Hq, D]
-        R = average_rope_rotation(positions[b, L - 1:L] + 1, n_future, inv_freq)[0]
-        k = keys[b, :, n_sink:L].double().repeat_interleave(G, 0)                                   # [Hq, n, D]
+        q = _rotate(queries[b, :, n_sink:L].double(), -positions[b, n_sink:L][None, :], inv_freq)  # pre-RoPE
+        mu = q.mean(1)  # [Hq, D]
+        R = average_rope_rotation(positions[b, L - 1 : L] + 1, n_future, inv_freq)[0]
+        k = keys[b, :, n_sink:L].double().repeat_interleave(G, 0)  # [Hq, n, D]
         logits = torch.einsum("hnd,hd->hn", k, mu @ R.T) / math.sqrt(D)
         if use_covariance:
             centred = q - mu[:, None]
             cov = torch.einsum("hni,hnj->hij", centred, centred) / q.shape[1]
             cov = R @ cov @ R.T
             logits = logits + torch.einsum("hni,hij,hnj->hn", k, cov, k) / D / 2
-        score = logits.softmax(-1).view(Hkv, G, -1).mean(1)                                         # [Hkv, n]
+        score = logits.softmax(-1).view(Hkv, G, -1).mean(1)  # [Hkv, n]
         if use_vnorm:
             score = (score + epsilon) * values[b, :, n_sink:L].double().norm(dim=-1)
         out[b, :, n_sink:L] = score
@@ -86,8 +97,9 @@ def expected_attention_scores(queries: Tensor, positions: Tensor, keys: Tensor, 
     return out.float()
 
 
-def naive_expected_attention(q: Tensor, k: Tensor, v: Tensor, inv_freq: Tensor, n_future: int = 512,
-                             n_sink: int = 4) -> Tensor:
+def naive_expected_attention(
+    q: Tensor, k: Tensor, v: Tensor, inv_freq: Tensor, n_future: int = 512, n_sink: int = 4
+) -> Tensor:
     """Spec for one prompt with positions ``0 .. L-1``: ``q [Hq, L, D]`` post-RoPE, ``k, v [Hkv, L, D]`` ->
     scores ``[Hkv, L]``, one query head, one key and one future position at a time (fp64)."""
     Hq, L, D = q.shape
@@ -113,9 +125,13 @@ def naive_expected_attention(q: Tensor, k: Tensor, v: Tensor, inv_freq: Tensor, 
             mu = pre.mean(0)
             cov = sum(torch.outer(x - mu, x - mu) for x in pre) / pre.shape[0]
             mu_f, cov_f = R_future @ mu, R_future @ cov @ R_future.T
-            logits = torch.tensor([float(k[h, j].double() @ mu_f) / math.sqrt(D)
-                                   + float(k[h, j].double() @ cov_f @ k[h, j].double()) / D / 2
-                                   for j in range(n_sink, L)])
+            logits = torch.tensor(
+                [
+                    float(k[h, j].double() @ mu_f) / math.sqrt(D)
+                    + float(k[h, j].double() @ cov_f @ k[h, j].double()) / D / 2
+                    for j in range(n_sink, L)
+                ]
+            )
             per_head.append(torch.softmax(logits, 0))
         scores[h, n_sink:] = torch.stack(per_head).mean(0) * v[h, n_sink:].double().norm(dim=-1)
     scores[:, :n_sink] = scores[:, n_sink:].max() + 1
@@ -143,13 +159,16 @@ class ExpectedAttention(ScorerPolicy):
         for name in ("n_future_positions", "n_sink"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "n_future_positions" else 0):
-                raise ValueError(f"{name} must be a {'positive' if name == 'n_future_positions' else 'non-negative'}"
-                                 f" int, got {v!r}")
+                raise ValueError(
+                    f"{name} must be a {'positive' if name == 'n_future_positions' else 'non-negative'} int, got {v!r}"
+                )
 
     def prepare(self, spec) -> None:
         if spec.inv_freq is None:
-            raise ValueError("ExpectedAttention needs the host's 1-D RoPE frequencies (M-RoPE hosts such as "
-                             "Qwen2-VL are not supported)")
+            raise ValueError(
+                "ExpectedAttention needs the host's 1-D RoPE frequencies (M-RoPE hosts such as "
+                "Qwen2-VL are not supported)"
+            )
         self.inv_freq = spec.inv_freq
 
     def score(self, view: LayerView) -> Tensor:
@@ -157,6 +176,16 @@ class ExpectedAttention(ScorerPolicy):
         if bool((n_new <= self.n_sink).any()):
             raise ValueError(f"ExpectedAttention needs prompts longer than n_sink={self.n_sink}")
         T = view.queries.shape[2]
-        return expected_attention_scores(view.queries, view.positions[:, 0, :T], view.keys, view.values, n_new,
-                                         self.inv_freq.to(view.keys.device), self.n_future_positions, self.n_sink,
-                                         self.use_covariance, self.use_vnorm, self.epsilon)
+        return expected_attention_scores(
+            view.queries,
+            view.positions[:, 0, :T],
+            view.keys,
+            view.values,
+            n_new,
+            self.inv_freq.to(view.keys.device),
+            self.n_future_positions,
+            self.n_sink,
+            self.use_covariance,
+            self.use_vnorm,
+            self.epsilon,
+        )

@@ -16,6 +16,7 @@ w) is the same rule applied once at the end of prefill; ``evict_during_decode=Fa
 Deviations: scores come from ``ops.scored_attention`` (no eager attention); GQA scores are reduced to KV heads
 (upstream keeps per-query-head caches); ratios are rounded down, with at least one recent row.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from .base import LayerView, PolicyTechnique, keep_scored_plus_recent
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique, keep_scored_plus_recent
 
 __all__ = ["H2O", "naive_h2o_attention"]
 
@@ -53,14 +54,20 @@ class H2O(PolicyTechnique):
                 raise ValueError(f"{name} must lie in [0, 1), got {val}")
         if (heavy if heavy is not None else 1) + (recent if recent is not None else 1) <= 0:
             raise ValueError("heavy + recent must be positive")
-        self.evicts_during_decode = self.evict_during_decode   # the prefill variant alone may use the packed layout
+        self.evicts_during_decode = self.evict_during_decode  # the prefill variant alone may use the packed layout
 
     def sizes(self, prompt_len: Tensor) -> tuple[Tensor, Tensor]:
         """``(heavy [B], recent [B])`` for rows with ``prompt_len`` prompt tokens."""
-        heavy = torch.full_like(prompt_len, self.heavy) if self.heavy is not None else \
-            (prompt_len.double() * self.heavy_ratio).floor().long()
-        recent = torch.full_like(prompt_len, self.recent) if self.recent is not None else \
-            (prompt_len.double() * self.recent_ratio).floor().long().clamp(min=1)
+        heavy = (
+            torch.full_like(prompt_len, self.heavy)
+            if self.heavy is not None
+            else (prompt_len.double() * self.heavy_ratio).floor().long()
+        )
+        recent = (
+            torch.full_like(prompt_len, self.recent)
+            if self.recent is not None
+            else (prompt_len.double() * self.recent_ratio).floor().long().clamp(min=1)
+        )
         return heavy, recent
 
     def budget_rows(self, layer: int, prompt_len: Tensor) -> Tensor:
@@ -71,7 +78,7 @@ class H2O(PolicyTechnique):
         if phase == "prefill" and layer == 0:
             self._prompt_len = n_new.clone()
         ar = torch.arange(chunk_len, device=n_new.device)[None, :]
-        return ar < n_new[:, None]                      # every query contributes to acc
+        return ar < n_new[:, None]  # every query contributes to acc
 
     def keep(self, view: LayerView):
         if view.phase == "decode" and not self.evict_during_decode:
@@ -80,8 +87,17 @@ class H2O(PolicyTechnique):
         return keep_scored_plus_recent(view.scores, view.lengths, heavy + recent, recent)
 
 
-def naive_h2o_attention(q: Tensor, k: Tensor, v: Tensor, prompt_len: int, heavy: int, recent: int,
-                        *, score_reduce: str = "mean", scale: Optional[float] = None):
+def naive_h2o_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    prompt_len: int,
+    heavy: int,
+    recent: int,
+    *,
+    score_reduce: str = "mean",
+    scale: Optional[float] = None,
+):
     """Mask-based specification (nothing is ever compacted): a prompt of ``prompt_len`` tokens attends causally,
     then tokens ``prompt_len ..`` are decoded one by one. ``keep [B, Hkv, L]`` marks the simulated cache; after
     each step ``acc`` grows by the step's (group-reduced) probabilities and, over budget, the rows outside the
@@ -90,7 +106,7 @@ def naive_h2o_attention(q: Tensor, k: Tensor, v: Tensor, prompt_len: int, heavy:
     B, Hq, L, D = q.shape
     Hkv = k.shape[1]
     G = Hq // Hkv
-    scale = D ** -0.5 if scale is None else scale
+    scale = D**-0.5 if scale is None else scale
     qd, kd, vd = q.double(), k.double().repeat_interleave(G, 1), v.double().repeat_interleave(G, 1)
     keep = torch.zeros(B, Hkv, L, dtype=torch.bool)
     acc = torch.zeros(B, Hkv, L, dtype=torch.float64)
@@ -107,11 +123,11 @@ def naive_h2o_attention(q: Tensor, k: Tensor, v: Tensor, prompt_len: int, heavy:
                 kept = keep[b, h].nonzero().flatten().tolist()
                 if len(kept) <= budget:
                     continue
-                rec = kept[len(kept) - recent:] if recent > 0 else []
-                old = kept[:len(kept) - len(rec)]
+                rec = kept[len(kept) - recent :] if recent > 0 else []
+                old = kept[: len(kept) - len(rec)]
                 old.sort(key=lambda j: (-float(acc[b, h, j]), j))
                 keep[b, h] = False
-                keep[b, h, rec + old[:budget - len(rec)]] = True
+                keep[b, h, rec + old[: budget - len(rec)]] = True
 
     # prefill
     s = torch.einsum("bhid,bhjd->bhij", qd[:, :, :prompt_len], kd[:, :, :prompt_len]) * scale
@@ -123,7 +139,7 @@ def naive_h2o_attention(q: Tensor, k: Tensor, v: Tensor, prompt_len: int, heavy:
     evict()
     for t in range(prompt_len, L):
         keep[:, :, t] = True
-        vis = keep.repeat_interleave(G, 1)                               # [B, Hq, L]
+        vis = keep.repeat_interleave(G, 1)  # [B, Hq, L]
         s = torch.einsum("bhd,bhjd->bhj", qd[:, :, t], kd) * scale
         p = torch.softmax(s.masked_fill(~vis, float("-inf")), -1)
         out[:, :, t] = torch.einsum("bhj,bhjd->bhd", p, vd)

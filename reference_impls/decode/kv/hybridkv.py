@@ -42,6 +42,7 @@ keep their full KV on the device (no offloading), so KV memory is saved on stati
 padded layout a mixed layer allocates the dynamic heads' length for every head); the query hook
 recomputes the layer's q projection (one extra small GEMM per layer and step).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,15 +51,20 @@ from typing import ClassVar, Optional, Union
 import torch
 from torch import Tensor
 
-from ...models.kv_cache import AttendKV
-from ...ops import select_topk
-from ...technique import CacheTechnique
-from ...ops.decode_attention import (chunk_scores, chunk_summaries, dequantize_kv, select_chunks,
-                                     sparse_decode_attention, unpack_rows)
-from .base import CompressedKVCache, KVPolicy, LayerView
+from reference_impls.decode.kv.base import CompressedKVCache, KVPolicy, LayerView
+from reference_impls.models.kv_cache import AttendKV
+from reference_impls.ops import select_topk
+from reference_impls.ops.decode_attention import (
+    chunk_scores,
+    chunk_summaries,
+    dequantize_kv,
+    select_chunks,
+    sparse_decode_attention,
+    unpack_rows,
+)
+from reference_impls.technique import CacheTechnique
 
-__all__ = ["HybridKV", "HybridKVCache", "HybridQueryHook", "classify_heads", "allocate_head_budgets",
-           "text_query_rows"]
+__all__ = ["HybridKV", "HybridKVCache", "HybridQueryHook", "classify_heads", "allocate_head_budgets", "text_query_rows"]
 
 
 def text_query_rows(vis: Optional[Tensor], n_new: Tensor, chunk_len: int) -> Tensor:
@@ -95,13 +101,13 @@ def allocate_head_budgets(scores: Tensor, lengths: Tensor, budget: Tensor, alpha
     """AdaKV-style split of a layer budget ``Hkv x budget[b]`` over its heads ``[B, Hkv]``: ``alpha x budget``
     each plus the count of the head's entries in the layer-wide top ``(1 - alpha) x Hkv x budget`` scores."""
     B, H, L = scores.shape
-    floor = (alpha * budget.float()).floor().long()                       # [B]
-    extra = (H * budget - H * floor).clamp(min=0)                          # [B]
+    floor = (alpha * budget.float()).floor().long()  # [B]
+    extra = (H * budget - H * floor).clamp(min=0)  # [B]
     live = torch.arange(L, device=scores.device)[None, None, :] < lengths[..., None]
     flat = torch.where(live, scores, torch.full_like(scores, float("-inf"))).reshape(B, H * L)
     avail = live.reshape(B, -1).sum(-1)
     k = torch.minimum(extra, avail)
-    idx = select_topk(flat, k)                                             # [B, K] ascending, -1 padded
+    idx = select_topk(flat, k)  # [B, K] ascending, -1 padded
     head = torch.where(idx >= 0, idx // L, H)
     counts = torch.zeros(B, H + 1, dtype=torch.long, device=scores.device)
     counts.scatter_add_(1, head, torch.ones_like(head))
@@ -126,35 +132,64 @@ class _HybridPolicy(KVPolicy):
 
 
 class HybridKVCache(CompressedKVCache):
-    per_head_selection = True   # decode steps attend to a per-head selection of rows (hosts mask per head)
+    per_head_selection = True  # decode steps attend to a per-head selection of rows (hosts mask per head)
 
-    def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, head_dim: int, *,
-                 budget: Optional[int] = None, budget_ratio: float = 0.1, tau: float = 0.5, top_frac: float = 0.1,
-                 alpha: float = 0.2, chunk_size: int = 16, n_sink: int = 4, n_recent: int = 8,
-                 n_recent_chunks: int = 1, force: Optional[str] = None, **kw):
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        head_dim: int,
+        *,
+        budget: Optional[int] = None,
+        budget_ratio: float = 0.1,
+        tau: float = 0.5,
+        top_frac: float = 0.1,
+        alpha: float = 0.2,
+        chunk_size: int = 16,
+        n_sink: int = 4,
+        n_recent: int = 8,
+        n_recent_chunks: int = 1,
+        force: Optional[str] = None,
+        **kw,
+    ):
         if budget is not None and (not isinstance(budget, int) or budget < 1):
             raise ValueError(f"budget must be a positive int, got {budget!r}")
         if not 0.0 < budget_ratio <= 1.0:
             raise ValueError(f"budget_ratio must lie in (0, 1], got {budget_ratio}")
         if not 0.0 <= alpha <= 1.0 or not 0.0 < top_frac <= 1.0:
             raise ValueError("alpha must lie in [0, 1] and top_frac in (0, 1]")
-        if not (force is None or (isinstance(force, str) and force in ("static", "dynamic"))
-                or (isinstance(force, torch.Tensor) and force.dtype == torch.bool)):
-            raise ValueError(f"force must be None, 'static', 'dynamic' or a bool tensor [Hkv] / [B, Hkv] "
-                             f"(True = static), got {force!r}")
+        if not (
+            force is None
+            or (isinstance(force, str) and force in ("static", "dynamic"))
+            or (isinstance(force, torch.Tensor) and force.dtype == torch.bool)
+        ):
+            raise ValueError(
+                f"force must be None, 'static', 'dynamic' or a bool tensor [Hkv] / [B, Hkv] "
+                f"(True = static), got {force!r}"
+            )
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         super().__init__(_HybridPolicy(self), n_layers, batch_size, n_kv_heads, head_dim, **kw)
-        self.budget_abs, self.budget_ratio, self.tau, self.top_frac, self.alpha = budget, budget_ratio, tau, \
-            top_frac, alpha
-        self.chunk_size, self.n_sink, self.n_recent, self.n_recent_chunks = chunk_size, n_sink, n_recent, \
-            n_recent_chunks
+        self.budget_abs, self.budget_ratio, self.tau, self.top_frac, self.alpha = (
+            budget,
+            budget_ratio,
+            tau,
+            top_frac,
+            alpha,
+        )
+        self.chunk_size, self.n_sink, self.n_recent, self.n_recent_chunks = (
+            chunk_size,
+            n_sink,
+            n_recent,
+            n_recent_chunks,
+        )
         self.force = force
         L = n_layers
-        self.static = [None] * L          # [B, Hkv] bool per layer
-        self.head_budget = [None] * L     # [B, Hkv] rows (static) / retrieved prompt rows (dynamic)
-        self.prompt_len = [None] * L      # [B, Hkv] rows per head right after prefill
-        self._query = [None] * L          # decode query [B, Hq, 1, D] from the hook
+        self.static = [None] * L  # [B, Hkv] bool per layer
+        self.head_budget = [None] * L  # [B, Hkv] rows (static) / retrieved prompt rows (dynamic)
+        self.prompt_len = [None] * L  # [B, Hkv] rows per head right after prefill
+        self._query = [None] * L  # decode query [B, Hq, 1, D] from the hook
         self.retrieval_steps = 0
         self.last_selection = [None] * L  # selected chunk ids of the last decode step
 
@@ -179,7 +214,7 @@ class HybridKVCache(CompressedKVCache):
         l = view.layer
         lengths = view.lengths
         B, H = lengths.shape
-        text = view.last_scores                                               # [B, Hkv, cap]
+        text = view.last_scores  # [B, Hkv, cap]
         static = classify_heads(text, view.visual, lengths, top_frac=self.top_frac, tau=self.tau)
         if isinstance(self.force, torch.Tensor):
             static = self.force.to(static.device).expand(B, H).clone()
@@ -207,16 +242,16 @@ class HybridKVCache(CompressedKVCache):
         q = self._query[layer]
         self._query[layer] = None
         if self.static[layer] is None or q is None or k_new.shape[2] != 1:
-            return kv                                                          # prefill / no query: full
+            return kv  # prefill / no query: full
         static = self.static[layer]
         if bool(static.all()):
             return kv
-        lengths = kv.kv_lengths                                               # [B, Hkv] (written)
+        lengths = kv.kv_lengths  # [B, Hkv] (written)
         c = self.chunk_size
         sel = self.chunk_selection(layer, q, kv.k, lengths)
         # rows of the selected chunks (static heads select every chunk -> all their rows)
         S = sel.shape[-1]
-        rows = sel[..., None] * c + torch.arange(c, device=sel.device)         # [B, Hkv, S, c]
+        rows = sel[..., None] * c + torch.arange(c, device=sel.device)  # [B, Hkv, S, c]
         ok = (sel[..., None] >= 0) & (rows < lengths[..., None, None])
         rows = torch.where(ok, rows, torch.full_like(rows, -1)).reshape(*sel.shape[:2], S * c)
         rows = torch.sort(torch.where(rows >= 0, rows, torch.iinfo(torch.long).max), dim=-1).values
@@ -240,7 +275,7 @@ class HybridKVCache(CompressedKVCache):
         static = self.static[layer]
         c = self.chunk_size
         kmin, kmax, n_ch = chunk_summaries(k, lengths, c)
-        scores = chunk_scores(q, kmin, kmax, n_ch, impl=self.impl)            # [B, Hkv, C]
+        scores = chunk_scores(q, kmin, kmax, n_ch, impl=self.impl)  # [B, Hkv, C]
         # forced: the first chunk (sinks) and every chunk holding rows written after the prompt (generated text,
         # incl. the current token), at least ``n_recent_chunks``; plus ceil(budget / c) retrieved prompt chunks
         n_last = torch.clamp(n_ch - self.prompt_len[layer] // c, min=self.n_recent_chunks)
@@ -255,18 +290,28 @@ class HybridKVCache(CompressedKVCache):
         already written by ``update``) with the block-sparse split-K kernel over the selected chunks."""
         lengths = self._len[layer]
         pk = self._packed[layer]
-        if pk is not None:     # packed store: summaries from a transient unpacked copy, kernel reads in place
+        if pk is not None:  # packed store: summaries from a transient unpacked copy, kernel reads in place
             k_pad = unpack_rows(pk.k, pk.row0, lengths)
             if self.kv_format:
                 k_pad = dequantize_kv(k_pad, unpack_rows(pk.k_scale, pk.row0, lengths, fill=1))
             sel = self.chunk_selection(layer, q, k_pad, lengths)
-            o, _ = sparse_decode_attention(q, pk.k, pk.v, lengths, sel, self.chunk_size, k_scale=pk.k_scale,
-                                           v_scale=pk.v_scale, row0=pk.row0, impl=impl)
+            o, _ = sparse_decode_attention(
+                q,
+                pk.k,
+                pk.v,
+                lengths,
+                sel,
+                self.chunk_size,
+                k_scale=pk.k_scale,
+                v_scale=pk.v_scale,
+                row0=pk.row0,
+                impl=impl,
+            )
             return o
         lk = self._bound[layer]
         k, v = self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk]
         ks = vs = None
-        if self.kv_format:                                   # quantised storage: dequantise in the kernel
+        if self.kv_format:  # quantised storage: dequantise in the kernel
             ks, vs = self.k_scale[layer][:, :, :lk], self.v_scale[layer][:, :, :lk]
             sel = self.chunk_selection(layer, q, dequantize_kv(k, ks), lengths)
         else:
@@ -276,8 +321,10 @@ class HybridKVCache(CompressedKVCache):
 
     def summary(self) -> dict:
         """Per-layer head types and budgets (after prefill), for reports and tests."""
-        return {"static": [None if s is None else s.tolist() for s in self.static],
-                "head_budget": [None if b is None else b.tolist() for b in self.head_budget]}
+        return {
+            "static": [None if s is None else s.tolist() for s in self.static],
+            "head_budget": [None if b is None else b.tolist() for b in self.head_budget],
+        }
 
 
 class HybridQueryHook:
@@ -321,13 +368,31 @@ class HybridKV(CacheTechnique):
         self.make_cache_args(check_only=True)
 
     def make_cache_args(self, check_only: bool = False) -> dict:
-        kw = dict(budget=self.budget, budget_ratio=self.budget_ratio, tau=self.tau, top_frac=self.top_frac,
-                  alpha=self.alpha, chunk_size=self.chunk_size, n_sink=self.n_sink, n_recent=self.n_recent,
-                  n_recent_chunks=self.n_recent_chunks, force=self.force, layout=self.layout, impl=self.impl)
-        if check_only:          # the cache validates its arguments: build a one-layer one-row instance
+        kw = dict(
+            budget=self.budget,
+            budget_ratio=self.budget_ratio,
+            tau=self.tau,
+            top_frac=self.top_frac,
+            alpha=self.alpha,
+            chunk_size=self.chunk_size,
+            n_sink=self.n_sink,
+            n_recent=self.n_recent,
+            n_recent_chunks=self.n_recent_chunks,
+            force=self.force,
+            layout=self.layout,
+            impl=self.impl,
+        )
+        if check_only:  # the cache validates its arguments: build a one-layer one-row instance
             HybridKVCache(1, 1, 1, 1, **kw)
         return kw
 
     def make_cache(self, spec, batch_size: int) -> HybridKVCache:
-        return HybridKVCache(spec.n_layers, batch_size, spec.n_kv_heads, spec.head_dim, dtype=spec.dtype,
-                             device=spec.device, **self.make_cache_args())
+        return HybridKVCache(
+            spec.n_layers,
+            batch_size,
+            spec.n_kv_heads,
+            spec.head_dim,
+            dtype=spec.dtype,
+            device=spec.device,
+            **self.make_cache_args(),
+        )

@@ -38,16 +38,26 @@ Deviations from the paper / official code
 Identity: ``bits=16`` stores keys and values unquantised, and a ``residual_length`` at least the sequence length
 never quantises: both reproduce the unmodified model exactly.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from ...models.kv_cache import AttendKV, KVCache
-from ...ops._triton import IMPLS
+from reference_impls.models.kv_cache import AttendKV, KVCache
+from reference_impls.ops._triton import IMPLS
 
-__all__ = ["naive_quantize_keys", "naive_quantize_values", "naive_dequantize", "quantize_keys", "quantize_values",
-           "dequantize", "pack_codes", "unpack_codes", "KIVICache"]
+__all__ = [
+    "naive_quantize_keys",
+    "naive_quantize_values",
+    "naive_dequantize",
+    "quantize_keys",
+    "quantize_values",
+    "dequantize",
+    "pack_codes",
+    "unpack_codes",
+    "KIVICache",
+]
 
 
 BITS = (2, 4, 8, 16)
@@ -64,10 +74,10 @@ def _check_bits(bits: int) -> None:
 def _quantize_group(g: Tensor, bits: int):
     """One group (any shape) -> (codes uint8, scale, minimum) with KIVI's asymmetric rule."""
     lo, hi = g.min(), g.max()
-    scale = (hi - lo) / (2 ** bits - 1)
+    scale = (hi - lo) / (2**bits - 1)
     if scale == 0:
         return torch.zeros_like(g, dtype=torch.uint8), scale, lo
-    codes = torch.round((g - lo) / scale).clamp(0, 2 ** bits - 1)
+    codes = torch.round((g - lo) / scale).clamp(0, 2**bits - 1)
     return codes.to(torch.uint8), scale, lo
 
 
@@ -88,8 +98,9 @@ def naive_quantize_keys(k: Tensor, bits: int = 2, group_size: int = 32):
             for g in range(T // group_size):
                 rows = slice(g * group_size, (g + 1) * group_size)
                 for d in range(D):
-                    codes[b, h, rows, d], scale[b, h, g, d], minimum[b, h, g, d] = _quantize_group(kf[b, h, rows, d],
-                                                                                                   bits)
+                    codes[b, h, rows, d], scale[b, h, g, d], minimum[b, h, g, d] = _quantize_group(
+                        kf[b, h, rows, d], bits
+                    )
     return codes, scale, minimum
 
 
@@ -109,8 +120,9 @@ def naive_quantize_values(v: Tensor, bits: int = 2, group_size: int = 32):
             for t in range(T):
                 for g in range(D // group_size):
                     cols = slice(g * group_size, (g + 1) * group_size)
-                    codes[b, h, t, cols], scale[b, h, t, g], minimum[b, h, t, g] = _quantize_group(vf[b, h, t, cols],
-                                                                                                   bits)
+                    codes[b, h, t, cols], scale[b, h, t, g], minimum[b, h, t, g] = _quantize_group(
+                        vf[b, h, t, cols], bits
+                    )
     return codes, scale, minimum
 
 
@@ -133,9 +145,9 @@ def naive_dequantize(codes: Tensor, scale: Tensor, minimum: Tensor, group_size: 
 def _quantize_last(x: Tensor, bits: int):
     """Groups on the last dimension of ``x [..., G]`` -> (codes uint8 [..., G], scale [...], minimum [...])."""
     lo, hi = x.amin(-1), x.amax(-1)
-    scale = (hi - lo) / (2 ** bits - 1)
+    scale = (hi - lo) / (2**bits - 1)
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    codes = torch.round((x - lo[..., None]) / safe[..., None]).clamp(0, 2 ** bits - 1)
+    codes = torch.round((x - lo[..., None]) / safe[..., None]).clamp(0, 2**bits - 1)
     codes = torch.where(scale[..., None] > 0, codes, torch.zeros_like(codes))
     return codes.to(torch.uint8), scale, lo
 
@@ -146,7 +158,7 @@ def quantize_keys(k: Tensor, bits: int = 2, group_size: int = 32):
     B, H, T, D = k.shape
     if T % group_size:
         raise ValueError(f"keys are quantised in whole groups: T={T} is not a multiple of group_size={group_size}")
-    grouped = k.float().reshape(B, H, T // group_size, group_size, D).transpose(-1, -2)   # [B, H, n, D, G]
+    grouped = k.float().reshape(B, H, T // group_size, group_size, D).transpose(-1, -2)  # [B, H, n, D, G]
     codes, scale, minimum = _quantize_last(grouped, bits)
     return codes.transpose(-1, -2).reshape(B, H, T, D), scale, minimum
 
@@ -186,7 +198,7 @@ def unpack_codes(packed: Tensor, bits: int) -> Tensor:
     """Inverse of ``pack_codes``."""
     per = 8 // bits
     shifts = torch.arange(per, device=packed.device, dtype=torch.int32) * bits
-    codes = (packed.to(torch.int32)[..., None] >> shifts) & (2 ** bits - 1)
+    codes = (packed.to(torch.int32)[..., None] >> shifts) & (2**bits - 1)
     return codes.reshape(*packed.shape[:-1], -1).to(torch.uint8)
 
 
@@ -202,16 +214,30 @@ class KIVICache(KVCache):
     specification, anything else with the vectorised path.
     """
 
-    def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, head_dim: int, capacity: int, *,
-                 bits: int = 2, group_size: int = 32, residual_length: int = 32, dtype=torch.float32, device=None,
-                 impl: str = "auto"):
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        head_dim: int,
+        capacity: int,
+        *,
+        bits: int = 2,
+        group_size: int = 32,
+        residual_length: int = 32,
+        dtype=torch.float32,
+        device=None,
+        impl: str = "auto",
+    ):
         super().__init__(n_layers, batch_size, device)
         _check_bits(bits)
         if capacity <= 0:
             raise ValueError("capacity must be positive")
         if group_size < 1 or residual_length < 1 or residual_length % group_size:
-            raise ValueError(f"need group_size >= 1 and residual_length a multiple of it, got group_size="
-                             f"{group_size}, residual_length={residual_length}")
+            raise ValueError(
+                f"need group_size >= 1 and residual_length a multiple of it, got group_size="
+                f"{group_size}, residual_length={residual_length}"
+            )
         if bits < 16 and head_dim % group_size:
             raise ValueError(f"head_dim {head_dim} must be a multiple of group_size {group_size} (value groups)")
         if bits < 16 and head_dim % (8 // bits):
@@ -225,8 +251,9 @@ class KIVICache(KVCache):
         shape = (batch_size, n_kv_heads, capacity, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(n_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(n_layers)]
-        self.positions = [torch.full((batch_size, capacity), -1, dtype=torch.long, device=self.device)
-                          for _ in range(n_layers)]
+        self.positions = [
+            torch.full((batch_size, capacity), -1, dtype=torch.long, device=self.device) for _ in range(n_layers)
+        ]
         self._len = torch.zeros(n_layers, batch_size, dtype=torch.long, device=self.device)
         self._bound = [0] * n_layers
         # per layer, per row: slots [0, n) of keys / values are quantised (the rest of the committed slots is exact)
@@ -266,16 +293,19 @@ class KIVICache(KVCache):
         lk = self._bound[layer] + T
         self._len[layer] = start + n_new
         self._bound[layer] = lk
-        return AttendKV(self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk], written,
-                        self.positions[layer][:, :lk])
+        return AttendKV(
+            self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk], written, self.positions[layer][:, :lk]
+        )
 
     def rollback(self, n) -> None:
         n = torch.as_tensor(n, device=self.device)
         new = self._len - n
         if bool((new < 0).any()):
             raise ValueError("rollback beyond the start of the cache")
-        quantised = torch.tensor([[max(k, v) for k, v in zip(self.key_quantised[l], self.value_quantised[l])]
-                                  for l in range(self.n_layers)], device=self.device)
+        quantised = torch.tensor(
+            [[max(k, v) for k, v in zip(self.key_quantised[l], self.value_quantised[l])] for l in range(self.n_layers)],
+            device=self.device,
+        )
         if bool((new < quantised).any()):
             raise ValueError("KIVICache cannot roll back into tokens it has already quantised")
         self._len = new
@@ -285,8 +315,11 @@ class KIVICache(KVCache):
     # -- KIVI ----------------------------------------------------------------------------------------------------
     def _quantisers(self):
         naive = self.impl == "naive"
-        return (naive_quantize_keys if naive else quantize_keys, naive_quantize_values if naive else quantize_values,
-                naive_dequantize if naive else dequantize)
+        return (
+            naive_quantize_keys if naive else quantize_keys,
+            naive_quantize_values if naive else quantize_values,
+            naive_dequantize if naive else dequantize,
+        )
 
     def _quantise_pending(self, layer: int) -> None:
         """Quantise what the previous step left over: whole ``residual_length`` chunks of exact keys, and exact
@@ -297,22 +330,25 @@ class KIVICache(KVCache):
             length = int(self._len[layer, b])
             kq = self.key_quantised[layer][b]
             while length - kq >= R:
-                chunk = self.keys[layer][b:b + 1, :, kq:kq + R].float()
+                chunk = self.keys[layer][b : b + 1, :, kq : kq + R].float()
                 codes, scale, minimum = qk(chunk, self.bits, G)
-                self.key_store[layer][b].append((pack_codes(codes, self.bits), scale.to(self.dtype),
-                                                 minimum.to(self.dtype)))
-                self.keys[layer][b:b + 1, :, kq:kq + R] = deq(codes, scale.to(self.dtype), minimum.to(self.dtype), G,
-                                                              "tokens").to(self.dtype)
+                self.key_store[layer][b].append(
+                    (pack_codes(codes, self.bits), scale.to(self.dtype), minimum.to(self.dtype))
+                )
+                self.keys[layer][b : b + 1, :, kq : kq + R] = deq(
+                    codes, scale.to(self.dtype), minimum.to(self.dtype), G, "tokens"
+                ).to(self.dtype)
                 kq += R
             self.key_quantised[layer][b] = kq
             vq = self.value_quantised[layer][b]
             if length - vq > R:
-                rows = self.values[layer][b:b + 1, :, vq:length - R].float()
+                rows = self.values[layer][b : b + 1, :, vq : length - R].float()
                 codes, scale, minimum = qv(rows, self.bits, G)
-                self.value_store[layer][b].append((pack_codes(codes, self.bits), scale.to(self.dtype),
-                                                   minimum.to(self.dtype)))
+                self.value_store[layer][b].append(
+                    (pack_codes(codes, self.bits), scale.to(self.dtype), minimum.to(self.dtype))
+                )
                 restored = deq(codes, scale.to(self.dtype), minimum.to(self.dtype), G, "channels")
-                self.values[layer][b:b + 1, :, vq:length - R] = restored.to(self.dtype)
+                self.values[layer][b : b + 1, :, vq : length - R] = restored.to(self.dtype)
                 self.value_quantised[layer][b] = length - R
 
     def kv_bytes(self) -> int:

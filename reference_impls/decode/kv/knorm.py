@@ -12,6 +12,7 @@ Follows kvpress's ``KnormPress`` (score ``-keys.norm(dim=-1)``, one-shot at pref
 evaluates compressing during decoding and skipping the first layers; this class compresses the prompt once, every
 layer. Ties go to the lower index.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .scorer import ScorerPolicy, check_ratio, kept_rows
+from reference_impls.decode.kv.scorer import ScorerPolicy, check_ratio, kept_rows
 
 __all__ = ["Knorm", "naive_knorm_keep"]
 

@@ -5,7 +5,7 @@ split into encoding (prefill) and decoding; prefill uses pyramid token merging (
 helper) and decoding uses "KV cache compression to remove unnecessary caches" to raise throughput for long
 outputs (3.21x less time at 4096 generated tokens).
 
-Our specification (proposed in the design notes, spec 8 step 4: H2O/SnapKV-style compression over the
+Our specification (H2O/SnapKV-style compression over the
 generated-token cache): the prompt rows -- already few after pyramid merging -- are kept intact; the rows of
 generated tokens are bounded by ``gen_heavy + gen_recent`` per (row, KV head): the ``gen_recent`` latest
 generated tokens plus the ``gen_heavy`` older generated tokens with the largest accumulated attention (every
@@ -18,6 +18,7 @@ memory stop growing with the output length.
 Deviations / unverified: everything beyond "remove unnecessary caches during decoding" (the score, the split
 between prompt and generated rows, the budgets) is our choice, not checked against the paper.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import ClassVar, Optional
 
 import torch
 
-from .base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
 
 __all__ = ["LightVLMKV"]
 
@@ -53,7 +54,7 @@ class LightVLMKV(PolicyTechnique):
         return None if rows is None else rows + self.gen_heavy + self.gen_recent
 
     def wants_scores(self, layer, phase, n_new, chunk_len):
-        if phase == "prefill":             # prompt rows are protected: one row suffices to record their count
+        if phase == "prefill":  # prompt rows are protected: one row suffices to record their count
             return last_rows(n_new, chunk_len, 1)
         ar = torch.arange(chunk_len, device=n_new.device)[None, :]
         return ar < n_new[:, None]
@@ -62,8 +63,9 @@ class LightVLMKV(PolicyTechnique):
         if view.phase == "prefill":
             self._prompt_rows[view.layer] = view.lengths.clone()
             return None
-        prompt = self._prompt_rows[view.layer]                          # [B, Hkv]
+        prompt = self._prompt_rows[view.layer]  # [B, Hkv]
         cap = view.scores.shape[-1]
         is_prompt = torch.arange(cap, device=view.scores.device)[None, None, :] < prompt[..., None]
-        return keep_scored_plus_recent(view.scores, view.lengths, prompt + self.gen_heavy + self.gen_recent,
-                                       self.gen_recent, protect=is_prompt)
+        return keep_scored_plus_recent(
+            view.scores, view.lengths, prompt + self.gen_heavy + self.gen_recent, self.gen_recent, protect=is_prompt
+        )

@@ -33,6 +33,7 @@ Deviations
 Identity: ``start_layer >= n_layers`` merges nothing, and ``retain_ratio = 1`` retains every token: both reproduce
 the unmodified model exactly.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,10 +43,16 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ...models.kv_cache import AttendKV, KVCache
+from reference_impls.models.kv_cache import AttendKV, KVCache
 
-__all__ = ["MergedPair", "naive_minicache_merge", "naive_minicache_restore", "minicache_merge", "minicache_restore",
-           "MiniCacheKV"]
+__all__ = [
+    "MergedPair",
+    "naive_minicache_merge",
+    "naive_minicache_restore",
+    "minicache_merge",
+    "minicache_restore",
+    "MiniCacheKV",
+]
 
 
 PARALLEL_EPS = 1e-6
@@ -57,6 +64,7 @@ class MergedPair:
 
     direction [B, H, L, D] (unit), norm_first / norm_second [B, H, L], distance [B, H, L] (angle / pi),
     retained [B, H, K] (slot indices, ascending), retained_first / retained_second [B, H, K, D] (exact states)."""
+
     direction: Tensor
     norm_first: Tensor
     norm_second: Tensor
@@ -72,8 +80,9 @@ def _retained_count(length: int, retain_ratio: float) -> int:
 
 def _check(first, second, t, retain_ratio):
     if first.dim() != 4 or first.shape != second.shape:
-        raise ValueError(f"the two layers' states must both be [B, H, L, D]; got {tuple(first.shape)} and "
-                         f"{tuple(second.shape)}")
+        raise ValueError(
+            f"the two layers' states must both be [B, H, L, D]; got {tuple(first.shape)} and {tuple(second.shape)}"
+        )
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"t must lie in [0, 1], got {t}")
     if not 0.0 <= retain_ratio <= 1.0:
@@ -102,22 +111,31 @@ def naive_minicache_merge(first: Tensor, second: Tensor, t: float = 0.6, retain_
     B, H, L, D = first.shape
     f, s = first.double(), second.double()
     direction = torch.zeros(B, H, L, D, dtype=torch.float64, device=first.device)
-    norm_first, norm_second, distance = (torch.zeros(B, H, L, dtype=torch.float64, device=first.device)
-                                         for _ in range(3))
+    norm_first, norm_second, distance = (
+        torch.zeros(B, H, L, dtype=torch.float64, device=first.device) for _ in range(3)
+    )
     for b in range(B):
         for h in range(H):
             for i in range(L):
-                direction[b, h, i], norm_first[b, h, i], norm_second[b, h, i], distance[b, h, i] = \
-                    _slerp_one(f[b, h, i], s[b, h, i], t)
+                direction[b, h, i], norm_first[b, h, i], norm_second[b, h, i], distance[b, h, i] = _slerp_one(
+                    f[b, h, i], s[b, h, i], t
+                )
     K = _retained_count(L, retain_ratio)
     retained = torch.zeros(B, H, K, dtype=torch.long, device=first.device)
     for b in range(B):
         for h in range(H):
-            order = sorted(range(L), key=lambda i: (-float(distance[b, h, i]), i))   # largest distance first
+            order = sorted(range(L), key=lambda i: (-float(distance[b, h, i]), i))  # largest distance first
             retained[b, h] = torch.tensor(sorted(order[:K]), dtype=torch.long)
     gather = retained[..., None].expand(B, H, K, D)
-    return MergedPair(direction.to(first.dtype), norm_first.to(first.dtype), norm_second.to(first.dtype),
-                      distance.to(first.dtype), retained, first.gather(2, gather), second.gather(2, gather))
+    return MergedPair(
+        direction.to(first.dtype),
+        norm_first.to(first.dtype),
+        norm_second.to(first.dtype),
+        distance.to(first.dtype),
+        retained,
+        first.gather(2, gather),
+        second.gather(2, gather),
+    )
 
 
 def naive_minicache_restore(pair: MergedPair) -> tuple[Tensor, Tensor]:
@@ -137,8 +155,9 @@ def naive_minicache_restore(pair: MergedPair) -> tuple[Tensor, Tensor]:
 # --------------------------------------------------------------------------------------------------------------
 # Vectorised path
 # --------------------------------------------------------------------------------------------------------------
-def minicache_merge(first: Tensor, second: Tensor, t: float = 0.6, retain_ratio: float = 0.05,
-                    valid: Optional[Tensor] = None) -> MergedPair:
+def minicache_merge(
+    first: Tensor, second: Tensor, t: float = 0.6, retain_ratio: float = 0.05, valid: Optional[Tensor] = None
+) -> MergedPair:
     """Vectorised ``naive_minicache_merge``. ``valid [B, L]`` (optional) excludes padding slots from retention
     (they are never retained; their merged values are meaningless)."""
     _check(first, second, t, retain_ratio)
@@ -149,19 +168,27 @@ def minicache_merge(first: Tensor, second: Tensor, t: float = 0.6, retain_ratio:
     angle = torch.arccos(torch.clamp((uf * us).sum(-1), -1.0, 1.0))
     sin = torch.sin(angle)
     parallel = sin < PARALLEL_EPS
-    slerp = (torch.sin((1 - t) * angle)[..., None] * uf + torch.sin(t * angle)[..., None] * us) / \
-        torch.where(parallel, torch.ones_like(sin), sin)[..., None]
+    slerp = (torch.sin((1 - t) * angle)[..., None] * uf + torch.sin(t * angle)[..., None] * us) / torch.where(
+        parallel, torch.ones_like(sin), sin
+    )[..., None]
     lerp = (1 - t) * uf + t * us
     lerp = lerp / lerp.norm(dim=-1, keepdim=True)
     direction = torch.where(parallel[..., None], lerp, slerp)
     distance = angle / math.pi
     K = _retained_count(L, retain_ratio)
     key = -distance if valid is None else torch.where(valid[:, None, :], -distance, torch.full_like(distance, 1.0))
-    order = torch.sort(key, dim=-1, stable=True).indices[..., :K]        # largest distance first, ties: lower slot
+    order = torch.sort(key, dim=-1, stable=True).indices[..., :K]  # largest distance first, ties: lower slot
     retained = torch.sort(order, dim=-1).values
     gather = retained[..., None].expand(B, H, K, D)
-    return MergedPair(direction.to(first.dtype), nf.to(first.dtype), ns.to(first.dtype), distance.to(first.dtype),
-                      retained, first.gather(2, gather), second.gather(2, gather))
+    return MergedPair(
+        direction.to(first.dtype),
+        nf.to(first.dtype),
+        ns.to(first.dtype),
+        distance.to(first.dtype),
+        retained,
+        first.gather(2, gather),
+        second.gather(2, gather),
+    )
 
 
 def minicache_restore(pair: MergedPair) -> tuple[Tensor, Tensor]:
@@ -182,9 +209,21 @@ class MiniCacheKV(KVCache):
     (prefill attention is therefore exact, as in the paper, which compresses the cache once it is filled).
     """
 
-    def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, head_dim: int, capacity: int, *,
-                 start_layer: Optional[int] = None, t: float = 0.6, retain_ratio: float = 0.05, dtype=torch.float32,
-                 device=None, impl: str = "auto"):
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        head_dim: int,
+        capacity: int,
+        *,
+        start_layer: Optional[int] = None,
+        t: float = 0.6,
+        retain_ratio: float = 0.05,
+        dtype=torch.float32,
+        device=None,
+        impl: str = "auto",
+    ):
         super().__init__(n_layers, batch_size, device)
         self.start_layer = n_layers // 2 if start_layer is None else start_layer
         if not isinstance(self.start_layer, int) or self.start_layer < 0:
@@ -196,12 +235,13 @@ class MiniCacheKV(KVCache):
         shape = (batch_size, n_kv_heads, capacity, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(n_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(n_layers)]
-        self.positions = [torch.full((batch_size, capacity), -1, dtype=torch.long, device=self.device)
-                          for _ in range(n_layers)]
+        self.positions = [
+            torch.full((batch_size, capacity), -1, dtype=torch.long, device=self.device) for _ in range(n_layers)
+        ]
         self._len = torch.zeros(n_layers, batch_size, dtype=torch.long, device=self.device)
         self._bound = [0] * n_layers
-        self.merged: dict[int, tuple[MergedPair, MergedPair]] = {}     # first layer of a pair -> (keys, values)
-        self.merged_lengths: Optional[Tensor] = None                      # [B] prompt tokens merged per row
+        self.merged: dict[int, tuple[MergedPair, MergedPair]] = {}  # first layer of a pair -> (keys, values)
+        self.merged_lengths: Optional[Tensor] = None  # [B] prompt tokens merged per row
 
     @classmethod
     def for_model(cls, cfg, batch_size: int, capacity: Optional[int] = None, **kw) -> "MiniCacheKV":
@@ -236,8 +276,9 @@ class MiniCacheKV(KVCache):
         lk = self._bound[layer] + T
         self._len[layer] = start + n_new
         self._bound[layer] = lk
-        return AttendKV(self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk], written,
-                        self.positions[layer][:, :lk])
+        return AttendKV(
+            self.keys[layer][:, :, :lk], self.values[layer][:, :, :lk], written, self.positions[layer][:, :lk]
+        )
 
     def _merge_pair(self, a: int, b: int) -> None:
         if not torch.equal(self._len[a], self._len[b]):
@@ -252,8 +293,11 @@ class MiniCacheKV(KVCache):
             first, second = store[a][:, :, :L].float(), store[b][:, :, :L].float()
             if self.impl == "naive" and not bool(valid.all()):
                 raise ValueError("impl='naive' merges unpadded batches only (equal row lengths)")
-            pair = merge(first, second, self.t, self.retain_ratio) if self.impl == "naive" else \
-                merge(first, second, self.t, self.retain_ratio, valid)
+            pair = (
+                merge(first, second, self.t, self.retain_ratio)
+                if self.impl == "naive"
+                else merge(first, second, self.t, self.retain_ratio, valid)
+            )
             ra, rb = restore(pair)
             keep = valid[:, None, :, None]
             store[a][:, :, :L] = torch.where(keep, ra, first).to(self.dtype)
@@ -272,7 +316,7 @@ class MiniCacheKV(KVCache):
         for layer in range(self.n_layers):
             tokens = int(self._len[layer].sum())
             if layer in merged_layers:
-                tokens -= int(self.merged_lengths.sum())            # generated tokens stay per layer
+                tokens -= int(self.merged_lengths.sum())  # generated tokens stay per layer
             total += 2 * tokens * H * D * el
         for a in self.merged:
             prompt = int(self.merged_lengths.sum())

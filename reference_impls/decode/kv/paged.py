@@ -31,6 +31,7 @@ Deviations
 Identity: paging changes where keys and values are stored, not their values: a batch of sequences decodes exactly
 as with the contiguous static cache (tested token for token and logit for logit).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,11 +40,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ...models.kv_cache import AttendKV, KVCache
-from ...ops.paged_attention import gather_blocks, paged_decode_attention
+from reference_impls.models.kv_cache import AttendKV, KVCache
+from reference_impls.ops.paged_attention import gather_blocks, paged_decode_attention
 
 __all__ = ["BlockAllocator", "PagedKVCache", "PagedBatch", "OutOfBlocks"]
-
 
 
 class OutOfBlocks(RuntimeError):
@@ -84,15 +84,24 @@ class BlockAllocator:
 
 @dataclass
 class Sequence:
-    blocks: list = field(default_factory=list)     # physical block of each logical block
-    length: int = 0                                  # tokens stored
+    blocks: list = field(default_factory=list)  # physical block of each logical block
+    length: int = 0  # tokens stored
 
 
 class PagedKVCache:
     """Paged KV storage shared by all sequences of a serving engine (one pool per layer)."""
 
-    def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, num_blocks: int, block_size: int = 16, *,
-                 dtype=torch.float32, device=None):
+    def __init__(
+        self,
+        n_layers: int,
+        n_kv_heads: int,
+        head_dim: int,
+        num_blocks: int,
+        block_size: int = 16,
+        *,
+        dtype=torch.float32,
+        device=None,
+    ):
         if block_size < 1:
             raise ValueError(f"block_size must be positive, got {block_size}")
         self.n_layers, self.n_kv_heads, self.head_dim = n_layers, n_kv_heads, head_dim
@@ -103,8 +112,8 @@ class PagedKVCache:
         self.k_pools = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(n_layers)]
         self.v_pools = [torch.zeros(shape, dtype=dtype, device=self.device) for _ in range(n_layers)]
         self.seqs: dict = {}
-        self.prefixes: dict = {}            # tuple(token ids) -> the sequence holding that prefix's KV
-        self.copies = 0                     # copy-on-write block copies made (for tests and statistics)
+        self.prefixes: dict = {}  # tuple(token ids) -> the sequence holding that prefix's KV
+        self.copies = 0  # copy-on-write block copies made (for tests and statistics)
 
     @classmethod
     def for_model(cls, cfg, num_blocks: int, block_size: int = 16, **kw) -> "PagedKVCache":
@@ -143,8 +152,10 @@ class PagedKVCache:
         """Make room for ``n_tokens`` more tokens: copy a shared, partially filled last block, then append blocks.
         Raises ``OutOfBlocks`` (changing nothing) when the pool is short."""
         if self.blocks_needed(seq_id, n_tokens) > self.allocator.num_free:
-            raise OutOfBlocks(f"sequence {seq_id!r} needs {self.blocks_needed(seq_id, n_tokens)} blocks, "
-                              f"{self.allocator.num_free} free")
+            raise OutOfBlocks(
+                f"sequence {seq_id!r} needs {self.blocks_needed(seq_id, n_tokens)} blocks, "
+                f"{self.allocator.num_free} free"
+            )
         seq = self.seqs[seq_id]
         if n_tokens > 0 and seq.length % self.block_size and self.allocator.ref_count[seq.blocks[-1]] > 1:
             old = seq.blocks[-1]
@@ -185,15 +196,23 @@ class PagedKVCache:
     def attend(self, layer: int, q: Tensor, seq_ids, impl: str = "auto") -> Tensor:
         """Decode attention ``q [B, Hq, D]`` of the given sequences straight from the pool (paged kernel)."""
         lengths = torch.tensor([self.seqs[s].length for s in seq_ids], device=self.device)
-        o, _ = paged_decode_attention(q, self.k_pools[layer], self.v_pools[layer], self.block_tables(seq_ids),
-                                      lengths, impl=impl)
+        o, _ = paged_decode_attention(
+            q, self.k_pools[layer], self.v_pools[layer], self.block_tables(seq_ids), lengths, impl=impl
+        )
         return o
 
     def kv_bytes(self) -> int:
         """Bytes of the allocated blocks (all layers, keys and values)."""
         used = self.allocator.num_blocks - self.allocator.num_free
-        return used * 2 * self.n_layers * self.n_kv_heads * self.block_size * self.head_dim * \
-            self.k_pools[0].element_size()
+        return (
+            used
+            * 2
+            * self.n_layers
+            * self.n_kv_heads
+            * self.block_size
+            * self.head_dim
+            * self.k_pools[0].element_size()
+        )
 
     # -- shared prefixes -----------------------------------------------------------------------------------------
     def register_prefix(self, token_ids: tuple, seq_id) -> None:
@@ -208,7 +227,7 @@ class PagedKVCache:
         best = ((), None)
         ids = tuple(token_ids)
         for prefix, seq_id in self.prefixes.items():
-            if len(best[0]) < len(prefix) < len(ids) and ids[:len(prefix)] == prefix:
+            if len(best[0]) < len(prefix) < len(ids) and ids[: len(prefix)] == prefix:
                 best = (prefix, seq_id)
         return best
 
@@ -248,8 +267,8 @@ class PagedBatch(KVCache):
             start, n = int(self.starts[b]), int(n_new[b])
             self.paged.write(layer, seq_id, start, k_new[b, :, :n], v_new[b, :, :n])
             k, v = self.paged.gather(layer, seq_id, start + n)
-            k_out[b, :, :start + n], v_out[b, :, :start + n] = k, v
-            pos_out[b, :start + n] = torch.arange(start + n, device=self.paged.device)
+            k_out[b, :, : start + n], v_out[b, :, : start + n] = k, v
+            pos_out[b, : start + n] = torch.arange(start + n, device=self.paged.device)
         self._len[layer] = self.starts + n_new
         self.n_new = n_new.clone()
         return AttendKV(k_out, v_out, self.starts + T, pos_out)

@@ -36,6 +36,7 @@ Deviations
 Identity: ``rank_ratio = 1`` keeps the projections unchanged (no factorisation); a full-rank factorisation
 reproduces them up to SVD rounding (tested to 1e-5).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,9 +46,15 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["naive_low_rank_factors", "GroupLowRank", "group_low_rank", "naive_palu_attention", "palu_attention",
-           "gram_of_projection_inputs", "Palu"]
-
+__all__ = [
+    "naive_low_rank_factors",
+    "GroupLowRank",
+    "group_low_rank",
+    "naive_palu_attention",
+    "palu_attention",
+    "gram_of_projection_inputs",
+    "Palu",
+]
 
 
 def _whitening(gram: Tensor) -> Tensor:
@@ -86,6 +93,7 @@ class GroupLowRank:
     """G-LRD factors of one projection: group g covers output rows ``g * width .. (g + 1) * width`` (``width =
     group_size * head_dim``); ``down [sum(ranks), in]`` stacks the ``R_g`` (latent = ``x @ down.T``), ``up[g]``
     is ``L_g [width, rank_g]``; ``bias`` (or None) is added after the reconstruction."""
+
     down: Tensor
     up: list
     ranks: list
@@ -100,7 +108,7 @@ class GroupLowRank:
         """Latents ``[..., sum(ranks)]`` -> projection outputs ``[..., n_groups * width]``."""
         parts, start = [], 0
         for r, up in zip(self.ranks, self.up):
-            parts.append(h[..., start:start + r] @ up.T.to(h.dtype))
+            parts.append(h[..., start : start + r] @ up.T.to(h.dtype))
             start += r
         out = torch.cat(parts, dim=-1)
         return out if self.bias is None else out + self.bias.to(h.dtype)
@@ -110,21 +118,28 @@ class GroupLowRank:
         return sum(self.ranks) / (len(self.ranks) * self.group_size * self.head_dim)
 
 
-def group_low_rank(weight: Tensor, head_dim: int, group_size: int, rank_ratio: float,
-                   gram: Optional[Tensor] = None, bias: Optional[Tensor] = None) -> GroupLowRank:
+def group_low_rank(
+    weight: Tensor,
+    head_dim: int,
+    group_size: int,
+    rank_ratio: float,
+    gram: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+) -> GroupLowRank:
     """G-LRD: factor ``weight [n_heads * head_dim, in]`` per group of ``group_size`` heads, rank
     ``max(1, round(rank_ratio * group_size * head_dim))`` each (capped by the input width)."""
     out_features, in_features = weight.shape
     if out_features % head_dim or (out_features // head_dim) % group_size:
-        raise ValueError(f"{out_features} output rows are not a whole number of groups of {group_size} heads of "
-                         f"{head_dim}")
+        raise ValueError(
+            f"{out_features} output rows are not a whole number of groups of {group_size} heads of {head_dim}"
+        )
     if not 0.0 < rank_ratio <= 1.0:
         raise ValueError(f"rank_ratio must lie in (0, 1], got {rank_ratio}")
     width = group_size * head_dim
     rank = min(in_features, width, max(1, round(rank_ratio * width)))
     downs, ups = [], []
     for g in range(out_features // width):
-        up, down = naive_low_rank_factors(weight[g * width:(g + 1) * width], rank, gram)
+        up, down = naive_low_rank_factors(weight[g * width : (g + 1) * width], rank, gram)
         ups.append(up)
         downs.append(down)
     return GroupLowRank(torch.cat(downs), ups, [rank] * len(ups), head_dim, group_size, bias)
@@ -133,24 +148,32 @@ def group_low_rank(weight: Tensor, head_dim: int, group_size: int, rank_ratio: f
 # --------------------------------------------------------------------------------------------------------------
 # Attention over latents
 # --------------------------------------------------------------------------------------------------------------
-def naive_palu_attention(q: Tensor, latent_k: Tensor, latent_v: Tensor, proj_k: GroupLowRank, proj_v: GroupLowRank,
-                         key_positions: Tensor, rope_base: float, lengths: Tensor,
-                         scale: Optional[float] = None) -> Tensor:
+def naive_palu_attention(
+    q: Tensor,
+    latent_k: Tensor,
+    latent_v: Tensor,
+    proj_k: GroupLowRank,
+    proj_v: GroupLowRank,
+    key_positions: Tensor,
+    rope_base: float,
+    lengths: Tensor,
+    scale: Optional[float] = None,
+) -> Tensor:
     """One decode query per row over a latent cache: ``q [B, Hq, D]`` (already rotated), latents
     ``[B, L, sum(ranks)]``, ``key_positions [B, L]``, ``lengths [B]`` valid tokens. Reconstructs every key and
     value token by token, rotates the keys (half layout, ``rope_base``), softmax attention in fp64 with GQA.
     Returns ``[B, Hq, D]``."""
-    from ...ops.rope import rope
+    from reference_impls.ops.rope import rope
 
     B, Hq, D = q.shape
     out = torch.zeros(B, Hq, D, dtype=torch.float64, device=q.device)
-    scale = D ** -0.5 if scale is None else scale
+    scale = D**-0.5 if scale is None else scale
     for b in range(B):
         n = int(lengths[b])
-        keys = torch.stack([proj_k.reconstruct(latent_k[b, j].double()) for j in range(n)])      # [n, Hkv * D]
+        keys = torch.stack([proj_k.reconstruct(latent_k[b, j].double()) for j in range(n)])  # [n, Hkv * D]
         vals = torch.stack([proj_v.reconstruct(latent_v[b, j].double()) for j in range(n)])
         Hkv = keys.shape[-1] // D
-        keys = keys.reshape(n, Hkv, D).transpose(0, 1)                                            # [Hkv, n, D]
+        keys = keys.reshape(n, Hkv, D).transpose(0, 1)  # [Hkv, n, D]
         vals = vals.reshape(n, Hkv, D).transpose(0, 1)
         keys = rope(keys, key_positions[b, :n], base=rope_base, layout="half").double()
         for h in range(Hq):
@@ -160,32 +183,42 @@ def naive_palu_attention(q: Tensor, latent_k: Tensor, latent_v: Tensor, proj_k: 
     return out
 
 
-def palu_attention(q: Tensor, latent_k: Tensor, latent_v: Tensor, proj_k: GroupLowRank, proj_v: GroupLowRank,
-                   key_positions: Tensor, rope_base: float, lengths: Tensor, scale: Optional[float] = None) -> Tensor:
+def palu_attention(
+    q: Tensor,
+    latent_k: Tensor,
+    latent_v: Tensor,
+    proj_k: GroupLowRank,
+    proj_v: GroupLowRank,
+    key_positions: Tensor,
+    rope_base: float,
+    lengths: Tensor,
+    scale: Optional[float] = None,
+) -> Tensor:
     """Vectorised ``naive_palu_attention``: keys reconstructed and rotated in one batch, values attended in latent
     space (``(sum_j p_j h_j) L_g^T`` per group). fp32."""
-    from ...ops.rope import rope
+    from reference_impls.ops.rope import rope
 
     B, Hq, D = q.shape
     L = latent_k.shape[1]
-    scale = D ** -0.5 if scale is None else scale
-    keys = proj_k.reconstruct(latent_k.float())                                                  # [B, L, Hkv * D]
+    scale = D**-0.5 if scale is None else scale
+    keys = proj_k.reconstruct(latent_k.float())  # [B, L, Hkv * D]
     Hkv = keys.shape[-1] // D
-    keys = rope(keys.reshape(B, L, Hkv, D).transpose(1, 2), key_positions[:, None, :], base=rope_base,
-                layout="half")                                                                   # [B, Hkv, L, D]
+    keys = rope(
+        keys.reshape(B, L, Hkv, D).transpose(1, 2), key_positions[:, None, :], base=rope_base, layout="half"
+    )  # [B, Hkv, L, D]
     G = Hq // Hkv
     scores = torch.einsum("bkgd,bkld->bkgl", q.float().reshape(B, Hkv, G, D), keys) * scale
     valid = torch.arange(L, device=q.device)[None, :] < lengths[:, None]
-    probs = torch.softmax(scores.masked_fill(~valid[:, None, None, :], float("-inf")), dim=-1)   # [B, Hkv, G, L]
+    probs = torch.softmax(scores.masked_fill(~valid[:, None, None, :], float("-inf")), dim=-1)  # [B, Hkv, G, L]
     out = torch.empty(B, Hkv, G, D, device=q.device)
     start = 0
     size = proj_v.group_size
     for g, (r, up) in enumerate(zip(proj_v.ranks, proj_v.up)):
-        h_g = latent_v[..., start:start + r].float()                                           # [B, L, r]
-        for i in range(size):                   # KV head g * size + i: its rows of L_g after the latent sum
+        h_g = latent_v[..., start : start + r].float()  # [B, L, r]
+        for i in range(size):  # KV head g * size + i: its rows of L_g after the latent sum
             head = g * size + i
             mixed = torch.einsum("bgl,blr->bgr", probs[:, head], h_g)
-            out[:, head] = mixed @ up[i * D:(i + 1) * D].float().T
+            out[:, head] = mixed @ up[i * D : (i + 1) * D].float().T
         start += r
     if proj_v.bias is not None:
         out = out + proj_v.bias.float().reshape(Hkv, 1, D)
@@ -205,6 +238,7 @@ def gram_of_projection_inputs(model, calibration_ids: list) -> list[Tensor]:
         def fn(module, inputs, output):
             x = inputs[0].reshape(-1, inputs[0].shape[-1]).double()
             grams[layer] = x.T @ x if grams[layer] is None else grams[layer] + x.T @ x
+
         return fn
 
     handles = [layer.attn.k_proj.register_forward_hook(hook(i)) for i, layer in enumerate(model.layers)]
@@ -230,6 +264,7 @@ class _FactoredLinear(nn.Module):
 class Palu:
     """``with Palu(rank_ratio=0.5, group_size=1)(model): ...`` -- factored key/value projections on every decoder
     layer of a ``MinimalLVLM`` while active. ``grams`` (from ``gram_of_projection_inputs``) whitens the SVD."""
+
     rank_ratio: float = 0.5
     group_size: int = 4
     grams: Optional[list] = None
@@ -241,9 +276,19 @@ class Palu:
         for i, layer in enumerate(model.layers):
             gram = None if self.grams is None else self.grams[i]
             attn = layer.attn
-            out.append(tuple(group_low_rank(lin.weight.detach(), cfg.head_dim, group, self.rank_ratio, gram,
-                                            None if lin.bias is None else lin.bias.detach())
-                             for lin in (attn.k_proj, attn.v_proj)))
+            out.append(
+                tuple(
+                    group_low_rank(
+                        lin.weight.detach(),
+                        cfg.head_dim,
+                        group,
+                        self.rank_ratio,
+                        gram,
+                        None if lin.bias is None else lin.bias.detach(),
+                    )
+                    for lin in (attn.k_proj, attn.v_proj)
+                )
+            )
         return out
 
     @contextlib.contextmanager

@@ -16,6 +16,7 @@ Selection inside a layer is SnapKV's (``snapkv.SnapKV``; its deviations apply). 
 (``C = ceil(budget * L)`` per row), ragged batches (budgets per row), a one-layer model (the official code divides
 by ``n_layers - 1``) keeps the flat budget.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .snapkv import SnapKV, rows_budget
+from reference_impls.decode.kv.snapkv import SnapKV, rows_budget
 
 __all__ = ["pyramid_budgets", "PyramidKV"]
 
@@ -32,8 +33,10 @@ __all__ = ["pyramid_budgets", "PyramidKV"]
 def pyramid_budgets(n_layers: int, budget: int, prompt_len: int, window: int, beta: int = 20) -> list[int]:
     """Rows kept per layer (window included) for one prompt of ``prompt_len`` tokens, as the official code."""
     if n_layers < 1 or window < 1 or budget <= window or beta <= 0:
-        raise ValueError(f"need n_layers >= 1, window >= 1, budget > window and beta > 0 "
-                         f"(got {n_layers}, {window}, {budget}, {beta})")
+        raise ValueError(
+            f"need n_layers >= 1, window >= 1, budget > window and beta > 0 "
+            f"(got {n_layers}, {window}, {budget}, {beta})"
+        )
     if prompt_len < budget:
         return [prompt_len] * n_layers
     total = budget - window
@@ -54,7 +57,7 @@ class PyramidKV(SnapKV):
 
     name: ClassVar[str] = "pyramidkv"
     beta: int = 20
-    n_layers: int = field(default=0, init=False, repr=False, compare=False)   # set by make_cache
+    n_layers: int = field(default=0, init=False, repr=False, compare=False)  # set by make_cache
     _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):

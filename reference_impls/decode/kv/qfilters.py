@@ -17,6 +17,7 @@ filters, so load them only after checking which sign makes ``<q, filter>`` posit
 calibrates on the prompt itself, per layer, batch row and KV head (a self-calibrated variant for hosts without
 published filters; it reads the prompt's queries).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,8 +26,8 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from .base import LayerView
-from .scorer import ScorerPolicy, check_ratio
+from reference_impls.decode.kv.base import LayerView
+from reference_impls.decode.kv.scorer import ScorerPolicy, check_ratio
 
 __all__ = ["QFilters", "qfilters_from_queries", "naive_qfilter_direction"]
 
@@ -57,7 +58,7 @@ def qfilters_from_queries(queries, n_kv_heads: int) -> Tensor:
         q = q.transpose(1, 2).reshape(-1, q.shape[1], q.shape[-1]) if q.dim() == 4 else q
         Hq, D = q.shape[1], q.shape[2]
         G = Hq // n_kv_heads
-        out.append(torch.stack([_direction(q[:, h * G:(h + 1) * G].reshape(-1, D)) for h in range(n_kv_heads)]))
+        out.append(torch.stack([_direction(q[:, h * G : (h + 1) * G].reshape(-1, D)) for h in range(n_kv_heads)]))
     return torch.stack(out).float()
 
 
@@ -80,17 +81,19 @@ class QFilters(ScorerPolicy):
 
     @property
     def wants_queries(self) -> bool:
-        return self.filters is None              # self-calibration reads the prompt's queries
+        return self.filters is None  # self-calibration reads the prompt's queries
 
     def prepare(self, spec) -> None:
         if self.filters is not None and tuple(self.filters.shape) != (spec.n_layers, spec.n_kv_heads, spec.head_dim):
-            raise ValueError(f"filters are {tuple(self.filters.shape)}; this model needs "
-                             f"[{spec.n_layers}, {spec.n_kv_heads}, {spec.head_dim}]")
+            raise ValueError(
+                f"filters are {tuple(self.filters.shape)}; this model needs "
+                f"[{spec.n_layers}, {spec.n_kv_heads}, {spec.head_dim}]"
+            )
 
     def score(self, view: LayerView) -> Tensor:
         keys = view.keys.float()
         if self.filters is not None:
-            f = self.filters[view.layer].to(keys.device)[None]                       # [1, Hkv, D]
+            f = self.filters[view.layer].to(keys.device)[None]  # [1, Hkv, D]
         else:
             B, Hkv = keys.shape[:2]
             Hq = view.queries.shape[1]
@@ -98,7 +101,7 @@ class QFilters(ScorerPolicy):
             f = torch.zeros(B, Hkv, keys.shape[-1], device=keys.device)
             for b in range(B):
                 L = int(view.n_new[b])
-                q = view.queries[b, :, :L].float()                                   # [Hq, L, D]
+                q = view.queries[b, :, :L].float()  # [Hq, L, D]
                 for h in range(Hkv):
-                    f[b, h] = _direction(q[h * G:(h + 1) * G].reshape(-1, q.shape[-1])).float()
+                    f[b, h] = _direction(q[h * G : (h + 1) * G].reshape(-1, q.shape[-1])).float()
         return torch.einsum("bhld,bhd->bhl", keys, f.expand(keys.shape[0], -1, -1))

@@ -6,6 +6,7 @@ higher is kept) and keeps the best ``floor(L * (1 - compression_ratio))`` rows o
 KV head (the rule of kvpress's ``ScorerPress``); decode rows are only appended. ``compression_ratio = 0`` keeps
 everything (the identity setting).
 """
+
 from __future__ import annotations
 
 from typing import ClassVar, Optional
@@ -13,8 +14,8 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from ...ops import select_topk
-from .base import CompressedKVCache, LayerView, PolicyTechnique, last_rows
+from reference_impls.decode.kv.base import CompressedKVCache, LayerView, PolicyTechnique, last_rows
+from reference_impls.ops import select_topk
 
 __all__ = ["ScorerPolicy", "kept_rows", "mask_to_indices", "resolve_scorer", "check_ratio", "policy_cache"]
 
@@ -42,12 +43,14 @@ def mask_to_indices(mask: Tensor) -> Tensor:
 def resolve_scorer(scorer):
     """A scorer given as an object with ``score(view)``, or as ``(registry name, parameters)``."""
     if isinstance(scorer, (tuple, list)) and len(scorer) == 2 and isinstance(scorer[0], str):
-        from ... import registry
+        from reference_impls import registry
 
         scorer = registry.load(scorer[0])(**dict(scorer[1]))
     if not callable(getattr(scorer, "score", None)) or not callable(getattr(scorer, "wants_scores", None)):
-        raise ValueError(f"scorer must be a KV policy with score(view) (e.g. SnapKV(), Knorm()) or a "
-                         f"(registry name, parameters) pair, got {scorer!r}")
+        raise ValueError(
+            f"scorer must be a KV policy with score(view) (e.g. SnapKV(), Knorm()) or a "
+            f"(registry name, parameters) pair, got {scorer!r}"
+        )
     return scorer
 
 
@@ -58,8 +61,17 @@ def policy_cache(policy, spec, batch_size: int) -> CompressedKVCache:
     for p in (fresh, getattr(fresh, "_scorer", None)):
         if p is not None and hasattr(p, "prepare"):
             p.prepare(spec)
-    return CompressedKVCache(fresh, spec.n_layers, batch_size, spec.n_kv_heads, spec.head_dim, dtype=spec.dtype,
-                             device=spec.device, score_reduce=fresh.score_reduce, impl=fresh.impl)
+    return CompressedKVCache(
+        fresh,
+        spec.n_layers,
+        batch_size,
+        spec.n_kv_heads,
+        spec.head_dim,
+        dtype=spec.dtype,
+        device=spec.device,
+        score_reduce=fresh.score_reduce,
+        impl=fresh.impl,
+    )
 
 
 class ScorerPolicy(PolicyTechnique):
@@ -87,8 +99,9 @@ class ScorerPolicy(PolicyTechnique):
         if view.phase != "prefill" or self.compression_ratio == 0:
             return None
         lengths = view.lengths
-        return select_topk(self.score(view).float(), kept_rows(lengths, self.compression_ratio), lengths=lengths,
-                           impl=self.impl)
+        return select_topk(
+            self.score(view).float(), kept_rows(lengths, self.compression_ratio), lengths=lengths, impl=self.impl
+        )
 
     def budget_rows(self, layer: int, prompt_len: Tensor) -> Tensor:
         return kept_rows(prompt_len, self.compression_ratio)

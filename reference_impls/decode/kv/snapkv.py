@@ -22,6 +22,7 @@ Ties go to the lower index (upstream ``topk`` order is unspecified). Batched and
 1): pooling of each row stops at its own prefix end; scores come from the fused kernel instead of eager attention.
 A float ``budget`` (our addition) is ``ceil(budget * prompt length)`` rows per row, at least ``window``.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...ops import colsum_to_kv_heads
-from .base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
+from reference_impls.ops import colsum_to_kv_heads
 
 __all__ = ["SnapKV", "pool_scores", "naive_snapkv_keep", "rows_budget"]
 
@@ -49,8 +50,9 @@ def rows_budget(budget: Union[int, float], prompt_len: Tensor) -> Tensor:
 
 def check_budget(budget, window: int) -> None:
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) and not callable(budget):
-        raise ValueError(f"budget must be an int, a float in (0, 1] or a callable (layer, prompt_len) -> [B], "
-                         f"got {budget!r}")
+        raise ValueError(
+            f"budget must be an int, a float in (0, 1] or a callable (layer, prompt_len) -> [B], got {budget!r}"
+        )
     if isinstance(budget, float) and not 0.0 < budget <= 1.0:
         raise ValueError(f"a float budget is a fraction of the prompt in (0, 1], got {budget}")
     if isinstance(budget, int) and budget < window:
@@ -72,8 +74,9 @@ def pool_scores(scores: Tensor, prefix_len: Tensor, kernel: int, pool: str) -> T
     return torch.where(live, y.reshape(B, H, -1)[..., :L], torch.zeros_like(scores))
 
 
-def naive_snapkv_keep(q: Tensor, k: Tensor, budget: int, window: int, kernel: int = 5, pool: str = "avg",
-                      score_reduce: str = "mean") -> Tensor:
+def naive_snapkv_keep(
+    q: Tensor, k: Tensor, budget: int, window: int, kernel: int = 5, pool: str = "avg", score_reduce: str = "mean"
+) -> Tensor:
     """Spec of one layer for prompts of full length ``L``: ``q [B, Hq, L, D]``, ``k [B, Hkv, L, D]`` (post-RoPE)
     -> kept key indices ``[B, Hkv, budget]`` (ascending; all ``L`` when ``L <= budget``). Per row and KV head: the
     causal softmax of the last ``window`` queries, summed over those queries, reduced over the head's query group,
@@ -87,15 +90,19 @@ def naive_snapkv_keep(q: Tensor, k: Tensor, budget: int, window: int, kernel: in
     for b in range(B):
         logits = q[b].double() @ k[b].double().repeat_interleave(G, 0).transpose(-1, -2) / math.sqrt(D)
         logits = logits.masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1), float("-inf"))
-        window_rows = logits.softmax(-1)[:, L - window:, :L - window]          # [Hq, w, prefix]
-        summed = window_rows.sum(1)                                             # [Hq, prefix]
+        window_rows = logits.softmax(-1)[:, L - window :, : L - window]  # [Hq, w, prefix]
+        summed = window_rows.sum(1)  # [Hq, prefix]
         for h in range(Hkv):
-            group = summed[h * G:(h + 1) * G]
+            group = summed[h * G : (h + 1) * G]
             score = group.mean(0) if score_reduce == "mean" else group.amax(0)
-            pooled = (F.avg_pool1d if pool == "avg" else F.max_pool1d)(
-                score[None, None].float(), kernel, stride=1, padding=kernel // 2)[0, 0] if kernel > 1 \
+            pooled = (
+                (F.avg_pool1d if pool == "avg" else F.max_pool1d)(
+                    score[None, None].float(), kernel, stride=1, padding=kernel // 2
+                )[0, 0]
+                if kernel > 1
                 else score.float()
-            ranked = sorted(range(L - window), key=lambda j: (-float(pooled[j]), j))[:budget - window]
+            )
+            ranked = sorted(range(L - window), key=lambda j: (-float(pooled[j]), j))[: budget - window]
             out[b, h] = torch.tensor(sorted(ranked) + list(range(L - window, L)))
     return out
 
@@ -105,7 +112,7 @@ class SnapKV(PolicyTechnique):
     """SnapKV: keep ``budget`` prompt rows per (row, KV head) chosen by an observation window."""
 
     name: ClassVar[str] = "snapkv"
-    evicts_during_decode: ClassVar[bool] = False   # one-shot prompt compression: decode rows are only appended
+    evicts_during_decode: ClassVar[bool] = False  # one-shot prompt compression: decode rows are only appended
     budget: Budget = 0.25
     window: int = 32
     kernel: int = 5
@@ -136,12 +143,12 @@ class SnapKV(PolicyTechnique):
     def keep(self, view: LayerView):
         if view.phase != "prefill":
             return None
-        lengths = view.lengths                                           # [B, Hkv]
+        lengths = view.lengths  # [B, Hkv]
         B, Hkv = lengths.shape
         w = torch.clamp(lengths, max=self.window)
         scores = colsum_to_kv_heads(view.last_colsum, Hkv, self.score_reduce)
         scores = pool_scores(scores, lengths - w, self.kernel, self.pool)
-        budget = self.layer_budget(view.layer, view.n_new)               # per row
+        budget = self.layer_budget(view.layer, view.n_new)  # per row
         budget = torch.maximum(budget, torch.full_like(budget, self.window))
         return keep_scored_plus_recent(scores, lengths, budget[:, None].expand(B, Hkv), w)
 
@@ -157,5 +164,6 @@ class SnapKV(PolicyTechnique):
 
     def budget_rows(self, layer: int, prompt_len: Tensor) -> Tensor:
         """Rows of each prompt kept at ``layer`` (for accounting and tests)."""
-        return torch.minimum(torch.maximum(self.layer_budget(layer, prompt_len),
-                                           torch.full_like(prompt_len, self.window)), prompt_len)
+        return torch.minimum(
+            torch.maximum(self.layer_budget(layer, prompt_len), torch.full_like(prompt_len, self.window)), prompt_len
+        )

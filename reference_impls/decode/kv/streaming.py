@@ -33,6 +33,7 @@ Deviations: per-row counts (ragged batches) instead of batch size 1; prefill att
 prompt in one pass too, its eviction precedes generation); eviction happens at every step (the ring), where
 upstream's example evicts before each new prompt for the room it needs; rolled mode's re-rotation is in fp32.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,9 +42,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ...models.kv_cache import AttendKV, KVCache
-from ...ops.decode_attention import decode_attention, ring_decode_attention, rope_rotate
-from ...technique import CacheTechnique, UnsupportedModel
+from reference_impls.models.kv_cache import AttendKV, KVCache
+from reference_impls.ops.decode_attention import decode_attention, ring_decode_attention, rope_rotate
+from reference_impls.technique import CacheTechnique, UnsupportedModel
 
 __all__ = ["StreamingLLM", "SinkWindowCache", "sink_window_mask", "naive_sink_window_attention"]
 
@@ -61,7 +62,7 @@ def naive_sink_window_attention(q: Tensor, k: Tensor, v: Tensor, n_sink: int, wi
     with :func:`sink_window_mask` (original positions)."""
     B, Hq, L, D = q.shape
     G = Hq // k.shape[1]
-    s = q.double() @ k.double().repeat_interleave(G, 1).transpose(-1, -2) * D ** -0.5
+    s = q.double() @ k.double().repeat_interleave(G, 1).transpose(-1, -2) * D**-0.5
     s = s.masked_fill(~sink_window_mask(L, n_sink, window, q.device), float("-inf"))
     return torch.softmax(s, -1) @ v.double().repeat_interleave(G, 1)
 
@@ -78,31 +79,53 @@ class StreamingLLM(CacheTechnique):
     def __post_init__(self):
         if self.pos_mode not in ("auto", "original", "rolled"):
             raise ValueError(f"pos_mode must be 'auto', 'original' or 'rolled', got {self.pos_mode!r}")
-        if not isinstance(self.n_sink, int) or self.n_sink < 0 or not isinstance(self.window, int) \
-                or self.window < 1:
+        if not isinstance(self.n_sink, int) or self.n_sink < 0 or not isinstance(self.window, int) or self.window < 1:
             raise ValueError(f"need n_sink >= 0 and window >= 1 (ints), got {self.n_sink!r}, {self.window!r}")
 
     def check_host(self, host) -> None:
         spec = host.cache_spec()
         if self.pos_mode == "rolled" and (spec.inv_freq is None or spec.rope_scaling != 1.0):
-            raise UnsupportedModel("streamingllm: pos_mode='rolled' re-rotates keys with 1-D RoPE of unit scaling; "
-                                   "use pos_mode='original' (or 'auto') on this model")
+            raise UnsupportedModel(
+                "streamingllm: pos_mode='rolled' re-rotates keys with 1-D RoPE of unit scaling; "
+                "use pos_mode='original' (or 'auto') on this model"
+            )
 
     def make_cache(self, spec, batch_size: int) -> "SinkWindowCache":
         mode = self.pos_mode
         if mode == "auto":
             mode = "rolled" if spec.inv_freq is not None and spec.rope_scaling == 1.0 else "original"
-        return SinkWindowCache(spec.n_layers, batch_size, spec.n_kv_heads, spec.head_dim, n_sink=self.n_sink,
-                               window=self.window, pos_mode=mode, inv_freq=spec.inv_freq, dtype=spec.dtype,
-                               device=spec.device)
+        return SinkWindowCache(
+            spec.n_layers,
+            batch_size,
+            spec.n_kv_heads,
+            spec.head_dim,
+            n_sink=self.n_sink,
+            window=self.window,
+            pos_mode=mode,
+            inv_freq=spec.inv_freq,
+            dtype=spec.dtype,
+            device=spec.device,
+        )
 
 
 class SinkWindowCache(KVCache):
     """Ring-buffer KV cache implementing the protocol of ``reference_impls/models/kv_cache.py``."""
 
-    def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, head_dim: int, *, n_sink: int = 4,
-                 window: int = 2000, pos_mode: str = "rolled", rope_theta: float = 10000.0, inv_freq=None,
-                 dtype=torch.float32, device=None):
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        head_dim: int,
+        *,
+        n_sink: int = 4,
+        window: int = 2000,
+        pos_mode: str = "rolled",
+        rope_theta: float = 10000.0,
+        inv_freq=None,
+        dtype=torch.float32,
+        device=None,
+    ):
         super().__init__(n_layers, batch_size, device)
         if pos_mode not in ("original", "rolled"):
             raise ValueError(f"pos_mode must be 'original' or 'rolled', got {pos_mode!r}")
@@ -119,9 +142,12 @@ class SinkWindowCache(KVCache):
         self.slot_pos = [torch.full((batch_size, S), -1, dtype=torch.long, device=self.device) for _ in range(n_layers)]
         self.slot_tok = [torch.full((batch_size, S), -1, dtype=torch.long, device=self.device) for _ in range(n_layers)]
         self.count = [torch.zeros(batch_size, dtype=torch.long, device=self.device) for _ in range(n_layers)]
-        self.inv_freq = inv_freq.to(self.device, torch.float32) if inv_freq is not None else \
-            1.0 / (rope_theta ** (torch.arange(0, head_dim, 2, device=self.device, dtype=torch.float32) / head_dim))
-
+        self.inv_freq = (
+            inv_freq.to(self.device, torch.float32)
+            if inv_freq is not None
+            else 1.0
+            / (rope_theta ** (torch.arange(0, head_dim, 2, device=self.device, dtype=torch.float32) / head_dim))
+        )
 
     # ------------------------------------------------------------------ helpers
     def slot_of(self, tok: Tensor) -> Tensor:
@@ -147,11 +173,11 @@ class SinkWindowCache(KVCache):
     def _write(self, layer: int, k: Tensor, v: Tensor, positions: Tensor, tok: Tensor, valid: Tensor) -> None:
         """Store tokens ``tok [B, T]`` (only where ``valid`` and the token survives the whole chunk)."""
         B, H, T, D = k.shape
-        total = self.count[layer] + valid.sum(1)                               # count after the chunk
+        total = self.count[layer] + valid.sum(1)  # count after the chunk
         survive = valid & ((tok < self.n_sink) | (tok >= (total - self.window)[:, None]))
-        if self.pos_mode == "rolled":                                          # store pre-RoPE keys
+        if self.pos_mode == "rolled":  # store pre-RoPE keys
             k = rope_rotate(k, -positions.clamp(min=0)[:, None, :], self.inv_freq)
-        slot = torch.where(survive, self.slot_of(tok), self.capacity)          # dump slot for the rest
+        slot = torch.where(survive, self.slot_of(tok), self.capacity)  # dump slot for the rest
         ext = lambda t, fill: torch.cat([t, torch.full_like(t[:, :, :1], fill)], dim=2)  # noqa: E731
         kb, vb = ext(self.keys[layer], 0), ext(self.values[layer], 0)
         idx = slot[:, None, :, None].expand(B, H, T, D)
@@ -171,15 +197,17 @@ class SinkWindowCache(KVCache):
         k = self.keys[layer]
         if self.pos_mode == "original":
             return k
-        eff = q_pos[:, None] - (n_after - 1)[:, None] + self._ranks(layer)     # [B, S]
+        eff = q_pos[:, None] - (n_after - 1)[:, None] + self._ranks(layer)  # [B, S]
         return rope_rotate(k, eff[:, None, :].clamp(min=0), self.inv_freq).to(self.dtype)
 
     # ------------------------------------------------------------------ protocol
     def update(self, layer: int, k_new: Tensor, v_new: Tensor, positions: Tensor, n_new: Tensor) -> AttendKV:
         B, H, T, D = k_new.shape
         if B != self.batch_size or H != self.n_kv_heads or D != self.head_dim or v_new.shape != k_new.shape:
-            raise ValueError(f"k/v {tuple(k_new.shape)} do not match the cache (B={self.batch_size}, "
-                             f"Hkv={self.n_kv_heads}, D={self.head_dim})")
+            raise ValueError(
+                f"k/v {tuple(k_new.shape)} do not match the cache (B={self.batch_size}, "
+                f"Hkv={self.n_kv_heads}, D={self.head_dim})"
+            )
         ar = torch.arange(T, device=self.device)
         valid = ar[None, :] < n_new[:, None]
         tok = self.count[layer][:, None] + ar[None, :]
@@ -192,8 +220,9 @@ class SinkWindowCache(KVCache):
         # chunk: cached rows in chronological order, then the chunk, right-padded per row
         n_old = self.lengths(layer)
         m = int(n_old.max().item()) if B else 0
-        order = torch.argsort(torch.where(self.slot_tok[layer] >= 0, self.slot_tok[layer],
-                                          torch.iinfo(torch.long).max), dim=1)[:, :m]          # [B, m]
+        order = torch.argsort(
+            torch.where(self.slot_tok[layer] >= 0, self.slot_tok[layer], torch.iinfo(torch.long).max), dim=1
+        )[:, :m]  # [B, m]
         q_last = torch.gather(positions, 1, (n_new - 1).clamp(min=0)[:, None])[:, 0]
         old_k = self._read_keys(layer, q_last, n_old + n_new)
         gi = order[:, None, :, None].expand(B, H, m, D)
@@ -201,8 +230,11 @@ class SinkWindowCache(KVCache):
         old_v = torch.gather(self.values[layer], 2, gi)
         old_p = torch.gather(self.slot_pos[layer], 1, order)
         L = m + T
-        dst = torch.where(torch.arange(m, device=self.device)[None, :] < n_old[:, None],
-                          torch.arange(m, device=self.device)[None, :], L)                  # padding -> dump
+        dst = torch.where(
+            torch.arange(m, device=self.device)[None, :] < n_old[:, None],
+            torch.arange(m, device=self.device)[None, :],
+            L,
+        )  # padding -> dump
         dst_new = n_old[:, None] + ar[None, :]
         ks = torch.zeros(B, H, L + 1, D, dtype=self.dtype, device=self.device)
         vs = torch.zeros_like(ks)

@@ -15,6 +15,7 @@ in this layout; ``CompressedKVCache.kv_bytes()`` reports what a channel-pruned s
 of the prompt rows are not counted), ``kv_bytes(allocated=True)`` the real buffers. Batched and ragged: each row's
 window is its own last ``window`` prompt rows. Ties: the higher channel is pruned first.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import Tensor
 
-from .base import LayerView, PolicyTechnique, last_rows
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique, last_rows
 
 __all__ = ["ThinK", "think_channel_scores", "naive_think_pruned_channels"]
 
@@ -35,8 +36,8 @@ def think_channel_scores(queries: Tensor, keys: Tensor, n_new: Tensor, window: i
     Hkv = keys.shape[1]
     ar = torch.arange(T, device=queries.device)[None, :]
     w = torch.clamp(n_new, max=window)
-    rows = ((ar < n_new[:, None]) & (ar >= (n_new - w)[:, None])).float()            # [B, T]
-    q2 = (queries.float() ** 2 * rows[:, None, :, None]).sum(2) / w[:, None, None].float()   # [B, Hq, D]
+    rows = ((ar < n_new[:, None]) & (ar >= (n_new - w)[:, None])).float()  # [B, T]
+    q2 = (queries.float() ** 2 * rows[:, None, :, None]).sum(2) / w[:, None, None].float()  # [B, Hq, D]
     q2 = q2.view(B, Hkv, Hq // Hkv, D).mean(2)
     live = (torch.arange(keys.shape[2], device=keys.device)[None, :] < n_new[:, None]).float()
     k2 = (keys.float() ** 2 * live[:, None, :, None]).sum(2) / n_new[:, None, None].float()
@@ -86,7 +87,7 @@ class ThinK(PolicyTechnique):
     def pruned_channels(self, view: LayerView) -> Optional[Tensor]:
         if view.phase != "prefill" or self.key_channel_ratio == 0:
             return None
-        scores = think_channel_scores(view.queries, view.keys, view.n_new, self.window)   # [B, Hkv, D]
+        scores = think_channel_scores(view.queries, view.keys, view.n_new, self.window)  # [B, Hkv, D]
         D = scores.shape[-1]
         n = int(D * self.key_channel_ratio + 1e-9)
         if n == 0:

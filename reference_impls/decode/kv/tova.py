@@ -14,6 +14,7 @@ Deviations from the official code (``schwartz-lab-NLP/TOVA``, ``tova_cache.py``)
 own prompt length and budget); scores come from ``ops.scored_attention``'s column sums of the one scored row instead
 of eager attention weights; ties go to the older row. A float ``budget`` (our addition) is ``ceil(budget * L)``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ from typing import ClassVar, Optional, Union
 import torch
 from torch import Tensor
 
-from .base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
-from .snapkv import rows_budget
+from reference_impls.decode.kv.base import LayerView, PolicyTechnique, keep_scored_plus_recent, last_rows
+from reference_impls.decode.kv.snapkv import rows_budget
 
 __all__ = ["TOVA", "naive_tova_attention"]
 
@@ -40,44 +41,47 @@ class TOVA(PolicyTechnique):
 
     def __post_init__(self):
         b = self.budget
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or (isinstance(b, int) and b < 1) or \
-                (isinstance(b, float) and not 0.0 < b <= 1.0):
+        if (
+            isinstance(b, bool)
+            or not isinstance(b, (int, float))
+            or (isinstance(b, int) and b < 1)
+            or (isinstance(b, float) and not 0.0 < b <= 1.0)
+        ):
             raise ValueError(f"budget must be a positive int or a fraction in (0, 1], got {b!r}")
 
     def wants_scores(self, layer, phase, n_new, chunk_len):
         if phase == "prefill" and layer == 0:
             self._budget_rows = rows_budget(self.budget, n_new).clamp(min=1)
-        return last_rows(n_new, chunk_len, 1)          # the current (last) query of every chunk
+        return last_rows(n_new, chunk_len, 1)  # the current (last) query of every chunk
 
     def keep(self, view: LayerView):
         B, Hkv = view.lengths.shape
-        head_mean = view.last_colsum.mean(1, keepdim=True).expand(B, Hkv, -1)      # [B, Hkv, cap]
+        head_mean = view.last_colsum.mean(1, keepdim=True).expand(B, Hkv, -1)  # [B, Hkv, cap]
         return keep_scored_plus_recent(head_mean, view.lengths, self._budget_rows[:, None].expand(B, Hkv), 1)
 
     def budget_rows(self, layer: int, prompt_len: Tensor) -> Tensor:
         return rows_budget(self.budget, prompt_len).clamp(min=1)
 
 
-def naive_tova_attention(q: Tensor, k: Tensor, v: Tensor, prompt_len: int, budget: int,
-                         scale: Optional[float] = None):
+def naive_tova_attention(q: Tensor, k: Tensor, v: Tensor, prompt_len: int, budget: int, scale: Optional[float] = None):
     """Mask-based specification for one layer: the prompt attends causally, is cut to ``budget`` rows by the last
     prompt query's attention (mean over the ``Hq`` heads; the last row always stays; ties: the later row goes),
     then tokens ``prompt_len ..`` are decoded one by one under the same rule. q [B, Hq, L, D], k, v [B, Hkv, L, D].
     Returns ``(o [B, Hq, L, D], keep [B, L])`` in fp64 (one kept set per batch row: all heads share it)."""
     B, Hq, L, D = q.shape
     G = Hq // k.shape[1]
-    scale = D ** -0.5 if scale is None else scale
+    scale = D**-0.5 if scale is None else scale
     qd, kd, vd = q.double(), k.double().repeat_interleave(G, 1), v.double().repeat_interleave(G, 1)
     keep = torch.zeros(B, L, dtype=torch.bool)
     out = torch.zeros(B, Hq, L, D, dtype=torch.float64)
 
-    def evict(p_last, t):   # p_last [B, Hq, L]: the current query's probabilities; t: the current row
+    def evict(p_last, t):  # p_last [B, Hq, L]: the current query's probabilities; t: the current row
         score = p_last.mean(1)
         for b in range(B):
             kept = keep[b].nonzero().flatten().tolist()
             if len(kept) <= budget:
                 continue
-            old = sorted((j for j in kept if j != t), key=lambda j: (-float(score[b, j]), j))[:budget - 1]
+            old = sorted((j for j in kept if j != t), key=lambda j: (-float(score[b, j]), j))[: budget - 1]
             keep[b] = False
             keep[b, old + [t]] = True
 

@@ -17,6 +17,7 @@ sampling helpers.
 
 Adapters for the minimal LVLM live in ``lvlm_adapter.py``; tests may use any object with this interface.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ def check_prompt(prompt_ids: torch.Tensor, max_new_tokens: int):
 class SpecStats:
     """Per-run statistics. ``accepted[i]`` = draft tokens accepted at verification step i (the bonus /
     correction token is not counted); tokens emitted per step = accepted + 1."""
+
     accepted: list = field(default_factory=list)
     drafted: list = field(default_factory=list)
     target_calls: int = 0
@@ -91,9 +93,17 @@ class SpecStats:
         return dict(sorted(out.items()))
 
 
-def autoregressive_generate(model: SpecLM, prompt_ids: torch.Tensor, max_new_tokens: int, *, greedy: bool = True,
-                            temperature: float = 1.0, generator: Optional[torch.Generator] = None,
-                            eos_token_id: Optional[int] = None, prefill_kwargs: Optional[dict] = None) -> torch.Tensor:
+def autoregressive_generate(
+    model: SpecLM,
+    prompt_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+    eos_token_id: Optional[int] = None,
+    prefill_kwargs: Optional[dict] = None,
+) -> torch.Tensor:
     """Plain AR decoding (the baseline every speculative method is compared with). Returns ``[n]`` int64."""
     check_prompt(prompt_ids, max_new_tokens)
     logits = model.prefill(prompt_ids, **(prefill_kwargs or {}))
@@ -107,8 +117,14 @@ def autoregressive_generate(model: SpecLM, prompt_ids: torch.Tensor, max_new_tok
     return torch.tensor(out, dtype=torch.long)
 
 
-def prefill_pair(target: SpecLM, draft: SpecLM, prompt_ids, target_kwargs=None, draft_kwargs=None,
-                 target_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+def prefill_pair(
+    target: SpecLM,
+    draft: SpecLM,
+    prompt_ids,
+    target_kwargs=None,
+    draft_kwargs=None,
+    target_logits: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Prefill both models on fresh caches; ``draft_kwargs`` may carry its own ``prompt_ids`` (e.g. fewer image
     placeholders after SpecVLM pruning). ``target_logits`` given = the target was already prefilled by the
     caller (SpecVLM's two-stage prefill) and these are its last-token logits. Returns the target's ``[V]``."""
@@ -119,9 +135,18 @@ def prefill_pair(target: SpecLM, draft: SpecLM, prompt_ids, target_kwargs=None, 
     return logits
 
 
-def start_pair(target: SpecLM, draft: SpecLM, prompt_ids, *, greedy: bool, temperature: float,
-               generator: Optional[torch.Generator], target_kwargs=None, draft_kwargs=None,
-               target_logits: Optional[torch.Tensor] = None):
+def start_pair(
+    target: SpecLM,
+    draft: SpecLM,
+    prompt_ids,
+    *,
+    greedy: bool,
+    temperature: float,
+    generator: Optional[torch.Generator],
+    target_kwargs=None,
+    draft_kwargs=None,
+    target_logits: Optional[torch.Tensor] = None,
+):
     """``prefill_pair`` plus the first generated token (greedy argmax or a sample of the target's last-token
     logits). Returns ``(first token [] int64, SpecStats counting the two prefill calls)``."""
     logits = prefill_pair(target, draft, prompt_ids, target_kwargs, draft_kwargs, target_logits)

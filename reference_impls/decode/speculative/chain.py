@@ -18,6 +18,7 @@ Deviations / choices: batch size 1; temperature is the only sampling transform (
 whole chain is accepted the draft has not yet seen ``d_k``, so ``d_k`` is fed to it together with the new
 token at the start of the next step (gpt-fast does an extra draft forward instead).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,14 +26,20 @@ from typing import ClassVar, Optional
 
 import torch
 
+from reference_impls.decode.speculative.base import SpecLM, check_prompt, logits_to_probs, sample, start_pair, uniform
+from reference_impls.decode.speculative.lvlm_adapter import SpeculativeTechnique
 from reference_impls.ops.spec_verify import verify_paths
 
-from .base import SpecLM, SpecStats, check_prompt, logits_to_probs, sample, start_pair, uniform
-from .lvlm_adapter import SpeculativeTechnique
 
-
-def draft_chain(draft: SpecLM, pending: torch.Tensor, k: int, *, greedy: bool, temperature: float,
-                generator: Optional[torch.Generator]):
+def draft_chain(
+    draft: SpecLM,
+    pending: torch.Tensor,
+    k: int,
+    *,
+    greedy: bool,
+    temperature: float,
+    generator: Optional[torch.Generator],
+):
     """Feed ``pending [n]`` to the draft, then propose ``k`` tokens autoregressively.
     Returns ``(tokens [k], probs [k, V] | None)``; the draft cache then holds pending + d_1..d_{k-1}."""
     logits = draft.forward(pending.view(1, -1))[0, -1]
@@ -50,29 +57,62 @@ def draft_chain(draft: SpecLM, pending: torch.Tensor, k: int, *, greedy: bool, t
     return torch.stack(toks), (torch.stack(probs) if probs else None)
 
 
-def chain_verify(target_logits: torch.Tensor, draft_tokens: torch.Tensor, draft_probs: Optional[torch.Tensor], *,
-                 greedy: bool, temperature: float, generator: Optional[torch.Generator], impl: str = "auto",
-                 force_accept: Optional[torch.Tensor] = None):
+def chain_verify(
+    target_logits: torch.Tensor,
+    draft_tokens: torch.Tensor,
+    draft_probs: Optional[torch.Tensor],
+    *,
+    greedy: bool,
+    temperature: float,
+    generator: Optional[torch.Generator],
+    impl: str = "auto",
+    force_accept: Optional[torch.Tensor] = None,
+):
     """Verify one chain. ``target_logits [k+1, V]``; returns ``(n_accepted, next_token)`` (python ints)."""
     k = draft_tokens.shape[0]
     if greedy:
-        n_acc, nxt = verify_paths(draft_tokens.view(1, k), target_logits.view(1, k + 1, -1), greedy=True,
-                                  force_accept=None if force_accept is None else force_accept.view(1, k), impl=impl)
+        n_acc, nxt = verify_paths(
+            draft_tokens.view(1, k),
+            target_logits.view(1, k + 1, -1),
+            greedy=True,
+            force_accept=None if force_accept is None else force_accept.view(1, k),
+            impl=impl,
+        )
         return int(n_acc[0]), int(nxt[0])
     q = logits_to_probs(target_logits, temperature)
     u = uniform((1, k), generator, q.device)
-    n_acc, residual = verify_paths(draft_tokens.view(1, k), q.view(1, k + 1, -1), draft_probs.view(1, k, -1), u,
-                                   greedy=False, force_accept=None if force_accept is None else force_accept.view(1, k),
-                                   impl=impl)
+    n_acc, residual = verify_paths(
+        draft_tokens.view(1, k),
+        q.view(1, k + 1, -1),
+        draft_probs.view(1, k, -1),
+        u,
+        greedy=False,
+        force_accept=None if force_accept is None else force_accept.view(1, k),
+        impl=impl,
+    )
     return int(n_acc[0]), int(sample(residual[0], generator))
 
 
-def speculative_generate(target: SpecLM, draft: SpecLM, prompt_ids: torch.Tensor, max_new_tokens: int, *, k: int = 4,
-                         adaptive: bool = False, k_min: int = 1, k_max: int = 8, greedy: bool = True,
-                         temperature: float = 1.0, generator: Optional[torch.Generator] = None,
-                         eos_token_id: Optional[int] = None, impl: str = "auto", verify_fn=None,
-                         target_prefill_kwargs: Optional[dict] = None, draft_prefill_kwargs: Optional[dict] = None,
-                         target_prefill_logits: Optional[torch.Tensor] = None):
+def speculative_generate(
+    target: SpecLM,
+    draft: SpecLM,
+    prompt_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    k: int = 4,
+    adaptive: bool = False,
+    k_min: int = 1,
+    k_max: int = 8,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+    eos_token_id: Optional[int] = None,
+    impl: str = "auto",
+    verify_fn=None,
+    target_prefill_kwargs: Optional[dict] = None,
+    draft_prefill_kwargs: Optional[dict] = None,
+    target_prefill_logits: Optional[torch.Tensor] = None,
+):
     """Generate with chain speculative decoding. Both models start with empty caches.
 
     ``verify_fn`` (optional) replaces ``chain_verify`` with the same signature plus ``step_context``
@@ -82,23 +122,40 @@ def speculative_generate(target: SpecLM, draft: SpecLM, prompt_ids: torch.Tensor
     check_prompt(prompt_ids, max_new_tokens)
     if not 1 <= k_min <= k <= k_max:
         raise ValueError(f"need 1 <= k_min <= k <= k_max, got k_min={k_min}, k={k}, k_max={k_max}")
-    first, stats = start_pair(target, draft, prompt_ids, greedy=greedy, temperature=temperature, generator=generator,
-                              target_kwargs=target_prefill_kwargs, draft_kwargs=draft_prefill_kwargs,
-                              target_logits=target_prefill_logits)
+    first, stats = start_pair(
+        target,
+        draft,
+        prompt_ids,
+        greedy=greedy,
+        temperature=temperature,
+        generator=generator,
+        target_kwargs=target_prefill_kwargs,
+        draft_kwargs=draft_prefill_kwargs,
+        target_logits=target_prefill_logits,
+    )
     out = [int(first)]
     current = first.view(1)
-    pending = current                     # tokens the draft has not yet consumed
+    pending = current  # tokens the draft has not yet consumed
     while len(out) < max_new_tokens and not (eos_token_id is not None and out[-1] == eos_token_id):
         d_toks, d_probs = draft_chain(draft, pending, k, greedy=greedy, temperature=temperature, generator=generator)
         stats.draft_calls += k
         t_logits = target.forward(torch.cat([current, d_toks]).view(1, -1))[0]
         stats.target_calls += 1
         if verify_fn is None:
-            n_acc, nxt = chain_verify(t_logits, d_toks, d_probs, greedy=greedy, temperature=temperature,
-                                      generator=generator, impl=impl)
+            n_acc, nxt = chain_verify(
+                t_logits, d_toks, d_probs, greedy=greedy, temperature=temperature, generator=generator, impl=impl
+            )
         else:
-            n_acc, nxt = verify_fn(t_logits, d_toks, d_probs, greedy=greedy, temperature=temperature,
-                                   generator=generator, impl=impl, step_context=dict(target=target, k=k))
+            n_acc, nxt = verify_fn(
+                t_logits,
+                d_toks,
+                d_probs,
+                greedy=greedy,
+                temperature=temperature,
+                generator=generator,
+                impl=impl,
+                step_context=dict(target=target, k=k),
+            )
         # KV rollback: target keeps [current, d_1..d_n]; draft keeps pending + d_1..d_n
         target.rollback(k - n_acc)
         if n_acc < k:
@@ -130,6 +187,14 @@ class SpeculativeDecoding(SpeculativeTechnique):
     impl: str = "auto"
 
     def run(self, target, draft, prompt_ids, max_new_tokens, prefill_kwargs):
-        return speculative_generate(target, draft, prompt_ids, max_new_tokens, k=self.k, adaptive=self.adaptive,
-                                    impl=self.impl, target_prefill_kwargs=prefill_kwargs,
-                                    draft_prefill_kwargs=prefill_kwargs)
+        return speculative_generate(
+            target,
+            draft,
+            prompt_ids,
+            max_new_tokens,
+            k=self.k,
+            adaptive=self.adaptive,
+            impl=self.impl,
+            target_prefill_kwargs=prefill_kwargs,
+            draft_prefill_kwargs=prefill_kwargs,
+        )

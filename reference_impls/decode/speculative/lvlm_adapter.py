@@ -5,6 +5,7 @@ Implements the protocol of ``base.py`` on top of ``MinimalLVLM.forward_tokens`` 
 ``StaticKVCache`` (rollback = ``cache.rollback``; accepted-path compaction = ``ops.kv_compact`` on every layer's
 buffers). ``hooks`` passed to ``forward`` reach the decoder (LVSpec uses one to read attention statistics).
 """
+
 from __future__ import annotations
 
 from typing import ClassVar, Optional
@@ -45,19 +46,27 @@ class LVLMSpecLM:
         """Fresh cache, encode the prompt (with images if given); returns the last token's logits ``[V]``.
         Records the cache slots of the visual tokens in ``vis_slots``."""
         self.reset()
-        res = self.model.prefill(prompt_ids, pixel_values, image_features=image_features, cache=self.cache,
-                                 hooks=hooks)
-        self.vis_slots = (prompt_ids[0] == self.model.cfg.image_token_id).nonzero().flatten() \
-            if (image_features is not None or pixel_values is not None) else self.vis_slots
+        res = self.model.prefill(prompt_ids, pixel_values, image_features=image_features, cache=self.cache, hooks=hooks)
+        self.vis_slots = (
+            (prompt_ids[0] == self.model.cfg.image_token_id).nonzero().flatten()
+            if (image_features is not None or pixel_values is not None)
+            else self.vis_slots
+        )
         return res.logits[0]
 
     @torch.no_grad()
-    def forward(self, ids: torch.Tensor, positions: Optional[torch.Tensor] = None,
-                chunk_mask: Optional[torch.Tensor] = None, hooks=()) -> torch.Tensor:
+    def forward(
+        self,
+        ids: torch.Tensor,
+        positions: Optional[torch.Tensor] = None,
+        chunk_mask: Optional[torch.Tensor] = None,
+        hooks=(),
+    ) -> torch.Tensor:
         if chunk_mask is not None:
             chunk_mask = chunk_mask.view(1, *chunk_mask.shape[-2:])
-        return self.model.forward_tokens(input_ids=ids, positions=positions, cache=self.cache, hooks=hooks,
-                                         chunk_mask=chunk_mask)
+        return self.model.forward_tokens(
+            input_ids=ids, positions=positions, cache=self.cache, hooks=hooks, chunk_mask=chunk_mask
+        )
 
     def rollback(self, n: int) -> None:
         if n:
@@ -84,8 +93,7 @@ def truncated_draft(target_model, n_layers: int = 1):
 
     if not 1 <= n_layers <= target_model.cfg.n_layers:
         raise ValueError(f"n_layers must be in [1, {target_model.cfg.n_layers}], got {n_layers}")
-    draft = MinimalLVLM(target_model.cfg.with_(n_layers=n_layers), dtype=target_model.dtype,
-                        device=target_model.device)
+    draft = MinimalLVLM(target_model.cfg.with_(n_layers=n_layers), dtype=target_model.dtype, device=target_model.device)
     own = draft.state_dict()
     draft.load_state_dict({k: v for k, v in target_model.state_dict().items() if k in own})
     return draft
@@ -102,14 +110,16 @@ class SpeculativeTechnique(Technique):
     def run(self, target: LVLMSpecLM, draft: LVLMSpecLM, prompt_ids, max_new_tokens: int, prefill_kwargs: dict):
         raise NotImplementedError
 
-    def minimal_generate(self, model, input_ids, pixel_values=None, *, max_new_tokens: int, lengths=None,
-                         image_features=None):
+    def minimal_generate(
+        self, model, input_ids, pixel_values=None, *, max_new_tokens: int, lengths=None, image_features=None
+    ):
         if input_ids.shape[0] != 1:
-            raise ValueError(f"{self.name}: the speculative-decoding references run batch size 1, got "
-                             f"{input_ids.shape[0]} rows")
+            raise ValueError(
+                f"{self.name}: the speculative-decoding references run batch size 1, got {input_ids.shape[0]} rows"
+            )
         if lengths is not None:
-            input_ids = input_ids[:, :int(lengths[0])]
-        capacity = input_ids.shape[1] + max_new_tokens + 64          # room for the drafted tokens of a step
+            input_ids = input_ids[:, : int(lengths[0])]
+        capacity = input_ids.shape[1] + max_new_tokens + 64  # room for the drafted tokens of a step
         draft_model = self.draft if self.draft is not None else truncated_draft(model, self.draft_layers)
         target, draft = LVLMSpecLM(model, capacity), LVLMSpecLM(draft_model, capacity)
         kw = {"pixel_values": pixel_values} if image_features is None else {"image_features": image_features}

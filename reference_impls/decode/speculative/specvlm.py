@@ -1,5 +1,5 @@
 """SpecVLM: verifier-guided pruning of the draft's video tokens for speculative decoding (arXiv 2508.16201;
-stage details follow the official code as summarised in the design note).
+stage details follow the official code).
 
 1. The target (verifier) prefills in two stages: first everything up to the last video token, then the text
    after the video with attention statistics requested only for those text queries (``ScoringKVCache``, slot-space
@@ -18,6 +18,7 @@ budget) is our choice; positions of the draft's pruned sequence are contiguous (
 position handling for Qwen2.5-VL is not reproduced); the default tree is ``tree.DEFAULT_CHOICES``, not EAGLE's
 ``mc_sim_7b_63``; batch size 1.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,12 +26,11 @@ from typing import ClassVar, Optional
 
 import torch
 
+from reference_impls.decode.speculative.chain import speculative_generate
+from reference_impls.decode.speculative.lvlm_adapter import SpeculativeTechnique
+from reference_impls.decode.speculative.tree import speculative_generate_tree
 from reference_impls.models.kv_cache import StaticKVCache
 from reference_impls.ops import select_topk
-
-from .chain import speculative_generate
-from .lvlm_adapter import SpeculativeTechnique
-from .tree import speculative_generate_tree
 
 
 class ScoringKVCache(StaticKVCache):
@@ -49,12 +49,15 @@ class ScoringKVCache(StaticKVCache):
         return torch.arange(chunk_len, device=n_new.device)[None, :] < n_new[:, None]
 
     def observe_scores(self, layer, colsum, score_rows):
-        per_slot = colsum.mean(1) / score_rows.sum(1, keepdim=True).clamp_min(1)          # [B, Lk]
+        per_slot = colsum.mean(1) / score_rows.sum(1, keepdim=True).clamp_min(1)  # [B, Lk]
         if self.slot_scores is None:
             self.slot_scores = per_slot.clone()
         else:
             n = max(self.slot_scores.shape[1], per_slot.shape[1])
-            pad = lambda t: torch.nn.functional.pad(t, (0, n - t.shape[1]))
+
+            def pad(t):
+                return torch.nn.functional.pad(t, (0, n - t.shape[1]))
+
             self.slot_scores = pad(self.slot_scores) + pad(per_slot)
         self.scored_layers += 1
 
@@ -71,8 +74,9 @@ def two_stage_prefill(lm, prompt_ids: torch.Tensor, pixel_values=None, image_fea
     if split >= prompt_ids.shape[1]:
         raise ValueError("SpecVLM scoring needs at least one text token after the last video token")
     c = model.cfg
-    lm.cache = ScoringKVCache(c.n_layers, 1, c.n_kv_heads, c.head_dim, lm.capacity, dtype=model.dtype,
-                              device=model.device)
+    lm.cache = ScoringKVCache(
+        c.n_layers, 1, c.n_kv_heads, c.head_dim, lm.capacity, dtype=model.dtype, device=model.device
+    )
     model.prefill(prompt_ids[:, :split], pixel_values, image_features=image_features, cache=lm.cache)
     lm.cache.scoring = True
     logits = model.forward_tokens(input_ids=prompt_ids[:, split:], cache=lm.cache)[0, -1]
@@ -99,8 +103,14 @@ def uniform_pick(candidates: torch.Tensor, count: int) -> torch.Tensor:
     return candidates[pos]
 
 
-def specvlm_select(scores: torch.Tensor, drop_rate: float = 0.9, *, threshold: Optional[float] = 0.05,
-                   percentage: Optional[float] = None, impl: str = "auto") -> torch.Tensor:
+def specvlm_select(
+    scores: torch.Tensor,
+    drop_rate: float = 0.9,
+    *,
+    threshold: Optional[float] = 0.05,
+    percentage: Optional[float] = None,
+    impl: str = "auto",
+) -> torch.Tensor:
     """Kept video-token indices (ascending) from verifier scores ``[N]``: Stage I (top by attention) + Stage II
     (uniform fill up to the budget)."""
     if scores.dim() != 1 or scores.numel() == 0:
@@ -125,8 +135,9 @@ def specvlm_select(scores: torch.Tensor, drop_rate: float = 0.9, *, threshold: O
     return torch.cat([stage1, stage2]).sort().values
 
 
-def pruned_draft_inputs(draft_model, prompt_ids: torch.Tensor, kept: torch.Tensor, pixel_values=None,
-                        image_features=None) -> dict:
+def pruned_draft_inputs(
+    draft_model, prompt_ids: torch.Tensor, kept: torch.Tensor, pixel_values=None, image_features=None
+) -> dict:
     """Draft prefill kwargs: the prompt without the pruned placeholders and the draft's own visual tokens at
     the kept indices (``prompt_ids`` inside, for ``prefill_pair``)."""
     if image_features is None:
@@ -142,20 +153,41 @@ def pruned_draft_inputs(draft_model, prompt_ids: torch.Tensor, kept: torch.Tenso
     return dict(prompt_ids=prompt_ids[:, keep_mask], image_features=feats[kept])
 
 
-def specvlm_generate(target, draft, prompt_ids: torch.Tensor, max_new_tokens: int, *, pixel_values=None,
-                     drop_rate: float = 0.9, threshold: Optional[float] = 0.05, percentage: Optional[float] = None,
-                     tree: bool = True, choices=None, k: int = 4, greedy: bool = True, temperature: float = 1.0,
-                     generator=None, impl: str = "auto"):
+def specvlm_generate(
+    target,
+    draft,
+    prompt_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    pixel_values=None,
+    drop_rate: float = 0.9,
+    threshold: Optional[float] = 0.05,
+    percentage: Optional[float] = None,
+    tree: bool = True,
+    choices=None,
+    k: int = 4,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    generator=None,
+    impl: str = "auto",
+):
     """End to end: two-stage verifier prefill -> prune the draft's video tokens -> tree (or chain) SD.
     ``target``/``draft`` are ``LVLMSpecLM``s. Returns ``(tokens, SpecStats, kept_indices)``."""
     logits, scores = two_stage_prefill(target, prompt_ids, pixel_values)
     kept = specvlm_select(scores, drop_rate, threshold=threshold, percentage=percentage, impl=impl)
     dkw = pruned_draft_inputs(draft.model, prompt_ids, kept, pixel_values)
-    common = dict(greedy=greedy, temperature=temperature, generator=generator, impl=impl, draft_prefill_kwargs=dkw,
-                  target_prefill_logits=logits)
+    common = dict(
+        greedy=greedy,
+        temperature=temperature,
+        generator=generator,
+        impl=impl,
+        draft_prefill_kwargs=dkw,
+        target_prefill_logits=logits,
+    )
     if tree:
-        out, stats = speculative_generate_tree(target, draft, prompt_ids, max_new_tokens,
-                                               **({"choices": choices} if choices else {}), **common)
+        out, stats = speculative_generate_tree(
+            target, draft, prompt_ids, max_new_tokens, **({"choices": choices} if choices else {}), **common
+        )
     else:
         out, stats = speculative_generate(target, draft, prompt_ids, max_new_tokens, k=k, **common)
     return out, stats, kept
@@ -178,9 +210,18 @@ class SpecVLM(SpeculativeTechnique):
     def run(self, target, draft, prompt_ids, max_new_tokens, prefill_kwargs):
         if "pixel_values" not in prefill_kwargs:
             raise ValueError("specvlm: pass pixel_values (the draft encodes its own visual tokens)")
-        tokens, stats, kept = specvlm_generate(target, draft, prompt_ids, max_new_tokens,
-                                               pixel_values=prefill_kwargs["pixel_values"], drop_rate=self.drop_rate,
-                                               threshold=self.threshold, percentage=self.percentage, tree=self.tree,
-                                               k=self.k, impl=self.impl)
-        stats.draft_visual_tokens = int(kept.numel())      # what the pruned draft saw (the target sees them all)
+        tokens, stats, kept = specvlm_generate(
+            target,
+            draft,
+            prompt_ids,
+            max_new_tokens,
+            pixel_values=prefill_kwargs["pixel_values"],
+            drop_rate=self.drop_rate,
+            threshold=self.threshold,
+            percentage=self.percentage,
+            tree=self.tree,
+            k=self.k,
+            impl=self.impl,
+        )
+        stats.draft_visual_tokens = int(kept.numel())  # what the pruned draft saw (the target sees them all)
         return tokens, stats

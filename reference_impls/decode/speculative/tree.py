@@ -22,6 +22,7 @@ Tree shape: ``choices`` in EAGLE's notation (each a tuple of child ranks from th
 expansion); the draft is a separate small LM, not EAGLE's feature-level head; batch size 1; the draft's
 accepted-path entries are recomputed rather than compacted.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,21 +30,20 @@ from typing import ClassVar, Optional, Sequence
 
 import torch
 
+from reference_impls.decode.speculative.base import SpecLM, check_prompt, logits_to_probs, sample, start_pair, uniform
+from reference_impls.decode.speculative.lvlm_adapter import SpeculativeTechnique
 from reference_impls.ops.spec_verify import verify_paths
-
-from .base import SpecLM, SpecStats, check_prompt, logits_to_probs, sample, start_pair, uniform
-from .lvlm_adapter import SpeculativeTechnique
 
 DEFAULT_CHOICES = ((0,), (1,), (2,), (0, 0), (0, 1), (1, 0), (0, 0, 0), (0, 0, 1), (0, 0, 0, 0))
 
 
 @dataclass
 class TreeBuffers:
-    parents: torch.Tensor            # [N] int64, -1 for the root
-    rank: torch.Tensor               # [N] int64 child rank among siblings (root: 0)
-    depth: torch.Tensor              # [N] int64
-    ancestor_mask: torch.Tensor      # [N, N] bool
-    retrieve_indices: torch.Tensor   # [paths, max_depth + 1] int64, -1 padded
+    parents: torch.Tensor  # [N] int64, -1 for the root
+    rank: torch.Tensor  # [N] int64 child rank among siblings (root: 0)
+    depth: torch.Tensor  # [N] int64
+    ancestor_mask: torch.Tensor  # [N, N] bool
+    retrieve_indices: torch.Tensor  # [paths, max_depth + 1] int64, -1 padded
 
     @property
     def n_nodes(self) -> int:
@@ -71,7 +71,7 @@ def tree_from_choices(choices: Sequence[Sequence[int]]) -> tuple[torch.Tensor, t
         index[c] = len(parents)
         parents.append(index[c[:-1]])
         rank.append(c[-1])
-    for c in paths:   # sibling ranks must be 0..n-1 so they map onto top-n draft proposals
+    for c in paths:  # sibling ranks must be 0..n-1 so they map onto top-n draft proposals
         sib = sorted(r for p in paths if p[:-1] == c[:-1] for r in [p[-1]])
         if sib != list(range(len(sib))):
             raise ValueError(f"child ranks under {c[:-1]} must be 0..n-1, got {sib}")
@@ -114,7 +114,7 @@ def build_tree(parents: torch.Tensor, rank: Optional[torch.Tensor] = None) -> Tr
     leaves = is_leaf.nonzero().flatten().tolist()
     retrieve = torch.full((len(leaves), int(depth.max()) + 1), -1, dtype=torch.long)
     for r, leaf in enumerate(leaves):
-        chain = reach[leaf].nonzero().flatten()                 # ancestors incl. self, sorted = by depth
+        chain = reach[leaf].nonzero().flatten()  # ancestors incl. self, sorted = by depth
         retrieve[r, : chain.numel()] = chain
     return TreeBuffers(parents, rank, depth, reach, retrieve)
 
@@ -125,8 +125,15 @@ def gumbel_topk(probs: torch.Tensor, k: int, generator: Optional[torch.Generator
     return (probs.clamp_min(1e-30).log() + g).topk(k).indices
 
 
-def draft_tree(draft: SpecLM, pending: torch.Tensor, tree: TreeBuffers, *, greedy: bool, temperature: float,
-               generator: Optional[torch.Generator]):
+def draft_tree(
+    draft: SpecLM,
+    pending: torch.Tensor,
+    tree: TreeBuffers,
+    *,
+    greedy: bool,
+    temperature: float,
+    generator: Optional[torch.Generator],
+):
     """Fill the tree's tokens with the draft, depth by depth. At depth d the draft's tree entries of the previous
     depth are rolled back and all non-root nodes of depth < d are re-fed as one chunk with the ancestor mask
     (the model's chunk mask covers only the chunk, so cached siblings must not stay in the cache).
@@ -183,25 +190,44 @@ def sibling_rejection(q: torch.Tensor, p: torch.Tensor, child_tokens: Sequence[i
     return -1, q
 
 
-def speculative_generate_tree(target: SpecLM, draft: SpecLM, prompt_ids: torch.Tensor, max_new_tokens: int, *,
-                              choices: Sequence[Sequence[int]] = DEFAULT_CHOICES, greedy: bool = True,
-                              temperature: float = 1.0, generator: Optional[torch.Generator] = None,
-                              eos_token_id: Optional[int] = None, impl: str = "auto",
-                              target_prefill_kwargs: Optional[dict] = None, draft_prefill_kwargs: Optional[dict] = None,
-                              target_prefill_logits: Optional[torch.Tensor] = None):
+def speculative_generate_tree(
+    target: SpecLM,
+    draft: SpecLM,
+    prompt_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    choices: Sequence[Sequence[int]] = DEFAULT_CHOICES,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+    eos_token_id: Optional[int] = None,
+    impl: str = "auto",
+    target_prefill_kwargs: Optional[dict] = None,
+    draft_prefill_kwargs: Optional[dict] = None,
+    target_prefill_logits: Optional[torch.Tensor] = None,
+):
     """Tree speculative decoding. Returns ``(tokens [n] int64, SpecStats)``."""
     check_prompt(prompt_ids, max_new_tokens)
     tree = build_tree(*tree_from_choices(choices))
-    first, stats = start_pair(target, draft, prompt_ids, greedy=greedy, temperature=temperature, generator=generator,
-                              target_kwargs=target_prefill_kwargs, draft_kwargs=draft_prefill_kwargs,
-                              target_logits=target_prefill_logits)
+    first, stats = start_pair(
+        target,
+        draft,
+        prompt_ids,
+        greedy=greedy,
+        temperature=temperature,
+        generator=generator,
+        target_kwargs=target_prefill_kwargs,
+        draft_kwargs=draft_prefill_kwargs,
+        target_logits=target_prefill_logits,
+    )
     out = [int(first)]
     device = prompt_ids.device
     pending = first.view(1)
     while len(out) < max_new_tokens and not (eos_token_id is not None and out[-1] == eos_token_id):
         # ---- draft: propose the tree, then forget its tree entries
-        tokens, dprobs, n_calls = draft_tree(draft, pending, tree, greedy=greedy, temperature=temperature,
-                                             generator=generator)
+        tokens, dprobs, n_calls = draft_tree(
+            draft, pending, tree, greedy=greedy, temperature=temperature, generator=generator
+        )
         stats.draft_calls += n_calls
         # ---- target: one forward over root + all nodes with the tree mask
         base_len = target.cache_len
@@ -229,12 +255,12 @@ def speculative_generate_tree(target: SpecLM, draft: SpecLM, prompt_ids: torch.T
 
 
 def _greedy_tree_accept(tree: TreeBuffers, tokens, t_logits, impl):
-    ri = tree.retrieve_indices.to(tokens.device)                    # [P, D+1]
+    ri = tree.retrieve_indices.to(tokens.device)  # [P, D+1]
     P, D1 = ri.shape
     valid = ri >= 0
-    lengths = valid.sum(-1) - 1                                     # path length in nodes below root
+    lengths = valid.sum(-1) - 1  # path length in nodes below root
     last = ri.gather(1, lengths[:, None])
-    rows = torch.where(valid, ri, last)                             # pad with the path's last node
+    rows = torch.where(valid, ri, last)  # pad with the path's last node
     draft_tokens = torch.where(valid[:, 1:], tokens[rows[:, 1:]], torch.full_like(rows[:, 1:], -1))
     acc, nxt = verify_paths(draft_tokens, t_logits[rows], greedy=True, impl=impl)
     best = int(acc.argmax())
@@ -269,6 +295,13 @@ class TreeSpeculativeDecoding(SpeculativeTechnique):
     impl: str = "auto"
 
     def run(self, target, draft, prompt_ids, max_new_tokens, prefill_kwargs):
-        return speculative_generate_tree(target, draft, prompt_ids, max_new_tokens, choices=self.choices,
-                                         impl=self.impl, target_prefill_kwargs=prefill_kwargs,
-                                         draft_prefill_kwargs=prefill_kwargs)
+        return speculative_generate_tree(
+            target,
+            draft,
+            prompt_ids,
+            max_new_tokens,
+            choices=self.choices,
+            impl=self.impl,
+            target_prefill_kwargs=prefill_kwargs,
+            draft_prefill_kwargs=prefill_kwargs,
+        )

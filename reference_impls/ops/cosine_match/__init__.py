@@ -7,14 +7,15 @@ materialises ``Na x Nb``; fp32 inputs use IEEE fp32 dot products, fp16/bf16 inpu
 dots with fp32 accumulation, so near-ties (gaps below ~1e-3 for half inputs) may resolve differently
 from the naive path).
 """
+
 from __future__ import annotations
 
 import torch
 
-from .._triton import resolve_impl
-from .naive import NORM_EPS, cosine_max_argmax_naive
+from reference_impls.ops._triton import resolve_impl
+from reference_impls.ops.cosine_match.naive import NORM_EPS, naive_cosine_max_argmax
 
-__all__ = ["cosine_max_argmax", "cosine_max_argmax_naive", "NORM_EPS"]
+__all__ = ["cosine_max_argmax", "naive_cosine_max_argmax", "NORM_EPS"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -39,12 +40,15 @@ def cosine_max_argmax(a, b, *, b_mask=None, impl="auto"):
     if a.shape[0] != b.shape[0] or a.shape[2] != b.shape[2]:
         raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} must agree in batch and channel dims")
     if b_mask is not None:
-        if not isinstance(b_mask, torch.Tensor) or b_mask.dtype != torch.bool \
-                or tuple(b_mask.shape) != (b.shape[0], b.shape[1]):
+        if (
+            not isinstance(b_mask, torch.Tensor)
+            or b_mask.dtype != torch.bool
+            or tuple(b_mask.shape) != (b.shape[0], b.shape[1])
+        ):
             raise ValueError(f"b_mask must be a bool tensor [B, Nb]=({b.shape[0]}, {b.shape[1]})")
         b_mask = b_mask.to(a.device)
     if resolve_impl(impl, a.device) == "naive" or a.shape[1] == 0 or b.shape[1] == 0:
-        return cosine_max_argmax_naive(a, b, b_mask)
-    from .triton_kernel import cosine_max_argmax_triton
+        return naive_cosine_max_argmax(a, b, b_mask)
+    from reference_impls.ops.cosine_match.triton_kernel import triton_cosine_max_argmax
 
-    return cosine_max_argmax_triton(a, b, b_mask)
+    return triton_cosine_max_argmax(a, b, b_mask)

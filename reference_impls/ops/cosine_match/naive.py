@@ -1,4 +1,5 @@
 """Readable specification of the row-wise cosine max/argmax (materialises the Na x Nb matrix)."""
+
 from __future__ import annotations
 
 import torch
@@ -7,7 +8,7 @@ import torch
 NORM_EPS = 1e-8
 
 
-def cosine_max_argmax_naive(a, b, b_mask=None):
+def naive_cosine_max_argmax(a, b, b_mask=None):
     """``max_j cos(a_i, b_j)`` and the lowest ``j`` attaining it; masked-out ``b_j`` never win.
 
     ``a [B, Na, C]``, ``b [B, Nb, C]``, ``b_mask [B, Nb]`` bool (True = candidate). Rows with no candidate
@@ -21,7 +22,10 @@ def cosine_max_argmax_naive(a, b, b_mask=None):
         sim = sim.masked_fill(~b_mask[:, None, :], float("-inf"))
     best = sim.amax(dim=-1) if sim.shape[-1] else sim.new_full(sim.shape[:-1], float("-inf"))
     j = torch.arange(sim.shape[-1], device=a.device)
-    first = torch.where(sim == best[..., None], j, sim.shape[-1]).amin(dim=-1) if sim.shape[-1] \
+    first = (
+        torch.where(sim == best[..., None], j, sim.shape[-1]).amin(dim=-1)
+        if sim.shape[-1]
         else torch.zeros(best.shape, dtype=torch.int64, device=a.device)
+    )
     arg = torch.where(torch.isneginf(best), torch.full_like(first, -1), first)
     return best, arg

@@ -5,28 +5,59 @@ blocks: dot products accumulate over channel blocks (``tl.dot``, fp32 accumulati
 ``b`` norms computed on the fly, and fold into a running (max, lowest argmax) held in registers. The
 positive ``1/|a_i|`` factor does not change the argmax and is applied once at the end.
 """
+
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-from .._triton import kernel, next_power_of_2
-from .naive import NORM_EPS
+from reference_impls.ops._triton import kernel, next_power_of_2
+from reference_impls.ops.cosine_match.naive import NORM_EPS
 
 
 def _configs():
-    return [triton.Config({"BLOCK_A": ba, "BLOCK_B": bb, "BLOCK_C": bc}, num_warps=w, num_stages=s)
-            for ba, bb, bc, w, s in [(32, 64, 32, 4, 2), (64, 64, 32, 4, 3), (64, 128, 32, 8, 3),
-                                     (128, 64, 32, 8, 3), (64, 64, 64, 4, 2)]]
+    return [
+        triton.Config({"BLOCK_A": ba, "BLOCK_B": bb, "BLOCK_C": bc}, num_warps=w, num_stages=s)
+        for ba, bb, bc, w, s in [
+            (32, 64, 32, 4, 2),
+            (64, 64, 32, 4, 3),
+            (64, 128, 32, 8, 3),
+            (128, 64, 32, 8, 3),
+            (64, 64, 64, 4, 2),
+        ]
+    ]
 
 
 @kernel(configs_fn=_configs, key=["NA_BUCKET", "NB_BUCKET", "C", "HAS_MASK", "DOT_PREC"])
-def _cosine_max_argmax_kernel(A, B, B_MASK, OUT_MAX, OUT_ARG, Na, Nb, C, eps,
-                              stride_ab, stride_an, stride_ac, stride_bb, stride_bn, stride_bc,
-                              stride_mb, stride_mn, stride_ob, stride_on, NA_BUCKET, NB_BUCKET,
-                              HAS_MASK: tl.constexpr, DOT_PREC: tl.constexpr,
-                              BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
+def _cosine_max_argmax_kernel(
+    A,
+    B,
+    B_MASK,
+    OUT_MAX,
+    OUT_ARG,
+    Na,
+    Nb,
+    C,
+    eps,
+    stride_ab,
+    stride_an,
+    stride_ac,
+    stride_bb,
+    stride_bn,
+    stride_bc,
+    stride_mb,
+    stride_mn,
+    stride_ob,
+    stride_on,
+    NA_BUCKET,
+    NB_BUCKET,
+    HAS_MASK: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    BLOCK_A: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
     pid_a = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
     offs_a = pid_a * BLOCK_A + tl.arange(0, BLOCK_A)
@@ -38,8 +69,9 @@ def _cosine_max_argmax_kernel(A, B, B_MASK, OUT_MAX, OUT_ARG, Na, Nb, C, eps,
     a_sq = tl.full([BLOCK_A], 0.0, tl.float32)
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + offs_c0
-        a = tl.load(a_base + offs_c[None, :] * stride_ac, mask=a_valid[:, None] & (offs_c[None, :] < C),
-                    other=0.0).to(tl.float32)
+        a = tl.load(a_base + offs_c[None, :] * stride_ac, mask=a_valid[:, None] & (offs_c[None, :] < C), other=0.0).to(
+            tl.float32
+        )
         a_sq += tl.sum(a * a, 1)
 
     best = tl.full([BLOCK_A], float("-inf"), tl.float32)
@@ -55,8 +87,11 @@ def _cosine_max_argmax_kernel(A, B, B_MASK, OUT_MAX, OUT_ARG, Na, Nb, C, eps,
             offs_c = c0 + offs_c0
             c_valid = offs_c < C
             a = tl.load(a_base + offs_c[None, :] * stride_ac, mask=a_valid[:, None] & c_valid[None, :], other=0.0)
-            bt = tl.load(b_base + offs_n[None, :] * stride_bn + offs_c[:, None] * stride_bc,
-                         mask=(offs_n[None, :] < Nb) & c_valid[:, None], other=0.0)  # [BLOCK_C, BLOCK_B]
+            bt = tl.load(
+                b_base + offs_n[None, :] * stride_bn + offs_c[:, None] * stride_bc,
+                mask=(offs_n[None, :] < Nb) & c_valid[:, None],
+                other=0.0,
+            )  # [BLOCK_C, BLOCK_B]
             dots += tl.dot(a, bt, input_precision=DOT_PREC)
             btf = bt.to(tl.float32)
             b_sq += tl.sum(btf * btf, 0)
@@ -73,7 +108,7 @@ def _cosine_max_argmax_kernel(A, B, B_MASK, OUT_MAX, OUT_ARG, Na, Nb, C, eps,
     tl.store(OUT_ARG + batch * stride_ob + offs_a * stride_on, best_idx.to(tl.int64), mask=a_valid)
 
 
-def cosine_max_argmax_triton(a, b, b_mask=None, *, autotune=True, meta=None):
+def triton_cosine_max_argmax(a, b, b_mask=None, *, autotune=True, meta=None):
     """Validated ``a [B, Na, C]``, ``b [B, Nb, C]``, ``b_mask [B, Nb]`` -> ``(max fp32, argmax int64)``."""
     if a.device.type == "cpu" and a.dtype == torch.bfloat16:  # the interpreter's bf16 arithmetic is wrong
         a, b = a.float(), b.float()
@@ -85,15 +120,36 @@ def cosine_max_argmax_triton(a, b, b_mask=None, *, autotune=True, meta=None):
     mask = b_mask.to(torch.int8) if has_mask else out_max  # dummy pointer when unused
     mstride = mask.stride() if has_mask else (0, 0)
     prec = "ieee" if a.dtype == torch.float32 else "tf32"
-    args = (a, b, mask, out_max, out_arg, Na, Nb, C, NORM_EPS, *a.stride(), *b.stride(), *mstride,
-            *out_max.stride(), next_power_of_2(Na), next_power_of_2(Nb), has_mask, prec)
+    args = (
+        a,
+        b,
+        mask,
+        out_max,
+        out_arg,
+        Na,
+        Nb,
+        C,
+        NORM_EPS,
+        *a.stride(),
+        *b.stride(),
+        *mstride,
+        *out_max.stride(),
+        next_power_of_2(Na),
+        next_power_of_2(Nb),
+        has_mask,
+        prec,
+    )
     if meta is None and autotune and a.device.type == "cuda":
         grid = lambda META: (triton.cdiv(Na, META["BLOCK_A"]), Bsz)  # noqa: E731
         _cosine_max_argmax_kernel.launch(grid, *args, device=a.device, meta={}, autotune=True)
     else:
         if meta is None:
-            meta = {"BLOCK_A": min(64, max(16, next_power_of_2(Na))), "BLOCK_B": 64,
-                    "BLOCK_C": min(64, max(16, next_power_of_2(C)))}
-        _cosine_max_argmax_kernel.launch((triton.cdiv(Na, meta["BLOCK_A"]), Bsz), *args, device=a.device,
-                                         meta=dict(meta))
+            meta = {
+                "BLOCK_A": min(64, max(16, next_power_of_2(Na))),
+                "BLOCK_B": 64,
+                "BLOCK_C": min(64, max(16, next_power_of_2(C))),
+            }
+        _cosine_max_argmax_kernel.launch(
+            (triton.cdiv(Na, meta["BLOCK_A"]), Bsz), *args, device=a.device, meta=dict(meta)
+        )
     return out_max, out_arg

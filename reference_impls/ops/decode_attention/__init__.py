@@ -23,13 +23,20 @@ Deviations from FlashDecoding / Quest: the Quest bound is reduced over the GQA g
 one chunk set for all its query heads (Quest selects per query head on MHA models); the chunk size equals the
 kernel's key block (a power of two >= 16).
 """
+
 from __future__ import annotations
 
 import torch
 
-from .._triton import check_values, resolve_impl
-from .naive import (dequantize_kv, naive_chunk_scores, naive_chunk_summaries, naive_decode_attention,
-                    rope_rotate, unpack_rows)
+from reference_impls.ops._triton import check_values, resolve_impl
+from reference_impls.ops.decode_attention.naive import (
+    dequantize_kv,
+    naive_chunk_scores,
+    naive_chunk_summaries,
+    naive_decode_attention,
+    rope_rotate,
+    unpack_rows,
+)
 
 __all__ = [
     "decode_attention",
@@ -60,8 +67,9 @@ def use_triton(x: torch.Tensor, impl: str) -> bool:
 def _as_3d(q):
     if q.dim() == 4:
         if q.shape[2] != 1:
-            raise ValueError(f"decode attention takes one query per row: q must be [B, Hq, D] or [B, Hq, 1, D], "
-                             f"got {tuple(q.shape)}")
+            raise ValueError(
+                f"decode attention takes one query per row: q must be [B, Hq, D] or [B, Hq, 1, D], got {tuple(q.shape)}"
+            )
         return q[:, :, 0], True
     if q.dim() != 3:
         raise ValueError(f"q must be [B, Hq, D] or [B, Hq, 1, D], got {tuple(q.shape)}")
@@ -80,8 +88,10 @@ def _validate(q, k, v, kv_lengths, k_scale, v_scale, values: bool):
     if not q.dtype.is_floating_point:
         raise ValueError(f"q must be floating point, got {q.dtype}")
     if kv_lengths.dtype.is_floating_point or kv_lengths.shape not in ((B,), (B, Hkv)):
-        raise ValueError(f"kv_lengths must be an integer tensor of shape [B] or [B, Hkv]; got "
-                         f"{kv_lengths.dtype} {tuple(kv_lengths.shape)}")
+        raise ValueError(
+            f"kv_lengths must be an integer tensor of shape [B] or [B, Hkv]; got "
+            f"{kv_lengths.dtype} {tuple(kv_lengths.shape)}"
+        )
     if values and (bool((kv_lengths < 0).any()) or bool((kv_lengths > k.shape[2]).any())):
         raise ValueError(f"kv_lengths must lie in [0, {k.shape[2]}]")
     quant = k.dtype in _QUANT_DTYPES
@@ -93,8 +103,9 @@ def _validate(q, k, v, kv_lengths, k_scale, v_scale, values: bool):
         raise ValueError(f"K/V must be floating point, int8 or float8_e4m3fn, got {k.dtype}")
 
 
-def decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_scale=None, impl: str = "auto",
-                     validate: bool | None = None):
+def decode_attention(
+    q, k, v, kv_lengths, *, scale=None, k_scale=None, v_scale=None, impl: str = "auto", validate: bool | None = None
+):
     """Attention of one query per row over per-KV-head ragged (optionally int8/fp8-quantised) caches.
 
     q [B, Hq, D] or [B, Hq, 1, D]; k, v [B, Hkv, L, D]; kv_lengths [B] or [B, Hkv]. Returns ``(o, lse)``.
@@ -104,15 +115,27 @@ def decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_scale=N
     _validate(q3, k, v, kv_lengths, k_scale, v_scale, check_values(validate, kv_lengths))
     kw = dict(scale=scale, k_scale=k_scale, v_scale=v_scale)
     if use_triton(q3, impl):
-        from .triton_kernel import triton_decode_attention
+        from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
+
         o, lse = triton_decode_attention(q3, k, v, kv_lengths, **kw)
     else:
         o, lse = naive_decode_attention(q3, k, v, kv_lengths, **kw)
     return (o[:, :, None] if was4 else o), lse
 
 
-def packed_decode_attention(q, k, v, row0, kv_lengths, *, scale=None, k_scale=None, v_scale=None,
-                            impl: str = "auto", validate: bool | None = None):
+def packed_decode_attention(
+    q,
+    k,
+    v,
+    row0,
+    kv_lengths,
+    *,
+    scale=None,
+    k_scale=None,
+    v_scale=None,
+    impl: str = "auto",
+    validate: bool | None = None,
+):
     """Decode attention over a *packed* per-head cache (only kept rows are stored, no padding): ``k, v [N, D]``
     (int8/fp8 with ``k_scale, v_scale [N]``), head (b, h) owns rows ``row0[b, h] .. row0[b, h] +
     kv_lengths[b, h] - 1``. The Triton kernel reads each head's segment in place; the naive path unpacks (and
@@ -121,9 +144,9 @@ def packed_decode_attention(q, k, v, row0, kv_lengths, *, scale=None, k_scale=No
     _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale, check_values(validate, row0, kv_lengths))
     quant = k.dtype in _QUANT_DTYPES
     if use_triton(q3, impl):
-        from .triton_kernel import triton_decode_attention
-        o, lse = triton_decode_attention(q3, k, v, kv_lengths, scale=scale, k_scale=k_scale, v_scale=v_scale,
-                                         row0=row0)
+        from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
+
+        o, lse = triton_decode_attention(q3, k, v, kv_lengths, scale=scale, k_scale=k_scale, v_scale=v_scale, row0=row0)
     else:
         kp, vp = unpack_rows(k, row0, kv_lengths), unpack_rows(v, row0, kv_lengths)
         ks = vs = None
@@ -137,21 +160,39 @@ def _validate_packed(q3, k, v, row0, kv_lengths, k_scale, v_scale, values: bool)
     if k.dim() != 2 or v.shape != k.shape or k.shape[1] != q3.shape[2]:
         raise ValueError(f"packed k, v must be [N, D] with D = {q3.shape[2]}; got {tuple(k.shape)}, {tuple(v.shape)}")
     B = q3.shape[0]
-    if row0.dim() != 2 or row0.shape[0] != B or kv_lengths.shape != row0.shape or row0.dtype.is_floating_point \
-            or kv_lengths.dtype.is_floating_point:
+    if (
+        row0.dim() != 2
+        or row0.shape[0] != B
+        or kv_lengths.shape != row0.shape
+        or row0.dtype.is_floating_point
+        or kv_lengths.dtype.is_floating_point
+    ):
         raise ValueError("row0 and kv_lengths must be integer tensors [B, Hkv]")
     if q3.shape[1] % row0.shape[1] != 0:
         raise ValueError(f"query heads ({q3.shape[1]}) must be a multiple of KV heads ({row0.shape[1]})")
-    if values and (bool((row0 < 0).any()) or bool((kv_lengths < 0).any())
-                   or bool((row0 + kv_lengths > k.shape[0]).any())):
+    if values and (
+        bool((row0 < 0).any()) or bool((kv_lengths < 0).any()) or bool((row0 + kv_lengths > k.shape[0]).any())
+    ):
         raise ValueError(f"segments row0 .. row0 + kv_lengths must lie inside the {k.shape[0]} stored rows")
     quant = k.dtype in _QUANT_DTYPES
     if quant != (k_scale is not None) or (k_scale is None) != (v_scale is None):
         raise ValueError("int8/fp8 K/V need k_scale and v_scale ([N]); float K/V take none")
 
 
-def ring_decode_attention(q, k, v, kv_lengths, key_positions, rope_inv_freq, *, scale=None, k_scale=None,
-                          v_scale=None, impl: str = "auto", validate: bool | None = None):
+def ring_decode_attention(
+    q,
+    k,
+    v,
+    kv_lengths,
+    key_positions,
+    rope_inv_freq,
+    *,
+    scale=None,
+    k_scale=None,
+    v_scale=None,
+    impl: str = "auto",
+    validate: bool | None = None,
+):
     """Decode attention with RoPE-on-read: keys are stored *pre-RoPE* in (ring-buffer) slots and rotated at
     ``key_positions [B, Hkv, L]`` when read (StreamingLLM "rolled" positions). q is already rotated. Slot order
     does not matter (softmax is permutation invariant), so a ring buffer needs no reordering."""
@@ -161,10 +202,10 @@ def ring_decode_attention(q, k, v, kv_lengths, key_positions, rope_inv_freq, *, 
         raise ValueError(f"key_positions must be an integer tensor [B, Hkv, L] = {tuple(k.shape[:3])}")
     if rope_inv_freq.shape != (k.shape[3] // 2,):
         raise ValueError(f"rope_inv_freq must be [D // 2] = [{k.shape[3] // 2}]")
-    kw = dict(scale=scale, k_scale=k_scale, v_scale=v_scale, key_positions=key_positions,
-              rope_inv_freq=rope_inv_freq)
+    kw = dict(scale=scale, k_scale=k_scale, v_scale=v_scale, key_positions=key_positions, rope_inv_freq=rope_inv_freq)
     if use_triton(q3, impl):
-        from .triton_kernel import triton_decode_attention
+        from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
+
         o, lse = triton_decode_attention(q3, k, v, kv_lengths, **kw)
     else:
         o, lse = naive_decode_attention(q3, k, v, kv_lengths, **kw)
@@ -175,8 +216,21 @@ def _triton_chunk_ok(chunk_size: int) -> bool:
     return chunk_size >= 16 and (chunk_size & (chunk_size - 1)) == 0
 
 
-def sparse_decode_attention(q, k, v, kv_lengths, chunk_idx, chunk_size: int, *, scale=None, k_scale=None,
-                            v_scale=None, row0=None, impl: str = "auto", validate: bool | None = None):
+def sparse_decode_attention(
+    q,
+    k,
+    v,
+    kv_lengths,
+    chunk_idx,
+    chunk_size: int,
+    *,
+    scale=None,
+    k_scale=None,
+    v_scale=None,
+    row0=None,
+    impl: str = "auto",
+    validate: bool | None = None,
+):
     """Block-sparse decode attention: only keys in the chunks listed in ``chunk_idx [B, Hkv, S]`` (-1 padded)
     are visible. The Triton path needs a power-of-two chunk_size >= 16 ("auto" falls back to naive otherwise).
     ``row0 [B, Hkv]``: packed store (``k, v [N, D]``, scales ``[N]``), as in :func:`packed_decode_attention`."""
@@ -190,11 +244,23 @@ def sparse_decode_attention(q, k, v, kv_lengths, chunk_idx, chunk_size: int, *, 
             if k_scale is not None:
                 ks = unpack_rows(k_scale, row0, kv_lengths, fill=1)
                 vs = unpack_rows(v_scale, row0, kv_lengths, fill=1)
-            return sparse_decode_attention(q, kp, vp, kv_lengths, chunk_idx, chunk_size, scale=scale, k_scale=ks,
-                                           v_scale=vs, impl="naive")
-        from .triton_kernel import triton_decode_attention
-        o, lse = triton_decode_attention(q3, k, v, kv_lengths, scale=scale, k_scale=k_scale, v_scale=v_scale,
-                                         chunk_idx=chunk_idx, chunk_size=chunk_size, row0=row0)
+            return sparse_decode_attention(
+                q, kp, vp, kv_lengths, chunk_idx, chunk_size, scale=scale, k_scale=ks, v_scale=vs, impl="naive"
+            )
+        from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
+
+        o, lse = triton_decode_attention(
+            q3,
+            k,
+            v,
+            kv_lengths,
+            scale=scale,
+            k_scale=k_scale,
+            v_scale=v_scale,
+            chunk_idx=chunk_idx,
+            chunk_size=chunk_size,
+            row0=row0,
+        )
         return (o[:, :, None] if was4 else o), lse
     _validate(q3, k, v, kv_lengths, k_scale, v_scale, values)
     if not isinstance(chunk_size, int) or chunk_size < 1:
@@ -212,7 +278,8 @@ def sparse_decode_attention(q, k, v, kv_lengths, chunk_idx, chunk_size: int, *, 
             raise ValueError(f"the Triton block-sparse kernel needs a power-of-two chunk_size >= 16, got {chunk_size}")
         tri = False
     if tri:
-        from .triton_kernel import triton_decode_attention
+        from reference_impls.ops.decode_attention.triton_kernel import triton_decode_attention
+
         o, lse = triton_decode_attention(q3, k, v, kv_lengths, **kw)
     else:
         o, lse = naive_decode_attention(q3, k, v, kv_lengths, **kw)
@@ -238,13 +305,21 @@ def chunk_scores(q, kmin, kmax, n_chunks, *, reduce: str = "max", impl: str = "a
     if q3.shape[1] % kmin.shape[1] != 0:
         raise ValueError("query heads must be a multiple of KV heads")
     if use_triton(q3, impl):
-        from .triton_kernel import triton_chunk_scores
+        from reference_impls.ops.decode_attention.triton_kernel import triton_chunk_scores
+
         return triton_chunk_scores(q3, kmin, kmax, n_chunks, reduce=reduce)
     return naive_chunk_scores(q3, kmin, kmax, n_chunks, reduce=reduce)
 
 
-def select_chunks(scores: torch.Tensor, n_select: torch.Tensor | int, *, n_chunks: torch.Tensor,
-                  n_first: int = 0, n_last: torch.Tensor | int = 0, width: int | None = None) -> torch.Tensor:
+def select_chunks(
+    scores: torch.Tensor,
+    n_select: torch.Tensor | int,
+    *,
+    n_chunks: torch.Tensor,
+    n_first: int = 0,
+    n_last: torch.Tensor | int = 0,
+    width: int | None = None,
+) -> torch.Tensor:
     """Top-``n_select`` chunks per (b, kv head) by score, always including the first ``n_first`` and last
     ``n_last`` (int or [B, Hkv]) live chunks (sinks / recent tokens); counted inside ``n_select``. Returns ids
     [B, Hkv, S] sorted ascending, -1 padded. Ties -> lower chunk id.

@@ -12,6 +12,7 @@ Layouts (GQA, ``Hq = G * Hkv``):
                                     is selected (and j < kv_lengths)
 Returns ``(o [B, Hq, D] in q.dtype, lse [B, Hq] fp32)``; a row with no visible key gets o = 0, lse = -inf.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,20 @@ def _lengths_2d(kv_lengths: torch.Tensor, B: int, Hkv: int) -> torch.Tensor:
     return kv_lengths.to(torch.long)
 
 
-def naive_decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_scale=None,
-                           key_positions=None, rope_inv_freq=None, chunk_idx=None, chunk_size=None):
+def naive_decode_attention(
+    q,
+    k,
+    v,
+    kv_lengths,
+    *,
+    scale=None,
+    k_scale=None,
+    v_scale=None,
+    key_positions=None,
+    rope_inv_freq=None,
+    chunk_idx=None,
+    chunk_size=None,
+):
     """Reference: softmax(q . k_j * scale) over the visible keys j of the query's KV head, times v."""
     B, Hq, D = q.shape
     Hkv, L = k.shape[1], k.shape[2]
@@ -96,7 +109,7 @@ def naive_chunk_summaries(k: torch.Tensor, kv_lengths: torch.Tensor, chunk_size:
     C = -(-L // chunk_size)
     pad = C * chunk_size - L
     kf = torch.nn.functional.pad(k.to(torch.float32), (0, 0, 0, pad)).view(B, Hkv, C, chunk_size, D)
-    valid = (torch.arange(C * chunk_size, device=k.device)[None, None, :] < lengths[..., None])
+    valid = torch.arange(C * chunk_size, device=k.device)[None, None, :] < lengths[..., None]
     valid = valid.view(B, Hkv, C, chunk_size, 1)
     kmin = kf.masked_fill(~valid, float("inf")).amin(dim=3)
     kmax = kf.masked_fill(~valid, float("-inf")).amax(dim=3)
@@ -107,8 +120,9 @@ def naive_chunk_summaries(k: torch.Tensor, kv_lengths: torch.Tensor, chunk_size:
     return kmin, kmax, n_chunks
 
 
-def naive_chunk_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, n_chunks: torch.Tensor,
-                       *, reduce: str = "max") -> torch.Tensor:
+def naive_chunk_scores(
+    q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, n_chunks: torch.Tensor, *, reduce: str = "max"
+) -> torch.Tensor:
     """Quest upper bound of q . k over each chunk: ``sum_d max(q_d * kmin_d, q_d * kmax_d)`` (>= max_j q . k_j).
 
     q [B, Hq, D]; summaries [B, Hkv, C, D]. The bound is per query head, then reduced over the GQA group
@@ -125,8 +139,9 @@ def naive_chunk_scores(q: torch.Tensor, kmin: torch.Tensor, kmax: torch.Tensor, 
     return ub.masked_fill(~live, float("-inf"))
 
 
-def unpack_rows(flat: torch.Tensor, row0: torch.Tensor, lengths: torch.Tensor, width: int | None = None,
-                fill=0) -> torch.Tensor:
+def unpack_rows(
+    flat: torch.Tensor, row0: torch.Tensor, lengths: torch.Tensor, width: int | None = None, fill=0
+) -> torch.Tensor:
     """Packed -> padded: ``flat [N, ...]`` where head (b, h) owns rows ``row0[b, h] ..`` (``lengths[b, h]`` of
     them) -> ``[B, H, width, ...]`` (``width`` defaults to the longest head), ``fill`` beyond each length."""
     B, H = row0.shape
@@ -134,8 +149,11 @@ def unpack_rows(flat: torch.Tensor, row0: torch.Tensor, lengths: torch.Tensor, w
     ar = torch.arange(width, device=flat.device)
     valid = ar[None, None, :] < lengths[..., None]
     idx = torch.where(valid, row0[..., None] + ar, torch.zeros_like(ar)).reshape(-1)
-    out = flat.index_select(0, idx) if flat.dtype != torch.float8_e4m3fn else \
-        flat.view(torch.uint8).index_select(0, idx).view(torch.float8_e4m3fn)
+    out = (
+        flat.index_select(0, idx)
+        if flat.dtype != torch.float8_e4m3fn
+        else flat.view(torch.uint8).index_select(0, idx).view(torch.float8_e4m3fn)
+    )
     out = out.reshape(B, H, width, *flat.shape[1:])
     mask = valid.reshape(B, H, width, *([1] * (flat.dim() - 1)))
     if out.dtype == torch.float8_e4m3fn:

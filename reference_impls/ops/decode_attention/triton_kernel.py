@@ -22,6 +22,7 @@ sparse kernel's key block is the chunk size. Plain pointer arithmetic only (no b
 Triton 3.6 and 3.9; loads are upcast to fp32 right after tl.load except the dot operands, which use the cache
 dtype (fp32 under the interpreter).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,19 +32,21 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import libdevice
 
-from .._triton import kernel, next_power_of_2, sm_count
+from reference_impls.ops._triton import kernel, next_power_of_2, sm_count
 
 __all__ = ["triton_decode_attention", "triton_chunk_scores", "choose_num_splits", "decode_configs"]
 
 _LOG2E = 1.4426950408889634
 MIN_KEYS_PER_SPLIT = 128  # fewer keys per split and the partial write + merge outweigh the reads they spread
-WAVES = 2                 # target programs = WAVES x SM count
+WAVES = 2  # target programs = WAVES x SM count
 
 
 def decode_configs():
     """Autotuning space of the dense kernel (key block x warps x pipeline stages)."""
-    return [triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bn, w, s in [(32, 4, 2), (64, 4, 2), (64, 8, 3), (128, 4, 3)]]
+    return [
+        triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s)
+        for bn, w, s in [(32, 4, 2), (64, 4, 2), (64, 8, 3), (128, 4, 3)]
+    ]
 
 
 @triton.jit
@@ -60,16 +63,51 @@ def _rope_cos_sin(ang, FAST_TRIG: tl.constexpr):
 
 @kernel(configs_fn=decode_configs, key=["L_BUCKET", "BH_BUCKET", "G_PAD", "BLOCK_D", "QUANT", "ROPE", "PACKED"])
 def _decode_split_kernel(
-    Q, K, V, KS, VS, LENS, KPOS, INV_FREQ, CIDX, ROW0, OP, MP, LP,
-    stride_qb, stride_qh,
-    stride_kb, stride_kh, stride_kl,
-    stride_vb, stride_vh, stride_vl,
-    stride_sb, stride_sh,
-    stride_pb, stride_ph,
-    stride_cb, stride_ch,
-    HKV, G, D, L_CAP, n_sel, chunks_per_split, scale_log2, L_BUCKET, BH_BUCKET,
-    G_PAD: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HALF_D: tl.constexpr,
-    QUANT: tl.constexpr, ROPE: tl.constexpr, SPARSE: tl.constexpr, PACKED: tl.constexpr, FAST_TRIG: tl.constexpr,
+    Q,
+    K,
+    V,
+    KS,
+    VS,
+    LENS,
+    KPOS,
+    INV_FREQ,
+    CIDX,
+    ROW0,
+    OP,
+    MP,
+    LP,
+    stride_qb,
+    stride_qh,
+    stride_kb,
+    stride_kh,
+    stride_kl,
+    stride_vb,
+    stride_vh,
+    stride_vl,
+    stride_sb,
+    stride_sh,
+    stride_pb,
+    stride_ph,
+    stride_cb,
+    stride_ch,
+    HKV,
+    G,
+    D,
+    L_CAP,
+    n_sel,
+    chunks_per_split,
+    scale_log2,
+    L_BUCKET,
+    BH_BUCKET,
+    G_PAD: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    HALF_D: tl.constexpr,
+    QUANT: tl.constexpr,
+    ROPE: tl.constexpr,
+    SPARSE: tl.constexpr,
+    PACKED: tl.constexpr,
+    FAST_TRIG: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
     split = tl.program_id(1)
@@ -126,10 +164,14 @@ def _decode_split_kernel(
 
         # ---- scores s = q . k * scale (in log2 units) ----
         if ROPE:
-            k_lo = tl.load(k_base + offs[:, None] * stride_kl + hcol[None, :],
-                           mask=kmask[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
-            k_hi = tl.load(k_base + offs[:, None] * stride_kl + D // 2 + hcol[None, :],
-                           mask=kmask[:, None] & h_ok[None, :], other=0.0).to(tl.float32)
+            k_lo = tl.load(
+                k_base + offs[:, None] * stride_kl + hcol[None, :], mask=kmask[:, None] & h_ok[None, :], other=0.0
+            ).to(tl.float32)
+            k_hi = tl.load(
+                k_base + offs[:, None] * stride_kl + D // 2 + hcol[None, :],
+                mask=kmask[:, None] & h_ok[None, :],
+                other=0.0,
+            ).to(tl.float32)
             pos = tl.load(KPOS + b * stride_pb + hk * stride_ph + row0 + offs, mask=kmask, other=0).to(tl.float32)
             cos, sin = _rope_cos_sin(pos[:, None] * inv_freq[None, :], FAST_TRIG)
             r_lo = (k_lo * cos - k_hi * sin).to(q_lo.dtype)
@@ -137,8 +179,9 @@ def _decode_split_kernel(
             s = tl.dot(q_lo, tl.trans(r_lo), input_precision="ieee")
             s += tl.dot(q_hi, tl.trans(r_hi), input_precision="ieee")
         else:
-            k = tl.load(k_base + offs[:, None] * stride_kl + dcol[None, :],
-                        mask=kmask[:, None] & d_ok[None, :], other=0.0)
+            k = tl.load(
+                k_base + offs[:, None] * stride_kl + dcol[None, :], mask=kmask[:, None] & d_ok[None, :], other=0.0
+            )
             s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision="ieee")
         if QUANT:
             ks = tl.load(KS + b * stride_sb + hk * stride_sh + row0 + offs, mask=kmask, other=0.0).to(tl.float32)
@@ -186,8 +229,9 @@ def _combine_kernel(OP, MP, LP, O, LSE, n_splits, D, BLOCK_S: tl.constexpr, BLOC
         m_new = tl.maximum(m_run, tl.max(m, axis=0))
         alpha = tl.exp2(m_run - m_new)
         w = tl.where(s_ok, tl.exp2(m - m_new), 0.0)
-        o = tl.load(OP + (row * n_splits + sp)[:, None] * D + dd[None, :], mask=s_ok[:, None] & d_ok[None, :],
-                    other=0.0)
+        o = tl.load(
+            OP + (row * n_splits + sp)[:, None] * D + dd[None, :], mask=s_ok[:, None] & d_ok[None, :], other=0.0
+        )
         l_run = l_run * alpha + tl.sum(w * lsum, axis=0)
         acc = acc * alpha + tl.sum(o * w[:, None], axis=0)
         m_run = m_new
@@ -206,9 +250,18 @@ def _combine_splits(o_part, m_part, l_part, B, Hq, D, out_dtype):
     n_splits = m_part.shape[1]
     o = torch.empty(B * Hq, D, device=o_part.device, dtype=out_dtype)
     lse = torch.empty(B * Hq, device=o_part.device, dtype=torch.float32)
-    _combine_kernel.launch((B * Hq,), o_part, m_part, l_part, o, lse, n_splits, D, device=o_part.device,
-                           meta=dict(BLOCK_S=min(COMBINE_TILE, next_power_of_2(n_splits)),
-                                     BLOCK_D=next_power_of_2(D)))
+    _combine_kernel.launch(
+        (B * Hq,),
+        o_part,
+        m_part,
+        l_part,
+        o,
+        lse,
+        n_splits,
+        D,
+        device=o_part.device,
+        meta=dict(BLOCK_S=min(COMBINE_TILE, next_power_of_2(n_splits)), BLOCK_D=next_power_of_2(D)),
+    )
     return o.view(B, Hq, D), lse.view(B, Hq)
 
 
@@ -232,9 +285,24 @@ def choose_num_splits(n_rows: int, max_len: int, device: torch.device) -> int:
     return max(1, min(want, -(-max_len // MIN_KEYS_PER_SPLIT)))
 
 
-def triton_decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_scale=None,
-                            key_positions=None, rope_inv_freq=None, chunk_idx=None, chunk_size=None,
-                            row0=None, n_splits=None, block_n=None, num_warps=4):
+def triton_decode_attention(
+    q,
+    k,
+    v,
+    kv_lengths,
+    *,
+    scale=None,
+    k_scale=None,
+    v_scale=None,
+    key_positions=None,
+    rope_inv_freq=None,
+    chunk_idx=None,
+    chunk_size=None,
+    row0=None,
+    n_splits=None,
+    block_n=None,
+    num_warps=4,
+):
     """Same contract as ``naive_decode_attention`` (inputs validated by the dispatcher). ``row0 [B, Hkv]``
     selects the packed layout: k, v are flat ``[N, D]`` (scales / positions ``[N]``) and head (b, h) owns rows
     ``row0[b, h] .. row0[b, h] + kv_lengths[b, h] - 1``. ``n_splits`` / ``block_n`` force the split count / key
@@ -242,8 +310,8 @@ def triton_decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_
     packed = row0 is not None
     if packed:
         B, Hkv = row0.shape
-        L_cap = k.shape[0]                                        # every segment lies inside the N stored rows
-        k, v = k[None, None], v[None, None]                      # [1, 1, N, D]: b/h strides are ignored (0)
+        L_cap = k.shape[0]  # every segment lies inside the N stored rows
+        k, v = k[None, None], v[None, None]  # [1, 1, N, D]: b/h strides are ignored (0)
         if k_scale is not None:
             k_scale, v_scale = k_scale[None, None], v_scale[None, None]
         if key_positions is not None:
@@ -291,36 +359,89 @@ def triton_decode_attention(q, k, v, kv_lengths, *, scale=None, k_scale=None, v_
         ks, vs = ks.contiguous(), vs.contiguous()
     kpos = unit_last(key_positions) if rope else lens
     parts = torch.empty(B * Hq * n_splits * (D + 2), device=dev, dtype=torch.float32)
-    o_part = parts[:B * Hq * n_splits * D].view(B * Hq, n_splits, D)
-    m_part = parts[B * Hq * n_splits * D:B * Hq * n_splits * (D + 1)].view(B * Hq, n_splits)
-    l_part = parts[B * Hq * n_splits * (D + 1):].view(B * Hq, n_splits)
+    o_part = parts[: B * Hq * n_splits * D].view(B * Hq, n_splits, D)
+    m_part = parts[B * Hq * n_splits * D : B * Hq * n_splits * (D + 1)].view(B * Hq, n_splits)
+    l_part = parts[B * Hq * n_splits * (D + 1) :].view(B * Hq, n_splits)
     inv = rope_inv_freq.to(torch.float32).contiguous() if rope else parts
-    meta = dict(G_PAD=max(16, next_power_of_2(G)), BLOCK_D=next_power_of_2(D),
-                HALF_D=next_power_of_2(max(D // 2, 1)), QUANT=quant, ROPE=rope, SPARSE=sparse, PACKED=packed,
-                FAST_TRIG=dev.type == "cuda")
+    meta = dict(
+        G_PAD=max(16, next_power_of_2(G)),
+        BLOCK_D=next_power_of_2(D),
+        HALF_D=next_power_of_2(max(D // 2, 1)),
+        QUANT=quant,
+        ROPE=rope,
+        SPARSE=sparse,
+        PACKED=packed,
+        FAST_TRIG=dev.type == "cuda",
+    )
     if not autotune:
         meta["BLOCK_N"] = block_n
     _decode_split_kernel.launch(
         (B * Hkv, n_splits),
-        q, k, v, ks, vs, lens, kpos, inv, cidx, r0, o_part, m_part, l_part,
-        q.stride(0), q.stride(1),
-        0 if packed else k.stride(0), 0 if packed else k.stride(1), k.stride(2),
-        0 if packed else v.stride(0), 0 if packed else v.stride(1), v.stride(2),
-        ks.stride(0) if quant and not packed else 0, ks.stride(1) if quant and not packed else 0,
-        kpos.stride(0) if rope and not packed else 0, kpos.stride(1) if rope and not packed else 0,
-        cidx.stride(0) if sparse else 0, cidx.stride(1) if sparse else 0,
-        Hkv, G, D, L_cap, n_sel, chunks_per_split, scale * _LOG2E,
-        min(next_power_of_2(L_cap), 1 << 17), min(next_power_of_2(B * Hkv), 256),
-        device=dev, meta=meta, autotune=autotune, **({} if autotune else {"num_warps": num_warps}),
+        q,
+        k,
+        v,
+        ks,
+        vs,
+        lens,
+        kpos,
+        inv,
+        cidx,
+        r0,
+        o_part,
+        m_part,
+        l_part,
+        q.stride(0),
+        q.stride(1),
+        0 if packed else k.stride(0),
+        0 if packed else k.stride(1),
+        k.stride(2),
+        0 if packed else v.stride(0),
+        0 if packed else v.stride(1),
+        v.stride(2),
+        ks.stride(0) if quant and not packed else 0,
+        ks.stride(1) if quant and not packed else 0,
+        kpos.stride(0) if rope and not packed else 0,
+        kpos.stride(1) if rope and not packed else 0,
+        cidx.stride(0) if sparse else 0,
+        cidx.stride(1) if sparse else 0,
+        Hkv,
+        G,
+        D,
+        L_cap,
+        n_sel,
+        chunks_per_split,
+        scale * _LOG2E,
+        min(next_power_of_2(L_cap), 1 << 17),
+        min(next_power_of_2(B * Hkv), 256),
+        device=dev,
+        meta=meta,
+        autotune=autotune,
+        **({} if autotune else {"num_warps": num_warps}),
     )
     return _combine_splits(o_part, m_part, l_part, B, Hq, D, q.dtype)
 
 
 @kernel()
-def _chunk_score_kernel(Q, KMIN, KMAX, NCH, OUT,
-                        stride_qb, stride_qh, stride_sb, stride_sh, stride_sc,
-                        HKV, G, D, C, MEAN: tl.constexpr,
-                        G_PAD: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr):
+def _chunk_score_kernel(
+    Q,
+    KMIN,
+    KMAX,
+    NCH,
+    OUT,
+    stride_qb,
+    stride_qh,
+    stride_sb,
+    stride_sh,
+    stride_sc,
+    HKV,
+    G,
+    D,
+    C,
+    MEAN: tl.constexpr,
+    G_PAD: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid_bh = tl.program_id(0)
     cb = tl.program_id(1)
     b = pid_bh // HKV
@@ -329,8 +450,11 @@ def _chunk_score_kernel(Q, KMIN, KMAX, NCH, OUT,
     rows = tl.arange(0, G_PAD)
     cols = cb * BLOCK_C + tl.arange(0, BLOCK_C)
     dd = tl.arange(0, BLOCK_D)
-    q = tl.load(Q + b * stride_qb + (hk * G + rows)[:, None] * stride_qh + dd[None, :],
-                mask=(rows[:, None] < G) & (dd[None, :] < D), other=0.0).to(tl.float32)  # [G_PAD, BLOCK_D]
+    q = tl.load(
+        Q + b * stride_qb + (hk * G + rows)[:, None] * stride_qh + dd[None, :],
+        mask=(rows[:, None] < G) & (dd[None, :] < D),
+        other=0.0,
+    ).to(tl.float32)  # [G_PAD, BLOCK_D]
     cmask = (cols < n_ch)[:, None] & (dd[None, :] < D)
     base = pid_bh // HKV * stride_sb + hk * stride_sh
     kmin = tl.load(KMIN + base + cols[:, None] * stride_sc + dd[None, :], mask=cmask, other=0.0).to(tl.float32)
@@ -358,9 +482,21 @@ def triton_chunk_scores(q, kmin, kmax, n_chunks, *, reduce="max"):
     BLOCK_C = 16
     _chunk_score_kernel.launch(
         (B * Hkv, -(-C // BLOCK_C)),
-        q, kmin, kmax, nch, out, q.stride(0), q.stride(1), kmin.stride(0), kmin.stride(1), kmin.stride(2),
-        Hkv, G, D, C, device=q.device,
-        meta=dict(MEAN=(reduce == "mean"), G_PAD=next_power_of_2(G), BLOCK_C=BLOCK_C,
-                  BLOCK_D=next_power_of_2(D)),
+        q,
+        kmin,
+        kmax,
+        nch,
+        out,
+        q.stride(0),
+        q.stride(1),
+        kmin.stride(0),
+        kmin.stride(1),
+        kmin.stride(2),
+        Hkv,
+        G,
+        D,
+        C,
+        device=q.device,
+        meta=dict(MEAN=(reduce == "mean"), G_PAD=next_power_of_2(G), BLOCK_C=BLOCK_C, BLOCK_D=next_power_of_2(D)),
     )
     return out

@@ -20,6 +20,7 @@ recurrence: inside a chunk with cumulative log decay ``G_t = sum_{s<=t} g_s`` an
 solved with one unit-lower-triangular solve per chunk. Deviation from the paper's kernel: no WY
 factorisation into (W, U) matrices and no Triton here -- this is the readable specification.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,8 +36,9 @@ def _check(q, k, v, g, beta, initial_state):
         if x.shape != (B, T, H):
             raise ValueError(f"{name} must be [B, T, H] = {(B, T, H)}, got {tuple(x.shape)}")
     if initial_state is not None and initial_state.shape != (B, H, K, v.shape[-1]):
-        raise ValueError(f"initial_state must be [B, H, K, V] = {(B, H, K, v.shape[-1])}, "
-                         f"got {tuple(initial_state.shape)}")
+        raise ValueError(
+            f"initial_state must be [B, H, K, V] = {(B, H, K, v.shape[-1])}, got {tuple(initial_state.shape)}"
+        )
 
 
 def naive_recurrent_gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=True):
@@ -44,7 +46,7 @@ def naive_recurrent_gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_st
     _check(q, k, v, g, beta, initial_state)
     B, T, H, K = q.shape
     V = v.shape[-1]
-    scale = K ** -0.5 if scale is None else scale
+    scale = K**-0.5 if scale is None else scale
     q, k, v, g, beta = (x.float() for x in (q, k, v, g, beta))
     S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.float().clone()
     o = q.new_empty(B, T, H, V)
@@ -57,15 +59,16 @@ def naive_recurrent_gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_st
     return o.to(v.dtype), (S if output_final_state else None)
 
 
-def naive_chunk_gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=True,
-                                 chunk_size: int = 64):
+def naive_chunk_gated_delta_rule(
+    q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=True, chunk_size: int = 64
+):
     """Chunked (parallel-within-chunk) form in fp32; equals the recurrence up to rounding."""
     _check(q, k, v, g, beta, initial_state)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     B, T, H, K = q.shape
     V = v.shape[-1]
-    scale = K ** -0.5 if scale is None else scale
+    scale = K**-0.5 if scale is None else scale
     # [B, H, T, *] layout, fp32
     q, k, v = (x.float().transpose(1, 2) for x in (q, k, v))
     g, beta = (x.float().transpose(1, 2) for x in (g, beta))
@@ -76,13 +79,13 @@ def naive_chunk_gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=
         C = end - start
         qc, kc, vc = q[:, :, start:end] * scale, k[:, :, start:end], v[:, :, start:end]
         bc = beta[:, :, start:end]
-        G = g[:, :, start:end].cumsum(-1)                                   # [B,H,C]
-        diff = G[..., :, None] - G[..., None, :]                            # G_t - G_s
+        G = g[:, :, start:end].cumsum(-1)  # [B,H,C]
+        diff = G[..., :, None] - G[..., None, :]  # G_t - G_s
         strict = torch.ones(C, C, dtype=torch.bool, device=q.device).tril(-1)
         causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
         decay_strict = torch.where(strict, diff, float("-inf")).exp()
         decay_causal = torch.where(causal, diff, float("-inf")).exp()
-        A = bc[..., :, None] * decay_strict * (kc @ kc.transpose(-1, -2))   # strictly lower
+        A = bc[..., :, None] * decay_strict * (kc @ kc.transpose(-1, -2))  # strictly lower
         rhs = bc[..., None] * (vc - G.exp()[..., None] * (kc @ S))
         eye = torch.eye(C, dtype=q.dtype, device=q.device)
         U = torch.linalg.solve_triangular(eye + A, rhs, upper=False, unitriangular=True)

@@ -5,6 +5,7 @@ time step, applies decay, delta update and output in one pass -- the state is re
 call. The decode step is the T = 1 case; longer T simply loops (used to test against the naive recurrence).
 Plain pointer arithmetic (no block pointers) so it runs on triton 3.6 and 3.9; loads are upcast to fp32.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,9 +16,24 @@ from reference_impls.ops._triton import kernel, next_power_of_2
 
 
 @kernel()
-def _fused_recurrent_gdn_kernel(q_ptr, k_ptr, v_ptr, g_ptr, beta_ptr, s_in_ptr, s_out_ptr, o_ptr,
-                                T, H, K, V, scale,
-                                HAS_INITIAL: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr):
+def _fused_recurrent_gdn_kernel(
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    g_ptr,
+    beta_ptr,
+    s_in_ptr,
+    s_out_ptr,
+    o_ptr,
+    T,
+    H,
+    K,
+    V,
+    scale,
+    HAS_INITIAL: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
     pid_bh = tl.program_id(0)
     pid_v = tl.program_id(1)
     b = pid_bh // H
@@ -48,15 +64,16 @@ def _fused_recurrent_gdn_kernel(q_ptr, k_ptr, v_ptr, g_ptr, beta_ptr, s_in_ptr, 
     tl.store(s_out_ptr + state_offs, S, mask=mask_kv)
 
 
-def triton_fused_recurrent_gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=None,
-                                            output_final_state=True, block_v: int | None = None):
+def triton_fused_recurrent_gated_delta_rule(
+    q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=True, block_v: int | None = None
+):
     """Same contract as ``naive_recurrent_gated_delta_rule``; state kept in fp32."""
-    from .naive import _check
+    from reference_impls.ops.gated_delta.naive import _check
 
     _check(q, k, v, g, beta, initial_state)
     B, T, H, K = q.shape
     V = v.shape[-1]
-    scale = K ** -0.5 if scale is None else float(scale)
+    scale = K**-0.5 if scale is None else float(scale)
     q, k, v, g, beta = (x.contiguous() for x in (q, k, v, g, beta))
     o = torch.empty_like(v)
     s_out = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device)
@@ -65,7 +82,22 @@ def triton_fused_recurrent_gated_delta_rule(q, k, v, g, beta, *, scale=None, ini
     if block_v is None:
         block_v = min(next_power_of_2(V), max(16, 8192 // block_k))
     grid = (B * H, triton.cdiv(V, block_v))
-    _fused_recurrent_gdn_kernel.launch(grid, q, k, v, g, beta, s_in, s_out, o, T, H, K, V, scale, device=q.device,
-                                       meta=dict(HAS_INITIAL=initial_state is not None, BLOCK_K=block_k,
-                                                 BLOCK_V=block_v))
+    _fused_recurrent_gdn_kernel.launch(
+        grid,
+        q,
+        k,
+        v,
+        g,
+        beta,
+        s_in,
+        s_out,
+        o,
+        T,
+        H,
+        K,
+        V,
+        scale,
+        device=q.device,
+        meta=dict(HAS_INITIAL=initial_state is not None, BLOCK_K=block_k, BLOCK_V=block_v),
+    )
     return o, (s_out if output_final_state else None)

@@ -6,20 +6,23 @@ Triton on CUDA tensors, or on CPU tensors when TRITON_INTERPRET=1 and triton imp
 The Triton path needs a power-of-two ``block_size >= 16`` ("auto" falls back to naive otherwise).
 The cache that owns the blocks is ``reference_impls.decode.kv.paged``.
 """
+
 from __future__ import annotations
 
 import torch
 
-from .._triton import resolve_impl
-from .naive import gather_blocks, naive_paged_decode_attention
+from reference_impls.ops._triton import resolve_impl
+from reference_impls.ops.paged_attention.naive import gather_blocks, naive_paged_decode_attention
 
 __all__ = ["paged_decode_attention", "naive_paged_decode_attention", "gather_blocks"]
 
 
 def _validate(q, k_pool, v_pool, block_tables, lengths):
     if q.dim() != 3 or k_pool.dim() != 4 or v_pool.shape != k_pool.shape:
-        raise ValueError(f"q must be [B, Hq, D] and the pools [num_blocks, Hkv, block_size, D]; got {tuple(q.shape)}, "
-                         f"{tuple(k_pool.shape)}, {tuple(v_pool.shape)}")
+        raise ValueError(
+            f"q must be [B, Hq, D] and the pools [num_blocks, Hkv, block_size, D]; got {tuple(q.shape)}, "
+            f"{tuple(k_pool.shape)}, {tuple(v_pool.shape)}"
+        )
     B, Hq, D = q.shape
     if k_pool.shape[3] != D or Hq % k_pool.shape[1]:
         raise ValueError(f"head dim / GQA mismatch between q {tuple(q.shape)} and the pool {tuple(k_pool.shape)}")
@@ -47,6 +50,7 @@ def paged_decode_attention(q, k_pool, v_pool, block_tables, lengths, *, scale=No
             raise ValueError(f"the Triton paged kernel needs a power-of-two block_size >= 16, got {block_size}")
         path = "naive"
     if path == "triton":
-        from .triton_kernel import triton_paged_decode_attention
+        from reference_impls.ops.paged_attention.triton_kernel import triton_paged_decode_attention
+
         return triton_paged_decode_attention(q, k_pool, v_pool, block_tables, lengths, scale=scale)
     return naive_paged_decode_attention(q, k_pool, v_pool, block_tables, lengths, scale=scale)

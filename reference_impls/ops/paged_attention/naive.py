@@ -10,6 +10,7 @@ Layouts (GQA, ``Hq = G * Hkv``):
 The specification gathers each sequence's blocks into a contiguous ``[Hkv, length, D]`` cache and runs softmax
 attention in fp32. Returns ``(o [B, Hq, D], lse [B, Hq])`` (lse = -inf and o = 0 for an empty sequence).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,7 @@ def gather_blocks(pool: torch.Tensor, block_table: torch.Tensor, length: int) ->
     """One sequence's tokens ``[Hkv, length, D]`` from a pool ``[num_blocks, Hkv, block_size, D]``."""
     block_size = pool.shape[2]
     n_blocks = -(-length // block_size)
-    blocks = pool[block_table[:n_blocks].long()]                      # [n, Hkv, block_size, D]
+    blocks = pool[block_table[:n_blocks].long()]  # [n, Hkv, block_size, D]
     return blocks.permute(1, 0, 2, 3).reshape(pool.shape[1], n_blocks * block_size, pool.shape[3])[:, :length]
 
 
@@ -29,14 +30,14 @@ def naive_paged_decode_attention(q, k_pool, v_pool, block_tables, lengths, *, sc
     B, Hq, D = q.shape
     Hkv = k_pool.shape[1]
     G = Hq // Hkv
-    scale = D ** -0.5 if scale is None else scale
+    scale = D**-0.5 if scale is None else scale
     o = torch.zeros(B, Hq, D, dtype=torch.float32, device=q.device)
     lse = torch.full((B, Hq), float("-inf"), dtype=torch.float32, device=q.device)
     for b in range(B):
         n = int(lengths[b])
         if n == 0:
             continue
-        k = gather_blocks(k_pool, block_tables[b], n).float().repeat_interleave(G, 0)    # [Hq, n, D]
+        k = gather_blocks(k_pool, block_tables[b], n).float().repeat_interleave(G, 0)  # [Hq, n, D]
         v = gather_blocks(v_pool, block_tables[b], n).float().repeat_interleave(G, 0)
         s = torch.einsum("hd,hnd->hn", q[b].float(), k) * scale
         lse[b] = torch.logsumexp(s, dim=-1)

@@ -1,15 +1,17 @@
 """Triton paged decode attention: one program per (sequence, KV head) walks the sequence's block table and reads
 each physical block in place (no gathered copy), all G query heads of the KV head packed as rows of one tile
-(``G_PAD >= 16`` rows for ``tl.dot``), online softmax in base 2; dot operands in the cache dtype, fp32 accumulation. No split-K: one program per (sequence, KV head)
+(``G_PAD >= 16`` rows for ``tl.dot``), online softmax in base 2; dot operands in the cache dtype, fp32 accumulation.
+No split-K: one program per (sequence, KV head)
 is enough for the batched serving regime PagedAttention targets (the split-K kernel is ``ops.decode_attention``).
 Plain pointer arithmetic (triton 3.6 / 3.9); runs on CPU tensors through the interpreter.
 """
+
 from __future__ import annotations
 
 import torch
 import triton.language as tl
 
-from .._triton import kernel, next_power_of_2
+from reference_impls.ops._triton import kernel, next_power_of_2
 
 __all__ = ["triton_paged_decode_attention"]
 
@@ -17,10 +19,30 @@ _LOG2E = 1.4426950408889634
 
 
 @kernel()
-def _paged_decode_kernel(Q, KP, VP, BT, LENS, O, LSE,
-                         stride_qb, stride_qh, stride_pb, stride_ph, stride_pl, stride_btb, stride_ob, stride_oh,
-                         HKV, G, D, scale_log2,
-                         G_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_D: tl.constexpr):
+def _paged_decode_kernel(
+    Q,
+    KP,
+    VP,
+    BT,
+    LENS,
+    O,
+    LSE,
+    stride_qb,
+    stride_qh,
+    stride_pb,
+    stride_ph,
+    stride_pl,
+    stride_btb,
+    stride_ob,
+    stride_oh,
+    HKV,
+    G,
+    D,
+    scale_log2,
+    G_PAD: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid = tl.program_id(0)
     b = pid // HKV
     hk = pid % HKV
@@ -29,8 +51,11 @@ def _paged_decode_kernel(Q, KP, VP, BT, LENS, O, LSE,
     row_ok = rows < G
     dcol = tl.arange(0, BLOCK_D)
     d_ok = dcol < D
-    q = tl.load(Q + b * stride_qb + (hk * G + rows)[:, None] * stride_qh + dcol[None, :],
-                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    q = tl.load(
+        Q + b * stride_qb + (hk * G + rows)[:, None] * stride_qh + dcol[None, :],
+        mask=row_ok[:, None] & d_ok[None, :],
+        other=0.0,
+    )
     m_i = tl.full([G_PAD], -1.0e30, tl.float32)
     l_i = tl.zeros([G_PAD], tl.float32)
     acc = tl.zeros([G_PAD, BLOCK_D], tl.float32)
@@ -52,8 +77,11 @@ def _paged_decode_kernel(Q, KP, VP, BT, LENS, O, LSE,
         m_i = m_new
     empty = l_i == 0.0
     out = tl.where(empty[:, None], 0.0, acc / tl.where(empty, 1.0, l_i)[:, None])
-    tl.store(O + b * stride_ob + (hk * G + rows)[:, None] * stride_oh + dcol[None, :],
-             out.to(O.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    tl.store(
+        O + b * stride_ob + (hk * G + rows)[:, None] * stride_oh + dcol[None, :],
+        out.to(O.dtype.element_ty),
+        mask=row_ok[:, None] & d_ok[None, :],
+    )
     lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
     tl.store(LSE + b * HKV * G + hk * G + rows, lse, mask=row_ok)
 
@@ -63,7 +91,7 @@ def triton_paged_decode_attention(q, k_pool, v_pool, block_tables, lengths, *, s
     B, Hq, D = q.shape
     Hkv, block_size = k_pool.shape[1], k_pool.shape[2]
     G = Hq // Hkv
-    scale = D ** -0.5 if scale is None else scale
+    scale = D**-0.5 if scale is None else scale
     q = q.contiguous()
     k_pool, v_pool = k_pool.contiguous(), v_pool.contiguous()
     block_tables = block_tables.to(torch.int32).contiguous()
@@ -71,9 +99,27 @@ def triton_paged_decode_attention(q, k_pool, v_pool, block_tables, lengths, *, s
     o = torch.empty(B, Hq, D, dtype=q.dtype, device=q.device)
     lse = torch.empty(B, Hq, dtype=torch.float32, device=q.device)
     _paged_decode_kernel.launch(
-        (B * Hkv,), q, k_pool, v_pool, block_tables, lengths, o, lse,
-        q.stride(0), q.stride(1), k_pool.stride(0), k_pool.stride(1), k_pool.stride(2), block_tables.stride(0),
-        o.stride(0), o.stride(1), Hkv, G, D, scale * _LOG2E,
-        device=q.device, meta=dict(G_PAD=max(16, next_power_of_2(G)), BLOCK_SIZE=block_size,
-                                   BLOCK_D=max(16, next_power_of_2(D))))
+        (B * Hkv,),
+        q,
+        k_pool,
+        v_pool,
+        block_tables,
+        lengths,
+        o,
+        lse,
+        q.stride(0),
+        q.stride(1),
+        k_pool.stride(0),
+        k_pool.stride(1),
+        k_pool.stride(2),
+        block_tables.stride(0),
+        o.stride(0),
+        o.stride(1),
+        Hkv,
+        G,
+        D,
+        scale * _LOG2E,
+        device=q.device,
+        meta=dict(G_PAD=max(16, next_power_of_2(G)), BLOCK_SIZE=block_size, BLOCK_D=max(16, next_power_of_2(D))),
+    )
     return o, lse

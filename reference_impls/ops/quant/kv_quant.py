@@ -1,4 +1,4 @@
-"""KV-cache quantisation on append: INT8 (symmetric) and FP8-E4M3 with one scale per (token, head) (spec 18).
+"""KV-cache quantisation on append: INT8 (symmetric) and FP8-E4M3 with one scale per (token, head).
 
 ``x [B, H, T, D]`` -> ``(x_q [B, H, T, D] int8 | float8_e4m3fn, scale [B, H, T] fp32)`` with
 ``scale = amax_d |x| / qmax`` (qmax = 127 for int8, 448 for e4m3; an all-zero row gets scale 1) and
@@ -12,14 +12,15 @@ drops writes outside the cache). Dequantisation happens inside the decode attent
 
 Deviation: per-(token, head) dynamic scales only (no calibrated static per-head scales).
 """
+
 from __future__ import annotations
 
 import torch
 import triton.language as tl
 
-from .._triton import check_values, kernel, next_power_of_2, resolve_impl
+from reference_impls.ops._triton import check_values, kernel, next_power_of_2, resolve_impl
 
-__all__ = ["KV_FORMATS", "quantize_kv", "quantize_kv_naive", "dequantize_kv_naive"]
+__all__ = ["KV_FORMATS", "quantize_kv", "naive_quantize_kv", "naive_dequantize_kv"]
 
 #: format name -> (storage dtype, largest representable magnitude used for the scale)
 KV_FORMATS = {"int8": (torch.int8, 127.0), "fp8_e4m3": (torch.float8_e4m3fn, 448.0)}
@@ -32,7 +33,7 @@ def _check(x, fmt):
         raise ValueError(f"x must be a floating-point tensor [B, H, T, D], got {getattr(x, 'shape', type(x))}")
 
 
-def quantize_kv_naive(x: torch.Tensor, fmt: str = "int8"):
+def naive_quantize_kv(x: torch.Tensor, fmt: str = "int8"):
     """Reference quantiser (fp32 math). Returns ``(x_q, scale [B, H, T] fp32)``."""
     _check(x, fmt)
     dtype, qmax = KV_FORMATS[fmt]
@@ -46,15 +47,34 @@ def quantize_kv_naive(x: torch.Tensor, fmt: str = "int8"):
     return y.clamp(-qmax, qmax).to(dtype), scale
 
 
-def dequantize_kv_naive(x_q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def naive_dequantize_kv(x_q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``x_q.float() * scale[..., None]``."""
     return x_q.to(torch.float32) * scale.to(torch.float32)[..., None]
 
 
 @kernel()
-def _quant_append_kernel(X, OUT, OSCALE, START,
-                         stride_xb, stride_xh, stride_xt, stride_ob, stride_oh, stride_ot, stride_sb, stride_sh,
-                         H, T, D, CAP, qmax, INT8: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+def _quant_append_kernel(
+    X,
+    OUT,
+    OSCALE,
+    START,
+    stride_xb,
+    stride_xh,
+    stride_xt,
+    stride_ob,
+    stride_oh,
+    stride_ot,
+    stride_sb,
+    stride_sh,
+    H,
+    T,
+    D,
+    CAP,
+    qmax,
+    INT8: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     pid_bh = tl.program_id(0)
     tb = tl.program_id(1)
     b = pid_bh // H
@@ -63,8 +83,9 @@ def _quant_append_kernel(X, OUT, OSCALE, START,
     t = tb * BLOCK_T + tl.arange(0, BLOCK_T)
     d = tl.arange(0, BLOCK_D)
     mask = (t[:, None] < T) & (d[None, :] < D)
-    x = tl.load(X + b * stride_xb + h * stride_xh + t[:, None] * stride_xt + d[None, :], mask=mask,
-                other=0.0).to(tl.float32)
+    x = tl.load(X + b * stride_xb + h * stride_xh + t[:, None] * stride_xt + d[None, :], mask=mask, other=0.0).to(
+        tl.float32
+    )
     amax = tl.max(tl.abs(x), axis=1)
     scale = tl.where(amax > 0, amax / qmax, 1.0)
     y = x / scale[:, None]
@@ -83,9 +104,16 @@ def _quant_append_kernel(X, OUT, OSCALE, START,
     tl.store(OSCALE + b * stride_sb + h * stride_sh + slot, scale, mask=(t < T) & inside)
 
 
-def quantize_kv(x: torch.Tensor, fmt: str = "int8", *, out: torch.Tensor | None = None,
-                out_scale: torch.Tensor | None = None, start: torch.Tensor | int | None = None,
-                impl: str = "auto", validate: bool | None = None):
+def quantize_kv(
+    x: torch.Tensor,
+    fmt: str = "int8",
+    *,
+    out: torch.Tensor | None = None,
+    out_scale: torch.Tensor | None = None,
+    start: torch.Tensor | int | None = None,
+    impl: str = "auto",
+    validate: bool | None = None,
+):
     """Quantise ``x [B, H, T, D]``; with ``out [B, H, Cap, D]`` / ``out_scale [B, H, Cap]`` write the T tokens of
     row (b, h) at slots ``start[b, h] .. start[b, h] + T - 1`` (``start``: int, [B] or [B, H]) and return
     ``(out, out_scale)``; otherwise return new ``(x_q, scale)``."""
@@ -111,7 +139,7 @@ def quantize_kv(x: torch.Tensor, fmt: str = "int8", *, out: torch.Tensor | None 
     if T == 0:
         return out, out_scale
     if resolve_impl(impl, x.device) == "naive":
-        xq, sc = quantize_kv_naive(x, fmt)
+        xq, sc = naive_quantize_kv(x, fmt)
         slots = start_t[..., None] + torch.arange(T, device=x.device)  # [B, H, T]
         raw = torch.uint8 if fmt == "fp8_e4m3" else torch.int8  # CPU scatter has no fp8 kernel: move bytes
         out.view(raw).scatter_(2, slots[..., None].expand(B, H, T, D), xq.view(raw))
@@ -124,9 +152,24 @@ def quantize_kv(x: torch.Tensor, fmt: str = "int8", *, out: torch.Tensor | None 
     BLOCK_T = 16
     _quant_append_kernel.launch(
         (B * H, -(-T // BLOCK_T)),
-        x, out, out_scale, start_t.to(torch.int32),
-        x.stride(0), x.stride(1), x.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        out_scale.stride(0), out_scale.stride(1), H, T, D, out.shape[2], qmax,
-        device=x.device, meta=dict(INT8=(fmt == "int8"), BLOCK_T=BLOCK_T, BLOCK_D=next_power_of_2(D)),
+        x,
+        out,
+        out_scale,
+        start_t.to(torch.int32),
+        x.stride(0),
+        x.stride(1),
+        x.stride(2),
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        out_scale.stride(0),
+        out_scale.stride(1),
+        H,
+        T,
+        D,
+        out.shape[2],
+        qmax,
+        device=x.device,
+        meta=dict(INT8=(fmt == "int8"), BLOCK_T=BLOCK_T, BLOCK_D=next_power_of_2(D)),
     )
     return out, out_scale

@@ -1,4 +1,4 @@
-"""Weight quantisation GEMMs (spec 18, DECODE-B): INT8 weight-only (gpt-fast style) and FP8-E4M3 W8A8.
+"""Weight quantisation GEMMs INT8 weight-only (gpt-fast style) and FP8-E4M3 W8A8.
 
 * INT8 weight-only: symmetric per output channel, ``s_n = max|W_n| / 127``, ``W_q = clamp(round(W / s), -128, 127)``;
   ``y = (x @ W_q^T) * s``. The Triton kernel loads int8 tiles, converts them in the K loop, multiply-accumulates
@@ -12,9 +12,11 @@
   shapes; otherwise (and for ``impl="naive"``) a dequantise + fp32 matmul fallback with identical maths.
   Deviations from the spec: no Triton FP8 kernel for pre-SM89 GPUs (the fallback dequantises instead); the spec's
   "fp8 GEMM rel. err <= 3e-2 vs fp32" is not reachable with Gaussian operands -- E4M3 rounding of both operands gives
-  ~3.8e-2 -- so tests assert 5e-2 vs fp32 and exact agreement with the dequantised reference. The int8 GEMM is autotuned on CUDA (tile sizes, warps, stages; key:
+  ~3.8e-2 -- so tests assert 5e-2 vs fp32 and exact agreement with the dequantised reference. The int8 GEMM is
+  autotuned on CUDA (tile sizes, warps, stages; key:
   the bucketed M, N, K).
 """
+
 from __future__ import annotations
 
 import torch
@@ -90,9 +92,19 @@ def quantize_fp8_rowwise(x: torch.Tensor, *, impl: str = "auto"):
     x_q = torch.empty(R, C, dtype=FP8_DTYPE if on_cuda else torch.float32, device=x.device)
     scale = torch.empty(R, dtype=torch.float32, device=x.device)
     if R:
-        _quantize_rows_fp8_kernel.launch((R,), x, x_q, scale, C, x.stride(0), x_q.stride(0), FP8_MAX, _TINY,
-                                         device=x.device,
-                                         meta=dict(BLOCK_C=min(4096, max(16, triton.next_power_of_2(C)))))
+        _quantize_rows_fp8_kernel.launch(
+            (R,),
+            x,
+            x_q,
+            scale,
+            C,
+            x.stride(0),
+            x_q.stride(0),
+            FP8_MAX,
+            _TINY,
+            device=x.device,
+            meta=dict(BLOCK_C=min(4096, max(16, triton.next_power_of_2(C)))),
+        )
     return (x_q if on_cuda else x_q.to(FP8_DTYPE)), scale
 
 
@@ -117,16 +129,40 @@ def naive_int8_weight_only_matmul(x, w_q, scale, bias=None):
 
 def int8_gemm_configs():
     """Autotuning space of the int8 weight-only GEMM (BLOCK_M x BLOCK_N x BLOCK_K, warps, stages)."""
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
-            for bm, bn, bk, w, st in [(16, 64, 128, 4, 4), (16, 128, 64, 4, 4), (32, 64, 64, 4, 3),
-                                      (64, 64, 64, 4, 3), (64, 128, 64, 8, 3), (128, 128, 64, 8, 3),
-                                      (128, 256, 64, 8, 3)]]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
+        for bm, bn, bk, w, st in [
+            (16, 64, 128, 4, 4),
+            (16, 128, 64, 4, 4),
+            (32, 64, 64, 4, 3),
+            (64, 64, 64, 4, 3),
+            (64, 128, 64, 8, 3),
+            (128, 128, 64, 8, 3),
+            (128, 256, 64, 8, 3),
+        ]
+    ]
 
 
 @kernel(configs_fn=int8_gemm_configs, key=["M_BUCKET", "N", "K"])
-def _int8_gemm_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym, M_BUCKET,
-                      HAS_BIAS: tl.constexpr, DOT_FP32: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _int8_gemm_kernel(
+    x_ptr,
+    w_ptr,
+    s_ptr,
+    b_ptr,
+    y_ptr,
+    M,
+    N,
+    K,
+    stride_xm,
+    stride_wn,
+    stride_ym,
+    M_BUCKET,
+    HAS_BIAS: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -135,24 +171,30 @@ def _int8_gemm_kernel(x_ptr, w_ptr, s_ptr, b_ptr, y_ptr, M, N, K, stride_xm, str
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
-        a = tl.load(x_ptr + offs_m[:, None] * stride_xm + kk[None, :],
-                    mask=(offs_m[:, None] < M) & (kk[None, :] < K), other=0.0)
-        w = tl.load(w_ptr + offs_n[None, :] * stride_wn + kk[:, None],
-                    mask=(offs_n[None, :] < N) & (kk[:, None] < K), other=0)          # [BLOCK_K, BLOCK_N] int8
+        a = tl.load(
+            x_ptr + offs_m[:, None] * stride_xm + kk[None, :], mask=(offs_m[:, None] < M) & (kk[None, :] < K), other=0.0
+        )
+        w = tl.load(
+            w_ptr + offs_n[None, :] * stride_wn + kk[:, None], mask=(offs_n[None, :] < N) & (kk[:, None] < K), other=0
+        )  # [BLOCK_K, BLOCK_N] int8
         if DOT_FP32:
             acc += tl.dot(a.to(tl.float32), w.to(tl.float32))
-        else:   # fp16/bf16 activations: int8 -> activation dtype is exact for |w| <= 128
+        else:  # fp16/bf16 activations: int8 -> activation dtype is exact for |w| <= 128
             acc += tl.dot(a, w.to(a.dtype))
     s = tl.load(s_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)
     acc = acc * s[None, :]
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
-    tl.store(y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :], acc.to(y_ptr.dtype.element_ty),
-             mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+    tl.store(
+        y_ptr + offs_m[:, None] * stride_ym + offs_n[None, :],
+        acc.to(y_ptr.dtype.element_ty),
+        mask=(offs_m[:, None] < M) & (offs_n[None, :] < N),
+    )
 
 
-def triton_int8_weight_only_matmul(x, w_q, scale, bias=None, *, block_m=None, block_n=None, block_k=None,
-                                   num_warps=4, num_stages=None):
+def triton_int8_weight_only_matmul(
+    x, w_q, scale, bias=None, *, block_m=None, block_n=None, block_k=None, num_warps=4, num_stages=None
+):
     """Autotuned on CUDA unless a tile is forced (``block_m/n/k``); the interpreter uses the forced or the default
     tile (M <= 16: 16 x 64 x 64, else 64 x 64 x 64)."""
     _check_gemm(x, w_q, scale, torch.int8)
@@ -169,17 +211,34 @@ def triton_int8_weight_only_matmul(x, w_q, scale, bias=None, *, block_m=None, bl
     dot_fp32 = x.dtype == torch.float32 or x.device.type == "cpu"
     meta = dict(HAS_BIAS=bias is not None, DOT_FP32=dot_fp32)
     if autotune:
+
         def grid(META):
             return (triton.cdiv(M, META["BLOCK_M"]), triton.cdiv(N, META["BLOCK_N"]))
+
         extra = {}
     else:
         meta.update(BLOCK_M=block_m or (16 if M <= 16 else 64), BLOCK_N=block_n or 64, BLOCK_K=block_k or 64)
         grid = (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]))
         extra = {"num_warps": num_warps} if num_stages is None else {"num_warps": num_warps, "num_stages": num_stages}
-    _int8_gemm_kernel.launch(grid, x2, w_q, scale.float().contiguous(),
-                             bias.contiguous() if bias is not None else scale, y, M, N, K,
-                             x2.stride(0), w_q.stride(0), y.stride(0), min(triton.next_power_of_2(M), 4096),
-                             device=x.device, meta=meta, autotune=autotune, **extra)
+    _int8_gemm_kernel.launch(
+        grid,
+        x2,
+        w_q,
+        scale.float().contiguous(),
+        bias.contiguous() if bias is not None else scale,
+        y,
+        M,
+        N,
+        K,
+        x2.stride(0),
+        w_q.stride(0),
+        y.stride(0),
+        min(triton.next_power_of_2(M), 4096),
+        device=x.device,
+        meta=meta,
+        autotune=autotune,
+        **extra,
+    )
     return y.reshape(*lead, N)
 
 
@@ -201,8 +260,7 @@ def naive_fp8_matmul(x_q, x_scale, w_q, w_scale, bias=None, out_dtype=torch.floa
 
 
 def scaled_mm_supported(device: torch.device) -> bool:
-    return (device.type == "cuda" and hasattr(torch, "_scaled_mm")
-            and torch.cuda.get_device_capability(device) >= (8, 9))
+    return device.type == "cuda" and hasattr(torch, "_scaled_mm") and torch.cuda.get_device_capability(device) >= (8, 9)
 
 
 def fp8_linear(x, w_q, w_scale, bias=None, *, impl: str = "auto"):
@@ -216,11 +274,16 @@ def fp8_linear(x, w_q, w_scale, bias=None, *, impl: str = "auto"):
     if path == "torch" and scaled_mm_supported(x.device) and x2.shape[-1] % 16 == 0 and w_q.shape[0] % 16 == 0:
         _check_gemm(x_q, w_q, w_scale, FP8_DTYPE)
         try:
-            y = torch._scaled_mm(x_q, w_q.t(), scale_a=x_scale[:, None].contiguous(),
-                                 scale_b=w_scale.float()[None, :].contiguous(), out_dtype=torch.bfloat16)
+            y = torch._scaled_mm(
+                x_q,
+                w_q.t(),
+                scale_a=x_scale[:, None].contiguous(),
+                scale_b=w_scale.float()[None, :].contiguous(),
+                out_dtype=torch.bfloat16,
+            )
             if bias is not None:  # (no bias: no extra elementwise launches on the decode path)
                 y = y.float() + bias.float()
-        except (RuntimeError, TypeError):   # row-wise scaling unsupported on this build/arch: fall back
+        except (RuntimeError, TypeError):  # row-wise scaling unsupported on this build/arch: fall back
             y = None
     if y is None:
         y = naive_fp8_matmul(x_q, x_scale, w_q, w_scale, bias)

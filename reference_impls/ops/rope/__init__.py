@@ -24,6 +24,7 @@ are computed in fp32 whatever the input dtype (as Hugging Face does).
 
 Identity: position 0 rotates by angle 0, so ``rope(x, 0) == x`` exactly.
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,8 +49,9 @@ def _check(x, positions):
     try:
         torch.broadcast_shapes(positions.shape, x.shape[:-1])
     except RuntimeError:
-        raise ValueError(f"positions {tuple(positions.shape)} do not broadcast to x.shape[:-1] = "
-                         f"{tuple(x.shape[:-1])}") from None
+        raise ValueError(
+            f"positions {tuple(positions.shape)} do not broadcast to x.shape[:-1] = {tuple(x.shape[:-1])}"
+        ) from None
     return positions
 
 
@@ -78,7 +80,7 @@ def rope(x: torch.Tensor, positions, base: float = 10000.0, layout: str = "inter
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     positions = _check(x, positions)
-    angle = positions.to(torch.float32)[..., None] * rope_inv_freq(x.shape[-1], base, x.device)   # [..., L, D/2]
+    angle = positions.to(torch.float32)[..., None] * rope_inv_freq(x.shape[-1], base, x.device)  # [..., L, D/2]
     cos, sin = angle.cos(), angle.sin()
     xf = x.to(torch.float32)
     if layout == "interleaved":

@@ -12,7 +12,7 @@ the selected query rows, recomputes ``p = exp(s - lse)`` and sums columns in reg
 per key block, deterministic, no atomics). ``attn_mask`` always runs the naive path. The Triton path reads no
 tensor value on the host unless ``validate`` asks for the ``kv_lengths`` range check (default: on CPU tensors
 only, see ``reference_impls.ops._triton.check_values``); the kernels clamp lengths to ``[0, Lk]``.
-Deviation from the design note: no ``score_k_range`` argument (slice ``colsum`` instead).
+No ``score_k_range`` argument: slice ``colsum`` instead.
 
 IO-aware attention: pass 1 is FlashAttention-2's forward (Dao, arXiv 2307.08691; FlashAttention, Dao et al.,
 arXiv 2205.14135): the output is computed tile by tile with an online softmax (running max and sum, base 2), the
@@ -23,20 +23,32 @@ only (no backward pass); scores are exposed through the separate column-sum pass
 of the CUDA kernel's warp-level tiling. The naive path is the specification it is tested against
 (``tests/reference_impls/test_ops_scored_attention.py``).
 """
+
 from __future__ import annotations
 
 import torch
 
-from .._triton import check_values, resolve_impl
-from ._checks import check_scored_attention_args
-from .naive import allowed_keys, scored_attention_naive
+from reference_impls.ops._triton import check_values, resolve_impl
+from reference_impls.ops.scored_attention._checks import check_scored_attention_args
+from reference_impls.ops.scored_attention.naive import allowed_keys, naive_scored_attention
 
-__all__ = ["scored_attention", "colsum_to_kv_heads", "scored_attention_naive", "allowed_keys"]
+__all__ = ["scored_attention", "colsum_to_kv_heads", "naive_scored_attention", "allowed_keys"]
 
 
-
-def scored_attention(q, k, v, *, causal=True, scale=None, kv_lengths=None, score_q_mask=None,
-                     score_q_range=None, attn_mask=None, impl="auto", validate=None):
+def scored_attention(
+    q,
+    k,
+    v,
+    *,
+    causal=True,
+    scale=None,
+    kv_lengths=None,
+    score_q_mask=None,
+    score_q_range=None,
+    attn_mask=None,
+    impl="auto",
+    validate=None,
+):
     """Attention ``o``, its log-sum-exp ``lse`` and the column sums of the selected rows' probabilities.
 
     Args:
@@ -56,16 +68,33 @@ def scored_attention(q, k, v, *, causal=True, scale=None, kv_lengths=None, score
         see no key give ``o = 0``, ``lse = -inf`` and contribute nothing to ``colsum``.
     """
     scale, kv_len, sel = check_scored_attention_args(
-        q, k, v, scale=scale, kv_lengths=kv_lengths, score_q_mask=score_q_mask,
-        score_q_range=score_q_range, attn_mask=attn_mask, values=check_values(validate, kv_lengths))
+        q,
+        k,
+        v,
+        scale=scale,
+        kv_lengths=kv_lengths,
+        score_q_mask=score_q_mask,
+        score_q_range=score_q_range,
+        attn_mask=attn_mask,
+        values=check_values(validate, kv_lengths),
+    )
     path = resolve_impl(impl, q.device)
     if path == "naive" or attn_mask is not None:
-        return scored_attention_naive(q, k, v, causal=causal, scale=scale, kv_lengths=kv_len,
-                                      score_q_mask=sel, attn_mask=attn_mask)
-    from .triton_kernel import scored_attention_triton
+        return naive_scored_attention(
+            q, k, v, causal=causal, scale=scale, kv_lengths=kv_len, score_q_mask=sel, attn_mask=attn_mask
+        )
+    from reference_impls.ops.scored_attention.triton_kernel import triton_scored_attention
 
-    return scored_attention_triton(q, k, v, causal=causal, scale=scale, kv_lengths=kv_len, score_q_mask=sel,
-                                   score_q_range=None if score_q_range is None else tuple(int(x) for x in score_q_range))
+    return triton_scored_attention(
+        q,
+        k,
+        v,
+        causal=causal,
+        scale=scale,
+        kv_lengths=kv_len,
+        score_q_mask=sel,
+        score_q_range=None if score_q_range is None else tuple(int(x) for x in score_q_range),
+    )
 
 
 def colsum_to_kv_heads(colsum: torch.Tensor, n_kv_heads: int, reduce: str = "mean") -> torch.Tensor:

@@ -1,4 +1,5 @@
 """Argument validation and normalisation for :func:`scored_attention` (shared by all paths)."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,9 @@ import torch
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def check_scored_attention_args(q, k, v, *, scale, kv_lengths, score_q_mask, score_q_range, attn_mask,
-                                values: bool = True):
+def check_scored_attention_args(
+    q, k, v, *, scale, kv_lengths, score_q_mask, score_q_range, attn_mask, values: bool = True
+):
     """Validate arguments; return ``(scale, kv_lengths [B,Hkv] int64 or None, score_q_mask [B,Lq] or None)``.
 
     ``score_q_range`` is turned into an equivalent ``score_q_mask``. The range of the ``kv_lengths`` values is
@@ -39,12 +41,18 @@ def check_scored_attention_args(q, k, v, *, scale, kv_lengths, score_q_mask, sco
         raise ValueError(f"scale must be finite, got {scale}")
 
     if kv_lengths is not None:
-        if not isinstance(kv_lengths, torch.Tensor) or kv_lengths.dtype.is_floating_point or kv_lengths.dtype == torch.bool:
+        if (
+            not isinstance(kv_lengths, torch.Tensor)
+            or kv_lengths.dtype.is_floating_point
+            or kv_lengths.dtype == torch.bool
+        ):
             raise ValueError("kv_lengths must be an integer tensor of shape [B] or [B, Hkv]")
         if kv_lengths.shape == (B,):
             kv_lengths = kv_lengths[:, None].expand(B, Hkv)
         elif kv_lengths.shape != (B, Hkv):
-            raise ValueError(f"kv_lengths must have shape [B]=({B},) or [B, Hkv]=({B}, {Hkv}), got {tuple(kv_lengths.shape)}")
+            raise ValueError(
+                f"kv_lengths must have shape [B]=({B},) or [B, Hkv]=({B}, {Hkv}), got {tuple(kv_lengths.shape)}"
+            )
         kv_lengths = kv_lengths.to(device=q.device, dtype=torch.int64)
         if values and kv_lengths.numel() and (int(kv_lengths.min()) < 0 or int(kv_lengths.max()) > Lk):
             raise ValueError(f"kv_lengths must lie in [0, Lk={Lk}]")
@@ -70,8 +78,14 @@ def check_scored_attention_args(q, k, v, *, scale, kv_lengths, score_q_mask, sco
     if attn_mask is not None:
         if not isinstance(attn_mask, torch.Tensor) or attn_mask.dtype != torch.bool:
             raise ValueError("attn_mask must be a bool tensor [B, 1 or Hq, Lq, Lk] (True = may attend)")
-        if attn_mask.dim() != 4 or attn_mask.shape[0] != B or attn_mask.shape[1] not in (1, Hq) \
-                or attn_mask.shape[2:] != (Lq, Lk):
-            raise ValueError(f"attn_mask must have shape [B, 1 or Hq, Lq, Lk]=({B}, 1|{Hq}, {Lq}, {Lk}), "
-                             f"got {tuple(attn_mask.shape)}")
+        if (
+            attn_mask.dim() != 4
+            or attn_mask.shape[0] != B
+            or attn_mask.shape[1] not in (1, Hq)
+            or attn_mask.shape[2:] != (Lq, Lk)
+        ):
+            raise ValueError(
+                f"attn_mask must have shape [B, 1 or Hq, Lq, Lk]=({B}, 1|{Hq}, {Lq}, {Lk}), "
+                f"got {tuple(attn_mask.shape)}"
+            )
     return scale, kv_lengths, score_q_mask

@@ -1,11 +1,13 @@
 """Readable specification of scored attention (pure PyTorch, fp32 math, materialises Lq x Lk)."""
+
 from __future__ import annotations
 
 import torch
 
 
-def allowed_keys(B: int, Hq: int, Lq: int, Lk: int, n_kv_heads: int, *, causal: bool, kv_lengths=None,
-                 attn_mask=None, device=None) -> torch.Tensor:
+def allowed_keys(
+    B: int, Hq: int, Lq: int, Lk: int, n_kv_heads: int, *, causal: bool, kv_lengths=None, attn_mask=None, device=None
+) -> torch.Tensor:
     """Bool ``[B, Hq, Lq, Lk]``: may query ``i`` of head ``h`` attend to key ``j``?
 
     Key ``j`` is valid when ``j < kv_len[b, h // G]`` (``kv_len = Lk`` without ``kv_lengths``).
@@ -28,7 +30,7 @@ def allowed_keys(B: int, Hq: int, Lq: int, Lk: int, n_kv_heads: int, *, causal: 
     return allowed
 
 
-def scored_attention_naive(q, k, v, *, causal=True, scale, kv_lengths=None, score_q_mask=None, attn_mask=None):
+def naive_scored_attention(q, k, v, *, causal=True, scale, kv_lengths=None, score_q_mask=None, attn_mask=None):
     """Eager attention that also sums softmax probabilities of the selected query rows per key.
 
     Arguments are already validated (see ``_checks``). Rows with no visible key give ``o = 0`` and
@@ -39,8 +41,9 @@ def scored_attention_naive(q, k, v, *, causal=True, scale, kv_lengths=None, scor
     G = Hq // Hkv
     qf, kf, vf = q.float(), k.float().repeat_interleave(G, dim=1), v.float().repeat_interleave(G, dim=1)
     s = torch.matmul(qf, kf.transpose(-1, -2)) * scale  # [B, Hq, Lq, Lk]
-    allowed = allowed_keys(B, Hq, Lq, Lk, Hkv, causal=causal, kv_lengths=kv_lengths, attn_mask=attn_mask,
-                           device=q.device)
+    allowed = allowed_keys(
+        B, Hq, Lq, Lk, Hkv, causal=causal, kv_lengths=kv_lengths, attn_mask=attn_mask, device=q.device
+    )
     s = s.masked_fill(~allowed, float("-inf"))
     lse = torch.logsumexp(s, dim=-1)  # -inf for rows with no visible key
     p = torch.exp(s - lse.masked_fill(torch.isinf(lse), 0.0)[..., None])  # exp(-inf) = 0 on masked keys

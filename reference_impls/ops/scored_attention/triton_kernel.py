@@ -12,27 +12,37 @@ loops over the *selected* query rows only (a compact per-batch row list), recomp
 a deterministic result. Cost ``O(|Qsel| * Lk * D)``; with causal masking, row blocks that end before the
 key block are skipped (about half the work when every query is selected, as in H2O prefill).
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-from .._triton import kernel, next_power_of_2, sm_count
+from reference_impls.ops._triton import kernel, next_power_of_2, sm_count
 
 LOG2E = 1.4426950408889634
 
 
 def _attn_fwd_configs():
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm, bn, w, s in [(16, 64, 4, 2), (64, 32, 4, 2), (64, 64, 4, 3), (128, 32, 4, 2),
-                                 (128, 64, 8, 3), (128, 128, 8, 2)]]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+        for bm, bn, w, s in [
+            (16, 64, 4, 2),
+            (64, 32, 4, 2),
+            (64, 64, 4, 3),
+            (128, 32, 4, 2),
+            (128, 64, 8, 3),
+            (128, 128, 8, 2),
+        ]
+    ]
 
 
 def _colsum_configs():
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=2)
-            for bm, bn, w in [(16, 64, 4), (16, 128, 4), (32, 64, 4), (64, 64, 4), (64, 128, 8)]]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=2)
+        for bm, bn, w in [(16, 64, 4), (16, 128, 4), (32, 64, 4), (64, 64, 4), (64, 128, 8)]
+    ]
 
 
 @triton.jit
@@ -48,10 +58,30 @@ def _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb, Lk):
 
 
 @triton.jit
-def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                    offs_d, d_valid, query_pos, kv_len, lo, hi, qk_scale_log2,
-                    MASKED: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
-                    BLOCK_N: tl.constexpr):
+def _attn_fwd_inner(
+    acc,
+    l_i,
+    m_i,
+    q,
+    k_base,
+    v_base,
+    stride_kn,
+    stride_kd,
+    stride_vn,
+    stride_vd,
+    offs_d,
+    d_valid,
+    query_pos,
+    kv_len,
+    lo,
+    hi,
+    qk_scale_log2,
+    MASKED: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     """Online-softmax update over key blocks ``[lo, hi)``; ``MASKED`` blocks apply the length/causal masks."""
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
@@ -85,15 +115,50 @@ def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stri
 
 
 @kernel(configs_fn=_attn_fwd_configs, key=["LQ_BUCKET", "LK_BUCKET", "BLOCK_D", "CAUSAL", "DOT_PREC"])
-def _attn_fwd_kernel(Q, K, V, O, LSE, KV_LEN,
-                     stride_qb, stride_qh, stride_qm, stride_qd,
-                     stride_kb, stride_kh, stride_kn, stride_kd,
-                     stride_vb, stride_vh, stride_vn, stride_vd,
-                     stride_os, stride_ob, stride_oh, stride_om, stride_od,
-                     stride_lses, stride_lseb, stride_lseh, stride_lenb,
-                     Hq, G, Lq, Lk, D, qk_scale_log2, SPLIT_LEN, LQ_BUCKET, LK_BUCKET,
-                     CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _attn_fwd_kernel(
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    KV_LEN,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_os,
+    stride_ob,
+    stride_oh,
+    stride_om,
+    stride_od,
+    stride_lses,
+    stride_lseb,
+    stride_lseh,
+    stride_lenb,
+    Hq,
+    G,
+    Lq,
+    Lk,
+    D,
+    qk_scale_log2,
+    SPLIT_LEN,
+    LQ_BUCKET,
+    LK_BUCKET,
+    CAUSAL: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     split = tl.program_id(2)  # key range [split * SPLIT_LEN, (split + 1) * SPLIT_LEN) (split-K for few queries)
@@ -103,8 +168,11 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, KV_LEN,
     offs_d = tl.arange(0, BLOCK_D)
     m_valid = offs_m < Lq
     d_valid = offs_d < D
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                mask=m_valid[:, None] & d_valid[None, :], other=0.0)
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+        mask=m_valid[:, None] & d_valid[None, :],
+        other=0.0,
+    )
     query_pos = kv_len - Lq + offs_m  # bottom-right causal alignment
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -123,30 +191,109 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, KV_LEN,
     mid = tl.maximum(tl.minimum(full_end, hi), lo)
     k_base = K + b * stride_kb + hk * stride_kh
     v_base = V + b * stride_vb + hk * stride_vh
-    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                                    offs_d, d_valid, query_pos, kv_len, lo, mid, qk_scale_log2,
-                                    False, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
-    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                                    offs_d, d_valid, query_pos, kv_len, mid, hi, qk_scale_log2,
-                                    True, CAUSAL, EVEN_D, DOT_PREC, BLOCK_N)
+    acc, l_i, m_i = _attn_fwd_inner(
+        acc,
+        l_i,
+        m_i,
+        q,
+        k_base,
+        v_base,
+        stride_kn,
+        stride_kd,
+        stride_vn,
+        stride_vd,
+        offs_d,
+        d_valid,
+        query_pos,
+        kv_len,
+        lo,
+        mid,
+        qk_scale_log2,
+        False,
+        CAUSAL,
+        EVEN_D,
+        DOT_PREC,
+        BLOCK_N,
+    )
+    acc, l_i, m_i = _attn_fwd_inner(
+        acc,
+        l_i,
+        m_i,
+        q,
+        k_base,
+        v_base,
+        stride_kn,
+        stride_kd,
+        stride_vn,
+        stride_vd,
+        offs_d,
+        d_valid,
+        query_pos,
+        kv_len,
+        mid,
+        hi,
+        qk_scale_log2,
+        True,
+        CAUSAL,
+        EVEN_D,
+        DOT_PREC,
+        BLOCK_N,
+    )
 
     seen = l_i > 0.0
     l_safe = tl.where(seen, l_i, 1.0)
     o = acc / l_safe[:, None]
-    tl.store(O + split * stride_os + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om
-             + offs_d[None, :] * stride_od, o.to(O.dtype.element_ty), mask=m_valid[:, None] & d_valid[None, :])
+    tl.store(
+        O
+        + split * stride_os
+        + b * stride_ob
+        + h * stride_oh
+        + offs_m[:, None] * stride_om
+        + offs_d[None, :] * stride_od,
+        o.to(O.dtype.element_ty),
+        mask=m_valid[:, None] & d_valid[None, :],
+    )
     lse = tl.where(seen, (m_i + tl.log2(l_safe)) / 1.4426950408889634, float("-inf"))
     tl.store(LSE + split * stride_lses + b * stride_lseb + h * stride_lseh + offs_m, lse, mask=m_valid)
 
 
 @kernel(configs_fn=_colsum_configs, key=["LQ_BUCKET", "LK_BUCKET", "BLOCK_D", "CAUSAL", "DOT_PREC"])
-def _colsum_kernel(Q, K, LSE, COLSUM, KV_LEN, SEL_IDX, SEL_CNT,
-                   stride_qb, stride_qh, stride_qm, stride_qd,
-                   stride_kb, stride_kh, stride_kn, stride_kd,
-                   stride_lseb, stride_lseh, stride_cb, stride_ch, stride_lenb, stride_selb,
-                   Hq, G, Lq, Lk, D, qk_scale_log2, LQ_BUCKET, LK_BUCKET,
-                   CAUSAL: tl.constexpr, BLOCK_D: tl.constexpr, DOT_PREC: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _colsum_kernel(
+    Q,
+    K,
+    LSE,
+    COLSUM,
+    KV_LEN,
+    SEL_IDX,
+    SEL_CNT,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_lseb,
+    stride_lseh,
+    stride_cb,
+    stride_ch,
+    stride_lenb,
+    stride_selb,
+    Hq,
+    G,
+    Lq,
+    Lk,
+    D,
+    qk_scale_log2,
+    LQ_BUCKET,
+    LK_BUCKET,
+    CAUSAL: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b, h, hk, kv_len = _batch_head(pid_bh, Hq, G, KV_LEN, stride_lenb, Lk)
@@ -156,8 +303,11 @@ def _colsum_kernel(Q, K, LSE, COLSUM, KV_LEN, SEL_IDX, SEL_CNT,
     offs_s0 = tl.arange(0, BLOCK_M)
     n_valid = offs_n < kv_len
     d_valid = offs_d < D
-    kt = tl.load(K + b * stride_kb + hk * stride_kh + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                 mask=n_valid[None, :] & d_valid[:, None], other=0.0)  # [BLOCK_D, BLOCK_N], loaded once
+    kt = tl.load(
+        K + b * stride_kb + hk * stride_kh + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+        mask=n_valid[None, :] & d_valid[:, None],
+        other=0.0,
+    )  # [BLOCK_D, BLOCK_N], loaded once
     n_sel = tl.load(SEL_CNT + b)
     n_sel = tl.where(pid_n * BLOCK_N < kv_len, n_sel, 0)  # key block entirely in the padding: nothing to do
     acc = tl.zeros([BLOCK_N], tl.float32)
@@ -170,8 +320,11 @@ def _colsum_kernel(Q, K, LSE, COLSUM, KV_LEN, SEL_IDX, SEL_CNT,
             last_row = tl.max(tl.where(s_valid, rows, -1), 0)
             active = kv_len - Lq + last_row >= pid_n * BLOCK_N
         if active:
-            q = tl.load(Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                        mask=s_valid[:, None] & d_valid[None, :], other=0.0)
+            q = tl.load(
+                Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=s_valid[:, None] & d_valid[None, :],
+                other=0.0,
+            )
             lse = tl.load(LSE + b * stride_lseb + h * stride_lseh + rows, mask=s_valid, other=float("-inf"))
             row_ok = s_valid & (lse > float("-inf"))
             lse2 = tl.where(row_ok, lse * 1.4426950408889634, 0.0)
@@ -210,9 +363,25 @@ def choose_num_splits(B: int, Hq: int, Lq: int, Lk: int, device: torch.device) -
 
 
 @kernel()
-def _combine_kernel(OP, LSEP, O, LSE, n_splits, R, Hq, Lq, D,
-                    stride_ob, stride_oh, stride_om, stride_od, stride_lb, stride_lh,
-                    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
+def _combine_kernel(
+    OP,
+    LSEP,
+    O,
+    LSE,
+    n_splits,
+    R,
+    Hq,
+    Lq,
+    D,
+    stride_ob,
+    stride_oh,
+    stride_om,
+    stride_od,
+    stride_lb,
+    stride_lh,
+    BLOCK_S: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     """One program per query row r of ``[B, Hq, Lq]``: ``lse = logsumexp_s lse_s``, ``o = sum_s exp(lse_s - lse) o_s``
     over the split partials ``OP [n_splits, R, D]`` (normalised per split), ``LSEP [n_splits, R]`` (-inf: empty
     split), ``BLOCK_S`` splits at a time with a running max. Rows no split saw: o = 0, lse = -inf."""
@@ -233,15 +402,17 @@ def _combine_kernel(OP, LSEP, O, LSE, n_splits, R, Hq, Lq, D,
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         alpha = tl.exp(m_run - m_safe)
         w = tl.exp(lse_s - m_safe)  # 0 for empty splits
-        o_s = tl.load(OP + (sp.to(tl.int64) * R + r)[:, None] * D + dd[None, :], mask=s_ok[:, None] & d_ok[None, :],
-                      other=0.0)
+        o_s = tl.load(
+            OP + (sp.to(tl.int64) * R + r)[:, None] * D + dd[None, :], mask=s_ok[:, None] & d_ok[None, :], other=0.0
+        )
         w_sum = w_sum * alpha + tl.sum(w, axis=0)
         acc = acc * alpha + tl.sum(o_s * w[:, None], axis=0)
         m_run = m_new
     seen = w_sum > 0.0
     out = tl.where(seen, acc / tl.where(seen, w_sum, 1.0), 0.0)
-    tl.store(O + b * stride_ob + h * stride_oh + m_row * stride_om + dd * stride_od, out.to(O.dtype.element_ty),
-             mask=d_ok)
+    tl.store(
+        O + b * stride_ob + h * stride_oh + m_row * stride_om + dd * stride_od, out.to(O.dtype.element_ty), mask=d_ok
+    )
     lse = tl.where(seen, m_run + tl.log(tl.where(seen, w_sum, 1.0)), float("-inf"))
     tl.store(LSE + b * stride_lb + h * stride_lh + m_row, lse)
 
@@ -254,8 +425,21 @@ def combine_splits(o_part, lse_part, out_dtype):
     return o.to(out_dtype), lse
 
 
-def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask, autotune=True,
-                            meta_fwd=None, meta_colsum=None, num_splits=None, score_q_range=None):
+def triton_scored_attention(
+    q,
+    k,
+    v,
+    *,
+    causal,
+    scale,
+    kv_lengths,
+    score_q_mask,
+    autotune=True,
+    meta_fwd=None,
+    meta_colsum=None,
+    num_splits=None,
+    score_q_range=None,
+):
     """Validated arguments in, ``(o, lse, colsum)`` out (see the public :func:`scored_attention`).
     ``score_q_range (start, stop)``, when the selection is one (``score_q_mask`` must then be its mask), builds the
     row list without a sort.
@@ -267,10 +451,20 @@ def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask,
     """
     if q.device.type == "cpu" and q.dtype == torch.bfloat16:
         # the Triton interpreter computes bf16 arithmetic wrongly: run it in fp32 and round o back
-        o, lse, colsum = scored_attention_triton(q.float(), k.float(), v.float(), causal=causal, scale=scale,
-                                                 kv_lengths=kv_lengths, score_q_mask=score_q_mask,
-                                                 autotune=autotune, meta_fwd=meta_fwd, meta_colsum=meta_colsum,
-                                                 num_splits=num_splits, score_q_range=score_q_range)
+        o, lse, colsum = triton_scored_attention(
+            q.float(),
+            k.float(),
+            v.float(),
+            causal=causal,
+            scale=scale,
+            kv_lengths=kv_lengths,
+            score_q_mask=score_q_mask,
+            autotune=autotune,
+            meta_fwd=meta_fwd,
+            meta_colsum=meta_colsum,
+            num_splits=num_splits,
+            score_q_range=score_q_range,
+        )
         return o.to(q.dtype), lse, colsum
     B, Hq, Lq, D = q.shape
     Hkv, Lk = k.shape[1], k.shape[2]
@@ -312,15 +506,59 @@ def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask,
         split_strides = (o_out.stride(0), lse_out.stride(0))
     o_strides = o_out.stride()[-4:]
     lse_strides = lse_out.stride()[-3:-1]
-    launch(_attn_fwd_kernel, lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq, splits),
-           (q, k, v, o_out, lse_out, kv_len, *q.stride(), *k.stride(), *v.stride(), split_strides[0], *o_strides,
-            split_strides[1], *lse_strides, kv_len.stride(0), Hq, Hq // Hkv, Lq, Lk, D, qk_scale_log2, split_len,
-            *buckets, causal, block_d, block_d == D, prec), meta_fwd, 1)
+    launch(
+        _attn_fwd_kernel,
+        lambda META: (triton.cdiv(Lq, META["BLOCK_M"]), B * Hq, splits),
+        (
+            q,
+            k,
+            v,
+            o_out,
+            lse_out,
+            kv_len,
+            *q.stride(),
+            *k.stride(),
+            *v.stride(),
+            split_strides[0],
+            *o_strides,
+            split_strides[1],
+            *lse_strides,
+            kv_len.stride(0),
+            Hq,
+            Hq // Hkv,
+            Lq,
+            Lk,
+            D,
+            qk_scale_log2,
+            split_len,
+            *buckets,
+            causal,
+            block_d,
+            block_d == D,
+            prec,
+        ),
+        meta_fwd,
+        1,
+    )
     if splits > 1:
         R = B * Hq * Lq
-        _combine_kernel.launch((R,), o_out, lse_out, o, lse, splits, R, Hq, Lq, D, *o.stride(), lse.stride(0),
-                               lse.stride(1), device=dev,
-                               meta=dict(BLOCK_S=min(16, next_power_of_2(splits)), BLOCK_D=block_d))
+        _combine_kernel.launch(
+            (R,),
+            o_out,
+            lse_out,
+            o,
+            lse,
+            splits,
+            R,
+            Hq,
+            Lq,
+            D,
+            *o.stride(),
+            lse.stride(0),
+            lse.stride(1),
+            device=dev,
+            meta=dict(BLOCK_S=min(16, next_power_of_2(splits)), BLOCK_D=block_d),
+        )
     if colsum is None:
         return o, lse, colsum
     # compact per-batch list of selected rows (ascending), padded; counts per batch
@@ -332,11 +570,40 @@ def scored_attention_triton(q, k, v, *, causal, scale, kv_lengths, score_q_mask,
         sel = score_q_mask.to(dev)
         sel_idx = torch.argsort((~sel).to(torch.int8), dim=1, stable=True).to(torch.int32).contiguous()
         sel_cnt = sel.sum(dim=1, dtype=torch.int32).contiguous()
-    launch(_colsum_kernel, lambda META: (triton.cdiv(Lk, META["BLOCK_N"]), B * Hq),
-           (q, k, lse, colsum, kv_len, sel_idx, sel_cnt, *q.stride(), *k.stride(), lse.stride(0), lse.stride(1),
-            colsum.stride(0), colsum.stride(1), kv_len.stride(0), sel_idx.stride(0), Hq, Hq // Hkv, Lq, Lk, D,
-            qk_scale_log2, *buckets, causal, block_d, prec), meta_colsum, 2)
+    launch(
+        _colsum_kernel,
+        lambda META: (triton.cdiv(Lk, META["BLOCK_N"]), B * Hq),
+        (
+            q,
+            k,
+            lse,
+            colsum,
+            kv_len,
+            sel_idx,
+            sel_cnt,
+            *q.stride(),
+            *k.stride(),
+            lse.stride(0),
+            lse.stride(1),
+            colsum.stride(0),
+            colsum.stride(1),
+            kv_len.stride(0),
+            sel_idx.stride(0),
+            Hq,
+            Hq // Hkv,
+            Lq,
+            Lk,
+            D,
+            qk_scale_log2,
+            *buckets,
+            causal,
+            block_d,
+            prec,
+        ),
+        meta_colsum,
+        2,
+    )
     return o, lse, colsum
 
 
-__all__ = ["scored_attention_triton", "default_meta", "choose_num_splits", "combine_splits"]
+__all__ = ["triton_scored_attention", "default_meta", "choose_num_splits", "combine_splits"]

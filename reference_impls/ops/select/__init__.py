@@ -16,14 +16,15 @@ length and budget values are checked; by default only on CPU tensors. Unchecked,
 on the host (``select_topk`` with an int ``k`` neither: the output width is ``k``; a tensor ``k`` costs one
 read-back, the width being its largest entry).
 """
+
 from __future__ import annotations
 
 import torch
 
-from .._triton import check_values, resolve_impl
-from ._checks import check_index, check_select_topk_args
-from .naive import gather_tokens_naive, kv_compact_naive, select_topk_naive
-from .vectorized import select_topk_torch
+from reference_impls.ops._triton import check_values, resolve_impl
+from reference_impls.ops.select._checks import check_index, check_select_topk_args
+from reference_impls.ops.select.naive import naive_gather_tokens, naive_kv_compact, naive_select_topk
+from reference_impls.ops.select.vectorized import select_topk_torch
 
 __all__ = ["select_topk", "gather_tokens", "kv_compact"]
 
@@ -47,7 +48,7 @@ def select_topk(scores, k, *, lengths=None, protect_mask=None, impl="auto", vali
     scores, k_t, len_t, protect, k_max = check_select_topk_args(scores, k, lengths, protect_mask, values=values)
     path = resolve_impl(impl, scores.device, optimized="torch")
     if path == "naive":
-        return select_topk_naive(scores, k_t, len_t, protect, k_max)
+        return naive_select_topk(scores, k_t, len_t, protect, k_max)
     return select_topk_torch(scores, k_t, len_t, protect, k_max)
 
 
@@ -63,17 +64,23 @@ def gather_tokens(hidden, idx, position_ids=None, *, impl="auto", validate=None)
     idx = idx.to(hidden.device)
     if position_ids is None:
         position_ids = torch.arange(L, device=hidden.device).expand(B, L)
-    elif not isinstance(position_ids, torch.Tensor) or tuple(position_ids.shape) != (B, L) \
-            or position_ids.dtype.is_floating_point:
+    elif (
+        not isinstance(position_ids, torch.Tensor)
+        or tuple(position_ids.shape) != (B, L)
+        or position_ids.dtype.is_floating_point
+    ):
         raise ValueError(f"position_ids must be an integer tensor [B, L]=({B}, {L})")
     position_ids = position_ids.to(hidden.device)
     if resolve_impl(impl, hidden.device) == "naive":
-        return gather_tokens_naive(hidden, idx, position_ids)
-    from .triton_kernel import gather_rows_triton
+        return naive_gather_tokens(hidden, idx, position_ids)
+    from reference_impls.ops.select.triton_kernel import triton_gather_rows
 
-    out = gather_rows_triton(hidden[:, None], idx[:, None])[:, 0]
-    pos = torch.where(idx >= 0, torch.gather(position_ids, 1, idx.clamp(0, max(L - 1, 0))),
-                      torch.full_like(idx, -1, dtype=position_ids.dtype))
+    out = triton_gather_rows(hidden[:, None], idx[:, None])[:, 0]
+    pos = torch.where(
+        idx >= 0,
+        torch.gather(position_ids, 1, idx.clamp(0, max(L - 1, 0))),
+        torch.full_like(idx, -1, dtype=position_ids.dtype),
+    )
     return out, pos
 
 
@@ -106,17 +113,17 @@ def kv_compact(k, v, idx, *, inplace=False, impl="auto", validate=None):
             raise ValueError("in-place kv_compact needs strictly ascending kept indices")
     path = resolve_impl(impl, k.device)
     if path == "naive":
-        k_out, v_out, new_len = kv_compact_naive(k, v, idx)
+        k_out, v_out, new_len = naive_kv_compact(k, v, idx)
         if not inplace:
             return k_out, v_out, new_len
         k[:, :, :K] = k_out
         v[:, :, :K] = v_out
         return k, v, new_len
-    from .triton_kernel import compact_rows_inplace_triton, gather_rows_triton
+    from reference_impls.ops.select.triton_kernel import triton_compact_rows_inplace, triton_gather_rows
 
     new_len = (idx >= 0).sum(-1)
     if inplace:
-        compact_rows_inplace_triton((k, v), idx)
+        triton_compact_rows_inplace((k, v), idx)
         return k, v, new_len
-    k_out, v_out = gather_rows_triton((k, v), idx)
+    k_out, v_out = triton_gather_rows((k, v), idx)
     return k_out, v_out, new_len

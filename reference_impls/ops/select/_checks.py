@@ -1,4 +1,5 @@
 """Argument validation for the select/gather/compaction ops (shared by all paths)."""
+
 from __future__ import annotations
 
 import numbers
@@ -7,8 +8,12 @@ import torch
 
 
 def _is_int_tensor(t) -> bool:
-    return isinstance(t, torch.Tensor) and not t.dtype.is_floating_point and t.dtype != torch.bool \
+    return (
+        isinstance(t, torch.Tensor)
+        and not t.dtype.is_floating_point
+        and t.dtype != torch.bool
         and not t.dtype.is_complex
+    )
 
 
 def check_select_topk_args(scores, k, lengths, protect_mask, *, values: bool = True):
@@ -61,8 +66,10 @@ def check_select_topk_args(scores, k, lengths, protect_mask, *, values: bool = T
         raise ValueError("k must be non-negative")
     if values and k_t.numel() and bool((k_t > len_t).any()):
         bad = int((k_t - len_t).argmax())
-        raise ValueError(f"k larger than the number of available positions (row {bad}: "
-                         f"k={int(k_t.flatten()[bad])} > length={int(len_t.flatten()[bad])})")
+        raise ValueError(
+            f"k larger than the number of available positions (row {bad}: "
+            f"k={int(k_t.flatten()[bad])} > length={int(len_t.flatten()[bad])})"
+        )
 
     valid = torch.arange(L, device=dev) < len_t[..., None]
     if protect_mask is None:
@@ -76,13 +83,16 @@ def check_select_topk_args(scores, k, lengths, protect_mask, *, values: bool = T
         elif scores.dim() == 3 and protect_mask.shape == (scores.shape[0], L):
             protect = protect_mask[:, None, :].expand(scores.shape)
         else:
-            raise ValueError(f"protect_mask must have shape {tuple(scores.shape)}"
-                             f"{' or [B, L]' if scores.dim() == 3 else ''}, got {tuple(protect_mask.shape)}")
+            raise ValueError(
+                f"protect_mask must have shape {tuple(scores.shape)}"
+                f"{' or [B, L]' if scores.dim() == 3 else ''}, got {tuple(protect_mask.shape)}"
+            )
         if values and bool((protect & ~valid).any()):
             raise ValueError("protect_mask marks positions beyond lengths")
         if values and bool((protect.sum(-1) > k_t).any()):
-            raise ValueError("protect_mask marks more positions than k in some row "
-                             "(protected positions are counted inside k)")
+            raise ValueError(
+                "protect_mask marks more positions than k in some row (protected positions are counted inside k)"
+            )
     return scores, k_t, len_t, protect, k_max
 
 

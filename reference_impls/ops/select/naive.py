@@ -1,10 +1,11 @@
 """Readable specification of ragged top-k selection, token gather and KV compaction (row loops)."""
+
 from __future__ import annotations
 
 import torch
 
 
-def select_topk_naive(scores, k, lengths, protect, k_max: int):
+def naive_select_topk(scores, k, lengths, protect, k_max: int):
     """Per row: keep protected positions, fill up to ``k`` with the best-scoring valid positions
     (ties -> lower index), return indices ascending, ``-1`` padded to ``max k``.
 
@@ -27,7 +28,7 @@ def select_topk_naive(scores, k, lengths, protect, k_max: int):
     return out
 
 
-def gather_tokens_naive(hidden, idx, position_ids):
+def naive_gather_tokens(hidden, idx, position_ids):
     """``hidden [B, L, C]``, ``idx [B, K]`` (-1 = padding) -> ``(hidden [B, K, C], position_ids [B, K])``."""
     B, K = idx.shape
     out = torch.zeros(B, K, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device)
@@ -41,7 +42,7 @@ def gather_tokens_naive(hidden, idx, position_ids):
     return out, pos
 
 
-def kv_compact_naive(k, v, idx):
+def naive_kv_compact(k, v, idx):
     """Out-of-place compaction: ``k, v [B, H, L, D]``, ``idx [B, H, K]`` -> ``(k', v' [B, H, K, D],
     new_lengths [B, H])``; rows where ``idx == -1`` are zero."""
     B, H, K = idx.shape

@@ -19,6 +19,7 @@ Outputs
   sampling:  residual [P, V] fp32 = norm(relu(q - p)) at the first rejected position, or q[D] (bonus) when the
              whole path was accepted; falls back to q when relu(q - p) sums to 0.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,8 +42,9 @@ def check_verify_args(draft_tokens, target, draft_probs, uniforms, greedy, force
         if uniforms.shape != (P, D):
             raise ValueError(f"uniforms must be [P, D] = {(P, D)}, got {tuple(uniforms.shape)}")
     if force_accept is not None and (force_accept.shape != (P, D) or force_accept.dtype != torch.bool):
-        raise ValueError(f"force_accept must be bool [P, D] = {(P, D)}, got {force_accept.dtype} "
-                         f"{tuple(force_accept.shape)}")
+        raise ValueError(
+            f"force_accept must be bool [P, D] = {(P, D)}, got {force_accept.dtype} {tuple(force_accept.shape)}"
+        )
 
 
 def naive_verify_paths(draft_tokens, target, draft_probs=None, uniforms=None, *, greedy: bool, force_accept=None):
@@ -61,7 +63,7 @@ def naive_verify_paths(draft_tokens, target, draft_probs=None, uniforms=None, *,
     ok = ok & valid
     accept_len = ok.long().cumprod(-1).sum(-1)
     rows = torch.arange(P, device=target.device)
-    at = target[rows, accept_len]                                       # [P, V]
+    at = target[rows, accept_len]  # [P, V]
     if greedy:
         return accept_len, at.argmax(-1)
     q = at.float()

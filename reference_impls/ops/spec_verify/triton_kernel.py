@@ -3,6 +3,7 @@ argmax match or rejection ``u * p(x) < q(x)``), the cumulative accepted-prefix l
 (greedy argmax) or residual distribution ``norm(relu(q - p))`` -- no host synchronisation in between.
 Same contract as ``naive.naive_verify_paths``. Plain pointer arithmetic; loads upcast to fp32.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,21 @@ def _row_argmax(row_ptr, V, offs, BLOCK_V: tl.constexpr):
 
 
 @kernel()
-def _spec_verify_kernel(tok_ptr, tgt_ptr, dp_ptr, u_ptr, force_ptr, len_ptr, next_ptr, res_ptr,
-                        D, V, GREEDY: tl.constexpr, HAS_FORCE: tl.constexpr, BLOCK_V: tl.constexpr):
+def _spec_verify_kernel(
+    tok_ptr,
+    tgt_ptr,
+    dp_ptr,
+    u_ptr,
+    force_ptr,
+    len_ptr,
+    next_ptr,
+    res_ptr,
+    D,
+    V,
+    GREEDY: tl.constexpr,
+    HAS_FORCE: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
     pid = tl.program_id(0)
     offs = tl.arange(0, BLOCK_V)
     alive = 1
@@ -58,7 +72,7 @@ def _spec_verify_kernel(tok_ptr, tgt_ptr, dp_ptr, u_ptr, force_ptr, len_ptr, nex
     else:
         has_p = length < D
         prow = (pid * D + tl.where(has_p, length, 0)) * V
-        p_limit = tl.where(has_p, V, 0)          # no draft row after a fully accepted path: p = 0
+        p_limit = tl.where(has_p, V, 0)  # no draft row after a fully accepted path: p = 0
         total = 0.0
         for v0 in range(0, V, BLOCK_V):
             msk = v0 + offs < V
@@ -75,9 +89,17 @@ def _spec_verify_kernel(tok_ptr, tgt_ptr, dp_ptr, u_ptr, force_ptr, len_ptr, nex
             tl.store(res_ptr + pid * V + v0 + offs, r, mask=msk)
 
 
-def triton_verify_paths(draft_tokens, target, draft_probs=None, uniforms=None, *, greedy: bool, force_accept=None,
-                        block_v: int | None = None):
-    from .naive import check_verify_args
+def triton_verify_paths(
+    draft_tokens,
+    target,
+    draft_probs=None,
+    uniforms=None,
+    *,
+    greedy: bool,
+    force_accept=None,
+    block_v: int | None = None,
+):
+    from reference_impls.ops.spec_verify.naive import check_verify_args
 
     check_verify_args(draft_tokens, target, draft_probs, uniforms, greedy, force_accept)
     P, D = draft_tokens.shape
@@ -92,6 +114,19 @@ def triton_verify_paths(draft_tokens, target, draft_probs=None, uniforms=None, *
     next_tok = torch.empty(P, dtype=torch.int64, device=dev)
     residual = torch.empty(P, V, dtype=torch.float32, device=dev) if not greedy else accept_len
     block_v = block_v or min(next_power_of_2(V), 1024)
-    _spec_verify_kernel.launch((P,), tok, tgt, dp, u, force, accept_len, next_tok, residual, D, V, device=dev,
-                               meta=dict(GREEDY=greedy, HAS_FORCE=force_accept is not None, BLOCK_V=block_v))
+    _spec_verify_kernel.launch(
+        (P,),
+        tok,
+        tgt,
+        dp,
+        u,
+        force,
+        accept_len,
+        next_tok,
+        residual,
+        D,
+        V,
+        device=dev,
+        meta=dict(GREEDY=greedy, HAS_FORCE=force_accept is not None, BLOCK_V=block_v),
+    )
     return (accept_len, next_tok) if greedy else (accept_len, residual)
