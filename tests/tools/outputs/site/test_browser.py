@@ -277,17 +277,24 @@ def test_search_puts_the_right_paper_first(watched, server, query, expected):
 
 def test_search_on_the_real_catalogue_puts_the_right_paper_first(watched, real_server):
     """Before: "FastV" ranked the FastV page sixth (behind FastViT, FastVLM ...), an author's name ranked the
-    reconciliation page or any title starting with "Li" first."""
+    reconciliation page or any title starting with "Li" first; now an author's name ranks one of their papers first."""
+    from tools.catalogue.validate import load_catalogue
+
+    papers = load_catalogue()
+
+    def pages_by(author: str) -> set[str]:
+        return {f"papers/{p.id}.html" for p in papers.values() if author in p.authors}
+
     page = watched.page
     page.goto(real_server, wait_until="networkidle")
     for query, expected in [
-        ("FastV", "papers/fastv-2024.html"),
-        ("SnapKV", "papers/snapkv-2024.html"),
-        ("VisionZip", "papers/visionzip-2025.html"),
-        ("Liang Chen", "papers/fastv-2024.html"),  # "liang" and "chen" are in 100+ pages
-        ("Zhuotao Tian", "papers/visionzip-2025.html"),
+        ("FastV", {"papers/fastv-2024.html"}),
+        ("SnapKV", {"papers/snapkv-2024.html"}),
+        ("VisionZip", {"papers/visionzip-2025.html"}),
+        ("Liang Chen", pages_by("Liang Chen")),  # "liang" and "chen" are in 100+ pages
+        ("Zhuotao Tian", pages_by("Zhuotao Tian")),
     ]:
-        assert _first_search_result(page, query) == expected, query
+        assert expected and _first_search_result(page, query) in expected, query
     assert watched.clean()
 
 
