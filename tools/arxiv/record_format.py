@@ -72,6 +72,10 @@ class VerificationRecord(_Strict):
     provenance: dict[str, str | None] = Field(default_factory=dict)
     read_via: dict[str, str | None] = Field(default_factory=dict)
     listed_in: list[str] | None = None
+    distinct_from: list[str] | None = Field(
+        default=None,
+        description="catalogue ids or arXiv ids of papers with a similar title that are different papers",
+    )
     checked: dt.date
     notes: str | None = Field(default=None, description="for the people who merge the records; not stored")
 

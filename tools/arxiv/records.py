@@ -256,23 +256,35 @@ def plan_records(records: list[Located], papers: dict[str, Paper], taken: set[st
         taken.add(paper.id)
         built[paper.id], where[paper.id] = paper, loc
         plan.steps.append(step)
-    plan.problems.extend(_duplicates(papers, built, where, {s.removes for s in plan.steps if s.removes}))
+    problems, distinct = _duplicates(papers, built, where, {s.removes for s in plan.steps if s.removes})
+    plan.problems.extend(problems)
+    for pid, others in distinct.items():
+        data = to_yaml_data(built[pid])
+        data["distinct_from"] = sorted({*data.get("distinct_from", []), *others})
+        plan.texts[pid] = dump_entry(to_yaml_data(build_paper(data, taxonomy, label=where[pid].file)))
     return plan
 
 
 def _duplicates(
     papers: dict[str, Paper], built: dict[str, Paper], where: dict[str, Located], removed: set[str]
-) -> list[Problem]:
-    """The new and updated entries must not describe a paper the catalogue (as it will be) has under another id."""
+) -> tuple[list[Problem], dict[str, set[str]]]:
+    """The new and updated entries must not describe a paper the catalogue (as it will be) has under another id
+    (problems), unless their record lists the other one (by id or arXiv id) in ``distinct_from``: then the ids the
+    entry must name in its own ``distinct_from`` (by entry id)."""
     from tools.catalogue.same_paper import Described, duplicate_pairs
 
     final = {pid: p for pid, p in papers.items() if pid not in removed}
     final.update(built)
     changed = set(built)
-    out = []
+    out: list[Problem] = []
+    distinct: dict[str, set[str]] = {}
     for match in duplicate_pairs((Described.of(p) for p in final.values()), involving=changed):
         a, b = (match.a, match.b) if match.a in changed else (match.b, match.a)
         if b in final[a].distinct_from or a in final[b].distinct_from:
+            continue
+        said = set(where[a].record.distinct_from or [])
+        if b in said or (final[b].arxiv and final[b].arxiv in said):
+            distinct.setdefault(a, set()).add(b)
             continue
         loc = where[a]
         out.append(
@@ -282,7 +294,7 @@ def _duplicates(
                 "or list it in distinct_from if they are different papers",
             )
         )
-    return out
+    return out, distinct
 
 
 def apply_plan(plan: Plan, papers_dir: Path, files: dict[str, Path], rejected) -> None:

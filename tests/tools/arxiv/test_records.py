@@ -297,6 +297,23 @@ def test_a_record_that_duplicates_another_entry_is_refused(state, tmp_path, caps
     assert snapshot(papers) == before
 
 
+def test_a_record_names_a_similar_title_as_a_different_paper(state, tmp_path, capsys):
+    """Two papers with near-identical titles: the record's ``distinct_from`` (an arXiv id or an entry id) lets the new
+    one in, and its entry keeps the other's id, so validation stays quiet later."""
+    papers, _ = state
+    streamkv = yaml.safe_load((papers / "streamkv-2025.yaml").read_text(encoding="utf-8"))
+    similar = {**NEW, "arxiv": "2512.05555", "title": "StreamKV: Bounded KV-Cache Eviction for Streaming Video LLMs"}
+    for named in ([streamkv["arxiv"]], ["streamkv-2025"]):
+        before = snapshot(papers)
+        assert add_from(state, write_records(tmp_path, {**similar, "distinct_from": named}), extra=["--dry-run"]) == 0
+        assert snapshot(papers) == before
+    assert add_from(state, write_records(tmp_path, {**similar, "distinct_from": [streamkv["arxiv"]]})) == 0
+    created = [p for p in paper_files(papers) if "2512.05555" in p.read_text(encoding="utf-8")]
+    assert len(created) == 1
+    assert yaml.safe_load(created[0].read_text(encoding="utf-8"))["distinct_from"] == ["streamkv-2025"]
+    assert validate_catalogue(paper_files(papers)).problems == []
+
+
 def test_a_failure_while_staging_writes_nothing(state, tmp_path, monkeypatch):
     import os
 
