@@ -154,7 +154,18 @@ def _cells_and_techniques(placement: dict[str, Any]) -> tuple[list[str], list[st
 
 
 def _same(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    """Equal once keys holding null are dropped (an entry does not write them; a record may)."""
+    return json.dumps(_without_nulls(a), sort_keys=True, default=str) == json.dumps(
+        _without_nulls(b), sort_keys=True, default=str
+    )
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 # ============================================================================================ a batch of records

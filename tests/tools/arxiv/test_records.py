@@ -227,6 +227,18 @@ def test_applying_the_same_records_again_changes_nothing(state, tmp_path, capsys
     assert "0 created, 0 updated" in capsys.readouterr().out and snapshot(papers) == before
 
 
+def test_a_claim_with_null_settings_is_not_a_changed_claim(state, tmp_path, capsys):
+    """An entry does not write null settings, a record may: the same claim is not counted as changed."""
+    first = record()
+    assert add_from(state, write_records(tmp_path, first)) == 0
+    again = record(summary="SinkPrune drops visual tokens that only feed attention sinks, keeping 97% of the accuracy.")
+    again["claims"][0]["setting"] = {**again["claims"][0]["setting"], "benchmark": None, "baseline": None}
+    capsys.readouterr()
+    assert add_from(state, write_records(tmp_path, again)) == 0
+    out = capsys.readouterr().out
+    assert "1 updated (changed: 1 summary)" in out and "claims" not in out
+
+
 def test_a_yaml_list_of_records_is_read_too(state, tmp_path):
     papers, _ = state
     assert add_from(state, write_records(tmp_path, NEW, name="records.yaml")) == 0
