@@ -269,11 +269,18 @@ def plan_records(records: list[Located], papers: dict[str, Paper], taken: set[st
         plan.steps.append(step)
     problems, distinct = _duplicates(papers, built, where, {s.removes for s in plan.steps if s.removes})
     plan.problems.extend(problems)
+    _name_distinct_papers(plan, built, where, distinct, taxonomy)
+    return plan
+
+
+def _name_distinct_papers(plan: Plan, built, where, distinct: dict[str, set[str]], taxonomy) -> None:
+    """Write into each entry the ids its record named as different papers (so validation stays quiet later)."""
+    from tools.catalogue.entries import build_paper
+
     for pid, others in distinct.items():
         data = to_yaml_data(built[pid])
         data["distinct_from"] = sorted({*data.get("distinct_from", []), *others})
         plan.texts[pid] = dump_entry(to_yaml_data(build_paper(data, taxonomy, label=where[pid].file)))
-    return plan
 
 
 def _duplicates(
