@@ -112,7 +112,7 @@ def updated_entry(old: Paper, rec: VerificationRecord) -> tuple[dict[str, Any], 
         elif name != "placement" or not _same(_cells_and_techniques(current), _cells_and_techniques(value)):
             changed.append(name)
         if name in RETIRED_FIELDS and current not in (None, [], ""):
-            old_source = prov.get(name) or (old.listed_in[0] if old.listed_in else None)
+            old_source = prov.get(name) or next((x for x in old.listed_in if sources.is_address(x)), None)
             new_source = prov_new.get(name)
             if old_source and old_source == new_source:  # the page changed (a new version): the older reading
                 old_source = f"{old_source} (read before {rec.checked.isoformat()})"

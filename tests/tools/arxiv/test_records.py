@@ -239,6 +239,28 @@ def test_a_claim_with_null_settings_is_not_a_changed_claim(state, tmp_path, caps
     assert "1 updated (changed: 1 summary)" in out and "claims" not in out
 
 
+def test_a_venue_retired_from_a_list_without_a_path_is_reported_not_refused(tmp_path, capsys):
+    """The old venue's only source is a list named without its file (owner/repo@commit, not an address): the update
+    goes through and says that the retired value had no source to name."""
+    listed = {**other_entry(), "listed_in": ["hemingkx/SpeculativeDecodingPapers@9e6b293"]}
+    state = (make_catalogue(tmp_path / "papers", listed), tmp_path / "rejected.yaml")
+    venue = "https://openreview.net/forum?id=sinkprune"
+    rec = {
+        "id": "sink-aware-2025",
+        "arxiv": "2509.00001",
+        "decision": "include",
+        "venue": "ICLR 2026",
+        "venue_evidence": venue,
+        "venue_checked": True,
+        "year": 2026,
+        "checked": CHECKED,
+        "provenance": {"venue": venue, "year": venue},
+    }
+    assert add_from(state, write_records(tmp_path, rec)) == 0
+    assert "retired without a source to name (not kept): venue: 'arXiv'" in capsys.readouterr().out
+    assert load(state[0] / "sink-aware-2025.yaml")["venue"] == "ICLR 2026"
+
+
 def test_a_yaml_list_of_records_is_read_too(state, tmp_path):
     papers, _ = state
     assert add_from(state, write_records(tmp_path, NEW, name="records.yaml")) == 0
