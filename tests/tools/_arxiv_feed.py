@@ -24,6 +24,8 @@ from tools.catalogue.entries import build_paper, write_paper
 
 FIXTURES = Path(__file__).parent / "fixtures" / "arxiv"
 ATOM = "application/atom+xml; charset=utf-8"
+API = "http://arxiv.test/api/query"  # the address patch_session answers
+NO_WAIT = ["--arxiv-delay", "0", "--retries", "0"]  # a request fails at once instead of waiting to retry
 
 
 def body_of(item) -> bytes:
@@ -58,8 +60,30 @@ class _Script:
         return _normalise(reply)
 
 
-class FeedServer:
-    """A local HTTP server on 127.0.0.1 answering the API path with the scripted replies."""
+class LocalServer:
+    """An HTTP server on 127.0.0.1 (a free port) running ``handler`` in a thread while the ``with`` block lasts."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.httpd.block_on_close = False
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/api/query"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FeedServer(LocalServer):
+    """A local HTTP server answering the API path with the scripted replies."""
 
     def __init__(self, replies):
         self.script = _Script(replies)
@@ -85,26 +109,11 @@ class FeedServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.block_on_close = False
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/api/query"
+        super().__init__(Handler)
 
     @property
     def requests(self) -> list[dict]:
         return self.script.requests
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def feed_for(ids, *files: str) -> bytes:

@@ -102,23 +102,7 @@ def test_new_writes_atomically_and_refuses_duplicates(tmp_path, monkeypatch, cap
     monkeypatch.setattr(entries.paper_path, "__defaults__", (papers,))
     monkeypatch.setattr(entries.write_paper, "__defaults__", (papers,))
     monkeypatch.setattr(validate.paper_files, "__defaults__", (papers,))
-    args = [
-        "new",
-        "--id",
-        "demo-2025",
-        "--title",
-        "A demo method for pruning visual tokens",
-        "--year",
-        "2025",
-        "--arxiv",
-        "2501.00001",
-        "--technique",
-        "token_pruning",
-        "--cell",
-        "prefill.density",
-        "--source",
-        "https://arxiv.org/abs/2501.00001",
-    ]
+    args = _new_demo("A demo method for pruning visual tokens", "https://arxiv.org/abs/2501.00001")
     assert cli.main(args) == 0
     written = papers / "demo-2025.yaml"
     assert written.exists() and cli.main(["validate", "-q", str(written)]) == 0
@@ -143,6 +127,12 @@ def test_new_writes_atomically_and_refuses_duplicates(tmp_path, monkeypatch, cap
     assert sorted(p.name for p in papers.iterdir()) == ["demo-2025.yaml", "fastv-2024.yaml"]
 
 
+def _new_demo(title: str, source: str) -> list[str]:
+    """``new`` for the demo paper 2501.00001 (token pruning in prefill)."""
+    paper = ["--id", "demo-2025", "--title", title, "--year", "2025", "--arxiv", "2501.00001", "--source", source]
+    return ["new", *paper, "--technique", "token_pruning", "--cell", "prefill.density"]
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -151,27 +141,7 @@ def test_new_writes_atomically_and_refuses_duplicates(tmp_path, monkeypatch, cap
     ],
 )
 def test_new_rejects_bad_options_clearly(extra, message, capsys, tmp_path):
-    code = cli.main(
-        [
-            "new",
-            "--id",
-            "demo-2025",
-            "--title",
-            "A demo method",
-            "--year",
-            "2025",
-            "--arxiv",
-            "2501.00001",
-            "--technique",
-            "token_pruning",
-            "--cell",
-            "prefill.density",
-            "--source",
-            "s",
-            "--dry-run",
-            *extra,
-        ]
-    )
+    code = cli.main([*_new_demo("A demo method", "s"), "--dry-run", *extra])
     err = capsys.readouterr().err
     assert code in (1, 2) and message in err and "Traceback" not in err
 

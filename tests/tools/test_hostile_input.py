@@ -12,13 +12,16 @@ import re
 import signal
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.tools._arxiv_feed import (
+    API,
+    NO_WAIT,
+    LocalServer,
     body_of,
     make_catalogue,
     patch_session,
@@ -290,9 +293,7 @@ def _with_published(value: str) -> bytes:
 def test_a_malformed_published_date_is_one_line_and_not_retried(monkeypatch, value):
     adapter = patch_session(monkeypatch, [(200, _with_published(value))])
     with pytest.raises(ArxivSourceError) as err:
-        ArxivSource(api_url="http://arxiv.test/api/query", delay=0, retries=2, sleep=lambda s: None).lookup(
-            ["2511.04321"]
-        )
+        ArxivSource(api_url=API, delay=0, retries=2, sleep=lambda s: None).lookup(["2511.04321"])
     assert str(err.value) == (
         f"arXiv 2511.04321: the feed has a malformed date (entry 2511.04321v3: <published> is {value!r})"
     )
@@ -303,23 +304,7 @@ def test_add_and_enrich_report_a_malformed_date_in_one_line_and_write_nothing(tm
     papers = make_catalogue(tmp_path / "papers", seed_entry())
     before = snapshot(papers)
     patch_session(monkeypatch, [(200, _with_published("2025-13-45T00:00:00Z"))])
-    assert (
-        main(
-            [
-                "add",
-                "2511.04321",
-                "--papers-dir",
-                str(papers),
-                "--api-url",
-                "http://arxiv.test/api/query",
-                "--arxiv-delay",
-                "0",
-                "--retries",
-                "0",
-            ]
-        )
-        == 1
-    )
+    assert main(["add", "2511.04321", "--papers-dir", str(papers), "--api-url", API, *NO_WAIT]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "error: arXiv 2511.04321: the feed has a malformed date (entry 2511.04321v3: <published> is "
         "'2025-13-45T00:00:00Z')",
@@ -331,29 +316,13 @@ def test_add_and_enrich_report_a_malformed_date_in_one_line_and_write_nothing(tm
         .replace(b"</published>", b"</published>", 1)
     )
     patch_session(monkeypatch, [(200, bad)])
-    assert (
-        main(
-            [
-                "enrich",
-                "--papers-dir",
-                str(papers),
-                "--api-url",
-                "http://arxiv.test/api/query",
-                "--arxiv-delay",
-                "0",
-                "--retries",
-                "0",
-                "--no-progress",
-            ]
-        )
-        == 1
-    )
+    assert main(["enrich", "--papers-dir", str(papers), "--api-url", API, *NO_WAIT, "--no-progress"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and err[0].startswith("error: arXiv 2512.00077: the feed has a malformed date (entry ")
     assert snapshot(papers) == before
 
 
-class TrickleServer:
+class TrickleServer(LocalServer):
     """127.0.0.1: answers 200 with headers at once, then one byte of the feed every ``every`` seconds, for at most
     ``for_at_most`` seconds (so the test always ends)."""
 
@@ -380,21 +349,7 @@ class TrickleServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/api/query"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def test_a_trickling_server_cannot_stall_a_request():
@@ -415,20 +370,8 @@ def test_add_against_a_trickling_server_gives_up_in_one_line(tmp_path, capsys):
         code, seconds = within(
             LIMIT_S,
             lambda: main(
-                [
-                    "add",
-                    "2511.04321",
-                    "--papers-dir",
-                    str(papers),
-                    "--api-url",
-                    server.url,
-                    "--arxiv-delay",
-                    "0",
-                    "--retries",
-                    "1",
-                    "--timeout",
-                    "0.5",
-                ]
+                ["add", "2511.04321", "--papers-dir", str(papers), "--api-url", server.url]
+                + ["--arxiv-delay", "0", "--retries", "1", "--timeout", "0.5"]
             ),
         )
     assert code == 1 and seconds < LIMIT_S
@@ -475,21 +418,7 @@ def _two_entries_to_refresh(tmp_path) -> Path:
 
 
 def _enrich(papers):
-    return main(
-        [
-            "enrich",
-            "-q",
-            "--papers-dir",
-            str(papers),
-            "--api-url",
-            "http://arxiv.test/api/query",
-            "--arxiv-delay",
-            "0",
-            "--retries",
-            "0",
-            "--no-progress",
-        ]
-    )
+    return main(["enrich", "-q", "--papers-dir", str(papers), "--api-url", API, *NO_WAIT, "--no-progress"])
 
 
 def test_ctrl_c_while_staging_changes_no_file(tmp_path, monkeypatch, capsys):

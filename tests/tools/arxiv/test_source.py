@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.tools._arxiv_feed import REFUSED, TIMEOUT, FeedServer, body_of, patch_session
+from tests.tools._arxiv_feed import API, REFUSED, TIMEOUT, FeedServer, body_of, patch_session
 from tools.arxiv.source import (
     API_URL_ENV,
     ARXIV_MIN_DELAY,
@@ -24,11 +24,9 @@ from tools.arxiv.source import (
     parse_arxiv_ref,
 )
 
-FAKE_API = "http://arxiv.test/api/query"
-
 
 def source(**kwargs) -> ArxivSource:
-    kwargs.setdefault("api_url", FAKE_API)
+    kwargs.setdefault("api_url", API)
     kwargs.setdefault("delay", 0)
     return ArxivSource(**kwargs)
 

@@ -11,6 +11,7 @@ import datetime as dt
 import pytest
 
 from tests.tools._arxiv_feed import (
+    API,
     REFUSED,
     TIMEOUT,
     FeedServer,
@@ -35,7 +36,7 @@ def papers(tmp_path):
     return make_catalogue(tmp_path / "papers", seed_entry(), other_entry())
 
 
-def add(papers, *refs, api="http://arxiv.test/api/query", extra=()):
+def add(papers, *refs, api=API, extra=()):
     return main(["add", *refs, "--papers-dir", str(papers), "--api-url", api, *FAST, *extra])
 
 

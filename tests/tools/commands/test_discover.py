@@ -7,6 +7,8 @@ import datetime as dt
 import pytest
 
 from tests.tools._arxiv_feed import (
+    API,
+    NO_WAIT,
     FeedServer,
     make_catalogue,
     other_entry,
@@ -22,7 +24,7 @@ from tools.catalogue.yamlio import load_yaml_with_lines
 from tools.cli import main
 from tools.commands.discover import build_query, keyword_clause
 
-FAST = ["--arxiv-delay", "0", "--retries", "0", "--no-progress"]
+FAST = [*NO_WAIT, "--no-progress"]
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def state(tmp_path):
     return papers, queue, rejected
 
 
-def discover(state, *args, api="http://arxiv.test/api/query"):
+def discover(state, *args, api=API):
     papers, queue, rejected = state
     return main(
         [
@@ -277,7 +279,7 @@ def test_each_run_records_the_dates_it_covered(state, monkeypatch, capsys):
             "--log",
             str(log),
             "--api-url",
-            "http://arxiv.test/api/query",
+            API,
             *FAST,
             "--max-per-technique",
             "1",

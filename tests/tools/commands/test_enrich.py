@@ -8,6 +8,8 @@ import datetime as dt
 import pytest
 
 from tests.tools._arxiv_feed import (
+    API,
+    NO_WAIT,
     FeedServer,
     make_catalogue,
     other_entry,
@@ -21,11 +23,11 @@ from tools.catalogue.validate import paper_files, validate_catalogue
 from tools.catalogue.yamlio import load_yaml_with_lines
 from tools.cli import main
 
-FAST = ["--arxiv-delay", "0", "--retries", "0", "--no-progress"]
+FAST = [*NO_WAIT, "--no-progress"]
 CURATED = "https://icml.cc/virtual/2026/poster/777"
 
 
-def enrich(papers, *args, api="http://arxiv.test/api/query"):
+def enrich(papers, *args, api=API):
     return main(["enrich", *args, "--papers-dir", str(papers), "--api-url", api, *FAST])
 
 
