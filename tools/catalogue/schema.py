@@ -191,8 +191,8 @@ class Paper(_Model):
     venue: str = Field(description='"CVPR 2025", "EMNLP 2025 Findings", or "arXiv" for a preprint')
     venue_checked: bool = Field(
         default=False,
-        description="the venue was checked against the proceedings (or the authors' own statement) in a "
-        "verification pass; a published venue then names that page in provenance.venue",
+        description="a page read in a verification pass states the venue (the proceedings, or the authors' own "
+        "statement of acceptance), named in provenance.venue; always false for a preprint",
     )
     arxiv: str | None = Field(default=None, description='arXiv id without version, quoted: "2403.06764"')
     doi: Annotated[str, Field(pattern=DOI_PATTERN)] | None = None
@@ -303,7 +303,12 @@ class Paper(_Model):
                 f"{both} is in reference_impls and closest_impl: a module implements the paper or a "
                 "variant of it, not both"
             )
-        if self.venue_checked and self.venue != PREPRINT and "venue" not in self.provenance:
+        if self.venue_checked and self.venue == PREPRINT:
+            raise ValueError(
+                "venue_checked: only a published venue can be checked (a page silent on the venue proves nothing); "
+                "leave it false for a preprint"
+            )
+        if self.venue_checked and "venue" not in self.provenance:
             raise ValueError("venue_checked: name the proceedings page (or the authors' statement) in provenance.venue")
         tax = _taxonomy(info)
         if tax is not None:

@@ -98,6 +98,11 @@ def test_preprint_and_minimal_entry_are_accepted(tmp_path):
             "a local path",
         ),
         ({"venue": "ECCV 2024", "venue_checked": True}, "", "name the proceedings page"),
+        (
+            {"venue": "arXiv", "venue_checked": True, "provenance": {"venue": "https://github.com/x/y"}},
+            "",
+            "only a published venue can be checked",
+        ),
         ({"closest_impl": ["reference_impls.prefill.fastv"]}, "", "closest_impl needs closest_impl_note"),
         (
             {"closest_impl": ["reference_impls.prefill.no_such_module"], "closest_impl_note": "a variant of FastV"},
