@@ -519,6 +519,18 @@ ENTRIES = (
             "minimal LVLM"
         ),
     ),
+    Entry(
+        "feature_cache",
+        "Visual feature caching (reuse of similar frames' features)",
+        (),
+        "feature_caching",
+        "encode.memory",
+        "reference_impls.encode.feature_cache:FrameFeatureCache",
+        ("reference_impls.encode.feature_cache:naive_cached_frame_features",),
+        identity={"threshold": 2.0},
+        compress={"threshold": 0.99},
+        note="functions on video frames and any frame encoder (e.g. MinimalLVLM.encode_images); generic, near STC",
+    ),
     # --------------------------------------------------------------------------------------------- prefill (functions)
     Entry(
         "llmlingua",
@@ -604,6 +616,18 @@ ENTRIES = (
         compress={"rank_ratio": 0.5, "group_size": 1},
         note="factored K/V projections; palu_attention is the latent-cache attention; runs on the minimal LVLM",
     ),
+    Entry(
+        "offloaded_kv",
+        "KV-cache offloading with next-layer prefetch",
+        (),
+        "offloading",
+        "decode.memory",
+        "reference_impls.decode.offload:OffloadedKVCache",
+        ("reference_impls.decode.offload:OffloadedKVCache",),
+        identity={"prefetch": False},
+        compress={"prefetch": True},
+        note="lossless; a cache passed as cache= to the minimal LVLM; generic, near FlexGen's KV offloading",
+    ),
     # -------------------------------------------------------------------------------------------- decoding (functions)
     Entry(
         "car",
@@ -663,6 +687,18 @@ ENTRIES = (
             "one-shot pruning of the decoder's linear layers from calibration ids; zeros stored densely; runs on "
             "the minimal LVLM"
         ),
+    ),
+    Entry(
+        "early_exit",
+        "Confidence-based early exit with state propagation",
+        (),
+        "early_exit",
+        "decode.memory",
+        "reference_impls.decode.early_exit:early_exit_generate",
+        ("reference_impls.decode.early_exit:naive_early_exit_generate",),
+        identity={"threshold": 2.0},
+        compress={"threshold": 0.0},
+        note="functions on the minimal LVLM; the softmax-response exit rule of CALM with a fixed threshold; generic",
     ),
     # --------------------------------------------------------------------------------------------------------- serving
     Entry(
