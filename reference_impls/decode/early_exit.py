@@ -40,6 +40,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from reference_impls.models.hooks import Hook
+
 __all__ = ["EarlyExitStats", "softmax_response", "early_exit_generate", "naive_early_exit_generate"]
 
 
@@ -76,7 +78,7 @@ def _check(model, threshold: float, min_layer: int, max_new_tokens: int) -> None
         raise ValueError("max_new_tokens must be >= 1")
 
 
-class _ExitHook:
+class _ExitHook(Hook):
     """Decoder hook for one decode step (chunk width 1): freezes each row at its exit layer."""
 
     def __init__(self, model, threshold: float, min_layer: int):
@@ -90,9 +92,6 @@ class _ExitHook:
             self.exit_layer = torch.full((B,), self.n_layers, dtype=torch.long, device=state.hidden.device)
             self.frozen = torch.zeros_like(state.hidden)
         return state
-
-    def score_rows(self, layer, state):
-        return None
 
     def after_layer(self, layer, state, ctx, colsum):
         # an exited row keeps h_e: the update is discarded and the next layer's K/V come from h_e
@@ -136,24 +135,18 @@ def early_exit_generate(
     return torch.stack(out, 1), EarlyExitStats(torch.stack(exits, 1) if exits else empty, model.cfg.n_layers)
 
 
-class _Record:
+class _Record(Hook):
     """Hook that records the last position's hidden state after every layer (the probe pass)."""
 
     def __init__(self):
         self.hidden = []
-
-    def before_layer(self, layer, state, ctx):
-        return state
-
-    def score_rows(self, layer, state):
-        return None
 
     def after_layer(self, layer, state, ctx, colsum):
         self.hidden.append(state.hidden[:, -1].clone())
         return state
 
 
-class _Propagate:
+class _Propagate(Hook):
     """Hook that feeds ``h_exit`` to every layer after ``exit_layer`` and keeps it as their output."""
 
     def __init__(self, exit_layer: int, h_exit: Tensor):
@@ -164,13 +157,8 @@ class _Propagate:
             state.hidden = self.h_exit[:, None].clone()
         return state
 
-    def score_rows(self, layer, state):
-        return None
-
     def after_layer(self, layer, state, ctx, colsum):
-        if layer >= self.exit_layer:
-            state.hidden = self.h_exit[:, None].clone()
-        return state
+        return self.before_layer(layer, state, ctx)  # the layer's own output for the token is discarded
 
 
 @torch.no_grad()

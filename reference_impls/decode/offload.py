@@ -9,7 +9,7 @@ the MoE offloading papers move weights or experts instead; the schedule is the s
 ``OffloadedKVCache`` implements the KV-cache protocol of ``reference_impls.models.kv_cache`` (it is a
 ``StaticKVCache`` whose buffers sit on ``storage_device``), so it is passed to the minimal LVLM as is:
 
-    cache = OffloadedKVCache.for_model(model.cfg, batch_size, capacity, compute_device="cuda")
+    cache = OffloadedKVCache.for_model(model.cfg, batch_size, capacity, device="cuda")
     tokens = model.generate(input_ids, pixel_values, cache=cache)
     cache.peak_resident_bytes          # at most two layers' K/V on the accelerator
 
@@ -23,8 +23,6 @@ machine both devices are the CPU: the copies and the residency accounting are th
 """
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -45,12 +43,13 @@ class OffloadedKVCache(StaticKVCache):
         head_dim: int,
         capacity: int,
         dtype=torch.float32,
-        compute_device=None,
+        device=None,
         storage_device="cpu",
         prefetch: bool = True,
     ):
-        super().__init__(n_layers, batch_size, n_kv_heads, head_dim, capacity, dtype=dtype, device=compute_device)
-        self.compute_device = torch.device(compute_device or "cpu")
+        """``device``: where attention runs (and the lengths live); the K/V buffers sit on ``storage_device``."""
+        super().__init__(n_layers, batch_size, n_kv_heads, head_dim, capacity, dtype=dtype, device=device)
+        self.compute_device = torch.device(device or "cpu")
         self.storage_device = torch.device(storage_device)
         pin = self.storage_device.type == "cpu" and self.compute_device.type == "cuda"
         self.keys = [self._storage(k, pin) for k in self.keys]
@@ -64,21 +63,6 @@ class OffloadedKVCache(StaticKVCache):
     def _storage(self, buffer: Tensor, pin: bool) -> Tensor:
         out = buffer.to(self.storage_device)
         return out.pin_memory() if pin else out
-
-    @classmethod
-    def for_model(
-        cls, cfg, batch_size: int, capacity: Optional[int] = None, dtype=torch.float32, compute_device=None, **kw
-    ) -> "OffloadedKVCache":
-        return cls(
-            cfg.n_layers,
-            batch_size,
-            cfg.n_kv_heads,
-            cfg.head_dim,
-            capacity or cfg.max_seq_len,
-            dtype=dtype,
-            compute_device=compute_device,
-            **kw,
-        )
 
     def _copy(self, layer: int, rows: int):
         """Start copying the first ``rows`` slots of ``layer`` to the compute device."""
@@ -98,13 +82,8 @@ class OffloadedKVCache(StaticKVCache):
         return sum(2 * k.numel() * k.element_size() for k, _, _, _ in self._staged.values())
 
     def update(self, layer, k_new, v_new, positions, n_new) -> AttendKV:
+        self.check_chunk(layer, k_new, v_new)
         B, H, T, D = k_new.shape
-        if B != self.batch_size or v_new.shape != k_new.shape:
-            raise ValueError(f"k/v shape {tuple(k_new.shape)} / {tuple(v_new.shape)} do not match the cache")
-        if self._bound[layer] + T > self.capacity:
-            raise ValueError(
-                f"KV cache overflow at layer {layer}: {self._bound[layer]} + {T} > capacity {self.capacity}"
-            )
         old_rows = self._bound[layer]
         if layer not in self._staged or self._staged[layer][2] < old_rows:
             self._copy(layer, old_rows)  # on demand (always, without prefetch)

@@ -133,8 +133,9 @@ class StaticKVCache(KVCache):
 
     @classmethod
     def for_model(
-        cls, cfg, batch_size: int, capacity: Optional[int] = None, dtype=torch.float32, device=None
+        cls, cfg, batch_size: int, capacity: Optional[int] = None, dtype=torch.float32, device=None, **kw
     ) -> "StaticKVCache":
+        """A cache shaped for the model config ``cfg``; ``kw`` go to a subclass's constructor."""
         return cls(
             cfg.n_layers,
             batch_size,
@@ -143,6 +144,7 @@ class StaticKVCache(KVCache):
             capacity or cfg.max_seq_len,
             dtype=dtype,
             device=device,
+            **kw,
         )
 
     def lengths(self, layer: int) -> Tensor:
@@ -161,14 +163,19 @@ class StaticKVCache(KVCache):
         self._lengths[layer] = lengths
         self._bound[layer] = int(lengths.max().item()) if lengths.numel() else 0
 
-    def update(self, layer, k_new, v_new, positions, n_new) -> AttendKV:
-        B, H, T, D = k_new.shape
+    def check_chunk(self, layer: int, k_new: Tensor, v_new: Tensor) -> None:
+        """One clear error for a chunk of the wrong shape or one that overflows the capacity."""
+        B, T = k_new.shape[0], k_new.shape[2]
         if B != self.batch_size or v_new.shape != k_new.shape:
             raise ValueError(f"k/v shape {tuple(k_new.shape)} / {tuple(v_new.shape)} do not match the cache")
         if self._bound[layer] + T > self.capacity:
             raise ValueError(
                 f"KV cache overflow at layer {layer}: {self._bound[layer]} + {T} > capacity {self.capacity}"
             )
+
+    def update(self, layer, k_new, v_new, positions, n_new) -> AttendKV:
+        self.check_chunk(layer, k_new, v_new)
+        B, H, T, D = k_new.shape
         start = self._lengths[layer]  # [B]
         slots = start[:, None] + torch.arange(T, device=start.device)  # [B, T]
         kb, vb = self.keys[layer], self.values[layer]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from reference_impls.decode.early_exit import early_exit_generate, naive_early_exit_generate, softmax_response
-from reference_impls.models import LVLMConfig, MinimalLVLM
+from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -14,14 +14,9 @@ N_NEW = 8
 
 @pytest.fixture(scope="module")
 def case():
-    cfg = LVLMConfig.tiny(n_layers=4, init_std=0.1)
-    model = MinimalLVLM(cfg, seed=0)
-    g = torch.Generator().manual_seed(3)
-    B, T = 3, 14 + cfg.n_visual_tokens
-    ids = torch.randint(0, cfg.image_token_id, (B, T), generator=g)
-    ids[:, 2 : 2 + cfg.n_visual_tokens] = cfg.image_token_id
-    pixels = torch.randn(B, 3, cfg.vision.image_size, cfg.vision.image_size, generator=g)
-    lengths = torch.tensor([T, T - 5, T - 2])  # ragged prompts, right-padded
+    model = tiny_model(n_layers=4)
+    n = model.cfg.n_visual_tokens
+    ids, lengths, pixels = image_prompt(model.cfg, starts=[2, 2, 2], lengths=[14 + n, 9 + n, 12 + n], seed=3)
     return model, ids, pixels, lengths
 
 

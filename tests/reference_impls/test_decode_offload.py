@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from reference_impls.decode.offload import OffloadedKVCache
-from reference_impls.models import LVLMConfig, MinimalLVLM
+from reference_impls.models import MinimalLVLM
 from reference_impls.models.kv_cache import StaticKVCache
+from tests.reference_impls._lvlm_prompts import image_prompt, tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -16,15 +17,11 @@ N_NEW = 8
 
 @pytest.fixture(scope="module")
 def case():
-    cfg = LVLMConfig.tiny(n_layers=3, init_std=0.1)
-    assert cfg.n_kv_heads < cfg.n_heads  # GQA
-    model = MinimalLVLM(cfg, seed=0)
-    g = torch.Generator().manual_seed(0)
-    B, T = 3, 15 + cfg.n_visual_tokens
-    ids = torch.randint(0, cfg.image_token_id, (B, T), generator=g)
-    ids[:, 2 : 2 + cfg.n_visual_tokens] = cfg.image_token_id
-    pixels = torch.randn(B, 3, cfg.vision.image_size, cfg.vision.image_size, generator=g)
-    return model, ids, pixels, torch.tensor([T, T - 5, T - 2])
+    model = tiny_model(n_layers=3)
+    assert model.cfg.n_kv_heads < model.cfg.n_heads  # GQA
+    n = model.cfg.n_visual_tokens
+    ids, lengths, pixels = image_prompt(model.cfg, starts=[2, 2, 2], lengths=[15 + n, 10 + n, 13 + n])
+    return model, ids, pixels, lengths
 
 
 @pytest.mark.parametrize("prefetch", [False, True])
@@ -70,7 +67,7 @@ def test_gpu_offload_to_pinned_host_memory_equals_the_static_cache(case, prefetc
     gpu_model = MinimalLVLM(cfg, seed=0, device="cuda")
     args = (ids.cuda(), pixels.cuda())
     want = gpu_model.generate(*args, max_new_tokens=N_NEW, lengths=lengths.cuda())
-    cache = OffloadedKVCache.for_model(cfg, B, T + N_NEW, compute_device="cuda", prefetch=prefetch)
+    cache = OffloadedKVCache.for_model(cfg, B, T + N_NEW, device="cuda", prefetch=prefetch)
     out = gpu_model.generate(*args, max_new_tokens=N_NEW, lengths=lengths.cuda(), cache=cache)
     assert torch.equal(out, want)
     assert all(k.device.type == "cpu" and k.is_pinned() for k in cache.keys)
