@@ -287,6 +287,7 @@ def coverage(papers: dict[str, Paper]) -> dict[str, int]:
         "venue checked": sum(p.venue_checked for p in items),
         "summary": sum(p.summary is not None for p in items),
         "claims": sum(bool(p.claims) for p in items),
+        "no authors": sum(not p.authors for p in items),
         "placement to review": sum(p.placement.needs_review for p in items),
         "facts with a source": sum(
             name in p.provenance for p in items for name in CHECKED_FACTS if name != "summary" or p.summary

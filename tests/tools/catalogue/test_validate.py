@@ -447,6 +447,8 @@ def test_coverage_counts_checked_venues_reviews_and_sourced_facts():
     bare = entry(
         id="bare-2024",
         arxiv="2401.00001",
+        authors=[],
+        authors_status="unknown",
         summary=None,
         claims=[],
         provenance={},
@@ -461,5 +463,6 @@ def test_coverage_counts_checked_venues_reviews_and_sourced_facts():
     papers = {d["id"]: Paper.model_validate(d, context={"taxonomy": TAX}) for d in (checked, bare)}
     c = coverage(papers)
     assert (c["papers"], c["venue checked"], c["summary"], c["claims"], c["placement to review"]) == (2, 1, 1, 1, 1)
+    assert c["no authors"] == 1
     # title, authors, venue, placement (+ summary when there is one): 5 + 4 facts, 3 of them with a page
     assert (c["facts with a source"], c["facts"], c["sources read on a copy"]) == (3, 9, 1)
