@@ -20,8 +20,10 @@ Kinds (``stage``), and what a technique of that kind implements:
 * ``"kv"`` -- :class:`CacheTechnique`: ``make_cache(spec, batch_size)`` returns a cache implementing the protocol of
   ``reference_impls.models.kv_cache``; the minimal model uses it directly, Hugging Face models through a
   ``transformers`` ``Cache`` that wraps it (``hosts.hf.ReferenceCache``).
-* ``"encoder"``, ``"weights"``, ``"decoding"`` -- the technique implements ``attach(host)`` and returns a function
-  that undoes it.
+* ``"encoder"`` -- the minimal LVLM calls the technique's ``minimal_image_features``; a Hugging Face host runs it
+  through its vision adapter (``hosts.hf_vision.vision_adapter``).
+* ``"weights"``, ``"decoding"`` -- the technique implements ``attach(host)`` and returns a function that undoes it
+  (the minimal LVLM runs a decoding technique's ``minimal_generate``).
 """
 
 from __future__ import annotations

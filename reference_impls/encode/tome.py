@@ -15,7 +15,8 @@ Functions
   ``reference_impls.ops.cosine_max_argmax`` (Triton kernel on CUDA: the |A| x |B| matrix is never materialised;
   ``impl="torch"`` is the matmul + max baseline), the merge is one ``scatter_reduce``.
 - ``merge_wavg``: size-weighted merge; ``proportional_attention``: SDPA with a +log(size) key bias.
-- ``tome_schedule(num_layers, r)``: r per layer from an int or an ``(r, inflect)`` pair.
+- ``tome_schedule(num_layers, r)``: r per layer from an int or an ``(r, inflect)`` pair; ``clip_tower_schedule``: the
+  blocks of a CLIP tower that merge and their r, up to Hugging Face's ``vision_feature_layer``.
 - ``ToMeViT``: a minimal pre-norm ViT encoder with ToMe in every block (tests and benchmarks).
 
 Defaults: r tokens merged per layer, ``protect_first=1`` (the class token never merges). As upstream
@@ -56,6 +57,7 @@ __all__ = [
     "proportional_attention",
     "naive_proportional_attention",
     "tome_schedule",
+    "clip_tower_schedule",
     "ToMeViT",
 ]
 
@@ -309,6 +311,22 @@ class ToMeViT(nn.Module):
         return self.norm(x), size
 
 
+def clip_tower_schedule(n_layers: int, feature_layer: int, r) -> tuple[list[int], list[int]]:
+    """ToMe in a CLS ViT of ``n_layers`` blocks read at ``feature_layer`` (Hugging Face's ``vision_feature_layer``:
+    an index into the hidden states, negative from the end): ``(blocks whose input is merged, tokens merged there)``.
+    Merging happens before blocks 1 .. the one whose output is the feature layer (see the module's deviations)."""
+    if not isinstance(feature_layer, int):
+        raise ValueError(f"tome: a list of vision_feature_layer ({feature_layer}) is not supported")
+    feature_index = n_layers + feature_layer if feature_layer < 0 else feature_layer - 1
+    merge_layers = list(range(1, feature_index + 1))
+    return merge_layers, tome_schedule(max(1, len(merge_layers)), r)[: len(merge_layers)]
+
+
+def _feature_layer(config) -> int:
+    value = getattr(config, "vision_feature_layer", None)
+    return -2 if value is None else value
+
+
 def tokens_after(num_tokens: int, schedule: Sequence[int], protect_first: int = 1) -> int:
     """Tokens left after merging ``schedule[i]`` tokens at each of its steps (each clamped as upstream)."""
     for r in schedule:
@@ -335,22 +353,21 @@ class ToMe(Technique):
             if not cfg.vision.use_cls or cfg.projector != "mlp2x_gelu":
                 raise UnsupportedModel("tome: the minimal LVLM needs a CLS ViT and the MLP projector (LLaVA layout)")
 
-    def attach(self, host):
-        from reference_impls.hosts.hf_vision import LlavaToMe
-
-        return LlavaToMe(host, self).install()
-
     def image_tokens(self, model) -> int:
         """Visual tokens per image reaching the LLM of ``model`` (MinimalLVLM or HF LLaVA) with this technique."""
-        from reference_impls.hosts import host_for
+        from reference_impls.models.minimal_lvlm import MinimalLVLM
 
-        host = host_for(model)
-        if host.name == "minimal":
+        if isinstance(model, MinimalLVLM):
             vc = model.cfg.vision
             return tokens_after(vc.n_encoder_tokens, tome_schedule(vc.n_layers_run, self.r)) - 1
-        from reference_impls.hosts.hf_vision import LlavaToMe
-
-        return LlavaToMe(host, self).image_tokens()
+        config = getattr(model, "config", None)
+        vision = getattr(config, "vision_config", None)
+        if vision is None:
+            raise UnsupportedModel(f"tome: {type(model).__name__} has no vision tower config")
+        _, schedule = clip_tower_schedule(vision.num_hidden_layers, _feature_layer(config), self.r)
+        keeps_cls = (getattr(config, "vision_feature_select_strategy", None) or "default") == "full"
+        num_tokens = (vision.image_size // vision.patch_size) ** 2 + 1
+        return tokens_after(num_tokens, schedule) - (0 if keeps_cls else 1)
 
     def minimal_image_features(self, model, pixel_values):
         """The minimal LVLM's ViT with ToMe between attention and MLP of every block up to the feature layer (the

@@ -275,11 +275,6 @@ class VisionZip(Technique):
                     "visionzip: the minimal LVLM needs a CLS ViT and the MLP projector (LLaVA layout)"
                 )
 
-    def attach(self, host):
-        from reference_impls.hosts.hf_vision import LlavaVisionZip, QwenVisionZip
-
-        return (LlavaVisionZip if host.name == "llava" else QwenVisionZip)(host, self).install()
-
     def minimal_image_features(self, model, pixel_values):
         """The minimal LVLM's visual tokens ``[N, tokens_per_image, hidden]``: the feature layer's CLS attention row
         ranks the patches (``cls_attention_scores``), VisionZip keeps dominant + contextual patches."""

@@ -17,6 +17,8 @@ removed by the function ``install`` returns.
   vision encoder still runs on every patch.
 
 An image whose token count is at most ``dominant + contextual`` is left whole (the identity).
+
+``vision_adapter(host, technique)`` picks the adapter; ``HFHost.attach`` installs it for encoder techniques.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import sys
 import torch
 from torch import nn
 
-from reference_impls.hosts.hf import config_value, find_submodule, gather_seq, left_pad_indices
+from reference_impls.hosts.hf_model import config_value, find_submodule, gather_seq, left_pad_indices
+from reference_impls.technique import UnsupportedModel
 
 
 class _Hooks:
@@ -355,7 +358,7 @@ class LlavaToMe:
     ``attention_mask``."""
 
     def __init__(self, host, technique):
-        from reference_impls.encode.tome import tome_schedule
+        from reference_impls.encode.tome import clip_tower_schedule
 
         model = host.model
         self.host, self.technique = host, technique
@@ -363,12 +366,7 @@ class LlavaToMe:
         vision_model = getattr(tower, "vision_model", tower)
         self.layers = vision_model.encoder.layers
         feature_layer = config_value(model, "vision_feature_layer", default=-2)
-        if not isinstance(feature_layer, int):
-            raise ValueError(f"tome: a list of vision_feature_layer ({feature_layer}) is not supported")
-        n = len(self.layers)
-        self.feature_index = n + feature_layer if feature_layer < 0 else feature_layer - 1
-        self.merge_layers = list(range(1, self.feature_index + 1))
-        self.schedule = tome_schedule(max(1, len(self.merge_layers)), technique.r)[: len(self.merge_layers)]
+        self.merge_layers, self.schedule = clip_tower_schedule(len(self.layers), feature_layer, technique.r)
         self.keeps_cls = config_value(model, "vision_feature_select_strategy", default="default") == "full"
         vcfg = vision_model.config
         self.num_tokens = (vcfg.image_size // vcfg.patch_size) ** 2 + 1
@@ -426,3 +424,13 @@ class LlavaToMe:
             return args, {**kwargs, "hidden_states": hidden, "attention_mask": bias}
 
         return hook
+
+
+def vision_adapter(host, technique):
+    """The adapter that runs an encoder technique inside ``host``'s vision tower (LLaVA: ToMe, VisionZip; Qwen2-VL
+    and Qwen2.5-VL: VisionZip)."""
+    if technique.name == "tome" and host.name == "llava":
+        return LlavaToMe(host, technique)
+    if technique.name == "visionzip":
+        return (LlavaVisionZip if host.name == "llava" else QwenVisionZip)(host, technique)
+    raise UnsupportedModel(f"{technique.name} has no vision adapter for host {host.name!r}")

@@ -15,7 +15,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from reference_impls.decode.kv import H2O, SnapKV  # noqa: E402
-from reference_impls.hosts.hf import cache_argument, find_language_model  # noqa: E402
+from reference_impls.hosts.hf_model import cache_argument, find_language_model  # noqa: E402
 from reference_impls.prefill.fastv import FastV  # noqa: E402
 from reference_impls.prefill.pyramiddrop import PyramidDrop  # noqa: E402
 from reference_impls.technique import UnsupportedModel  # noqa: E402
