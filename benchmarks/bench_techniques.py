@@ -1,4 +1,4 @@
-"""One row per technique added for issue 15, each beside its baseline measured in the same run.
+"""One row per reference technique without a benchmark of its own, each beside its baseline measured in the same run.
 
     python -m benchmarks.bench_techniques            # GPU
     python -m benchmarks.bench_techniques --smoke    # CPU: tiny shapes, checks the script end to end
@@ -21,6 +21,11 @@ Sections (``--only a,b`` runs a subset):
   encoders    FastViTHD (multi-branch vs reparameterised) and a CLIP-L/14-336-shaped ViT: ms per image and tokens;
               pixel-shuffle projector vs LLaVA's MLP projector: tokens and ms.
   frames      FOCUS: frames scored and selection ms vs scoring every frame; LongVU tokens under a budget.
+  offload     the KV cache offloaded to host memory (no prefetch, next-layer prefetch) vs the resident static cache:
+              decode ms per token, peak bytes resident on the device, bytes copied, token agreement.
+  early_exit  confidence-based early exit vs ``model.generate``: generate ms, mean exit layer, token agreement (the
+              reference still runs the skipped layers, so its time shows the exit test's overhead, not a saving).
+  feature_cache  frames encoded and ms for a video with repeated frames, every frame vs the feature cache.
 Rows not added: CAR (needs a model trained for short and long answers), RoPE (no baseline: every decoder uses it),
 dynamic tiling (a resize; its effect is the token count, reported under ``encoders`` via the tile count).
 Random weights throughout: quality columns measure agreement with the unmodified computation, not accuracy.
@@ -50,6 +55,9 @@ SECTIONS = (
     "shared",
     "encoders",
     "frames",
+    "offload",
+    "early_exit",
+    "feature_cache",
 )
 
 
@@ -581,6 +589,75 @@ def bench_frames(device, smoke, dtype):
     return dict(video_frames=n, rows=rows)
 
 
+def bench_offload(device, smoke, dtype):
+    from reference_impls.decode.offload import OffloadedKVCache
+    from reference_impls.models.kv_cache import StaticKVCache
+
+    cfg = _decoder_cfg(smoke)
+    model = MinimalLVLM(cfg, seed=0, dtype=dtype, device=device)
+    ids = _ids(48 if smoke else 4096, cfg.vocab_size, device=device)
+    n_new = 6 if smoke else 32
+    capacity = ids.shape[1] + n_new
+    static = StaticKVCache.for_model(cfg, 1, capacity, dtype=dtype, device=device)
+    want, base_ms = _greedy(model, ids, static, n_new)
+    rows = [dict(cache="static (resident)", decode_ms_per_token=base_ms, resident_bytes=static.kv_bytes())]
+    for prefetch in (False, True):
+        cache = OffloadedKVCache.for_model(cfg, 1, capacity, dtype=dtype, device=device, prefetch=prefetch)
+        out, ms = _greedy(model, ids, cache, n_new)
+        rows.append(
+            dict(
+                cache=f"offloaded ({'next-layer prefetch' if prefetch else 'on demand'})",
+                decode_ms_per_token=ms,
+                resident_bytes=cache.peak_resident_bytes,
+                bytes_copied=cache.bytes_fetched,
+                same_tokens=bool(torch.equal(out, want)),
+            )
+        )
+    return dict(model=cfg.name, prompt=ids.shape[1], new_tokens=n_new, rows=rows)
+
+
+def bench_early_exit(device, smoke, dtype):
+    from reference_impls.decode.early_exit import early_exit_generate
+
+    cfg = _decoder_cfg(smoke)
+    model = MinimalLVLM(cfg, seed=0, dtype=dtype, device=device)
+    ids = _ids(48 if smoke else 2048, cfg.vocab_size, device=device)
+    n_new = 6 if smoke else 32
+    want, base_ms = wall_ms(lambda: model.generate(ids, max_new_tokens=n_new), device)
+    rows = [dict(variant="model.generate (baseline)", generate_ms=base_ms)]
+    for threshold in (2.0, 0.0):
+        (out, stats), ms = wall_ms(
+            lambda: early_exit_generate(model, ids, max_new_tokens=n_new, threshold=threshold), device
+        )
+        rows.append(
+            dict(
+                variant=f"early exit, threshold {threshold}",
+                generate_ms=ms,
+                mean_exit_layer=stats.mean_exit_layer,
+                layers=cfg.n_layers,
+                same_tokens=bool(torch.equal(out, want)),
+            )
+        )
+    return dict(model=cfg.name, prompt=ids.shape[1], new_tokens=n_new, rows=rows)
+
+
+def bench_feature_cache(device, smoke, dtype):
+    from reference_impls.encode.feature_cache import FrameFeatureCache
+
+    cfg = _decoder_cfg(smoke)
+    model = MinimalLVLM(cfg, seed=0, dtype=dtype, device=device)
+    size, distinct, repeats = cfg.vision.image_size, (4 if smoke else 16), 4
+    g = torch.Generator().manual_seed(0)
+    scenes = torch.randn(distinct, 3, size, size, generator=g)
+    frames = scenes.repeat_interleave(repeats, 0)
+    frames = (frames + 0.01 * torch.randn(frames.shape, generator=g)).to(device=device, dtype=dtype)
+    rows = []
+    for threshold in (2.0, 0.99):
+        out, ms = wall_ms(lambda: FrameFeatureCache(threshold)(model.encode_images, frames), device)
+        rows.append(dict(threshold=threshold, frames=frames.shape[0], frames_encoded=out.frames_encoded, ms=ms))
+    return dict(model=cfg.name, rows=rows)
+
+
 BENCHES = dict(
     kv=bench_kv,
     kv_policies=bench_kv_policies,
@@ -593,6 +670,9 @@ BENCHES = dict(
     shared=bench_shared,
     encoders=bench_encoders,
     frames=bench_frames,
+    offload=bench_offload,
+    early_exit=bench_early_exit,
+    feature_cache=bench_feature_cache,
 )
 
 

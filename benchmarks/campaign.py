@@ -109,8 +109,9 @@ STEPS = (
     Step("litevlm", "the LiteVLM pipeline ablation", 150, 300, module="benchmarks.bench_litevlm"),
     Step(
         "techniques",
-        "issue 15's techniques (KV quantisation/merging/sharing/low rank, paged attention, serving, "
-        "lookahead, SparseGPT, LLMLingua, Shared Attention, FastViTHD, FOCUS, LongVU) beside their baselines",
+        "the other techniques (KV quantisation/merging/sharing/low rank, paged attention, serving, lookahead, "
+        "SparseGPT, LLMLingua, Shared Attention, FastViTHD, FOCUS, LongVU, KV offloading, early exit, feature "
+        "caching) beside their baselines",
         180,
         420,
         module="benchmarks.bench_techniques",
