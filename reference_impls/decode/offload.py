@@ -35,21 +35,11 @@ __all__ = ["OffloadedKVCache"]
 class OffloadedKVCache(StaticKVCache):
     """A static KV cache whose K/V buffers sit on ``storage_device``; attention sees compute-device copies."""
 
-    def __init__(
-        self,
-        n_layers: int,
-        batch_size: int,
-        n_kv_heads: int,
-        head_dim: int,
-        capacity: int,
-        dtype=torch.float32,
-        device=None,
-        storage_device="cpu",
-        prefetch: bool = True,
-    ):
-        """``device``: where attention runs (and the lengths live); the K/V buffers sit on ``storage_device``."""
-        super().__init__(n_layers, batch_size, n_kv_heads, head_dim, capacity, dtype=dtype, device=device)
-        self.compute_device = torch.device(device or "cpu")
+    def __init__(self, *args, storage_device="cpu", prefetch: bool = True, **kw):
+        """``StaticKVCache``'s arguments; its ``device`` is where attention runs (and the lengths live), the K/V
+        buffers sit on ``storage_device``."""
+        super().__init__(*args, **kw)
+        self.compute_device = self._lengths.device
         self.storage_device = torch.device(storage_device)
         pin = self.storage_device.type == "cpu" and self.compute_device.type == "cuda"
         self.keys = [self._storage(k, pin) for k in self.keys]
@@ -81,39 +71,33 @@ class OffloadedKVCache(StaticKVCache):
     def _resident(self) -> int:
         return sum(2 * k.numel() * k.element_size() for k, _, _, _ in self._staged.values())
 
-    def update(self, layer, k_new, v_new, positions, n_new) -> AttendKV:
-        self.check_chunk(layer, k_new, v_new)
-        B, H, T, D = k_new.shape
-        old_rows = self._bound[layer]
-        if layer not in self._staged or self._staged[layer][2] < old_rows:
-            self._copy(layer, old_rows)  # on demand (always, without prefetch)
-        k_old, v_old, _, event = self._staged.pop(layer)
+    def _take(self, layer: int, rows: int):
+        """This layer's first ``rows`` slots on the compute device: the prefetched copy, or one made now."""
+        if layer not in self._staged or self._staged[layer][2] < rows:
+            self._copy(layer, rows)  # on demand (always, without prefetch)
+        k, v, _, event = self._staged.pop(layer)
         if event is not None:
-            event.synchronize()  # the host writes this layer's pinned buffer below: the copy must be done
-        start = self._lengths[layer]
-        slots = start[:, None] + torch.arange(T, device=start.device)  # [B, T]
-        rows = old_rows + T
-        k = torch.zeros(B, H, rows, D, dtype=self.keys[layer].dtype, device=self.compute_device)
+            event.synchronize()  # the host writes this layer's pinned buffer next: the copy must be done
+        return k[:, :, :rows], v[:, :, :rows]
+
+    def update(self, layer, k_new, v_new, positions, n_new) -> AttendKV:
+        old_rows, start = self._bound[layer], self._lengths[layer].clone()
+        k_old, v_old = self._take(layer, old_rows)
+        stored = super().update(layer, k_new, v_new, positions, n_new)  # checks, stores the chunk, moves the lengths
+        B, H, T, D = k_new.shape
+        k = k_old.new_zeros(B, H, stored.k.shape[2], D)
         v = torch.zeros_like(k)
-        k[:, :, :old_rows], v[:, :, :old_rows] = k_old[:, :, :old_rows], v_old[:, :, :old_rows]
+        k[:, :, :old_rows], v[:, :, :old_rows] = k_old, v_old
+        slots = start[:, None] + torch.arange(T, device=start.device)
         idx = slots[:, None, :, None].expand(B, H, T, D)
         k.scatter_(2, idx, k_new.to(k.dtype))
         v.scatter_(2, idx, v_new.to(v.dtype))
-        # write back the new rows only (the old ones are already in storage)
-        store_idx = idx.to(self.storage_device)
-        self.keys[layer].scatter_(2, store_idx, k_new.to(self.storage_device, self.keys[layer].dtype))
-        self.values[layer].scatter_(2, store_idx, v_new.to(self.storage_device, self.values[layer].dtype))
-        valid = torch.arange(T, device=start.device)[None, :] < n_new[:, None]
-        self.positions[layer].scatter_(1, slots, torch.where(valid, positions, -1))
-        written = start + T  # before the lengths (of which ``start`` is a view) move on
-        self._lengths[layer] = start + n_new
-        self._bound[layer] = rows
         if self.prefetch and self.n_layers > 1:
             nxt = (layer + 1) % self.n_layers
             self._copy(nxt, self._bound[nxt])
         # resident now: this layer's copy (attention holds it) and the prefetched next layer
         self.peak_resident_bytes = max(self.peak_resident_bytes, 2 * k.numel() * k.element_size() + self._resident())
-        return AttendKV(k, v, written, self.positions[layer][:, :rows])
+        return stored._replace(k=k, v=v)
 
     def reset(self) -> None:
         super().reset()

@@ -12,8 +12,8 @@ reuses (the similarity is at most 1): every frame is encoded, the unmodified enc
 
 - ``naive_cached_frame_features(encode, frames, threshold)``: the readable specification, one encoder call per
   encoded frame;
-- ``FrameFeatureCache(threshold)(encode, frames)``: the same decisions, then a single batched encoder call on the
-  frames to encode, and the features gathered by reference.
+- ``FrameFeatureCache(threshold)(encode, frames)``: the same decisions (``decide``, pixels only), then a single
+  batched encoder call on the frames to encode, and the features gathered by reference.
 
 ``encode`` maps frames ``[N, C, H, W]`` to features ``[N, tokens, dim]`` (e.g. ``MinimalLVLM.encode_images``).
 
@@ -45,11 +45,15 @@ def frame_similarity(a: Tensor, b: Tensor) -> float:
     return float(a @ b) / (na * nb)
 
 
+def _check_threshold(threshold: float) -> None:
+    if threshold != threshold:
+        raise ValueError("threshold must be a number (above 1 disables reuse)")
+
+
 def _check(frames: Tensor, threshold: float) -> None:
     if frames.dim() != 4:
         raise ValueError(f"frames must be [T, C, H, W], got shape {tuple(frames.shape)}")
-    if threshold != threshold:
-        raise ValueError("threshold must be a number (above 1 disables reuse)")
+    _check_threshold(threshold)
 
 
 @dataclass
@@ -90,23 +94,17 @@ class FrameFeatureCache:
     threshold: float = 2.0
 
     def __post_init__(self):
-        if self.threshold != self.threshold:
-            raise ValueError("threshold must be a number (above 1 disables reuse)")
+        _check_threshold(self.threshold)
 
     def decide(self, frames: Tensor) -> Tensor:
-        """The reference frame of every frame, ``[T]`` long (a frame that is its own reference is encoded)."""
+        """The reference frame of every frame, ``[T]`` long (a frame that is its own reference is encoded); only
+        pixels are compared, the encoder does not run."""
         _check(frames, self.threshold)
-        flat = frames.double().flatten(1)
-        norms = flat.norm(dim=1)
-        unit = torch.where(norms[:, None] > 0, flat / norms.clamp(min=1e-300)[:, None], torch.zeros_like(flat))
-        zero = norms == 0
         reference = torch.empty(frames.shape[0], dtype=torch.long)
         ref = 0
         for t in range(frames.shape[0]):
-            if t > 0:
-                sim = 1.0 if bool(zero[t] & zero[ref]) else float(unit[t] @ unit[ref])
-                if sim < self.threshold:
-                    ref = t
+            if t > 0 and frame_similarity(frames[t], frames[ref]) < self.threshold:
+                ref = t
             reference[t] = ref
         return reference
 

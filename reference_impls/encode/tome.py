@@ -311,20 +311,17 @@ class ToMeViT(nn.Module):
         return self.norm(x), size
 
 
-def clip_tower_schedule(n_layers: int, feature_layer: int, r) -> tuple[list[int], list[int]]:
+def clip_tower_schedule(n_layers: int, feature_layer, r) -> tuple[list[int], list[int]]:
     """ToMe in a CLS ViT of ``n_layers`` blocks read at ``feature_layer`` (Hugging Face's ``vision_feature_layer``:
-    an index into the hidden states, negative from the end): ``(blocks whose input is merged, tokens merged there)``.
-    Merging happens before blocks 1 .. the one whose output is the feature layer (see the module's deviations)."""
+    an index into the hidden states, negative from the end; None: LLaVA's default -2): ``(blocks whose input is
+    merged, tokens merged there)``. Merging happens before blocks 1 .. the one whose output is the feature layer (see
+    the module's deviations)."""
+    feature_layer = -2 if feature_layer is None else feature_layer
     if not isinstance(feature_layer, int):
         raise ValueError(f"tome: a list of vision_feature_layer ({feature_layer}) is not supported")
     feature_index = n_layers + feature_layer if feature_layer < 0 else feature_layer - 1
     merge_layers = list(range(1, feature_index + 1))
     return merge_layers, tome_schedule(max(1, len(merge_layers)), r)[: len(merge_layers)]
-
-
-def _feature_layer(config) -> int:
-    value = getattr(config, "vision_feature_layer", None)
-    return -2 if value is None else value
 
 
 def tokens_after(num_tokens: int, schedule: Sequence[int], protect_first: int = 1) -> int:
@@ -364,7 +361,8 @@ class ToMe(Technique):
         vision = getattr(config, "vision_config", None)
         if vision is None:
             raise UnsupportedModel(f"tome: {type(model).__name__} has no vision tower config")
-        _, schedule = clip_tower_schedule(vision.num_hidden_layers, _feature_layer(config), self.r)
+        feature_layer = getattr(config, "vision_feature_layer", None)
+        _, schedule = clip_tower_schedule(vision.num_hidden_layers, feature_layer, self.r)
         keeps_cls = (getattr(config, "vision_feature_select_strategy", None) or "default") == "full"
         num_tokens = (vision.image_size // vision.patch_size) ** 2 + 1
         return tokens_after(num_tokens, schedule) - (0 if keeps_cls else 1)

@@ -365,19 +365,11 @@ class LlavaToMe:
         tower = find_submodule(model, "vision_tower")
         vision_model = getattr(tower, "vision_model", tower)
         self.layers = vision_model.encoder.layers
-        feature_layer = config_value(model, "vision_feature_layer", default=-2)
+        feature_layer = config_value(model, "vision_feature_layer")
         self.merge_layers, self.schedule = clip_tower_schedule(len(self.layers), feature_layer, technique.r)
-        self.keeps_cls = config_value(model, "vision_feature_select_strategy", default="default") == "full"
-        vcfg = vision_model.config
-        self.num_tokens = (vcfg.image_size // vcfg.patch_size) ** 2 + 1
         self.heads = self.layers[0].self_attn.num_heads
         self._keys = None
         self._size = None
-
-    def image_tokens(self) -> int:
-        from reference_impls.encode.tome import tokens_after
-
-        return tokens_after(self.num_tokens, self.schedule) - (0 if self.keeps_cls else 1)
 
     def install(self):
         hooks = _Hooks()

@@ -163,25 +163,20 @@ class StaticKVCache(KVCache):
         self._lengths[layer] = lengths
         self._bound[layer] = int(lengths.max().item()) if lengths.numel() else 0
 
-    def check_chunk(self, layer: int, k_new: Tensor, v_new: Tensor) -> None:
-        """One clear error for a chunk of the wrong shape or one that overflows the capacity."""
-        B, T = k_new.shape[0], k_new.shape[2]
+    def update(self, layer, k_new, v_new, positions, n_new) -> AttendKV:
+        B, H, T, D = k_new.shape
         if B != self.batch_size or v_new.shape != k_new.shape:
             raise ValueError(f"k/v shape {tuple(k_new.shape)} / {tuple(v_new.shape)} do not match the cache")
         if self._bound[layer] + T > self.capacity:
             raise ValueError(
                 f"KV cache overflow at layer {layer}: {self._bound[layer]} + {T} > capacity {self.capacity}"
             )
-
-    def update(self, layer, k_new, v_new, positions, n_new) -> AttendKV:
-        self.check_chunk(layer, k_new, v_new)
-        B, H, T, D = k_new.shape
         start = self._lengths[layer]  # [B]
         slots = start[:, None] + torch.arange(T, device=start.device)  # [B, T]
         kb, vb = self.keys[layer], self.values[layer]
-        idx = slots[:, None, :, None].expand(B, H, T, D)
-        kb.scatter_(2, idx, k_new.to(kb.dtype))
-        vb.scatter_(2, idx, v_new.to(vb.dtype))
+        idx = slots[:, None, :, None].expand(B, H, T, D).to(kb.device)  # buffers may live elsewhere (offloading)
+        kb.scatter_(2, idx, k_new.to(kb.device, kb.dtype))
+        vb.scatter_(2, idx, v_new.to(vb.device, vb.dtype))
         valid = torch.arange(T, device=start.device)[None, :] < n_new[:, None]
         self.positions[layer].scatter_(1, slots, torch.where(valid, positions, -1))
         written = start + T
