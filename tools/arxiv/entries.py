@@ -265,7 +265,7 @@ def plan_enrichment(
         propose("paper_url", abs_url(record.arxiv), url)
     found = venue_from_record(record, taxonomy)
     if found:  # the authors' own statement on the arXiv page: the venue is checked
-        propose("venue", found[0], url, {"venue_checked": True})
+        propose("venue", found[0], url, {"venue_checked": True, "venue_searched": None})
     venue = data.get("venue", paper.venue)  # the venue after this refresh (a kept curated one included)
     year_source = provenance.get("venue", record.v1_url) if venue != PREPRINT else record.v1_url
     propose("year", year_for(venue, record.first_version, taxonomy), year_source)

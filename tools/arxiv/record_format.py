@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from tools.catalogue import provenance as sources
 from tools.catalogue.paths import display_path
@@ -60,6 +60,7 @@ class VerificationRecord(_Strict):
     venue: str | None = None
     venue_evidence: str | None = None
     venue_checked: bool = False
+    venue_searched: dt.date | None = None
     doi: str | None = None
     primary_class: str | None = None
     short_name: str | None = None
@@ -89,6 +90,15 @@ class VerificationRecord(_Strict):
     def _split_listing(cls, value: Any) -> Any:
         if isinstance(value, str):  # "a/b@123; c/d@456", as the candidates list writes it
             return [x.strip() for x in value.split(";") if x.strip()]
+        return value
+
+    @field_validator("venue_searched")
+    @classmethod
+    def _searched_only_without_venue(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
+        if value is not None and info.data.get("venue") not in (None, PREPRINT):
+            raise ValueError(
+                "only a preprint carries the date of a search that found no venue; this record gives a venue"
+            )
         return value
 
     @field_validator("exclude_reason")
@@ -242,6 +252,8 @@ def given_facts(rec: VerificationRecord) -> dict[str, Any]:
             out["authors_status"] = "complete"  # authors were read; "unknown" says the list is empty
     if rec.venue is not None:
         out["venue_checked"] = rec.venue_checked
+    if rec.venue_searched is not None:
+        out["venue_searched"] = rec.venue_searched
     if rec.code:
         out["code"] = [c.model_dump() for c in rec.code]
     if rec.placement is not None:

@@ -145,6 +145,8 @@ def updated_entry(old: Paper, rec: VerificationRecord) -> tuple[dict[str, Any], 
     data["read_via"] = {k: v for k, v in read_via.items() if k in cited}
     data["listed_in"] = list(dict.fromkeys([*old.listed_in, *(rec.listed_in or [])]))
     data["disagreements"] = disagreements
+    if data.get("venue") != PREPRINT:
+        data.pop("venue_searched", None)  # a search without result says nothing once a venue is found
     data["last_verified"] = rec.checked
     return data, changed, filled, retired, unattributed
 

@@ -194,6 +194,11 @@ class Paper(_Model):
         description="a page read in a verification pass states the venue (the proceedings, or the authors' own "
         "statement of acceptance), named in provenance.venue; always false for a preprint",
     )
+    venue_searched: Annotated[dt.date, Field(strict=False)] | None = Field(
+        default=None,
+        description="a preprint only: the date of the latest verification pass that searched for its publication "
+        "(its arXiv page, proceedings pages, the official README) that confirmed no venue",
+    )
     arxiv: str | None = Field(default=None, description='arXiv id without version, quoted: "2403.06764"')
     doi: Annotated[str, Field(pattern=DOI_PATTERN)] | None = None
     primary_class: Annotated[str, Field(pattern=r"^[a-z-]+(\.[A-Za-z-]+)?$")] | None = None
@@ -307,6 +312,11 @@ class Paper(_Model):
             raise ValueError(
                 "venue_checked: only a published venue can be checked (a page silent on the venue proves nothing); "
                 "leave it false for a preprint"
+            )
+        if self.venue_searched and self.venue != PREPRINT:
+            raise ValueError(
+                "venue_searched: only a preprint carries the date of a search that found no venue; "
+                "a published venue is checked (venue_checked) or not"
             )
         if self.venue_checked and "venue" not in self.provenance:
             raise ValueError("venue_checked: name the proceedings page (or the authors' statement) in provenance.venue")

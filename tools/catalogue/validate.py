@@ -285,6 +285,7 @@ def coverage(papers: dict[str, Paper]) -> dict[str, int]:
     return {
         "papers": len(items),
         "venue checked": sum(p.venue_checked for p in items),
+        "preprint searched": sum(p.venue_searched is not None for p in items),
         "summary": sum(p.summary is not None for p in items),
         "claims": sum(bool(p.claims) for p in items),
         "no authors": sum(not p.authors for p in items),

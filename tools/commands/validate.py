@@ -44,7 +44,8 @@ def run(args) -> int:
         print(f"ok: {len(cat.papers)} paper(s) and the taxonomy are valid")
         c = coverage(cat.papers)
         print(
-            f"venue checked on the proceedings: {c['venue checked']}/{c['papers']}; summaries {c['summary']}, "
+            f"venue checked on the proceedings: {c['venue checked']}/{c['papers']} (preprints searched without a "
+            f"venue confirmed: {c['preprint searched']}); summaries {c['summary']}, "
             f"claims in {c['claims']}; no authors {c['no authors']}; placements to review {c['placement to review']}; "
             f"{c['facts with a source']}/{c['facts']} title, author, venue, placement and summary facts name their "
             f"page ({c['sources read on a copy']} sources read on a copy)"

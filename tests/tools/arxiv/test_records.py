@@ -261,6 +261,45 @@ def test_a_venue_retired_from_a_list_without_a_path_is_reported_not_refused(tmp_
     assert load(state[0] / "sink-aware-2025.yaml")["venue"] == "ICLR 2026"
 
 
+def test_a_search_without_a_venue_is_dated_and_a_venue_found_later_clears_it(tmp_path, capsys):
+    """A preprint searched without result carries the search's date; a later record that finds the venue drops it,
+    and a published entry can never carry one."""
+    state = (make_catalogue(tmp_path / "papers", other_entry()), tmp_path / "rejected.yaml")
+    path = state[0] / "sink-aware-2025.yaml"
+    searched = {
+        "id": "sink-aware-2025",
+        "arxiv": "2509.00001",
+        "decision": "include",
+        "venue_searched": CHECKED,
+        "checked": CHECKED,
+    }
+    assert add_from(state, write_records(tmp_path, searched)) == 0
+    assert "filled: 1 venue_searched" in capsys.readouterr().out
+    assert load(path)["venue"] == "arXiv" and load(path)["venue_searched"] == dt.date(2026, 12, 4)
+
+    venue = "https://openreview.net/forum?id=sinkprune"
+    found = {
+        "id": "sink-aware-2025",
+        "arxiv": "2509.00001",
+        "decision": "include",
+        "venue": "ICLR 2026",
+        "venue_evidence": venue,
+        "venue_checked": True,
+        "year": 2026,
+        "checked": "2026-12-05",
+        "provenance": {"venue": venue, "year": venue},
+    }
+    assert add_from(state, write_records(tmp_path, found)) == 0
+    data = load(path)
+    assert data["venue"] == "ICLR 2026" and data["venue_checked"] is True and "venue_searched" not in data
+
+    both = {**found, "id": "sink-aware-2025", "venue_searched": "2026-12-05"}
+    capsys.readouterr()
+    assert add_from(state, write_records(tmp_path, both)) == 1
+    assert "only a preprint carries the date of a search" in capsys.readouterr().err
+    assert "venue_searched" not in load(path)
+
+
 def test_a_yaml_list_of_records_is_read_too(state, tmp_path):
     papers, _ = state
     assert add_from(state, write_records(tmp_path, NEW, name="records.yaml")) == 0

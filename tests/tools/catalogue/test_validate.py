@@ -103,6 +103,7 @@ def test_preprint_and_minimal_entry_are_accepted(tmp_path):
             "",
             "only a published venue can be checked",
         ),
+        ({"venue": "ECCV 2024", "venue_searched": "2026-12-05"}, "", "only a preprint carries the date of a search"),
         ({"closest_impl": ["reference_impls.prefill.fastv"]}, "", "closest_impl needs closest_impl_note"),
         (
             {"closest_impl": ["reference_impls.prefill.no_such_module"], "closest_impl_note": "a variant of FastV"},

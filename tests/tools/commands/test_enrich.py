@@ -40,6 +40,16 @@ def papers(tmp_path):
     return make_catalogue(tmp_path / "papers", seed_entry())
 
 
+def test_a_venue_found_by_enrich_drops_the_date_of_an_earlier_search_without_result(tmp_path):
+    papers = make_catalogue(tmp_path / "papers", {**seed_entry(), "venue_searched": dt.date(2026, 12, 5)})
+    assert load(papers / "streamkv-2025.yaml")["venue_searched"] == dt.date(2026, 12, 5)
+    with FeedServer(["streamkv_v2_icml.xml"]) as server:
+        assert enrich(papers, api=server.url) == 0
+    data = load(papers / "streamkv-2025.yaml")
+    assert data["venue"] == "ICML 2026" and data["venue_checked"] is True
+    assert "venue_searched" not in (papers / "streamkv-2025.yaml").read_text(encoding="utf-8")
+
+
 def test_enrich_against_a_local_server_fills_and_updates_and_shows_a_diff(papers, capsys):
     with FeedServer(["streamkv_v2_icml.xml"]) as server:
         assert enrich(papers, api=server.url) == 0

@@ -50,7 +50,15 @@ def papers() -> dict[str, Paper]:
             "note": "placed from the title only: read the abstract",
         },
     )
-    return {d["id"]: Paper.model_validate(d, context={"taxonomy": tax}) for d in (checked, variant)}
+    searched = entry(
+        id="searched-2025",
+        arxiv="2501.00010",
+        title="A preprint whose publication was searched for without result",
+        short_name=None,
+        venue="arXiv",
+        venue_searched=dt.date(2026, 12, 5),
+    )
+    return {d["id"]: Paper.model_validate(d, context={"taxonomy": tax}) for d in (checked, variant, searched)}
 
 
 def test_paper_pages_show_review_state_venue_check_and_closest_implementation(tmp_path):
@@ -60,6 +68,8 @@ def test_paper_pages_show_review_state_venue_check_and_closest_implementation(tm
     variant = page(out / "papers" / "variant-2025.md")
     assert "checked on the proceedings" in fastv and "Needs review" not in fastv
     assert "not yet checked against the proceedings" in variant
+    searched = page(out / "papers" / "searched-2025.md")
+    assert "no venue confirmed in a search on 2026-12-05" in searched and "not yet checked" not in searched
     assert '<span class="atlas-needs-review">Needs review</span>' in variant
     assert "placed from the title only: read the abstract" in variant
     # the closest implementation is shown apart from the paper's own implementations
