@@ -32,6 +32,7 @@ from tools.catalogue.discovery_log import covered, read_log
 from tools.catalogue.paths import ROOT
 from tools.catalogue.schema import Paper
 from tools.catalogue.taxonomy import Taxonomy
+from tools.catalogue.validate import coverage
 from tools.outputs.bibtex import catalogue_keys, render_bib, render_one
 from tools.outputs.site import plots
 from tools.outputs.site.context import Context, Page, Repository
@@ -334,6 +335,7 @@ class Generator:
             n_refimpl=sum(1 for p in model.papers.values() if implementations(p)),
             n_measured=len(self.measured),
             covered=self.covered,
+            verified=coverage(dict(model.papers)),
         )
         self.render("contributing.md.j2", "contributing.md")
         self.render("taxonomy.md.j2", "taxonomy.md")

@@ -88,7 +88,11 @@ def test_home_page_says_how_far_discovery_has_covered(tmp_path):
     log = tmp_path / "discovery_log.yaml"
     out = tmp_path / "docs"
     generate(papers(), load_taxonomy(), out, discovery_log=log)
-    assert "no complete search of arXiv is recorded yet" in page(out / "index.md")
+    index = page(out / "index.md")
+    assert "no complete search of arXiv is recorded yet" in index
+    # the verification state, counted by the same function as `python -m tools validate`
+    assert "the venue of 1 papers was checked" in index and "1 preprints were searched" in index
+    assert "and 1 venues\nare not yet checked" in index and "1 placements\nawait a reviewer" in index
     for since, until in (("2026-10-01", "2026-10-31"), ("2026-11-01", "2026-11-30")):
         record_run(
             DiscoveryRun(
