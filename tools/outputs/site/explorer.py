@@ -30,6 +30,7 @@ EXPORT_COLUMNS = [
     ("year", "year"),
     ("first_version", "date"),
     ("venue", "venue"),
+    ("venue_status", "venue_status"),
     ("arxiv", "arxiv"),
     ("doi", "doi"),
     ("paper_url", "link"),
@@ -54,6 +55,14 @@ def paper_link(paper) -> str:
     return f"https://doi.org/{paper.doi}" if paper.doi else ""
 
 
+def venue_status(paper) -> str:
+    """How far the venue is verified: "checked", "searched <date>" (a preprint searched for without a venue
+    confirmed) or "not checked"."""
+    if paper.venue_checked:
+        return "checked"
+    return f"searched {paper.venue_searched.isoformat()}" if paper.venue_searched else "not checked"
+
+
 def explorer_records(model: SiteModel) -> list[dict]:
     """One record per paper for the explorer and the exports."""
     tax = model.taxonomy
@@ -75,6 +84,7 @@ def explorer_records(model: SiteModel) -> list[dict]:
                 "date": date.isoformat() if date else "",
                 "venue": p.venue,
                 "venue_name": parsed[0].id if parsed else ("arXiv" if p.is_preprint else p.venue),
+                "venue_status": venue_status(p),
                 "arxiv": p.arxiv or "",
                 "doi": p.doi or "",
                 "link": paper_link(p),

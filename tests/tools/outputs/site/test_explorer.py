@@ -5,14 +5,17 @@ explorer's own export of every paper is these files byte for byte)."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 
 import bibtexparser
 
+from tests.tools._entries import entry
 from tests.tools.outputs._fixture_catalogue import HOSTILE_TITLE, UNDERSCORE_URL
+from tools.catalogue.schema import Paper
 from tools.catalogue.taxonomy import load_taxonomy
-from tools.outputs.site.explorer import EXPORT_COLUMNS
+from tools.outputs.site.explorer import EXPORT_COLUMNS, venue_status
 
 
 def _data(built_site) -> dict:
@@ -53,10 +56,22 @@ def test_the_whole_catalogue_is_published_as_csv_json_and_bibtex(built_site):
     assert records[0].keys() == {name for name, _ in EXPORT_COLUMNS}
     entries = json.loads((data / "bibtex.json").read_text(encoding="utf-8"))
     assert set(entries) == set(built_site.papers)
-    for pid, entry in entries.items():  # the entry of each paper's own .bib file
-        assert entry == (built_site.site / "bib" / f"{pid}.bib").read_text(encoding="utf-8")
+    for pid, bib_entry in entries.items():  # the entry of each paper's own .bib file
+        assert bib_entry == (built_site.site / "bib" / f"{pid}.bib").read_text(encoding="utf-8")
     library = bibtexparser.parse_string("\n".join(entries.values()))
     assert library.failed_blocks == [] and len(library.entries) == len(built_site.papers)
     home = (built_site.site / "index.html").read_text(encoding="utf-8")
     for target in ("atlas.bib", "data/catalogue.csv", "data/catalogue.json"):
         assert f'href="{target}"' in home
+
+
+def test_the_venue_status_column_says_checked_searched_or_not_checked():
+    tax = load_taxonomy()
+
+    def paper(**fields):
+        return Paper.model_validate(entry(**fields), context={"taxonomy": tax})
+
+    venue_page = {"title": "https://arxiv.org/abs/2403.06764", "venue": "https://www.ecva.net/papers/eccv_2024/x.php"}
+    assert venue_status(paper(venue_checked=True, provenance=venue_page)) == "checked"
+    assert venue_status(paper(venue="arXiv", venue_searched=dt.date(2026, 12, 5))) == "searched 2026-12-05"
+    assert venue_status(paper(venue="arXiv")) == "not checked"
