@@ -239,13 +239,10 @@ def test_a_claim_with_null_settings_is_not_a_changed_claim(state, tmp_path, caps
     assert "1 updated (changed: 1 summary)" in out and "claims" not in out
 
 
-def test_a_venue_retired_from_a_list_without_a_path_is_reported_not_refused(tmp_path, capsys):
-    """The old venue's only source is a list named without its file (owner/repo@commit, not an address): the update
-    goes through and says that the retired value had no source to name."""
-    listed = {**other_entry(), "listed_in": ["hemingkx/SpeculativeDecodingPapers@9e6b293"]}
-    state = (make_catalogue(tmp_path / "papers", listed), tmp_path / "rejected.yaml")
+def venue_record(checked=CHECKED) -> dict:
+    """A record that gives sink-aware-2025 (other_entry()) the venue ICLR 2026, read on its OpenReview page."""
     venue = "https://openreview.net/forum?id=sinkprune"
-    rec = {
+    return {
         "id": "sink-aware-2025",
         "arxiv": "2509.00001",
         "decision": "include",
@@ -253,10 +250,17 @@ def test_a_venue_retired_from_a_list_without_a_path_is_reported_not_refused(tmp_
         "venue_evidence": venue,
         "venue_checked": True,
         "year": 2026,
-        "checked": CHECKED,
+        "checked": checked,
         "provenance": {"venue": venue, "year": venue},
     }
-    assert add_from(state, write_records(tmp_path, rec)) == 0
+
+
+def test_a_venue_retired_from_a_list_without_a_path_is_reported_not_refused(tmp_path, capsys):
+    """The old venue's only source is a list named without its file (owner/repo@commit, not an address): the update
+    goes through and says that the retired value had no source to name."""
+    listed = {**other_entry(), "listed_in": ["hemingkx/SpeculativeDecodingPapers@9e6b293"]}
+    state = (make_catalogue(tmp_path / "papers", listed), tmp_path / "rejected.yaml")
+    assert add_from(state, write_records(tmp_path, venue_record())) == 0
     assert "retired without a source to name (not kept): venue: 'arXiv'" in capsys.readouterr().out
     assert load(state[0] / "sink-aware-2025.yaml")["venue"] == "ICLR 2026"
 
@@ -277,23 +281,12 @@ def test_a_search_without_a_venue_is_dated_and_a_venue_found_later_clears_it(tmp
     assert "filled: 1 venue_searched" in capsys.readouterr().out
     assert load(path)["venue"] == "arXiv" and load(path)["venue_searched"] == dt.date(2026, 12, 4)
 
-    venue = "https://openreview.net/forum?id=sinkprune"
-    found = {
-        "id": "sink-aware-2025",
-        "arxiv": "2509.00001",
-        "decision": "include",
-        "venue": "ICLR 2026",
-        "venue_evidence": venue,
-        "venue_checked": True,
-        "year": 2026,
-        "checked": "2026-12-05",
-        "provenance": {"venue": venue, "year": venue},
-    }
+    found = venue_record(checked="2026-12-05")
     assert add_from(state, write_records(tmp_path, found)) == 0
     data = load(path)
     assert data["venue"] == "ICLR 2026" and data["venue_checked"] is True and "venue_searched" not in data
 
-    both = {**found, "id": "sink-aware-2025", "venue_searched": "2026-12-05"}
+    both = {**found, "venue_searched": "2026-12-05"}
     capsys.readouterr()
     assert add_from(state, write_records(tmp_path, both)) == 1
     assert "only a preprint carries the date of a search" in capsys.readouterr().err
